@@ -1,0 +1,77 @@
+"""Pure step functions: (state, batch, rng) -> (state, metrics), and the evaluation step.
+
+They know nothing about devices. Cross-device averaging goes through `lax.pmean`/`lax.psum` over a
+named axis, so the same function runs under `jax.pmap`, `jax.shard_map` or (axis_name=None) plain
+`jax.jit` on one device. Wrappers live in `jaxrec.parallel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from jaxrec.data.pipeline import Preprocess
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy on integer labels, with optional label smoothing."""
+    num_classes = logits.shape[-1]
+    targets = jax.nn.one_hot(labels, num_classes)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def _pmean(tree: Any, axis_name: str | None) -> Any:
+    return jax.lax.pmean(tree, axis_name) if axis_name else tree
+
+
+def _psum(tree: Any, axis_name: str | None) -> Any:
+    return jax.lax.psum(tree, axis_name) if axis_name else tree
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: Preprocess,
+               label_smoothing: float = 0.0, axis_name: str | None = "batch") -> tuple[TrainState, Metrics]:
+    """One SGD step on this device's share of the global batch.
+
+    batch: 'image' uint8 [b, H, W, C], 'label' int32 [b], 'index' int32 [b] (the examples' ids in
+    the data set, which seed their augmentation). rng: the run's training key; the step number is
+    folded in here, so a resumed run draws the same augmentations.
+    """
+    step_key = jax.random.fold_in(rng, state.step)
+    images = preprocess.train(batch["image"], batch["index"], step_key)
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, images)
+        loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+        return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = _pmean(grads, axis_name)
+    state = state.apply_gradients(grads=grads)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+    return state, _pmean(metrics, axis_name)
+
+
+def eval_step(state: TrainState, batch: Batch, *, preprocess: Preprocess,
+              axis_name: str | None = "batch") -> Metrics:
+    """Sums over this batch, ignoring padded examples (batch['mask'] == 0).
+
+    Returns loss_sum, count and the confusion matrix [true, predicted] (which gives accuracy,
+    precision, recall and F1), summed across devices.
+    """
+    logits = state.apply_fn({"params": state.params}, preprocess.eval(batch["image"]))
+    mask = batch["mask"]
+    num_classes = logits.shape[-1]
+    predicted = jnp.argmax(logits, -1)
+    confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[batch["label"], predicted].add(mask)
+    sums = {"loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+            "count": jnp.sum(mask), "confusion": confusion}
+    return _psum(sums, axis_name)
