@@ -16,7 +16,8 @@ from jaxrec.train import train_and_evaluate
 
 def main(argv=None) -> None:
     config = config_lib.parse_args(argv, description=__doc__, defaults=config_lib.Config(model="cnn"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("jaxrec").setLevel(logging.INFO)
     train_and_evaluate(config, config.workdir or config.default_workdir())
 
 

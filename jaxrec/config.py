@@ -118,16 +118,19 @@ def _flag_type(annotation: Any):
     return {bool: _parse_bool, int: int, float: float, str: str}[annotation]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the script docstring's layout."""
+
+
 def build_parser(description: str | None = None, defaults: Config | None = None) -> argparse.ArgumentParser:
     """A parser with one `--field` flag per Config field; booleans also accept a bare `--flag`."""
     defaults = defaults or Config()
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
         kind = _flag_type(hints[field.name])
         default = getattr(defaults, field.name)
-        kwargs: dict[str, Any] = dict(type=kind, default=default, help=field.metadata["help"],
+        kwargs: dict[str, Any] = dict(type=kind, default=default, help=field.metadata["help"].replace("%", "%%"),
                                       metavar=field.name.upper())
         if kind is _parse_bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")

@@ -1,8 +1,9 @@
 """Pure step functions: (state, batch, rng) -> (state, metrics), and the evaluation step.
 
 They know nothing about devices. Cross-device averaging goes through `lax.pmean`/`lax.psum` over a
-named axis, so the same function runs under `jax.pmap`, `jax.shard_map` or (axis_name=None) plain
-`jax.jit` on one device. Wrappers live in `jaxrec.parallel`.
+named axis, so the same function runs under `jax.pmap`, under `jax.shard_map(..., check_vma=False)`
+(pmap's semantics: each device differentiates its own loss, the step averages the gradients), or
+with axis_name=None under plain `jax.jit` on one device. Wrappers live in `jaxrec.parallel`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
 from jaxrec import outputs
@@ -74,10 +75,10 @@ def _check_finite(losses: np.ndarray, first_step: int) -> None:
             f"--learning_rate, add --warmup_epochs, or check the input data.")
 
 
-def train_and_evaluate(config: Config, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     """Trains `config.model` on `config.dataset`, evaluates it, and writes the run's outputs to `workdir`.
 
-    Returns the summary (also written to workdir/summary.json).
+    Returns the final train state (on the first device); the summary is in workdir/summary.json.
     """
     start = time.time()
     check_config(config)
@@ -175,7 +176,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict[str, Any]:
                         title=f"{config.model} on {data.name}, seed {config.seed}")
     log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
              summary["test_accuracy"], config.epochs, step, workdir)
-    return summary
+    return unreplicate(state)
 
 
 __all__ = ["Evaluator", "check_config", "train_and_evaluate", "unreplicate"]

@@ -26,8 +26,7 @@ def _ways_out(name: str, data_dir: str | None) -> str:
             f"--dataset; (4) try the pipeline offline with the shipped sample: --dataset cifar10_sample.")
 
 
-def load_tfds(name: str, split: str, data_dir: str | None, download: bool,
-              class_names: tuple[str, ...] | None = None) -> ArrayDataset:
+def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> ArrayDataset:
     """Reads a whole TFDS split with an `image` and a `label` feature into memory."""
     import tensorflow_datasets as tfds
 
@@ -45,9 +44,17 @@ def load_tfds(name: str, split: str, data_dir: str | None, download: bool,
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"TFDS data set {name!r} has features {list(features)}; jaxrec needs 'image' and 'label'")
-    if split not in builder.info.splits:
-        raise DataError(f"TFDS data set {name!r} has no split {split!r}; it has {list(builder.info.splits)}")
     _keep_tensorflow_off_accelerators()
-    images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+    try:
+        dataset = builder.as_dataset(split=split, as_supervised=True)
+    except (KeyError, ValueError) as err:
+        raise DataError(f"TFDS data set {name!r} cannot read split {split!r} ({err}); it has "
+                        f"{list(builder.info.splits) or 'no recorded splits'}") from err
+    # Fixed-size chunks rather than batch_size=-1, which needs the split's size in dataset_info.
+    chunks = list(tfds.as_numpy(dataset.batch(4096)))
+    if not chunks:
+        raise DataError(f"TFDS split {name}/{split} is empty")
+    images = np.concatenate([c[0] for c in chunks]).astype(np.uint8)
+    labels = np.concatenate([c[1] for c in chunks]).astype(np.int32)
     names = tuple(features["label"].names)
-    return ArrayDataset(np.asarray(images, np.uint8), np.asarray(labels, np.int32), class_names or names)
+    return ArrayDataset(images, labels, names)

@@ -1,0 +1,58 @@
+"""Shapes and size of the article's CNN."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxrec.config import Config
+from jaxrec.models import ArticleCNN, count_params, create_model
+
+
+def _init(model, shape):
+    return model.init(jax.random.key(0), jnp.zeros(shape))
+
+
+def test_param_count_matches_the_fixed_pytorch_original():
+    variables = _init(ArticleCNN(num_classes=10), (1, 32, 32, 3))
+    assert count_params(variables["params"]) == 508_618
+
+
+def test_layers_are_the_articles():
+    params = _init(ArticleCNN(num_classes=10), (1, 32, 32, 3))["params"]
+    kernels = [params[f"Conv_{i}"]["kernel"].shape for i in range(4)]
+    assert kernels == [(3, 3, 3, 32), (3, 3, 32, 64), (3, 3, 64, 128), (3, 3, 128, 128)]
+    # 32 -> 16 -> 8 -> 4 -> 2: the flattened map is 2*2*128 = 512, not the article's 128*4*4.
+    assert params["Dense_0"]["kernel"].shape == (512, 512)
+    assert params["Dense_1"]["kernel"].shape == (512, 10)
+
+
+@pytest.mark.parametrize("shape,num_classes", [
+    ((4, 32, 32, 3), 10),   # CIFAR-10
+    ((2, 32, 32, 3), 100),  # CIFAR-100
+    ((3, 28, 28, 1), 10),   # MNIST / Fashion-MNIST
+    ((2, 45, 37, 3), 7),    # odd sizes: ceil-mode pooling keeps the last row/column
+    ((1, 5, 5, 1), 2),      # smaller than 2**4: still a 1x1 map after four pools
+])
+def test_logits_shape(shape, num_classes):
+    model = ArticleCNN(num_classes=num_classes)
+    variables = _init(model, shape)
+    logits = model.apply(variables, jnp.ones(shape))
+    chex.assert_shape(logits, (shape[0], num_classes))
+    chex.assert_tree_all_finite(logits)
+
+
+def test_mnist_sized_model_has_expected_flatten_width():
+    params = _init(ArticleCNN(num_classes=10), (1, 28, 28, 1))["params"]
+    # 28 -> 14 -> 7 -> 4 -> 2 with ceil-mode pooling.
+    assert params["Dense_0"]["kernel"].shape == (2 * 2 * 128, 512)
+    assert params["Conv_0"]["kernel"].shape == (3, 3, 1, 32)
+
+
+def test_create_model_reads_the_config_and_rejects_unknown_names():
+    model = create_model(Config(conv_features=(8, 16), dense_features=20), num_classes=5)
+    params = _init(model, (1, 32, 32, 3))["params"]
+    assert params["Conv_1"]["kernel"].shape == (3, 3, 8, 16)
+    assert params["Dense_0"]["kernel"].shape == (8 * 8 * 16, 20)
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        create_model(Config(model="resnet"), num_classes=10)
