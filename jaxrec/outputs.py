@@ -53,6 +53,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in records]
     evaluated = [r for r in records if "test_loss" in r]
@@ -64,6 +65,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") 
     ax_acc.plot([r["epoch"] for r in evaluated], [100 * r["test_accuracy"] for r in evaluated], "s-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
