@@ -18,7 +18,8 @@ def main(argv=None) -> None:
     config = config_lib.parse_args(argv, description=__doc__, defaults=config_lib.Config(model="cnn"))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("jaxrec").setLevel(logging.INFO)
-    train_and_evaluate(config, config.workdir or config.default_workdir())
+    config = config.replace(workdir=config.workdir or config.default_workdir())
+    train_and_evaluate(config, config.workdir)
 
 
 if __name__ == "__main__":

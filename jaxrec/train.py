@@ -162,7 +162,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
         "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
         "test_macro_f1": final["test_macro_f1"],
         "epochs": config.epochs, "steps": step,
-        "train_images_per_second": sum(steps_per_epoch * config.batch_size for _ in timed)
+        "train_images_per_second": len(timed) * steps_per_epoch * config.batch_size
         / sum(r["train_seconds"] for r in timed),
         "param_count": param_count, "seed": config.seed, "num_devices": num_devices,
         "wall_seconds": time.time() - start,
@@ -179,4 +179,4 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     return unreplicate(state)
 
 
-__all__ = ["Evaluator", "check_config", "train_and_evaluate", "unreplicate"]
+__all__ = ["Evaluator", "check_config", "train_and_evaluate"]
