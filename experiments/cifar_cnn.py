@@ -11,6 +11,7 @@ import logging
 import sys
 
 from jaxrec import config as config_lib
+from jaxrec.errors import InputError
 from jaxrec.train import train_and_evaluate
 
 
@@ -19,7 +20,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("jaxrec").setLevel(logging.INFO)
     config = config.replace(workdir=config.workdir or config.default_workdir())
-    train_and_evaluate(config, config.workdir)
+    try:
+        train_and_evaluate(config, config.workdir)
+    except (InputError, FloatingPointError) as err:  # the message says what to do; a traceback would not
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

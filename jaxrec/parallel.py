@@ -16,6 +16,7 @@ import numpy as np
 from flax import jax_utils
 
 from jaxrec.data.pipeline import Preprocess
+from jaxrec.errors import InputError
 from jaxrec.steps import eval_step, train_step
 
 AXIS = "batch"
@@ -25,7 +26,7 @@ def select_devices(num_devices: int = 0) -> list[jax.Device]:
     """The first `num_devices` local devices (all of them for 0)."""
     devices = jax.local_devices()
     if num_devices < 0 or num_devices > len(devices):
-        raise ValueError(f"asked for {num_devices} devices but this host has {len(devices)} "
+        raise InputError(f"asked for {num_devices} devices but this host has {len(devices)} "
                          f"({devices[0].platform}); use --num_devices 0 for all of them")
     return devices[:num_devices] if num_devices else devices
 
@@ -34,7 +35,7 @@ def per_device_batch(global_batch: int, num_devices: int) -> int:
     """The per-device share of a global batch; refuses a batch that does not split evenly."""
     if global_batch <= 0 or global_batch % num_devices:
         lower = max(num_devices, global_batch // num_devices * num_devices)
-        raise ValueError(f"global batch size {global_batch} does not divide evenly over {num_devices} devices; "
+        raise InputError(f"global batch size {global_batch} does not divide evenly over {num_devices} devices; "
                          f"use a multiple of {num_devices}, e.g. --batch_size {lower} or "
                          f"{lower + num_devices}")
     return global_batch // num_devices

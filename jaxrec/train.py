@@ -16,6 +16,7 @@ from jaxrec import outputs
 from jaxrec.config import Config
 from jaxrec.data import load_data
 from jaxrec.data.pipeline import Preprocess, epoch_indices, eval_indices
+from jaxrec.errors import InputError
 from jaxrec.metrics import summarize_eval
 from jaxrec.models import count_params, create_model
 from jaxrec.parallel import (make_eval_fn, make_train_fn, per_device_batch, replicate, select_devices,
@@ -41,7 +42,7 @@ def check_config(config: Config) -> None:
     if config.channels not in (0, 1, 3):
         problems.append(f"channels must be 0, 1 or 3 (got {config.channels})")
     if problems:
-        raise ValueError("invalid config: " + "; ".join(problems))
+        raise InputError("invalid config: " + "; ".join(problems))
 
 
 class Evaluator:
@@ -91,7 +92,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     data = load_data(config)
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"the training split has {len(data.train)} examples, fewer than one batch of "
+        raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
     config.save(workdir / "config.json")
     outputs.write_json(workdir / "dataset.json", data.describe())

@@ -66,3 +66,12 @@ def test_experiment_script_end_to_end_on_the_shipped_sample(tmp_path):
     assert {"jax", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(summary["versions"])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 3
+
+
+def test_script_reports_bad_input_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "cifar_cnn.py"), "--dataset",
+                             str(tmp_path / "missing"), "--workdir", str(tmp_path / "w")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "error: image folder" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr

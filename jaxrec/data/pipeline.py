@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrec.data.types import DataError
+
 CROP_PADDING = 4
 
 
@@ -24,7 +26,7 @@ def epoch_indices(key: jax.Array, epoch: int, num_examples: int, batch_size: int
     """
     steps = num_examples // batch_size
     if steps == 0:
-        raise ValueError(f"the training split has {num_examples} examples, fewer than one batch of "
+        raise DataError(f"the training split has {num_examples} examples, fewer than one batch of "
                          f"{batch_size}; lower --batch_size")
     order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
     return np.asarray(order[: steps * batch_size], np.int32).reshape(steps, batch_size)

@@ -6,8 +6,10 @@ import dataclasses
 
 import numpy as np
 
+from jaxrec.errors import InputError
 
-class DataError(ValueError):
+
+class DataError(InputError):
     """A data set that cannot be found, read or used; the message names the fix."""
 
 

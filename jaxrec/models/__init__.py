@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from jaxrec.config import Config
+from jaxrec.errors import InputError
 from jaxrec.models.cnn import ArticleCNN, count_params
 
 MODELS = ("cnn",)
@@ -15,7 +16,7 @@ def create_model(config: Config, num_classes: int) -> nn.Module:
     if config.model == "cnn":
         return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
                           dense_features=config.dense_features)
-    raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
+    raise InputError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
 
 
 __all__ = ["ArticleCNN", "MODELS", "count_params", "create_model"]

@@ -1,0 +1,5 @@
+"""Errors that mean "the input is wrong", as opposed to a bug: scripts print them without a traceback."""
+
+
+class InputError(ValueError):
+    """A setting, data set or file that cannot be used; the message names the problem and the fix."""
