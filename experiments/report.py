@@ -20,6 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdirs", nargs="+", type=Path)
     parser.add_argument("--title", default="Runs")
+    parser.add_argument("--data_label", default=None, help="name to show for the data set (default: as run)")
     args = parser.parse_args()
     runs = [describe(w) for w in args.workdirs]
 
@@ -28,7 +29,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         s, c = run["summary"], run["summary"]["config"]
-        print(f"| `{run['dir'].name}` | {s['dataset']['name']} | {c['augment']} | {s['epochs']} | "
+        print(f"| `{run['dir'].name}` | {args.data_label or s['dataset']['name']} | {c['augment']} | {s['epochs']} | "
               f"{100 * s['test_accuracy']:.2f}% | {s['test_loss']:.4f} | {s.get('test_macro_f1', float('nan')):.4f} | "
               f"{s['train_images_per_second']:.0f} | {s['wall_seconds'] / 60:.1f} min |")
     print("\nTest accuracy per epoch (%):\n")

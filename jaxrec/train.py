@@ -174,7 +174,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     }
     outputs.write_json(workdir / "summary.json", summary)
     outputs.plot_curves(records, workdir / "curves.png",
-                        title=f"{config.model} on {data.name}, seed {config.seed}")
+                        title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
     log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
              summary["test_accuracy"], config.epochs, step, workdir)
     return unreplicate(state)
