@@ -118,7 +118,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     step = 0
     for epoch in range(config.epochs):
         indices = epoch_indices(shuffle_key, epoch, len(data.train), config.batch_size)
-        losses, accuracies = [], []
+        loss_sum = accuracy_sum = 0.0
         bar = tqdm(total=steps_per_epoch * config.batch_size, unit="img", unit_scale=True,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
         epoch_start = time.perf_counter()
@@ -129,17 +129,17 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
             loss = np.asarray(metrics["loss"][0])  # waits for the device: the timing below is honest
             _check_finite(loss, step)
             step += len(chunk)
-            losses.append(loss)
-            accuracies.append(np.asarray(metrics["accuracy"][0]))
+            loss_sum += float(loss.sum())
+            accuracy_sum += float(np.asarray(metrics["accuracy"][0]).sum())
+            done = first + len(chunk)
             bar.update(len(chunk) * config.batch_size)
-            bar.set_postfix(loss=f"{np.mean(np.concatenate(losses)):.4f}",
-                            acc=f"{np.mean(np.concatenate(accuracies)):.4f}")
+            bar.set_postfix(loss=f"{loss_sum / done:.4f}", acc=f"{accuracy_sum / done:.4f}")
         train_seconds = time.perf_counter() - epoch_start
         bar.close()
 
         record = {"epoch": epoch + 1, "step": step,
-                  "train_loss": float(np.mean(np.concatenate(losses))),
-                  "train_accuracy": float(np.mean(np.concatenate(accuracies))),
+                  "train_loss": loss_sum / steps_per_epoch,
+                  "train_accuracy": accuracy_sum / steps_per_epoch,
                   "train_seconds": train_seconds,
                   "images_per_second": steps_per_epoch * config.batch_size / train_seconds}
         if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:

@@ -14,14 +14,6 @@ from jaxrec.config import Config  # noqa: E402
 SMALL = dict(conv_features=(8, 16), dense_features=32)
 
 
-@pytest.fixture(scope="session")
-def sample_data():
-    """The shipped CIFAR-10 sample, loaded once."""
-    from jaxrec.data import load_data
-
-    return load_data(Config(dataset="cifar10_sample"))
-
-
 @pytest.fixture
 def small_config(tmp_path) -> Config:
     """A quick run on the shipped sample: one epoch, small model, one device, no progress bar."""
