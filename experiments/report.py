@@ -9,11 +9,12 @@ import argparse
 import json
 from pathlib import Path
 
+from jaxrec.outputs import read_jsonl
+
 
 def describe(workdir: Path) -> dict:
     summary = json.loads((workdir / "summary.json").read_text())
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"dir": workdir, "summary": summary, "records": records}
+    return {"dir": workdir, "summary": summary, "records": read_jsonl(workdir / "metrics.jsonl")}
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ import functools
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
 
@@ -70,8 +69,8 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
     training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps].
 
     The steps are a fully unrolled `lax.scan`: XLA:CPU runs convolutions inside a while loop
-    (a rolled scan) about 25x slower than the same convolutions at the top level (jax#12868), and
-    a one-step scan stays a loop, so one step is called directly.
+    (a rolled scan) far slower than the same convolutions at the top level (jax#12868), and a
+    one-step scan stays a loop, so one step is called directly.
     """
     step = functools.partial(train_step, preprocess=preprocess, label_smoothing=label_smoothing,
                              axis_name=AXIS)

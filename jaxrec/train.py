@@ -53,8 +53,7 @@ class Evaluator:
         n = len(devices)
         per_device = -(-global_batch // n)  # padding makes any eval batch size work
         indices, mask = eval_indices(len(labels), per_device * n)
-        self.batches = [(split_over_devices(i[None], n)[:, 0], split_over_devices(m[None], n)[:, 0])
-                        for i, m in zip(indices, mask)]
+        self.batches = [(i.reshape(n, per_device), m.reshape(n, per_device)) for i, m in zip(indices, mask)]
         self.images = replicate(images, devices)
         self.labels = replicate(labels, devices)
         self.fn = make_eval_fn(preprocess, devices)

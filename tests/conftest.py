@@ -15,7 +15,7 @@ SMALL = dict(conv_features=(8, 16), dense_features=32)
 
 
 @pytest.fixture
-def small_config(tmp_path) -> Config:
+def small_config() -> Config:
     """A quick run on the shipped sample: one epoch, small model, one device, no progress bar."""
     return Config(dataset="cifar10_sample", epochs=1, batch_size=32, num_devices=1, progress=False,
                   steps_per_call=4, **SMALL)

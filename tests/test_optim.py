@@ -1,6 +1,5 @@
 """The optimizer knobs: schedules, warm-up, weight decay, momentum."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -14,6 +14,19 @@ from jaxrec.data.types import ArrayDataset, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
                   ".tiff", ".webp")
+GRAY_MODES = ("L", "1", "I;16", "I")  # Pillow modes that carry one channel
+
+
+def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    """A Pillow image as uint8 [height, width, channels]: converted to 1 (L) or 3 (RGB) channels and
+    resized (bilinear) when asked; by default grayscale stays grayscale and the rest becomes RGB."""
+    if not channels:
+        channels = 1 if image.mode in GRAY_MODES else 3
+    image = image.convert("L" if channels == 1 else "RGB")
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(image, np.uint8)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def list_classes(root: Path, split: str) -> list[str]:
@@ -51,23 +64,17 @@ def read_image(path: Path, size: tuple[int, int] | None, channels: int | None) -
     try:
         with Image.open(path) as image:
             image.load()
-            mode = {1: "L", 3: "RGB"}.get(channels) if channels else ("L" if image.mode in ("L", "1", "I;16", "I") else "RGB")
-            image = image.convert(mode)
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            array = np.asarray(image, np.uint8)
+            return convert(image, size, channels)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid "
                         f"image ({', '.join(IMAGE_SUFFIXES)}).") from err
-    return array[..., None] if array.ndim == 2 else array
 
 
 def probe(path: Path) -> tuple[tuple[int, int], int]:
     """(height, width) and channel count (1 for grayscale, else 3) of an image, without decoding it all."""
     try:
         with Image.open(path) as image:
-            gray = image.mode in ("L", "1", "I;16", "I")
-            return (image.size[1], image.size[0]), 1 if gray else 3
+            return (image.size[1], image.size[0]), 1 if image.mode in GRAY_MODES else 3
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid image.") from err
 
@@ -76,8 +83,6 @@ def load_split(root: Path, split: str, classes: Sequence[str], size: tuple[int, 
                channels: int) -> ArrayDataset:
     """Decodes every image of a split (threads; PIL releases the GIL while decoding)."""
     split_dir = root / split
-    if not split_dir.is_dir():
-        list_classes(root, split)  # raises the helpful error
     paths, labels = list_images(split_dir, classes)
     if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {split_dir}/<class>/")

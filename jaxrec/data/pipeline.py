@@ -13,8 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.data.types import DataError
-
 CROP_PADDING = 4
 
 
@@ -25,9 +23,6 @@ def epoch_indices(key: jax.Array, epoch: int, num_examples: int, batch_size: int
     draws the same order. The last incomplete batch is dropped, so every step has the same shape.
     """
     steps = num_examples // batch_size
-    if steps == 0:
-        raise DataError(f"the training split has {num_examples} examples, fewer than one batch of "
-                         f"{batch_size}; lower --batch_size")
     order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
     return np.asarray(order[: steps * batch_size], np.int32).reshape(steps, batch_size)
 

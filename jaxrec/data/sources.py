@@ -40,22 +40,14 @@ def _from_folder(root: Path, config: Config) -> tuple[ArrayDataset, ArrayDataset
 
 
 def _resize(data: ArrayDataset, config: Config) -> ArrayDataset:
-    """Applies image_size / channels to arrays that came from TFDS."""
-    images = data.images
-    if config.channels and config.channels != images.shape[-1]:
-        if config.channels == 1:
-            weights = np.array([0.299, 0.587, 0.114], np.float32)
-            images = np.round(images.astype(np.float32) @ weights)[..., None].clip(0, 255).astype(np.uint8)
-        elif config.channels == 3 and images.shape[-1] == 1:
-            images = np.repeat(images, 3, axis=-1)
-        else:
-            raise DataError(f"cannot convert {images.shape[-1]} channels to {config.channels}; use 1 or 3")
-    if config.image_size and images.shape[1:3] != (config.image_size, config.image_size):
-        from PIL import Image
+    """Applies image_size / channels to arrays that came from TFDS, as the image-folder reader does."""
+    size = (config.image_size,) * 2 if config.image_size else None
+    if size in (None, data.images.shape[1:3]) and config.channels in (0, data.images.shape[-1]):
+        return data
+    from PIL import Image
 
-        size = (config.image_size, config.image_size)
-        images = np.stack([np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im).resize(size, Image.BILINEAR))
-                           .reshape(size + (im.shape[-1],)) for im in images])
+    images = np.stack([image_folder.convert(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), size,
+                                            config.channels) for im in data.images])
     return ArrayDataset(images, data.labels, data.class_names)
 
 
