@@ -7,25 +7,10 @@
 Every flag is a field of jaxrec.config.Config; see --help.
 """
 
-import logging
 import sys
 
-from jaxrec import config as config_lib
-from jaxrec.errors import InputError
-from jaxrec.train import train_and_evaluate
-
-
-def main(argv=None) -> None:
-    config = config_lib.parse_args(argv, description=__doc__, defaults=config_lib.Config(model="cnn"))
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("jaxrec").setLevel(logging.INFO)
-    config = config.replace(workdir=config.workdir or config.default_workdir())
-    try:
-        train_and_evaluate(config, config.workdir)
-    except (InputError, FloatingPointError) as err:  # the message says what to do; a traceback would not
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
+from jaxrec.cli import run_experiment
+from jaxrec.config import Config
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_experiment(sys.argv[1:], __doc__, Config(model="cnn")))

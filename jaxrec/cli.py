@@ -1,0 +1,35 @@
+"""The command line shared by the experiment scripts: flags -> Config -> train_and_evaluate."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Sequence
+
+from jaxrec import config as config_lib
+from jaxrec.errors import InputError
+
+
+def setup_logging() -> None:
+    """jaxrec's own progress at INFO; other libraries only when they warn."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("jaxrec").setLevel(logging.INFO)
+
+
+def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: config_lib.Config) -> int:
+    """Parses flags over `defaults`, trains and evaluates; returns the process exit code.
+
+    Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
+    their messages say what to do, a traceback would not.
+    """
+    from jaxrec.train import train_and_evaluate
+
+    config = config_lib.parse_args(argv, description=description, defaults=defaults)
+    setup_logging()
+    config = config.replace(workdir=config.workdir or config.default_workdir())
+    try:
+        train_and_evaluate(config, config.workdir)
+    except (InputError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
