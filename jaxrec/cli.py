@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from jaxrec import config as config_lib
 from jaxrec.errors import InputError
@@ -16,20 +16,31 @@ def setup_logging() -> None:
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
-def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: config_lib.Config) -> int:
-    """Parses flags over `defaults`, trains and evaluates; returns the process exit code.
+def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: config_lib.Config,
+                   aliases: dict[str, str] | None = None) -> int:
+    """Parses flags over `defaults` (plus `aliases`, see config.build_parser), trains and evaluates;
+    returns the process exit code (see exit_code).
+    """
+    from jaxrec.train import train_and_evaluate
+
+    config = config_lib.parse_args(argv, description=description, defaults=defaults, aliases=aliases)
+    setup_logging()
+    config = config.replace(workdir=config.workdir or config.default_workdir())
+
+    def train() -> None:
+        train_and_evaluate(config, config.workdir)
+
+    return exit_code(train)
+
+
+def exit_code(command: Callable[[], int | None]) -> int:
+    """Runs a command-line entry point; returns its exit code (None counts as 0).
 
     Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
     their messages say what to do, a traceback would not.
     """
-    from jaxrec.train import train_and_evaluate
-
-    config = config_lib.parse_args(argv, description=description, defaults=defaults)
-    setup_logging()
-    config = config.replace(workdir=config.workdir or config.default_workdir())
     try:
-        train_and_evaluate(config, config.workdir)
+        return command() or 0
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0

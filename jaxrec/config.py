@@ -34,6 +34,10 @@ class Config:
     eval_split: str = _knob("test", "Split to evaluate on.")
     image_size: int = _knob(0, "Resize images to image_size x image_size; 0 keeps the data set's own size.")
     channels: int = _knob(0, "Convert images to 1 (grayscale) or 3 (RGB) channels; 0 keeps the data set's own.")
+    test_fraction: float = _knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
+                                 "fraction of each class's images held out for evaluation, drawn with the seed.")
+    min_images_per_class: int = _knob(1, "Image folders: drop classes with fewer images than this (counted in "
+                                      "the training split, or in the whole class when the split is made here).")
 
     # Model.
     model: str = _knob("cnn", "Model name from jaxrec.models (cnn: the article's CNN).")
@@ -61,6 +65,7 @@ class Config:
     steps_per_call: int = _knob(10, "Training steps compiled into one device call (lax.scan); "
                                 "more means less host overhead, 1 is the plain one-step loop.")
     eval_every_epochs: int = _knob(1, "Evaluate on eval_split every this many epochs (and always at the end).")
+    top_k: int = _knob(5, "Report top-k accuracy for this k (clipped to the number of classes).")
     progress: bool = _knob(True, "Show a progress bar per epoch.")
     workdir: str | None = _knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
 
@@ -122,9 +127,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Shows defaults and keeps the script docstring's layout."""
 
 
-def build_parser(description: str | None = None, defaults: Config | None = None) -> argparse.ArgumentParser:
-    """A parser with one `--field` flag per Config field; booleans also accept a bare `--flag`."""
+def build_parser(description: str | None = None, defaults: Config | None = None,
+                 aliases: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """A parser with one `--field` flag per Config field; booleans also accept a bare `--flag`.
+
+    aliases: extra flag names for fields, e.g. {"data": "dataset"} makes `--data` mean `--dataset`.
+    """
     defaults = defaults or Config()
+    extra: dict[str, list[str]] = {}
+    for alias, field_name in (aliases or {}).items():
+        extra.setdefault(field_name, []).append(f"--{alias}")
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
@@ -134,13 +146,13 @@ def build_parser(description: str | None = None, defaults: Config | None = None)
                                       metavar=field.name.upper())
         if kind is _parse_bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
-        parser.add_argument(f"--{field.name}", **kwargs)
+        parser.add_argument(f"--{field.name}", *extra.get(field.name, ()), dest=field.name, **kwargs)
         parser.set_defaults(**{field.name: default})
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None, description: str | None = None,
-               defaults: Config | None = None) -> Config:
-    """Parses command-line flags into a Config."""
-    namespace = build_parser(description, defaults).parse_args(argv)
+               defaults: Config | None = None, aliases: dict[str, str] | None = None) -> Config:
+    """Parses command-line flags into a Config (see build_parser for aliases)."""
+    namespace = build_parser(description, defaults, aliases).parse_args(argv)
     return Config(**vars(namespace))

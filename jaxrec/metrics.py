@@ -1,30 +1,86 @@
-"""Classification metrics derived on the host from device-side sums (a confusion matrix)."""
+"""Classification metrics derived on the host from device-side sums.
+
+The eval step sums two small arrays over the whole split: the confusion matrix [true, predicted]
+and a histogram of the true label's rank among the logits. Everything here (accuracy, per-class
+precision/recall/F1/support, their macro and weighted averages, top-k accuracy for any k) is
+derived from those, so no logit ever leaves the device.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import numpy as np
 
 
-def from_confusion(confusion: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro precision/recall/F1 from a confusion matrix [true, predicted].
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix [true, predicted].
 
     A class with no predictions (or no examples) has precision (recall) 0, not NaN.
     """
     confusion = np.asarray(confusion, np.float64)
     true_pos = np.diag(confusion)
     predicted = confusion.sum(axis=0)
-    actual = confusion.sum(axis=1)
-    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
-    recall = np.divide(true_pos, actual, out=np.zeros_like(true_pos), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
-    total = confusion.sum()
-    return {"accuracy": float(true_pos.sum() / total) if total else 0.0,
-            "macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
-            "macro_f1": float(f1.mean())}
+    support = confusion.sum(axis=1)
+    precision = _safe_divide(true_pos, predicted)
+    recall = _safe_divide(true_pos, support)
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
-def summarize_eval(sums: dict) -> dict[str, float]:
-    """Turns summed eval outputs (loss_sum, count, confusion) into loss, accuracy and macro scores."""
+def from_confusion(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro/weighted precision, recall and F1 from a confusion matrix [true, predicted]."""
+    scores = per_class(confusion)
+    support = scores["support"]
+    total = support.sum()
+    result = {"accuracy": float(np.trace(np.asarray(confusion, np.float64)) / total) if total else 0.0}
+    for name in ("precision", "recall", "f1"):
+        result[f"macro_{name}"] = float(scores[name].mean())
+        result[f"weighted_{name}"] = float((scores[name] * support).sum() / total) if total else 0.0
+    return result
+
+
+def top_k_accuracy(rank_counts: np.ndarray, k: int) -> float:
+    """Fraction of examples whose true label is among the k highest logits.
+
+    rank_counts[r] is the number of examples whose true label ranked r (0 = the argmax); k is
+    clipped to the number of classes.
+    """
+    rank_counts = np.asarray(rank_counts, np.float64)
+    total = rank_counts.sum()
+    return float(rank_counts[:max(k, 1)].sum() / total) if total else 0.0
+
+
+def summarize_eval(sums: dict, top_k: int = 5) -> dict[str, Any]:
+    """Turns summed eval outputs (loss_sum, count, confusion, label_rank) into loss, accuracy,
+    macro/weighted scores and top-k accuracy; the confusion matrix and rank counts come along
+    (as int arrays) for `report`."""
     count = float(sums["count"])
-    return {"loss": float(sums["loss_sum"]) / count, "count": int(count), **from_confusion(sums["confusion"])}
+    confusion = np.rint(np.asarray(sums["confusion"])).astype(np.int64)
+    ranks = np.rint(np.asarray(sums["label_rank"])).astype(np.int64)
+    k = min(top_k, len(ranks))
+    return {"loss": float(sums["loss_sum"]) / count, "count": int(count), **from_confusion(confusion),
+            "top_k": k, "top_k_accuracy": top_k_accuracy(ranks, k), "confusion": confusion, "label_rank": ranks}
+
+
+def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None = None) -> dict[str, Any]:
+    """A JSON-ready evaluation report: the summary scores, a per-class table and the confusion matrix.
+
+    result: the output of `summarize_eval`; top_k (if given) overrides the k it was summarised with.
+    """
+    confusion = np.asarray(result["confusion"])
+    if len(class_names) != len(confusion):
+        raise ValueError(f"{len(class_names)} class names for a {len(confusion)}-class confusion matrix")
+    k = min(top_k, len(confusion)) if top_k else result["top_k"]
+    scores = per_class(confusion)
+    rows = [{"class": name, "precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
+             "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
+            for i, name in enumerate(class_names)]
+    summary = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
+    summary.update(top_k=k, top_k_accuracy=top_k_accuracy(result["label_rank"], k))
+    return {**summary, "per_class": rows, "class_names": list(class_names), "confusion": confusion.tolist()}

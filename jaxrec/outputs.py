@@ -1,4 +1,5 @@
-"""What a run leaves in its workdir: config.json, dataset.json, metrics.jsonl, summary.json, curves.png."""
+"""What a run leaves in its workdir: config.json, dataset.json, metrics.jsonl, summary.json, curves.png,
+eval.json, eval.md and confusion.png."""
 
 from __future__ import annotations
 
@@ -73,3 +74,59 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def eval_markdown(report: dict[str, Any], title: str = "") -> str:
+    """The evaluation report as Markdown: the summary scores, then one row per class."""
+    lines = [f"# {title}", ""] if title else []
+    lines += [f"{report['count']} examples: accuracy {report['accuracy']:.4f}, top-{report['top_k']} accuracy "
+              f"{report['top_k_accuracy']:.4f}, loss {report['loss']:.4f}", "",
+              "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for row in report["per_class"]:
+        lines.append(f"| {row['class']} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
+                     f"{row['support']} |")
+    for average in ("macro", "weighted"):
+        lines.append(f"| **{average} average** | {report[f'{average}_precision']:.4f} | "
+                     f"{report[f'{average}_recall']:.4f} | {report[f'{average}_f1']:.4f} | {report['count']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
+                   title: str = "") -> None:
+    """Heat map of a confusion matrix, rows (true class) normalised to 1, with the counts written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(confusion, np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    n = len(class_names)
+    side = min(4 + 0.6 * n, 30)
+    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    ax.set_xticklabels(class_names, rotation=45, ha="right")
+    ax.set_yticklabels(class_names)
+    if n <= 30:  # counts stay legible up to about this many classes
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title: str = "") -> list[Path]:
+    """Writes eval{suffix}.json (the full report), eval{suffix}.md (per-class table) and
+    confusion{suffix}.png (heat map) into `directory`; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"eval{suffix}.json", directory / f"eval{suffix}.md", directory / f"confusion{suffix}.png"]
+    write_json(paths[0], report)
+    paths[1].write_text(eval_markdown(report, title))
+    plot_confusion(report["confusion"], report["class_names"], paths[2], title)
+    return paths

@@ -61,12 +61,25 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
     return state, _pmean(metrics, axis_name)
 
 
+def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Rank of each true label among its logits, 0 for the top one.
+
+    Ties break as argmax and lax.top_k do (the lower class index ranks first), so rank 0 means
+    exactly "argmax is right" and rank < k means "the label is in lax.top_k(logits, k)".
+    """
+    true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    classes = jnp.arange(logits.shape[-1])
+    ahead = (logits > true_logit) | ((logits == true_logit) & (classes < labels[:, None]))
+    return jnp.sum(ahead, axis=-1)
+
+
 def eval_step(state: TrainState, batch: Batch, *, preprocess: Preprocess,
               axis_name: str | None = "batch") -> Metrics:
     """Sums over this batch, ignoring padded examples (batch['mask'] == 0).
 
-    Returns loss_sum, count and the confusion matrix [true, predicted] (which gives accuracy,
-    precision, recall and F1), summed across devices.
+    Returns, summed across devices: loss_sum, count, the confusion matrix [true, predicted] (which
+    gives accuracy, precision, recall and F1) and label_rank, a histogram of the true label's rank
+    among the logits (its cumulative sum is the top-k hit count for every k).
     """
     logits = state.apply_fn({"params": state.params}, preprocess.eval(batch["image"]))
     mask = batch["mask"]
@@ -74,5 +87,6 @@ def eval_step(state: TrainState, batch: Batch, *, preprocess: Preprocess,
     predicted = jnp.argmax(logits, -1)
     confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[batch["label"], predicted].add(mask)
     sums = {"loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-            "count": jnp.sum(mask), "confusion": confusion}
+            "count": jnp.sum(mask), "confusion": confusion,
+            "label_rank": jnp.zeros(num_classes, jnp.float32).at[label_rank(logits, batch["label"])].add(mask)}
     return _psum(sums, axis_name)

@@ -17,7 +17,7 @@ from jaxrec.config import Config
 from jaxrec.data import load_data
 from jaxrec.data.pipeline import Preprocess, epoch_indices, eval_indices
 from jaxrec.errors import InputError
-from jaxrec.metrics import summarize_eval
+from jaxrec.metrics import report, summarize_eval
 from jaxrec.models import count_params, create_model
 from jaxrec.parallel import (make_eval_fn, make_train_fn, per_device_batch, replicate, select_devices,
                              split_over_devices, unreplicate)
@@ -39,6 +39,8 @@ def check_config(config: Config) -> None:
         problems.append(f"learning_rate must be > 0 (got {config.learning_rate})")
     if not 0 <= config.label_smoothing < 1:
         problems.append(f"label_smoothing must be in [0, 1) (got {config.label_smoothing})")
+    if config.top_k < 1:
+        problems.append(f"top_k must be >= 1 (got {config.top_k})")
     if config.channels not in (0, 1, 3):
         problems.append(f"channels must be 0, 1 or 3 (got {config.channels})")
     if problems:
@@ -174,6 +176,8 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     outputs.write_json(workdir / "summary.json", summary)
     outputs.plot_curves(records, workdir / "curves.png",
                         title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
+    outputs.write_eval(workdir, report(result, data.class_names, config.top_k),
+                       title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
     log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
              summary["test_accuracy"], config.epochs, step, workdir)
     return unreplicate(state)

@@ -1,8 +1,12 @@
-"""Reads an image folder laid out `<root>/<split>/<class>/<image>` into uint8 arrays."""
+"""Reads an image folder laid out `<root>/<split>/<class>/<image>` (or `<root>/<class>/<image>`, split
+here) into uint8 arrays."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +19,8 @@ from jaxrec.data.types import ArrayDataset, DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
                   ".tiff", ".webp")
 GRAY_MODES = ("L", "1", "I;16", "I")  # Pillow modes that carry one channel
+
+log = logging.getLogger(__name__)
 
 
 def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
@@ -79,14 +85,96 @@ def probe(path: Path) -> tuple[tuple[int, int], int]:
         raise DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid image.") from err
 
 
-def load_split(root: Path, split: str, classes: Sequence[str], size: tuple[int, int],
-               channels: int) -> ArrayDataset:
-    """Decodes every image of a split (threads; PIL releases the GIL while decoding)."""
-    split_dir = root / split
-    paths, labels = list_images(split_dir, classes)
-    if not paths:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {split_dir}/<class>/")
+def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], size: tuple[int, int],
+                channels: int) -> ArrayDataset:
+    """Decodes images into one array (threads; PIL releases the GIL while decoding)."""
     workers = min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(workers) as pool:
         images = list(pool.map(lambda p: read_image(p, size, channels), paths, chunksize=256))
-    return ArrayDataset(np.stack(images), labels, tuple(classes))
+    return ArrayDataset(np.stack(images), np.asarray(labels, np.int32), tuple(classes))
+
+
+Files = tuple[list[Path], np.ndarray]  # image paths and their labels
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderListing:
+    """The files of an image folder's train and eval splits, after small classes were dropped."""
+
+    classes: tuple[str, ...]
+    train: Files
+    eval: Files
+    split_on_disk: bool  # False: the eval split was drawn here from <root>/<class>/ (stratified_split)
+
+
+def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], test_fraction: float,
+                     seed: int) -> tuple[Files, Files]:
+    """Splits each class's images into train and test: round(n * test_fraction) of them, at least one
+    and at most n - 1, go to test.
+
+    Deterministic: each class is shuffled by a generator seeded with (seed, crc32 of its name), so a
+    class's split does not change when other classes are added or dropped.
+    """
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction must be between 0 and 1 to split a folder without split folders "
+                        f"(got {test_fraction}); e.g. --test_fraction 0.2")
+    train_idx, test_idx = [], []
+    for label, name in enumerate(classes):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2:
+            raise DataError(f"class {name!r} has {len(members)} image(s); splitting needs at least 2 per class "
+                            f"(raise --min_images_per_class to drop such classes)")
+        order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(members)
+        n_test = min(max(int(round(len(members) * test_fraction)), 1), len(members) - 1)
+        test_idx.extend(order[:n_test])
+        train_idx.extend(order[n_test:])
+    return _subset(paths, labels, train_idx), _subset(paths, labels, test_idx)
+
+
+def _subset(paths: Sequence[Path], labels: np.ndarray, indices: Sequence[int]) -> Files:
+    indices = np.sort(np.asarray(indices, np.int64))
+    return [paths[i] for i in indices], labels[indices]
+
+
+def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: int, where: str) -> list[str]:
+    kept = [name for name, count in zip(classes, counts) if count >= min_images]
+    dropped = [f"{name} ({count})" for name, count in zip(classes, counts) if count < min_images]
+    if dropped:
+        log.warning("dropped %d of %d classes with fewer than %d images in %s: %s", len(dropped), len(classes),
+                    min_images, where, ", ".join(dropped))
+    if len(kept) < 2:
+        raise DataError(f"{where}: only {len(kept)} class(es) have at least {min_images} images (of {len(classes)}); "
+                        f"lower --min_images_per_class or add images")
+    return kept
+
+
+def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: float = 0.2,
+                min_images_per_class: int = 1, seed: int = 0) -> FolderListing:
+    """Lists an image folder laid out <root>/<split>/<class>/<image>, or <root>/<class>/<image> with no
+    split on disk, in which case `stratified_split` draws the eval split (seeded).
+
+    Classes with fewer than `min_images_per_class` images (in the train split, or in the whole class
+    without a split on disk) are dropped with a warning.
+    """
+    if (root / train_split).is_dir():
+        classes = list_classes(root, train_split)
+        unknown = sorted(set(list_classes(root, eval_split)) - set(classes))
+        if unknown:
+            raise DataError(f"{root}/{eval_split} has classes missing from {train_split}: {unknown}")
+        _, labels = list_images(root / train_split, classes)
+        classes = _drop_small_classes(classes, np.bincount(labels, minlength=len(classes)), min_images_per_class,
+                                      str(root / train_split))
+        return FolderListing(tuple(classes), list_images(root / train_split, classes),
+                             list_images(root / eval_split, classes), split_on_disk=True)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    paths, labels = list_images(root, classes)
+    if not paths:
+        raise DataError(f"image folder {root} has no split {train_split!r} and no class folders with images; "
+                        f"expected <root>/<split>/<class>/<image> or <root>/<class>/<image> (one folder per class)")
+    classes = _drop_small_classes(classes, np.bincount(labels, minlength=len(classes)),
+                                  max(min_images_per_class, 2), str(root))
+    paths, labels = list_images(root, classes)
+    train, test = stratified_split(paths, labels, classes, test_fraction, seed)
+    log.info("%s has no %s/%s folders: holding out %d of %d images (%.0f%% of each class, seed %d) for evaluation",
+             root, train_split, eval_split, len(test[0]), len(paths), 100 * test_fraction, seed)
+    return FolderListing(tuple(classes), train, test, split_on_disk=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -14,41 +15,81 @@ SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
 SAMPLES = {"cifar10_sample": SAMPLE_ROOT}
 
 
-def _is_path(dataset: str) -> bool:
-    return "/" in dataset or dataset.startswith(".") or dataset.startswith("~") or Path(dataset).exists()
+def _is_folder(dataset: str) -> bool:
+    """The shipped sample or a path (anything else is a TFDS name)."""
+    return dataset in SAMPLES or "/" in dataset or dataset.startswith((".", "~")) or Path(dataset).exists()
 
 
-def _from_folder(root: Path, config: Config) -> tuple[ArrayDataset, ArrayDataset]:
-    root = root.expanduser()
+def _folder_root(dataset: str) -> Path:
+    root = SAMPLES[dataset] if dataset in SAMPLES else Path(dataset).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass a folder laid out <root>/<split>/<class>/<image>, "
-                        f"a TFDS name, or cifar10_sample")
-    classes = image_folder.list_classes(root, config.train_split)
-    eval_classes = image_folder.list_classes(root, config.eval_split)
-    unknown = sorted(set(eval_classes) - set(classes))
-    if unknown:
-        raise DataError(f"{root}/{config.eval_split} has classes missing from {config.train_split}: {unknown}")
-    first, _ = image_folder.list_images(root / config.train_split, classes)
-    if not first:
-        raise DataError(f"no images found under {root}/{config.train_split}/<class>/")
-    size, channels = image_folder.probe(first[0])
+        raise DataError(f"image folder {root} does not exist; pass a folder laid out <root>/<split>/<class>/<image> "
+                        f"(or <root>/<class>/<image>), a TFDS name, or cifar10_sample")
+    return root
+
+
+def _list_folder(config: Config) -> image_folder.FolderListing:
+    return image_folder.list_folder(_folder_root(config.dataset), config.train_split, config.eval_split,
+                                    config.test_fraction, config.min_images_per_class, config.seed)
+
+
+def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
+    if not files[0]:
+        raise DataError(f"no images ({', '.join(image_folder.IMAGE_SUFFIXES)}) found in split {split!r} of "
+                        f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
+
+
+def _from_folder(config: Config) -> tuple[ArrayDataset, ArrayDataset]:
+    listing = _list_folder(config)
+    _check_nonempty(listing.train, config, config.train_split)
+    _check_nonempty(listing.eval, config, config.eval_split)
+    size, channels = image_folder.probe(listing.train[0][0])
     size = (config.image_size, config.image_size) if config.image_size else size
     channels = config.channels or channels
-    train = image_folder.load_split(root, config.train_split, classes, size, channels)
-    evaluation = image_folder.load_split(root, config.eval_split, classes, size, channels)
-    return train, evaluation
+    return tuple(image_folder.read_images(*files, listing.classes, size, channels)
+                 for files in (listing.train, listing.eval))
 
 
-def _resize(data: ArrayDataset, config: Config) -> ArrayDataset:
-    """Applies image_size / channels to arrays that came from TFDS, as the image-folder reader does."""
-    size = (config.image_size,) * 2 if config.image_size else None
-    if size in (None, data.images.shape[1:3]) and config.channels in (0, data.images.shape[-1]):
+def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
+    """Applies a size / channel count (None / 0: keep) to arrays that came from TFDS, as the image-folder
+    reader does."""
+    if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
     from PIL import Image
 
     images = np.stack([image_folder.convert(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), size,
-                                            config.channels) for im in data.images])
+                                            channels) for im in data.images])
     return ArrayDataset(images, data.labels, data.class_names)
+
+
+def _config_size(config: Config) -> tuple[int, int] | None:
+    return (config.image_size,) * 2 if config.image_size else None
+
+
+def load_split(config: Config, split: str, class_names: Sequence[str],
+               image_shape: Sequence[int]) -> ArrayDataset:
+    """One split of `config.dataset`, decoded to `image_shape` (H, W, C) and labelled by `class_names`,
+    e.g. a trained model's: to evaluate it on this split or on another data set with the same classes.
+
+    An image folder without split folders gives the same seeded split as in training: `split` ==
+    config.train_split is its training part, any other name its held-out part.
+    """
+    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
+    if _is_folder(config.dataset):
+        listing = _list_folder(config.replace(eval_split=split))
+        files = listing.train if split == config.train_split else listing.eval
+        _check_nonempty(files, config, split)
+        data = image_folder.read_images(*files, listing.classes, size, channels)
+    else:
+        from jaxrec.data.tfds_source import load_tfds
+
+        data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels)
+    unknown = sorted(set(data.class_names) - set(class_names))
+    if unknown:
+        raise DataError(f"{config.dataset}/{split} has classes the model does not know: {unknown} (it knows "
+                        f"{list(class_names)}); evaluate on a data set with the same classes")
+    relabel = np.asarray([list(class_names).index(name) for name in data.class_names], np.int32)
+    return ArrayDataset(data.images, relabel[data.labels], tuple(class_names))
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -68,14 +109,16 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
 def load_data(config: Config) -> DataSplits:
     """Loads the train and eval splits named by the config into memory as uint8 arrays."""
     name = config.dataset
-    if name in SAMPLES:
-        train, evaluation = _from_folder(SAMPLES[name], config)
-    elif _is_path(name):
-        train, evaluation = _from_folder(Path(name), config)
+    if not name:
+        raise DataError("no data set given; pass --dataset (a TFDS name, cifar10_sample, or an image-folder path)")
+    if _is_folder(name):
+        train, evaluation = _from_folder(config)
     else:
         from jaxrec.data.tfds_source import load_tfds
 
-        train = _resize(load_tfds(name, config.train_split, config.data_dir, config.download), config)
-        evaluation = _resize(load_tfds(name, config.eval_split, config.data_dir, config.download), config)
+        size = _config_size(config)
+        train = _resize(load_tfds(name, config.train_split, config.data_dir, config.download), size, config.channels)
+        evaluation = _resize(load_tfds(name, config.eval_split, config.data_dir, config.download), size,
+                             config.channels)
     mean, std = channel_stats(train.images)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
