@@ -1,0 +1,77 @@
+"""A folder of drawn "faces", one sub-folder per person, for demos and tests of the faces workflow.
+
+No real face data set ships with any installed package and there is no download here, so this
+draws cartoon faces instead: each person has a fixed face (head shape, skin and hair tone, eye
+spacing, nose, mouth), and each image of them varies in position, scale, tilt, lighting and noise.
+Images come in mixed sizes, colour or grayscale, and several formats (JPEG, PNG, PGM, PPM, BMP),
+like a real folder collected by hand. It is a stand-in to exercise the pipeline, not a benchmark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+FORMATS = (".jpg", ".png", ".pgm", ".ppm", ".bmp")
+
+
+def _person(rng: np.random.Generator) -> dict:
+    return {"skin": rng.integers(90, 240, 3), "hair": rng.integers(0, 120, 3), "width": rng.uniform(0.55, 0.8),
+            "height": rng.uniform(0.75, 0.95), "eye_gap": rng.uniform(0.18, 0.34), "eye_y": rng.uniform(0.36, 0.48),
+            "eye_size": rng.uniform(0.04, 0.08), "nose": rng.uniform(0.08, 0.2), "mouth": rng.uniform(0.15, 0.4),
+            "mouth_y": rng.uniform(0.66, 0.78), "hair_len": rng.uniform(0.1, 0.35)}
+
+
+def draw_face(person: dict, size: int, rng: np.random.Generator) -> Image.Image:
+    """One RGB image of `person`, size x size, with random pose, lighting and noise."""
+    scale = 4  # draw large, then downsample: smooth edges
+    s = size * scale
+    image = Image.new("RGB", (s, s), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    zoom = rng.uniform(0.85, 1.1)
+    cx, cy = s * (0.5 + rng.uniform(-0.06, 0.06)), s * (0.52 + rng.uniform(-0.06, 0.06))
+    w, h = s * person["width"] * zoom / 2, s * person["height"] * zoom / 2
+    draw.ellipse([cx - w * 1.05, cy - h * 1.05, cx + w * 1.05, cy - h + 2 * h * person["hair_len"] + h * 0.3],
+                 fill=tuple(int(v) for v in person["hair"]))
+    draw.ellipse([cx - w, cy - h + h * person["hair_len"], cx + w, cy + h], fill=tuple(int(v) for v in person["skin"]))
+    top = cy - h
+    eye_y, gap, eye = top + 2 * h * person["eye_y"], s * person["eye_gap"] * zoom, s * person["eye_size"] * zoom
+    for side in (-1, 1):
+        draw.ellipse([cx + side * gap / 2 - eye, eye_y - eye * 0.6, cx + side * gap / 2 + eye, eye_y + eye * 0.6],
+                     fill=(250, 250, 250))
+        draw.ellipse([cx + side * gap / 2 - eye / 2, eye_y - eye / 2, cx + side * gap / 2 + eye / 2, eye_y + eye / 2],
+                     fill=(20, 20, 40))
+    nose = s * person["nose"] * zoom
+    draw.line([cx, eye_y + eye, cx - nose / 4, eye_y + eye + nose, cx + nose / 6, eye_y + eye + nose],
+              fill=(60, 40, 30), width=max(1, s // 64))
+    mouth_y, mouth = top + 2 * h * person["mouth_y"], s * person["mouth"] * zoom / 2
+    draw.arc([cx - mouth, mouth_y - mouth / 2, cx + mouth, mouth_y + mouth / 2], 20, 160, fill=(150, 30, 40),
+             width=max(1, s // 40))
+    image = image.rotate(rng.uniform(-12, 12), resample=Image.BILINEAR, center=(cx, cy))
+    image = image.resize((size, size), Image.LANCZOS).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+    pixels = np.asarray(image, np.float32) * rng.uniform(0.7, 1.2) + rng.normal(0, 6, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_faces(root: str | Path, people: int = 8, images_per_person: Sequence[int] | int = 30,
+                sizes: Sequence[int] = (48, 64, 80, 100), formats: Sequence[str] = FORMATS,
+                gray_fraction: float = 0.3, seed: int = 0) -> Path:
+    """Writes root/person_XX/NNN.<ext>: `people` people with `images_per_person` images each (a number,
+    or one per person), of random size from `sizes`, format from `formats`, and grayscale with
+    probability `gray_fraction` (always grayscale for PGM). Returns root."""
+    root = Path(root).expanduser()
+    rng = np.random.default_rng(seed)
+    counts = [images_per_person] * people if isinstance(images_per_person, int) else list(images_per_person)
+    for p, count in enumerate(counts):
+        person, folder = _person(rng), root / f"person_{p:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            suffix = formats[int(rng.integers(len(formats)))]
+            image = draw_face(person, int(rng.choice(sizes)), rng)
+            if suffix == ".pgm" or rng.random() < gray_fraction:
+                image = image.convert("L").convert("RGB") if suffix == ".ppm" else image.convert("L")
+            image.save(folder / f"{i:03d}{suffix}")
+    return root

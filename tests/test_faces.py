@@ -1,0 +1,75 @@
+"""The faces workflow: a folder of people without a split on disk, mixed sizes/modes/formats."""
+
+import logging
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from jaxrec.config import Config
+from jaxrec.data import DataError, load_data
+from jaxrec.data.image_folder import list_folder
+from jaxrec.data.synthetic_faces import write_faces
+
+PEOPLE = [12, 10, 9, 11, 2]  # the last person has too few images for min_images_per_class=5
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return write_faces(tmp_path_factory.mktemp("faces"), people=len(PEOPLE), images_per_person=PEOPLE,
+                       sizes=(24, 37, 50), seed=0)
+
+
+def test_generated_folder_mixes_sizes_modes_and_formats(faces):
+    from PIL import Image
+
+    files = sorted(faces.rglob("*.*"))
+    suffixes = Counter(f.suffix for f in files)
+    assert {".pgm", ".jpg", ".png"} <= set(suffixes)
+    modes, sizes = set(), set()
+    for f in files:
+        with Image.open(f) as image:
+            modes.add(image.mode)
+            sizes.add(image.size)
+    assert {"L", "RGB"} <= modes and len(sizes) >= 3
+
+
+def _split(faces, seed, fraction=0.25):
+    listing = list_folder(faces, "train", "test", test_fraction=fraction, min_images_per_class=5, seed=seed)
+    return listing, [set(map(str, files[0])) for files in (listing.train, listing.eval)]
+
+
+def test_split_is_stratified_seeded_and_drops_small_classes(faces, caplog):
+    with caplog.at_level(logging.WARNING, logger="jaxrec"):
+        listing, (train, test) = _split(faces, seed=0)
+    assert "dropped 1 of 5 classes with fewer than 5 images" in caplog.text and "person_04 (2)" in caplog.text
+    assert listing.classes == ("person_00", "person_01", "person_02", "person_03") and not listing.split_on_disk
+    assert not train & test and len(train | test) == sum(PEOPLE[:4])
+    # Stratified: each person keeps round(25%) of their images for test, the rest for training.
+    test_counts = np.bincount(listing.eval[1], minlength=4).tolist()
+    assert test_counts == [round(n * 0.25) for n in PEOPLE[:4]] == [3, 2, 2, 3]
+    assert np.bincount(listing.train[1]).tolist() == [n - t for n, t in zip(PEOPLE[:4], test_counts)]
+    for paths, labels in (listing.train, listing.eval):  # labels follow the folder names
+        assert all(p.parent.name == listing.classes[label] for p, label in zip(paths, labels))
+    assert _split(faces, seed=0)[1] == [train, test]
+    other = _split(faces, seed=1)[1]
+    assert other[1] != test and not other[0] & other[1]
+
+
+def test_loading_resizes_and_converts_every_image(faces):
+    config = Config(dataset=str(faces), image_size=20, channels=3, min_images_per_class=5, test_fraction=0.25)
+    data = load_data(config)
+    assert data.image_shape == (20, 20, 3) and data.num_classes == 4
+    assert len(data.train) + len(data.eval) == sum(PEOPLE[:4]) and len(data.eval) == 10
+    gray = load_data(config.replace(channels=1))
+    assert gray.image_shape == (20, 20, 1)
+    np.testing.assert_array_equal(gray.eval.labels, data.eval.labels)
+
+
+def test_bad_split_settings_name_the_fix(faces):
+    with pytest.raises(DataError, match="test_fraction must be between 0 and 1"):
+        load_data(Config(dataset=str(faces), test_fraction=1.0, min_images_per_class=5))
+    with pytest.raises(DataError, match="lower --min_images_per_class"):
+        load_data(Config(dataset=str(faces), min_images_per_class=50))
+    with pytest.raises(DataError, match="no data set given"):
+        load_data(Config(dataset=""))
