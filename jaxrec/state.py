@@ -5,9 +5,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 from flax.training.train_state import TrainState
 
 from jaxrec.config import Config
+from jaxrec.models import create_model
 from jaxrec.optim import create_optimizer
 
 
@@ -17,3 +19,8 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
     variables = jax.jit(model.init)(rng, jnp.zeros((1, *image_shape), jnp.float32))
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
                              tx=create_optimizer(config, steps_per_epoch))
+
+
+def inference_state(config: Config, num_classes: int, params) -> TrainState:
+    """A state that only evaluates: trained `params` for the model `config` names, no optimizer."""
+    return TrainState.create(apply_fn=create_model(config, num_classes).apply, params=params, tx=optax.identity())
