@@ -46,3 +46,13 @@ def test_script_help_lists_every_knob():
                          capture_output=True, text=True, check=True).stdout
     for field in dataclasses.fields(Config):
         assert f"--{field.name}" in out
+
+
+def test_aliases_add_flag_names_without_shadowing_prefixes():
+    aliases = {"data": "dataset"}
+    assert parse_args(["--data", "faces/"], aliases=aliases).dataset == "faces/"
+    assert parse_args(["--dataset", "faces/"], aliases=aliases).dataset == "faces/"
+    both = parse_args(["--data", "faces/", "--data_dir", "/tfds"], aliases=aliases)
+    assert (both.dataset, both.data_dir) == ("faces/", "/tfds")
+    with pytest.raises(SystemExit):  # without the alias, --data is an ambiguous prefix
+        parse_args(["--data", "faces/"])

@@ -1,15 +1,25 @@
 """The faces workflow: a folder of people without a split on disk, mixed sizes/modes/formats."""
 
+import importlib.util
+import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from jaxrec.cli import run_experiment
 from jaxrec.config import Config
 from jaxrec.data import DataError, load_data
 from jaxrec.data.image_folder import list_folder
-from jaxrec.data.synthetic_faces import write_faces
+from jaxrec.data.synthetic_faces import draw_face, random_person, write_faces
+from jaxrec.evaluate import evaluate_trained
+from jaxrec.predict import Predictor
+
+from conftest import SMALL
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PEOPLE = [12, 10, 9, 11, 2]  # the last person has too few images for min_images_per_class=5
 
@@ -73,3 +83,36 @@ def test_bad_split_settings_name_the_fix(faces):
         load_data(Config(dataset=str(faces), min_images_per_class=50))
     with pytest.raises(DataError, match="no data set given"):
         load_data(Config(dataset=""))
+
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_faces_script_trains_then_evaluate_and_predict_work(faces, tmp_path):
+    from jaxrec.checkpointing import load_trained
+
+    script = _load_script("faces_cnn")
+    workdir = tmp_path / "run"
+    argv = ["--data", str(faces), "--seed", "0", "--epochs", "2", "--image_size", "24", "--batch_size", "8",
+            "--conv_features", ",".join(map(str, SMALL["conv_features"])), "--dense_features", "32",
+            "--test_fraction", "0.25", "--progress", "false", "--workdir", str(workdir)]
+    assert run_experiment(argv, script.__doc__, script.FACES, aliases={"data": "dataset"}) == 0
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["dataset"] == str(faces) and config["min_images_per_class"] == 5  # the faces defaults
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert [row["class"] for row in saved["per_class"]] == [f"person_0{i}" for i in range(4)]
+    assert [row["support"] for row in saved["per_class"]] == [3, 2, 2, 3]  # the held-out images per person
+    assert "test_macro_f1" in json.loads((workdir / "summary.json").read_text())
+
+    trained = load_trained(workdir, "latest")
+    again = evaluate_trained(trained)  # the same seeded split is drawn again from the folder
+    assert again["confusion"] == saved["confusion"]
+    new_face = tmp_path / "new_face.pgm"
+    draw_face(random_person(np.random.default_rng(99)), 41, np.random.default_rng(1)).convert("L").save(new_face)
+    (entry,) = Predictor(trained).predict([new_face], k=2)
+    assert [t["class"] for t in entry["top_k"]][0] in saved["class_names"] and len(entry["top_k"]) == 2

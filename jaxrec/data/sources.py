@@ -110,7 +110,8 @@ def load_data(config: Config) -> DataSplits:
     """Loads the train and eval splits named by the config into memory as uint8 arrays."""
     name = config.dataset
     if not name:
-        raise DataError("no data set given; pass --dataset (a TFDS name, cifar10_sample, or an image-folder path)")
+        raise DataError("no data set given; pass --dataset (or --data) with a TFDS name, cifar10_sample, "
+                        "or an image-folder path")
     if _is_folder(name):
         train, evaluation = _from_folder(config)
     else:

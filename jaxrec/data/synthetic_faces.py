@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw, ImageFilter
 FORMATS = (".jpg", ".png", ".pgm", ".ppm", ".bmp")
 
 
-def _person(rng: np.random.Generator) -> dict:
+def random_person(rng: np.random.Generator) -> dict:
+    """The fixed traits of one made-up person."""
     return {"skin": rng.integers(90, 240, 3), "hair": rng.integers(0, 120, 3), "width": rng.uniform(0.55, 0.8),
             "height": rng.uniform(0.75, 0.95), "eye_gap": rng.uniform(0.18, 0.34), "eye_y": rng.uniform(0.36, 0.48),
             "eye_size": rng.uniform(0.04, 0.08), "nose": rng.uniform(0.08, 0.2), "mouth": rng.uniform(0.15, 0.4),
@@ -66,7 +67,7 @@ def write_faces(root: str | Path, people: int = 8, images_per_person: Sequence[i
     rng = np.random.default_rng(seed)
     counts = [images_per_person] * people if isinstance(images_per_person, int) else list(images_per_person)
     for p, count in enumerate(counts):
-        person, folder = _person(rng), root / f"person_{p:02d}"
+        person, folder = random_person(rng), root / f"person_{p:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(count):
             suffix = formats[int(rng.integers(len(formats)))]
