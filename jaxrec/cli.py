@@ -12,7 +12,7 @@ from jaxrec.errors import InputError
 
 def setup_logging() -> None:
     """jaxrec's own progress at INFO; other libraries only when they warn."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
@@ -20,8 +20,10 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
     """Parses flags over `defaults`, trains and evaluates; returns the process exit code.
 
     Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
-    their messages say what to do, a traceback would not.
+    their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
+    saving a checkpoint) prints how to resume and returns 128 + the signal number.
     """
+    from jaxrec.interrupt import TrainingInterrupted
     from jaxrec.train import train_and_evaluate
 
     config = config_lib.parse_args(argv, description=description, defaults=defaults)
@@ -32,4 +34,7 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code
     return 0
