@@ -12,7 +12,7 @@ from jaxrec.errors import InputError
 
 def setup_logging() -> None:
     """jaxrec's own progress at INFO; other libraries only when they warn."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
@@ -37,10 +37,16 @@ def exit_code(command: Callable[[], int | None]) -> int:
     """Runs a command-line entry point; returns its exit code (None counts as 0).
 
     Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
-    their messages say what to do, a traceback would not.
+    their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
+    saving a checkpoint) prints how to resume and returns 128 + the signal number.
     """
+    from jaxrec.interrupt import TrainingInterrupted
+
     try:
         return command() or 0
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code

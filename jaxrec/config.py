@@ -69,6 +69,13 @@ class Config:
     progress: bool = _knob(True, "Show a progress bar per epoch.")
     workdir: str | None = _knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
 
+    # Checkpoints (Orbax, in <workdir>/checkpoints).
+    resume: bool = _knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
+                         "starts over (the old checkpoints are moved aside, not deleted).")
+    checkpoint_every_steps: int = _knob(0, "Save a checkpoint every this many training steps; 0 saves at the "
+                                        "end of every epoch. A run also saves at its end and when interrupted.")
+    checkpoint_keep: int = _knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -87,13 +94,16 @@ class Config:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
-        values = json.loads(Path(path).read_text())
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """The inverse of to_dict (JSON lists become tuples again); unknown keys are ignored."""
+        hints = typing.get_type_hints(cls)
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        if "conv_features" in values:
-            values["conv_features"] = tuple(values["conv_features"])
-        return cls(**values)
+        return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
+                      for k, v in values.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def _parse_bool(text: str) -> bool:

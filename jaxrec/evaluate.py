@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jaxrec import outputs
+from jaxrec.checkpointing import Trained, load_trained
 from jaxrec.cli import exit_code, setup_logging
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.data.sources import load_split
@@ -28,9 +29,9 @@ from jaxrec.state import inference_state
 from jaxrec.train import Evaluator
 
 
-def evaluate_trained(trained, split: str | None = None, dataset: str | None = None, top_k: int | None = None,
-                     num_devices: int = 0, batch_size: int | None = None) -> dict[str, Any]:
-    """The evaluation report (see jaxrec.metrics.report) of a `jaxrec.checkpointing.Trained` on `split`
+def evaluate_trained(trained: Trained, split: str | None = None, dataset: str | None = None,
+                     top_k: int | None = None, num_devices: int = 0, batch_size: int | None = None) -> dict[str, Any]:
+    """The evaluation report (see jaxrec.metrics.report) of a trained model (load_trained) on `split`
     (default: its eval split) of `dataset` (default: its own)."""
     config = trained.config.replace(dataset=dataset or trained.config.dataset)
     class_names = list(trained.dataset["class_names"])
@@ -38,7 +39,7 @@ def evaluate_trained(trained, split: str | None = None, dataset: str | None = No
     devices = select_devices(num_devices)
     preprocess = Preprocess(mean=tuple(trained.dataset["mean"]), std=tuple(trained.dataset["std"]))
     evaluator = Evaluator(data.images, data.labels, preprocess, devices, batch_size or config.eval_batch_size)
-    state = replicate(inference_state(config, len(class_names), trained.params), devices)
+    state = replicate(inference_state(trained.model(), trained.params), devices)
     return report(evaluator(state), class_names, top_k or config.top_k)
 
 
@@ -63,8 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
 
     def run() -> None:
-        from jaxrec.checkpointing import load_trained
-
         trained = load_trained(args.workdir, args.which)
         split = args.split or trained.config.eval_split
         result = evaluate_trained(trained, split, args.dataset, args.top_k, args.num_devices, args.batch_size)

@@ -39,6 +39,13 @@ def write_json(path: Path, payload: Any) -> None:
     tmp.replace(path)
 
 
+def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Writes one JSON record per line, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from jaxrec.checkpointing import Trained, load_trained
 from jaxrec.cli import exit_code, setup_logging
 from jaxrec.data.image_folder import IMAGE_SUFFIXES, read_image
 from jaxrec.data.pipeline import Preprocess
@@ -49,11 +50,11 @@ def expand(inputs: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
 class Predictor:
     """A trained model with its preprocessing: uint8 images in, class probabilities out."""
 
-    def __init__(self, trained, batch_size: int = 256):
+    def __init__(self, trained: Trained, batch_size: int = 256):
         self.class_names = list(trained.dataset["class_names"])
         self.image_shape = tuple(int(d) for d in trained.dataset["image_shape"])
         self.batch_size = batch_size
-        state = inference_state(trained.config, len(self.class_names), trained.params)
+        state = inference_state(trained.model(), trained.params)
         preprocess = Preprocess(mean=tuple(trained.dataset["mean"]), std=tuple(trained.dataset["std"]))
         self.params = state.params
         self._logits = jax.jit(lambda params, images: state.apply_fn({"params": params}, preprocess.eval(images)))
@@ -116,8 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
 
     def run() -> int:
-        from jaxrec.checkpointing import load_trained
-
         entries = Predictor(load_trained(args.workdir, args.which), args.batch_size).predict(args.inputs, args.top_k)
         if args.json:
             print(json.dumps(entries, indent=2))

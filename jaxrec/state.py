@@ -9,7 +9,6 @@ import optax
 from flax.training.train_state import TrainState
 
 from jaxrec.config import Config
-from jaxrec.models import create_model
 from jaxrec.optim import create_optimizer
 
 
@@ -21,6 +20,6 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
                              tx=create_optimizer(config, steps_per_epoch))
 
 
-def inference_state(config: Config, num_classes: int, params) -> TrainState:
-    """A state that only evaluates: trained `params` for the model `config` names, no optimizer."""
-    return TrainState.create(apply_fn=create_model(config, num_classes).apply, params=params, tx=optax.identity())
+def inference_state(model: nn.Module, params) -> TrainState:
+    """A state that only evaluates: trained `params` of `model`, no optimizer."""
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())

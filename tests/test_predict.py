@@ -1,59 +1,82 @@
-"""Evaluating a trained run and classifying new images with it."""
+"""Evaluating a saved run (python -m jaxrec.evaluate) and classifying new images with it (jaxrec.predict)."""
 
 import json
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from jaxrec import evaluate, predict
+from jaxrec.checkpointing import load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
-from jaxrec.evaluate import evaluate_trained
-from jaxrec.predict import Predictor
 from jaxrec.train import train_and_evaluate
+
+from conftest import SMALL
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    # TODO(after the checkpoints merge): load_trained(workdir) instead of this stand-in.
-    from conftest import SMALL
-
+def workdir(tmp_path_factory):
+    """A finished 2-epoch run on the shipped sample, with its checkpoints."""
     workdir = tmp_path_factory.mktemp("run")
     config = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=1, progress=False,
                     steps_per_call=4, **SMALL)
-    state = train_and_evaluate(config, workdir)
-    return types.SimpleNamespace(config=config, params=state.params, step=int(state.step), epoch=2,
-                                 dataset=json.loads((workdir / "dataset.json").read_text()), workdir=workdir)
+    train_and_evaluate(config, workdir)
+    return workdir
 
 
-def test_predict_on_test_images_agrees_with_evaluation(trained):
-    result = evaluate_trained(trained, split="test", num_devices=8, batch_size=24)
-    saved = json.loads((trained.workdir / "eval.json").read_text())  # written at the end of training
-    assert result["confusion"] == saved["confusion"] and result["count"] == 100
-    entries = Predictor(trained, batch_size=64).predict([SAMPLE_ROOT / "test"], k=3)
+def test_evaluate_reproduces_the_training_evaluation_without_overwriting_it(workdir, capsys):
+    before = (workdir / "eval.json").read_text()
+    saved = json.loads(before)
+    assert saved["count"] == 100 and saved["top_k"] == 5 and len(saved["per_class"]) == 10
+    assert evaluate.main(["--workdir", str(workdir), "--which", "latest", "--num_devices", "8",
+                          "--batch_size", "24", "--top_k", "3"]) == 0
+    again = json.loads((workdir / "eval_test_latest.json").read_text())
+    assert again["confusion"] == saved["confusion"] and again["top_k"] == 3  # the final state, on 8 devices
+    assert (workdir / "eval.json").read_text() == before
+    assert (workdir / "confusion_test_latest.png").exists() and "| airplane |" in capsys.readouterr().out
+    assert evaluate.main(["--workdir", str(workdir), "--split", "train"]) == 0  # the best checkpoint
+    assert json.loads((workdir / "eval_train.json").read_text())["count"] == 400
+
+
+def test_predict_on_test_images_gives_the_classes_evaluation_counted(workdir, capsys):
+    assert evaluate.main(["--workdir", str(workdir), "--out", str(workdir / "best")]) == 0
+    best = json.loads((workdir / "best" / "eval_test.json").read_text())
+    capsys.readouterr()
+    assert predict.main(["--workdir", str(workdir), "--json", "--top_k", "3", str(SAMPLE_ROOT / "test")]) == 0
+    entries = json.loads(capsys.readouterr().out)
     assert len(entries) == 100 and all("error" not in e for e in entries)
-    names = trained.dataset["class_names"]
+    names = best["class_names"]
     confusion = np.zeros((10, 10), int)
     for entry in entries:
         true = names.index(Path(entry["path"]).parent.name)
         confusion[true, names.index(entry["top_k"][0]["class"])] += 1
         probabilities = [t["probability"] for t in entry["top_k"]]
         assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
-    np.testing.assert_array_equal(confusion, result["confusion"])
+    np.testing.assert_array_equal(confusion, best["confusion"])
 
 
-def test_grayscale_odd_sized_bad_and_missing_files(trained, tmp_path):
+def test_grayscale_png_odd_jpeg_bad_and_missing_files(workdir, tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (50, 37), dtype=np.uint8), "L").save(tmp_path / "gray.png")
     Image.fromarray(rng.integers(0, 256, (123, 77, 3), dtype=np.uint8)).save(tmp_path / "odd.jpg")
     (tmp_path / "x.jpg").write_text("not an image")
-    entries = Predictor(trained).predict([tmp_path, tmp_path / "missing.png"], k=20)
-    by_name = {Path(e["path"]).name: e for e in entries}
-    assert set(by_name) == {"gray.png", "odd.jpg", "x.jpg", "missing.png"}
-    for good in ("gray.png", "odd.jpg"):
-        assert len(by_name[good]["top_k"]) == 10  # k clipped to the class count
-        assert sum(t["probability"] for t in by_name[good]["top_k"]) == pytest.approx(1.0, abs=1e-5)
-    assert "cannot read image" in by_name["x.jpg"]["error"] and "x.jpg" in by_name["x.jpg"]["error"]
-    assert by_name["missing.png"]["error"] == "no such file or folder"
+    code = predict.main(["--workdir", str(workdir), "--top_k", "20", str(tmp_path), str(tmp_path / "missing.png")])
+    out, err = capsys.readouterr()
+    assert code == 1  # some files failed; the others were still classified
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert set(lines) == {str(tmp_path / "gray.png"), str(tmp_path / "odd.jpg")}
+    assert all(len(line.split(", ")) == 10 for line in lines.values())  # k clipped to the class count
+    assert f"{tmp_path / 'x.jpg'}: error: cannot read image" in err
+    assert f"{tmp_path / 'missing.png'}: error: no such file or folder" in err
+    assert "2 of 4 file(s) could not be classified" in err
+    (entry,) = predict.Predictor(load_trained(workdir)).predict([tmp_path / "gray.png"], k=10)
+    assert sum(t["probability"] for t in entry["top_k"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_workdir_without_checkpoint_is_one_clear_line(tmp_path, capsys):
+    assert predict.main(["--workdir", str(tmp_path), "x.jpg"]) == 2
+    assert evaluate.main(["--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("holds no checkpoints") == 2 and "Traceback" not in err

@@ -1,0 +1,280 @@
+"""Orbax checkpoints of a whole run, so that an interrupted run resumes exactly where it stopped.
+
+A checkpoint lives in `<workdir>/checkpoints/<step>/` and holds two Orbax items:
+
+- `state`: the train state's arrays (params, optimizer state, step), saved from the first device
+  as ordinary global arrays, so a checkpoint written with N devices restores with M;
+- `meta` (JSON): where the loop stands (epoch, step in the epoch, the epoch's running sums), the
+  run's root RNG key data, the resolved config, the data set description (class names,
+  normalisation), the per-epoch metrics so far and the library versions.
+
+The manager keeps the `checkpoint_keep` latest checkpoints *and* the best one by test accuracy.
+(Orbax's `max_to_keep` with a `best_fn` would keep only the best k and delete the newest ones, so
+resume could go back in time; a preservation policy that ORs "latest k" with "best 1" keeps both.)
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash
+mid-save leaves the previous checkpoints intact; a checkpoint that still fails to read is skipped,
+with a warning, in favour of the one before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax.training.train_state import TrainState
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxrec import outputs
+from jaxrec.config import Config
+from jaxrec.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_METRIC = "test_accuracy"
+
+# Settings that may differ between a checkpoint and the run resuming it: how the run is executed,
+# not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "dataset", "data_dir", "download", "num_devices", "steps_per_call", "eval_every_epochs",
+    "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
+    "top_k",
+})
+# ... except that a decaying schedule depends on the total number of steps.
+SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+    return Path(workdir).expanduser().absolute() / CHECKPOINT_DIR
+
+
+def _best_metric(metrics: dict[str, float]) -> float:
+    # Checkpoints saved mid-epoch were not evaluated: they rank below every evaluated one.
+    return metrics.get(BEST_METRIC, float("-inf"))
+
+
+def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.CheckpointManager:
+    keep_policy = policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        policies.BestN(get_metric_fn=_best_metric, n=1),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        best_fn=_best_metric, best_mode="max", preservation_policy=keep_policy,
+        enable_async_checkpointing=not read_only, cleanup_tmp_directories=not read_only, read_only=read_only)
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+
+
+def _arrays(state: TrainState) -> dict[str, Any]:
+    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config)."""
+    return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+
+
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and a single-device sharding: restores onto the first local device, whatever
+    the number of devices the checkpoint was written with."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
+
+
+def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
+    """Fields whose value in a checkpoint's config differs from `config` and may not change on resume."""
+    current = config.to_dict()
+    may_change = set(MAY_CHANGE_ON_RESUME)
+    if config.lr_schedule in SCHEDULE_NEEDS_EPOCHS:
+        may_change.discard("epochs")
+    different = []
+    for name, value in current.items():
+        if name in may_change or name not in saved:
+            continue
+        old = saved[name]
+        if isinstance(value, tuple):
+            value, old = list(value), list(old)
+        if old != value:
+            different.append(f"{name} (checkpoint: {saved[name]!r}, now: {getattr(config, name)!r})")
+    return different
+
+
+@dataclasses.dataclass
+class Restored:
+    """A train state restored from a checkpoint (on the first device), with its `meta` record."""
+
+    state: TrainState
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+class RunCheckpointer:
+    """Saves and restores the checkpoints of one run (one workdir)."""
+
+    def __init__(self, workdir: str | Path, config: Config):
+        self.directory = checkpoint_dir(workdir)
+        self.config = config
+        if not config.resume and self.directory.exists() and any(self.directory.iterdir()):
+            aside = self.directory.with_name(f"{CHECKPOINT_DIR}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.directory.rename(aside)
+            log.warning("resume=false: starting over; the previous checkpoints were moved to %s", aside)
+        self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
+        self.last_saved_step: int | None = self.manager.latest_step()
+
+    def save(self, state: TrainState, meta: dict[str, Any], test_accuracy: float | None = None) -> None:
+        """Starts an asynchronous save of `state` (unreplicated) and `meta` at meta['step'].
+
+        Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
+        """
+        step = int(meta["step"])
+        finite = jax.tree_util.tree_reduce(lambda ok, x: ok & jnp.isfinite(x).all(), state.params, jnp.array(True))
+        if not bool(finite):
+            raise FloatingPointError(
+                f"the parameters hold NaN or inf at step {step}; no checkpoint was written (the last good one "
+                f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
+        metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)),
+                                                        meta=ocp.args.JsonSave(meta)),
+                          metrics=metrics, force=True)
+        self.last_saved_step = step
+
+    def restore_latest(self, template: TrainState) -> Restored | None:
+        """The newest readable checkpoint restored into `template`'s structure, or None if there is none.
+
+        Raises InputError if the checkpoint was written for another model or optimizer config.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            restored = _restore(self.manager, step, template, self.config)
+            if restored is not None:
+                self._move_aside(steps[:i])
+                return restored
+        if steps:  # more likely an incompatible jaxrec version than every save having failed
+            raise InputError(f"none of the checkpoints in {self.directory} (steps {steps}) can be read (see the "
+                             f"warnings above). Start over with --resume=false (they are moved aside, not "
+                             f"deleted) or use another --workdir.")
+        return None
+
+    def _move_aside(self, steps: list[int]) -> None:
+        """Moves unreadable checkpoints out of the manager's way (the run will save those steps again),
+        keeping them for a post-mortem rather than deleting them."""
+        if not steps:
+            return
+        aside = self.directory.with_name(f"{CHECKPOINT_DIR}.unreadable")
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            for path in self.directory.glob(f"{step}"):
+                path.rename(aside / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("moved unreadable checkpoint(s) %s to %s", steps, aside)
+        self.manager.reload()
+
+    def wait(self) -> None:
+        """Blocks until the saves in flight are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
+             config: Config | None) -> Restored | None:
+    """Restores one step; None (with a warning) if it cannot be read. Checks the config first."""
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
+        log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
+                    step, manager.directory, type(err).__name__, err)
+        return None
+    if config is not None:
+        different = config_differences(meta["config"], config)
+        if different:
+            raise InputError(
+                f"the checkpoint at step {step} in {manager.directory} was written with another config: "
+                f"{'; '.join(different)}. Use the checkpoint's settings to resume it, or start over with "
+                f"--resume=false (or another --workdir).")
+    try:
+        arrays = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(_arrays(template)))))["state"]
+    except Exception as err:  # noqa: BLE001
+        log.warning("checkpoint step %d in %s cannot be restored (%s: %s); trying an older one",
+                    step, manager.directory, type(err).__name__, err)
+        return None
+    return Restored(state=template.replace(**arrays), meta=meta)
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained model as saved by a run: enough to evaluate it or classify new images."""
+
+    config: Config
+    params: Any  # the model parameters, on the first device
+    step: int
+    epoch: int
+    dataset: dict[str, Any]  # what dataset.json holds: name, class_names, image_shape, mean, std, ...
+    test_accuracy: float | None
+
+    def model(self):
+        """The Flax module these parameters belong to."""
+        from jaxrec.models import create_model
+
+        return create_model(self.config, len(self.dataset["class_names"]))
+
+
+def load_trained(workdir: str | Path, which: str = "best") -> Trained:
+    """The best (by test accuracy) or latest checkpoint of a run's workdir.
+
+    Raises InputError, naming the fix, if the workdir holds no checkpoint or an unreadable one.
+    """
+    from jaxrec.models import create_model
+    from jaxrec.state import create_train_state
+
+    if which not in ("best", "latest"):
+        raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
+    directory = checkpoint_dir(workdir)
+    if not directory.is_dir():
+        raise InputError(f"{workdir} holds no checkpoints ({directory} does not exist); train first, e.g. "
+                         f"`python experiments/cifar_cnn.py --workdir {workdir}`, or pass the workdir of a "
+                         f"finished run")
+    manager = _manager(directory, read_only=True)
+    step = manager.best_step() if which == "best" else manager.latest_step()
+    if step is None:
+        raise InputError(f"{directory} holds no complete checkpoint; train (or resume) the run first")
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if meta.get("test_accuracy") is None and step != manager.latest_step():
+        log.warning("no checkpoint of %s has been evaluated yet; using the latest instead of the best", workdir)
+        step = manager.latest_step()
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    config = Config.from_dict(meta["config"])
+    dataset = meta["dataset"]
+    model = create_model(config, len(dataset["class_names"]))
+    template = jax.eval_shape(lambda: create_train_state(config, model, tuple(dataset["image_shape"]),
+                                                         jax.random.key(0), steps_per_epoch=1))
+    restored = _restore(manager, step, template, config=None)
+    manager.close()
+    if restored is None:
+        raise InputError(f"checkpoint step {step} in {directory} cannot be read (see the warning above); "
+                         f"try --which {'latest' if which == 'best' else 'best'}")
+    return Trained(config=config, params=restored.state.params, step=step, epoch=int(meta["epoch"]),
+                   dataset=dataset, test_accuracy=meta.get("test_accuracy"))
+
+
+def run_meta(config: Config, *, step: int, epoch: int, step_in_epoch: int, epoch_sums: dict[str, float],
+             records: list[dict[str, Any]], root_key: jax.Array, dataset: dict[str, Any], elapsed: float,
+             test_accuracy: float | None = None) -> dict[str, Any]:
+    """The JSON half of a checkpoint: everything the loop needs to continue exactly, and provenance."""
+    return {"step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "epoch_sums": epoch_sums,
+            "records": records, "rng_key_data": np.asarray(jax.random.key_data(root_key)).tolist(),
+            "config": config.to_dict(), "dataset": dataset, "elapsed_seconds": elapsed,
+            "test_accuracy": test_accuracy, "versions": outputs.versions(),
+            "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+__all__ = ["CHECKPOINT_DIR", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir", "config_differences",
+           "load_trained", "run_meta"]
