@@ -13,7 +13,7 @@ from jaxrec.cli import run_experiment
 from jaxrec.config import Config
 from jaxrec.data import DataError, load_data
 from jaxrec.data.image_folder import list_folder
-from jaxrec.data.synthetic_faces import draw_face, random_person, write_faces
+from jaxrec.data.synthetic_faces import write_faces
 from jaxrec.evaluate import evaluate_trained
 from jaxrec.predict import Predictor
 
@@ -112,7 +112,9 @@ def test_faces_script_trains_then_evaluate_and_predict_work(faces, tmp_path):
     trained = load_trained(workdir, "latest")
     again = evaluate_trained(trained)  # the same seeded split is drawn again from the folder
     assert again["confusion"] == saved["confusion"]
-    new_face = tmp_path / "new_face.pgm"
-    draw_face(random_person(np.random.default_rng(99)), 41, np.random.default_rng(1)).convert("L").save(new_face)
-    (entry,) = Predictor(trained).predict([new_face], k=2)
-    assert [t["class"] for t in entry["top_k"]][0] in saved["class_names"] and len(entry["top_k"]) == 2
+    # A new picture of person 2 (another photo seed), of a size and format of its own.
+    new = write_faces(tmp_path / "new", people=3, images_per_person=[0, 0, 1], sizes=(41,), formats=(".pgm",),
+                      photo_seed=1)
+    (entry,) = Predictor(trained).predict([new], k=2)
+    assert entry["path"].endswith("person_02/000.pgm") and len(entry["top_k"]) == 2
+    assert entry["top_k"][0]["class"] in saved["class_names"]

@@ -59,15 +59,19 @@ def draw_face(person: dict, size: int, rng: np.random.Generator) -> Image.Image:
 
 def write_faces(root: str | Path, people: int = 8, images_per_person: Sequence[int] | int = 30,
                 sizes: Sequence[int] = (48, 64, 80, 100), formats: Sequence[str] = FORMATS,
-                gray_fraction: float = 0.3, seed: int = 0) -> Path:
+                gray_fraction: float = 0.3, seed: int = 0, photo_seed: int = 0) -> Path:
     """Writes root/person_XX/NNN.<ext>: `people` people with `images_per_person` images each (a number,
     or one per person), of random size from `sizes`, format from `formats`, and grayscale with
-    probability `gray_fraction` (always grayscale for PGM). Returns root."""
+    probability `gray_fraction` (always grayscale for PGM). Returns root.
+
+    `seed` decides who the people are, `photo_seed` which pictures of them are drawn: another
+    photo_seed gives new pictures of the same people (to classify with a model trained on the first).
+    """
     root = Path(root).expanduser()
-    rng = np.random.default_rng(seed)
     counts = [images_per_person] * people if isinstance(images_per_person, int) else list(images_per_person)
     for p, count in enumerate(counts):
-        person, folder = random_person(rng), root / f"person_{p:02d}"
+        person, folder = random_person(np.random.default_rng([seed, p])), root / f"person_{p:02d}"
+        rng = np.random.default_rng([seed, p, photo_seed, 1])
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(count):
             suffix = formats[int(rng.integers(len(formats)))]
