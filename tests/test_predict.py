@@ -80,3 +80,20 @@ def test_workdir_without_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert evaluate.main(["--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("holds no checkpoints") == 2 and "Traceback" not in err
+
+
+def test_evaluate_on_another_folder_with_some_of_the_classes(workdir, tmp_path, capsys):
+    import shutil
+
+    # A test split of its own (no train split): 2 of the 10 classes, and one the model does not know.
+    for name, copy in (("cat", "cat"), ("ship", "ship"), ("bird", "zebra")):
+        shutil.copytree(SAMPLE_ROOT / "test" / name, tmp_path / "other" / "test" / copy)
+    assert evaluate.main(["--workdir", str(workdir), "--dataset", str(tmp_path / "other"),
+                          "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "eval_other_test.json").read_text())
+    support = {row["class"]: row["support"] for row in result["per_class"]}
+    assert "leaving out 10 images of classes the model does not know: zebra" in capsys.readouterr().err
+    assert support["cat"] == support["ship"] == 10 and sum(support.values()) == 20  # labels follow the names
+    shutil.copytree(SAMPLE_ROOT / "test" / "cat", tmp_path / "zoo" / "test" / "zebra")
+    assert evaluate.main(["--workdir", str(workdir), "--dataset", str(tmp_path / "zoo")]) == 2
+    assert "has none of the model's classes" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,8 @@ from jaxrec.data.types import ArrayDataset, DataError, DataSplits
 
 SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
 SAMPLES = {"cifar10_sample": SAMPLE_ROOT}
+
+log = logging.getLogger(__name__)
 
 
 def _is_folder(dataset: str) -> bool:
@@ -66,30 +69,55 @@ def _config_size(config: Config) -> tuple[int, int] | None:
     return (config.image_size,) * 2 if config.image_size else None
 
 
+def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Sequence[str],
+                     where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Maps labels over `classes` to indices into `class_names`; returns (keep mask, new labels).
+
+    Examples of classes the model does not know (e.g. ones dropped by min_images_per_class in
+    training) are left out with a warning; none at all left is an error.
+    """
+    mapping = np.asarray([list(class_names).index(c) if c in class_names else -1 for c in classes], np.int32)
+    new = mapping[labels] if len(labels) else np.zeros(0, np.int32)
+    keep = new >= 0
+    unknown = sorted({classes[i] for i in np.unique(labels[~keep])}) if len(labels) else []
+    if unknown:
+        log.warning("%s: leaving out %d images of classes the model does not know: %s", where,
+                    int((~keep).sum()), ", ".join(unknown))
+    if len(labels) and not keep.any():
+        raise DataError(f"{where} has none of the model's classes ({list(class_names)}); found {unknown}. "
+                        f"Evaluate on a data set with the same classes")
+    return keep, new[keep]
+
+
 def load_split(config: Config, split: str, class_names: Sequence[str],
                image_shape: Sequence[int]) -> ArrayDataset:
     """One split of `config.dataset`, decoded to `image_shape` (H, W, C) and labelled by `class_names`,
     e.g. a trained model's: to evaluate it on this split or on another data set with the same classes.
 
-    An image folder without split folders gives the same seeded split as in training: `split` ==
-    config.train_split is its training part, any other name its held-out part.
+    Only this split needs to exist. An image folder without split folders gives the same seeded split
+    as in training: `split` == config.train_split is its training part, any other name its held-out
+    part. Images of classes not in `class_names` are left out with a warning.
     """
     size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
+    where = f"{config.dataset}/{split}"
     if _is_folder(config.dataset):
-        listing = _list_folder(config.replace(eval_split=split))
-        files = listing.train if split == config.train_split else listing.eval
-        _check_nonempty(files, config, split)
-        data = image_folder.read_images(*files, listing.classes, size, channels)
-    else:
-        from jaxrec.data.tfds_source import load_tfds
+        root = _folder_root(config.dataset)
+        if (root / split).is_dir():
+            classes = image_folder.list_classes(root, split)
+            paths, labels = image_folder.list_images(root / split, classes)
+        else:
+            listing = _list_folder(config.replace(eval_split=split))
+            classes = listing.classes
+            paths, labels = listing.train if split == config.train_split else listing.eval
+        keep, labels = _to_model_labels(labels, classes, class_names, where)
+        paths = [p for p, k in zip(paths, keep) if k]
+        _check_nonempty((paths, labels), config, split)
+        return image_folder.read_images(paths, labels, class_names, size, channels)
+    from jaxrec.data.tfds_source import load_tfds
 
-        data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels)
-    unknown = sorted(set(data.class_names) - set(class_names))
-    if unknown:
-        raise DataError(f"{config.dataset}/{split} has classes the model does not know: {unknown} (it knows "
-                        f"{list(class_names)}); evaluate on a data set with the same classes")
-    relabel = np.asarray([list(class_names).index(name) for name in data.class_names], np.int32)
-    return ArrayDataset(data.images, relabel[data.labels], tuple(class_names))
+    data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels)
+    keep, labels = _to_model_labels(data.labels, data.class_names, class_names, where)
+    return ArrayDataset(data.images[keep], labels, tuple(class_names))
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
