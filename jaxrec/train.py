@@ -182,8 +182,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
                     _check_finite(loss, step)
                     step += end - position
                     position = end
-                    sums["loss"] += float(loss.sum())
-                    sums["accuracy"] += float(np.asarray(metrics["accuracy"][0]).sum())
+                    for loss_value, accuracy in zip(loss.tolist(), np.asarray(metrics["accuracy"][0]).tolist()):
+                        sums["loss"] += loss_value  # step by step: the same sums whatever the steps per call
+                        sums["accuracy"] += accuracy
                     bar.update(len(loss) * config.batch_size)
                     bar.set_postfix(loss=f"{sums['loss'] / position:.4f}", acc=f"{sums['accuracy'] / position:.4f}")
                     due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0

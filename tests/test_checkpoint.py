@@ -1,0 +1,198 @@
+"""Orbax checkpoints: exact resume, interruption by signals, crashes mid-save, device counts, retention."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training.train_state import TrainState
+
+from jaxrec import train as train_lib
+from jaxrec.checkpointing import RunCheckpointer, checkpoint_dir, load_trained
+from jaxrec.config import Config
+from jaxrec.errors import InputError
+from jaxrec.interrupt import TrainingInterrupted
+from jaxrec.train import train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds")
+
+
+def _records(workdir):
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def _steps(workdir):
+    return sorted(int(p.name) for p in checkpoint_dir(workdir).iterdir() if p.name.isdigit())
+
+
+def _sigterm_after(monkeypatch, stop_after: int):
+    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call)."""
+    real = train_lib.make_train_fn
+
+    def make_train_fn(*args, **kwargs):
+        fn, done = real(*args, **kwargs), {"steps": 0}
+
+        def train_fn(state, images, labels, indices, rng):
+            out = fn(state, images, labels, indices, rng)
+            before, done["steps"] = done["steps"], done["steps"] + indices.shape[1]
+            if before < stop_after <= done["steps"]:
+                signal.raise_signal(signal.SIGTERM)
+            return out
+
+        return train_fn
+
+    monkeypatch.setattr(train_lib, "make_train_fn", make_train_fn)
+
+
+@pytest.fixture
+def straight_run(small_config, tmp_path_factory):
+    """Two epochs straight through (12 steps each), with 5 steps per call."""
+    config = small_config.replace(epochs=2, steps_per_call=5, augment=True)
+    workdir = tmp_path_factory.mktemp("straight")
+    return config, train_and_evaluate(config, workdir), workdir
+
+
+@pytest.mark.parametrize("steps_per_call,stop_after", [(5, 10), (1, 17)])
+def test_interrupted_mid_epoch_then_resumed_is_bit_identical(straight_run, monkeypatch, tmp_path, steps_per_call,
+                                                             stop_after):
+    config, straight, straight_dir = straight_run
+    config = config.replace(steps_per_call=steps_per_call)
+    _sigterm_after(monkeypatch, stop_after)
+    with pytest.raises(TrainingInterrupted, match="To resume, run the same command again") as stopped:
+        train_and_evaluate(config, tmp_path)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert stop_after % 12 != 0 and _steps(tmp_path)[-1] == stop_after  # saved mid-epoch, at the stop
+    monkeypatch.undo()
+    resumed = train_and_evaluate(config, tmp_path)
+    chex.assert_trees_all_equal(resumed.params, straight.params)
+    chex.assert_trees_all_equal(resumed.opt_state, straight.opt_state)
+    assert _records(tmp_path) == _records(straight_dir)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from_step"] == stop_after and summary["steps"] == 24
+
+
+def test_sigterm_stops_the_script_cleanly_and_the_rerun_finishes_identically(small_config, tmp_path):
+    config = small_config.replace(epochs=8, steps_per_call=1)
+    flags = ["--dataset", "cifar10_sample", "--epochs", "8", "--batch_size", "32", "--num_devices", "1",
+             "--steps_per_call", "1", "--conv_features", "8,16", "--dense_features", "32", "--progress", "false",
+             "--workdir", str(tmp_path / "run")]
+    command = [sys.executable, str(ROOT / "experiments" / "cifar_cnn.py"), *flags]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=300)[1]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr and "To resume" in stderr and "Traceback" not in stderr
+    stopped_at = _steps(tmp_path / "run")[-1]
+    assert 12 <= stopped_at < 96
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming from the checkpoint at step {stopped_at}" in rerun.stderr
+    straight = train_and_evaluate(config, tmp_path / "straight")
+    chex.assert_trees_all_equal(load_trained(tmp_path / "run", "latest").params, straight.params)
+    assert _records(tmp_path / "run") == _records(tmp_path / "straight")
+
+
+def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_path):
+    # A state big enough (2 x 128 MB) that the second save is still being written when the process dies.
+    script = textwrap.dedent(f"""
+        import os, signal, jax.numpy as jnp, optax
+        from flax.training.train_state import TrainState
+        from jaxrec.checkpointing import RunCheckpointer
+        from jaxrec.config import Config
+        config = Config()
+        state = TrainState.create(apply_fn=None, params={{"w": jnp.zeros((32, 1024, 1024))}},
+                                  tx=optax.sgd(0.1, momentum=0.9))
+        checkpoints = RunCheckpointer({str(tmp_path)!r}, config)
+        checkpoints.save(state.replace(step=1), {{"step": 1, "config": config.to_dict()}})
+        checkpoints.wait()
+        state = state.replace(params={{"w": jnp.ones((32, 1024, 1024))}}, step=2)
+        checkpoints.save(state, {{"step": 2, "config": config.to_dict()}})
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    template = jax.eval_shape(lambda: TrainState.create(apply_fn=None, params={"w": jnp.zeros((32, 1024, 1024))},
+                                                        tx=optax.sgd(0.1, momentum=0.9)))
+    restored = RunCheckpointer(tmp_path, Config()).restore_latest(template)
+    assert restored.step == 1 and int(restored.state.step) == 1
+    assert float(jnp.abs(restored.state.params["w"]).max()) == 0.0
+
+
+def test_checkpoint_from_8_devices_restores_on_1_and_back(small_config, tmp_path):
+    config = small_config.replace(batch_size=64, steps_per_call=2)  # 6 steps per epoch
+    train_and_evaluate(config.replace(num_devices=8), tmp_path)
+    state = train_and_evaluate(config.replace(num_devices=1, epochs=2), tmp_path)
+    assert int(state.step) == 12
+    state = train_and_evaluate(config.replace(num_devices=8, epochs=3), tmp_path)
+    assert int(state.step) == 18
+    chex.assert_tree_all_finite(state.params)
+    assert [r["epoch"] for r in _records(tmp_path)] == [1, 2, 3]
+    assert json.loads((tmp_path / "summary.json").read_text())["num_devices"] == 8
+
+
+def test_latest_and_best_are_both_kept_when_the_best_epoch_is_not_the_last(small_config, tmp_path, monkeypatch):
+    accuracies = iter([0.5, 0.9, 0.3, 0.2, 0.1])
+    monkeypatch.setattr(train_lib.Evaluator, "__call__",
+                        lambda self, state: {"loss": 1.0, "accuracy": next(accuracies), "macro_f1": 0.0})
+    train_and_evaluate(small_config.replace(epochs=5, checkpoint_keep=2), tmp_path)
+    assert _steps(tmp_path) == [24, 48, 60]  # best (epoch 2) and the latest two
+    best, latest = load_trained(tmp_path, "best"), load_trained(tmp_path, "latest")
+    assert (best.step, best.epoch, best.test_accuracy) == (24, 2, 0.9)
+    assert (latest.step, latest.epoch) == (60, 5)
+    assert not jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, best.params, latest.params))
+
+
+def test_mismatched_config_is_refused_naming_the_field_and_resume_false_starts_over(small_config, tmp_path):
+    train_and_evaluate(small_config, tmp_path)
+    with pytest.raises(InputError, match=r"conv_features \(checkpoint: \[8, 16\], now: \(8, 24\)\)"):
+        train_and_evaluate(small_config.replace(epochs=2, conv_features=(8, 24)), tmp_path)
+    with pytest.raises(InputError, match="learning_rate"):
+        train_and_evaluate(small_config.replace(epochs=2, learning_rate=0.5), tmp_path)
+    state = train_and_evaluate(small_config.replace(conv_features=(8, 24), resume=False), tmp_path)
+    assert int(state.step) == 12 and state.params["Conv_1"]["kernel"].shape[-1] == 24
+    assert len(list(tmp_path.glob("checkpoints.replaced-*/12"))) == 1  # moved aside, not deleted
+
+
+def test_unreadable_latest_checkpoint_is_skipped_for_the_last_complete_one(small_config, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="jaxrec")
+    train_and_evaluate(small_config.replace(epochs=2), tmp_path)
+    for path in (checkpoint_dir(tmp_path) / "24" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"torn write")
+    state = train_and_evaluate(small_config.replace(epochs=3), tmp_path)
+    assert "checkpoint step 24" in caplog.text and "trying an older one" in caplog.text
+    assert "resuming from the checkpoint at step 12" in caplog.text
+    assert int(state.step) == 36 and _steps(tmp_path)[-1] == 36
+    assert len(list(tmp_path.glob("checkpoints.unreadable/24-*"))) == 1
+
+
+def test_nan_parameters_are_never_saved(tmp_path):
+    checkpoints = RunCheckpointer(tmp_path, Config())
+    state = TrainState.create(apply_fn=None, params={"w": jnp.array([1.0, jnp.nan])}, tx=optax.sgd(0.1))
+    with pytest.raises(FloatingPointError, match="NaN or inf at step 3; no checkpoint was written"):
+        checkpoints.save(state, {"step": 3, "config": Config().to_dict()})
+    checkpoints.close()
+    assert _steps(tmp_path) == []
+
+
+def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
+    with pytest.raises(InputError, match="holds no checkpoints"):
+        load_trained(tmp_path)
