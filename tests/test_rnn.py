@@ -1,0 +1,253 @@
+"""The lax.scan RNN (tanh, LSTM, GRU): numerics against a step-by-step loop, gradients, lengths,
+shapes, tracing, and the row-reading classifier in the same training loop as the CNN."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxrec.config import Config
+from jaxrec.errors import InputError
+from jaxrec.models import count_params, create_model
+from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier, cell_step, hidden_state, zero_carry
+from jaxrec.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+
+from test_steps import PRE, _batch, _state
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_CELLS = sorted(CELLS)
+
+
+def _inputs(shape, seed=0, scale=1.0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape).astype(np.float32) * scale)
+
+
+def _random_carry(cell, batch, hidden, seed):
+    """A non-zero carry, so that tests also check how the initial carry is used."""
+    return jax.tree_util.tree_map(lambda z: _inputs(z.shape, seed, 0.5), zero_carry(cell, batch, hidden))
+
+
+def _init(model, *args, **kwargs):
+    return model.init(jax.random.key(0), *args, **kwargs)["params"]
+
+
+def _loop_one_example(cell, params, xs, length, num_layers, directions):
+    """Reference: a plain Python loop over one example's first `length` steps, layer by layer.
+
+    Returns outputs [time, hidden * directions] (zero past the length) and the carries per layer and
+    direction; the backward direction reads steps length-1 .. 0.
+    """
+    hidden = params["layer0_forward"]["recurrent_kernel"].shape[0]
+    seq = xs[None, :length]  # [1, length, features]
+    carries = []
+    for layer in range(num_layers):
+        outs, layer_carries = [], []
+        for name in directions:
+            p = params[f"layer{layer}_{name}"]
+            carry = zero_carry(cell, 1, hidden)
+            steps = range(length) if name == "forward" else range(length - 1, -1, -1)
+            hs = [None] * length
+            for t in steps:
+                carry, hs[t] = cell_step(cell, p, carry, seq[:, t])
+            outs.append(jnp.stack(hs, axis=1) if length else jnp.zeros((1, 0, hidden)))
+            layer_carries.append(carry)
+        seq = jnp.concatenate(outs, axis=-1)
+        carries.append(tuple(layer_carries))
+    padded = jnp.zeros((xs.shape[0], seq.shape[-1])).at[:length].set(seq[0])
+    return padded, tuple(carries)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_scan_equals_an_explicit_python_step_loop(cell):
+    xs, carry0 = _inputs((3, 7, 5), seed=1), _random_carry(cell, 3, 4, seed=2)
+    model = RNN(cell, hidden=4)
+    params = _init(model, xs)
+    outputs, ((carry,),) = model.apply({"params": params}, xs, initial_carry=((carry0,),))
+
+    expected_carry, expected_outputs = carry0, []
+    for t in range(xs.shape[1]):
+        expected_carry, h = cell_step(cell, params["layer0_forward"], expected_carry, xs[:, t])
+        expected_outputs.append(h)
+    chex.assert_trees_all_close(outputs, jnp.stack(expected_outputs, axis=1), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(carry, expected_carry, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_stacked_bidirectional_with_lengths_equals_per_example_loops(cell):
+    lengths = jnp.array([9, 5, 1, 0])
+    xs = _inputs((4, 9, 3), seed=3)
+    # Padding holds large garbage: any leak into outputs or carries shows up.
+    xs = jnp.where(jnp.arange(9)[None, :, None] < lengths[:, None, None], xs, 1e3)
+    model = RNN(cell, hidden=4, num_layers=2, bidirectional=True)
+    params = _init(model, xs, lengths)
+    outputs, carries = model.apply({"params": params}, xs, lengths)
+
+    for b, length in enumerate(lengths.tolist()):
+        expected_outputs, expected_carries = _loop_one_example(cell, params, xs[b], length, 2,
+                                                               ("forward", "backward"))
+        chex.assert_trees_all_close(outputs[b], expected_outputs, rtol=1e-5, atol=1e-6)
+        mine = jax.tree_util.tree_map(lambda c: c[b:b + 1], carries)
+        chex.assert_trees_all_close(mine, expected_carries, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_lengths_keep_the_carry_of_the_last_valid_step_and_zero_later_outputs(cell):
+    lengths = [6, 2, 4]
+    xs = _inputs((3, 6, 3), seed=4)
+    model = RNN(cell, hidden=5)
+    params = _init(model, xs)
+    outputs, ((carry,),) = model.apply({"params": params}, xs, jnp.array(lengths))
+    for b, length in enumerate(lengths):
+        # The same example cut to its length, without masking: its carry after the last valid step.
+        cut_outputs, ((cut_carry,),) = model.apply({"params": params}, xs[b:b + 1, :length])
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda c: c[b:b + 1], carry), cut_carry,
+                                    rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(outputs[b:b + 1, :length], cut_outputs, rtol=1e-6, atol=1e-6)
+        assert np.all(np.asarray(outputs[b, length:]) == 0)
+    assert not np.allclose(np.asarray(hidden_state(cell, carry))[1], 0)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_initial_carry_continues_a_sequence(cell):
+    xs = _inputs((2, 10, 3), seed=5)
+    model = RNN(cell, hidden=4, num_layers=2)
+    params = {"params": _init(model, xs)}
+    full_outputs, full_carry = model.apply(params, xs)
+    _, carry = model.apply(params, xs[:, :4])
+    rest_outputs, rest_carry = model.apply(params, xs[:, 4:], initial_carry=carry)
+    chex.assert_trees_all_close(rest_outputs, full_outputs[:, 4:], rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(rest_carry, full_carry, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_gradients_match_finite_differences(cell):
+    with jax.enable_x64(True):  # float64 so that finite differences are accurate enough to compare
+        xs = _inputs((2, 5, 2), seed=6).astype(jnp.float64)
+        lengths = jnp.array([5, 3])
+        model = RNN(cell, hidden=3, num_layers=2, bidirectional=True)
+        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), _init(model, xs, lengths))
+        weights = _inputs((2, 5, 6), seed=7).astype(jnp.float64)
+
+        def loss(params, xs):
+            outputs, carries = model.apply({"params": params}, xs, lengths)
+            return jnp.sum(outputs * weights) + sum(jnp.sum(c ** 2) for c in jax.tree_util.tree_leaves(carries))
+
+        check_grads(loss, (params, xs), order=1, modes=("rev",))
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_gradients_are_finite_and_reach_the_first_step_over_40_steps(cell):
+    images = _inputs((4, 40, 6, 2), seed=8, scale=3.0)  # 40 rows = 40 time steps
+    labels = jnp.array([0, 1, 2, 3])
+    model = RowRNNClassifier(num_classes=4, cell=cell, hidden=16)
+    params = _init(model, images)
+
+    def loss(params, images):
+        logits = model.apply({"params": params}, images)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+
+    grads, image_grads = jax.grad(loss, argnums=(0, 1))(params, images)
+    chex.assert_tree_all_finite((grads, image_grads))
+    assert np.any(np.asarray(image_grads[:, 0]) != 0), "no gradient reaches the first time step"
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (1, True), (3, False), (2, True)])
+def test_output_and_carry_shapes(cell, num_layers, bidirectional):
+    batch, time, features, hidden = 3, 6, 5, 7
+    xs = _inputs((batch, time, features))
+    model = RNN(cell, hidden=hidden, num_layers=num_layers, bidirectional=bidirectional)
+    params = _init(model, xs)
+    outputs, carries = model.apply({"params": params}, xs)
+    directions = 2 if bidirectional else 1
+    chex.assert_shape(outputs, (batch, time, hidden * directions))
+    assert len(carries) == num_layers and all(len(layer) == directions for layer in carries)
+    chex.assert_trees_all_equal_shapes_and_dtypes(carries, model.zero_carry(batch))
+    for layer in carries:
+        for carry in layer:
+            chex.assert_shape(hidden_state(cell, carry), (batch, hidden))
+            if cell == "lstm":
+                assert isinstance(carry, tuple) and len(carry) == 2
+    # Layers above the first read the concatenated directions of the layer below.
+    if num_layers > 1:
+        assert params["layer1_forward"]["input_kernel"].shape[0] == hidden * directions
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_classifier_reads_rows_and_has_the_expected_parameter_count(cell, bidirectional):
+    height, width, channels, hidden, classes = 32, 32, 3, 8, 10
+    model = create_model(Config(model="rnn", rnn_cell=cell, rnn_hidden=hidden,
+                                rnn_bidirectional=bidirectional), num_classes=classes)
+    images = _inputs((2, height, width, channels))
+    params = _init(model, images)
+    chex.assert_shape(model.apply({"params": params}, images), (2, classes))
+    gates = {"tanh": 1, "gru": 3, "lstm": 4}[cell]
+    directions = 2 if bidirectional else 1
+    per_direction = gates * hidden * (width * channels + hidden + 1) + (hidden if cell == "gru" else 0)
+    assert count_params(params) == directions * per_direction + hidden * directions * classes + classes
+    # A row is one time step: changing only the last row changes the logits of a forward reader.
+    changed = images.at[:, -1].add(1.0)
+    assert not np.allclose(model.apply({"params": params}, images), model.apply({"params": params}, changed))
+
+
+def test_no_retrace_for_a_new_batch_of_the_same_shape():
+    model = RNN("lstm", hidden=4, bidirectional=True)
+    xs = _inputs((3, 5, 2))
+    params = {"params": _init(model, xs, jnp.array([5, 5, 5]))}
+    chex.clear_trace_counter()
+    apply = jax.jit(chex.assert_max_traces(lambda p, x, n: model.apply(p, x, n), n=1))
+    for seed in range(3):
+        apply(params, _inputs((3, 5, 2), seed=seed), jnp.array([5 - seed, 2, 1]))
+    with pytest.raises(AssertionError):  # the counter works: a new shape traces again
+        apply(params, _inputs((4, 5, 2)), jnp.array([5, 2, 1, 3]))
+
+
+def test_rnn_trains_through_the_cnn_pmap_step_on_8_devices_as_on_one():
+    assert jax.local_device_count() == 8, "conftest must create 8 fake CPU devices"
+    config = Config(model="rnn", rnn_cell="gru", rnn_hidden=8)
+    state = _state(config)
+    batch = _batch(64, seed=9)
+    images, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
+    order = np.arange(128, dtype=np.int32).reshape(2, 64) % 64  # two steps over the global batch
+    results = []
+    for n in (1, 8):
+        devices = select_devices(n)
+        fn = make_train_fn(PRE, devices)
+        new_state, metrics = fn(replicate(state, devices), replicate(images, devices),
+                                replicate(labels, devices), split_over_devices(order, n), jax.random.key(0))
+        results.append((unreplicate(new_state).params, np.asarray(metrics["loss"][0])))
+    chex.assert_trees_all_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+    assert results[1][1][1] < results[1][1][0]  # the second step on the same batch has a lower loss
+    assert not np.allclose(results[1][0]["RNN_0"]["layer0_forward"]["recurrent_kernel"],
+                           state.params["RNN_0"]["layer0_forward"]["recurrent_kernel"])
+
+
+def test_experiment_script_trains_the_rnn_on_8_devices(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cifar_rnn.py", "--dataset", "cifar10_sample", "--epochs", "1",
+                                      "--rnn_hidden", "8", "--progress", "false"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "experiments" / "cifar_rnn.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    workdir = tmp_path / "runs" / "rnn_cifar10_sample_seed0"  # the default workdir names the model
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["config"]["model"] == "rnn" and summary["config"]["rnn_cell"] == "lstm"
+    assert summary["num_devices"] == 8 and summary["steps"] == 400 // 128
+    assert summary["param_count"] == 4 * 8 * (32 * 3 + 8 + 1) + 8 * 10 + 10
+    assert 0 <= summary["test_accuracy"] <= 1 and np.isfinite(summary["test_loss"])
+
+
+def test_bad_rnn_settings_are_refused_with_the_fix():
+    with pytest.raises(InputError, match=r"rnn_cell must be one of tanh, lstm, gru \(got 'elman'\).*"
+                                         r"rnn_hidden must be >= 1.*rnn_layers must be >= 1"):
+        create_model(Config(model="rnn", rnn_cell="elman", rnn_hidden=0, rnn_layers=0), num_classes=10)
+    create_model(Config(model="cnn", rnn_hidden=0), num_classes=10)  # rnn knobs only matter for the rnn
