@@ -42,7 +42,7 @@ class Config:
                                            "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.")
     dense_features: int = _knob(512, "Width of the hidden dense layer.")
     rnn_cell: str = _knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
-    rnn_hidden: int = _knob(128, "Hidden units per direction of each recurrent layer (model=rnn).")
+    rnn_hidden: int = _knob(256, "Hidden units per direction of each recurrent layer (model=rnn).")
     rnn_layers: int = _knob(1, "Stacked recurrent layers (model=rnn).")
     rnn_bidirectional: bool = _knob(False, "Also read the rows bottom-up and classify from both final "
                                     "states (model=rnn).")
