@@ -1,5 +1,5 @@
 """The lax.scan RNN (tanh, LSTM, GRU): numerics against a step-by-step loop, gradients, lengths,
-shapes, tracing, and the row-reading classifier in the same training loop as the CNN."""
+shapes, tracing, and the row-reading classifier end to end (its 1-vs-8-device pmap check is in test_steps)."""
 
 import json
 import runpy
@@ -18,9 +18,6 @@ from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.models import count_params, create_model
 from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier, cell_step, hidden_state, zero_carry
-from jaxrec.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
-
-from test_steps import PRE, _batch, _state
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CELLS = sorted(CELLS)
@@ -250,26 +247,6 @@ def test_no_retrace_for_a_new_batch_of_the_same_shape():
         apply(params, _inputs((3, 5, 2), seed=seed), jnp.array([5 - seed, 2, 1]))
     with pytest.raises(AssertionError):  # the counter works: a new shape traces again
         apply(params, _inputs((4, 5, 2)), jnp.array([5, 2, 1, 3]))
-
-
-def test_rnn_trains_through_the_cnn_pmap_step_on_8_devices_as_on_one():
-    assert jax.local_device_count() == 8, "conftest must create 8 fake CPU devices"
-    config = Config(model="rnn", rnn_cell="tanh", rnn_hidden=8)
-    state = _state(config)
-    batch = _batch(64, seed=9)
-    images, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
-    order = np.arange(64, dtype=np.int32)[None]  # one step over the whole global batch
-    results = []
-    for n in (1, 8):
-        devices = select_devices(n)
-        fn = make_train_fn(PRE, devices)
-        new_state, metrics = fn(replicate(state, devices), replicate(images, devices),
-                                replicate(labels, devices), split_over_devices(order, n), jax.random.key(0))
-        results.append((unreplicate(new_state).params, np.asarray(metrics["loss"][0])))
-    chex.assert_trees_all_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
-    assert not np.allclose(results[1][0]["RNN_0"]["layer0_forward"]["recurrent_kernel"],
-                           state.params["RNN_0"]["layer0_forward"]["recurrent_kernel"])
 
 
 def test_experiment_script_trains_the_rnn_on_8_devices(tmp_path, monkeypatch):
