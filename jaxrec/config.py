@@ -40,10 +40,16 @@ class Config:
                                       "the training split, or in the whole class when the split is made here).")
 
     # Model.
-    model: str = _knob("cnn", "Model name from jaxrec.models (cnn: the article's CNN).")
+    model: str = _knob("cnn", "Model name from jaxrec.models: cnn (the article's CNN) or rnn (a recurrent "
+                       "network reading one image row per time step, see the rnn_* knobs).")
     conv_features: tuple[int, ...] = _knob((32, 64, 128, 128), "Output channels of the conv blocks "
                                            "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.")
     dense_features: int = _knob(512, "Width of the hidden dense layer.")
+    rnn_cell: str = _knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
+    rnn_hidden: int = _knob(256, "Hidden units per direction of each recurrent layer (model=rnn).")
+    rnn_layers: int = _knob(1, "Stacked recurrent layers (model=rnn).")
+    rnn_bidirectional: bool = _knob(False, "Also read the rows bottom-up and classify from both final "
+                                    "states (model=rnn).")
 
     # Optimisation.
     epochs: int = _knob(10, "Number of passes over the training set.")

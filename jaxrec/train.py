@@ -20,7 +20,7 @@ from jaxrec.data.pipeline import Preprocess, epoch_indices, eval_indices
 from jaxrec.errors import InputError
 from jaxrec.interrupt import TrainingInterrupted, stop_on_signals
 from jaxrec.metrics import report, summarize_eval
-from jaxrec.models import count_params, create_model
+from jaxrec.models import check_model_config, count_params, create_model
 from jaxrec.parallel import (make_eval_fn, make_train_fn, per_device_batch, replicate, select_devices,
                              split_over_devices, unreplicate)
 from jaxrec.state import create_train_state
@@ -51,6 +51,7 @@ def check_config(config: Config) -> None:
         problems.append(f"channels must be 0, 1 or 3 (got {config.channels})")
     if problems:
         raise InputError("invalid config: " + "; ".join(problems))
+    check_model_config(config)
 
 
 class Evaluator:

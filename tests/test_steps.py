@@ -78,9 +78,12 @@ def test_tiny_batch_is_overfit():
     assert float(jnp.mean(jnp.argmax(logits, -1) == batch["label"])) >= 0.95
 
 
-def test_pmap_over_8_devices_equals_one_device():
+# The RNN (a tiny one) trains through the same pmap step as the CNN.
+@pytest.mark.parametrize("config", [Config(**SMALL), Config(model="rnn", rnn_cell="tanh", rnn_hidden=8)],
+                         ids=["cnn", "rnn"])
+def test_pmap_over_8_devices_equals_one_device(config):
     assert jax.local_device_count() == 8, "conftest must create 8 fake CPU devices"
-    state = _state()
+    state = _state(config)
     batch = _batch(64, seed=5)
     images, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
     order = np.arange(64, dtype=np.int32)[None]  # one step over the whole global batch
