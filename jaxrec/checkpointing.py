@@ -65,10 +65,17 @@ def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.Che
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=_best_metric, n=1),
     ])
-    options = ocp.CheckpointManagerOptions(
-        best_fn=_best_metric, best_mode="max", preservation_policy=keep_policy,
-        enable_async_checkpointing=not read_only, cleanup_tmp_directories=not read_only, read_only=read_only)
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    if read_only:  # Orbax warns that read-only means read-only, three times; evaluate/predict need no news
+        absl_log.setLevel(logging.ERROR)
+    try:
+        options = ocp.CheckpointManagerOptions(
+            best_fn=_best_metric, best_mode="max", preservation_policy=keep_policy,
+            enable_async_checkpointing=not read_only, cleanup_tmp_directories=not read_only, read_only=read_only)
+        return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+    finally:
+        absl_log.setLevel(level)
 
 
 def _arrays(state: TrainState) -> dict[str, Any]:
