@@ -13,9 +13,7 @@ Nothing here is CPU-specific: the same call runs on GPU or TPU.
 from __future__ import annotations
 
 import dataclasses
-import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
@@ -27,6 +25,7 @@ from jaxrec import outputs
 from jaxrec.config import Config
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
+from jaxrec.host import peak_host_memory_mb
 from jaxrec.models import count_params, create_model
 from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices
 from jaxrec.state import create_train_state
@@ -45,12 +44,6 @@ class BenchmarkOptions:
     calls_per_window: int = 4     # train calls (of steps_per_call steps each) per window
     warmup_calls: int = 2         # untimed calls after compilation
     matmul_size: int = 0          # side of the square matmul that measures peak FLOP/s; 0: by platform
-
-
-def peak_host_memory_mb() -> float:
-    """This process's peak resident host memory so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _flops(compiled: Any) -> float:

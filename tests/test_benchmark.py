@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from jaxrec.benchmark import BenchmarkOptions, format_report, peak_host_memory_mb, run_benchmark
+from jaxrec.benchmark import BenchmarkOptions, format_report, run_benchmark
 from jaxrec.config import Config
 from jaxrec.errors import InputError
+from jaxrec.host import peak_host_memory_mb
 
 from conftest import SMALL
 
