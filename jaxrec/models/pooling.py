@@ -1,10 +1,10 @@
-"""2x2 max-pooling with stride 2 and 'SAME' padding, built from reshapes instead of reduce_window.
+"""2x2 max-pooling with stride 2 and 'SAME' padding, with a fast custom gradient.
 
 `max_pool_2x2(x)` computes exactly what `nn.max_pool(x, (2, 2), (2, 2), 'SAME')` computes, forward
 and backward, but faster on XLA:CPU: the gradient of `reduce_window` is a `select_and_scatter`,
-which XLA:CPU runs as a slow scalar loop (about a third of the article CNN's training step). Here the
-four positions of each window are strided views of one reshape, the forward is an elementwise max
-and the backward a few fused elementwise selects.
+which XLA:CPU runs as a slow scalar loop (about a third of the article CNN's training step). The
+forward is `nn.max_pool` itself; the custom backward takes the four positions of each window as
+strided views of one reshape and routes the gradient with a few fused elementwise selects.
 
 The gradient follows `select_and_scatter`'s rule: in a window with several equal maxima, the whole
 gradient goes to the first one in row-major order (not split between them, as `jnp.max`'s would be).
@@ -12,6 +12,7 @@ gradient goes to the first one in row-major order (not split between them, as `j
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -31,8 +32,8 @@ def _unwindows(parts: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _pool_even(x: jax.Array) -> jax.Array:
-    b, height, width, c = x.shape
-    return x.reshape(b, height // 2, 2, width // 2, 2, c).max(axis=(2, 4))
+    # The forward stays reduce_window: at eval batch sizes it beat a reshape + max by ~1.3x.
+    return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
 
 
 def _pool_even_fwd(x: jax.Array):
