@@ -18,6 +18,7 @@ from jaxrec.config import Config
 from jaxrec.data import load_data
 from jaxrec.data.pipeline import Preprocess, epoch_indices, eval_indices
 from jaxrec.errors import InputError
+from jaxrec.host import peak_host_memory_mb
 from jaxrec.interrupt import TrainingInterrupted, stop_on_signals
 from jaxrec.metrics import report, summarize_eval
 from jaxrec.models import check_model_config, count_params, create_model
@@ -229,6 +230,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
         "train_images_per_second": len(timed) * steps_per_epoch * config.batch_size
         / sum(r["train_seconds"] for r in timed),
         "param_count": param_count, "seed": config.seed, "num_devices": num_devices,
+        "peak_host_memory_mb": peak_host_memory_mb(),
         "wall_seconds": time.time() - start,
         "resumed_from_step": restored.step if restored else None,
         "test_accuracy_per_epoch": [r.get("test_accuracy") for r in records],

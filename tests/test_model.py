@@ -1,12 +1,15 @@
 """Shapes and size of the article's CNN."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxrec.config import Config
 from jaxrec.models import ArticleCNN, count_params, create_model
+from jaxrec.models.pooling import max_pool_2x2
 
 
 def _init(model, shape):
@@ -56,3 +59,20 @@ def test_create_model_reads_the_config_and_rejects_unknown_names():
     assert params["Dense_0"]["kernel"].shape == (8 * 8 * 16, 20)
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         create_model(Config(model="resnet"), num_classes=10)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 4), (2, 7, 9, 3), (1, 5, 5, 1), (2, 1, 1, 2), (2, 6, 3, 5)])
+def test_max_pool_2x2_equals_flax_max_pool_forward_and_gradient(shape):
+    rng = np.random.default_rng(sum(shape))
+    # ReLU-like inputs have many tied maxima (zeros): the gradient must go to the same element.
+    x = jnp.asarray(np.maximum(rng.normal(size=shape), 0), jnp.float32)
+    x = x.at[0, 0, 0, 0].set(x[0, 0, 1, 0])  # and a tie between positive values
+    reference = lambda v: nn.max_pool(v, window_shape=(2, 2), strides=(2, 2), padding="SAME")
+    expected, expected_vjp = jax.vjp(reference, x)
+    got, got_vjp = jax.vjp(max_pool_2x2, x)
+    chex.assert_trees_all_equal(got, expected)
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    chex.assert_trees_all_equal(got_vjp(cotangent), expected_vjp(cotangent))
+    # Through jit too (the training step's path).
+    chex.assert_trees_all_equal(jax.jit(jax.grad(lambda v: (max_pool_2x2(v) * cotangent).sum()))(x),
+                                expected_vjp(cotangent)[0])

@@ -62,6 +62,7 @@ def test_experiment_script_end_to_end_on_the_shipped_sample(tmp_path):
         assert key in summary
     assert summary["param_count"] == 508_618 and summary["seed"] == 3 and summary["steps"] == 3
     assert summary["config"]["dataset"] == "cifar10_sample"
+    assert 10 < summary["peak_host_memory_mb"] < 1e6
     assert {"jax", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(summary["versions"])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 3

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrec.models.pooling import max_pool_2x2
+
 
 class ArticleCNN(nn.Module):
     """Four [3x3 conv -> ReLU -> 2x2 max-pool] blocks, then Dense -> ReLU -> Dense.
@@ -22,7 +24,8 @@ class ArticleCNN(nn.Module):
 
     Pooling uses 'SAME' padding (ceil mode): on even sizes it is the usual 2x2 pool; on odd sizes
     the last row/column is kept instead of dropped, so images as small as 1x1 still leave a 1x1 map
-    after four pools rather than an empty one.
+    after four pools rather than an empty one. The pooling is `max_pool_2x2`, which computes what
+    `nn.max_pool` does with a much faster gradient on XLA:CPU (see jaxrec.models.pooling).
     """
 
     num_classes: int
@@ -35,7 +38,7 @@ class ArticleCNN(nn.Module):
         for features in self.conv_features:
             x = nn.Conv(features, kernel_size=(3, 3), padding="SAME")(x)
             x = nn.relu(x)
-            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="SAME")
+            x = max_pool_2x2(x)  # = nn.max_pool(x, (2, 2), (2, 2), "SAME"), faster backward
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.dense_features)(x))
         return nn.Dense(self.num_classes)(x)

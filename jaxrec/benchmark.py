@@ -1,0 +1,176 @@
+"""Training and evaluation speed of a model on random data, through the training loop's own code.
+
+`run_benchmark(config, options)` builds the model named by `config.model` (any model of
+`jaxrec.models.create_model`), puts random uint8 images of `options.image_shape` on the devices
+and times the compiled functions the training loop uses: `jaxrec.parallel.make_train_fn` (with
+`config.steps_per_call` steps per call) and `jaxrec.train.Evaluator`, with the same `Preprocess`.
+It reports images/s (the median of several timed windows after warm-up, each ended by
+`block_until_ready`), compile times, FLOPs per image from XLA's cost analysis, the achieved FLOP/s
+as a fraction of a float32 matmul measured on the same device, peak host memory and the device.
+Nothing here is CPU-specific: the same call runs on GPU or TPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec import outputs
+from jaxrec.config import Config
+from jaxrec.data.pipeline import Preprocess, epoch_indices
+from jaxrec.errors import InputError
+from jaxrec.host import peak_host_memory_mb
+from jaxrec.models import count_params, create_model
+from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices
+from jaxrec.state import create_train_state
+from jaxrec.train import Evaluator
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkOptions:
+    """What to time and how long; the model and batch sizes come from the Config."""
+
+    image_shape: tuple[int, int, int] = (32, 32, 3)
+    num_classes: int = 10
+    train_examples: int = 10_000  # random images kept on the device; batches are drawn from them
+    eval_examples: int = 10_000
+    windows: int = 5              # timed windows; the median is reported
+    calls_per_window: int = 4     # train calls (of steps_per_call steps each) per window
+    warmup_calls: int = 2         # untimed calls after compilation
+    matmul_size: int = 0          # side of the square matmul that measures peak FLOP/s; 0: by platform
+
+
+def _flops(compiled: Any) -> float:
+    """Total FLOPs of a compiled computation from XLA's cost analysis (per device under pmap)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
+
+
+def _timed_windows(run: Callable[[], Any], windows: int) -> list[float]:
+    """Seconds of each call of `run`, which must block until its device work is done."""
+    seconds = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def matmul_peak_flops(device: jax.Device, size: int = 0, windows: int = 5) -> float:
+    """FLOP/s of a float32 [size, size] @ [size, size] matmul on `device`: the reachable peak."""
+    size = size or (2048 if device.platform == "cpu" else 8192)
+    a = jax.device_put(jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), jnp.float32), device)
+    matmul = jax.jit(jnp.dot)
+    jax.block_until_ready(matmul(a, a))
+    seconds = _timed_windows(lambda: jax.block_until_ready(matmul(a, a)), windows)
+    return 2 * size**3 / min(seconds)  # the fastest run: a peak, not a typical value
+
+
+def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()) -> dict[str, Any]:
+    """Times training and evaluation of `config.model` on random data; returns the figures as a dict."""
+    if options.windows < 1 or options.calls_per_window < 1 or options.warmup_calls < 0:
+        raise InputError("windows and calls_per_window must be >= 1 and warmup_calls >= 0")
+    devices = select_devices(config.num_devices)
+    num_devices = len(devices)
+    per_device_batch(config.batch_size, num_devices)
+    steps = config.steps_per_call
+    if options.train_examples < config.batch_size or steps < 1:
+        raise InputError(f"need --train_examples >= --batch_size ({config.batch_size}) and --steps_per_call >= 1")
+
+    rng = np.random.default_rng(config.seed)
+    images = rng.integers(0, 256, (options.train_examples, *options.image_shape), dtype=np.uint8)
+    labels = rng.integers(0, options.num_classes, options.train_examples).astype(np.int32)
+    # Mean and std of uniform bytes; the values only matter for the numerics, not for the speed.
+    preprocess = Preprocess(mean=(127.5,) * options.image_shape[-1], std=(73.9,) * options.image_shape[-1],
+                            augment=config.augment)
+
+    init_key, shuffle_key, train_key = jax.random.split(jax.random.key(config.seed), 3)
+    model = create_model(config, options.num_classes)
+    steps_per_epoch = options.train_examples // config.batch_size
+    state = create_train_state(config, model, options.image_shape, init_key, steps_per_epoch)
+    param_count = count_params(state.params)
+    state = replicate(state, devices)
+    train_images, train_labels = replicate(images, devices), replicate(labels, devices)
+
+    train_fn = make_train_fn(preprocess, devices, config.label_smoothing)
+    order = epoch_indices(shuffle_key, 0, options.train_examples, config.batch_size)
+    order = np.resize(order, (max(len(order), steps), config.batch_size))  # at least one call's worth
+    calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
+
+    start = time.perf_counter()
+    compiled_train = train_fn.lower(state, train_images, train_labels, calls[0], train_key).compile()
+    train_compile_seconds = time.perf_counter() - start
+    one_step = make_train_fn(preprocess, devices, config.label_smoothing).lower(
+        state, train_images, train_labels, calls[0][:, :1], train_key).compile()
+    train_flops_per_image = _flops(one_step) / (config.batch_size // num_devices)
+
+    call_number = 0
+
+    def train_calls(count: int) -> None:
+        nonlocal state, call_number
+        for _ in range(count):
+            state, metrics = compiled_train(state, train_images, train_labels, calls[call_number % len(calls)],
+                                            train_key)
+            call_number += 1
+        jax.block_until_ready((state, metrics))
+
+    train_calls(options.warmup_calls)
+    train_seconds = _timed_windows(lambda: train_calls(options.calls_per_window), options.windows)
+    train_images_per_window = options.calls_per_window * steps * config.batch_size
+    train_rate = train_images_per_window / statistics.median(train_seconds)
+
+    eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
+    eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
+    evaluate = Evaluator(eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
+    first_indices, first_mask = evaluate.batches[0]
+    start = time.perf_counter()
+    compiled_eval = evaluate.fn.lower(state, evaluate.images, evaluate.labels, first_indices, first_mask).compile()
+    eval_compile_seconds = time.perf_counter() - start
+    eval_flops_per_image = _flops(compiled_eval) / first_indices.shape[1]
+    evaluate(state)  # warm-up: the same cached executable as `compiled_eval`, through the loop's own call
+    eval_seconds = _timed_windows(lambda: evaluate(state), options.windows)  # evaluate() ends in device_get
+    eval_rate = options.eval_examples / statistics.median(eval_seconds)
+
+    peak = matmul_peak_flops(devices[0], options.matmul_size)
+    train_flops = train_rate * train_flops_per_image / num_devices  # per device, as the peak is
+    eval_flops = eval_rate * eval_flops_per_image / num_devices
+    return {
+        "model": config.model, "param_count": param_count, "image_shape": list(options.image_shape),
+        "num_classes": options.num_classes, "batch_size": config.batch_size,
+        "eval_batch_size": config.eval_batch_size, "steps_per_call": steps, "augment": config.augment,
+        "train_images_per_second": train_rate, "eval_images_per_second": eval_rate,
+        "eval_to_train_ratio": eval_rate / train_rate,
+        "train_window_seconds": train_seconds, "eval_window_seconds": eval_seconds,
+        "train_compile_seconds": train_compile_seconds, "eval_compile_seconds": eval_compile_seconds,
+        "train_flops_per_image": train_flops_per_image, "eval_flops_per_image": eval_flops_per_image,
+        "train_flops_per_second": train_flops, "eval_flops_per_second": eval_flops,
+        "matmul_peak_flops_per_second": peak,
+        "train_fraction_of_peak": train_flops / peak, "eval_fraction_of_peak": eval_flops / peak,
+        "peak_host_memory_mb": peak_host_memory_mb(),
+        "platform": devices[0].platform, "device_kind": devices[0].device_kind, "num_devices": num_devices,
+        "versions": outputs.versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The headline figures as a few human-readable lines."""
+    r = result
+    return "\n".join([
+        f"{r['model']} ({r['param_count']:,} params), images {tuple(r['image_shape'])}, batch {r['batch_size']}, "
+        f"{r['steps_per_call']} steps/call, {r['num_devices']} x {r['device_kind']} ({r['platform']})",
+        f"train: {r['train_images_per_second']:,.0f} images/s, {r['train_flops_per_image'] / 1e6:,.1f} MFLOP/image, "
+        f"{r['train_flops_per_second'] / 1e9:,.1f} GFLOP/s = {r['train_fraction_of_peak']:.0%} of matmul peak "
+        f"({r['matmul_peak_flops_per_second'] / 1e9:,.1f} GFLOP/s); compile {r['train_compile_seconds']:.1f} s",
+        f"eval:  {r['eval_images_per_second']:,.0f} images/s ({r['eval_to_train_ratio']:.1f}x training), "
+        f"{r['eval_flops_per_image'] / 1e6:,.1f} MFLOP/image, {r['eval_fraction_of_peak']:.0%} of peak; "
+        f"compile {r['eval_compile_seconds']:.1f} s",
+        f"peak host memory {r['peak_host_memory_mb']:,.0f} MB",
+    ])

@@ -1,0 +1,67 @@
+"""2x2 max-pooling with stride 2 and 'SAME' padding, with a fast custom gradient.
+
+`max_pool_2x2(x)` computes exactly what `nn.max_pool(x, (2, 2), (2, 2), 'SAME')` computes, forward
+and backward, but faster on XLA:CPU: the gradient of `reduce_window` is a `select_and_scatter`,
+which XLA:CPU runs as a slow scalar loop (about a third of the article CNN's training step). The
+forward is `nn.max_pool` itself; the custom backward takes the four positions of each window as
+strided views of one reshape and routes the gradient with a few fused elementwise selects.
+
+The gradient follows `select_and_scatter`'s rule: in a window with several equal maxima, the whole
+gradient goes to the first one in row-major order (not split between them, as `jnp.max`'s would be).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _windows(x: jax.Array) -> jax.Array:
+    """[b, 2h, 2w, c] -> [4, b, h, w, c]: the window positions (0,0), (0,1), (1,0), (1,1)."""
+    b, height, width, c = x.shape
+    x = x.reshape(b, height // 2, 2, width // 2, 2, c)
+    return x.transpose(2, 4, 0, 1, 3, 5).reshape(4, b, height // 2, width // 2, c)
+
+
+def _unwindows(parts: jax.Array) -> jax.Array:
+    """Inverse of `_windows`."""
+    _, b, h, w, c = parts.shape
+    return parts.reshape(2, 2, b, h, w, c).transpose(2, 3, 0, 4, 1, 5).reshape(b, 2 * h, 2 * w, c)
+
+
+@jax.custom_vjp
+def _pool_even(x: jax.Array) -> jax.Array:
+    # The forward stays reduce_window: at eval batch sizes it beat a reshape + max by ~1.3x.
+    return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+def _pool_even_fwd(x: jax.Array):
+    y = _pool_even(x)
+    return y, (x, y)
+
+
+def _pool_even_bwd(residuals, g: jax.Array):
+    x, y = residuals
+    taken = jnp.zeros(y.shape, bool)
+    parts = []
+    for window in _windows(x):  # the first maximum in row-major order takes the gradient
+        hit = (window == y) & ~taken
+        taken = taken | hit
+        parts.append(jnp.where(hit, g, jnp.zeros_like(g)))
+    return (_unwindows(jnp.stack(parts)),)
+
+
+_pool_even.defvjp(_pool_even_fwd, _pool_even_bwd)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool, stride 2, 'SAME' padding (ceil mode) over [batch, height, width, channels].
+
+    An odd height or width is padded with -inf at the end, as 'SAME' pooling does, so the last
+    row/column forms its own (half) window instead of being dropped.
+    """
+    _, height, width, _ = x.shape
+    if height % 2 or width % 2:
+        x = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), constant_values=-jnp.inf)
+    return _pool_even(x)
