@@ -1,0 +1,38 @@
+"""Compare two runs epoch by epoch: are their metrics bit-identical (timings aside)?
+
+    python experiments/compare_runs.py runs/straight runs/interrupted
+
+Used to check that a run stopped and resumed from its checkpoint computes exactly what an
+uninterrupted run computes. Prints a Markdown table; exits 1 if any epoch differs.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxrec.outputs import read_jsonl
+
+TIMING = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    args = parser.parse_args()
+    runs = [read_jsonl(workdir / "metrics.jsonl") for workdir in (args.first, args.second)]
+    print(f"| epoch | train loss ({args.first.name}) | test accuracy | train loss ({args.second.name}) | "
+          f"test accuracy | every non-timing field identical |")
+    print("|---|---|---|---|---|---|")
+    all_same = len(runs[0]) == len(runs[1])
+    for a, b in zip(*runs):
+        same = {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+        all_same &= same
+        print(f"| {a['epoch']} | {a['train_loss']!r} | {a.get('test_accuracy', '-')} | {b['train_loss']!r} | "
+              f"{b.get('test_accuracy', '-')} | {'yes' if same else '**no**'} |")
+    print(f"\n{len(runs[0])} vs {len(runs[1])} epochs; {'bit-identical' if all_same else 'DIFFERENT'}")
+    return 0 if all_same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
