@@ -9,6 +9,7 @@ import pytest
 
 from jaxrec.config import Config
 from jaxrec.models import ArticleCNN, count_params, create_model
+from jaxrec.models.conv import patch_conv
 from jaxrec.models.pooling import max_pool_2x2
 
 
@@ -76,3 +77,42 @@ def test_max_pool_2x2_equals_flax_max_pool_forward_and_gradient(shape):
     # Through jit too (the training step's path).
     chex.assert_trees_all_equal(jax.jit(jax.grad(lambda v: (max_pool_2x2(v) * cotangent).sum()))(x),
                                 expected_vjp(cotangent)[0])
+
+
+@pytest.mark.parametrize("shape,padding", [((2, 8, 8, 3), "SAME"), ((2, 7, 5, 1), "SAME"), ((1, 6, 9, 4), "VALID"),
+                                           ((1, 6, 6, 2), ((2, 0), (1, 1)))])
+def test_patch_conv_equals_lax_conv_and_its_gradients(shape, padding):
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 5)), jnp.float32)
+    dims = ("NHWC", "HWIO", "NHWC")
+    reference = lambda v, k: jax.lax.conv_general_dilated(v, k, (1, 1), padding, dimension_numbers=dims)
+    ours = lambda v, k: patch_conv(v, k, (1, 1), padding, dimension_numbers=dims)
+    chex.assert_trees_all_close(ours(x, kernel), reference(x, kernel), rtol=1e-5, atol=1e-5)
+    loss = lambda conv: lambda v, k: jnp.sum(jnp.sin(conv(v, k)))
+    chex.assert_trees_all_close(jax.grad(loss(ours), argnums=(0, 1))(x, kernel),
+                                jax.grad(loss(reference), argnums=(0, 1))(x, kernel), rtol=1e-4, atol=1e-4)
+    # Strided convolutions are not rewritten: lax computes them.
+    strided = patch_conv(x, kernel, (2, 2), "SAME", dimension_numbers=dims)
+    chex.assert_trees_all_equal(strided, jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=dims))
+
+
+def test_article_cnn_is_the_same_function_as_with_lax_convolutions_and_max_pool():
+    """The speed rewrites (patch_conv, max_pool_2x2) leave the model's function unchanged."""
+
+    class Reference(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for features in (32, 64, 128, 128):
+                x = nn.max_pool(nn.relu(nn.Conv(features, (3, 3), padding="SAME")(x)), (2, 2), (2, 2), "SAME")
+            x = nn.relu(nn.Dense(512)(x.reshape((x.shape[0], -1))))
+            return nn.Dense(10)(x)
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
+    params = _init(ArticleCNN(num_classes=10), x.shape)
+    chex.assert_trees_all_equal_shapes(params, _init(Reference(), x.shape))
+    chex.assert_trees_all_close(ArticleCNN(num_classes=10).apply(params, x), Reference().apply(params, x),
+                                rtol=1e-4, atol=1e-5)
+    loss = lambda model: lambda p: jnp.sum(jnp.sin(model.apply(p, x)))
+    chex.assert_trees_all_close(jax.grad(loss(ArticleCNN(num_classes=10)))(params), jax.grad(loss(Reference()))(params),
+                                rtol=1e-3, atol=1e-5)

@@ -8,7 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrec.models.conv import patch_conv
 from jaxrec.models.pooling import max_pool_2x2
+
+# Convolutions over inputs with at most this many channels use patch_conv (measured: layer 1 only).
+PATCH_CONV_MAX_CHANNELS = 4
 
 
 class ArticleCNN(nn.Module):
@@ -36,7 +40,9 @@ class ArticleCNN(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
         for features in self.conv_features:
-            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME")(x)
+            # Few input channels (the image itself): XLA:CPU's conv is slow there, a patch matmul is not.
+            conv = patch_conv if x.shape[-1] <= PATCH_CONV_MAX_CHANNELS else None
+            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", conv_general_dilated=conv)(x)
             x = nn.relu(x)
             x = max_pool_2x2(x)  # = nn.max_pool(x, (2, 2), (2, 2), "SAME"), faster backward
         x = x.reshape((x.shape[0], -1))
