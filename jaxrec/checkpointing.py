@@ -19,6 +19,7 @@ with a warning, in favour of the one before it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -109,6 +110,14 @@ def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
     return different
 
 
+def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between the data set a checkpoint was trained on and the one loaded now (its path
+    may move; its classes, image shape, size and statistics may not)."""
+    keys = ("class_names", "image_shape", "train_examples", "mean", "std")
+    return [f"{key} (checkpoint: {saved.get(key)!r}, now: {current[key]!r})" for key in keys
+            if json.loads(json.dumps(current[key])) != saved.get(key)]
+
+
 @dataclasses.dataclass
 class Restored:
     """A train state restored from a checkpoint (on the first device), with its `meta` record."""
@@ -146,6 +155,9 @@ class RunCheckpointer:
                 f"the parameters hold NaN or inf at step {step}; no checkpoint was written (the last good one "
                 f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
+        # Orbax serialises JSON later, on its own thread, while the loop keeps updating its sums and
+        # records: save a snapshot (and meet a non-JSON value here, not in the background).
+        meta = json.loads(json.dumps(meta))
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)),
                                                         meta=ocp.args.JsonSave(meta)),
                           metrics=metrics, force=True)
@@ -284,4 +296,5 @@ def run_meta(config: Config, *, step: int, epoch: int, step_in_epoch: int, epoch
 
 
 __all__ = ["CHECKPOINT_DIR", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir", "config_differences",
+           "data_differences",
            "load_trained", "run_meta"]

@@ -78,8 +78,10 @@ class Config:
     # Checkpoints (Orbax, in <workdir>/checkpoints).
     resume: bool = _knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
                          "starts over (the old checkpoints are moved aside, not deleted).")
-    checkpoint_every_steps: int = _knob(0, "Save a checkpoint every this many training steps; 0 saves at the "
-                                        "end of every epoch. A run also saves at its end and when interrupted.")
+    checkpoint_every_steps: int = _knob(0, "Also save a checkpoint every this many training steps (0: only at the "
+                                        "end of every epoch, which is always saved). A run also saves when "
+                                        "interrupted. Best a multiple of steps_per_call: other values give calls of "
+                                        "other lengths, each compiled once.")
     checkpoint_keep: int = _knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.")
 
     def to_dict(self) -> dict[str, Any]:

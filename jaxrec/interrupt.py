@@ -1,7 +1,7 @@
 """Stopping a run cleanly on SIGTERM/SIGINT (preemption, a Colab disconnect, Ctrl-C).
 
-The handler only records the request; the training loop checks it between device calls, saves a
-checkpoint, waits for it and raises `TrainingInterrupted`. A second signal of the same kind gets
+The handler only records the request; the training loop checks it between device calls (and after
+an epoch's evaluation), saves a checkpoint, waits for it and raises `TrainingInterrupted`. A second signal of the same kind gets
 the default behaviour back (a second Ctrl-C stops at once).
 """
 
@@ -59,7 +59,7 @@ def stop_on_signals() -> Iterator[StopRequest]:
     def handler(signum, frame):
         request.signum = signum
         signal.signal(signum, previous[signum])
-        log.warning("received %s: finishing the current step, saving a checkpoint, then stopping "
+        log.warning("received %s: finishing the current device call, saving a checkpoint, then stopping "
                     "(send it again to stop at once, without saving)", signal.Signals(signum).name)
 
     for signum in SIGNALS:

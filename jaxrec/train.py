@@ -13,7 +13,7 @@ from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
 from jaxrec import outputs
-from jaxrec.checkpointing import RunCheckpointer, run_meta
+from jaxrec.checkpointing import RunCheckpointer, data_differences, run_meta
 from jaxrec.config import Config
 from jaxrec.data import load_data
 from jaxrec.data.pipeline import Preprocess, epoch_indices, eval_indices
@@ -130,6 +130,14 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
         root_key = jax.random.wrap_key_data(np.asarray(meta["rng_key_data"], np.uint32))
         step, first_epoch, position = restored.step, meta["epoch"], meta["step_in_epoch"]
         sums, records, elapsed = meta["epoch_sums"], meta["records"], meta["elapsed_seconds"]
+        different = data_differences(meta["dataset"], data.describe())
+        if different:
+            raise InputError(f"the checkpoint at step {step} in {checkpoints.directory} was trained on other data: "
+                             f"{'; '.join(different)}. Pass the same data set, or start over with --resume=false "
+                             f"(or another --workdir).")
+        if first_epoch > config.epochs:
+            raise InputError(f"the checkpoint in {checkpoints.directory} has trained {first_epoch} epochs, more than "
+                             f"--epochs {config.epochs}; pass --epochs {first_epoch} or more, or another --workdir")
         log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", step,
                  first_epoch + 1, position, steps_per_epoch, checkpoints.directory)
     else:

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from flax.training.train_state import TrainState
 from jaxrec import train as train_lib
 from jaxrec.checkpointing import RunCheckpointer, checkpoint_dir, load_trained
 from jaxrec.config import Config
+from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.interrupt import TrainingInterrupted
 from jaxrec.train import train_and_evaluate
@@ -71,9 +73,11 @@ def test_interrupted_mid_epoch_then_resumed_is_bit_identical(straight_run, monke
     config, straight, straight_dir = straight_run
     config = config.replace(steps_per_call=steps_per_call)
     _sigterm_after(monkeypatch, stop_after)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="To resume, run the same command again") as stopped:
         train_and_evaluate(config, tmp_path)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back
     assert stop_after % 12 != 0 and _steps(tmp_path)[-1] == stop_after  # saved mid-epoch, at the stop
     monkeypatch.undo()
     resumed = train_and_evaluate(config, tmp_path)
@@ -82,6 +86,32 @@ def test_interrupted_mid_epoch_then_resumed_is_bit_identical(straight_run, monke
     assert _records(tmp_path) == _records(straight_dir)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["resumed_from_step"] == stop_after and summary["steps"] == 24
+
+
+def test_checkpoints_every_n_steps_resume_exactly(small_config, tmp_path):
+    # Saves at 5, 10, 15, 20 and at the epoch ends 12, 24; calls of 4 steps are cut to land on them.
+    config = small_config.replace(epochs=2, steps_per_call=4, checkpoint_every_steps=5, checkpoint_keep=10,
+                                  augment=True)
+    straight = train_and_evaluate(config, tmp_path / "straight")
+    assert _steps(tmp_path / "straight") == [5, 10, 12, 15, 20, 24]
+    # As if the process had died after step 15: only the checkpoints up to it exist.
+    shutil.copytree(tmp_path / "straight", tmp_path / "crashed")
+    for step in (20, 24):
+        shutil.rmtree(checkpoint_dir(tmp_path / "crashed") / str(step))
+    resumed = train_and_evaluate(config, tmp_path / "crashed")
+    chex.assert_trees_all_equal(resumed.params, straight.params)
+    assert _records(tmp_path / "crashed") == _records(tmp_path / "straight")
+
+
+def test_other_data_and_fewer_epochs_are_refused(small_config, tmp_path):
+    train_and_evaluate(small_config.replace(epochs=2), tmp_path / "run")
+    with pytest.raises(InputError, match=r"has trained 2 epochs, more than --epochs 1"):
+        train_and_evaluate(small_config, tmp_path / "run")
+    other = tmp_path / "other"
+    shutil.copytree(SAMPLE_ROOT, other)
+    next((other / "train" / "cat").iterdir()).unlink()
+    with pytest.raises(InputError, match=r"trained on other data: train_examples \(checkpoint: 400, now: 399\)"):
+        train_and_evaluate(small_config.replace(epochs=3, dataset=str(other)), tmp_path / "run")
 
 
 def test_sigterm_stops_the_script_cleanly_and_the_rerun_finishes_identically(small_config, tmp_path):
@@ -117,6 +147,7 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
         from flax.training.train_state import TrainState
         from jaxrec.checkpointing import RunCheckpointer
         from jaxrec.config import Config
+from jaxrec.data import SAMPLE_ROOT
         config = Config()
         state = TrainState.create(apply_fn=None, params={{"w": jnp.zeros((32, 1024, 1024))}},
                                   tx=optax.sgd(0.1, momentum=0.9))

@@ -117,4 +117,4 @@ def test_faces_script_trains_then_evaluate_and_predict_work(faces, tmp_path):
                       photo_seed=1)
     (entry,) = Predictor(trained).predict([new], k=2)
     assert entry["path"].endswith("person_02/000.pgm") and len(entry["top_k"]) == 2
-    assert entry["top_k"][0]["class"] in saved["class_names"]
+    assert {c["class"] for c in entry["top_k"]} <= set(saved["class_names"])  # names, not indices
