@@ -147,7 +147,6 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
         from flax.training.train_state import TrainState
         from jaxrec.checkpointing import RunCheckpointer
         from jaxrec.config import Config
-from jaxrec.data import SAMPLE_ROOT
         config = Config()
         state = TrainState.create(apply_fn=None, params={{"w": jnp.zeros((32, 1024, 1024))}},
                                   tx=optax.sgd(0.1, momentum=0.9))
