@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 def train_and_evaluate(config: Config, workdir: str):
     """Trains and evaluates `config`, writing outputs to `workdir`; returns the final state (see jaxrec.train)."""
-    from jaxrec.train import train_and_evaluate as _run
+    from jaxrec.train import train_and_evaluate as _run  # not at import: `import jaxrec` stays light (no JAX)
 
     return _run(config, workdir)
 

@@ -3,7 +3,7 @@
 `run_benchmark(config, options)` builds the model named by `config.model` (any model of
 `jaxrec.models.create_model`), puts random uint8 images of `options.image_shape` on the devices
 and times the compiled functions the training loop uses: `jaxrec.parallel.make_train_fn` (with
-`config.steps_per_call` steps per call) and `jaxrec.train.Evaluator`, with the same `Preprocess`.
+`config.steps_per_call` steps per call) and `jaxrec.evaluation.Evaluator`, with the same `Preprocess`.
 It reports images/s (the median of several timed windows after warm-up, each ended by
 `block_until_ready`), compile times, FLOPs per image from XLA's cost analysis, the achieved FLOP/s
 as a fraction of a float32 matmul measured on the same device, peak host memory and the device.
@@ -12,7 +12,6 @@ Nothing here is CPU-specific: the same call runs on GPU or TPU.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from typing import Any, Callable
@@ -21,29 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import outputs
-from jaxrec.config import Config
+from jaxrec import host
+from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
-from jaxrec.host import peak_host_memory_mb
+from jaxrec.evaluation import Evaluator
 from jaxrec.models import count_params, create_model
 from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices
 from jaxrec.state import create_train_state
-from jaxrec.train import Evaluator
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkOptions:
-    """What to time and how long; the model and batch sizes come from the Config."""
-
-    image_shape: tuple[int, int, int] = (32, 32, 3)
-    num_classes: int = 10
-    train_examples: int = 10_000  # random images kept on the device; batches are drawn from them
-    eval_examples: int = 10_000
-    windows: int = 5              # timed windows; the median is reported
-    calls_per_window: int = 4     # train calls (of steps_per_call steps each) per window
-    warmup_calls: int = 2         # untimed calls after compilation
-    matmul_size: int = 0          # side of the square matmul that measures peak FLOP/s; 0: by platform
 
 
 def _flops(compiled: Any) -> float:
@@ -76,14 +60,14 @@ def matmul_peak_flops(device: jax.Device, size: int = 0, windows: int = 5) -> fl
 
 def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()) -> dict[str, Any]:
     """Times training and evaluation of `config.model` on random data; returns the figures as a dict."""
-    if options.windows < 1 or options.calls_per_window < 1 or options.warmup_calls < 0:
-        raise InputError("windows and calls_per_window must be >= 1 and warmup_calls >= 0")
+    check(config)
+    check(options)
+    if options.train_examples < config.batch_size:
+        raise InputError(f"--train_examples {options.train_examples}: must be >= --batch_size ({config.batch_size})")
     devices = select_devices(config.num_devices)
     num_devices = len(devices)
     per_device_batch(config.batch_size, num_devices)
     steps = config.steps_per_call
-    if options.train_examples < config.batch_size or steps < 1:
-        raise InputError(f"need --train_examples >= --batch_size ({config.batch_size}) and --steps_per_call >= 1")
 
     rng = np.random.default_rng(config.seed)
     images = rng.integers(0, 256, (options.train_examples, *options.image_shape), dtype=np.uint8)
@@ -129,14 +113,13 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
 
     eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
     eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
-    evaluate = Evaluator(eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
-    first_indices, first_mask = evaluate.batches[0]
+    evaluate = Evaluator(model.apply, eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
     start = time.perf_counter()
-    compiled_eval = evaluate.fn.lower(state, evaluate.images, evaluate.labels, first_indices, first_mask).compile()
+    compiled_eval = evaluate.lower(state.params).compile()
     eval_compile_seconds = time.perf_counter() - start
-    eval_flops_per_image = _flops(compiled_eval) / first_indices.shape[1]
-    evaluate(state)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
-    eval_seconds = _timed_windows(lambda: evaluate(state), options.windows)  # evaluate() ends in device_get
+    eval_flops_per_image = _flops(compiled_eval) / evaluate.per_device_batch
+    evaluate(state.params)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
+    eval_seconds = _timed_windows(lambda: evaluate(state.params), options.windows)  # ends in device_get
     eval_rate = options.eval_examples / statistics.median(eval_seconds)
 
     peak = matmul_peak_flops(devices[0], options.matmul_size)
@@ -154,9 +137,9 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
         "train_flops_per_second": train_flops, "eval_flops_per_second": eval_flops,
         "matmul_peak_flops_per_second": peak,
         "train_fraction_of_peak": train_flops / peak, "eval_fraction_of_peak": eval_flops / peak,
-        "peak_host_memory_mb": peak_host_memory_mb(),
+        "peak_host_memory_mb": host.peak_host_memory_mb(),
         "platform": devices[0].platform, "device_kind": devices[0].device_kind, "num_devices": num_devices,
-        "versions": outputs.versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "versions": host.versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 

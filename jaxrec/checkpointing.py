@@ -4,9 +4,10 @@ A checkpoint lives in `<workdir>/checkpoints/<step>/` and holds two Orbax items:
 
 - `state`: the train state's arrays (params, optimizer state, step), saved from the first device
   as ordinary global arrays, so a checkpoint written with N devices restores with M;
-- `meta` (JSON): where the loop stands (epoch, step in the epoch, the epoch's running sums), the
-  run's root RNG key data, the resolved config, the data set description (class names,
-  normalisation), the per-epoch metrics so far and the library versions.
+- `meta` (JSON, a `CheckpointMeta`): where the loop stands (a `RunState`: step, epoch, position in
+  it, running sums, per-epoch records), the resolved config, the data set description (class
+  names, normalisation), the test accuracy if the checkpoint was evaluated, and the library
+  versions. The random keys are not saved: they are derived from the config's seed.
 
 The manager keeps the `checkpoint_keep` latest checkpoints *and* the best one by test accuracy.
 (Orbax's `max_to_keep` with a `best_fn` would keep only the best k and delete the newest ones, so
@@ -32,9 +33,13 @@ import orbax.checkpoint as ocp
 from flax.training.train_state import TrainState
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxrec import outputs
+from jaxrec import host
 from jaxrec.config import Config
+from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError
+from jaxrec.models import create_model
+from jaxrec.run_state import RunState
+from jaxrec.state import create_train_state
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +123,45 @@ def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
             if json.loads(json.dumps(current[key])) != saved.get(key)]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """The JSON half of a checkpoint: where the run stands, and what it was trained with."""
+
+    run: RunState
+    config: dict[str, Any]   # Config.to_dict() of the run (a dict: a later jaxrec may add fields)
+    dataset: dict[str, Any]  # DataSplits.describe(): name, class names, image shape, mean, std, sizes
+    test_accuracy: float | None = None  # set on checkpoints saved right after an evaluation
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    saved: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
+        # and a non-JSON value fails here rather than in the background.
+        return json.loads(json.dumps({**dataclasses.asdict(self), "run": self.run.to_json()}))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CheckpointMeta":
+        if "run" not in data:  # written by jaxrec before the RunState (same fields, flat)
+            sums = data["epoch_sums"] or {}
+            data = {**data, "run": {"step": data["step"], "epoch": data["epoch"], "position": data["step_in_epoch"],
+                                    "loss_sum": sums.get("loss", 0.0), "accuracy_sum": sums.get("accuracy", 0.0),
+                                    "train_seconds": sums.get("seconds", 0.0), "records": data["records"],
+                                    "elapsed_seconds": data["elapsed_seconds"]}}
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        return cls(**{**values, "run": RunState.from_json(values["run"])})
+
+
+@dataclasses.dataclass(frozen=True)
 class Restored:
-    """A train state restored from a checkpoint (on the first device), with its `meta` record."""
+    """A train state restored from a checkpoint (on the first device), with its meta."""
 
     state: TrainState
-    meta: dict[str, Any]
+    meta: CheckpointMeta
 
     @property
     def step(self) -> int:
-        return int(self.meta["step"])
+        return self.meta.run.step
 
 
 class RunCheckpointer:
@@ -143,35 +177,40 @@ class RunCheckpointer:
         self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
         self.last_saved_step: int | None = self.manager.latest_step()
 
-    def save(self, state: TrainState, meta: dict[str, Any], test_accuracy: float | None = None) -> None:
-        """Starts an asynchronous save of `state` (unreplicated) and `meta` at meta['step'].
+    def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
+             test_accuracy: float | None = None) -> None:
+        """Starts an asynchronous save of `state` (unreplicated) and `run` at run.step.
 
         Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
         """
-        step = int(meta["step"])
         finite = jax.tree_util.tree_reduce(lambda ok, x: ok & jnp.isfinite(x).all(), state.params, jnp.array(True))
         if not bool(finite):
             raise FloatingPointError(
-                f"the parameters hold NaN or inf at step {step}; no checkpoint was written (the last good one "
+                f"the parameters hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
                 f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
+        meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
+                              versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
-        # Orbax serialises JSON later, on its own thread, while the loop keeps updating its sums and
-        # records: save a snapshot (and meet a non-JSON value here, not in the background).
-        meta = json.loads(json.dumps(meta))
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)),
-                                                        meta=ocp.args.JsonSave(meta)),
+        self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)),
+                                                            meta=ocp.args.JsonSave(meta.to_json())),
                           metrics=metrics, force=True)
-        self.last_saved_step = step
+        self.last_saved_step = run.step
 
-    def restore_latest(self, template: TrainState) -> Restored | None:
+    def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:
         """The newest readable checkpoint restored into `template`'s structure, or None if there is none.
 
-        Raises InputError if the checkpoint was written for another model or optimizer config.
+        Raises InputError if the checkpoint was written for another model or optimizer config, or
+        for other data than `dataset` (a DataSplits.describe()).
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
         for i, step in enumerate(steps):
             restored = _restore(self.manager, step, template, self.config)
             if restored is not None:
+                different = data_differences(restored.meta.dataset, dataset)
+                if different:
+                    raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
+                                     f"{'; '.join(different)}. Pass the same data set, or start over with "
+                                     f"--resume=false (or another --workdir).")
                 self._move_aside(steps[:i])
                 return restored
         if steps:  # more likely an incompatible jaxrec version than every save having failed
@@ -202,17 +241,21 @@ class RunCheckpointer:
         self.manager.close()
 
 
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta:
+    return CheckpointMeta.from_json(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
 def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
              config: Config | None) -> Restored | None:
     """Restores one step; None (with a warning) if it cannot be read. Checks the config first."""
     try:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = _read_meta(manager, step)
     except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
         log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
                     step, manager.directory, type(err).__name__, err)
         return None
     if config is not None:
-        different = config_differences(meta["config"], config)
+        different = config_differences(meta.config, config)
         if different:
             raise InputError(
                 f"the checkpoint at step {step} in {manager.directory} was written with another config: "
@@ -228,7 +271,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
     return Restored(state=template.replace(**arrays), meta=meta)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Trained:
     """A trained model as saved by a run: enough to evaluate it or classify new images."""
 
@@ -239,11 +282,21 @@ class Trained:
     dataset: dict[str, Any]  # what dataset.json holds: name, class_names, image_shape, mean, std, ...
     test_accuracy: float | None
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset["class_names"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.dataset["image_shape"])
+
+    def preprocess(self) -> Preprocess:
+        """Evaluation preprocessing with the training set's statistics."""
+        return Preprocess(mean=tuple(self.dataset["mean"]), std=tuple(self.dataset["std"]))
+
     def model(self):
         """The Flax module these parameters belong to."""
-        from jaxrec.models import create_model
-
-        return create_model(self.config, len(self.dataset["class_names"]))
+        return create_model(self.config, len(self.class_names))
 
 
 def load_trained(workdir: str | Path, which: str = "best") -> Trained:
@@ -251,50 +304,33 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
 
     Raises InputError, naming the fix, if the workdir holds no checkpoint or an unreadable one.
     """
-    from jaxrec.models import create_model
-    from jaxrec.state import create_train_state
-
     if which not in ("best", "latest"):
         raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
     directory = checkpoint_dir(workdir)
     if not directory.is_dir():
         raise InputError(f"{workdir} holds no checkpoints ({directory} does not exist); train first, e.g. "
-                         f"`python experiments/cifar_cnn.py --workdir {workdir}`, or pass the workdir of a "
-                         f"finished run")
+                         f"`jaxrec train --workdir {workdir}`, or pass the workdir of a finished run")
     manager = _manager(directory, read_only=True)
     step = manager.best_step() if which == "best" else manager.latest_step()
     if step is None:
         raise InputError(f"{directory} holds no complete checkpoint; train (or resume) the run first")
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta.get("test_accuracy") is None and step != manager.latest_step():
+    meta = _read_meta(manager, step)
+    if meta.test_accuracy is None and step != manager.latest_step():
         log.warning("no checkpoint of %s has been evaluated yet; using the latest instead of the best", workdir)
         step = manager.latest_step()
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    config = Config.from_dict(meta["config"])
-    dataset = meta["dataset"]
-    model = create_model(config, len(dataset["class_names"]))
-    template = jax.eval_shape(lambda: create_train_state(config, model, tuple(dataset["image_shape"]),
+        meta = _read_meta(manager, step)
+    config = Config.from_dict(meta.config)
+    model = create_model(config, len(meta.dataset["class_names"]))
+    template = jax.eval_shape(lambda: create_train_state(config, model, tuple(meta.dataset["image_shape"]),
                                                          jax.random.key(0), steps_per_epoch=1))
     restored = _restore(manager, step, template, config=None)
     manager.close()
     if restored is None:
         raise InputError(f"checkpoint step {step} in {directory} cannot be read (see the warning above); "
                          f"try --which {'latest' if which == 'best' else 'best'}")
-    return Trained(config=config, params=restored.state.params, step=step, epoch=int(meta["epoch"]),
-                   dataset=dataset, test_accuracy=meta.get("test_accuracy"))
+    return Trained(config=config, params=restored.state.params, step=step, epoch=meta.run.epoch,
+                   dataset=meta.dataset, test_accuracy=meta.test_accuracy)
 
 
-def run_meta(config: Config, *, step: int, epoch: int, step_in_epoch: int, epoch_sums: dict[str, float],
-             records: list[dict[str, Any]], root_key: jax.Array, dataset: dict[str, Any], elapsed: float,
-             test_accuracy: float | None = None) -> dict[str, Any]:
-    """The JSON half of a checkpoint: everything the loop needs to continue exactly, and provenance."""
-    return {"step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "epoch_sums": epoch_sums,
-            "records": records, "rng_key_data": np.asarray(jax.random.key_data(root_key)).tolist(),
-            "config": config.to_dict(), "dataset": dataset, "elapsed_seconds": elapsed,
-            "test_accuracy": test_accuracy, "versions": outputs.versions(),
-            "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-
-
-__all__ = ["CHECKPOINT_DIR", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir", "config_differences",
-           "data_differences",
-           "load_trained", "run_meta"]
+__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
+           "config_differences", "data_differences", "load_trained"]

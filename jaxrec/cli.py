@@ -1,13 +1,39 @@
-"""The command line shared by the experiment scripts: flags -> Config -> train_and_evaluate."""
+"""The `jaxrec` command line: `jaxrec train|evaluate|predict|benchmark` (also `python -m jaxrec ...`).
+
+Every flag that sets something a run has is generated from `Config` (jaxrec.flags), so `train`,
+`evaluate`, `predict` and `benchmark` share one spelling, one help text and one set of checks.
+A settings error is refused before JAX starts and before any data is loaded. The experiment
+scripts are recipes over `train`: `run_experiment(argv, description, defaults)`.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
-from jaxrec import config as config_lib
+from jaxrec import flags
+from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.errors import InputError
+from jaxrec.interrupt import TrainingInterrupted
+
+# Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
+# that `--help` and a refused setting answer at once.
+
+EVALUATE_OVERRIDES = ("dataset", "data_dir", "top_k", "num_devices", "eval_batch_size")
+USAGE = """Train, evaluate and reproduce image classifiers with JAX.
+
+examples:
+  jaxrec train --dataset cifar10_sample --epochs 3
+  jaxrec train --dataset ~/data/cifar10-jpeg --seed 0 --workdir runs/seed0
+  jaxrec evaluate --workdir runs/seed0
+  jaxrec predict --workdir runs/seed0 photo.jpg photos/
+  jaxrec benchmark
+
+`jaxrec COMMAND --help` lists a command's flags and their defaults."""
 
 
 def setup_logging() -> None:
@@ -16,32 +42,13 @@ def setup_logging() -> None:
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
-def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: config_lib.Config,
-                   aliases: dict[str, str] | None = None) -> int:
-    """Parses flags over `defaults` (plus `aliases`, see config.build_parser), trains and evaluates;
-    returns the process exit code (see exit_code).
-    """
-    from jaxrec.train import train_and_evaluate
-
-    config = config_lib.parse_args(argv, description=description, defaults=defaults, aliases=aliases)
-    setup_logging()
-    config = config.replace(workdir=config.workdir or config.default_workdir())
-
-    def train() -> None:
-        train_and_evaluate(config, config.workdir)
-
-    return exit_code(train)
-
-
 def exit_code(command: Callable[[], int | None]) -> int:
-    """Runs a command-line entry point; returns its exit code (None counts as 0).
+    """Runs a command; returns its exit code (None counts as 0).
 
     Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
     their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
     saving a checkpoint) prints how to resume and returns 128 + the signal number.
     """
-    from jaxrec.interrupt import TrainingInterrupted
-
     try:
         return command() or 0
     except (InputError, FloatingPointError) as err:
@@ -50,3 +57,141 @@ def exit_code(command: Callable[[], int | None]) -> int:
     except TrainingInterrupted as stopped:
         print(stopped, file=sys.stderr)
         return stopped.exit_code
+
+
+def train(config: Config) -> int:
+    """Checks `config`, then trains and evaluates it into config.workdir (default: config.default_workdir())."""
+
+    def run() -> None:
+        checked = check(config.replace(workdir=config.workdir or config.default_workdir()))
+        setup_logging()
+        from jaxrec.train import train_and_evaluate
+
+        train_and_evaluate(checked, checked.workdir)
+
+    return exit_code(run)
+
+
+def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: Config,
+                   aliases: dict[str, str] | None = None) -> int:
+    """An experiment script's main: training flags over the recipe's `defaults` (plus `aliases`, see
+    jaxrec.flags.add_flags), then `train`. Returns the process exit code."""
+    return train(flags.parse_config(argv, description, defaults, aliases))
+
+
+def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="the training run's output directory")
+    parser.add_argument("--which", choices=("best", "latest"), default="best",
+                        help="checkpoint: best test accuracy, or the latest")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from jaxrec import outputs
+    from jaxrec.checkpointing import load_trained
+    from jaxrec.evaluation import evaluate_trained
+
+    def run() -> None:
+        setup_logging()
+        trained = load_trained(args.workdir, args.which)
+        config = trained.config.replace(**flags.values_of(args, Config))
+        split = args.split or config.eval_split
+        result = evaluate_trained(trained, config, split)
+        dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
+        suffix = "_" + "_".join(filter(None, [dataset, split, "latest" if args.which == "latest" else None]))
+        title = (f"{trained.config.model} ({args.which} checkpoint, epoch {trained.epoch}) on "
+                 f"{dataset or trained.config.dataset_tag}/{split}")
+        paths = outputs.write_eval(Path(args.out or args.workdir), result, suffix, title)
+        print(outputs.eval_markdown(result, title))
+        print("wrote " + ", ".join(map(str, paths)))
+
+    return exit_code(run)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from jaxrec.checkpointing import load_trained
+    from jaxrec.predict import Predictor
+
+    def run() -> int:
+        setup_logging()
+        trained = load_trained(args.workdir, args.which)
+        top_k = args.top_k if "top_k" in args else trained.config.top_k
+        entries = Predictor(trained, args.batch_size).predict(args.inputs, top_k)
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        for entry in entries:
+            if "error" in entry:
+                print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
+            elif not args.json:
+                print(f"{entry['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top_k"]))
+        failed = sum("error" in entry for entry in entries)
+        if failed:
+            print(f"{failed} of {len(entries)} file(s) could not be classified", file=sys.stderr)
+        return 1 if failed else 0
+
+    return exit_code(run)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from jaxrec.benchmark import format_report, run_benchmark
+
+    def run() -> None:
+        setup_logging()
+        config = Config(**flags.values_of(args, Config))
+        result = run_benchmark(config, BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
+        print(json.dumps(result, indent=2) if args.json else format_report(result))
+
+    return exit_code(run)
+
+
+def build_parser() -> flags.Parser:
+    """The `jaxrec` parser with its four subcommands."""
+    parser = flags.Parser(prog="jaxrec", description=USAGE)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
+
+    train_parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
+                                       description=Config.__doc__)
+    flags.add_flags(train_parser, Config)
+    train_parser.set_defaults(main=lambda args: train(Config(**flags.values_of(args, Config))))
+
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="per-class scores and confusion matrix of a run's checkpoint",
+        description="Evaluates a run's checkpoint on a split of its data set, or of another with the same classes. "
+                    "Writes eval_<split>.json/.md and confusion_<split>.png into --out (default: the workdir); "
+                    "the run's own eval.json is never overwritten.")
+    _add_checkpoint_flags(evaluate_parser)
+    evaluate_parser.add_argument("--split", default=None, help="split to evaluate (default: the run's eval split)")
+    evaluate_parser.add_argument("--out", default=None, help="folder for the report files (default: the workdir)")
+    flags.add_flags(evaluate_parser, Config, only=EVALUATE_OVERRIDES, inherit=True,
+                    aliases={"batch_size": "eval_batch_size"})
+    evaluate_parser.set_defaults(main=_evaluate)
+
+    predict_parser = commands.add_parser(
+        "predict", help="top-k classes of new images with a run's checkpoint",
+        description="Classifies image files and folders (searched recursively) with the training preprocessing. "
+                    "A file that cannot be read gets its own error line and the exit code 1; the others are "
+                    "still classified.")
+    predict_parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    _add_checkpoint_flags(predict_parser)
+    flags.add_flags(predict_parser, Config, only=("top_k",), inherit=True)
+    predict_parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    predict_parser.add_argument("--batch_size", type=int, default=256, help="images per device call")
+    predict_parser.set_defaults(main=_predict)
+
+    benchmark_parser = commands.add_parser(
+        "benchmark", help="training and evaluation speed on random data",
+        description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
+                    "compile time, FLOPs, fraction of a measured matmul peak, peak host memory.")
+    flags.add_flags(benchmark_parser, Config, Config(progress=False))
+    flags.add_flags(benchmark_parser, BenchmarkOptions)
+    benchmark_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    benchmark_parser.set_defaults(main=_benchmark)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `jaxrec` console script."""
+    args = build_parser().parse_args(argv)
+    return args.main(args)
+
+
+__all__ = ["build_parser", "exit_code", "main", "run_experiment", "setup_logging", "train"]

@@ -1,22 +1,80 @@
-"""The one config object: every knob of a run, with its default and what it does.
+"""The one config object: every knob of a run, with its default, what it does and what it allows.
 
-`Config` is a frozen dataclass. `parse_args` builds a command-line parser from its fields (each
-field is a `--name` flag, its help text is the comment in `metadata`), so a new knob is added in
-exactly one place and shows up in `--help`, in the saved `config.json` and in `summary.json`.
+`Config` is a frozen dataclass. Each field carries its help text and, where not every value of its
+type makes sense, a `Rule`; enumerated fields are `Literal` types. `check(config)` applies the
+rules and the checks that involve several fields, so every setting is refused (one line each,
+naming the field, the value and what is allowed) before any data is loaded. The command line
+(`jaxrec.flags`) is generated from the same fields, so a new knob is added in exactly one place
+and shows up in `--help`, in the saved `config.json` and in `summary.json`.
+
+This module imports nothing heavy, so the command line can check a config before JAX starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Literal
+
+from jaxrec.errors import InputError
+
+Model = Literal["cnn", "rnn"]
+RnnCell = Literal["tanh", "lstm", "gru"]
+Schedule = Literal["constant", "cosine", "step"]
+Channels = Literal[0, 1, 3]
 
 
-def _knob(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The values a field allows: a test and the words that describe it to a user."""
+
+    allows: Callable[[Any], bool]
+    wording: str
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            return bool(self.allows(value))
+        except (TypeError, AttributeError):  # e.g. None where a number or a string belongs
+            return False
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: _number(v) and v >= low, f">= {low}")
+
+
+def above(low: float) -> Rule:
+    return Rule(lambda v: _number(v) and v > low, f"> {low}")
+
+
+def in_range(low: float, high: float, *, low_open: bool = False) -> Rule:
+    """low <= value < high (low < value < high with low_open)."""
+    left = "(" if low_open else "["
+    return Rule(lambda v: _number(v) and (v > low if low_open else v >= low) and v < high,
+                f"in {left}{low}, {high})")
+
+
+def zero_or_at_least(low: int) -> Rule:
+    return Rule(lambda v: _number(v) and (v == 0 or v >= low), f"0 or >= {low}")
+
+
+def sizes_at_least(low: int) -> Rule:
+    return Rule(lambda v: len(v) > 0 and all(_number(x) and x >= low for x in v),
+                f"a non-empty comma-separated list of integers >= {low}")
+
+
+SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
+
+
+def knob(default: Any, help: str, rule: Rule | None = None) -> Any:
+    """A config field: its default, its help text and (optionally) the values it allows."""
+    return dataclasses.field(default=default, metadata={"help": help, "rule": rule})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,65 +82,74 @@ class Config:
     """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN."""
 
     # Data.
-    dataset: str = _knob("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), "
-                         "'cifar10_sample' (the small real sample shipped in the package), or a "
-                         "path to an image folder laid out <root>/<split>/<class>/<image>.")
-    data_dir: str | None = _knob(None, "TFDS data directory holding prepared data sets "
-                                 "(default: TFDS's own, usually ~/tensorflow_datasets).")
-    download: bool = _knob(False, "Let TFDS download and prepare a missing data set (needs internet).")
-    train_split: str = _knob("train", "Split to train on.")
-    eval_split: str = _knob("test", "Split to evaluate on.")
-    image_size: int = _knob(0, "Resize images to image_size x image_size; 0 keeps the data set's own size.")
-    channels: int = _knob(0, "Convert images to 1 (grayscale) or 3 (RGB) channels; 0 keeps the data set's own.")
-    test_fraction: float = _knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
-                                 "fraction of each class's images held out for evaluation, drawn with the seed.")
-    min_images_per_class: int = _knob(1, "Image folders: drop classes with fewer images than this (counted in "
-                                      "the training split, or in the whole class when the split is made here).")
+    dataset: str = knob("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), "
+                        "'cifar10_sample' (the small real sample shipped in the package), or a "
+                        "path to an image folder laid out <root>/<split>/<class>/<image>.",
+                        Rule(lambda v: bool(v.strip()), "a TFDS name, cifar10_sample or an image-folder path"))
+    data_dir: str | None = knob(None, "TFDS data directory holding prepared data sets "
+                                "(default: TFDS's own, usually ~/tensorflow_datasets).")
+    download: bool = knob(False, "Let TFDS download and prepare a missing data set (needs internet).")
+    train_split: str = knob("train", "Split to train on.")
+    eval_split: str = knob("test", "Split to evaluate on.")
+    image_size: int = knob(0, "Resize images to image_size x image_size; 0 keeps the data set's own size.",
+                           zero_or_at_least(8))
+    channels: Channels = knob(0, "Convert images to 1 (grayscale) or 3 (RGB) channels; 0 keeps the data set's own.")
+    test_fraction: float = knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
+                                "fraction of each class's images held out for evaluation, drawn with the seed.",
+                                in_range(0, 1, low_open=True))
+    min_images_per_class: int = knob(1, "Image folders: drop classes with fewer images than this (counted in "
+                                     "the training split, or in the whole class when the split is made here).",
+                                     at_least(1))
 
     # Model.
-    model: str = _knob("cnn", "Model name from jaxrec.models: cnn (the article's CNN) or rnn (a recurrent "
-                       "network reading one image row per time step, see the rnn_* knobs).")
-    conv_features: tuple[int, ...] = _knob((32, 64, 128, 128), "Output channels of the conv blocks "
-                                           "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.")
-    dense_features: int = _knob(512, "Width of the hidden dense layer.")
-    rnn_cell: str = _knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
-    rnn_hidden: int = _knob(256, "Hidden units per direction of each recurrent layer (model=rnn).")
-    rnn_layers: int = _knob(1, "Stacked recurrent layers (model=rnn).")
-    rnn_bidirectional: bool = _knob(False, "Also read the rows bottom-up and classify from both final "
-                                    "states (model=rnn).")
+    model: Model = knob("cnn", "Model from jaxrec.models: cnn (the article's CNN) or rnn (a recurrent "
+                        "network reading one image row per time step, see the rnn_* knobs).")
+    conv_features: tuple[int, ...] = knob((32, 64, 128, 128), "Output channels of the conv blocks "
+                                          "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.",
+                                          sizes_at_least(1))
+    dense_features: int = knob(512, "Width of the hidden dense layer.", at_least(1))
+    rnn_cell: RnnCell = knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
+    rnn_hidden: int = knob(256, "Hidden units per direction of each recurrent layer (model=rnn).", at_least(1))
+    rnn_layers: int = knob(1, "Stacked recurrent layers (model=rnn).", at_least(1))
+    rnn_bidirectional: bool = knob(False, "Also read the rows bottom-up and classify from both final "
+                                   "states (model=rnn).")
 
     # Optimisation.
-    epochs: int = _knob(10, "Number of passes over the training set.")
-    batch_size: int = _knob(128, "Global training batch size, split evenly across devices.")
-    eval_batch_size: int = _knob(1000, "Global evaluation batch size (the last batch is padded and masked).")
-    learning_rate: float = _knob(0.01, "Peak learning rate of SGD.")
-    momentum: float = _knob(0.9, "SGD momentum (0 for plain SGD).")
-    nesterov: bool = _knob(False, "Use Nesterov momentum.")
-    weight_decay: float = _knob(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.")
-    lr_schedule: str = _knob("constant", "Learning-rate schedule: constant, cosine or step "
-                             "(x0.1 at 50% and 75% of training).")
-    warmup_epochs: float = _knob(0.0, "Linear warm-up from 0 to learning_rate over this many epochs.")
-    label_smoothing: float = _knob(0.0, "Label smoothing of the cross-entropy targets (0 = none).")
-    augment: bool = _knob(False, "Random crop with 4-pixel padding and horizontal flip, on the device.")
+    epochs: int = knob(10, "Number of passes over the training set.", at_least(1))
+    batch_size: int = knob(128, "Global training batch size, split evenly across devices.", at_least(1))
+    eval_batch_size: int = knob(1000, "Global evaluation batch size (the last batch is padded and masked).",
+                                at_least(1))
+    learning_rate: float = knob(0.01, "Peak learning rate of SGD.", above(0))
+    momentum: float = knob(0.9, "SGD momentum (0 for plain SGD).", in_range(0, 1))
+    nesterov: bool = knob(False, "Use Nesterov momentum (needs momentum > 0).")
+    weight_decay: float = knob(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.", at_least(0))
+    lr_schedule: Schedule = knob("constant", "Learning-rate schedule: constant, cosine or step "
+                                 "(x0.1 at 50% and 75% of training).")
+    warmup_epochs: float = knob(0.0, "Linear warm-up from 0 to learning_rate over this many epochs.", at_least(0))
+    label_smoothing: float = knob(0.0, "Label smoothing of the cross-entropy targets (0 = none).", in_range(0, 1))
+    augment: bool = knob(False, "Random crop with 4-pixel padding and horizontal flip, on the device.")
 
     # Run.
-    seed: int = _knob(0, "Seed of every random number in the run (init, shuffling, augmentation).")
-    num_devices: int = _knob(0, "Local devices to train on; 0 uses all of them.")
-    steps_per_call: int = _knob(10, "Training steps compiled into one device call (lax.scan); "
-                                "more means less host overhead, 1 is the plain one-step loop.")
-    eval_every_epochs: int = _knob(1, "Evaluate on eval_split every this many epochs (and always at the end).")
-    top_k: int = _knob(5, "Report top-k accuracy for this k (clipped to the number of classes).")
-    progress: bool = _knob(True, "Show a progress bar per epoch.")
-    workdir: str | None = _knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
+    seed: int = knob(0, "Seed of every random number in the run (init, shuffling, augmentation).",
+                     in_range(0, SEED_LIMIT))
+    num_devices: int = knob(0, "Local devices to train on; 0 uses all of them.", at_least(0))
+    steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
+                               "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
+    eval_every_epochs: int = knob(1, "Evaluate on eval_split every this many epochs (and always at the end).",
+                                  at_least(1))
+    top_k: int = knob(5, "Report top-k accuracy for this k (clipped to the number of classes).", at_least(1))
+    progress: bool = knob(True, "Show a progress bar per epoch.")
+    workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
 
     # Checkpoints (Orbax, in <workdir>/checkpoints).
-    resume: bool = _knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
-                         "starts over (the old checkpoints are moved aside, not deleted).")
-    checkpoint_every_steps: int = _knob(0, "Also save a checkpoint every this many training steps (0: only at the "
-                                        "end of every epoch, which is always saved). A run also saves when "
-                                        "interrupted. Best a multiple of steps_per_call: other values give calls of "
-                                        "other lengths, each compiled once.")
-    checkpoint_keep: int = _knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.")
+    resume: bool = knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
+                        "starts over (the old checkpoints are moved aside, not deleted).")
+    checkpoint_every_steps: int = knob(0, "Also save a checkpoint every this many training steps (0: only at the "
+                                       "end of every epoch, which is always saved). A run also saves when "
+                                       "interrupted. Best a multiple of steps_per_call: other values give calls of "
+                                       "other lengths, each compiled once.", at_least(0))
+    checkpoint_keep: int = knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.",
+                                at_least(1))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,63 +181,71 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+@dataclasses.dataclass(frozen=True)
+class BenchmarkOptions:
+    """What to time and how long; the model and batch sizes come from the Config."""
+
+    image_shape: tuple[int, ...] = knob((32, 32, 3), "Shape of one random uint8 image, height,width,channels.",
+                                        Rule(lambda v: len(v) == 3 and min(v) >= 1, "three integers >= 1"))
+    num_classes: int = knob(10, "Number of classes of the random labels.", at_least(2))
+    train_examples: int = knob(10_000, "Random training images kept on the device; batches are drawn from them.",
+                               at_least(1))
+    eval_examples: int = knob(10_000, "Random evaluation images; one timed window evaluates all of them.",
+                              at_least(1))
+    windows: int = knob(5, "Timed windows; the median is reported.", at_least(1))
+    calls_per_window: int = knob(4, "Training calls (of --steps_per_call steps) per timed window.", at_least(1))
+    warmup_calls: int = knob(2, "Untimed training calls after compilation.", at_least(0))
+    matmul_size: int = knob(0, "Side of the square float32 matmul that measures the peak FLOP/s "
+                            "(0: 2048 on CPU, 8192 else).", at_least(0))
 
 
-def _parse_int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}")
+def choices(cls: type, name: str) -> tuple[Any, ...] | None:
+    """The values of an enumerated (Literal) field, or None for any other field."""
+    hint = typing.get_type_hints(cls)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
-def _flag_type(annotation: Any):
-    """Maps a field's type annotation to an argparse converter."""
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin is tuple:
-        return _parse_int_tuple
-    if args:  # Optional[X] / X | None
-        return _flag_type(args[0])
-    return {bool: _parse_bool, int: int, float: float, str: str}[annotation]
+def field_problems(settings: Any) -> list[str]:
+    """One line per field of a dataclass whose value is not among its choices or breaks its rule."""
+    problems = []
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        allowed = choices(type(settings), field.name)
+        rule = field.metadata.get("rule")
+        if allowed is not None and value not in allowed:
+            problems.append(_refusal(field.name, value, "one of " + ", ".join(map(str, allowed))))
+        elif rule is not None and not rule(value):
+            problems.append(_refusal(field.name, value, rule.wording))
+    return problems
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the script docstring's layout."""
+def _refusal(name: str, value: Any, allowed: str) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return f"--{name} {text or repr(text)}: must be {allowed}"
 
 
-def build_parser(description: str | None = None, defaults: Config | None = None,
-                 aliases: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    """A parser with one `--field` flag per Config field; booleans also accept a bare `--flag`.
-
-    aliases: extra flag names for fields, e.g. {"data": "dataset"} makes `--data` mean `--dataset`.
-    """
-    defaults = defaults or Config()
-    extra: dict[str, list[str]] = {}
-    for alias, field_name in (aliases or {}).items():
-        extra.setdefault(field_name, []).append(f"--{alias}")
-    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
-    hints = typing.get_type_hints(Config)
-    for field in dataclasses.fields(Config):
-        kind = _flag_type(hints[field.name])
-        default = getattr(defaults, field.name)
-        kwargs: dict[str, Any] = dict(type=kind, default=default, help=field.metadata["help"].replace("%", "%%"),
-                                      metavar=field.name.upper())
-        if kind is _parse_bool:
-            kwargs.update(nargs="?", const=True, metavar="BOOL")
-        parser.add_argument(f"--{field.name}", *extra.get(field.name, ()), dest=field.name, **kwargs)
-        parser.set_defaults(**{field.name: default})
-    return parser
+def combination_problems(config: Config) -> list[str]:
+    """Settings that are each allowed but do not work together."""
+    problems = []
+    if config.nesterov and config.momentum == 0:
+        problems.append("--nesterov with --momentum 0: Nesterov needs momentum > 0; drop --nesterov or set "
+                        "--momentum")
+    if config.warmup_epochs > config.epochs:
+        problems.append(f"--warmup_epochs {config.warmup_epochs} with --epochs {config.epochs}: the warm-up would "
+                        f"never reach the learning rate; must be <= --epochs")
+    return problems
 
 
-def parse_args(argv: Sequence[str] | None = None, description: str | None = None,
-               defaults: Config | None = None, aliases: dict[str, str] | None = None) -> Config:
-    """Parses command-line flags into a Config (see build_parser for aliases)."""
-    namespace = build_parser(description, defaults, aliases).parse_args(argv)
-    return Config(**vars(namespace))
+def check(settings: Any) -> Any:
+    """Returns `settings` (a Config, or another settings dataclass such as BenchmarkOptions) if every
+    value is usable; raises InputError with one line per refusal otherwise."""
+    problems = field_problems(settings)
+    if not problems and isinstance(settings, Config):
+        problems = combination_problems(settings)
+    if problems:
+        raise InputError("\n".join(problems) if len(problems) == 1 else
+                         f"{len(problems)} settings cannot be used:\n" + "\n".join(problems))
+    return settings
+
+
+__all__ = ["BenchmarkOptions", "Config", "Rule", "check", "choices", "field_problems", "knob"]

@@ -1,9 +1,35 @@
-"""Facts about the host process that results record."""
+"""Facts about the machine and the process that results record: library versions, devices, memory."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import resource
 import sys
+from typing import Any
+
+import jax
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries a result depends on, plus Python's."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """The accelerator platform, device kind and count, processor and host name."""
+    devices = jax.local_devices()
+    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+            "local_devices": len(devices), "processor": platform.processor() or platform.machine(),
+            "host": platform.node()}
 
 
 def peak_host_memory_mb() -> float:

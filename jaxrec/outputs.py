@@ -3,33 +3,13 @@ eval.json, eval.md and confusion.png."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import platform
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax
-
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy")
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the libraries a result depends on, plus Python's."""
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def machine() -> dict[str, Any]:
-    devices = jax.local_devices()
-    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-            "local_devices": len(devices), "processor": platform.processor() or platform.machine(),
-            "host": platform.node()}
+import numpy as np
+from matplotlib.figure import Figure  # drawn straight to files: no pyplot, no backend switched for the user
+from matplotlib.ticker import MaxNLocator
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -57,15 +37,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Loss and accuracy per epoch, train and test, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     epochs = [r["epoch"] for r in records]
     evaluated = [r for r in records if "test_loss" in r]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
     ax_loss.plot([r["epoch"] for r in evaluated], [r["test_loss"] for r in evaluated], "s-", label="test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
@@ -80,7 +55,6 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") 
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def eval_markdown(report: dict[str, Any], title: str = "") -> str:
@@ -101,18 +75,13 @@ def eval_markdown(report: dict[str, Any], title: str = "") -> str:
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
                    title: str = "") -> None:
     """Heat map of a confusion matrix, rows (true class) normalised to 1, with the counts written in."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     counts = np.asarray(confusion, np.int64)
     totals = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     n = len(class_names)
     side = min(4 + 0.6 * n, 30)
-    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    fig = Figure(figsize=(side, side * 0.85))
+    ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title or "confusion matrix")
@@ -125,7 +94,6 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
                         color="white" if rates[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title: str = "") -> list[Path]:

@@ -88,15 +88,16 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
                     devices=list(devices))
 
 
-def make_eval_fn(preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
-    """(state, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+    """(params, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
 
-    indices and mask: [devices, per_device]; padding has mask 0 and is not counted. The caller
-    loops over batches (a rolled scan would be slow on XLA:CPU, see make_train_fn).
+    params, images, labels: replicated; indices and mask: [devices, per_device]; padding has mask 0
+    and is not counted. The caller loops over batches (a rolled scan would be slow on XLA:CPU, see
+    make_train_fn).
     """
-    step = functools.partial(eval_step, preprocess=preprocess, axis_name=AXIS)
+    step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
-    def evaluate(state, images, labels, indices, mask):
-        return step(state, {"image": images[indices], "label": labels[indices], "mask": mask})
+    def evaluate(params, images, labels, indices, mask):
+        return step(params, {"image": images[indices], "label": labels[indices], "mask": mask})
 
     return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))

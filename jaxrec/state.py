@@ -5,7 +5,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
 from jaxrec.config import Config
@@ -19,7 +18,3 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
                              tx=create_optimizer(config, steps_per_epoch))
 
-
-def inference_state(model: nn.Module, params) -> TrainState:
-    """A state that only evaluates: trained `params` of `model`, no optimizer."""
-    return TrainState.create(apply_fn=model.apply, params=params, tx=optax.identity())

@@ -8,7 +8,7 @@ with axis_name=None under plain `jax.jit` on one device. Wrappers live in `jaxre
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -73,15 +73,16 @@ def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sum(ahead, axis=-1)
 
 
-def eval_step(state: TrainState, batch: Batch, *, preprocess: Preprocess,
+def eval_step(params: Any, batch: Batch, *, apply_fn: Callable, preprocess: Preprocess,
               axis_name: str | None = "batch") -> Metrics:
     """Sums over this batch, ignoring padded examples (batch['mask'] == 0).
 
-    Returns, summed across devices: loss_sum, count, the confusion matrix [true, predicted] (which
-    gives accuracy, precision, recall and F1) and label_rank, a histogram of the true label's rank
-    among the logits (its cumulative sum is the top-k hit count for every k).
+    params: the model's parameters; apply_fn: the model's apply (e.g. `model.apply`). Returns,
+    summed across devices: loss_sum, count, the confusion matrix [true, predicted] (which gives
+    accuracy, precision, recall and F1) and label_rank, a histogram of the true label's rank among
+    the logits (its cumulative sum is the top-k hit count for every k).
     """
-    logits = state.apply_fn({"params": state.params}, preprocess.eval(batch["image"]))
+    logits = apply_fn({"params": params}, preprocess.eval(batch["image"]))
     mask = batch["mask"]
     num_classes = logits.shape[-1]
     predicted = jnp.argmax(logits, -1)

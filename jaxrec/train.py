@@ -1,97 +1,72 @@
-"""The training loop: `train_and_evaluate(config, workdir)`."""
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+It reads top to bottom: check the config, load the data, restore or start the run, then per epoch
+`train_epoch`, `evaluate` when due, `save`; at the end `write_summary`. What changes as the run goes
+is explicit: the train state (arrays, on the devices) and the `RunState` (where the loop stands);
+what does not is a `Trainer` (the compiled step, the data on the devices, the random keys).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
+import flax.linen as nn
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxrec import outputs
-from jaxrec.checkpointing import RunCheckpointer, data_differences, run_meta
-from jaxrec.config import Config
-from jaxrec.data import load_data
-from jaxrec.data.pipeline import Preprocess, epoch_indices, eval_indices
+from jaxrec import host, outputs
+from jaxrec.checkpointing import RunCheckpointer
+from jaxrec.config import Config, check
+from jaxrec.data import DataSplits, load_data
+from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
-from jaxrec.host import peak_host_memory_mb
-from jaxrec.interrupt import TrainingInterrupted, stop_on_signals
-from jaxrec.metrics import report, summarize_eval
-from jaxrec.models import check_model_config, count_params, create_model
-from jaxrec.parallel import (make_eval_fn, make_train_fn, per_device_batch, replicate, select_devices,
-                             split_over_devices, unreplicate)
+from jaxrec.evaluation import Evaluator
+from jaxrec.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
+from jaxrec.metrics import report
+from jaxrec.models import count_params, create_model
+from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.run_state import Record, RunState
 from jaxrec.state import create_train_state
 
 log = logging.getLogger(__name__)
 
 
-def check_config(config: Config) -> None:
-    """Rejects settings that cannot work, before any data is loaded."""
-    problems = []
-    if config.epochs < 1:
-        problems.append(f"epochs must be >= 1 (got {config.epochs})")
-    if config.steps_per_call < 1:
-        problems.append(f"steps_per_call must be >= 1 (got {config.steps_per_call})")
-    if config.checkpoint_every_steps < 0:
-        problems.append(f"checkpoint_every_steps must be >= 0 (got {config.checkpoint_every_steps})")
-    if config.checkpoint_keep < 1:
-        problems.append(f"checkpoint_keep must be >= 1 (got {config.checkpoint_keep})")
-    if config.eval_every_epochs < 1:
-        problems.append(f"eval_every_epochs must be >= 1 (got {config.eval_every_epochs})")
-    if config.learning_rate <= 0:
-        problems.append(f"learning_rate must be > 0 (got {config.learning_rate})")
-    if not 0 <= config.label_smoothing < 1:
-        problems.append(f"label_smoothing must be in [0, 1) (got {config.label_smoothing})")
-    if config.top_k < 1:
-        problems.append(f"top_k must be >= 1 (got {config.top_k})")
-    if config.channels not in (0, 1, 3):
-        problems.append(f"channels must be 0, 1 or 3 (got {config.channels})")
-    if problems:
-        raise InputError("invalid config: " + "; ".join(problems))
-    check_model_config(config)
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """The run's random keys, all derived from the config's seed (so never saved)."""
+
+    init: jax.Array     # parameter initialisation
+    shuffle: jax.Array  # the data order: folded with the epoch
+    train: jax.Array    # augmentation: folded with the step, then the example
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "RunKeys":
+        return cls(*jax.random.split(jax.random.key(seed), 3))
 
 
-class Evaluator:
-    """Evaluates a replicated state over a whole split kept on the devices, each example once."""
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """What stays fixed while a run trains: the config, the compiled step, the data on the devices."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
-                 devices: list[jax.Device], global_batch: int):
-        n = len(devices)
-        per_device = -(-global_batch // n)  # padding makes any eval batch size work
-        indices, mask = eval_indices(len(labels), per_device * n)
-        self.batches = [(i.reshape(n, per_device), m.reshape(n, per_device)) for i, m in zip(indices, mask)]
-        self.images = replicate(images, devices)
-        self.labels = replicate(labels, devices)
-        self.fn = make_eval_fn(preprocess, devices)
-
-    def __call__(self, state) -> dict[str, Any]:
-        totals = None
-        for indices, mask in self.batches:  # sums stay on the device until the end
-            sums = self.fn(state, self.images, self.labels, indices, mask)
-            totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
-        return summarize_eval(jax.device_get(unreplicate(totals)))
-
-
-def _check_finite(losses: np.ndarray, first_step: int) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        step = first_step + int(bad[0]) + 1
-        raise FloatingPointError(
-            f"training loss became {losses[bad[0]]} at step {step}; the run was stopped there. Lower "
-            f"--learning_rate, add --warmup_epochs, or check the input data.")
-
-
-def _call_end(position: int, base_step: int, steps_per_epoch: int, steps_per_call: int, every: int) -> int:
-    """Where the device call starting at `position` in the epoch ends: after steps_per_call steps,
-    at the end of the epoch, or on a multiple of `every` global steps (a checkpoint is due there)."""
-    end = min(position + steps_per_call, steps_per_epoch)
-    if every:
-        end = min(end, (base_step + position) // every * every + every - base_step)
-    return end
+    config: Config
+    devices: tuple[jax.Device, ...]
+    model: nn.Module
+    num_train: int
+    steps_per_epoch: int
+    keys: RunKeys
+    train_fn: Callable  # jaxrec.parallel.make_train_fn
+    images: jax.Array   # the training split, uint8, replicated
+    labels: jax.Array
+    evaluator: Evaluator
+    checkpoints: RunCheckpointer
+    dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
+    metrics_path: Path
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
@@ -101,159 +76,214 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     exactly as if it had not stopped. SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted.
     Returns the final train state (on the first device); the summary is in workdir/summary.json.
     """
-    start = time.time()
-    check_config(config)
+    check(config)
     devices = select_devices(config.num_devices)
-    num_devices = len(devices)
-    per_device_batch(config.batch_size, num_devices)  # refuse an uneven batch before loading data
+    per_device_batch(config.batch_size, len(devices))  # refuse an uneven batch before loading data
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-
     data = load_data(config)
+    trainer = create_trainer(config, data, devices, workdir)
+    state, run, resumed_from = restore_or_start(trainer, data)
+    write_run_files(workdir, config, data, run.records)
+    started = time.time() - run.elapsed_seconds  # wall time counts the run's earlier sessions too
+    first_epoch, result = run.epoch, None
+    state = replicate(state, devices)
+    with stop_on_signals() as stop:
+        try:
+            for _ in range(run.epoch, config.epochs):
+                state, run = train_epoch(trainer, state, run, stop, started)
+                record = epoch_record(trainer, run, includes_compilation=run.epoch == first_epoch)
+                if evaluation_due(config, run.epoch + 1):
+                    result, eval_record = evaluate(trainer, state)
+                    record.update(eval_record)
+                run = finish_epoch(trainer, state, run, {**record, "wall_seconds": time.time() - started}, started)
+                if stop.requested and run.epoch < config.epochs:
+                    raise interrupted(trainer, run, stop)
+        finally:
+            trainer.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
+    write_summary(workdir, trainer, data, state, run, result, resumed_from, time.time() - started)
+    return unreplicate(state)
+
+
+def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], workdir: Path) -> Trainer:
+    """Puts the data on the devices and builds the compiled train and eval steps."""
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s), %d steps per epoch",
-             data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, num_devices,
+             data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
              devices[0].platform, steps_per_epoch)
-
-    root_key = jax.random.key(config.seed)
+    preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
     model = create_model(config, data.num_classes)
-    state = create_train_state(config, model, data.image_shape, jax.random.split(root_key, 3)[0], steps_per_epoch)
-    param_count = count_params(state.params)
+    return Trainer(
+        config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
+        keys=RunKeys.from_seed(config.seed),
+        train_fn=make_train_fn(preprocess, devices, config.label_smoothing),
+        images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
+        evaluator=Evaluator(model.apply, data.eval.images, data.eval.labels, preprocess, devices,
+                            config.eval_batch_size),
+        checkpoints=RunCheckpointer(workdir, config), dataset=data.describe(),
+        metrics_path=workdir / "metrics.jsonl")
 
-    checkpoints = RunCheckpointer(workdir, config)
-    restored = checkpoints.restore_latest(state) if config.resume else None
-    if restored:
-        state, meta = restored.state, restored.meta
-        root_key = jax.random.wrap_key_data(np.asarray(meta["rng_key_data"], np.uint32))
-        step, first_epoch, position = restored.step, meta["epoch"], meta["step_in_epoch"]
-        sums, records, elapsed = meta["epoch_sums"], meta["records"], meta["elapsed_seconds"]
-        different = data_differences(meta["dataset"], data.describe())
-        if different:
-            raise InputError(f"the checkpoint at step {step} in {checkpoints.directory} was trained on other data: "
-                             f"{'; '.join(different)}. Pass the same data set, or start over with --resume=false "
-                             f"(or another --workdir).")
-        if first_epoch > config.epochs:
-            raise InputError(f"the checkpoint in {checkpoints.directory} has trained {first_epoch} epochs, more than "
-                             f"--epochs {config.epochs}; pass --epochs {first_epoch} or more, or another --workdir")
-        log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", step,
-                 first_epoch + 1, position, steps_per_epoch, checkpoints.directory)
-    else:
-        step = first_epoch = position = 0
-        sums, records, elapsed = None, [], 0.0
-    start -= elapsed  # wall time counts the run's earlier sessions too
-    _, shuffle_key, train_key = jax.random.split(root_key, 3)
 
+def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[TrainState, RunState, int | None]:
+    """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
+    config = trainer.config
+    state = create_train_state(config, trainer.model, data.image_shape, trainer.keys.init, trainer.steps_per_epoch)
+    restored = trainer.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
+    if restored is None:
+        return state, RunState(), None
+    run = restored.meta.run
+    if run.epoch > config.epochs:
+        raise InputError(f"the checkpoint in {trainer.checkpoints.directory} has trained {run.epoch} epochs, more "
+                         f"than --epochs {config.epochs}; pass --epochs {run.epoch} or more, or another --workdir")
+    log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
+             run.position, trainer.steps_per_epoch, trainer.checkpoints.directory)
+    return restored.state, run, run.step
+
+
+def write_run_files(workdir: Path, config: Config, data: DataSplits, records: tuple[Record, ...]) -> None:
+    """config.json, dataset.json, and metrics.jsonl as far as the run has got (a lost epoch's line goes)."""
     config.save(workdir / "config.json")
     outputs.write_json(workdir / "dataset.json", data.describe())
-    metrics_path = workdir / "metrics.jsonl"
-    outputs.write_jsonl(metrics_path, records)  # what the checkpoint knows; drops lines of a lost epoch
+    outputs.write_jsonl(workdir / "metrics.jsonl", records)
 
-    preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
-    train_fn = make_train_fn(preprocess, devices, config.label_smoothing)
-    train_images = replicate(data.train.images, devices)
-    train_labels = replicate(data.train.labels, devices)
-    evaluate = Evaluator(data.eval.images, data.eval.labels, preprocess, devices, config.eval_batch_size)
-    state = replicate(state, devices)
 
-    def save(epoch: int, position: int, sums: dict[str, float], test_accuracy: float | None = None) -> None:
-        checkpoints.save(unreplicate(state), run_meta(
-            config, step=step, epoch=epoch, step_in_epoch=position, epoch_sums=sums, records=records,
-            root_key=root_key, dataset=data.describe(), elapsed=time.time() - start, test_accuracy=test_accuracy),
-            test_accuracy=test_accuracy)
+def train_epoch(trainer: Trainer, state: TrainState, run: RunState, stop: StopRequest,
+                started: float) -> tuple[TrainState, RunState]:
+    """Trains the rest of the current epoch, one device call at a time; saves when a checkpoint is due
+    mid-epoch, and saves and raises TrainingInterrupted when a stop was requested."""
+    config, steps = trainer.config, trainer.steps_per_epoch
+    order = epoch_indices(trainer.keys.shuffle, run.epoch, trainer.num_train, config.batch_size)
+    bar = tqdm(total=steps * config.batch_size, initial=run.position * config.batch_size, unit="img",
+               unit_scale=True, desc=f"epoch {run.epoch + 1}/{config.epochs}", disable=not config.progress,
+               leave=False)
+    while run.position < steps:
+        end = call_end(run, steps, config.steps_per_call, config.checkpoint_every_steps)
+        before = run.position
+        state, run = train_call(trainer, state, run, order[run.position:end])
+        bar.update((run.position - before) * config.batch_size)
+        loss, accuracy = run.epoch_means()
+        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}")
+        due = config.checkpoint_every_steps and run.step % config.checkpoint_every_steps == 0
+        if run.position < steps and (due or stop.requested):
+            save(trainer, state, run, started)
+            if stop.requested:
+                raise interrupted(trainer, run, stop)
+    bar.close()
+    return state, run
 
-    def stop_here(epoch: int, position: int) -> TrainingInterrupted:
-        checkpoints.wait()
-        return TrainingInterrupted(
-            f"stopped by {stop.name} at step {step} (epoch {epoch + 1}, step {position} of {steps_per_epoch}); "
-            f"checkpoint saved in {checkpoints.directory}. To resume, run the same command again "
-            f"(same --workdir).", stop.signum)
 
-    result = None  # the last evaluation, reported in eval.json at the end
-    with stop_on_signals() as stop:
-        try:
-            for epoch in range(first_epoch, config.epochs):
-                indices = epoch_indices(shuffle_key, epoch, len(data.train), config.batch_size)
-                if epoch != first_epoch or sums is None:
-                    position, sums = 0, {"loss": 0.0, "accuracy": 0.0, "seconds": 0.0}
-                bar = tqdm(total=steps_per_epoch * config.batch_size, initial=position * config.batch_size,
-                           unit="img", unit_scale=True, desc=f"epoch {epoch + 1}/{config.epochs}",
-                           disable=not config.progress, leave=False)
-                while position < steps_per_epoch:
-                    end = _call_end(position, epoch * steps_per_epoch, steps_per_epoch, config.steps_per_call,
-                                    config.checkpoint_every_steps)
-                    call_start = time.perf_counter()
-                    state, metrics = train_fn(state, train_images, train_labels,
-                                              split_over_devices(indices[position:end], num_devices), train_key)
-                    loss = np.asarray(metrics["loss"][0])  # waits for the device: the timing is honest
-                    sums["seconds"] += time.perf_counter() - call_start
-                    _check_finite(loss, step)
-                    step += end - position
-                    position = end
-                    for loss_value, accuracy in zip(loss.tolist(), np.asarray(metrics["accuracy"][0]).tolist()):
-                        sums["loss"] += loss_value  # step by step: the same sums whatever the steps per call
-                        sums["accuracy"] += accuracy
-                    bar.update(len(loss) * config.batch_size)
-                    bar.set_postfix(loss=f"{sums['loss'] / position:.4f}", acc=f"{sums['accuracy'] / position:.4f}")
-                    due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-                    if position < steps_per_epoch and (due or stop.requested):
-                        save(epoch, position, sums)
-                        if stop.requested:
-                            raise stop_here(epoch, position)
-                bar.close()
+def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> int:
+    """Where the device call starting at run.position ends: after steps_per_call steps, at the end of
+    the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint is due there)."""
+    end = min(run.position + steps_per_call, steps_per_epoch)
+    if checkpoint_every:
+        end = min(end, run.position + checkpoint_every - run.step % checkpoint_every)
+    return end
 
-                record = {"epoch": epoch + 1, "step": step,
-                          "train_loss": sums["loss"] / steps_per_epoch,
-                          "train_accuracy": sums["accuracy"] / steps_per_epoch,
-                          "train_seconds": sums["seconds"],
-                          "images_per_second": steps_per_epoch * config.batch_size / sums["seconds"]}
-                if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
-                    eval_start = time.perf_counter()
-                    result = evaluate(state)
-                    record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
-                                  test_macro_f1=result["macro_f1"], eval_seconds=time.perf_counter() - eval_start)
-                record["wall_seconds"] = time.time() - start
-                records.append(record)
-                outputs.append_jsonl(metrics_path, record)
-                log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s",
-                         epoch + 1, config.epochs, record["train_loss"], record["train_accuracy"],
-                         f"{record['test_loss']:.4f}" if "test_loss" in record else "-",
-                         f"{record['test_accuracy']:.4f}" if "test_accuracy" in record else "-",
-                         record["images_per_second"])
-                save(epoch + 1, 0, {"loss": 0.0, "accuracy": 0.0, "seconds": 0.0}, record.get("test_accuracy"))
-                if stop.requested and epoch + 1 < config.epochs:
-                    raise stop_here(epoch + 1, 0)
-        finally:
-            checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
 
-    # The first epoch includes compilation; the speed figure leaves it out when there is more.
-    timed = records[1:] or records
-    final = records[-1]
+def train_call(trainer: Trainer, state: TrainState, run: RunState,
+               indices: np.ndarray) -> tuple[TrainState, RunState]:
+    """One device call: len(indices) training steps. Stops the run if the loss is not finite."""
+    start = time.perf_counter()
+    state, metrics = trainer.train_fn(state, trainer.images, trainer.labels,
+                                      split_over_devices(indices, len(trainer.devices)), trainer.keys.train)
+    losses = np.asarray(metrics["loss"][0])  # waits for the device: the timing is honest
+    seconds = time.perf_counter() - start
+    check_finite(losses, run.step)
+    return state, run.after_steps(losses.tolist(), np.asarray(metrics["accuracy"][0]).tolist(), seconds)
+
+
+def check_finite(losses: np.ndarray, first_step: int) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        step = first_step + int(bad[0]) + 1
+        raise FloatingPointError(
+            f"training loss became {losses[bad[0]]} at step {step}; the run was stopped there. Lower "
+            f"--learning_rate, add --warmup_epochs, or check the input data.")
+
+
+def evaluation_due(config: Config, epoch: int) -> bool:
+    """Whether epoch `epoch` (counted from 1) ends with an evaluation: every eval_every_epochs, and the last."""
+    return epoch % config.eval_every_epochs == 0 or epoch == config.epochs
+
+
+def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) -> Record:
+    """The finished epoch's line of metrics.jsonl, training part."""
+    loss, accuracy = run.epoch_means()
+    images = trainer.steps_per_epoch * trainer.config.batch_size
+    return {"epoch": run.epoch + 1, "step": run.step, "train_loss": loss, "train_accuracy": accuracy,
+            "train_seconds": run.train_seconds, "images_per_second": images / run.train_seconds,
+            "includes_compilation": includes_compilation}
+
+
+def evaluate(trainer: Trainer, state: TrainState) -> tuple[dict[str, Any], Record]:
+    """The evaluation of the eval split, and its fields for metrics.jsonl."""
+    start = time.perf_counter()
+    result = trainer.evaluator(state.params)
+    return result, {"test_loss": result["loss"], "test_accuracy": result["accuracy"],
+                    "test_macro_f1": result["macro_f1"], "eval_seconds": time.perf_counter() - start}
+
+
+def finish_epoch(trainer: Trainer, state: TrainState, run: RunState, record: Record, started: float) -> RunState:
+    """Appends the epoch's record to the run and to metrics.jsonl, logs it and saves a checkpoint."""
+    run = run.end_epoch(record)
+    outputs.append_jsonl(trainer.metrics_path, record)
+    log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s",
+             run.epoch, trainer.config.epochs, record["train_loss"], record["train_accuracy"],
+             f"{record['test_loss']:.4f}" if "test_loss" in record else "-",
+             f"{record['test_accuracy']:.4f}" if "test_accuracy" in record else "-", record["images_per_second"])
+    save(trainer, state, run, started, record.get("test_accuracy"))
+    return run
+
+
+def save(trainer: Trainer, state: TrainState, run: RunState, started: float,
+         test_accuracy: float | None = None) -> None:
+    """Starts an asynchronous checkpoint of the (replicated) state and the run."""
+    run = dataclasses.replace(run, elapsed_seconds=time.time() - started)
+    trainer.checkpoints.save(unreplicate(state), run, trainer.dataset, test_accuracy)
+
+
+def interrupted(trainer: Trainer, run: RunState, stop: StopRequest) -> TrainingInterrupted:
+    """Waits for the checkpoint just started; the exception that tells the user how to resume."""
+    trainer.checkpoints.wait()
+    return TrainingInterrupted(
+        f"stopped by {stop.name} at step {run.step} (epoch {run.epoch + 1}, step {run.position} of "
+        f"{trainer.steps_per_epoch}); checkpoint saved in {trainer.checkpoints.directory}. To resume, run the "
+        f"same command again (same --workdir).", stop.signum)
+
+
+def train_speed(records: tuple[Record, ...], images_per_epoch: int) -> float:
+    """Training images/s over the epochs that include no compilation (all of them if none is left)."""
+    timed = [r for r in records if not r.get("includes_compilation")] or list(records)
+    return len(timed) * images_per_epoch / sum(r["train_seconds"] for r in timed)
+
+
+def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: TrainState, run: RunState,
+                  result: dict[str, Any] | None, resumed_from: int | None, wall_seconds: float) -> None:
+    """summary.json, curves.png and the final evaluation (eval.json, eval.md, confusion.png)."""
+    config, final = trainer.config, run.records[-1]
+    result = result or trainer.evaluator(state.params)  # a finished run resumed: nothing was evaluated here
     summary = {
         "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-        "test_macro_f1": final["test_macro_f1"],
-        "epochs": config.epochs, "steps": step,
-        "train_images_per_second": len(timed) * steps_per_epoch * config.batch_size
-        / sum(r["train_seconds"] for r in timed),
-        "param_count": param_count, "seed": config.seed, "num_devices": num_devices,
-        "peak_host_memory_mb": peak_host_memory_mb(),
-        "wall_seconds": time.time() - start,
-        "resumed_from_step": restored.step if restored else None,
-        "test_accuracy_per_epoch": [r.get("test_accuracy") for r in records],
-        "dataset": data.describe(), "config": config.to_dict(),
-        "versions": outputs.versions(), "machine": outputs.machine(),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "test_macro_f1": final["test_macro_f1"], "epochs": config.epochs, "steps": run.step,
+        "train_images_per_second": train_speed(run.records, trainer.steps_per_epoch * config.batch_size),
+        "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
+        "num_devices": len(trainer.devices), "peak_host_memory_mb": host.peak_host_memory_mb(),
+        "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
+        "test_accuracy_per_epoch": [r.get("test_accuracy") for r in run.records],
+        "dataset": data.describe(), "config": config.to_dict(), "versions": host.versions(),
+        "machine": host.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     outputs.write_json(workdir / "summary.json", summary)
-    outputs.plot_curves(records, workdir / "curves.png",
+    outputs.plot_curves(run.records, workdir / "curves.png",
                         title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
-    outputs.write_eval(workdir, report(result or evaluate(state), data.class_names, config.top_k),
+    outputs.write_eval(workdir, report(result, data.class_names, config.top_k),
                        title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
     log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
-             summary["test_accuracy"], config.epochs, step, workdir)
-    return unreplicate(state)
+             summary["test_accuracy"], config.epochs, run.step, workdir)
 
 
-__all__ = ["Evaluator", "check_config", "train_and_evaluate"]
+__all__ = ["RunKeys", "Trainer", "train_and_evaluate"]

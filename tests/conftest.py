@@ -1,17 +1,26 @@
-"""Test setup: 8 fake CPU devices (set before jax is imported), and small shared fixtures."""
+"""Test setup: 8 fake CPU devices and a compilation cache (set before JAX starts, inherited by the
+scripts the tests run), and the small config most loop tests use."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests train the same small programs again (a straight run and a resumed one, 1 and 8 devices):
+# JAX's persistent compilation cache, fresh for each session, compiles each program once. It changes
+# no result: a cached executable is the same executable.
+_CACHE = tempfile.mkdtemp(prefix="jaxrec-tests-xla-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from helpers import SMALL  # noqa: E402
 from jaxrec.config import Config  # noqa: E402
-
-# A narrow version of the article's CNN: same structure, a fraction of the compute, for loop tests.
-SMALL = dict(conv_features=(8, 16), dense_features=32)
 
 
 @pytest.fixture

@@ -3,15 +3,15 @@
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
-from jaxrec.benchmark import BenchmarkOptions, format_report, run_benchmark
-from jaxrec.config import Config
+from helpers import SMALL
+from jaxrec.benchmark import format_report, run_benchmark
+from jaxrec.config import BenchmarkOptions, Config
 from jaxrec.errors import InputError
 from jaxrec.host import peak_host_memory_mb
-
-from conftest import SMALL
 
 TINY = BenchmarkOptions(image_shape=(8, 8, 3), num_classes=4, train_examples=48, eval_examples=20,
                         windows=2, calls_per_window=1, warmup_calls=1, matmul_size=64)
@@ -24,11 +24,12 @@ FIELDS = {"model", "param_count", "image_shape", "num_classes", "batch_size", "e
           "peak_host_memory_mb", "platform", "device_kind", "num_devices", "versions", "date"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_devices,steps", [(1, 3), (2, 1)])
 def test_benchmark_emits_every_field_with_sane_values(num_devices, steps):
     config = Config(**SMALL, batch_size=8, eval_batch_size=6, steps_per_call=steps, num_devices=num_devices)
     result = run_benchmark(config, TINY)
-    assert set(result) == FIELDS
+    assert FIELDS <= set(result)
     json.dumps(result)  # --json must be able to print it
     assert result["num_devices"] == num_devices and result["steps_per_call"] == steps
     assert result["platform"] == "cpu" and result["device_kind"]
@@ -47,6 +48,7 @@ def test_benchmark_emits_every_field_with_sane_values(num_devices, steps):
     assert "images/s" in format_report(result)
 
 
+@pytest.mark.slow
 def test_flops_per_image_do_not_depend_on_steps_per_call_or_devices():
     config = Config(**SMALL, batch_size=8, eval_batch_size=8, num_devices=1, steps_per_call=1)
     one = run_benchmark(config, TINY)
@@ -56,7 +58,11 @@ def test_flops_per_image_do_not_depend_on_steps_per_call_or_devices():
 
 
 def test_peak_host_memory_is_megabytes_of_this_process():
-    assert 10 < peak_host_memory_mb() < 1e6
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("no /proc/self/status to compare with on this platform")
+    kib = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+    assert peak_host_memory_mb() == pytest.approx(kib / 1024, rel=0.05)
 
 
 def test_benchmark_refuses_too_little_data():

@@ -2,14 +2,12 @@
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import chex
 import jax
@@ -19,25 +17,19 @@ import optax
 import pytest
 from flax.training.train_state import TrainState
 
+from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command
 from jaxrec import train as train_lib
-from jaxrec.checkpointing import RunCheckpointer, checkpoint_dir, load_trained
+from jaxrec.checkpointing import CheckpointMeta, RunCheckpointer, checkpoint_dir, load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.interrupt import TrainingInterrupted
+from jaxrec.run_state import RunState
 from jaxrec.train import train_and_evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds")
-
-
-def _records(workdir):
-    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
-
-
-def _steps(workdir):
-    return sorted(int(p.name) for p in checkpoint_dir(workdir).iterdir() if p.name.isdigit())
+# The description of a data set, as DataSplits.describe() gives it, for checkpoints saved by hand.
+DATA = {"name": "none", "class_names": ["a", "b"], "image_shape": [1, 1, 1], "mean": [0.0], "std": [1.0],
+        "train_examples": 2, "eval_examples": 2}
 
 
 def _sigterm_after(monkeypatch, stop_after: int):
@@ -59,14 +51,16 @@ def _sigterm_after(monkeypatch, stop_after: int):
     monkeypatch.setattr(train_lib, "make_train_fn", make_train_fn)
 
 
-@pytest.fixture
-def straight_run(small_config, tmp_path_factory):
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
     """Two epochs straight through (12 steps each), with 5 steps per call."""
-    config = small_config.replace(epochs=2, steps_per_call=5, augment=True)
+    config = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=1, progress=False,
+                    steps_per_call=5, augment=True, **SMALL)
     workdir = tmp_path_factory.mktemp("straight")
     return config, train_and_evaluate(config, workdir), workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps_per_call,stop_after", [(5, 10), (1, 17)])
 def test_interrupted_mid_epoch_then_resumed_is_bit_identical(straight_run, monkeypatch, tmp_path, steps_per_call,
                                                              stop_after):
@@ -78,31 +72,36 @@ def test_interrupted_mid_epoch_then_resumed_is_bit_identical(straight_run, monke
         train_and_evaluate(config, tmp_path)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back
-    assert stop_after % 12 != 0 and _steps(tmp_path)[-1] == stop_after  # saved mid-epoch, at the stop
+    assert stop_after % 12 != 0 and checkpoint_steps(tmp_path)[-1] == stop_after  # saved mid-epoch, at the stop
     monkeypatch.undo()
     resumed = train_and_evaluate(config, tmp_path)
     chex.assert_trees_all_equal(resumed.params, straight.params)
     chex.assert_trees_all_equal(resumed.opt_state, straight.opt_state)
-    assert _records(tmp_path) == _records(straight_dir)
+    assert records(tmp_path) == records(straight_dir)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["resumed_from_step"] == stop_after and summary["steps"] == 24
+    # The resumed process compiled again in the epoch it resumed: its speed is left out of the summary's.
+    compiled = [json.loads(line)["includes_compilation"] for line in (tmp_path / "metrics.jsonl").open()]
+    assert compiled == [True, stop_after > 12]
 
 
+@pytest.mark.slow
 def test_checkpoints_every_n_steps_resume_exactly(small_config, tmp_path):
     # Saves at 5, 10, 15, 20 and at the epoch ends 12, 24; calls of 4 steps are cut to land on them.
     config = small_config.replace(epochs=2, steps_per_call=4, checkpoint_every_steps=5, checkpoint_keep=10,
                                   augment=True)
     straight = train_and_evaluate(config, tmp_path / "straight")
-    assert _steps(tmp_path / "straight") == [5, 10, 12, 15, 20, 24]
+    assert checkpoint_steps(tmp_path / "straight") == [5, 10, 12, 15, 20, 24]
     # As if the process had died after step 15: only the checkpoints up to it exist.
     shutil.copytree(tmp_path / "straight", tmp_path / "crashed")
     for step in (20, 24):
         shutil.rmtree(checkpoint_dir(tmp_path / "crashed") / str(step))
     resumed = train_and_evaluate(config, tmp_path / "crashed")
     chex.assert_trees_all_equal(resumed.params, straight.params)
-    assert _records(tmp_path / "crashed") == _records(tmp_path / "straight")
+    assert records(tmp_path / "crashed") == records(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_other_data_and_fewer_epochs_are_refused(small_config, tmp_path):
     train_and_evaluate(small_config.replace(epochs=2), tmp_path / "run")
     with pytest.raises(InputError, match=r"has trained 2 epochs, more than --epochs 1"):
@@ -114,12 +113,12 @@ def test_other_data_and_fewer_epochs_are_refused(small_config, tmp_path):
         train_and_evaluate(small_config.replace(epochs=3, dataset=str(other)), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_script_cleanly_and_the_rerun_finishes_identically(small_config, tmp_path):
     config = small_config.replace(epochs=8, steps_per_call=1)
     flags = ["--dataset", "cifar10_sample", "--epochs", "8", "--batch_size", "32", "--num_devices", "1",
-             "--steps_per_call", "1", "--conv_features", "8,16", "--dense_features", "32", "--progress", "false",
-             "--workdir", str(tmp_path / "run")]
-    command = [sys.executable, str(ROOT / "experiments" / "cifar_cnn.py"), *flags]
+             "--steps_per_call", "1", *SMALL_FLAGS, "--progress", "false", "--workdir", str(tmp_path / "run")]
+    command = script_command("experiments/cifar_cnn.py", *flags)
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -129,7 +128,7 @@ def test_sigterm_stops_the_script_cleanly_and_the_rerun_finishes_identically(sma
     stderr = process.communicate(timeout=300)[1]
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "stopped by SIGTERM" in stderr and "To resume" in stderr and "Traceback" not in stderr
-    stopped_at = _steps(tmp_path / "run")[-1]
+    stopped_at = checkpoint_steps(tmp_path / "run")[-1]
     assert 12 <= stopped_at < 96
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -137,7 +136,7 @@ def test_sigterm_stops_the_script_cleanly_and_the_rerun_finishes_identically(sma
     assert f"resuming from the checkpoint at step {stopped_at}" in rerun.stderr
     straight = train_and_evaluate(config, tmp_path / "straight")
     chex.assert_trees_all_equal(load_trained(tmp_path / "run", "latest").params, straight.params)
-    assert _records(tmp_path / "run") == _records(tmp_path / "straight")
+    assert records(tmp_path / "run") == records(tmp_path / "straight")
 
 
 def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_path):
@@ -147,25 +146,28 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
         from flax.training.train_state import TrainState
         from jaxrec.checkpointing import RunCheckpointer
         from jaxrec.config import Config
+        from jaxrec.run_state import RunState
         config = Config()
         state = TrainState.create(apply_fn=None, params={{"w": jnp.zeros((32, 1024, 1024))}},
                                   tx=optax.sgd(0.1, momentum=0.9))
         checkpoints = RunCheckpointer({str(tmp_path)!r}, config)
-        checkpoints.save(state.replace(step=1), {{"step": 1, "config": config.to_dict()}})
+        data = {DATA!r}
+        checkpoints.save(state.replace(step=1), RunState(step=1), data)
         checkpoints.wait()
         state = state.replace(params={{"w": jnp.ones((32, 1024, 1024))}}, step=2)
-        checkpoints.save(state, {{"step": 2, "config": config.to_dict()}})
+        checkpoints.save(state, RunState(step=2), data)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     template = jax.eval_shape(lambda: TrainState.create(apply_fn=None, params={"w": jnp.zeros((32, 1024, 1024))},
                                                         tx=optax.sgd(0.1, momentum=0.9)))
-    restored = RunCheckpointer(tmp_path, Config()).restore_latest(template)
+    restored = RunCheckpointer(tmp_path, Config()).restore_latest(template, DATA)
     assert restored.step == 1 and int(restored.state.step) == 1
     assert float(jnp.abs(restored.state.params["w"]).max()) == 0.0
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_restores_on_1_and_back(small_config, tmp_path):
     config = small_config.replace(batch_size=64, steps_per_call=2)  # 6 steps per epoch
     train_and_evaluate(config.replace(num_devices=8), tmp_path)
@@ -174,23 +176,25 @@ def test_checkpoint_from_8_devices_restores_on_1_and_back(small_config, tmp_path
     state = train_and_evaluate(config.replace(num_devices=8, epochs=3), tmp_path)
     assert int(state.step) == 18
     chex.assert_tree_all_finite(state.params)
-    assert [r["epoch"] for r in _records(tmp_path)] == [1, 2, 3]
+    assert [r["epoch"] for r in records(tmp_path)] == [1, 2, 3]
     assert json.loads((tmp_path / "summary.json").read_text())["num_devices"] == 8
 
 
+@pytest.mark.slow
 def test_latest_and_best_are_both_kept_when_the_best_epoch_is_not_the_last(small_config, tmp_path, monkeypatch):
     accuracies = iter([0.5, 0.9, 0.3, 0.2, 0.1])
     evaluate = train_lib.Evaluator.__call__  # real results (eval.json needs them), scripted accuracy
     monkeypatch.setattr(train_lib.Evaluator, "__call__",
-                        lambda self, state: {**evaluate(self, state), "accuracy": next(accuracies)})
+                        lambda self, params: {**evaluate(self, params), "accuracy": next(accuracies)})
     train_and_evaluate(small_config.replace(epochs=5, checkpoint_keep=2), tmp_path)
-    assert _steps(tmp_path) == [24, 48, 60]  # best (epoch 2) and the latest two
+    assert checkpoint_steps(tmp_path) == [24, 48, 60]  # best (epoch 2) and the latest two
     best, latest = load_trained(tmp_path, "best"), load_trained(tmp_path, "latest")
     assert (best.step, best.epoch, best.test_accuracy) == (24, 2, 0.9)
     assert (latest.step, latest.epoch) == (60, 5)
     assert not jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, best.params, latest.params))
 
 
+@pytest.mark.slow
 def test_mismatched_config_is_refused_naming_the_field_and_resume_false_starts_over(small_config, tmp_path):
     train_and_evaluate(small_config, tmp_path)
     with pytest.raises(InputError, match=r"conv_features \(checkpoint: \[8, 16\], now: \(8, 24\)\)"):
@@ -202,6 +206,7 @@ def test_mismatched_config_is_refused_naming_the_field_and_resume_false_starts_o
     assert len(list(tmp_path.glob("checkpoints.replaced-*/12"))) == 1  # moved aside, not deleted
 
 
+@pytest.mark.slow
 def test_unreadable_latest_checkpoint_is_skipped_for_the_last_complete_one(small_config, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="jaxrec")
     train_and_evaluate(small_config.replace(epochs=2), tmp_path)
@@ -211,7 +216,7 @@ def test_unreadable_latest_checkpoint_is_skipped_for_the_last_complete_one(small
     state = train_and_evaluate(small_config.replace(epochs=3), tmp_path)
     assert "checkpoint step 24" in caplog.text and "trying an older one" in caplog.text
     assert "resuming from the checkpoint at step 12" in caplog.text
-    assert int(state.step) == 36 and _steps(tmp_path)[-1] == 36
+    assert int(state.step) == 36 and checkpoint_steps(tmp_path)[-1] == 36
     assert len(list(tmp_path.glob("checkpoints.unreadable/24-*"))) == 1
 
 
@@ -219,11 +224,22 @@ def test_nan_parameters_are_never_saved(tmp_path):
     checkpoints = RunCheckpointer(tmp_path, Config())
     state = TrainState.create(apply_fn=None, params={"w": jnp.array([1.0, jnp.nan])}, tx=optax.sgd(0.1))
     with pytest.raises(FloatingPointError, match="NaN or inf at step 3; no checkpoint was written"):
-        checkpoints.save(state, {"step": 3, "config": Config().to_dict()})
+        checkpoints.save(state, RunState(step=3), DATA)
     checkpoints.close()
-    assert _steps(tmp_path) == []
+    assert checkpoint_steps(tmp_path) == []
 
 
 def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
     with pytest.raises(InputError, match="holds no checkpoints"):
         load_trained(tmp_path)
+
+
+def test_meta_written_before_the_run_state_existed_still_resumes():
+    legacy = {"step": 17, "epoch": 1, "step_in_epoch": 5, "epoch_sums": {"loss": 9.5, "accuracy": 1.25, "seconds": 3.0},
+              "records": [{"epoch": 1, "test_accuracy": 0.25}], "rng_key_data": [0, 0], "config": {"seed": 0, "conv_features": [32, 64]},
+              "dataset": {"class_names": ["a"]}, "elapsed_seconds": 42.0, "test_accuracy": None, "versions": {},
+              "saved": "2026-11-25 10:00:00 UTC"}
+    meta = CheckpointMeta.from_json(legacy)
+    assert meta.run == RunState(step=17, epoch=1, position=5, loss_sum=9.5, accuracy_sum=1.25, train_seconds=3.0,
+                                records=({"epoch": 1, "test_accuracy": 0.25},), elapsed_seconds=42.0)
+    assert CheckpointMeta.from_json(meta.to_json()) == meta

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
+from helpers import PRE, random_batch, small_state
 from jaxrec import outputs
+from jaxrec.evaluation import Evaluator
 from jaxrec.metrics import from_confusion, per_class, report, summarize_eval
 from jaxrec.parallel import replicate, select_devices
 from jaxrec.steps import label_rank
-from jaxrec.train import Evaluator
-
-from test_steps import PRE, _batch, _state
 
 
 def _sklearn(labels, predicted, num_classes):
@@ -64,11 +63,11 @@ def test_label_rank_matches_argmax_and_lax_top_k_including_ties():
 @pytest.mark.parametrize("num_examples,global_batch", [(203, 48), (13, 64)])
 def test_eval_on_8_devices_with_padding_equals_sklearn(num_examples, global_batch):
     num_classes = 10
-    state = _state(num_classes=num_classes)
-    data = _batch(num_examples, seed=11, num_classes=num_classes)
+    state = small_state(num_classes=num_classes)
+    data = random_batch(num_examples, seed=11, num_classes=num_classes)
     images, labels = np.asarray(data["image"]), np.asarray(data["label"])
     devices = select_devices(8)
-    result = Evaluator(images, labels, PRE, devices, global_batch)(replicate(state, devices))
+    result = Evaluator(state.apply_fn, images, labels, PRE, devices, global_batch)(replicate(state.params, devices))
     # Reference: logits of the whole set on the host, scored by scikit-learn.
     logits = np.asarray(state.apply_fn({"params": state.params}, PRE.eval(data["image"])))
     predicted = logits.argmax(-1)

@@ -1,4 +1,4 @@
-"""Evaluating a saved run (python -m jaxrec.evaluate) and classifying new images with it (jaxrec.predict)."""
+"""Evaluating a saved run (`jaxrec evaluate`) and classifying new images with it (`jaxrec predict`)."""
 
 import json
 from pathlib import Path
@@ -7,13 +7,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxrec import evaluate, predict
+from helpers import SMALL
+from jaxrec import cli
 from jaxrec.checkpointing import load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
+from jaxrec.predict import Predictor
 from jaxrec.train import train_and_evaluate
 
-from conftest import SMALL
+pytestmark = pytest.mark.slow  # every test here uses a trained run (the module fixture)
+
+
+def evaluate(*args) -> int:
+    return cli.main(["evaluate", *map(str, args)])
+
+
+def predict(*args) -> int:
+    return cli.main(["predict", *map(str, args)])
 
 
 @pytest.fixture(scope="module")
@@ -30,21 +40,21 @@ def test_evaluate_reproduces_the_training_evaluation_without_overwriting_it(work
     before = (workdir / "eval.json").read_text()
     saved = json.loads(before)
     assert saved["count"] == 100 and saved["top_k"] == 5 and len(saved["per_class"]) == 10
-    assert evaluate.main(["--workdir", str(workdir), "--which", "latest", "--num_devices", "8",
-                          "--batch_size", "24", "--top_k", "3"]) == 0
+    assert evaluate("--workdir", workdir, "--which", "latest", "--num_devices", "8", "--batch_size", "24",
+                    "--top_k", "3") == 0
     again = json.loads((workdir / "eval_test_latest.json").read_text())
     assert again["confusion"] == saved["confusion"] and again["top_k"] == 3  # the final state, on 8 devices
     assert (workdir / "eval.json").read_text() == before
     assert (workdir / "confusion_test_latest.png").exists() and "| airplane |" in capsys.readouterr().out
-    assert evaluate.main(["--workdir", str(workdir), "--split", "train"]) == 0  # the best checkpoint
+    assert evaluate("--workdir", workdir, "--split", "train") == 0  # the best checkpoint
     assert json.loads((workdir / "eval_train.json").read_text())["count"] == 400
 
 
 def test_predict_on_test_images_gives_the_classes_evaluation_counted(workdir, capsys):
-    assert evaluate.main(["--workdir", str(workdir), "--out", str(workdir / "best")]) == 0
+    assert evaluate("--workdir", workdir, "--out", workdir / "best") == 0
     best = json.loads((workdir / "best" / "eval_test.json").read_text())
     capsys.readouterr()
-    assert predict.main(["--workdir", str(workdir), "--json", "--top_k", "3", str(SAMPLE_ROOT / "test")]) == 0
+    assert predict("--workdir", workdir, "--json", "--top_k", "3", SAMPLE_ROOT / "test") == 0
     entries = json.loads(capsys.readouterr().out)
     assert len(entries) == 100 and all("error" not in e for e in entries)
     names = best["class_names"]
@@ -62,7 +72,7 @@ def test_grayscale_png_odd_jpeg_bad_and_missing_files(workdir, tmp_path, capsys)
     Image.fromarray(rng.integers(0, 256, (50, 37), dtype=np.uint8), "L").save(tmp_path / "gray.png")
     Image.fromarray(rng.integers(0, 256, (123, 77, 3), dtype=np.uint8)).save(tmp_path / "odd.jpg")
     (tmp_path / "x.jpg").write_text("not an image")
-    code = predict.main(["--workdir", str(workdir), "--top_k", "20", str(tmp_path), str(tmp_path / "missing.png")])
+    code = predict("--workdir", workdir, "--top_k", "20", tmp_path, tmp_path / "missing.png")
     out, err = capsys.readouterr()
     assert code == 1  # some files failed; the others were still classified
     lines = dict(line.split(": ", 1) for line in out.splitlines())
@@ -71,13 +81,13 @@ def test_grayscale_png_odd_jpeg_bad_and_missing_files(workdir, tmp_path, capsys)
     assert f"{tmp_path / 'x.jpg'}: error: cannot read image" in err
     assert f"{tmp_path / 'missing.png'}: error: no such file or folder" in err
     assert "2 of 4 file(s) could not be classified" in err
-    (entry,) = predict.Predictor(load_trained(workdir)).predict([tmp_path / "gray.png"], k=10)
+    (entry,) = Predictor(load_trained(workdir)).predict([tmp_path / "gray.png"], k=10)
     assert sum(t["probability"] for t in entry["top_k"]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_workdir_without_checkpoint_is_one_clear_line(tmp_path, capsys):
-    assert predict.main(["--workdir", str(tmp_path), "x.jpg"]) == 2
-    assert evaluate.main(["--workdir", str(tmp_path)]) == 2
+    assert predict("--workdir", tmp_path, "x.jpg") == 2
+    assert evaluate("--workdir", tmp_path) == 2
     err = capsys.readouterr().err
     assert err.count("holds no checkpoints") == 2 and "Traceback" not in err
 
@@ -88,12 +98,11 @@ def test_evaluate_on_another_folder_with_some_of_the_classes(workdir, tmp_path, 
     # A test split of its own (no train split): 2 of the 10 classes, and one the model does not know.
     for name, copy in (("cat", "cat"), ("ship", "ship"), ("bird", "zebra")):
         shutil.copytree(SAMPLE_ROOT / "test" / name, tmp_path / "other" / "test" / copy)
-    assert evaluate.main(["--workdir", str(workdir), "--dataset", str(tmp_path / "other"),
-                          "--out", str(tmp_path / "out")]) == 0
+    assert evaluate("--workdir", workdir, "--dataset", tmp_path / "other", "--out", tmp_path / "out") == 0
     result = json.loads((tmp_path / "out" / "eval_other_test.json").read_text())
     support = {row["class"]: row["support"] for row in result["per_class"]}
     assert "leaving out 10 images of classes the model does not know: zebra" in capsys.readouterr().err
     assert support["cat"] == support["ship"] == 10 and sum(support.values()) == 20  # labels follow the names
     shutil.copytree(SAMPLE_ROOT / "test" / "cat", tmp_path / "zoo" / "test" / "zebra")
-    assert evaluate.main(["--workdir", str(workdir), "--dataset", str(tmp_path / "zoo")]) == 2
+    assert evaluate("--workdir", workdir, "--dataset", tmp_path / "zoo") == 2
     assert "has none of the model's classes" in capsys.readouterr().err

@@ -110,14 +110,11 @@ class FolderListing:
 def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], test_fraction: float,
                      seed: int) -> tuple[Files, Files]:
     """Splits each class's images into train and test: round(n * test_fraction) of them, at least one
-    and at most n - 1, go to test.
+    and at most n - 1, go to test (0 < test_fraction < 1, see jaxrec.config).
 
     Deterministic: each class is shuffled by a generator seeded with (seed, crc32 of its name), so a
     class's split does not change when other classes are added or dropped.
     """
-    if not 0 < test_fraction < 1:
-        raise DataError(f"test_fraction must be between 0 and 1 to split a folder without split folders "
-                        f"(got {test_fraction}); e.g. --test_fraction 0.2")
     train_idx, test_idx = [], []
     for label, name in enumerate(classes):
         members = np.flatnonzero(labels == label)

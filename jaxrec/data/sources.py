@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from jaxrec.config import Config
 from jaxrec.data import image_folder
@@ -58,8 +59,6 @@ def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int) -> 
     reader does."""
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
-    from PIL import Image
-
     images = np.stack([image_folder.convert(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), size,
                                             channels) for im in data.images])
     return ArrayDataset(images, data.labels, data.class_names)
@@ -113,7 +112,7 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
         paths = [p for p, k in zip(paths, keep) if k]
         _check_nonempty((paths, labels), config, split)
         return image_folder.read_images(paths, labels, class_names, size, channels)
-    from jaxrec.data.tfds_source import load_tfds
+    from jaxrec.data.tfds_source import load_tfds  # TensorFlow takes seconds to import: only for TFDS sets
 
     data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels)
     keep, labels = _to_model_labels(data.labels, data.class_names, class_names, where)
@@ -137,13 +136,10 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
 def load_data(config: Config) -> DataSplits:
     """Loads the train and eval splits named by the config into memory as uint8 arrays."""
     name = config.dataset
-    if not name:
-        raise DataError("no data set given; pass --dataset (or --data) with a TFDS name, cifar10_sample, "
-                        "or an image-folder path")
     if _is_folder(name):
         train, evaluation = _from_folder(config)
     else:
-        from jaxrec.data.tfds_source import load_tfds
+        from jaxrec.data.tfds_source import load_tfds  # TensorFlow takes seconds to import: only for TFDS sets
 
         size = _config_size(config)
         train = _resize(load_tfds(name, config.train_split, config.data_dir, config.download), size, config.channels)

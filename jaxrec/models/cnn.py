@@ -6,7 +6,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxrec.models.conv import patch_conv
 from jaxrec.models.pooling import max_pool_2x2
@@ -49,7 +48,3 @@ class ArticleCNN(nn.Module):
         x = nn.relu(nn.Dense(self.dense_features)(x))
         return nn.Dense(self.num_classes)(x)
 
-
-def count_params(params) -> int:
-    """Total number of scalars in a parameter tree."""
-    return sum(int(jnp.size(p)) for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,7 @@
+"""`python -m jaxrec ...`: the same command line as the `jaxrec` console script."""
+
+import sys
+
+from jaxrec.cli import main
+
+sys.exit(main())

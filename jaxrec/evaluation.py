@@ -1,0 +1,70 @@
+"""Evaluation over a whole split: every example counted once, on all devices, sums kept on the device.
+
+`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run: the split's
+uint8 images live on the devices, the host sends padded and masked index batches, and the pmapped
+eval step (jaxrec.steps.eval_step) returns sums (loss, confusion matrix, label ranks) from which
+jaxrec.metrics derives accuracy, per-class precision/recall/F1 and top-k accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from jaxrec.checkpointing import Trained
+from jaxrec.config import Config, check
+from jaxrec.data.pipeline import Preprocess, eval_indices
+from jaxrec.data.sources import load_split
+from jaxrec.metrics import report, summarize_eval
+from jaxrec.parallel import make_eval_fn, replicate, select_devices, unreplicate
+
+
+class Evaluator:
+    """Evaluates replicated parameters over a split kept on `devices`.
+
+    apply_fn: the model's apply; images uint8 [N, H, W, C] and labels int32 [N] on the host;
+    global_batch: examples per call over all devices (padding makes any size work).
+    """
+
+    def __init__(self, apply_fn: Callable, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
+                 devices: Sequence[jax.Device], global_batch: int):
+        n = len(devices)
+        self.per_device_batch = -(-global_batch // n)
+        indices, mask = eval_indices(len(labels), self.per_device_batch * n)
+        self._batches = [(i.reshape(n, -1), m.reshape(n, -1)) for i, m in zip(indices, mask)]
+        self._images = replicate(images, devices)
+        self._labels = replicate(labels, devices)
+        self._fn = make_eval_fn(apply_fn, preprocess, devices)
+
+    def __call__(self, params: Any) -> dict[str, Any]:
+        """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
+        totals = None
+        for indices, mask in self._batches:  # sums stay on the device until the end
+            sums = self._fn(params, self._images, self._labels, indices, mask)
+            totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
+        return summarize_eval(jax.device_get(unreplicate(totals)))
+
+    def lower(self, params: Any) -> Any:
+        """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
+        return self._fn.lower(params, self._images, self._labels, *self._batches[0])
+
+
+def evaluate_trained(trained: Trained, config: Config | None = None, split: str | None = None) -> dict[str, Any]:
+    """The evaluation report (see jaxrec.metrics.report) of a trained model (jaxrec.checkpointing.load_trained).
+
+    config: the run's config with what may differ for this evaluation (dataset, data_dir, top_k,
+    num_devices, eval_batch_size); default the run's own. split: default config.eval_split. The
+    data set may be another one with the same classes; the training mean/std are used.
+    """
+    config = check(config or trained.config)
+    split = split or config.eval_split
+    data = load_split(config, split, trained.class_names, trained.image_shape)
+    devices = select_devices(config.num_devices)
+    evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,
+                          config.eval_batch_size)
+    return report(evaluator(replicate(trained.params, devices)), trained.class_names, config.top_k)
+
+
+__all__ = ["Evaluator", "evaluate_trained"]

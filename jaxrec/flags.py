@@ -1,0 +1,119 @@
+"""Command-line flags generated from dataclass fields (`Config`, `BenchmarkOptions`, ...).
+
+Each field becomes a `--name` flag with the field's help text, a converter for its type, `choices`
+for a `Literal` type and, for booleans, a bare `--flag` meaning true. A parse error is one line
+(`jaxrec train: error: argument --epochs: invalid int value: 'x'`), not a usage dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any, Iterable, Literal, NoReturn, Sequence
+
+from jaxrec.config import Config, choices
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps a docstring's layout."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line that points to --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}")
+
+
+def _converter(annotation: Any):
+    """An argparse converter for a field's type annotation."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is tuple:
+        return parse_int_tuple
+    if origin is Literal:
+        return type(args[0])
+    if args:  # Optional[X] / X | None
+        return _converter(args[0])
+    return {bool: parse_bool, int: int, float: float, str: str}[annotation]
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, *,
+              only: Iterable[str] | None = None, inherit: bool = False,
+              aliases: dict[str, str] | None = None) -> None:
+    """Adds one flag per field of the dataclass `cls` (or per field named in `only`).
+
+    defaults: an instance whose values are the flags' defaults (default: cls()). inherit: the flags
+    have no default and are left out of the parsed namespace unless given (for commands whose
+    defaults come from elsewhere, e.g. a saved run's config). aliases: extra flag names for fields,
+    e.g. {"data": "dataset"} makes `--data` mean `--dataset`.
+    """
+    defaults = defaults if defaults is not None else cls()
+    extra: dict[str, list[str]] = {}
+    for alias, name in (aliases or {}).items():
+        extra.setdefault(name, []).append(f"--{alias}")
+    hints = typing.get_type_hints(cls)
+    wanted = set(only) if only is not None else None
+    for field in dataclasses.fields(cls):
+        if wanted is not None and field.name not in wanted:
+            continue
+        convert = _converter(hints[field.name])
+        help_text = field.metadata["help"].replace("%", "%%")
+        kwargs: dict[str, Any] = dict(type=convert, metavar=field.name.upper(), dest=field.name,
+                                      choices=choices(cls, field.name))
+        if kwargs["choices"] is not None:
+            kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
+        if convert is parse_bool:
+            kwargs.update(nargs="?", const=True, metavar="BOOL")
+        if inherit:
+            kwargs.update(default=argparse.SUPPRESS, help=help_text + " (default: the run's own)")
+        else:
+            kwargs.update(default=getattr(defaults, field.name), help=help_text)
+        parser.add_argument(f"--{field.name}", *extra.get(field.name, ()), **kwargs)
+
+
+def values_of(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The parsed values that belong to fields of the dataclass `cls`."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(namespace).items() if k in names}
+
+
+def config_parser(description: str | None = None, defaults: Config | None = None,
+                  aliases: dict[str, str] | None = None, prog: str | None = None) -> Parser:
+    """A parser with one flag per Config field (see add_flags for defaults and aliases)."""
+    parser = Parser(prog=prog, description=description)
+    add_flags(parser, Config, defaults, aliases=aliases)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, description: str | None = None,
+                 defaults: Config | None = None, aliases: dict[str, str] | None = None) -> Config:
+    """Command-line flags -> Config (not yet checked: see jaxrec.config.check)."""
+    namespace = config_parser(description, defaults, aliases).parse_args(argv)
+    return Config(**values_of(namespace, Config))
+
+
+__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "values_of"]

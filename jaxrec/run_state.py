@@ -1,0 +1,61 @@
+"""Where a training run stands: the part of a run that is not arrays, saved with every checkpoint.
+
+The train state (parameters, optimizer state) is what the model has learnt; `RunState` is where the
+loop is: the global step, the epoch, the position in it, the epoch's running sums, the per-epoch
+records so far and the wall time spent. Together they are everything a resumed run needs to
+continue exactly; the random keys are not stored, they are derived from the config's seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """The loop's position and running totals. Immutable: each change returns a new RunState."""
+
+    step: int = 0              # training steps done in the whole run
+    epoch: int = 0             # epochs finished
+    position: int = 0          # steps done in the current epoch
+    loss_sum: float = 0.0      # of the current epoch's per-step training losses
+    accuracy_sum: float = 0.0  # of its per-step training accuracies
+    train_seconds: float = 0.0  # device-call time of the current epoch
+    records: tuple[Record, ...] = ()  # one per finished epoch, as in metrics.jsonl
+    elapsed_seconds: float = 0.0  # wall time of the run up to the last save, all sessions together
+
+    def after_steps(self, losses: Iterable[float], accuracies: Iterable[float], seconds: float) -> "RunState":
+        """The state after one device call that trained len(losses) steps in `seconds`."""
+        loss_sum, accuracy_sum, count = self.loss_sum, self.accuracy_sum, 0
+        for loss, accuracy in zip(losses, accuracies):  # step by step: the same sums whatever the steps per call
+            loss_sum += loss
+            accuracy_sum += accuracy
+            count += 1
+        return dataclasses.replace(self, step=self.step + count, position=self.position + count,
+                                   loss_sum=loss_sum, accuracy_sum=accuracy_sum,
+                                   train_seconds=self.train_seconds + seconds)
+
+    def epoch_means(self) -> tuple[float, float]:
+        """Mean training loss and accuracy of the current epoch so far."""
+        steps = max(self.position, 1)
+        return self.loss_sum / steps, self.accuracy_sum / steps
+
+    def end_epoch(self, record: Record) -> "RunState":
+        """The state at the start of the next epoch, with `record` appended."""
+        return dataclasses.replace(self, epoch=self.epoch + 1, position=0, loss_sum=0.0, accuracy_sum=0.0,
+                                   train_seconds=0.0, records=(*self.records, record))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "records": [dict(r) for r in self.records]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        return cls(**{**values, "records": tuple(values.get("records", ()))})
+
+
+__all__ = ["Record", "RunState"]

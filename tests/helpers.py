@@ -1,0 +1,78 @@
+"""Helpers shared by the tests: small models and batches, reading a run's outputs, running a script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec.checkpointing import checkpoint_dir
+from jaxrec.config import Config
+from jaxrec.data.pipeline import Preprocess
+from jaxrec.models import create_model
+from jaxrec.state import create_train_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A narrow version of the article's CNN: same structure, a fraction of the compute, for loop tests.
+SMALL = dict(conv_features=(8, 16), dense_features=32)
+SMALL_FLAGS = ["--conv_features", "8,16", "--dense_features", "32"]
+# CIFAR-10-like normalisation for steps run on random bytes.
+PRE = Preprocess(mean=(125.0, 123.0, 114.0), std=(63.0, 62.0, 66.0))
+# Fields of a metrics.jsonl record that measure time rather than what was computed.
+TIMING = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds", "includes_compilation")
+
+
+def small_state(config: Config = Config(**SMALL), num_classes: int = 10, shape=(32, 32, 3), seed: int = 0):
+    """A freshly initialised train state of `config`'s model."""
+    model = create_model(config, num_classes)
+    return create_train_state(config, model, shape, jax.random.key(seed), steps_per_epoch=10)
+
+
+def random_batch(n: int, seed: int = 0, num_classes: int = 10, shape=(32, 32, 3)) -> dict[str, jax.Array]:
+    """A batch of random uint8 images with labels and example ids, as the train step takes it."""
+    rng = np.random.default_rng(seed)
+    return {"image": jnp.asarray(rng.integers(0, 256, (n, *shape), dtype=np.uint8)),
+            "label": jnp.asarray(rng.integers(0, num_classes, n, dtype=np.int32)),
+            "index": jnp.arange(n, dtype=jnp.int32)}
+
+
+def records(workdir: Path) -> list[dict]:
+    """A run's metrics.jsonl without the timing fields: what must be identical between equal runs."""
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in checkpoint_dir(workdir).iterdir() if p.name.isdigit())
+
+
+def script_command(script: str, *args: str) -> list[str]:
+    """The command line that runs a script as a user would: `experiments/x.py` or `-m jaxrec`."""
+    target = ["-m", "jaxrec"] if script == "jaxrec" else [str(ROOT / script)]
+    return [sys.executable, *target, *map(str, args)]
+
+
+def run_script(script: str, *args: str, one_device: bool = False, cwd: Path | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs a script in a fresh process (see script_command), in `cwd`; one_device drops the tests'
+    8 fake devices (the process then has one, like a user's laptop)."""
+    env = {k: v for k, v in os.environ.items() if not (one_device and k == "XLA_FLAGS")}
+    return subprocess.run(script_command(script, *args), capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
+
+
+def load_script(name: str) -> ModuleType:
+    """experiments/<name>.py as a module (its main block does not run)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
