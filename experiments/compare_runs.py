@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from jaxrec.outputs import read_jsonl
-
-TIMING = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds")
+from jaxrec.run_state import TIMING_FIELDS as TIMING
 
 
 def main() -> int:

@@ -143,9 +143,11 @@ class CheckpointMeta:
     def from_json(cls, data: dict[str, Any]) -> "CheckpointMeta":
         if "run" not in data:  # written by jaxrec before the RunState (same fields, flat)
             sums = data["epoch_sums"] or {}
+            # Its speed figure left out the first epoch only (the one that compiled in a straight run).
+            records = [{**r, "includes_compilation": i == 0} for i, r in enumerate(data["records"])]
             data = {**data, "run": {"step": data["step"], "epoch": data["epoch"], "position": data["step_in_epoch"],
                                     "loss_sum": sums.get("loss", 0.0), "accuracy_sum": sums.get("accuracy", 0.0),
-                                    "train_seconds": sums.get("seconds", 0.0), "records": data["records"],
+                                    "train_seconds": sums.get("seconds", 0.0), "records": records,
                                     "elapsed_seconds": data["elapsed_seconds"]}}
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}

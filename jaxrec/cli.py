@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec import flags
-from jaxrec.config import BenchmarkOptions, Config, check
+from jaxrec.config import EVALUATION_FIELDS, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError
 from jaxrec.interrupt import TrainingInterrupted
 
 # Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
 # that `--help` and a refused setting answer at once.
 
-EVALUATE_OVERRIDES = ("dataset", "data_dir", "top_k", "num_devices", "eval_batch_size")
 USAGE = """Train, evaluate and reproduce image classifiers with JAX.
 
 examples:
@@ -86,21 +85,22 @@ def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from jaxrec import outputs
-    from jaxrec.checkpointing import load_trained
-    from jaxrec.evaluation import evaluate_trained
-
     def run() -> None:
+        overrides = {"num_devices": 0, **flags.values_of(args, Config)}  # all local devices unless told
+        check(Config(**overrides), only=list(overrides))
         setup_logging()
+        from jaxrec import outputs
+        from jaxrec.checkpointing import load_trained
+        from jaxrec.evaluation import evaluate_trained
+
         trained = load_trained(args.workdir, args.which)
-        config = trained.config.replace(**flags.values_of(args, Config))
-        split = args.split or config.eval_split
-        result = evaluate_trained(trained, config, split)
+        config = trained.config.replace(**overrides)
+        result = evaluate_trained(trained, config)
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
-        suffix = "_" + "_".join(filter(None, [dataset, split, "latest" if args.which == "latest" else None]))
+        suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, "latest" if args.which == "latest" else None]))
         title = (f"{trained.config.model} ({args.which} checkpoint, epoch {trained.epoch}) on "
-                 f"{dataset or trained.config.dataset_tag}/{split}")
-        paths = outputs.write_eval(Path(args.out or args.workdir), result, suffix, title)
+                 f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
+        paths = outputs.write_eval(Path(getattr(args, "out", args.workdir)), result, suffix, title)
         print(outputs.eval_markdown(result, title))
         print("wrote " + ", ".join(map(str, paths)))
 
@@ -108,14 +108,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from jaxrec.checkpointing import load_trained
-    from jaxrec.predict import Predictor
-
     def run() -> int:
+        check(Config(top_k=args.top_k), only=["top_k"])
         setup_logging()
-        trained = load_trained(args.workdir, args.which)
-        top_k = args.top_k if "top_k" in args else trained.config.top_k
-        entries = Predictor(trained, args.batch_size).predict(args.inputs, top_k)
+        from jaxrec.checkpointing import load_trained
+        from jaxrec.predict import Predictor
+
+        entries = Predictor(load_trained(args.workdir, args.which), args.batch_size).predict(args.inputs, args.top_k)
         if args.json:
             print(json.dumps(entries, indent=2))
         for entry in entries:
@@ -132,12 +131,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from jaxrec.benchmark import format_report, run_benchmark
-
     def run() -> None:
+        config = check(Config(**flags.values_of(args, Config)))
+        options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
         setup_logging()
-        config = Config(**flags.values_of(args, Config))
-        result = run_benchmark(config, BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
+        from jaxrec.benchmark import format_report, run_benchmark
+
+        result = run_benchmark(config, options)
         print(json.dumps(result, indent=2) if args.json else format_report(result))
 
     return exit_code(run)
@@ -159,10 +159,10 @@ def build_parser() -> flags.Parser:
                     "Writes eval_<split>.json/.md and confusion_<split>.png into --out (default: the workdir); "
                     "the run's own eval.json is never overwritten.")
     _add_checkpoint_flags(evaluate_parser)
-    evaluate_parser.add_argument("--split", default=None, help="split to evaluate (default: the run's eval split)")
-    evaluate_parser.add_argument("--out", default=None, help="folder for the report files (default: the workdir)")
-    flags.add_flags(evaluate_parser, Config, only=EVALUATE_OVERRIDES, inherit=True,
-                    aliases={"batch_size": "eval_batch_size"})
+    evaluate_parser.add_argument("--out", default=argparse.SUPPRESS,
+                                 help="folder for the report files (default: the workdir)")
+    flags.add_flags(evaluate_parser, Config, only=EVALUATION_FIELDS, inherit=True,
+                    aliases={"split": "eval_split", "batch_size": "eval_batch_size"})
     evaluate_parser.set_defaults(main=_evaluate)
 
     predict_parser = commands.add_parser(
@@ -172,9 +172,9 @@ def build_parser() -> flags.Parser:
                     "still classified.")
     predict_parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
     _add_checkpoint_flags(predict_parser)
-    flags.add_flags(predict_parser, Config, only=("top_k",), inherit=True)
+    flags.add_flags(predict_parser, Config, only=("top_k",))
     predict_parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
-    predict_parser.add_argument("--batch_size", type=int, default=256, help="images per device call")
+    predict_parser.add_argument("--batch_size", type=flags.positive_int, default=256, help="images per device call")
     predict_parser.set_defaults(main=_predict)
 
     benchmark_parser = commands.add_parser(

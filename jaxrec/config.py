@@ -17,7 +17,7 @@ import json
 import math
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from jaxrec.errors import InputError
 
@@ -132,7 +132,7 @@ class Config:
     # Run.
     seed: int = knob(0, "Seed of every random number in the run (init, shuffling, augmentation).",
                      in_range(0, SEED_LIMIT))
-    num_devices: int = knob(0, "Local devices to train on; 0 uses all of them.", at_least(0))
+    num_devices: int = knob(0, "Local devices to use; 0 uses all of them.", at_least(0))
     steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
                                "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
     eval_every_epochs: int = knob(1, "Evaluate on eval_split every this many epochs (and always at the end).",
@@ -205,18 +205,50 @@ def choices(cls: type, name: str) -> tuple[Any, ...] | None:
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
-def field_problems(settings: Any) -> list[str]:
-    """One line per field of a dataclass whose value is not among its choices or breaks its rule."""
+# Fields that only the RNN reads: their values are checked only when model=rnn.
+RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
+# What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
+EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "eval_batch_size")
+
+
+def _has_type(hint: Any, value: Any) -> bool:
+    """Whether `value` is of the field type `hint` (an int field takes no float or bool)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return True  # the choices check covers it
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_has_type(args[0], v) for v in value)
+    if args:  # X | None
+        return value is None or any(_has_type(a, value) for a in args if a is not type(None))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def field_problems(settings: Any, only: Sequence[str] | None = None) -> list[str]:
+    """One line per field of a dataclass (or per field named in `only`) whose value has the wrong
+    type, is not among its choices, or breaks its rule."""
     problems = []
+    hints = typing.get_type_hints(type(settings))
     for field in dataclasses.fields(settings):
+        if only is not None and field.name not in only:
+            continue
         value = getattr(settings, field.name)
         allowed = choices(type(settings), field.name)
         rule = field.metadata.get("rule")
-        if allowed is not None and value not in allowed:
+        if not _has_type(hints[field.name], value):
+            problems.append(_refusal(field.name, value, f"of type {_type_name(hints[field.name])}"))
+        elif allowed is not None and value not in allowed:
             problems.append(_refusal(field.name, value, "one of " + ", ".join(map(str, allowed))))
         elif rule is not None and not rule(value):
             problems.append(_refusal(field.name, value, rule.wording))
     return problems
+
+
+def _type_name(hint: Any) -> str:
+    return {int: "int", float: "float", bool: "bool", str: "str"}.get(hint, str(hint).replace("typing.", ""))
 
 
 def _refusal(name: str, value: Any, allowed: str) -> str:
@@ -236,16 +268,26 @@ def combination_problems(config: Config) -> list[str]:
     return problems
 
 
-def check(settings: Any) -> Any:
+def config_problems(config: Config, only: Sequence[str] | None = None) -> list[str]:
+    """The refusals of a Config's fields (those in `only`, default all; the rnn_* fields only when
+    model=rnn) and, on a full check, of its combinations."""
+    skip = () if config.model == "rnn" else RNN_FIELDS
+    names = [f.name for f in dataclasses.fields(config) if f.name not in skip and (only is None or f.name in only)]
+    return field_problems(config, names) or (combination_problems(config) if only is None else [])
+
+
+def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     """Returns `settings` (a Config, or another settings dataclass such as BenchmarkOptions) if every
-    value is usable; raises InputError with one line per refusal otherwise."""
-    problems = field_problems(settings)
-    if not problems and isinstance(settings, Config):
-        problems = combination_problems(settings)
+    value (of the fields named in `only`, default all) is usable; raises InputError with one line per
+    refusal otherwise."""
+    if isinstance(settings, Config):
+        problems = config_problems(settings, only)
+    else:
+        problems = field_problems(settings, only)
     if problems:
         raise InputError("\n".join(problems) if len(problems) == 1 else
                          f"{len(problems)} settings cannot be used:\n" + "\n".join(problems))
     return settings
 
 
-__all__ = ["BenchmarkOptions", "Config", "Rule", "check", "choices", "field_problems", "knob"]
+__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "RNN_FIELDS", "Rule", "check", "choices", "field_problems", "knob"]

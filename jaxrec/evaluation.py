@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from jaxrec.checkpointing import Trained
-from jaxrec.config import Config, check
+from jaxrec.config import EVALUATION_FIELDS, Config, check
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.data.sources import load_split
 from jaxrec.metrics import report, summarize_eval
@@ -51,16 +51,15 @@ class Evaluator:
         return self._fn.lower(params, self._images, self._labels, *self._batches[0])
 
 
-def evaluate_trained(trained: Trained, config: Config | None = None, split: str | None = None) -> dict[str, Any]:
+def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str, Any]:
     """The evaluation report (see jaxrec.metrics.report) of a trained model (jaxrec.checkpointing.load_trained).
 
-    config: the run's config with what may differ for this evaluation (dataset, data_dir, top_k,
-    num_devices, eval_batch_size); default the run's own. split: default config.eval_split. The
+    config: the run's config with what may differ for this evaluation (the EVALUATION_FIELDS:
+    dataset, data_dir, eval_split, top_k, num_devices, eval_batch_size); default the run's own. The
     data set may be another one with the same classes; the training mean/std are used.
     """
-    config = check(config or trained.config)
-    split = split or config.eval_split
-    data = load_split(config, split, trained.class_names, trained.image_shape)
+    config = check(config or trained.config, only=EVALUATION_FIELDS)
+    data = load_split(config, config.eval_split, trained.class_names, trained.image_shape)
     devices = select_devices(config.num_devices)
     evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,
                           config.eval_batch_size)

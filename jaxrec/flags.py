@@ -48,6 +48,16 @@ def parse_int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}")
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _converter(annotation: Any):
     """An argparse converter for a field's type annotation."""
     origin = typing.get_origin(annotation)
@@ -116,4 +126,5 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
     return Config(**values_of(namespace, Config))
 
 
-__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "values_of"]
+__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "positive_int",
+           "values_of"]

@@ -12,6 +12,9 @@ import dataclasses
 from typing import Any, Iterable
 
 Record = dict[str, Any]
+# The fields of a record that measure time rather than what was computed: two runs that compute the
+# same thing agree on every other field.
+TIMING_FIELDS = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds", "includes_compilation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,4 +61,4 @@ class RunState:
         return cls(**{**values, "records": tuple(values.get("records", ()))})
 
 
-__all__ = ["Record", "RunState"]
+__all__ = ["Record", "RunState", "TIMING_FIELDS"]

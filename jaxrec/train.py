@@ -76,6 +76,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     exactly as if it had not stopped. SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted.
     Returns the final train state (on the first device); the summary is in workdir/summary.json.
     """
+    entered = time.time()
     check(config)
     devices = select_devices(config.num_devices)
     per_device_batch(config.batch_size, len(devices))  # refuse an uneven batch before loading data
@@ -85,14 +86,15 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     trainer = create_trainer(config, data, devices, workdir)
     state, run, resumed_from = restore_or_start(trainer, data)
     write_run_files(workdir, config, data, run.records)
-    started = time.time() - run.elapsed_seconds  # wall time counts the run's earlier sessions too
-    first_epoch, result = run.epoch, None
+    started = entered - run.elapsed_seconds  # wall time counts the run's earlier sessions too
+    compiled, result = frozenset(), None  # call lengths this process has compiled; the last evaluation
     state = replicate(state, devices)
     with stop_on_signals() as stop:
         try:
             for _ in range(run.epoch, config.epochs):
-                state, run = train_epoch(trainer, state, run, stop, started)
-                record = epoch_record(trainer, run, includes_compilation=run.epoch == first_epoch)
+                state, run, calls = train_epoch(trainer, state, run, stop, started)
+                record = epoch_record(trainer, run, includes_compilation=not calls <= compiled)
+                compiled |= calls
                 if evaluation_due(config, run.epoch + 1):
                     result, eval_record = evaluate(trainer, state)
                     record.update(eval_record)
@@ -151,17 +153,20 @@ def write_run_files(workdir: Path, config: Config, data: DataSplits, records: tu
 
 
 def train_epoch(trainer: Trainer, state: TrainState, run: RunState, stop: StopRequest,
-                started: float) -> tuple[TrainState, RunState]:
+                started: float) -> tuple[TrainState, RunState, frozenset[int]]:
     """Trains the rest of the current epoch, one device call at a time; saves when a checkpoint is due
-    mid-epoch, and saves and raises TrainingInterrupted when a stop was requested."""
+    mid-epoch, and saves and raises TrainingInterrupted when a stop was requested. Also returns the
+    lengths of the calls it made (each length is a program of its own, compiled on first use)."""
     config, steps = trainer.config, trainer.steps_per_epoch
     order = epoch_indices(trainer.keys.shuffle, run.epoch, trainer.num_train, config.batch_size)
     bar = tqdm(total=steps * config.batch_size, initial=run.position * config.batch_size, unit="img",
                unit_scale=True, desc=f"epoch {run.epoch + 1}/{config.epochs}", disable=not config.progress,
                leave=False)
+    calls = set()
     while run.position < steps:
         end = call_end(run, steps, config.steps_per_call, config.checkpoint_every_steps)
         before = run.position
+        calls.add(end - before)
         state, run = train_call(trainer, state, run, order[run.position:end])
         bar.update((run.position - before) * config.batch_size)
         loss, accuracy = run.epoch_means()
@@ -172,7 +177,7 @@ def train_epoch(trainer: Trainer, state: TrainState, run: RunState, stop: StopRe
             if stop.requested:
                 raise interrupted(trainer, run, stop)
     bar.close()
-    return state, run
+    return state, run, frozenset(calls)
 
 
 def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> int:
@@ -211,7 +216,8 @@ def evaluation_due(config: Config, epoch: int) -> bool:
 
 
 def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) -> Record:
-    """The finished epoch's line of metrics.jsonl, training part."""
+    """The finished epoch's line of metrics.jsonl, training part. includes_compilation: the epoch
+    made a device call of a length this process had not run before (its time includes compiling)."""
     loss, accuracy = run.epoch_means()
     images = trainer.steps_per_epoch * trainer.config.batch_size
     return {"epoch": run.epoch + 1, "step": run.step, "train_loss": loss, "train_accuracy": accuracy,

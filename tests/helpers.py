@@ -18,6 +18,7 @@ from jaxrec.checkpointing import checkpoint_dir
 from jaxrec.config import Config
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.models import create_model
+from jaxrec.run_state import TIMING_FIELDS
 from jaxrec.state import create_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +28,6 @@ SMALL = dict(conv_features=(8, 16), dense_features=32)
 SMALL_FLAGS = ["--conv_features", "8,16", "--dense_features", "32"]
 # CIFAR-10-like normalisation for steps run on random bytes.
 PRE = Preprocess(mean=(125.0, 123.0, 114.0), std=(63.0, 62.0, 66.0))
-# Fields of a metrics.jsonl record that measure time rather than what was computed.
-TIMING = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds", "includes_compilation")
 
 
 def small_state(config: Config = Config(**SMALL), num_classes: int = 10, shape=(32, 32, 3), seed: int = 0):
@@ -48,7 +47,7 @@ def random_batch(n: int, seed: int = 0, num_classes: int = 10, shape=(32, 32, 3)
 def records(workdir: Path) -> list[dict]:
     """A run's metrics.jsonl without the timing fields: what must be identical between equal runs."""
     lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS} for line in lines]
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:

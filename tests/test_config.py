@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from helpers import script_command
+from helpers import run_script
 from jaxrec import cli, flags
 from jaxrec.config import BenchmarkOptions, Config, check, choices
 from jaxrec.errors import InputError
-from jaxrec.models import CELLS, MODELS
+from jaxrec.models import CELLS, create_model
+from jaxrec.optim import learning_rate_schedule
 
 
 def test_defaults_reproduce_the_article():
@@ -49,13 +50,19 @@ def test_a_flag_that_does_not_parse_is_one_line(argv, message, capsys):
 
 
 def test_enumerated_fields_offer_exactly_what_the_code_implements():
-    assert choices(Config, "model") == MODELS
+    for model in choices(Config, "model"):  # each choice builds a model
+        assert create_model(Config(model=model), num_classes=10) is not None
     assert set(choices(Config, "rnn_cell")) == set(CELLS)
+    assert set(choices(Config, "lr_schedule")) == {"constant", "cosine", "step"}
+    for schedule in choices(Config, "lr_schedule"):
+        assert learning_rate_schedule(Config(lr_schedule=schedule), steps_per_epoch=10)(5) > 0
 
 
 @pytest.mark.parametrize("changes,refusal", [
     (dict(eval_batch_size=0), "--eval_batch_size 0: must be >= 1"),
     (dict(conv_features=(0,)), "--conv_features 0: must be a non-empty comma-separated list of integers >= 1"),
+    (dict(epochs=2.5), "--epochs 2.5: must be of type int"),
+    (dict(model="rnn", rnn_hidden=0), "--rnn_hidden 0: must be >= 1"),
     (dict(conv_features=()), "--conv_features '': must be a non-empty"),
     (dict(dense_features=0), "--dense_features 0: must be >= 1"),
     (dict(image_size=1), "--image_size 1: must be 0 or >= 8"),
@@ -91,6 +98,17 @@ def test_bad_settings_are_refused_before_jax_starts_or_data_loads(tmp_path):
     assert result.stderr == "error: --eval_batch_size 0: must be >= 1\n"
 
 
+def test_rnn_settings_are_only_checked_for_the_rnn():
+    assert check(Config(model="cnn", rnn_hidden=0, rnn_cell="elman"))
+
+
+def test_a_subset_of_fields_can_be_checked_alone():
+    saved = Config(nesterov=True, momentum=0.0)  # e.g. a run from before the checks: evaluate it anyway
+    assert check(saved, only=["top_k", "num_devices"]) is saved
+    with pytest.raises(InputError, match="--top_k 0"):
+        check(saved.replace(top_k=0), only=["top_k"])
+
+
 def test_config_round_trips_through_json(tmp_path):
     c = Config(conv_features=(4, 8), seed=7, augment=True)
     c.save(tmp_path / "config.json")
@@ -100,7 +118,9 @@ def test_config_round_trips_through_json(tmp_path):
 @pytest.mark.parametrize("command", [["jaxrec", "--help"], ["jaxrec", "train", "--help"],
                                      ["experiments/cifar_cnn.py", "--help"]])
 def test_help_lists_every_knob(command):
-    out = subprocess.run(script_command(*command), capture_output=True, text=True, check=True, timeout=120).stdout
+    result = run_script(*command, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     if command[1:] == ["--help"] and command[0] == "jaxrec":
         assert all(name in out for name in ("train", "evaluate", "predict", "benchmark"))
         return

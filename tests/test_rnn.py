@@ -265,3 +265,4 @@ def test_bad_rnn_settings_are_refused_with_the_fix():
         check(Config(model="rnn", rnn_cell="elman", rnn_hidden=0, rnn_layers=0))
     assert str(refused.value).splitlines()[1:] == ["--rnn_cell elman: must be one of tanh, lstm, gru",
                                                    "--rnn_hidden 0: must be >= 1", "--rnn_layers 0: must be >= 1"]
+    create_model(check(Config(model="cnn", rnn_hidden=0)), num_classes=10)  # rnn knobs only matter for the rnn

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from jaxrec.config import Config
+from jaxrec.config import Config, check
 from jaxrec.data import image_folder
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
 
@@ -135,6 +135,7 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
 
 def load_data(config: Config) -> DataSplits:
     """Loads the train and eval splits named by the config into memory as uint8 arrays."""
+    check(config)
     name = config.dataset
     if _is_folder(name):
         train, evaluation = _from_folder(config)
