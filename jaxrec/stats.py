@@ -1,0 +1,112 @@
+"""Statistics of results over seeds, the way seed studies report them.
+
+`describe(values)` summarises one metric over a study's seeds (mean, sample std, standard error,
+Student-t and bootstrap 95% intervals of the mean, median, range); `compare(a, b)` decides between
+two studies: the difference of means with Welch's interval and p-value, P(A>B) (the chance that a
+random seed of A beats a random seed of B, ties counting half) with a bootstrap interval, and how
+many seeds per arm would detect a difference of the observed size. Bootstraps are seeded, so a
+study's statistics are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+RESAMPLES = 10_000
+
+
+def _t_interval(mean: float, sem: float, dof: float) -> list[float]:
+    if not math.isfinite(sem) or dof <= 0:
+        return [float("nan"), float("nan")]
+    half = float(scipy_stats.t.ppf(0.975, dof)) * sem
+    return [mean - half, mean + half]
+
+
+def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> list[float]:
+    """Percentile bootstrap 95% interval of the mean (values resampled with replacement)."""
+    values = np.asarray(values, np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def describe(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """n, mean, std (ddof 1), sem, ci95 (Student t), bootstrap_ci95, median, min, max, range, values."""
+    values = [float(v) for v in values]
+    array = np.asarray(values, np.float64)
+    n = len(values)
+    mean = float(array.mean())
+    std = float(array.std(ddof=1)) if n > 1 else float("nan")
+    sem = std / math.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "std": std, "sem": sem, "ci95": _t_interval(mean, sem, n - 1),
+            "bootstrap_ci95": bootstrap_mean_interval(array, seed) if n > 1 else [mean, mean],
+            "median": float(np.median(array)), "min": float(array.min()), "max": float(array.max()),
+            "range": float(array.max() - array.min()), "values": values}
+
+
+def prob_a_beats_b(a: Sequence[float], b: Sequence[float]) -> float:
+    """P(A > B) + P(A = B) / 2 for a random value of `a` against a random value of `b`."""
+    a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None, :]
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, float | list[float]]:
+    """Difference of means (a - b) with Welch's 95% interval, its degrees of freedom and the two-sided p-value."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    difference = float(a.mean() - b.mean())
+    se = math.sqrt(var_a + var_b)
+    if se == 0:  # both arms constant: the difference is exact
+        return {"difference": difference, "ci95": [difference, difference], "dof": float("nan"),
+                "p_value": 1.0 if difference == 0 else 0.0}
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    p = float(2 * scipy_stats.t.sf(abs(difference) / se, dof))
+    return {"difference": difference, "ci95": _t_interval(difference, se, dof), "dof": float(dof), "p_value": p}
+
+
+def seeds_needed(a: Sequence[float], b: Sequence[float], power: float = 0.8, alpha: float = 0.05) -> int | None:
+    """Seeds per arm for a two-sided Welch test to detect a difference of the observed size with
+    `power` (normal approximation with the pooled std); None when there is no difference to detect."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    difference = abs(a.mean() - b.mean())
+    spread = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    if difference == 0 or not math.isfinite(spread):
+        return None
+    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    return max(2, math.ceil(2 * (z * spread / difference) ** 2))
+
+
+def compare(a: Sequence[float], b: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> dict[str, Any]:
+    """Study A against study B on one metric (higher is better): Welch's test, P(A>B) with a
+    bootstrap interval, the seeds per arm a difference of this size needs, and a one-line verdict."""
+    test = welch(a, b)
+    rng = np.random.default_rng(seed)
+    a_arr, b_arr = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    resampled = [prob_a_beats_b(a_arr[rng.integers(0, len(a_arr), len(a_arr))],
+                                b_arr[rng.integers(0, len(b_arr), len(b_arr))]) for _ in range(resamples // 10)]
+    result = {"n_a": len(a_arr), "n_b": len(b_arr), "mean_a": float(a_arr.mean()), "mean_b": float(b_arr.mean()),
+              **test, "p_a_beats_b": prob_a_beats_b(a_arr, b_arr),
+              "p_a_beats_b_bootstrap_ci95": [float(np.percentile(resampled, 2.5)),
+                                             float(np.percentile(resampled, 97.5))],
+              "seeds_per_arm_for_80pct_power": seeds_needed(a_arr, b_arr)}
+    return {**result, "verdict": verdict(result)}
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """One line a researcher can paste."""
+    n = f"n={result['n_a']} vs {result['n_b']} seeds"
+    low, high = result["ci95"]
+    difference = f"{result['difference']:+.4f} (95% CI {low:+.4f} to {high:+.4f}, Welch p={result['p_value']:.3g})"
+    needed = result["seeds_per_arm_for_80pct_power"]
+    if result["p_value"] < 0.05:
+        word = "better" if result["difference"] > 0 else "worse"
+        return f"A is {word} than B: {difference}, P(A>B)={result['p_a_beats_b']:.2f} at {n}."
+    more = f"; a difference this size needs about {needed} seeds per arm to detect" if needed else ""
+    return f"No detectable difference at {n}: {difference}, P(A>B)={result['p_a_beats_b']:.2f}{more}."
+
+
+__all__ = ["bootstrap_mean_interval", "compare", "describe", "prob_a_beats_b", "seeds_needed", "verdict", "welch"]

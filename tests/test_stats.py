@@ -1,0 +1,60 @@
+"""Seed-study statistics against scipy and hand-worked cases."""
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from jaxrec import stats
+
+ACCURACIES = [0.7179, 0.7205, 0.7223, 0.7150, 0.7262, 0.7191, 0.7240, 0.7168]
+
+
+def test_describe_matches_numpy_and_scipy():
+    d = stats.describe(ACCURACIES)
+    values = np.asarray(ACCURACIES)
+    assert d["n"] == 8 and d["mean"] == pytest.approx(values.mean()) and d["median"] == pytest.approx(np.median(values))
+    assert d["std"] == pytest.approx(values.std(ddof=1)) and d["sem"] == pytest.approx(scipy_stats.sem(values))
+    low, high = scipy_stats.t.interval(0.95, 7, loc=values.mean(), scale=scipy_stats.sem(values))
+    assert d["ci95"] == pytest.approx([low, high])
+    assert (d["min"], d["max"], d["range"]) == pytest.approx((0.7150, 0.7262, 0.0112))
+    assert d["values"] == ACCURACIES
+
+
+def test_bootstrap_interval_is_seeded_and_agrees_with_scipy():
+    first, again = stats.bootstrap_mean_interval(ACCURACIES, seed=3), stats.bootstrap_mean_interval(ACCURACIES, seed=3)
+    assert first == again and first != stats.bootstrap_mean_interval(ACCURACIES, seed=4)
+    reference = scipy_stats.bootstrap((np.asarray(ACCURACIES),), np.mean, method="percentile", n_resamples=10_000,
+                                      random_state=np.random.default_rng(0)).confidence_interval
+    assert first == pytest.approx([reference.low, reference.high], abs=5e-4)
+    assert first[0] < np.mean(ACCURACIES) < first[1]
+
+
+def test_welch_matches_scipy():
+    a, b = ACCURACIES, [0.7301, 0.7352, 0.7276, 0.7338, 0.7290]
+    result = stats.welch(a, b)
+    reference = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert result["p_value"] == pytest.approx(reference.pvalue) and result["dof"] == pytest.approx(reference.df)
+    interval = reference.confidence_interval(0.95)
+    assert result["ci95"] == pytest.approx([interval.low, interval.high])
+    assert result["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+
+
+def test_p_a_beats_b_on_a_hand_case():
+    # A's 3 beats 1 and 2, ties the 3 (half), loses to nothing: (2 + 0.5) / 3; A's 1 beats nothing, ties the 1.
+    assert stats.prob_a_beats_b([3.0], [1.0, 2.0, 3.0]) == pytest.approx(2.5 / 3)
+    assert stats.prob_a_beats_b([3.0, 1.0], [1.0, 2.0, 3.0]) == pytest.approx((2.5 + 0.5) / 6)
+    assert stats.prob_a_beats_b([1.0], [2.0]) == 0.0 and stats.prob_a_beats_b([2.0], [1.0]) == 1.0
+
+
+def test_compare_gives_a_verdict_and_the_seeds_a_difference_needs():
+    better = stats.compare([0.74, 0.75, 0.745, 0.748, 0.742], [0.71, 0.72, 0.715, 0.718, 0.712])
+    assert better["verdict"].startswith("A is better than B") and better["p_a_beats_b"] == 1.0
+    low, high = better["p_a_beats_b_bootstrap_ci95"]
+    assert 0 <= low <= high <= 1
+    unclear = stats.compare(ACCURACIES[:4], ACCURACIES[4:])
+    assert unclear["verdict"].startswith("No detectable difference at n=4 vs 4 seeds")
+    needed = unclear["seeds_per_arm_for_80pct_power"]
+    assert needed > 4 and f"about {needed} seeds per arm" in unclear["verdict"]
+    # The usual formula: 2 (z_0.975 + z_0.8)^2 (sigma / delta)^2 per arm; sigma = delta gives 16.
+    root2 = 2**0.5  # two values root 2 apart: sample std 1
+    assert stats.seeds_needed([0.0, root2], [1.0, 1.0 + root2]) == 16
