@@ -51,7 +51,7 @@ BEST_METRIC = "test_accuracy"
 MAY_CHANGE_ON_RESUME = frozenset({
     "dataset", "data_dir", "download", "num_devices", "steps_per_call", "eval_every_epochs",
     "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
-    "top_k",
+    "top_k", "save_predictions",
 })
 # ... except that a decaying schedule depends on the total number of steps.
 SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")

@@ -30,6 +30,7 @@ examples:
   jaxrec train --dataset ~/data/cifar10-jpeg --seed 0 --workdir runs/seed0
   jaxrec evaluate --workdir runs/seed0
   jaxrec predict --workdir runs/seed0 photo.jpg photos/
+  jaxrec study --dataset cifar10_sample --epochs 3 --seeds 0-4 --workdir runs/study
   jaxrec benchmark
 
 `jaxrec COMMAND --help` lists a command's flags and their defaults."""
@@ -76,6 +77,23 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
     """An experiment script's main: training flags over the recipe's `defaults` (plus `aliases`, see
     jaxrec.flags.add_flags), then `train`. Returns the process exit code."""
     return train(flags.parse_config(argv, description, defaults, aliases))
+
+
+def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0) -> int:
+    """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
+    config.workdir (default runs/study_<model>_<dataset>); writes study.json/.md and plots."""
+
+    def run() -> None:
+        from jaxrec.study import StudySpec, parse_seeds, parse_vary, run_study
+
+        spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
+        workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
+        setup_logging()
+        run_study(spec, workdir)
+        print((workdir / "study.md").read_text(), end="")
+        print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
+
+    return exit_code(run)
 
 
 def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +195,20 @@ def build_parser() -> flags.Parser:
     predict_parser.add_argument("--batch_size", type=flags.positive_int, default=256, help="images per device call")
     predict_parser.set_defaults(main=_predict)
 
+    study_parser = commands.add_parser(
+        "study", help="train one config over many seeds; the spread, intervals, disagreement, ensemble",
+        description="A seed study: every training flag, plus the seeds and the sources of randomness they set. "
+                    "Each seed is a normal run in WORKDIR/seed_<n>; WORKDIR/study.json and study.md hold the "
+                    "statistics. Rerun the same command to continue a stopped study.")
+    flags.add_flags(study_parser, Config)
+    study_parser.add_argument("--seeds", required=True, help="a range 0-9, a list 0,3,7, or both: 0-4,9")
+    study_parser.add_argument("--vary", default="all",
+                              help="the sources that take each study seed: all, or a comma list of init, order, "
+                                   "augment, split (the others keep --base_seed)")
+    study_parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
+    study_parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
+                                                      args.base_seed))
+
     benchmark_parser = commands.add_parser(
         "benchmark", help="training and evaluation speed on random data",
         description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
@@ -194,4 +226,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.main(args)
 
 
-__all__ = ["build_parser", "exit_code", "main", "run_experiment", "setup_logging", "train"]
+__all__ = ["build_parser", "exit_code", "main", "run_experiment", "setup_logging", "study", "train"]

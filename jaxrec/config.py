@@ -70,6 +70,12 @@ def sizes_at_least(low: int) -> Rule:
 
 
 SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
+# The independent sources of randomness of a run, each with a seed of its own (`<source>_seed`).
+SOURCES = ("init", "order", "augment", "split")
+
+
+def optional_seed() -> Rule:
+    return Rule(lambda v: v is None or (_number(v) and 0 <= v < SEED_LIMIT), f"unset or in [0, {SEED_LIMIT})")
 
 
 def knob(default: Any, help: str, rule: Rule | None = None) -> Any:
@@ -130,8 +136,15 @@ class Config:
     augment: bool = knob(False, "Random crop with 4-pixel padding and horizontal flip, on the device.")
 
     # Run.
-    seed: int = knob(0, "Seed of every random number in the run (init, shuffling, augmentation).",
-                     in_range(0, SEED_LIMIT))
+    seed: int = knob(0, "Seed of every random number in the run: each source of randomness below takes it "
+                     "unless its own seed is set.", in_range(0, SEED_LIMIT))
+    init_seed: int | None = knob(None, "Seed of the parameter initialisation (default: --seed).", optional_seed())
+    order_seed: int | None = knob(None, "Seed of the data order, a new permutation each epoch (default: --seed).",
+                                  optional_seed())
+    augment_seed: int | None = knob(None, "Seed of the augmentation's crops and flips (default: --seed).",
+                                    optional_seed())
+    split_seed: int | None = knob(None, "Seed of the held-out part of an image folder without split folders "
+                                  "(default: --seed).", optional_seed())
     num_devices: int = knob(0, "Local devices to use; 0 uses all of them.", at_least(0))
     steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
                                "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
@@ -139,6 +152,8 @@ class Config:
                                   at_least(1))
     top_k: int = knob(5, "Report top-k accuracy for this k (clipped to the number of classes).", at_least(1))
     progress: bool = knob(True, "Show a progress bar per epoch.")
+    save_predictions: bool = knob(False, "Also write the eval split's class probabilities and labels at the end "
+                                  "(test_predictions.npz; seed studies use them).")
     workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
 
     # Checkpoints (Orbax, in <workdir>/checkpoints).
@@ -161,6 +176,12 @@ class Config:
     def dataset_tag(self) -> str:
         """A short name for the data set, usable in paths."""
         return Path(self.dataset).name or "data"
+
+    def source_seeds(self) -> dict[str, int]:
+        """The seed of each source of randomness (SOURCES): its own if set, else `seed`."""
+        own = {"init": self.init_seed, "order": self.order_seed, "augment": self.augment_seed,
+               "split": self.split_seed}
+        return {source: self.seed if value is None else value for source, value in own.items()}
 
     def default_workdir(self) -> str:
         return str(Path("runs") / f"{self.model}_{self.dataset_tag}_seed{self.seed}")
@@ -290,4 +311,4 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     return settings
 
 
-__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "RNN_FIELDS", "Rule", "check", "choices", "field_problems", "knob"]
+__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "RNN_FIELDS", "Rule", "SOURCES", "check", "choices", "field_problems", "knob"]

@@ -18,7 +18,7 @@ from jaxrec.config import EVALUATION_FIELDS, Config, check
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.data.sources import load_split
 from jaxrec.metrics import report, summarize_eval
-from jaxrec.parallel import make_eval_fn, replicate, select_devices, unreplicate
+from jaxrec.parallel import make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 
 
 class Evaluator:
@@ -37,6 +37,8 @@ class Evaluator:
         self._images = replicate(images, devices)
         self._labels = replicate(labels, devices)
         self._fn = make_eval_fn(apply_fn, preprocess, devices)
+        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
+        self._count = len(labels)
 
     def __call__(self, params: Any) -> dict[str, Any]:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
@@ -45,6 +47,12 @@ class Evaluator:
             sums = self._fn(params, self._images, self._labels, indices, mask)
             totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
         return summarize_eval(jax.device_get(unreplicate(totals)))
+
+    def probabilities(self, params: Any) -> np.ndarray:
+        """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
+        batches = [np.asarray(self._probabilities_fn(params, self._images, indices)) for indices, _ in self._batches]
+        flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in batches])  # device d holds a contiguous slice
+        return flat[:self._count]  # padding comes last
 
     def lower(self, params: Any) -> Any:
         """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""

@@ -31,6 +31,23 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+PREDICTIONS_FILE = "test_predictions.npz"
+
+
+def write_predictions(workdir: Path, probabilities: np.ndarray, labels: np.ndarray) -> Path:
+    """The eval split's class probabilities (float16, [N, classes]) and labels, compressed, atomically."""
+    path = workdir / PREDICTIONS_FILE
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), labels=labels.astype(np.int32))
+    tmp.replace(path)
+    return path
+
+
+def read_predictions(workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(workdir / PREDICTIONS_FILE) as saved:
+        return saved["probabilities"], saved["labels"]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -104,4 +121,54 @@ def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title:
     write_json(paths[0], report)
     paths[1].write_text(eval_markdown(report, title))
     plot_confusion(report["confusion"], report["class_names"], paths[2], title)
+    return paths
+
+
+def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> list[Path]:
+    """A seed study's plots: test accuracy per epoch (mean, ±std band, min-max envelope),
+    the final accuracy of each seed, and per-class accuracy (mean ± std)."""
+    metrics, n = study["metrics"], len(runs)
+    paths = [directory / name for name in ("study_curves.png", "study_accuracy.png", "study_per_class.png")]
+
+    per_epoch = metrics["test_accuracy_per_epoch"]
+    epochs = np.arange(1, len(per_epoch) + 1)
+    mean, std = (np.array([100 * d[key] for d in per_epoch]) for key in ("mean", "std"))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.fill_between(epochs, [100 * d["min"] for d in per_epoch], [100 * d["max"] for d in per_epoch], alpha=0.15,
+                    label="min-max")
+    ax.fill_between(epochs, mean - std, mean + std, alpha=0.35, label="±1 std")
+    ax.plot(epochs, mean, "o-", label=f"mean of {n} seeds")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy over seeds")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=120)
+
+    final = metrics["test_accuracy"]
+    fig = Figure(figsize=(6, 2.6))
+    ax = fig.subplots()
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, n)  # only spreads the dots vertically
+    ax.scatter([100 * v for v in final["values"]], jitter, s=40, alpha=0.7)
+    for seed, value, y in zip([r["seed"] for r in runs], final["values"], jitter):
+        ax.annotate(str(seed), (100 * value, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axvline(100 * final["mean"], color="black", lw=1, label=f"mean {100 * final['mean']:.2f}%")
+    ax.axvspan(100 * final["ci95"][0], 100 * final["ci95"][1], alpha=0.15, color="black", label="95% CI of the mean")
+    ax.set(xlabel="final test accuracy (%)", yticks=[], ylim=(-0.5, 0.5), title=f"{n} seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=120)
+
+    classes = list(metrics["per_class_accuracy"])
+    fig = Figure(figsize=(max(6, 0.6 * len(classes)), 4))
+    ax = fig.subplots()
+    ax.bar(range(len(classes)), [100 * metrics["per_class_accuracy"][c]["mean"] for c in classes],
+           yerr=[100 * metrics["per_class_accuracy"][c]["std"] for c in classes], capsize=3)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set(ylabel="accuracy (%)", title=f"per-class accuracy, mean ± std over {n} seeds")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
     return paths

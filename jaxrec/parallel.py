@@ -88,6 +88,15 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
                     devices=list(devices))
 
 
+def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+    """(params, images, indices) -> softmax class probabilities [devices, per_device, classes]; pmapped."""
+
+    def probabilities(params, images, indices):
+        return jax.nn.softmax(apply_fn({"params": params}, preprocess.eval(images[indices])), axis=-1)
+
+    return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
+
+
 def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
     """(params, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
 

@@ -39,15 +39,22 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class RunKeys:
-    """The run's random keys, all derived from the config's seed (so never saved)."""
+    """The run's random keys, derived from the config's seeds (so never saved)."""
 
     init: jax.Array     # parameter initialisation
     shuffle: jax.Array  # the data order: folded with the epoch
     train: jax.Array    # augmentation: folded with the step, then the example
 
     @classmethod
-    def from_seed(cls, seed: int) -> "RunKeys":
-        return cls(*jax.random.split(jax.random.key(seed), 3))
+    def from_config(cls, config: Config) -> "RunKeys":
+        """Each key from its own source's seed. With one seed for all (a plain --seed), they are the
+        three parts of split(key(seed), 3), as they have been since the first release."""
+        seeds = config.source_seeds()
+        return cls(init=_part(seeds["init"], 0), shuffle=_part(seeds["order"], 1), train=_part(seeds["augment"], 2))
+
+
+def _part(seed: int, index: int) -> jax.Array:
+    return jax.random.split(jax.random.key(seed), 3)[index]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +127,7 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
     model = create_model(config, data.num_classes)
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
-        keys=RunKeys.from_seed(config.seed),
+        keys=RunKeys.from_config(config),
         train_fn=make_train_fn(preprocess, devices, config.label_smoothing),
         images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
         evaluator=Evaluator(model.apply, data.eval.images, data.eval.labels, preprocess, devices,
@@ -277,6 +284,7 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
         "test_macro_f1": final["test_macro_f1"], "epochs": config.epochs, "steps": run.step,
         "train_images_per_second": train_speed(run.records, trainer.steps_per_epoch * config.batch_size),
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
+        "source_seeds": config.source_seeds(),
         "num_devices": len(trainer.devices), "peak_host_memory_mb": host.peak_host_memory_mb(),
         "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
         "test_accuracy_per_epoch": [r.get("test_accuracy") for r in run.records],
@@ -288,6 +296,8 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
                         title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
     outputs.write_eval(workdir, report(result, data.class_names, config.top_k),
                        title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
+    if config.save_predictions:
+        outputs.write_predictions(workdir, trainer.evaluator.probabilities(state.params), data.eval.labels)
     log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
              summary["test_accuracy"], config.epochs, run.step, workdir)
 

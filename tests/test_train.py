@@ -3,13 +3,15 @@
 import json
 
 import chex
+import jax
 import numpy as np
 import pytest
 
 from helpers import records, run_script
+from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.run_state import RunState
-from jaxrec.train import call_end, train_and_evaluate, train_speed
+from jaxrec.train import RunKeys, call_end, train_and_evaluate, train_speed
 
 
 @pytest.mark.slow
@@ -99,3 +101,18 @@ def test_script_reports_bad_input_without_a_traceback(tmp_path):
     result = run_script("jaxrec", "train", "--dataset", tmp_path / "missing", "--workdir", tmp_path / "w")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: image folder" in result.stderr and "does not exist" in result.stderr
+
+
+def test_a_plain_seed_gives_the_keys_it_always_gave_and_each_source_its_own():
+    old = jax.random.split(jax.random.key(7), 3)  # init, order, augment: the derivation before named sources
+    keys = RunKeys.from_config(Config(seed=7))
+    for key, expected in zip((keys.init, keys.shuffle, keys.train), old):
+        assert np.array_equal(jax.random.key_data(key), jax.random.key_data(expected))
+    order_only = RunKeys.from_config(Config(seed=7, order_seed=8))
+
+    def same(a, b):
+        return np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
+
+    assert same(order_only.init, keys.init) and same(order_only.train, keys.train)
+    assert not same(order_only.shuffle, keys.shuffle)
+    assert Config(seed=7, split_seed=2).source_seeds() == {"init": 7, "order": 7, "augment": 7, "split": 2}

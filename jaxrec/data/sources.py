@@ -34,7 +34,8 @@ def _folder_root(dataset: str) -> Path:
 
 def _list_folder(config: Config) -> image_folder.FolderListing:
     return image_folder.list_folder(_folder_root(config.dataset), config.train_split, config.eval_split,
-                                    config.test_fraction, config.min_images_per_class, config.seed)
+                                    config.test_fraction, config.min_images_per_class,
+                                    config.source_seeds()["split"])
 
 
 def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
