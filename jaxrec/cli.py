@@ -79,16 +79,22 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
     return train(flags.parse_config(argv, description, defaults, aliases))
 
 
-def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0) -> int:
+def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False) -> int:
     """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
-    config.workdir (default runs/study_<model>_<dataset>); writes study.json/.md and plots."""
+    config.workdir (default runs/study_<model>_<dataset>); writes study.json/.md and plots. With
+    `determinism`, first trains the first seed twice and reports whether the runs are bit-identical."""
 
     def run() -> None:
-        from jaxrec.study import StudySpec, parse_seeds, parse_vary, run_study
+        from jaxrec.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
 
         spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
         setup_logging()
+        if determinism:
+            same = check_determinism(spec, workdir)
+            print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
+                  f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
+                  f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
         run_study(spec, workdir)
         print((workdir / "study.md").read_text(), end="")
         print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
@@ -206,8 +212,10 @@ def build_parser() -> flags.Parser:
                               help="the sources that take each study seed: all, or a comma list of init, order, "
                                    "augment, split (the others keep --base_seed)")
     study_parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
+    study_parser.add_argument("--check_determinism", action="store_true",
+                              help="first train the first seed twice and report whether the runs are bit-identical")
     study_parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
-                                                      args.base_seed))
+                                                      args.base_seed, args.check_determinism))
 
     benchmark_parser = commands.add_parser(
         "benchmark", help="training and evaluation speed on random data",

@@ -20,11 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxrec import host, outputs, stats
+from jaxrec.checkpointing import load_trained
 from jaxrec.config import SOURCES, Config, check
 from jaxrec.errors import InputError
+from jaxrec.run_state import TIMING_FIELDS
+from jaxrec.train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +174,49 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
 def run_study(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
     """Trains every seed of `spec` not finished yet (resuming a stopped one), then writes and returns
     the study's statistics (study.json, study.md, study_*.png)."""
-    from jaxrec.train import train_and_evaluate  # imports JAX; the spec checks above run without it
-
     workdir = Path(workdir)
     prepare(spec, workdir)
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s", workdir, len(spec.seeds),
              len(spec.seeds) - len(todo), ", ".join(spec.vary))
+    bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",
+               disable=not spec.config.progress)
     started = time.time()
     for done, seed in enumerate(todo):
         config = spec.seed_config(seed, workdir)
         log.info("study: seed %d (%d of %d to train)%s", seed, done + 1, len(todo), _eta(started, done, len(todo)))
         train_and_evaluate(config, config.workdir)
+        summary = json.loads((Path(config.workdir) / "summary.json").read_text())
+        bar.set_postfix(seed=seed, acc=f"{summary['test_accuracy']:.4f}",
+                        img_s=f"{summary['train_images_per_second']:.0f}")
+        bar.update()
+    bar.close()
     return write_study(spec, workdir)
+
+
+def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
+    """Trains the study's first seed twice (WORKDIR/determinism/first, second) and reports whether
+    the two runs are bit-identical: metrics, parameters and test predictions. Writes determinism.json."""
+    root = Path(workdir) / "determinism"
+    runs = []
+    for name in ("first", "second"):
+        config = spec.seed_config(spec.seeds[0], root).replace(workdir=str(root / name))
+        train_and_evaluate(check(config), config.workdir)
+        runs.append({"records": [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
+                                 for r in outputs.read_jsonl(root / name / "metrics.jsonl")],
+                     "params": load_trained(root / name, "latest").params,
+                     "probabilities": outputs.read_predictions(root / name)[0]})
+    first, second = runs
+    result = {"seed": spec.seeds[0], "metrics_identical": first["records"] == second["records"],
+              "parameters_identical": all(np.array_equal(a, b) for a, b in zip(
+                  jax.tree_util.tree_leaves(first["params"]), jax.tree_util.tree_leaves(second["params"]))),
+              "predictions_identical": bool(np.array_equal(first["probabilities"], second["probabilities"])),
+              "machine": host.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    result["bit_identical"] = all(result[k] for k in ("metrics_identical", "parameters_identical",
+                                                      "predictions_identical"))
+    outputs.write_json(Path(workdir) / "determinism.json", result)
+    return result
 
 
 def _eta(started: float, done: int, total: int) -> str:
@@ -226,5 +261,5 @@ def study_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SPEC_FILE", "StudySpec", "agreement", "finished", "metric_statistics", "parse_seeds", "parse_vary",
+__all__ = ["SPEC_FILE", "StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds", "parse_vary",
            "prepare", "run_study", "spec_differences", "write_study"]

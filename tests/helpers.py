@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrec import train as train_lib
 from jaxrec.checkpointing import checkpoint_dir
 from jaxrec.config import Config
 from jaxrec.data.pipeline import Preprocess
@@ -67,6 +69,25 @@ def run_script(script: str, *args: str, one_device: bool = False, cwd: Path | No
     env = {k: v for k, v in os.environ.items() if not (one_device and k == "XLA_FLAGS")}
     return subprocess.run(script_command(script, *args), capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=timeout)
+
+
+def sigterm_after(monkeypatch, stop_after: int):
+    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call)."""
+    real = train_lib.make_train_fn
+
+    def make_train_fn(*args, **kwargs):
+        fn, done = real(*args, **kwargs), {"steps": 0}
+
+        def train_fn(state, images, labels, indices, rng):
+            out = fn(state, images, labels, indices, rng)
+            before, done["steps"] = done["steps"], done["steps"] + indices.shape[1]
+            if before < stop_after <= done["steps"]:
+                signal.raise_signal(signal.SIGTERM)
+            return out
+
+        return train_fn
+
+    monkeypatch.setattr(train_lib, "make_train_fn", make_train_fn)
 
 
 def load_script(name: str) -> ModuleType:

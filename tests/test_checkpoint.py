@@ -17,7 +17,7 @@ import optax
 import pytest
 from flax.training.train_state import TrainState
 
-from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command
+from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after
 from jaxrec import train as train_lib
 from jaxrec.checkpointing import CheckpointMeta, RunCheckpointer, checkpoint_dir, load_trained
 from jaxrec.config import Config
@@ -30,25 +30,6 @@ from jaxrec.train import train_and_evaluate
 # The description of a data set, as DataSplits.describe() gives it, for checkpoints saved by hand.
 DATA = {"name": "none", "class_names": ["a", "b"], "image_shape": [1, 1, 1], "mean": [0.0], "std": [1.0],
         "train_examples": 2, "eval_examples": 2}
-
-
-def _sigterm_after(monkeypatch, stop_after: int):
-    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call)."""
-    real = train_lib.make_train_fn
-
-    def make_train_fn(*args, **kwargs):
-        fn, done = real(*args, **kwargs), {"steps": 0}
-
-        def train_fn(state, images, labels, indices, rng):
-            out = fn(state, images, labels, indices, rng)
-            before, done["steps"] = done["steps"], done["steps"] + indices.shape[1]
-            if before < stop_after <= done["steps"]:
-                signal.raise_signal(signal.SIGTERM)
-            return out
-
-        return train_fn
-
-    monkeypatch.setattr(train_lib, "make_train_fn", make_train_fn)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +47,7 @@ def test_interrupted_mid_epoch_then_resumed_is_bit_identical(straight_run, monke
                                                              stop_after):
     config, straight, straight_dir = straight_run
     config = config.replace(steps_per_call=steps_per_call)
-    _sigterm_after(monkeypatch, stop_after)
+    sigterm_after(monkeypatch, stop_after)
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="To resume, run the same command again") as stopped:
         train_and_evaluate(config, tmp_path)

@@ -7,14 +7,15 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import SMALL, records
+from helpers import SMALL, records, sigterm_after
 from jaxrec import outputs
 from jaxrec.config import SOURCES, Config
 from jaxrec.data.pipeline import epoch_indices
 from jaxrec.errors import InputError
+from jaxrec.interrupt import TrainingInterrupted
 from jaxrec.models import create_model
 from jaxrec.state import create_train_state
-from jaxrec.study import StudySpec, parse_seeds, parse_vary, run_study
+from jaxrec.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
 from jaxrec.train import RunKeys, train_and_evaluate
 
 
@@ -74,3 +75,25 @@ def test_a_study_seed_is_the_plain_run_and_a_rerun_trains_nothing(small_config, 
     assert (tmp_path / "study" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp  # not retrained
     with pytest.raises(InputError, match=r"holds a study with other settings: learning_rate"):
         run_study(StudySpec(small_config.replace(learning_rate=0.1), seeds=(0,), vary=SOURCES), tmp_path / "study")
+
+
+@pytest.mark.slow
+def test_a_study_stopped_by_sigterm_and_rerun_equals_the_uninterrupted_study(small_config, tmp_path, monkeypatch):
+    spec = StudySpec(small_config.replace(epochs=2), seeds=(4, 5), vary=("order",))
+    straight = run_study(spec, tmp_path / "straight")
+    sigterm_after(monkeypatch, 18)  # seed 4 stops in the middle of epoch 2 (step 6 of 12)
+    with pytest.raises(TrainingInterrupted):
+        run_study(spec, tmp_path / "stopped")
+    monkeypatch.undo()
+    assert not (tmp_path / "stopped" / "study.json").exists()
+    resumed = run_study(spec, tmp_path / "stopped")
+    assert resumed["metrics"] == straight["metrics"]
+    assert (resumed["disagreement"], resumed["ensemble_accuracy"]) == (straight["disagreement"],
+                                                                       straight["ensemble_accuracy"])
+
+
+@pytest.mark.slow
+def test_check_determinism_trains_a_seed_twice_and_finds_it_bit_identical(small_config, tmp_path):
+    result = check_determinism(StudySpec(small_config, seeds=(2,), vary=SOURCES), tmp_path)
+    assert result["bit_identical"] and result["parameters_identical"] and result["seed"] == 2
+    assert json.loads((tmp_path / "determinism.json").read_text())["bit_identical"] is True
