@@ -1,7 +1,7 @@
-"""The `jaxrec` command line: `jaxrec train|evaluate|predict|benchmark` (also `python -m jaxrec ...`).
+"""The `jaxrec` command line: `jaxrec train|evaluate|predict|study|benchmark` (also `python -m jaxrec ...`).
 
-Every flag that sets something a run has is generated from `Config` (jaxrec.flags), so `train`,
-`evaluate`, `predict` and `benchmark` share one spelling, one help text and one set of checks.
+Every flag that sets something a run has is generated from `Config` (jaxrec.flags), so the
+subcommands share one spelling, one help text and one set of checks.
 A settings error is refused before JAX starts and before any data is loaded. The experiment
 scripts are recipes over `train`: `run_experiment(argv, description, defaults)`.
 """
@@ -167,64 +167,74 @@ def _benchmark(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
-def build_parser() -> flags.Parser:
-    """The `jaxrec` parser with its four subcommands."""
-    parser = flags.Parser(prog="jaxrec", description=USAGE)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
+def _add_train(commands) -> None:
+    parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
+                                 description=Config.__doc__)
+    flags.add_flags(parser, Config)
+    parser.set_defaults(main=lambda args: train(Config(**flags.values_of(args, Config))))
 
-    train_parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
-                                       description=Config.__doc__)
-    flags.add_flags(train_parser, Config)
-    train_parser.set_defaults(main=lambda args: train(Config(**flags.values_of(args, Config))))
 
-    evaluate_parser = commands.add_parser(
+def _add_evaluate(commands) -> None:
+    parser = commands.add_parser(
         "evaluate", help="per-class scores and confusion matrix of a run's checkpoint",
         description="Evaluates a run's checkpoint on a split of its data set, or of another with the same classes. "
                     "Writes eval_<split>.json/.md and confusion_<split>.png into --out (default: the workdir); "
                     "the run's own eval.json is never overwritten.")
-    _add_checkpoint_flags(evaluate_parser)
-    evaluate_parser.add_argument("--out", default=argparse.SUPPRESS,
-                                 help="folder for the report files (default: the workdir)")
-    flags.add_flags(evaluate_parser, Config, only=EVALUATION_FIELDS, inherit=True,
+    _add_checkpoint_flags(parser)
+    parser.add_argument("--out", default=argparse.SUPPRESS, help="folder for the report files (default: the workdir)")
+    flags.add_flags(parser, Config, only=EVALUATION_FIELDS, inherit=True,
                     aliases={"split": "eval_split", "batch_size": "eval_batch_size"})
-    evaluate_parser.set_defaults(main=_evaluate)
+    parser.set_defaults(main=_evaluate)
 
-    predict_parser = commands.add_parser(
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
         "predict", help="top-k classes of new images with a run's checkpoint",
         description="Classifies image files and folders (searched recursively) with the training preprocessing. "
                     "A file that cannot be read gets its own error line and the exit code 1; the others are "
                     "still classified.")
-    predict_parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
-    _add_checkpoint_flags(predict_parser)
-    flags.add_flags(predict_parser, Config, only=("top_k",))
-    predict_parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
-    predict_parser.add_argument("--batch_size", type=flags.positive_int, default=256, help="images per device call")
-    predict_parser.set_defaults(main=_predict)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    _add_checkpoint_flags(parser)
+    flags.add_flags(parser, Config, only=("top_k",))
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    parser.add_argument("--batch_size", type=flags.positive_int, default=256, help="images per device call")
+    parser.set_defaults(main=_predict)
 
-    study_parser = commands.add_parser(
+
+def _add_study(commands) -> None:
+    parser = commands.add_parser(
         "study", help="train one config over many seeds; the spread, intervals, disagreement, ensemble",
         description="A seed study: every training flag, plus the seeds and the sources of randomness they set. "
                     "Each seed is a normal run in WORKDIR/seed_<n>; WORKDIR/study.json and study.md hold the "
                     "statistics. Rerun the same command to continue a stopped study.")
-    flags.add_flags(study_parser, Config)
-    study_parser.add_argument("--seeds", required=True, help="a range 0-9, a list 0,3,7, or both: 0-4,9")
-    study_parser.add_argument("--vary", default="all",
-                              help="the sources that take each study seed: all, or a comma list of init, order, "
-                                   "augment, split (the others keep --base_seed)")
-    study_parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
-    study_parser.add_argument("--check_determinism", action="store_true",
-                              help="first train the first seed twice and report whether the runs are bit-identical")
-    study_parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
-                                                      args.base_seed, args.check_determinism))
+    flags.add_flags(parser, Config)
+    parser.add_argument("--seeds", required=True, help="a range 0-9, a list 0,3,7, or both: 0-4,9")
+    parser.add_argument("--vary", default="all", help="the sources that take each study seed: all, or a comma list "
+                                                      "of init, order, augment, split (the others keep --base_seed)")
+    parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
+    parser.add_argument("--check_determinism", action="store_true",
+                        help="first train the first seed twice and report whether the runs are bit-identical")
+    parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
+                                                args.base_seed, args.check_determinism))
 
-    benchmark_parser = commands.add_parser(
+
+def _add_benchmark(commands) -> None:
+    parser = commands.add_parser(
         "benchmark", help="training and evaluation speed on random data",
         description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
                     "compile time, FLOPs, fraction of a measured matmul peak, peak host memory.")
-    flags.add_flags(benchmark_parser, Config, Config(progress=False))
-    flags.add_flags(benchmark_parser, BenchmarkOptions)
-    benchmark_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    benchmark_parser.set_defaults(main=_benchmark)
+    flags.add_flags(parser, Config, Config(progress=False))
+    flags.add_flags(parser, BenchmarkOptions)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    parser.set_defaults(main=_benchmark)
+
+
+def build_parser() -> flags.Parser:
+    """The `jaxrec` parser with its subcommands."""
+    parser = flags.Parser(prog="jaxrec", description=USAGE)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
+    for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_benchmark):
+        add(commands)
     return parser
 
 
