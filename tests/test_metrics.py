@@ -60,7 +60,7 @@ def test_label_rank_matches_argmax_and_lax_top_k_including_ties():
         np.testing.assert_array_equal(ranks < k, in_top_k, err_msg=f"k={k}")
 
 
-@pytest.mark.parametrize("num_examples,global_batch", [(203, 48), (13, 64)])
+@pytest.mark.parametrize("num_examples,global_batch", [(203, 48), pytest.param(13, 64, marks=pytest.mark.slow)])
 def test_eval_on_8_devices_with_padding_equals_sklearn(num_examples, global_batch):
     num_classes = 10
     state = small_state(num_classes=num_classes)

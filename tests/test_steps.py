@@ -49,6 +49,7 @@ def test_train_step_loss_is_the_batch_mean_and_gradients_are_finite():
                                 rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tiny_batch_is_overfit():
     config = Config(**SMALL, learning_rate=0.05)
     state = small_state(config)
@@ -61,8 +62,9 @@ def test_tiny_batch_is_overfit():
 
 
 # The RNN (a tiny one) trains through the same pmap step as the CNN.
-@pytest.mark.parametrize("config", [Config(**SMALL), Config(model="rnn", rnn_cell="tanh", rnn_hidden=8)],
-                         ids=["cnn", "rnn"])
+@pytest.mark.parametrize("config", [pytest.param(Config(**SMALL), id="cnn"),
+                                    pytest.param(Config(model="rnn", rnn_cell="tanh", rnn_hidden=8), id="rnn",
+                                                 marks=pytest.mark.slow)])
 def test_pmap_over_8_devices_equals_one_device(config):
     assert jax.local_device_count() == 8, "conftest must create 8 fake CPU devices"
     state = small_state(config)
@@ -80,6 +82,7 @@ def test_pmap_over_8_devices_equals_one_device(config):
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_equal_one_step_per_call():
     devices = select_devices(2)
     data = random_batch(96, seed=2)
@@ -107,7 +110,8 @@ def test_train_step_runs_unchanged_under_shard_map():
     chex.assert_trees_all_close(via_shard_map.params, single.params, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("num_examples,global_batch", [(1003, 64), (7, 16), (128, 128)])
+@pytest.mark.parametrize("num_examples,global_batch",
+                         [(1003, 64), (7, 16), pytest.param(128, 128, marks=pytest.mark.slow)])
 def test_eval_counts_every_example_exactly_once_on_8_devices(num_examples, global_batch):
     state = small_state()
     data = random_batch(num_examples, seed=7)
