@@ -27,7 +27,7 @@ USAGE = """Train, evaluate and reproduce image classifiers with JAX.
 
 examples:
   jaxrec train --dataset cifar10_sample --epochs 3
-  jaxrec train --dataset ~/data/cifar10-jpeg --seed 0 --workdir runs/seed0
+  jaxrec train --dataset path/to/cifar10-jpeg --seed 0 --workdir runs/seed0
   jaxrec evaluate --workdir runs/seed0
   jaxrec predict --workdir runs/seed0 photo.jpg photos/
   jaxrec study --dataset cifar10_sample --epochs 3 --seeds 0-4 --workdir runs/study
