@@ -166,8 +166,7 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
     predicted = {s: probabilities[s].argmax(-1) for s in seeds}
     pairs = [float(np.mean(predicted[a] != predicted[b])) for a, b in itertools.combinations(seeds, 2)]
     ensemble = np.mean([probabilities[s].astype(np.float64) for s in seeds], axis=0).argmax(-1)
-    return {"disagreement": stats.describe(pairs) if len(pairs) > 1 else
-            {"n": len(pairs), "mean": pairs[0] if pairs else float("nan")},
+    return {"disagreement": stats.describe(pairs) if pairs else None,  # None: one seed has no pair
             "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
 
 
@@ -232,8 +231,7 @@ def write_study(spec: StudySpec, workdir: Path) -> dict[str, Any]:
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
         runs.append({"seed": seed, "summary": json.loads((run_dir / "summary.json").read_text()),
-                     "eval": json.loads((run_dir / "eval.json").read_text()),
-                     "records": outputs.read_jsonl(run_dir / "metrics.jsonl")})
+                     "eval": json.loads((run_dir / "eval.json").read_text())})
         probabilities[seed], labels = outputs.read_predictions(run_dir)
     study = {"metrics": metric_statistics(runs), **agreement(probabilities, labels),
              "seeds": list(spec.seeds), "vary": list(spec.vary), "base_seed": spec.base_seed,
@@ -254,12 +252,14 @@ def study_markdown(study: dict[str, Any]) -> str:
         d = m[name]
         lines.append(f"| {name} | {d['mean']:.4f} | {d['std']:.4f} | {d['ci95'][0]:.4f}-{d['ci95'][1]:.4f} | "
                      f"{d['bootstrap_ci95'][0]:.4f}-{d['bootstrap_ci95'][1]:.4f} | {d['min']:.4f} | {d['max']:.4f} |")
-    lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over pairs); "
-              f"ensemble of {study['ensemble_size']} seeds: accuracy {study['ensemble_accuracy']:.4f}.", "",
-              "| class | accuracy mean | std |", "|---|---:|---:|"]
+    if study["disagreement"]:
+        lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over "
+                  f"pairs); ensemble of {study['ensemble_size']} seeds: accuracy {study['ensemble_accuracy']:.4f}."]
+    lines += ["", "| class | accuracy mean | std |", "|---|---:|---:|"]
     lines += [f"| {name} | {d['mean']:.4f} | {d['std']:.4f} |" for name, d in m["per_class_accuracy"].items()]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SPEC_FILE", "StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds", "parse_vary",
+__all__ = ["SPEC_FILE", "StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds",
+           "parse_vary",
            "prepare", "run_study", "spec_differences", "write_study"]
