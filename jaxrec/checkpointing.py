@@ -198,13 +198,20 @@ class RunCheckpointer:
                           metrics=metrics, force=True)
         self.last_saved_step = run.step
 
-    def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:
+    def restore_latest(self, template: TrainState, dataset: dict[str, Any],
+                       at_most: int | None = None) -> Restored | None:
         """The newest readable checkpoint restored into `template`'s structure, or None if there is none.
 
-        Raises InputError if the checkpoint was written for another model or optimizer config, or
-        for other data than `dataset` (a DataSplits.describe()).
+        at_most: ignore checkpoints after this step, moving them aside (the seeds trained in one
+        program resume from the step they all reached). Raises InputError if the checkpoint was
+        written for another model or optimizer config, or for other data than `dataset` (a
+        DataSplits.describe()).
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
+        if at_most is not None and steps and steps[0] > at_most:
+            ahead = [step for step in steps if step > at_most]
+            self._move_aside(ahead, "superseded", f"ahead of step {at_most}, where the other seeds of this program are")
+            steps = steps[len(ahead):]
         for i, step in enumerate(steps):
             restored = _restore(self.manager, step, template, self.config)
             if restored is not None:
@@ -213,7 +220,7 @@ class RunCheckpointer:
                     raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
                                      f"{'; '.join(different)}. Pass the same data set, or start over with "
                                      f"--resume=false (or another --workdir).")
-                self._move_aside(steps[:i])
+                self._move_aside(steps[:i], "unreadable", "unreadable")
                 return restored
         if steps:  # more likely an incompatible jaxrec version than every save having failed
             raise InputError(f"none of the checkpoints in {self.directory} (steps {steps}) can be read (see the "
@@ -221,17 +228,17 @@ class RunCheckpointer:
                              f"deleted) or use another --workdir.")
         return None
 
-    def _move_aside(self, steps: list[int]) -> None:
-        """Moves unreadable checkpoints out of the manager's way (the run will save those steps again),
-        keeping them for a post-mortem rather than deleting them."""
+    def _move_aside(self, steps: list[int], folder: str, why: str) -> None:
+        """Moves checkpoints out of the manager's way (the run will save those steps again), keeping
+        them (for a post-mortem) rather than deleting them."""
         if not steps:
             return
-        aside = self.directory.with_name(f"{CHECKPOINT_DIR}.unreadable")
+        aside = self.directory.with_name(f"{CHECKPOINT_DIR}.{folder}")
         aside.mkdir(exist_ok=True)
         for step in steps:
             for path in self.directory.glob(f"{step}"):
                 path.rename(aside / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        log.warning("moved unreadable checkpoint(s) %s to %s", steps, aside)
+        log.warning("moved checkpoint(s) %s (%s) to %s", steps, why, aside)
         self.manager.reload()
 
     def wait(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec import flags
-from jaxrec.config import EVALUATION_FIELDS, BenchmarkOptions, Config, check
+from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError
 from jaxrec.interrupt import TrainingInterrupted
 
@@ -79,10 +79,12 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
     return train(flags.parse_config(argv, description, defaults, aliases))
 
 
-def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False) -> int:
+def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False,
+          seeds_per_program: int = 1, model_axis: str = "loop") -> int:
     """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
-    config.workdir (default runs/study_<model>_<dataset>); writes study.json/.md and plots. With
-    `determinism`, first trains the first seed twice and reports whether the runs are bit-identical."""
+    config.workdir (default runs/study_<model>_<dataset>), `seeds_per_program` models per compiled
+    program; writes study.json/.md and plots. With `determinism`, first trains the first seed twice
+    and reports whether the runs are bit-identical."""
 
     def run() -> None:
         from jaxrec.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
@@ -95,7 +97,7 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
             print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
                   f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
                   f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
-        run_study(spec, workdir)
+        run_study(spec, workdir, seeds_per_program, model_axis)
         print((workdir / "study.md").read_text(), end="")
         print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
 
@@ -214,8 +216,16 @@ def _add_study(commands) -> None:
     parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
     parser.add_argument("--check_determinism", action="store_true",
                         help="first train the first seed twice and report whether the runs are bit-identical")
+    parser.add_argument("--seeds_per_program", type=flags.positive_int, default=1,
+                        help="models trained side by side in one compiled program (same results with --model_axis "
+                             "loop; on a CPU one at a time is as fast, see docs/studies.md)")
+    parser.add_argument("--model_axis", choices=MODEL_AXES, default="loop",
+                        help="how a program holds its models: loop (written out one after another: each model's "
+                             "arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, float-rounding "
+                             "differences, 3x slower on XLA:CPU)")
     parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
-                                                args.base_seed, args.check_determinism))
+                                                args.base_seed, args.check_determinism, args.seeds_per_program,
+                                                args.model_axis))
 
 
 def _add_benchmark(commands) -> None:

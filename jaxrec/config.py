@@ -72,6 +72,8 @@ def sizes_at_least(low: int) -> Rule:
 SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
 # The independent sources of randomness of a run, each with a seed of its own (`<source>_seed`).
 SOURCES = ("init", "order", "augment", "split")
+# How a program that trains several models holds them (jaxrec.parallel.make_group_train_fn).
+MODEL_AXES = ("loop", "vmap")
 
 
 def optional_seed() -> Rule:
@@ -182,6 +184,11 @@ class Config:
         own = {"init": self.init_seed, "order": self.order_seed, "augment": self.augment_seed,
                "split": self.split_seed}
         return {source: self.seed if value is None else value for source, value in own.items()}
+
+    def without_seeds(self) -> "Config":
+        """This config with its seeds and workdir cleared: runs that differ only in those build equal
+        models and optimizers, so they share one compiled program (a study's seeds)."""
+        return self.replace(seed=0, workdir=None, **{f"{source}_seed": None for source in SOURCES})
 
     def default_workdir(self) -> str:
         return str(Path("runs") / f"{self.model}_{self.dataset_tag}_seed{self.seed}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import optax
 
 from jaxrec.config import Config
@@ -27,7 +29,14 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
 
 
 def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with momentum; weight decay is coupled L2 (added to the gradient), like torch.optim.SGD."""
+    """SGD with momentum; weight decay is coupled L2 (added to the gradient), like torch.optim.SGD.
+    Configs that differ only in seeds get the same object: it is part of the train state's structure,
+    so runs of one process (a study's seeds) reuse one compiled train step."""
+    return _optimizer(config.without_seeds(), steps_per_epoch)
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     sgd = optax.sgd(learning_rate_schedule(config, steps_per_epoch),
                     momentum=config.momentum or None, nesterov=config.nesterov)
     if config.weight_decay:

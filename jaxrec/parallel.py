@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from flax import jax_utils
 
+from jaxrec.config import MODEL_AXES
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError
 from jaxrec.steps import eval_step, train_step
@@ -61,31 +62,110 @@ def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
     return indices.reshape(steps, num_devices, batch // num_devices).swapaxes(0, 1)
 
 
+def _train_steps_fn(preprocess: Preprocess, label_smoothing: float) -> Callable:
+    """step(state, images, labels, idx, rng): one model's training step on the examples `idx`."""
+    step = functools.partial(train_step, preprocess=preprocess, label_smoothing=label_smoothing, axis_name=AXIS)
+    return lambda state, images, labels, idx, rng: step(
+        state, {"image": images[idx], "label": labels[idx], "index": idx}, rng)
+
+
+def _scan_steps(body: Callable, state: Any, indices: jax.Array) -> tuple[Any, Any]:
+    """`body` over the leading (steps) axis of `indices`: a fully unrolled `lax.scan`, because XLA:CPU
+    runs convolutions inside a while loop (a rolled scan) far slower than the same convolutions at the
+    top level (jax#12868); and a one-step scan stays a loop, so one step is called directly."""
+    if indices.shape[0] == 1:
+        state, metrics = body(state, indices[0])
+        return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
+    return jax.lax.scan(body, state, indices, unroll=True)
+
+
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
                   label_smoothing: float = 0.0) -> Callable:
     """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
 
     state, images, labels: replicated; indices: [devices, steps, per_device]; rng: the run's
-    training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps].
-
-    The steps are a fully unrolled `lax.scan`: XLA:CPU runs convolutions inside a while loop
-    (a rolled scan) far slower than the same convolutions at the top level (jax#12868), and a
-    one-step scan stays a loop, so one step is called directly.
+    training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps]. The same
+    settings give the same function, so the runs of one process (a study's seeds) compile it once.
     """
-    step = functools.partial(train_step, preprocess=preprocess, label_smoothing=label_smoothing,
-                             axis_name=AXIS)
+    return _train_fn(preprocess, tuple(devices), label_smoothing)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], label_smoothing: float) -> Callable:
+    one = _train_steps_fn(preprocess, label_smoothing)
 
     def train_steps(state, images, labels, indices, rng):
-        def body(state, idx):
-            return step(state, {"image": images[idx], "label": labels[idx], "index": idx}, rng)
-
-        if indices.shape[0] == 1:
-            state, metrics = body(state, indices[0])
-            return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
-        return jax.lax.scan(body, state, indices, unroll=True)
+        return _scan_steps(lambda state, idx: one(state, images, labels, idx, rng), state, indices)
 
     return jax.pmap(train_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
                     devices=list(devices))
+
+
+def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
+                        model_axis: str = "loop", label_smoothing: float = 0.0) -> Callable:
+    """K = `models` models trained side by side in one program: (states, images, labels, indices, rngs)
+    -> (states, metrics per step and model), pmapped over devices, states donated.
+
+    states: the K train states stacked on a model axis (`stack_states`), replicated: leaves
+    [devices, K, ...]; indices: [devices, steps, K, per_device] (each model its own data order);
+    rngs: the K training keys [K] (broadcast). metrics: {'loss', 'accuracy'} [devices, steps, K].
+
+    model_axis 'loop' writes the K models out one after another in the program, so each does exactly
+    the single-model program's arithmetic; 'vmap' maps `jax.vmap` over the model axis, which makes
+    every convolution a grouped one (feature_group_count=K): 3x slower on XLA:CPU (docs/studies.md)
+    and slow in the backward pass on GPUs too (jax#13800).
+    """
+    if model_axis not in MODEL_AXES:
+        raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
+    return _group_train_fn(preprocess, tuple(devices), models, model_axis, label_smoothing)
+
+
+@functools.lru_cache(maxsize=16)
+def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
+                    label_smoothing: float) -> Callable:
+    one = _train_steps_fn(preprocess, label_smoothing)
+
+    def group_steps(states, images, labels, indices, rngs):
+        def body(states, idx):  # idx: [K, per_device]
+            if model_axis == "vmap":
+                return jax.vmap(one, in_axes=(0, None, None, 0, 0))(states, images, labels, idx, rngs)
+            outs = [one(member(states, k), images, labels, idx[k], rngs[k]) for k in range(models)]
+            return jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *outs)
+
+        return _scan_steps(body, states, indices)
+
+    return jax.pmap(group_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
+                    devices=list(devices))
+
+
+def member(states: Any, k: int) -> Any:
+    """Model k of states stacked on a (leading) model axis."""
+    return jax.tree_util.tree_map(lambda x: x[k], states)
+
+
+def stack_states(states: Sequence[Any]) -> Any:
+    """K train states (same model and optimizer) as one, every array with a leading model axis [K, ...].
+    The first state's static fields (apply_fn, tx) stand for all."""
+    stack = lambda trees: jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *trees)
+    return states[0].replace(step=np.stack([np.asarray(s.step) for s in states]),
+                             params=stack([s.params for s in states]), opt_state=stack([s.opt_state for s in states]))
+
+
+def make_unstack_fn(models: int, devices: Sequence[jax.Device]) -> Callable:
+    """Replicated stacked states [devices, K, ...] -> K replicated states [devices, ...], on the devices."""
+    return _unstack_fn(models, tuple(devices))
+
+
+@functools.lru_cache(maxsize=16)
+def _unstack_fn(models: int, devices: tuple[jax.Device, ...]) -> Callable:
+    return jax.pmap(lambda states: tuple(member(states, k) for k in range(models)), axis_name=AXIS,
+                    devices=list(devices))
+
+
+def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
+    """[steps, K, global_batch] -> [devices, steps, K, per_device]: as `split_over_devices`, per model."""
+    steps, models, batch = indices.shape
+    return indices.reshape(steps, models, num_devices, batch // num_devices).transpose(2, 0, 1, 3)
 
 
 def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:

@@ -28,6 +28,7 @@ from jaxrec import host, outputs, stats
 from jaxrec.checkpointing import load_trained
 from jaxrec.config import SOURCES, Config, check
 from jaxrec.errors import InputError
+from jaxrec.group import check_group, train_group
 from jaxrec.run_state import TIMING_FIELDS
 from jaxrec.train import train_and_evaluate
 
@@ -170,25 +171,37 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
             "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
 
 
-def run_study(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
-    """Trains every seed of `spec` not finished yet (resuming a stopped one), then writes and returns
-    the study's statistics (study.json, study.md, study_*.png)."""
+def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
+              model_axis: str = "loop") -> dict[str, Any]:
+    """Trains every seed of `spec` not finished yet (resuming a stopped one), `seeds_per_program` at a
+    time in one program (jaxrec.group, with `model_axis`), then writes and returns the study's
+    statistics (study.json, study.md, study_*.png)."""
     workdir = Path(workdir)
+    if seeds_per_program < 1:
+        raise InputError(f"--seeds_per_program {seeds_per_program}: must be 1 or more (models trained in one program)")
     prepare(spec, workdir)
+    if seeds_per_program > 1:
+        check_group([spec.seed_config(seed, workdir) for seed in spec.seeds])
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
-    log.info("study in %s: %d seeds, %d finished, varying %s", workdir, len(spec.seeds),
-             len(spec.seeds) - len(todo), ", ".join(spec.vary))
+    log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
+             len(spec.seeds) - len(todo), ", ".join(spec.vary), seeds_per_program)
     bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",
                disable=not spec.config.progress)
     started = time.time()
-    for done, seed in enumerate(todo):
-        config = spec.seed_config(seed, workdir)
-        log.info("study: seed %d (%d of %d to train)%s", seed, done + 1, len(todo), _eta(started, done, len(todo)))
-        train_and_evaluate(config, config.workdir)
-        summary = json.loads((Path(config.workdir) / "summary.json").read_text())
-        bar.set_postfix(seed=seed, acc=f"{summary['test_accuracy']:.4f}",
-                        img_s=f"{summary['train_images_per_second']:.0f}")
-        bar.update()
+    for done in range(0, len(todo), seeds_per_program):
+        seeds = todo[done:done + seeds_per_program]
+        configs = [spec.seed_config(seed, workdir) for seed in seeds]
+        log.info("study: seed %s (%d-%d of %d to train)%s", ", ".join(map(str, seeds)), done + 1,
+                 done + len(seeds), len(todo), _eta(started, done, len(todo)))
+        if len(configs) == 1:
+            train_and_evaluate(configs[0], configs[0].workdir)
+        else:
+            train_group(configs, model_axis)
+        for seed, config in zip(seeds, configs):
+            summary = json.loads((Path(config.workdir) / "summary.json").read_text())
+            bar.set_postfix(seed=seed, acc=f"{summary['test_accuracy']:.4f}",
+                            img_s=f"{summary['train_images_per_second'] * len(seeds):.0f}")
+            bar.update()
     bar.close()
     return write_study(spec, workdir)
 

@@ -136,11 +136,13 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
         metrics_path=workdir / "metrics.jsonl")
 
 
-def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[TrainState, RunState, int | None]:
-    """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
+def restore_or_start(trainer: Trainer, data: DataSplits,
+                     at_most: int | None = None) -> tuple[TrainState, RunState, int | None]:
+    """A fresh train state and run, or the latest checkpoint's (at step `at_most` or before, if given);
+    and the step resumed from (None if fresh)."""
     config = trainer.config
     state = create_train_state(config, trainer.model, data.image_shape, trainer.keys.init, trainer.steps_per_epoch)
-    restored = trainer.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
+    restored = trainer.checkpoints.restore_latest(state, trainer.dataset, at_most) if config.resume else None
     if restored is None:
         return state, RunState(), None
     run = restored.meta.run
@@ -275,8 +277,11 @@ def train_speed(records: tuple[Record, ...], images_per_epoch: int) -> float:
 
 
 def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: TrainState, run: RunState,
-                  result: dict[str, Any] | None, resumed_from: int | None, wall_seconds: float) -> None:
-    """summary.json, curves.png and the final evaluation (eval.json, eval.md, confusion.png)."""
+                  result: dict[str, Any] | None, resumed_from: int | None, wall_seconds: float,
+                  seeds_per_program: int = 1) -> None:
+    """summary.json, curves.png and the final evaluation (eval.json, eval.md, confusion.png).
+    seeds_per_program: how many models trained in the program (jaxrec.group); the images/s are one
+    model's, the program's throughput is that many times more."""
     config, final = trainer.config, run.records[-1]
     result = result or trainer.evaluator(state.params)  # a finished run resumed: nothing was evaluated here
     summary = {
@@ -285,7 +290,8 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
         "train_images_per_second": train_speed(run.records, trainer.steps_per_epoch * config.batch_size),
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),
-        "num_devices": len(trainer.devices), "peak_host_memory_mb": host.peak_host_memory_mb(),
+        "num_devices": len(trainer.devices), "seeds_per_program": seeds_per_program,
+        "peak_host_memory_mb": host.peak_host_memory_mb(),
         "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
         "test_accuracy_per_epoch": [r.get("test_accuracy") for r in run.records],
         "dataset": data.describe(), "config": config.to_dict(), "versions": host.versions(),

@@ -71,9 +71,10 @@ def run_script(script: str, *args: str, one_device: bool = False, cwd: Path | No
                           timeout=timeout)
 
 
-def sigterm_after(monkeypatch, stop_after: int):
-    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call)."""
-    real = train_lib.make_train_fn
+def sigterm_after(monkeypatch, stop_after: int, module: ModuleType = train_lib, factory: str = "make_train_fn"):
+    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call).
+    module.factory builds the train function (the group loop's: jaxrec.group, make_group_train_fn)."""
+    real = getattr(module, factory)
 
     def make_train_fn(*args, **kwargs):
         fn, done = real(*args, **kwargs), {"steps": 0}
@@ -87,7 +88,7 @@ def sigterm_after(monkeypatch, stop_after: int):
 
         return train_fn
 
-    monkeypatch.setattr(train_lib, "make_train_fn", make_train_fn)
+    monkeypatch.setattr(module, factory, make_train_fn)
 
 
 def load_script(name: str) -> ModuleType:

@@ -38,6 +38,11 @@ def _list_folder(config: Config) -> image_folder.FolderListing:
                                     config.source_seeds()["split"])
 
 
+def split_is_seeded(config: Config) -> bool:
+    """Whether the eval split is drawn with the split seed: an image folder without split folders."""
+    return _is_folder(config.dataset) and not (_folder_root(config.dataset) / config.train_split).is_dir()
+
+
 def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
     if not files[0]:
         raise DataError(f"no images ({', '.join(image_folder.IMAGE_SUFFIXES)}) found in split {split!r} of "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import typing
 
 import flax.linen as nn
@@ -15,7 +16,14 @@ MODELS = typing.get_args(Model)
 
 
 def create_model(config: Config, num_classes: int) -> nn.Module:
-    """Builds the module named by `config.model` (a checked config: see jaxrec.config.check)."""
+    """Builds the module named by `config.model` (a checked config: see jaxrec.config.check).
+    Configs that differ only in seeds get the same module, so the train states of a study's seeds
+    share their structure (apply_fn) and one compiled train step."""
+    return _model(config.without_seeds(), num_classes)
+
+
+@functools.lru_cache(maxsize=32)
+def _model(config: Config, num_classes: int) -> nn.Module:
     if config.model == "rnn":
         return RowRNNClassifier(num_classes=num_classes, cell=config.rnn_cell, hidden=config.rnn_hidden,
                                 num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional)
