@@ -26,7 +26,8 @@ from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
 from jaxrec.evaluation import Evaluator
 from jaxrec.models import count_params, create_model
-from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices
+from jaxrec.parallel import (make_group_train_fn, make_train_fn, make_unstack_fn, per_device_batch, replicate, select_devices,
+                             split_models_over_devices, split_over_devices, stack_states)
 from jaxrec.state import create_train_state
 
 
@@ -58,6 +59,29 @@ def matmul_peak_flops(device: jax.Device, size: int = 0, windows: int = 5) -> fl
     return 2 * size**3 / min(seconds)  # the fastest run: a peak, not a typical value
 
 
+def _training_program(config: Config, options: BenchmarkOptions, preprocess: Preprocess, devices: list[jax.Device],
+                      state: Any, order: np.ndarray, keys: tuple[jax.Array, ...],
+                      steps_per_epoch: int) -> tuple[Callable, Any, list[np.ndarray], jax.Array]:
+    """The train function the loop would run, its replicated state, the index batches of its calls
+    and its key: one model's (make_train_fn), or options.seeds_per_program models' in one program
+    (make_group_train_fn, each model with its own initialisation and data order)."""
+    steps, models, num_devices = config.steps_per_call, options.seeds_per_program, len(devices)
+    if models == 1:
+        calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
+        return make_train_fn(preprocess, devices, config.label_smoothing), replicate(state, devices), calls, keys[2]
+    model = create_model(config, options.num_classes)
+    states = [state] + [create_train_state(config, model, options.image_shape, jax.random.fold_in(keys[0], k),
+                                           steps_per_epoch) for k in range(1, models)]
+    orders = np.stack([order] + [np.resize(epoch_indices(jax.random.fold_in(keys[1], k), 0, options.train_examples,
+                                                         config.batch_size), order.shape)
+                                 for k in range(1, models)], axis=1)  # [steps, K, batch]
+    calls = [split_models_over_devices(orders[i:i + steps], num_devices)
+             for i in range(0, len(orders) - steps + 1, steps)]
+    train_fn = make_group_train_fn(preprocess, devices, models, options.model_axis, config.label_smoothing)
+    rngs = jnp.stack([jax.random.fold_in(keys[2], k) for k in range(models)])
+    return train_fn, replicate(stack_states(states), devices), calls, rngs
+
+
 def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()) -> dict[str, Any]:
     """Times training and evaluation of `config.model` on random data; returns the figures as a dict."""
     check(config)
@@ -81,20 +105,20 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     steps_per_epoch = options.train_examples // config.batch_size
     state = create_train_state(config, model, options.image_shape, init_key, steps_per_epoch)
     param_count = count_params(state.params)
-    state = replicate(state, devices)
     train_images, train_labels = replicate(images, devices), replicate(labels, devices)
 
-    train_fn = make_train_fn(preprocess, devices, config.label_smoothing)
+    one_model = make_train_fn(preprocess, devices, config.label_smoothing)
     order = epoch_indices(shuffle_key, 0, options.train_examples, config.batch_size)
     order = np.resize(order, (max(len(order), steps), config.batch_size))  # at least one call's worth
-    calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
+    one_step = one_model.lower(replicate(state, devices), train_images, train_labels,
+                               split_over_devices(order[:1], num_devices), train_key).compile()
+    train_flops_per_image = _flops(one_step) / (config.batch_size // num_devices)
+    train_fn, state, calls, train_key = _training_program(config, options, preprocess, devices, state, order,
+                                                          (init_key, shuffle_key, train_key), steps_per_epoch)
 
     start = time.perf_counter()
     compiled_train = train_fn.lower(state, train_images, train_labels, calls[0], train_key).compile()
     train_compile_seconds = time.perf_counter() - start
-    one_step = make_train_fn(preprocess, devices, config.label_smoothing).lower(
-        state, train_images, train_labels, calls[0][:, :1], train_key).compile()
-    train_flops_per_image = _flops(one_step) / (config.batch_size // num_devices)
 
     call_number = 0
 
@@ -108,18 +132,20 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
 
     train_calls(options.warmup_calls)
     train_seconds = _timed_windows(lambda: train_calls(options.calls_per_window), options.windows)
-    train_images_per_window = options.calls_per_window * steps * config.batch_size
+    train_images_per_window = options.calls_per_window * steps * config.batch_size * options.seeds_per_program
     train_rate = train_images_per_window / statistics.median(train_seconds)
 
+    params = state.params if options.seeds_per_program == 1 else (
+        make_unstack_fn(options.seeds_per_program, devices)(state)[0].params)  # the first model's
     eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
     eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
     evaluate = Evaluator(model.apply, eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
     start = time.perf_counter()
-    compiled_eval = evaluate.lower(state.params).compile()
+    compiled_eval = evaluate.lower(params).compile()
     eval_compile_seconds = time.perf_counter() - start
     eval_flops_per_image = _flops(compiled_eval) / evaluate.per_device_batch
-    evaluate(state.params)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
-    eval_seconds = _timed_windows(lambda: evaluate(state.params), options.windows)  # ends in device_get
+    evaluate(params)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
+    eval_seconds = _timed_windows(lambda: evaluate(params), options.windows)  # ends in device_get
     eval_rate = options.eval_examples / statistics.median(eval_seconds)
 
     peak = matmul_peak_flops(devices[0], options.matmul_size)
@@ -129,6 +155,7 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
         "model": config.model, "param_count": param_count, "image_shape": list(options.image_shape),
         "num_classes": options.num_classes, "batch_size": config.batch_size,
         "eval_batch_size": config.eval_batch_size, "steps_per_call": steps, "augment": config.augment,
+        "seeds_per_program": options.seeds_per_program, "model_axis": options.model_axis,
         "train_images_per_second": train_rate, "eval_images_per_second": eval_rate,
         "eval_to_train_ratio": eval_rate / train_rate,
         "train_window_seconds": train_seconds, "eval_window_seconds": eval_seconds,
@@ -148,7 +175,8 @@ def format_report(result: dict[str, Any]) -> str:
     r = result
     return "\n".join([
         f"{r['model']} ({r['param_count']:,} params), images {tuple(r['image_shape'])}, batch {r['batch_size']}, "
-        f"{r['steps_per_call']} steps/call, {r['num_devices']} x {r['device_kind']} ({r['platform']})",
+        f"{r['steps_per_call']} steps/call, {r['num_devices']} x {r['device_kind']} ({r['platform']})"
+        + (f", {r['seeds_per_program']} models per program ({r['model_axis']})" if r["seeds_per_program"] > 1 else ""),
         f"train: {r['train_images_per_second']:,.0f} images/s, {r['train_flops_per_image'] / 1e6:,.1f} MFLOP/image, "
         f"{r['train_flops_per_second'] / 1e9:,.1f} GFLOP/s = {r['train_fraction_of_peak']:.0%} of matmul peak "
         f"({r['matmul_peak_flops_per_second'] / 1e9:,.1f} GFLOP/s); compile {r['train_compile_seconds']:.1f} s",

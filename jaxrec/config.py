@@ -25,6 +25,7 @@ Model = Literal["cnn", "rnn"]
 RnnCell = Literal["tanh", "lstm", "gru"]
 Schedule = Literal["constant", "cosine", "step"]
 Channels = Literal[0, 1, 3]
+ModelAxis = Literal["loop", "vmap"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,7 @@ SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 
 # The independent sources of randomness of a run, each with a seed of its own (`<source>_seed`).
 SOURCES = ("init", "order", "augment", "split")
 # How a program that trains several models holds them (jaxrec.parallel.make_group_train_fn).
-MODEL_AXES = ("loop", "vmap")
+MODEL_AXES = typing.get_args(ModelAxis)
 
 
 def optional_seed() -> Rule:
@@ -225,6 +226,9 @@ class BenchmarkOptions:
     warmup_calls: int = knob(2, "Untimed training calls after compilation.", at_least(0))
     matmul_size: int = knob(0, "Side of the square float32 matmul that measures the peak FLOP/s "
                             "(0: 2048 on CPU, 8192 else).", at_least(0))
+    seeds_per_program: int = knob(1, "Models trained side by side in one program, as jaxrec study's; the training "
+                                  "images/s count every model's images.", at_least(1))
+    model_axis: ModelAxis = knob("loop", "How that program holds its models: loop (one after another) or vmap.")
 
 
 def choices(cls: type, name: str) -> tuple[Any, ...] | None:

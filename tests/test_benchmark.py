@@ -1,5 +1,6 @@
 """The benchmark runs the training loop's compiled functions at a tiny size and reports every field."""
 
+import dataclasses
 import json
 import math
 import statistics
@@ -21,17 +22,20 @@ FIELDS = {"model", "param_count", "image_shape", "num_classes", "batch_size", "e
           "train_window_seconds", "eval_window_seconds", "train_compile_seconds", "eval_compile_seconds",
           "train_flops_per_image", "eval_flops_per_image", "train_flops_per_second", "eval_flops_per_second",
           "matmul_peak_flops_per_second", "train_fraction_of_peak", "eval_fraction_of_peak",
-          "peak_host_memory_mb", "platform", "device_kind", "num_devices", "versions", "date"}
+          "peak_host_memory_mb", "platform", "device_kind", "num_devices", "versions", "date", "seeds_per_program",
+          "model_axis"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("num_devices,steps", [(1, 3), (2, 1)])
-def test_benchmark_emits_every_field_with_sane_values(num_devices, steps):
+@pytest.mark.parametrize("num_devices,steps,models", [(1, 3, 1), (2, 1, 1), (2, 2, 3)])
+def test_benchmark_emits_every_field_with_sane_values(num_devices, steps, models):
     config = Config(**SMALL, batch_size=8, eval_batch_size=6, steps_per_call=steps, num_devices=num_devices)
-    result = run_benchmark(config, TINY)
+    options = dataclasses.replace(TINY, seeds_per_program=models)
+    result = run_benchmark(config, options)
     assert FIELDS <= set(result)
     json.dumps(result)  # --json must be able to print it
     assert result["num_devices"] == num_devices and result["steps_per_call"] == steps
+    assert result["seeds_per_program"] == models
     assert result["platform"] == "cpu" and result["device_kind"]
     assert result["param_count"] > 0
     for name in ("train_images_per_second", "eval_images_per_second", "train_flops_per_second",
@@ -42,7 +46,7 @@ def test_benchmark_emits_every_field_with_sane_values(num_devices, steps):
     # A training step is a forward and a backward pass: it costs more than evaluating one image.
     assert result["train_flops_per_image"] > 1.5 * result["eval_flops_per_image"] > 0
     # The reported rate is the images of a window over its (median) time.
-    window_images = TINY.calls_per_window * steps * config.batch_size
+    window_images = TINY.calls_per_window * steps * config.batch_size * models  # every model's images
     assert window_images / result["train_images_per_second"] == pytest.approx(
         statistics.median(result["train_window_seconds"]))
     assert "images/s" in format_report(result)
