@@ -248,6 +248,9 @@ def write_study(spec: StudySpec, workdir: Path) -> dict[str, Any]:
         probabilities[seed], labels = outputs.read_predictions(run_dir)
     study = {"metrics": metric_statistics(runs), **agreement(probabilities, labels),
              "seeds": list(spec.seeds), "vary": list(spec.vary), "base_seed": spec.base_seed,
+             # how each seed ran: the device count and the models per program can change the rounding
+             "num_devices": [run["summary"]["num_devices"] for run in runs],
+             "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],
              "config": spec.config.to_dict(), "versions": host.versions(), "machine": host.machine(),
              "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     outputs.write_json(workdir / "study.json", study)

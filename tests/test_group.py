@@ -87,6 +87,8 @@ def test_a_study_with_seeds_per_program_equals_one_at_a_time_and_compiles_each_p
     one_at_a_time = run_study(spec, tmp_path / "single")
     assert grouped["metrics"] == one_at_a_time["metrics"]
     assert grouped["disagreement"]["values"] == one_at_a_time["disagreement"]["values"]
+    assert grouped["seeds_per_program"] == [2, 2, 2, 2, 1] and one_at_a_time["seeds_per_program"] == [1] * 5
+    assert grouped["num_devices"] == [1] * 5
 
 
 def test_what_cannot_share_a_program_is_refused_in_one_line(small_config, tmp_path):
