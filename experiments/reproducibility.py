@@ -1,0 +1,145 @@
+"""What is bit-reproducible: one seed trained under different settings, compared after one step and
+after one epoch with the plain run (the numbers behind docs/reproducibility.md).
+
+    python experiments/reproducibility.py --dataset DATA --workdir runs/reproducibility [--epochs 1]
+
+Each case trains the same config (article defaults, seed 0, plus any training flag) in a process of
+its own, because the device count and the visible cores are fixed when JAX starts:
+    again        the plain run once more
+    devices_2/8  one process with 2 / 8 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count)
+    one_core     the plain run pinned to one core (taskset -c 0): what another core count does
+    loop_K2      seed 0 trained beside seed 1 in one program (jaxrec study --seeds_per_program 2)
+    vmap_K2      the same with --model_axis vmap
+For each: bit-identical or not, the largest parameter difference and the relative L2 difference
+after step 1 and after the last epoch, the test accuracy and the fraction of test images predicted
+differently. Writes WORKDIR/reproducibility.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CASES = {  # name: (XLA device count or None, pinned to one core, models per program, model axis)
+    "plain": (None, False, 1, "loop"), "again": (None, False, 1, "loop"), "devices_2": (2, False, 1, "loop"),
+    "devices_8": (8, False, 1, "loop"), "one_core": (None, True, 1, "loop"), "loop_K2": (None, False, 2, "loop"),
+    "vmap_K2": (None, False, 2, "vmap"),
+}
+
+
+def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
+    """Trains one case in this process: params after one step (params_step1.npy) and a full run."""
+    import jax
+    import numpy as np
+
+    from jaxrec import flags
+    from jaxrec.config import Config, check
+    from jaxrec.data import load_data
+    from jaxrec.data.pipeline import epoch_indices
+    from jaxrec.group import create_group, group_call, train_group
+    from jaxrec.parallel import make_unstack_fn, replicate, select_devices, stack_states, unreplicate
+    from jaxrec.run_state import RunState
+    from jaxrec.train import restore_or_start, train_and_evaluate, train_call
+
+    _, _, models, axis = CASES[name]
+    shutil.rmtree(workdir / name, ignore_errors=True)  # a case that did not finish starts over
+    config = check(flags.parse_config(config_flags, None, Config(progress=False, save_predictions=True)))
+    configs = [config.replace(seed=seed, workdir=str(workdir / name / f"seed_{seed}")) for seed in range(models)]
+    devices = select_devices(0)
+    data = load_data(config)
+    group = create_group(configs, data, devices, axis)
+    first = group.lead
+    state, _, _ = restore_or_start(first, data)
+    order = epoch_indices(first.keys.shuffle, 0, first.num_train, config.batch_size)[:1]
+    if models == 1:
+        state, _ = train_call(first, replicate(state, devices), RunState(), order)
+        params = unreplicate(state.params)
+    else:
+        states = [restore_or_start(m, data)[0] for m in group.members]
+        orders = np.stack([epoch_indices(m.keys.shuffle, 0, m.num_train, config.batch_size)[:1]
+                           for m in group.members], axis=1)
+        stacked, _ = group_call(group, replicate(stack_states(states), devices), [RunState()] * models, orders)
+        params = unreplicate(make_unstack_fn(models, devices)(stacked)[0].params)
+    leaves = jax.tree_util.tree_leaves(params)
+    np.save(workdir / name / "params_step1.npy", np.concatenate([np.ravel(x) for x in leaves]))
+    for member in group.members:
+        member.checkpoints.close()
+    for config in configs:  # the step above wrote nothing; start the runs from scratch
+        shutil.rmtree(config.workdir)
+    if models == 1:
+        train_and_evaluate(configs[0], configs[0].workdir)
+    else:
+        train_group(configs, axis)
+
+
+def compare(workdir: Path) -> dict:
+    import jax
+    import numpy as np
+
+    from jaxrec.checkpointing import load_trained
+    from jaxrec.outputs import read_predictions
+
+    def final(name):
+        run = workdir / name / "seed_0"
+        params = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(load_trained(run, "latest").params)])
+        probabilities, labels = read_predictions(run)
+        return params, probabilities.argmax(-1), json.loads((run / "summary.json").read_text())
+
+    def difference(a, b):
+        return {"bit_identical": bool(np.array_equal(a, b)), "max_abs": float(np.max(np.abs(a - b))),
+                "relative_l2": float(np.linalg.norm(a - b) / np.linalg.norm(a))}
+
+    reference_step = np.load(workdir / "plain" / "params_step1.npy")
+    reference, reference_predicted, _ = final("plain")
+    table = {}
+    for name in CASES:
+        params, predicted, summary = final(name)
+        table[name] = {"after_step_1": difference(reference_step, np.load(workdir / name / "params_step1.npy")),
+                       "after_training": difference(reference, params), "test_accuracy": summary["test_accuracy"],
+                       "predictions_differ": float(np.mean(predicted != reference_predicted)),
+                       "num_devices": summary["num_devices"], "seeds_per_program": summary["seeds_per_program"]}
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/reproducibility"))
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
+    args, config_flags = parser.parse_known_args()
+    if args.case:
+        run_case(args.case, config_flags, args.workdir)
+        return 0
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    for name, (devices, pinned, _, _) in CASES.items():
+        if (args.workdir / name / "seed_0" / "summary.json").exists():
+            continue  # rerunning continues
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" if devices else "")
+        command = [sys.executable, __file__, "--case", name, "--workdir", str(args.workdir), *config_flags]
+        print(f"case {name} ...", flush=True)
+        subprocess.run((["taskset", "-c", "0"] if pinned else []) + command, env=env, check=True)
+    table = compare(args.workdir)
+    result = {"cases": table, "flags": config_flags, "started": started, "command": " ".join(sys.argv),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    from jaxrec import host
+    result.update(machine=host.machine(), versions=host.versions())
+    (args.workdir / "reproducibility.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("| case | devices | models/program | after step 1: identical, max abs diff | after training: identical, "
+          "max abs diff, relative L2 | test accuracy | test predictions differing |")
+    print("|---|---:|---:|---|---|---:|---:|")
+    for name, row in table.items():
+        one, end = row["after_step_1"], row["after_training"]
+        print(f"| {name} | {row['num_devices']} | {row['seeds_per_program']} | "
+              f"{'yes' if one['bit_identical'] else 'no'}, {one['max_abs']:.2g} | "
+              f"{'yes' if end['bit_identical'] else 'no'}, {end['max_abs']:.2g}, {end['relative_l2']:.2g} | "
+              f"{row['test_accuracy']:.4f} | {row['predictions_differ']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
