@@ -61,6 +61,13 @@ def checkpoint_dir(workdir: str | Path) -> Path:
     return Path(workdir).expanduser().absolute() / CHECKPOINT_DIR
 
 
+def latest_checkpoint_step(workdir: str | Path) -> int:
+    """The step of a workdir's newest checkpoint folder (0 if it has none), without opening it."""
+    directory = checkpoint_dir(workdir)
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+    return max(steps, default=0)
+
+
 def _best_metric(metrics: dict[str, float]) -> float:
     # Checkpoints saved mid-epoch were not evaluated: they rank below every evaluated one.
     return metrics.get(BEST_METRIC, float("-inf"))

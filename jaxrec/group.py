@@ -22,7 +22,7 @@ from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
 from jaxrec.checkpointing import RunCheckpointer
-from jaxrec.config import SOURCES, Config, check
+from jaxrec.config import MODEL_AXES, SOURCES, Config, check
 from jaxrec.data import DataSplits, load_data
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.data.sources import split_is_seeded
@@ -40,11 +40,14 @@ log = logging.getLogger(__name__)
 MEMBER_FIELDS = ("seed", *(f"{source}_seed" for source in SOURCES), "workdir")
 
 
-def check_group(configs: Sequence[Config]) -> list[Config]:
+def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Config]:
     """The configs, if they can train in one program: the same settings but for seeds and workdirs,
-    distinct workdirs, and one data split (a seeded split of an image folder differs per split seed)."""
+    distinct workdirs, one data split (a seeded split of an image folder differs per split seed),
+    and at least two checkpoints kept (a program stopped between two seeds' saves goes back one)."""
     if not configs:
         raise InputError("a group of seeds needs at least one config")
+    if model_axis not in MODEL_AXES:
+        raise InputError(f"--model_axis {model_axis!r}: choose one of {', '.join(MODEL_AXES)}")
     lead, other = configs[0].to_dict(), [c.to_dict() for c in configs[1:]]
     different = sorted({k for c in other for k, v in c.items() if k not in MEMBER_FIELDS and v != lead[k]})
     if different:
@@ -55,6 +58,9 @@ def check_group(configs: Sequence[Config]) -> list[Config]:
     if len({c.source_seeds()["split"] for c in configs}) > 1 and split_is_seeded(configs[0]):
         raise InputError(f"{configs[0].dataset} has no split folders, so each split seed draws its own eval split "
                          f"and the seeds cannot share one copy of the data; use --seeds_per_program 1")
+    if len(configs) > 1 and configs[0].checkpoint_keep < 2:
+        raise InputError(f"--checkpoint_keep {configs[0].checkpoint_keep} with several seeds per program: a program "
+                         f"stopped between two seeds' saves resumes from the previous checkpoint, so keep 2 or more")
     return list(configs)
 
 
@@ -80,7 +86,7 @@ def train_group(configs: Sequence[Config], model_axis: str = "loop") -> None:
     save every member and raise TrainingInterrupted.
     """
     entered = time.time()
-    configs = check_group([check(config) for config in configs])
+    configs = check_group([check(config) for config in configs], model_axis)
     devices = select_devices(configs[0].num_devices)
     per_device_batch(configs[0].batch_size, len(devices))
     data = load_data(configs[0])
@@ -126,15 +132,25 @@ def create_group(configs: Sequence[Config], data: DataSplits, devices: list[jax.
 
 
 def restore_or_start_group(group: Group, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
-    """Every member's fresh or restored state and run, all at one step: a member whose checkpoints
-    went further than another's (a stop between two members' saves) goes back to the common step."""
+    """Every member's fresh or restored state and run, all at one step. A member whose checkpoints
+    went further than another's (a stop between two members' saves) goes back to the common step if
+    it has a checkpoint there; anything else (seeds with other progress) is refused before any
+    checkpoint is touched, since going back would throw training away."""
     restored = [restore_or_start(member, data) for member in group.members]
-    while len({run.step for _, run, _ in restored}) > 1:
-        common = min(run.step for _, run, _ in restored)
-        log.warning("the seeds of this program stopped at different steps (%s); resuming all from step %d",
-                    ", ".join(str(run.step) for _, run, _ in restored), common)
-        restored = [r if r[1].step == common else restore_or_start(member, data, at_most=common)
-                    for member, r in zip(group.members, restored)]
+    steps = [run.step for _, run, _ in restored]
+    common = min(steps)
+    if len(set(steps)) == 1:
+        states, runs, resumed = zip(*restored)
+        return list(states), list(runs), resumed[0]
+    for member, step in zip(group.members, steps):
+        if step != common and common not in member.checkpoints.manager.all_steps():
+            raise InputError(f"the seeds given to one program have trained to different steps "
+                             f"({', '.join(f'{Path(m.config.workdir).name}: {s}' for m, s in zip(group.members, steps))})"
+                             f"; train them one at a time (--seeds_per_program 1) to keep each one's progress")
+    log.warning("the seeds of this program stopped at different steps (%s); resuming all from step %d",
+                ", ".join(map(str, steps)), common)
+    restored = [r if step == common else restore_or_start(member, data, at_most=common)
+                for member, r, step in zip(group.members, restored, steps)]
     states, runs, resumed = zip(*restored)
     return list(states), list(runs), resumed[0]
 

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxrec import host, outputs, stats
-from jaxrec.checkpointing import load_trained
+from jaxrec.checkpointing import latest_checkpoint_step, load_trained
 from jaxrec.config import SOURCES, Config, check
 from jaxrec.errors import InputError
 from jaxrec.group import check_group, train_group
@@ -181,15 +181,14 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
         raise InputError(f"--seeds_per_program {seeds_per_program}: must be 1 or more (models trained in one program)")
     prepare(spec, workdir)
     if seeds_per_program > 1:
-        check_group([spec.seed_config(seed, workdir) for seed in spec.seeds])
+        check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
              len(spec.seeds) - len(todo), ", ".join(spec.vary), seeds_per_program)
     bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",
                disable=not spec.config.progress)
-    started = time.time()
-    for done in range(0, len(todo), seeds_per_program):
-        seeds = todo[done:done + seeds_per_program]
+    started, done = time.time(), 0
+    for seeds in programs(todo, workdir, seeds_per_program):
         configs = [spec.seed_config(seed, workdir) for seed in seeds]
         log.info("study: seed %s (%d-%d of %d to train)%s", ", ".join(map(str, seeds)), done + 1,
                  done + len(seeds), len(todo), _eta(started, done, len(todo)))
@@ -202,8 +201,20 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
             bar.set_postfix(seed=seed, acc=f"{summary['test_accuracy']:.4f}",
                             img_s=f"{summary['train_images_per_second'] * len(seeds):.0f}")
             bar.update()
+        done += len(seeds)
     bar.close()
     return write_study(spec, workdir)
+
+
+def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[list[int]]:
+    """The seeds to train, in programs of up to `seeds_per_program`: only seeds whose checkpoints
+    reached the same step share a program (so a stopped program's seeds resume together and no
+    seed's progress is thrown away), the furthest first."""
+    by_step: dict[int, list[int]] = {}
+    for seed in seeds:
+        by_step.setdefault(latest_checkpoint_step(workdir / f"seed_{seed}"), []).append(seed)
+    return [same[i:i + seeds_per_program] for step, same in sorted(by_step.items(), reverse=True)
+            for i in range(0, len(same), seeds_per_program)]
 
 
 def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:

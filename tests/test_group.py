@@ -8,7 +8,7 @@ import chex
 import numpy as np
 import pytest
 
-from helpers import records, sigterm_after
+from helpers import checkpoint_steps, records, sigterm_after
 from jaxrec import group as group_lib
 from jaxrec import parallel
 from jaxrec.checkpointing import checkpoint_dir, load_trained
@@ -16,7 +16,7 @@ from jaxrec.config import SOURCES
 from jaxrec.errors import InputError
 from jaxrec.group import check_group, train_group
 from jaxrec.interrupt import TrainingInterrupted
-from jaxrec.study import StudySpec, run_study
+from jaxrec.study import StudySpec, programs, run_study
 from jaxrec.train import train_and_evaluate
 
 
@@ -61,6 +61,13 @@ def test_a_program_stopped_between_two_seeds_saves_resumes_from_their_common_ste
     with pytest.raises(TrainingInterrupted, match="2 seeds saved"):
         train_group(configs)
     monkeypatch.undo()
+    # Seeds with other progress (seed 3 with no checkpoint at all) are refused, nothing moved.
+    shutil.move(checkpoint_dir(tmp_path / "seed_3"), tmp_path / "kept")
+    with pytest.raises(InputError, match=r"different steps \(seed_2: 20, seed_3: 0\); train them one at a time"):
+        train_group(configs)
+    assert checkpoint_steps(tmp_path / "seed_2") == [12, 20]
+    shutil.rmtree(checkpoint_dir(tmp_path / "seed_3"), ignore_errors=True)
+    shutil.move(tmp_path / "kept", checkpoint_dir(tmp_path / "seed_3"))
     # As if the process had died after seed 2's save at step 20 and before seed 3's: seed 3 has step 12.
     shutil.move(checkpoint_dir(tmp_path / "seed_3") / "20", tmp_path / "lost")
     train_group(configs)
@@ -102,9 +109,22 @@ def test_what_cannot_share_a_program_is_refused_in_one_line(small_config, tmp_pa
     with pytest.raises(InputError, match="no split folders.*--seeds_per_program 1"):
         check_group(faces)
     assert check_group([c.replace(split_seed=7) for c in faces]) is not None  # one split: fine
+    with pytest.raises(InputError, match="--checkpoint_keep 1 with several seeds per program"):
+        check_group([c.replace(checkpoint_keep=1) for c in configs])
+    with pytest.raises(InputError, match="--model_axis 'pmap': choose one of loop, vmap"):
+        check_group(configs, "pmap")
     with pytest.raises(InputError, match="no split folders"):
         run_study(StudySpec(faces[0].replace(workdir=None), seeds=(0, 1), vary=SOURCES), tmp_path / "s",
                   seeds_per_program=2)
     assert not (tmp_path / "s" / "seed_0").exists()
     assert np.array_equal(parallel.split_models_over_devices(np.arange(24).reshape(1, 2, 12), 3)[1, 0],
                           [[4, 5, 6, 7], [16, 17, 18, 19]])  # device 1 takes the second slice of each model's batch
+
+
+def test_only_seeds_at_the_same_checkpoint_step_share_a_program(tmp_path):
+    for seed, steps in {0: [12], 1: [12], 3: [12, 24]}.items():
+        for step in steps:
+            (checkpoint_dir(tmp_path / f"seed_{seed}") / str(step)).mkdir(parents=True)
+    (checkpoint_dir(tmp_path / "seed_4") / "24.orbax-checkpoint-tmp-1").mkdir(parents=True)  # an unfinished save
+    assert programs([0, 1, 2, 3, 4, 5], tmp_path, 2) == [[3], [0, 1], [2, 4], [5]]
+    assert programs([0, 1, 2], tmp_path, 1) == [[0], [1], [2]]
