@@ -53,6 +53,8 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     configs = [config.replace(seed=seed, workdir=str(workdir / name / f"seed_{seed}")) for seed in range(models)]
     devices = select_devices(0)
     data = load_data(config)
+    for member in configs:
+        Path(member.workdir).mkdir(parents=True)
     group = create_group(configs, data, devices, axis)
     first = group.lead
     state, _, _ = restore_or_start(first, data)

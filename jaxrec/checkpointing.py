@@ -51,7 +51,7 @@ BEST_METRIC = "test_accuracy"
 MAY_CHANGE_ON_RESUME = frozenset({
     "dataset", "data_dir", "download", "num_devices", "steps_per_call", "eval_every_epochs",
     "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
-    "top_k", "save_predictions",
+    "top_k", "save_predictions", "force_workdir",
 })
 # ... except that a decaying schedule depends on the total number of steps.
 SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")
@@ -179,10 +179,6 @@ class RunCheckpointer:
     def __init__(self, workdir: str | Path, config: Config):
         self.directory = checkpoint_dir(workdir)
         self.config = config
-        if not config.resume and self.directory.exists() and any(self.directory.iterdir()):
-            aside = self.directory.with_name(f"{CHECKPOINT_DIR}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.directory.rename(aside)
-            log.warning("resume=false: starting over; the previous checkpoints were moved to %s", aside)
         self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
         self.last_saved_step: int | None = self.manager.latest_step()
 

@@ -160,6 +160,8 @@ class Config:
     workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
 
     # Checkpoints (Orbax, in <workdir>/checkpoints).
+    force_workdir: bool = knob(False, "Write into a --workdir that holds files not written by jaxrec (refused "
+                               "otherwise, so nobody's folder is overwritten by mistake).")
     resume: bool = knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
                         "starts over (the old checkpoints are moved aside, not deleted).")
     checkpoint_every_steps: int = knob(0, "Also save a checkpoint every this many training steps (0: only at the "

@@ -10,6 +10,7 @@ model_axis 'loop' each member does exactly the arithmetic of `jaxrec train` with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -32,7 +33,9 @@ from jaxrec.parallel import (make_group_train_fn, make_unstack_fn, per_device_ba
                              split_models_over_devices, stack_states)
 from jaxrec.run_state import RunState
 from jaxrec.train import (RunKeys, Trainer, call_end, check_finite, create_trainer, epoch_record, evaluate,
-                          evaluation_due, finish_epoch, restore_or_start, save, write_run_files, write_summary)
+                          evaluation_due, finish_epoch, restore_or_start, save, start_over_if_asked,
+                          write_run_files, write_summary)
+from jaxrec.workdir import claim
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,14 @@ def train_group(configs: Sequence[Config], model_axis: str = "loop") -> None:
     configs = check_group([check(config) for config in configs], model_axis)
     devices = select_devices(configs[0].num_devices)
     per_device_batch(configs[0].batch_size, len(devices))
+    with contextlib.ExitStack() as claimed:
+        for config in configs:  # one training run per workdir
+            start_over_if_asked(config, claimed.enter_context(claim(config.workdir, config.force_workdir)))
+        run_group(configs, devices, model_axis, entered)
+
+
+def run_group(configs: list[Config], devices: list[jax.Device], model_axis: str, entered: float) -> None:
+    """train_group's loop, in claimed workdirs."""
     data = load_data(configs[0])
     group = create_group(configs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start_group(group, data)
@@ -117,8 +128,6 @@ def train_group(configs: Sequence[Config], model_axis: str = "loop") -> None:
 
 def create_group(configs: Sequence[Config], data: DataSplits, devices: list[jax.Device], model_axis: str) -> Group:
     """One Trainer per member (the data and evaluator of the first, shared) and the compiled group step."""
-    for config in configs:
-        Path(config.workdir).mkdir(parents=True, exist_ok=True)
     lead = create_trainer(configs[0], data, devices, Path(configs[0].workdir))
     members = (lead, *(dataclasses.replace(
         lead, config=config, keys=RunKeys.from_config(config), checkpoints=RunCheckpointer(config.workdir, config),

@@ -31,6 +31,7 @@ from jaxrec.errors import InputError
 from jaxrec.group import check_group, train_group
 from jaxrec.run_state import TIMING_FIELDS
 from jaxrec.train import train_and_evaluate
+from jaxrec.workdir import check_workdir
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class StudySpec:
 
 # Settings that may differ when a study is continued: how it runs, not what it trains.
 MAY_CHANGE = ("num_devices", "steps_per_call", "progress", "workdir", "resume", "checkpoint_every_steps",
-              "checkpoint_keep", "data_dir", "dataset", "save_predictions")
+              "checkpoint_keep", "data_dir", "dataset", "save_predictions", "force_workdir")
 
 
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
@@ -125,7 +126,7 @@ def prepare(spec: StudySpec, workdir: Path) -> None:
         if different:
             raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
                              f"study's settings to continue it, or another --workdir.")
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir(workdir, spec.config.force_workdir)
     outputs.write_json(path, spec.to_json())
 
 

@@ -33,6 +33,7 @@ from jaxrec.models import count_params, create_model
 from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices, unreplicate
 from jaxrec.run_state import Record, RunState
 from jaxrec.state import create_train_state
+from jaxrec.workdir import claim, move_previous_run
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,20 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     check(config)
     devices = select_devices(config.num_devices)
     per_device_batch(config.batch_size, len(devices))  # refuse an uneven batch before loading data
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    with claim(workdir, config.force_workdir) as workdir:  # one training run per workdir
+        start_over_if_asked(config, workdir)
+        return run(config, workdir, devices, entered)
+
+
+def start_over_if_asked(config: Config, workdir: Path) -> None:
+    """With --resume=false, moves the workdir's previous run (checkpoints and outputs) aside."""
+    aside = None if config.resume else move_previous_run(workdir)
+    if aside:
+        log.warning("--resume=false: starting over; the previous run's files were moved to %s", aside)
+
+
+def run(config: Config, workdir: Path, devices: list[jax.Device], entered: float) -> TrainState:
+    """train_and_evaluate's loop, in a claimed workdir."""
     data = load_data(config)
     trainer = create_trainer(config, data, devices, workdir)
     state, run, resumed_from = restore_or_start(trainer, data)

@@ -186,7 +186,10 @@ def test_mismatched_config_is_refused_naming_the_field_and_resume_false_starts_o
         train_and_evaluate(small_config.replace(epochs=2, learning_rate=0.5), tmp_path)
     state = train_and_evaluate(small_config.replace(conv_features=(8, 24), resume=False), tmp_path)
     assert int(state.step) == 12 and state.params["Conv_1"]["kernel"].shape[-1] == 24
-    assert len(list(tmp_path.glob("checkpoints.replaced-*/12"))) == 1  # moved aside, not deleted
+    previous = list(tmp_path.glob("replaced-*"))  # the whole previous run moved aside, not deleted
+    assert len(previous) == 1 and (previous[0] / "checkpoints" / "12").is_dir()
+    assert json.loads((previous[0] / "summary.json").read_text())["config"]["conv_features"] == [8, 16]
+    assert json.loads((tmp_path / "summary.json").read_text())["config"]["conv_features"] == [8, 24]
 
 
 @pytest.mark.slow
