@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from jaxrec import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError
-from jaxrec.interrupt import TrainingInterrupted
+from jaxrec.interrupt import TrainingInterrupted, exit_on_signals
 
 # Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
 # that `--help` and a refused setting answer at once.
@@ -47,10 +47,12 @@ def exit_code(command: Callable[[], int | None]) -> int:
 
     Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
     their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
-    saving a checkpoint) prints how to resume and returns 128 + the signal number.
+    saving a checkpoint) prints how to resume and returns 128 + the signal number; outside the
+    training loop a signal ends the process at once with that code (interrupt.exit_on_signals).
     """
     try:
-        return command() or 0
+        with exit_on_signals():  # a signal outside training ends the process at once, with one line
+            return command() or 0
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

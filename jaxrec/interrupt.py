@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import threading
 from typing import Iterator
@@ -66,6 +67,31 @@ def stop_on_signals() -> Iterator[StopRequest]:
         previous[signum] = signal.signal(signum, handler)
     try:
         yield request
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def exit_on_signals() -> Iterator[None]:
+    """For a command-line process only: within the block, SIGTERM/SIGINT end the process at once
+    with exit code 128 + the signal and one line, wherever it is (loading data, compiling, writing
+    outputs), so a Ctrl-C is never swallowed by a library and never prints a traceback. While the
+    training loop trains, its `stop_on_signals` takes over (it saves a checkpoint first). Not for
+    notebooks: the process ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        os.write(2, f"\nstopped by {signal.Signals(signum).name} outside a training step (loading, compiling or "
+                    f"writing outputs); the checkpoints are as they were. Run the same command again to continue."
+                    f"\n".encode())
+        os._exit(128 + signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
+    try:
+        yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
