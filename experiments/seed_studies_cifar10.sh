@@ -16,7 +16,9 @@ study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME/log.tx
 # 1. Ten seeds, every source varied, no augmentation (the article's run), one device.
 study study_cifar10_all --seeds 0-9 --vary all
 # 2. Variance by source, with augmentation: each source alone (seeds 1-5, the others at seed 0), then all.
-export XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc)"
+# XLA:CPU aborts a multi-device program whose all-reduce waits more than 40 s for a device thread,
+# which happened here once when another job shared the cores: allow 10 minutes.
+export XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc) --xla_cpu_collective_call_terminate_timeout_seconds=600"
 study study_cifar10_aug_all --augment --seeds 0-4 --vary all
 study study_cifar10_aug_init --augment --seeds 1-5 --vary init
 study study_cifar10_aug_order --augment --seeds 1-5 --vary order
