@@ -19,6 +19,7 @@ from jaxrec import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError
 from jaxrec.interrupt import TrainingInterrupted, exit_on_signals
+from jaxrec.workdir import writable_folder
 
 # Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
 # that `--help` and a refused setting answer at once.
@@ -116,6 +117,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     def run() -> None:
         overrides = {"num_devices": 0, **flags.values_of(args, Config)}  # all local devices unless told
         check(Config(**overrides), only=list(overrides))
+        out = Path(getattr(args, "out", args.workdir))
+        if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
+            writable_folder(out, "--out")
         setup_logging()
         from jaxrec import outputs
         from jaxrec.checkpointing import load_trained
@@ -128,7 +132,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, "latest" if args.which == "latest" else None]))
         title = (f"{trained.config.model} ({args.which} checkpoint, epoch {trained.epoch}) on "
                  f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
-        paths = outputs.write_eval(Path(getattr(args, "out", args.workdir)), result, suffix, title)
+        paths = outputs.write_eval(out, result, suffix, title)
         print(outputs.eval_markdown(result, title))
         print("wrote " + ", ".join(map(str, paths)))
 

@@ -43,18 +43,24 @@ def is_jaxrec_workdir(path: Path) -> bool:
         return False
 
 
-def check_workdir(workdir: str | Path, force: bool = False) -> Path:
-    """Creates the workdir if needed; refuses a file, an unwritable folder and (unless `force`) a
-    non-empty folder that is not a jaxrec workdir, each in one line naming the way out."""
-    path = Path(workdir).expanduser()
+def writable_folder(folder: str | Path, flag: str = "--workdir") -> Path:
+    """Creates `folder` if needed; refuses a file or a folder it cannot write to, in one line naming
+    `flag` (the option that chose it) and the cause."""
+    path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
-        raise InputError(f"--workdir {path} is a file, not a folder; choose another --workdir")
+        raise InputError(f"{flag} {path} is a file, not a folder; choose another {flag}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        raise InputError(f"cannot write to --workdir {path}: {_cause(err)}; choose a writable --workdir") from None
+        raise InputError(f"cannot write to {flag} {path}: {_cause(err)}; choose a writable {flag}") from None
+    return path
+
+
+def check_workdir(workdir: str | Path, force: bool = False) -> Path:
+    """A writable workdir (`writable_folder`) that is empty or a jaxrec run's (unless `force`)."""
+    path = writable_folder(workdir)
     if not force and not is_jaxrec_workdir(path):
         raise InputError(f"--workdir {path} holds files that are not a jaxrec run (no jaxrec config.json); "
                          f"choose another --workdir, or pass --force_workdir to write into it anyway")
@@ -108,4 +114,4 @@ def _cause(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-__all__ = ["LOCK_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run"]
+__all__ = ["LOCK_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run", "writable_folder"]

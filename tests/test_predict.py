@@ -106,3 +106,11 @@ def test_evaluate_on_another_folder_with_some_of_the_classes(workdir, tmp_path, 
     shutil.copytree(SAMPLE_ROOT / "test" / "cat", tmp_path / "zoo" / "test" / "zebra")
     assert evaluate("--workdir", workdir, "--dataset", tmp_path / "zoo") == 2
     assert "has none of the model's classes" in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(workdir, tmp_path, capsys):
+    (tmp_path / "report").write_text("a file")
+    assert evaluate("--workdir", workdir, "--out", tmp_path / "report") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("is a file, not a folder; choose another --out")
+    assert not list(tmp_path.glob("eval_*")) and (tmp_path / "report").read_text() == "a file"
