@@ -20,6 +20,7 @@ with a warning, in favour of the one before it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -96,6 +97,34 @@ def _arrays(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 
 
+def array_checksum(tree: Any) -> str:
+    """SHA-256 of every array of `tree` (dtype, shape and bytes, in tree order): saved with a
+    checkpoint and compared after a restore, so damaged bytes never pass for parameters."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        # in the dtype it restores as (a Python int step is saved and restored as int32)
+        array = np.ascontiguousarray(jax.device_get(leaf), dtype=jnp.result_type(leaf))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _damage(arrays: dict[str, Any], checksum: str | None) -> str | None:
+    """Why restored arrays cannot be trusted (None if they can): NaN/inf, or not the saved checksum."""
+    floats = [x for x in jax.tree_util.tree_leaves(arrays) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    if not all(bool(np.isfinite(jax.device_get(x)).all()) for x in floats):
+        return "its arrays hold NaN or inf"
+    if checksum is not None and array_checksum(arrays) != checksum:
+        return "its arrays do not match the checksum saved with them"
+    return None
+
+
+def _short(err: Exception) -> str:
+    """An error's first line, at most 200 characters (TensorStore errors run to pages)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:200]}"
+
+
 def _abstract(tree: Any) -> Any:
     """Shapes, dtypes and a single-device sharding: restores onto the first local device, whatever
     the number of devices the checkpoint was written with."""
@@ -140,6 +169,7 @@ class CheckpointMeta:
     test_accuracy: float | None = None  # set on checkpoints saved right after an evaluation
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     saved: str = ""
+    checksum: str | None = None  # array_checksum of the saved arrays (None: written before jaxrec 0.3)
 
     def to_json(self) -> dict[str, Any]:
         # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
@@ -194,7 +224,8 @@ class RunCheckpointer:
                 f"the parameters hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
                 f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
-                              versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+                              versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                              checksum=array_checksum(_arrays(state)))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
         self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)),
                                                             meta=ocp.args.JsonSave(meta.to_json())),
@@ -260,11 +291,8 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta:
 def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
              config: Config | None) -> Restored | None:
     """Restores one step; None (with a warning) if it cannot be read. Checks the config first."""
-    try:
-        meta = _read_meta(manager, step)
-    except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
-        log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
-                    step, manager.directory, type(err).__name__, err)
+    meta = _read_meta_or_none(manager, step)
+    if meta is None:
         return None
     if config is not None:
         different = config_differences(meta.config, config)
@@ -277,10 +305,23 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
         arrays = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract(_arrays(template)))))["state"]
     except Exception as err:  # noqa: BLE001
-        log.warning("checkpoint step %d in %s cannot be restored (%s: %s); trying an older one",
-                    step, manager.directory, type(err).__name__, err)
+        log.warning("checkpoint step %d in %s cannot be restored (%s); trying another", step, manager.directory,
+                    _short(err))
+        return None
+    damage = _damage(arrays, meta.checksum)
+    if damage:
+        log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
         return None
     return Restored(state=template.replace(**arrays), meta=meta)
+
+
+def _read_meta_or_none(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta | None:
+    try:
+        return _read_meta(manager, step)
+    except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
+        log.warning("checkpoint step %d in %s is unreadable (%s); trying another", step, manager.directory,
+                    _short(err))
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,9 +353,11 @@ class Trained:
 
 
 def load_trained(workdir: str | Path, which: str = "best") -> Trained:
-    """The best (by test accuracy) or latest checkpoint of a run's workdir.
+    """The best (by test accuracy) or latest checkpoint of a run's workdir. A checkpoint that cannot
+    be read or fails its check (NaN/inf, checksum) is skipped with a warning for the next best (or
+    next latest) one, as training does.
 
-    Raises InputError, naming the fix, if the workdir holds no checkpoint or an unreadable one.
+    Raises InputError, naming the fix, if the workdir holds no checkpoint or no usable one.
     """
     if which not in ("best", "latest"):
         raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
@@ -323,25 +366,42 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
         raise InputError(f"{workdir} holds no checkpoints ({directory} does not exist); train first, e.g. "
                          f"`jaxrec train --workdir {workdir}`, or pass the workdir of a finished run")
     manager = _manager(directory, read_only=True)
-    step = manager.best_step() if which == "best" else manager.latest_step()
-    if step is None:
-        raise InputError(f"{directory} holds no complete checkpoint; train (or resume) the run first")
-    meta = _read_meta(manager, step)
-    if meta.test_accuracy is None and step != manager.latest_step():
-        log.warning("no checkpoint of %s has been evaluated yet; using the latest instead of the best", workdir)
-        step = manager.latest_step()
-        meta = _read_meta(manager, step)
+    try:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
+            raise InputError(f"{directory} holds no complete checkpoint; train (or resume) the run first")
+        candidates = _preferred(manager, steps, which, workdir)
+        for step, meta in candidates:
+            restored = _restore(manager, step, _template(meta), config=None)
+            if restored is not None:
+                if step != candidates[0][0]:
+                    log.warning("using checkpoint step %d of %s instead", step, workdir)
+                return Trained(config=Config.from_dict(meta.config), params=restored.state.params, step=step,
+                               epoch=meta.run.epoch, dataset=meta.dataset, test_accuracy=meta.test_accuracy)
+    finally:
+        manager.close()
+    raise InputError(f"none of the checkpoints in {directory} (steps {steps}) can be used (see the warnings "
+                     f"above); train the run again, e.g. with --resume=false (they are moved aside, not deleted)")
+
+
+def _preferred(manager: ocp.CheckpointManager, steps: list[int], which: str,
+               workdir: str | Path) -> list[tuple[int, CheckpointMeta]]:
+    """(step, meta) of the readable checkpoints, the one asked for first: by test accuracy for
+    'best' (newest first among equals; the latest if none was evaluated), else newest first."""
+    metas = [(step, meta) for step in steps if (meta := _read_meta_or_none(manager, step)) is not None]
+    if which == "best":
+        if metas and all(meta.test_accuracy is None for _, meta in metas):
+            log.warning("no checkpoint of %s has been evaluated yet; using the latest instead of the best", workdir)
+        metas.sort(key=lambda sm: -1.0 if sm[1].test_accuracy is None else sm[1].test_accuracy, reverse=True)
+    return metas
+
+
+def _template(meta: CheckpointMeta) -> TrainState:
+    """The (abstract) train state a checkpoint's arrays restore into."""
     config = Config.from_dict(meta.config)
     model = create_model(config, len(meta.dataset["class_names"]))
-    template = jax.eval_shape(lambda: create_train_state(config, model, tuple(meta.dataset["image_shape"]),
-                                                         jax.random.key(0), steps_per_epoch=1))
-    restored = _restore(manager, step, template, config=None)
-    manager.close()
-    if restored is None:
-        raise InputError(f"checkpoint step {step} in {directory} cannot be read (see the warning above); "
-                         f"try --which {'latest' if which == 'best' else 'best'}")
-    return Trained(config=config, params=restored.state.params, step=step, epoch=meta.run.epoch,
-                   dataset=meta.dataset, test_accuracy=meta.test_accuracy)
+    return jax.eval_shape(lambda: create_train_state(config, model, tuple(meta.dataset["image_shape"]),
+                                                     jax.random.key(0), steps_per_epoch=1))
 
 
 __all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",

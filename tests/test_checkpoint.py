@@ -18,6 +18,7 @@ import pytest
 from flax.training.train_state import TrainState
 
 from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after
+from jaxrec import cli
 from jaxrec import train as train_lib
 from jaxrec.checkpointing import CheckpointMeta, RunCheckpointer, checkpoint_dir, load_trained
 from jaxrec.config import Config
@@ -200,10 +201,65 @@ def test_unreadable_latest_checkpoint_is_skipped_for_the_last_complete_one(small
         if path.is_file():
             path.write_bytes(b"torn write")
     state = train_and_evaluate(small_config.replace(epochs=3), tmp_path)
-    assert "checkpoint step 24" in caplog.text and "trying an older one" in caplog.text
+    assert "checkpoint step 24" in caplog.text and "trying another" in caplog.text
     assert "resuming from the checkpoint at step 12" in caplog.text
     assert int(state.step) == 36 and checkpoint_steps(tmp_path)[-1] == 36
     assert len(list(tmp_path.glob("checkpoints.unreadable/24-*"))) == 1
+
+
+def _overwrite_array_bytes(workdir, step):
+    """Overwrites 4 KiB in the middle of the largest array data file of a checkpoint, as a bad disk would."""
+    files = [p for p in (checkpoint_dir(workdir) / str(step) / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    largest = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b"\xff" * 4096
+    largest.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_never_trained_or_evaluated(small_config, tmp_path, capsys):
+    run, config = tmp_path / "run", small_config.replace(epochs=2)
+    train_and_evaluate(config, run)
+    _overwrite_array_bytes(run, 24)
+    # evaluate falls back to the previous checkpoint, as training does, and says so (cli logs to stderr)
+    assert cli.main(["evaluate", "--workdir", str(run), "--which", "latest"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint step 24" in err and "using checkpoint step 12" in err and "Traceback" not in err
+    assert json.loads((run / "eval_test_latest.json").read_text())["accuracy"] == records(run)[0]["test_accuracy"]
+    # training moves it aside and resumes from step 12, exactly as if step 24 had never been saved
+    train_and_evaluate(config.replace(epochs=3), run)
+    train_and_evaluate(config.replace(epochs=3), tmp_path / "straight")
+    assert records(run) == records(tmp_path / "straight")
+    assert len(list(run.glob("checkpoints.unreadable/24-*"))) == 1
+    # a damaged meta file: the same fallback, no JSON traceback; nothing usable: one line
+    for meta in (checkpoint_dir(run) / "36" / "meta").rglob("*"):
+        if meta.is_file():
+            meta.write_text("{not json")
+    assert load_trained(run, "latest").step == 24  # the resumed run saved step 24 anew
+    for step in checkpoint_steps(run):
+        _overwrite_array_bytes(run, step)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--workdir", str(run)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: none of the checkpoints") and len(last) < 400
+
+
+def test_arrays_that_do_not_match_their_checksum_are_not_restored(tmp_path, caplog):
+    config = Config(**SMALL)
+    checkpoints = RunCheckpointer(tmp_path, config)
+    state = TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=optax.sgd(0.1))
+    checkpoints.save(state, RunState(step=3), DATA)
+    checkpoints.close()
+    meta_file = checkpoint_dir(tmp_path) / "3" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta["checksum"] and len(meta["checksum"]) == 64
+    # The bytes on disk were written for other values (as a flipped bit would make them).
+    meta_file.write_text(json.dumps({**meta, "checksum": "0" * 64}))
+    reader = RunCheckpointer(tmp_path, config)
+    with pytest.raises(InputError, match="none of the checkpoints"):
+        reader.restore_latest(state, DATA)
+    reader.close()
+    assert "do not match the checksum saved with them" in caplog.text
 
 
 def test_nan_parameters_are_never_saved(tmp_path):
