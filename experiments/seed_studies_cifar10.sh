@@ -8,17 +8,28 @@
 set -euo pipefail
 DATA=${1:?usage: seed_studies_cifar10.sh DATA [RESULTS]}
 OUT=${2:-results}
-study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME/log.txt
+study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME/log.txt; retried if XLA aborts it
   local name=$1; shift
   mkdir -p "$OUT/$name"
-  python -m jaxrec study --dataset "$DATA" --progress false --workdir "$OUT/$name" "$@" >> "$OUT/$name/log.txt" 2>&1
+  for attempt in 1 2 3 4 5; do
+    status=0
+    python -m jaxrec study --dataset "$DATA" --progress false --workdir "$OUT/$name" "$@" >> "$OUT/$name/log.txt" 2>&1 || status=$?
+    case $status in
+      0) return 0 ;;
+      2|130|143) return $status ;;  # bad input, or stopped on purpose
+      *) echo "$(date +%T) attempt $attempt ended with status $status; resuming" >> "$OUT/$name/log.txt" ;;
+    esac
+  done
+  return 1
 }
 # 1. Ten seeds, every source varied, no augmentation (the article's run), one device.
 study study_cifar10_all --seeds 0-9 --vary all
 # 2. Variance by source, with augmentation: each source alone (seeds 1-5, the others at seed 0), then all.
-# XLA:CPU aborts a multi-device program whose all-reduce waits more than 40 s for a device thread,
-# which happened here once when another job shared the cores: allow 10 minutes.
-export XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc) --xla_cpu_collective_call_terminate_timeout_seconds=600"
+# Twice, while another heavy job shared the cores, one device of the 2-device program never reached
+# an all-reduce and the program sat idle (a deadlock in XLA:CPU, not a slow thread). XLA aborts such
+# a program after --xla_cpu_collective_call_terminate_timeout_seconds (default 40); 120 s leaves
+# room for a slow thread, and study() resumes the study from its last checkpoint.
+export XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc) --xla_cpu_collective_call_terminate_timeout_seconds=120"
 study study_cifar10_aug_all --augment --seeds 0-4 --vary all
 study study_cifar10_aug_init --augment --seeds 1-5 --vary init
 study study_cifar10_aug_order --augment --seeds 1-5 --vary order
