@@ -218,16 +218,18 @@ class RunCheckpointer:
 
         Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
         """
-        finite = jax.tree_util.tree_reduce(lambda ok, x: ok & jnp.isfinite(x).all(), state.params, jnp.array(True))
-        if not bool(finite):
+        # Host copies, taken now: Orbax's background thread then never reads device buffers while the
+        # next training call runs (suspected in a 2-device XLA:CPU deadlock, see docs/troubleshooting.md).
+        arrays = jax.device_get(_arrays(state))
+        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays["params"])):
             raise FloatingPointError(
                 f"the parameters hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
                 f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                              checksum=array_checksum(_arrays(state)))
+                              checksum=array_checksum(arrays))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
-        self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(_arrays(state)),
+        self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                             meta=ocp.args.JsonSave(meta.to_json())),
                           metrics=metrics, force=True)
         self.last_saved_step = run.step
