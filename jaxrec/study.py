@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from jaxrec import host, outputs, stats
 from jaxrec.checkpointing import latest_checkpoint_step, load_trained
-from jaxrec.config import SOURCES, Config, check
+from jaxrec.config import SEED_LIMIT, SOURCES, Config, check
 from jaxrec.errors import InputError
 from jaxrec.group import check_group, train_group
 from jaxrec.run_state import TIMING_FIELDS
@@ -118,6 +118,8 @@ def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
 def prepare(spec: StudySpec, workdir: Path) -> None:
     """Checks the spec and the workdir; writes the spec. A workdir of another study is refused."""
     check(spec.config)
+    if not 0 <= spec.base_seed < SEED_LIMIT:
+        raise InputError(f"--base_seed {spec.base_seed}: must be in [0, {SEED_LIMIT})")
     for seed in spec.seeds:
         check(spec.seed_config(seed, workdir))  # e.g. a seed out of range
     path = workdir / SPEC_FILE

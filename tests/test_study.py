@@ -32,6 +32,12 @@ def test_bad_seeds_are_one_line(text, message):
     assert "\n" not in str(refused.value)
 
 
+def test_a_base_seed_out_of_range_is_refused_even_when_no_source_uses_it(small_config, tmp_path):
+    with pytest.raises(InputError, match=r"--base_seed -5: must be in \[0, 4294967296\)"):
+        run_study(StudySpec(small_config, seeds=(0, 1), vary=SOURCES, base_seed=-5), tmp_path)
+    assert not (tmp_path / "seed_0").exists()
+
+
 def test_an_unknown_source_is_refused_naming_the_choices():
     with pytest.raises(InputError, match=r"--vary 'init,weights': weights is not a source of randomness; choose all or "
                                          r"a comma list of init, order, augment, split"):
