@@ -20,9 +20,12 @@ with a warning, in favour of the one before it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxrec import host
 from jaxrec.config import Config
 from jaxrec.data.pipeline import Preprocess
-from jaxrec.errors import InputError
+from jaxrec.errors import InputError, SaveError
 from jaxrec.models import create_model
 from jaxrec.run_state import RunState
 from jaxrec.state import create_train_state
@@ -203,6 +206,32 @@ class Restored:
         return self.meta.run.step
 
 
+class _OrbaxSaveErrors(logging.Filter):
+    """Drops the tracebacks Orbax logs from its save threads: a failed save is reported once, by
+    RunCheckpointer.save, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
+_ORBAX_SAVE_ERRORS = _OrbaxSaveErrors()
+
+
+def _save_failure(err: Exception) -> str:
+    """What made a save fail, in words: from the OS error code TensorStore reports, if any."""
+    code = re.search(r"os_error_code='?(\d+)", str(err))
+    if code:
+        number = int(code.group(1))
+        if number == errno.EFBIG:
+            return "a file is larger than this process may write (the file-size limit, ulimit -f)"
+        if number in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on the device"
+        if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "permission denied (or a read-only file system)"
+        return os.strerror(number)
+    return _short(err)
+
+
 class RunCheckpointer:
     """Saves and restores the checkpoints of one run (one workdir)."""
 
@@ -210,11 +239,14 @@ class RunCheckpointer:
         self.directory = checkpoint_dir(workdir)
         self.config = config
         self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
+        logging.getLogger("absl").addFilter(_ORBAX_SAVE_ERRORS)
+        self.failed = False  # a save failed: the manager's threads are in an unknown state, do not wait on them
         self.last_saved_step: int | None = self.manager.latest_step()
 
     def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
              test_accuracy: float | None = None) -> None:
-        """Starts an asynchronous save of `state` (unreplicated) and `run` at run.step.
+        """Saves `state` (unreplicated) and `run` at run.step, and waits until it is on disk: a save
+        that fails stops the run at once (SaveError, one line), not an epoch later or at exit.
 
         Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
         """
@@ -232,6 +264,14 @@ class RunCheckpointer:
         self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                             meta=ocp.args.JsonSave(meta.to_json())),
                           metrics=metrics, force=True)
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - whatever the storage layer raises, the run must stop here
+            self.failed = True
+            last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
+            raise SaveError(f"cannot save the checkpoint of step {run.step} to {self.directory}: "
+                            f"{_save_failure(err)}. The last good checkpoint: {last}. Free space (or raise the "
+                            f"limit) and run the same command again to resume") from None
         self.last_saved_step = run.step
 
     def restore_latest(self, template: TrainState, dataset: dict[str, Any],
@@ -282,6 +322,8 @@ class RunCheckpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        if self.failed:
+            return
         self.manager.wait_until_finished()
         self.manager.close()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
-from jaxrec.errors import InputError
+from jaxrec.errors import InputError, SaveError
 from jaxrec.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.workdir import writable_folder
 
@@ -54,6 +55,9 @@ def exit_code(command: Callable[[], int | None]) -> int:
     try:
         with exit_on_signals():  # a signal outside training ends the process at once, with one line
             return command() or 0
+    except SaveError as err:  # the storage layer's threads may still print at exit: leave at once
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        os._exit(2)
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,3 +3,8 @@
 
 class InputError(ValueError):
     """A setting, data set or file that cannot be used; the message names the problem and the fix."""
+
+
+class SaveError(InputError):
+    """A checkpoint could not be written (no space, no permission, a file-size limit); the message
+    names the path, the cause and the last good checkpoint."""

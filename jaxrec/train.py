@@ -256,20 +256,21 @@ def evaluate(trainer: Trainer, state: TrainState) -> tuple[dict[str, Any], Recor
 
 
 def finish_epoch(trainer: Trainer, state: TrainState, run: RunState, record: Record, started: float) -> RunState:
-    """Appends the epoch's record to the run and to metrics.jsonl, logs it and saves a checkpoint."""
+    """Saves a checkpoint of the finished epoch, then appends its record to metrics.jsonl (so the
+    file never holds an epoch a resume would not continue from) and logs it."""
     run = run.end_epoch(record)
+    save(trainer, state, run, started, record.get("test_accuracy"))
     outputs.append_jsonl(trainer.metrics_path, record)
     log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s",
              run.epoch, trainer.config.epochs, record["train_loss"], record["train_accuracy"],
              f"{record['test_loss']:.4f}" if "test_loss" in record else "-",
              f"{record['test_accuracy']:.4f}" if "test_accuracy" in record else "-", record["images_per_second"])
-    save(trainer, state, run, started, record.get("test_accuracy"))
     return run
 
 
 def save(trainer: Trainer, state: TrainState, run: RunState, started: float,
          test_accuracy: float | None = None) -> None:
-    """Starts an asynchronous checkpoint of the (replicated) state and the run."""
+    """Checkpoints the (replicated) state and the run (RunCheckpointer.save waits until it is on disk)."""
     run = dataclasses.replace(run, elapsed_seconds=time.time() - started)
     trainer.checkpoints.save(unreplicate(state), run, trainer.dataset, test_accuracy)
 
