@@ -20,11 +20,9 @@ with a warning, in favour of the one before it.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -40,7 +38,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxrec import host
 from jaxrec.config import Config
 from jaxrec.data.pipeline import Preprocess
-from jaxrec.errors import InputError, SaveError
+from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
 from jaxrec.run_state import RunState
 from jaxrec.state import create_train_state
@@ -66,10 +64,9 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 
 def latest_checkpoint_step(workdir: str | Path) -> int:
-    """The step of a workdir's newest checkpoint folder (0 if it has none), without opening it."""
+    """The step of a workdir's newest finished checkpoint (0 if it has none), without restoring it."""
     directory = checkpoint_dir(workdir)
-    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
-    return max(steps, default=0)
+    return max(ocp.utils.checkpoint_steps(directory), default=0) if directory.is_dir() else 0
 
 
 def _best_metric(metrics: dict[str, float]) -> float:
@@ -114,8 +111,8 @@ def array_checksum(tree: Any) -> str:
 
 def _damage(arrays: dict[str, Any], checksum: str | None) -> str | None:
     """Why restored arrays cannot be trusted (None if they can): NaN/inf, or not the saved checksum."""
-    floats = [x for x in jax.tree_util.tree_leaves(arrays) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
-    if not all(bool(np.isfinite(jax.device_get(x)).all()) for x in floats):
+    arrays = jax.device_get(arrays)
+    if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays) if np.issubdtype(x.dtype, np.floating)):
         return "its arrays hold NaN or inf"
     if checksum is not None and array_checksum(arrays) != checksum:
         return "its arrays do not match the checksum saved with them"
@@ -220,16 +217,7 @@ _ORBAX_SAVE_ERRORS = _OrbaxSaveErrors()
 def _save_failure(err: Exception) -> str:
     """What made a save fail, in words: from the OS error code TensorStore reports, if any."""
     code = re.search(r"os_error_code='?(\d+)", str(err))
-    if code:
-        number = int(code.group(1))
-        if number == errno.EFBIG:
-            return "a file is larger than this process may write (the file-size limit, ulimit -f)"
-        if number in (errno.ENOSPC, errno.EDQUOT):
-            return "no space left on the device"
-        if number in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return "permission denied (or a read-only file system)"
-        return os.strerror(number)
-    return _short(err)
+    return os_error_cause(int(code.group(1))) if code else _short(err)
 
 
 class RunCheckpointer:
@@ -250,9 +238,7 @@ class RunCheckpointer:
 
         Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
         """
-        # Host copies, taken now: Orbax's background thread then never reads device buffers while the
-        # next training call runs (suspected in a 2-device XLA:CPU deadlock, see docs/troubleshooting.md).
-        arrays = jax.device_get(_arrays(state))
+        arrays = jax.device_get(_arrays(state))  # one host copy for the checks, the checksum and Orbax
         if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays["params"])):
             raise FloatingPointError(
                 f"the parameters hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
@@ -274,20 +260,13 @@ class RunCheckpointer:
                             f"limit) and run the same command again to resume") from None
         self.last_saved_step = run.step
 
-    def restore_latest(self, template: TrainState, dataset: dict[str, Any],
-                       at_most: int | None = None) -> Restored | None:
-        """The newest readable checkpoint restored into `template`'s structure, or None if there is none.
+    def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:
+        """The newest usable checkpoint restored into `template`'s structure, or None if there is none.
 
-        at_most: ignore checkpoints after this step, moving them aside (the seeds trained in one
-        program resume from the step they all reached). Raises InputError if the checkpoint was
-        written for another model or optimizer config, or for other data than `dataset` (a
-        DataSplits.describe()).
+        Raises InputError if the checkpoint was written for another model or optimizer config, or
+        for other data than `dataset` (a DataSplits.describe()).
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
-        if at_most is not None and steps and steps[0] > at_most:
-            ahead = [step for step in steps if step > at_most]
-            self._move_aside(ahead, "superseded", f"ahead of step {at_most}, where the other seeds of this program are")
-            steps = steps[len(ahead):]
         for i, step in enumerate(steps):
             restored = _restore(self.manager, step, template, self.config)
             if restored is not None:
@@ -296,7 +275,7 @@ class RunCheckpointer:
                     raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
                                      f"{'; '.join(different)}. Pass the same data set, or start over with "
                                      f"--resume=false (or another --workdir).")
-                self._move_aside(steps[:i], "unreadable", "unreadable")
+                self._move_aside(steps[:i])
                 return restored
         if steps:  # more likely an incompatible jaxrec version than every save having failed
             raise InputError(f"none of the checkpoints in {self.directory} (steps {steps}) can be read (see the "
@@ -304,17 +283,17 @@ class RunCheckpointer:
                              f"deleted) or use another --workdir.")
         return None
 
-    def _move_aside(self, steps: list[int], folder: str, why: str) -> None:
-        """Moves checkpoints out of the manager's way (the run will save those steps again), keeping
-        them (for a post-mortem) rather than deleting them."""
+    def _move_aside(self, steps: list[int]) -> None:
+        """Moves unusable checkpoints out of the manager's way (the run will save those steps again),
+        keeping them for a post-mortem rather than deleting them."""
         if not steps:
             return
-        aside = self.directory.with_name(f"{CHECKPOINT_DIR}.{folder}")
+        aside = self.directory.with_name(f"{CHECKPOINT_DIR}.unreadable")
         aside.mkdir(exist_ok=True)
         for step in steps:
             for path in self.directory.glob(f"{step}"):
                 path.rename(aside / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        log.warning("moved checkpoint(s) %s (%s) to %s", steps, why, aside)
+        log.warning("moved unusable checkpoint(s) %s to %s", steps, aside)
         self.manager.reload()
 
     def wait(self) -> None:

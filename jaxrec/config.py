@@ -163,7 +163,7 @@ class Config:
     force_workdir: bool = knob(False, "Write into a --workdir that holds files not written by jaxrec (refused "
                                "otherwise, so nobody's folder is overwritten by mistake).")
     resume: bool = knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
-                        "starts over (the old checkpoints are moved aside, not deleted).")
+                        "starts over (the previous run is moved to WORKDIR/replaced-<time>/, not deleted).")
     checkpoint_every_steps: int = knob(0, "Also save a checkpoint every this many training steps (0: only at the "
                                        "end of every epoch, which is always saved). A run also saves when "
                                        "interrupted. Best a multiple of steps_per_call: other values give calls of "

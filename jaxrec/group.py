@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import MODEL_AXES, SOURCES, Config, check
 from jaxrec.data import DataSplits, load_data
-from jaxrec.data.pipeline import Preprocess, epoch_indices
+from jaxrec.data.pipeline import epoch_indices
 from jaxrec.data.sources import split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
@@ -45,8 +45,7 @@ MEMBER_FIELDS = ("seed", *(f"{source}_seed" for source in SOURCES), "workdir")
 
 def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Config]:
     """The configs, if they can train in one program: the same settings but for seeds and workdirs,
-    distinct workdirs, one data split (a seeded split of an image folder differs per split seed),
-    and at least two checkpoints kept (a program stopped between two seeds' saves goes back one)."""
+    distinct workdirs, and one data split (a seeded split of an image folder differs per split seed)."""
     if not configs:
         raise InputError("a group of seeds needs at least one config")
     if model_axis not in MODEL_AXES:
@@ -61,9 +60,6 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
     if len({c.source_seeds()["split"] for c in configs}) > 1 and split_is_seeded(configs[0]):
         raise InputError(f"{configs[0].dataset} has no split folders, so each split seed draws its own eval split "
                          f"and the seeds cannot share one copy of the data; use --seeds_per_program 1")
-    if len(configs) > 1 and configs[0].checkpoint_keep < 2:
-        raise InputError(f"--checkpoint_keep {configs[0].checkpoint_keep} with several seeds per program: a program "
-                         f"stopped between two seeds' saves resumes from the previous checkpoint, so keep 2 or more")
     return list(configs)
 
 
@@ -85,8 +81,8 @@ class Group:
 def train_group(configs: Sequence[Config], model_axis: str = "loop") -> None:
     """Trains and evaluates every config in one program and writes each run's outputs to its workdir.
 
-    Resumes from the members' checkpoints (from the latest step all of them reached); SIGTERM/SIGINT
-    save every member and raise TrainingInterrupted.
+    Resumes from the members' checkpoints (all at one step); SIGTERM/SIGINT save every member and
+    raise TrainingInterrupted.
     """
     entered = time.time()
     configs = check_group([check(config) for config in configs], model_axis)
@@ -95,10 +91,10 @@ def train_group(configs: Sequence[Config], model_axis: str = "loop") -> None:
     with contextlib.ExitStack() as claimed:
         for config in configs:  # one training run per workdir
             start_over_if_asked(config, claimed.enter_context(claim(config.workdir, config.force_workdir)))
-        run_group(configs, devices, model_axis, entered)
+        train_group_in_workdirs(configs, devices, model_axis, entered)
 
 
-def run_group(configs: list[Config], devices: list[jax.Device], model_axis: str, entered: float) -> None:
+def train_group_in_workdirs(configs: list[Config], devices: list[jax.Device], model_axis: str, entered: float) -> None:
     """train_group's loop, in claimed workdirs."""
     data = load_data(configs[0])
     group = create_group(configs, data, devices, model_axis)
@@ -132,35 +128,22 @@ def create_group(configs: Sequence[Config], data: DataSplits, devices: list[jax.
     members = (lead, *(dataclasses.replace(
         lead, config=config, keys=RunKeys.from_config(config), checkpoints=RunCheckpointer(config.workdir, config),
         metrics_path=Path(config.workdir) / "metrics.jsonl") for config in configs[1:]))
-    preprocess = Preprocess(mean=data.mean, std=data.std, augment=configs[0].augment)  # as create_trainer's
     return Group(members=members,
-                 train_fn=make_group_train_fn(preprocess, devices, len(members), model_axis,
+                 train_fn=make_group_train_fn(lead.preprocess, devices, len(members), model_axis,
                                               configs[0].label_smoothing),
                  unstack=make_unstack_fn(len(members), devices),
                  rngs=jax.numpy.stack([m.keys.train for m in members]))
 
 
 def restore_or_start_group(group: Group, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
-    """Every member's fresh or restored state and run, all at one step. A member whose checkpoints
-    went further than another's (a stop between two members' saves) goes back to the common step if
-    it has a checkpoint there; anything else (seeds with other progress) is refused before any
-    checkpoint is touched, since going back would throw training away."""
-    restored = [restore_or_start(member, data) for member in group.members]
-    steps = [run.step for _, run, _ in restored]
-    common = min(steps)
-    if len(set(steps)) == 1:
-        states, runs, resumed = zip(*restored)
-        return list(states), list(runs), resumed[0]
-    for member, step in zip(group.members, steps):
-        if step != common and common not in member.checkpoints.manager.all_steps():
-            raise InputError(f"the seeds given to one program have trained to different steps "
-                             f"({', '.join(f'{Path(m.config.workdir).name}: {s}' for m, s in zip(group.members, steps))})"
-                             f"; train them one at a time (--seeds_per_program 1) to keep each one's progress")
-    log.warning("the seeds of this program stopped at different steps (%s); resuming all from step %d",
-                ", ".join(map(str, steps)), common)
-    restored = [r if step == common else restore_or_start(member, data, at_most=common)
-                for member, r, step in zip(group.members, restored, steps)]
-    states, runs, resumed = zip(*restored)
+    """Every member's fresh or restored state and run. They must stand at one step (jaxrec.study puts
+    only seeds whose checkpoints reached the same step into one program); seeds with other progress
+    are refused rather than sent back, which would throw training away."""
+    states, runs, resumed = zip(*(restore_or_start(member, data) for member in group.members))
+    if len({run.step for run in runs}) > 1:
+        steps = ", ".join(f"{Path(m.config.workdir).name}: {run.step}" for m, run in zip(group.members, runs))
+        raise InputError(f"the seeds given to one program have trained to different steps ({steps}); train them "
+                         f"one at a time (--seeds_per_program 1) to keep each one's progress")
     return list(states), list(runs), resumed[0]
 
 

@@ -144,11 +144,9 @@ def member(states: Any, k: int) -> Any:
 
 
 def stack_states(states: Sequence[Any]) -> Any:
-    """K train states (same model and optimizer) as one, every array with a leading model axis [K, ...].
-    The first state's static fields (apply_fn, tx) stand for all."""
-    stack = lambda trees: jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *trees)
-    return states[0].replace(step=np.stack([np.asarray(s.step) for s in states]),
-                             params=stack([s.params for s in states]), opt_state=stack([s.opt_state for s in states]))
+    """K train states of one config (the same model and optimizer objects: see create_model) as one,
+    every array with a leading model axis [K, ...]."""
+    return jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *states)
 
 
 def make_unstack_fn(models: int, devices: Sequence[jax.Device]) -> Callable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -68,6 +69,7 @@ class Trainer:
     num_train: int
     steps_per_epoch: int
     keys: RunKeys
+    preprocess: Preprocess  # uint8 images -> the model's input (augmentation, normalisation)
     train_fn: Callable  # jaxrec.parallel.make_train_fn
     images: jax.Array   # the training split, uint8, replicated
     labels: jax.Array
@@ -90,7 +92,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     per_device_batch(config.batch_size, len(devices))  # refuse an uneven batch before loading data
     with claim(workdir, config.force_workdir) as workdir:  # one training run per workdir
         start_over_if_asked(config, workdir)
-        return run(config, workdir, devices, entered)
+        return train_in_workdir(config, workdir, devices, entered)
 
 
 def start_over_if_asked(config: Config, workdir: Path) -> None:
@@ -100,7 +102,7 @@ def start_over_if_asked(config: Config, workdir: Path) -> None:
         log.warning("--resume=false: starting over; the previous run's files were moved to %s", aside)
 
 
-def run(config: Config, workdir: Path, devices: list[jax.Device], entered: float) -> TrainState:
+def train_in_workdir(config: Config, workdir: Path, devices: list[jax.Device], entered: float) -> TrainState:
     """train_and_evaluate's loop, in a claimed workdir."""
     data = load_data(config)
     trainer = create_trainer(config, data, devices, workdir)
@@ -140,7 +142,7 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
     model = create_model(config, data.num_classes)
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
-        keys=RunKeys.from_config(config),
+        keys=RunKeys.from_config(config), preprocess=preprocess,
         train_fn=make_train_fn(preprocess, devices, config.label_smoothing),
         images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
         evaluator=Evaluator(model.apply, data.eval.images, data.eval.labels, preprocess, devices,
@@ -149,13 +151,11 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
         metrics_path=workdir / "metrics.jsonl")
 
 
-def restore_or_start(trainer: Trainer, data: DataSplits,
-                     at_most: int | None = None) -> tuple[TrainState, RunState, int | None]:
-    """A fresh train state and run, or the latest checkpoint's (at step `at_most` or before, if given);
-    and the step resumed from (None if fresh)."""
+def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[TrainState, RunState, int | None]:
+    """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
     config = trainer.config
     state = create_train_state(config, trainer.model, data.image_shape, trainer.keys.init, trainer.steps_per_epoch)
-    restored = trainer.checkpoints.restore_latest(state, trainer.dataset, at_most) if config.resume else None
+    restored = trainer.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
     if restored is None:
         return state, RunState(), None
     run = restored.meta.run
@@ -305,6 +305,7 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),
         "num_devices": len(trainer.devices), "seeds_per_program": seeds_per_program,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "peak_host_memory_mb": host.peak_host_memory_mb(),
         "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
         "test_accuracy_per_epoch": [r.get("test_accuracy") for r in run.records],

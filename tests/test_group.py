@@ -2,6 +2,7 @@
 the step all its seeds reached, a study compiles its program once, and what cannot share a program is refused."""
 
 import json
+import os
 import shutil
 
 import chex
@@ -38,6 +39,7 @@ def test_each_seed_of_a_program_is_its_plain_run_bit_for_bit(small_config, tmp_p
     assert records(tmp_path / "seed_0") != records(tmp_path / "seed_1")  # two models, not one twice
     summary = json.loads((tmp_path / "seed_1" / "summary.json").read_text())
     assert summary["seeds_per_program"] == 2 and summary["source_seeds"]["init"] == 1
+    assert summary["xla_flags"] == os.environ.get("XLA_FLAGS", "")
     assert (tmp_path / "seed_0" / "eval.json").exists() and (tmp_path / "seed_0" / "curves.png").exists()
 
 
@@ -53,27 +55,23 @@ def test_vmap_over_the_model_axis_differs_from_the_plain_run_only_by_rounding(sm
 
 
 @pytest.mark.slow
-def test_a_program_stopped_between_two_seeds_saves_resumes_from_their_common_step(small_config, tmp_path,
-                                                                                  monkeypatch):
+def test_a_study_whose_seeds_stopped_at_different_steps_keeps_each_ones_progress(small_config, tmp_path,
+                                                                                 monkeypatch):
     config = small_config.replace(epochs=2)
-    configs = _members(config, tmp_path, (2, 3))
+    spec = StudySpec(config, seeds=(2, 3), vary=SOURCES)
     sigterm_after(monkeypatch, 20, group_lib, "make_group_train_fn")  # stops at step 20 (epoch 2, step 8 of 12)
     with pytest.raises(TrainingInterrupted, match="2 seeds saved"):
-        train_group(configs)
+        run_study(spec, tmp_path, seeds_per_program=2)
     monkeypatch.undo()
-    # Seeds with other progress (seed 3 with no checkpoint at all) are refused, nothing moved.
-    shutil.move(checkpoint_dir(tmp_path / "seed_3"), tmp_path / "kept")
-    with pytest.raises(InputError, match=r"different steps \(seed_2: 20, seed_3: 0\); train them one at a time"):
-        train_group(configs)
-    assert checkpoint_steps(tmp_path / "seed_2") == [12, 20]
-    shutil.rmtree(checkpoint_dir(tmp_path / "seed_3"), ignore_errors=True)
-    shutil.move(tmp_path / "kept", checkpoint_dir(tmp_path / "seed_3"))
     # As if the process had died after seed 2's save at step 20 and before seed 3's: seed 3 has step 12.
     shutil.move(checkpoint_dir(tmp_path / "seed_3") / "20", tmp_path / "lost")
-    train_group(configs)
-    assert (checkpoint_dir(tmp_path / "seed_2").with_name("checkpoints.superseded")).is_dir()
+    configs = [spec.seed_config(seed, tmp_path) for seed in spec.seeds]
+    with pytest.raises(InputError, match=r"different steps \(seed_2: 20, seed_3: 12\); train them one at a time"):
+        train_group(configs)  # one program cannot hold them: refused, nothing moved
+    assert checkpoint_steps(tmp_path / "seed_2") == [12, 20]
+    run_study(spec, tmp_path, seeds_per_program=2)  # the study trains each from its own step
     for seed in (2, 3):
-        straight = config.replace(seed=seed, workdir=str(tmp_path / f"straight_{seed}"))
+        straight = configs[0].replace(seed=seed, workdir=str(tmp_path / f"straight_{seed}"))
         train_and_evaluate(straight, straight.workdir)
         assert records(tmp_path / f"seed_{seed}") == records(straight.workdir)
         chex.assert_trees_all_equal(_params(tmp_path / f"seed_{seed}"), _params(straight.workdir))
@@ -109,8 +107,6 @@ def test_what_cannot_share_a_program_is_refused_in_one_line(small_config, tmp_pa
     with pytest.raises(InputError, match="no split folders.*--seeds_per_program 1"):
         check_group(faces)
     assert check_group([c.replace(split_seed=7) for c in faces]) is not None  # one split: fine
-    with pytest.raises(InputError, match="--checkpoint_keep 1 with several seeds per program"):
-        check_group([c.replace(checkpoint_keep=1) for c in configs])
     with pytest.raises(InputError, match="--model_axis 'pmap': choose one of loop, vmap"):
         check_group(configs, "pmap")
     with pytest.raises(InputError, match="no split folders"):
