@@ -11,7 +11,6 @@ finished or stopped run's files aside when a run starts over (--resume=false), d
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import tempfile
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from jaxrec.errors import InputError
+from jaxrec.errors import InputError, os_error_cause
 
 try:  # POSIX (Linux, macOS, Colab, Kaggle); elsewhere runs are not locked
     import fcntl
@@ -54,7 +53,8 @@ def writable_folder(folder: str | Path, flag: str = "--workdir") -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        raise InputError(f"cannot write to {flag} {path}: {_cause(err)}; choose a writable {flag}") from None
+        cause = os_error_cause(err.errno) if err.errno else str(err)
+        raise InputError(f"cannot write to {flag} {path}: {cause}; choose a writable {flag}") from None
     return path
 
 
@@ -104,14 +104,6 @@ def move_previous_run(workdir: Path) -> Path | None:
     for entry in entries:
         entry.rename(aside / entry.name)
     return aside
-
-
-def _cause(err: OSError) -> str:
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied" if err.errno != errno.EROFS else "read-only file system"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on the device"
-    return err.strerror or str(err)
 
 
 __all__ = ["LOCK_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run", "writable_folder"]
