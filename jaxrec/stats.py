@@ -1,6 +1,6 @@
 """Statistics of results over seeds, the way seed studies report them.
 
-`describe(values)` summarises one metric over a study's seeds (mean, sample std, standard error,
+`describe(values)` summarises one metric over a study's seeds (mean, sample std and its interval, standard error,
 Student-t and bootstrap 95% intervals of the mean, median, range); `compare(a, b)` decides between
 two studies: the difference of means with Welch's interval and p-value, P(A>B) (the chance that a
 random seed of A beats a random seed of B, ties counting half) with a bootstrap interval, and how
@@ -26,6 +26,16 @@ def _t_interval(mean: float, sem: float, dof: float) -> list[float]:
     return [mean - half, mean + half]
 
 
+def std_interval(std: float, n: int) -> list[float]:
+    """95% interval of the standard deviation from n normal samples (chi-square): how sure a study
+    of n seeds can be about its own spread."""
+    if n < 2 or not math.isfinite(std):
+        return [float("nan"), float("nan")]
+    dof = n - 1
+    return [std * math.sqrt(dof / float(scipy_stats.chi2.ppf(0.975, dof))),
+            std * math.sqrt(dof / float(scipy_stats.chi2.ppf(0.025, dof)))]
+
+
 def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> list[float]:
     """Percentile bootstrap 95% interval of the mean (values resampled with replacement)."""
     values = np.asarray(values, np.float64)
@@ -35,14 +45,15 @@ def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: i
 
 
 def describe(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
-    """n, mean, std (ddof 1), sem, ci95 (Student t), bootstrap_ci95, median, min, max, range, values."""
+    """n, mean, std (ddof 1), std_ci95 (chi-square), sem, ci95 (Student t), bootstrap_ci95, median,
+    min, max, range, values."""
     values = [float(v) for v in values]
     array = np.asarray(values, np.float64)
     n = len(values)
     mean = float(array.mean())
     std = float(array.std(ddof=1)) if n > 1 else float("nan")
     sem = std / math.sqrt(n) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "std": std, "sem": sem, "ci95": _t_interval(mean, sem, n - 1),
+    return {"n": n, "mean": mean, "std": std, "std_ci95": std_interval(std, n), "sem": sem, "ci95": _t_interval(mean, sem, n - 1),
             "bootstrap_ci95": bootstrap_mean_interval(array, seed) if n > 1 else [mean, mean],
             "median": float(np.median(array)), "min": float(array.min()), "max": float(array.max()),
             "range": float(array.max() - array.min()), "values": values}

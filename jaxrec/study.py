@@ -265,8 +265,10 @@ def write_study(spec: StudySpec, workdir: Path) -> dict[str, Any]:
              # how each seed ran: the device count and the models per program can change the rounding
              "num_devices": [run["summary"]["num_devices"] for run in runs],
              "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],
+             "seed_xla_flags": [run["summary"].get("xla_flags") for run in runs],  # None: not recorded then
              "config": spec.config.to_dict(), "versions": host.versions(), "machine": host.machine(),
-             "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+             "xla_flags": os.environ.get("XLA_FLAGS", ""),  # of the process that wrote this summary
+             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     outputs.write_json(workdir / "study.json", study)
     (workdir / "study.md").write_text(study_markdown(study))
     outputs.plot_study(runs, study, workdir)
@@ -277,10 +279,12 @@ def study_markdown(study: dict[str, Any]) -> str:
     """The study's table: each metric's mean, std, intervals and range over the seeds."""
     m = study["metrics"]
     lines = [f"# Seed study: {len(study['seeds'])} seeds, varying {', '.join(study['vary'])}", "",
-             "| metric | mean | std | 95% CI (t) | 95% CI (bootstrap) | min | max |", "|---|---:|---:|---|---|---:|---:|"]
+             "| metric | mean | std (95% CI) | mean's 95% CI (t) | mean's 95% CI (bootstrap) | min | max |",
+             "|---|---:|---:|---|---|---:|---:|"]
     for name in ("test_accuracy", "test_loss", "test_macro_f1"):
         d = m[name]
-        lines.append(f"| {name} | {d['mean']:.4f} | {d['std']:.4f} | {d['ci95'][0]:.4f}-{d['ci95'][1]:.4f} | "
+        lines.append(f"| {name} | {d['mean']:.4f} | {d['std']:.4f} ({d['std_ci95'][0]:.4f}-{d['std_ci95'][1]:.4f}) | "
+                     f"{d['ci95'][0]:.4f}-{d['ci95'][1]:.4f} | "
                      f"{d['bootstrap_ci95'][0]:.4f}-{d['bootstrap_ci95'][1]:.4f} | {d['min']:.4f} | {d['max']:.4f} |")
     if study["disagreement"]:
         lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over "

@@ -58,3 +58,12 @@ def test_compare_gives_a_verdict_and_the_seeds_a_difference_needs():
     # The usual formula: 2 (z_0.975 + z_0.8)^2 (sigma / delta)^2 per arm; sigma = delta gives 16.
     root2 = 2**0.5  # two values root 2 apart: sample std 1
     assert stats.seeds_needed([0.0, root2], [1.0, 1.0 + root2]) == 16
+
+
+def test_the_std_interval_matches_the_chi_square_table():
+    # 9 degrees of freedom: chi-square quantiles 2.700 (2.5%) and 19.023 (97.5%) from any printed table
+    low, high = stats.describe([float(v) for v in range(10)])["std_ci95"]
+    std = np.std(np.arange(10.0), ddof=1)
+    assert low == pytest.approx(std * (9 / 19.023) ** 0.5, rel=1e-4)
+    assert high == pytest.approx(std * (9 / 2.700) ** 0.5, rel=1e-4)
+    assert np.isnan(stats.describe([1.0])["std_ci95"]).all()
