@@ -25,7 +25,7 @@ study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME/log.tx
 # 1. Ten seeds, every source varied, no augmentation (the article's run), one device.
 study study_cifar10_all --seeds 0-9 --vary all
 # 2. Variance by source, with augmentation: each source alone (seeds 1-5, the others at seed 0), then all.
-# Three times, while another heavy job shared the cores, one device of the 2-device program never reached
+# Four times, while another heavy job shared the cores, one device of the 2-device program never reached
 # an all-reduce and the program sat idle (a deadlock in XLA:CPU, not a slow thread). XLA aborts such
 # a program after --xla_cpu_collective_call_terminate_timeout_seconds (default 40); 120 s leaves
 # room for a slow thread, and study() resumes the study from its last checkpoint.
