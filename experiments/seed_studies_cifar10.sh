@@ -8,16 +8,17 @@
 set -euo pipefail
 DATA=${1:?usage: seed_studies_cifar10.sh DATA [RESULTS]}
 OUT=${2:-results}
-study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME/log.txt; retried if XLA aborts it
+study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME.log; retried if XLA aborts it
   local name=$1; shift
-  mkdir -p "$OUT/$name"
+  local log="$OUT/$name.log"  # beside the workdir: a study refuses a folder that holds files of its own
+  mkdir -p "$OUT"
   for attempt in 1 2 3 4 5; do
     status=0
-    python -m jaxrec study --dataset "$DATA" --progress false --workdir "$OUT/$name" "$@" >> "$OUT/$name/log.txt" 2>&1 || status=$?
+    python -m jaxrec study --dataset "$DATA" --progress false --workdir "$OUT/$name" "$@" >> "$log" 2>&1 || status=$?
     case $status in
       0) return 0 ;;
       2|130|143) return $status ;;  # bad input, or stopped on purpose
-      *) echo "$(date +%T) attempt $attempt ended with status $status; resuming" >> "$OUT/$name/log.txt" ;;
+      *) echo "$(date +%T) attempt $attempt ended with status $status; resuming" >> "$log" ;;
     esac
   done
   return 1
