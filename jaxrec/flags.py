@@ -71,6 +71,19 @@ def _converter(annotation: Any):
     return {bool: parse_bool, int: int, float: float, str: str}[annotation]
 
 
+def _checked(convert: Any, rule: Any) -> Any:
+    """`convert` that also refuses values outside a field's rule, so the error names the flag as typed
+    (e.g. `--batch_size`, an alias of evaluate's `--eval_batch_size`)."""
+    def checked(text: str) -> Any:
+        value = convert(text)
+        if not rule(value):
+            raise argparse.ArgumentTypeError(f"must be {rule.wording}, got {text!r}")
+        return value
+
+    checked.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid int value" wording
+    return checked
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, *,
               only: Iterable[str] | None = None, inherit: bool = False,
               aliases: dict[str, str] | None = None) -> None:
@@ -90,13 +103,14 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
     for field in dataclasses.fields(cls):
         if wanted is not None and field.name not in wanted:
             continue
-        convert = _converter(hints[field.name])
+        base = _converter(hints[field.name])
+        convert = _checked(base, field.metadata["rule"]) if field.metadata.get("rule") is not None else base
         help_text = field.metadata["help"].replace("%", "%%")
         kwargs: dict[str, Any] = dict(type=convert, metavar=field.name.upper(), dest=field.name,
                                       choices=choices(cls, field.name))
         if kwargs["choices"] is not None:
             kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
-        if convert is parse_bool:
+        if base is parse_bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         if inherit:
             kwargs.update(default=argparse.SUPPRESS, help=help_text + " (default: the run's own)")

@@ -90,12 +90,21 @@ def test_several_bad_settings_are_listed_one_per_line():
 
 
 def test_bad_settings_are_refused_before_jax_starts_or_data_loads(tmp_path):
-    code = ("import sys; from jaxrec.cli import main; "
-            f"code = main(['train', '--eval_batch_size', '0', '--dataset', {str(tmp_path / 'missing')!r}]); "
+    code = ("import sys\nfrom jaxrec.cli import main\ntry:\n"
+            f"    code = main(['train', '--eval_batch_size', '0', '--dataset', {str(tmp_path / 'missing')!r}])\n"
+            "except SystemExit as exit:\n    code = exit.code\n"
             "print('jax imported' if 'jax' in sys.modules else 'jax not imported'); sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout.strip() == "jax not imported"
-    assert result.stderr == "error: --eval_batch_size 0: must be >= 1\n"
+    assert result.stderr == ("jaxrec train: error: argument --eval_batch_size: must be >= 1, got '0' "
+                             "(see jaxrec train --help)\n")
+
+
+def test_a_bad_number_names_the_flag_as_typed_even_an_alias(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jaxrec", "evaluate", "--workdir", str(tmp_path), "--batch_size",
+                             "-4"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--batch_size: must be >= 1, got '-4'" in result.stderr
 
 
 def test_rnn_settings_are_only_checked_for_the_rnn():
