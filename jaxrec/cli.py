@@ -157,7 +157,9 @@ def _predict(args: argparse.Namespace) -> int:
             if "error" in entry:
                 print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
             elif not args.json:
-                print(f"{entry['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top_k"]))
+                decoded = f" ({'; '.join(entry['decoded'])})" if entry.get("decoded") else ""
+                print(f"{entry['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top_k"])
+                      + decoded)
         failed = sum("error" in entry for entry in entries)
         if failed:
             print(f"{failed} of {len(entries)} file(s) could not be classified", file=sys.stderr)

@@ -100,9 +100,11 @@ class Config:
     download: bool = knob(False, "Let TFDS download and prepare a missing data set (needs internet).")
     train_split: str = knob("train", "Split to train on.")
     eval_split: str = knob("test", "Split to evaluate on.")
-    image_size: int = knob(0, "Resize images to image_size x image_size; 0 keeps the data set's own size.",
+    image_size: int = knob(0, "Resize images to image_size x image_size; 0: an image folder's median "
+                           "size (the common size when most images share one), a TFDS set's own.",
                            zero_or_at_least(8))
-    channels: Channels = knob(0, "Convert images to 1 (grayscale) or 3 (RGB) channels; 0 keeps the data set's own.")
+    channels: Channels = knob(0, "Convert images to 1 (grayscale) or 3 (RGB) "
+                                "channels; 0: gray if most of an image folder's images are, a TFDS set's own.")
     test_fraction: float = knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
                                 "fraction of each class's images held out for evaluation, drawn with the seed.",
                                 in_range(0, 1, low_open=True))

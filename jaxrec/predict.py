@@ -1,7 +1,7 @@
 """Classifies new images with a saved run's checkpoint: top-k class names and probabilities per image.
 
 The library behind `jaxrec predict` (jaxrec.cli). Each image gets exactly the training preprocessing: decoded by Pillow, converted to the model's
-channel count and resized to its input size (jaxrec.data.image_folder.convert, as for training
+channel count as a viewer shows it and resized to its input size (jaxrec.data.decode, as for training
 folders), then normalised with the training mean/std saved in the workdir. Folders are searched
 recursively for image files (by suffix). A file that is missing or not an image is reported on its
 own entry and the others are still classified.
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from jaxrec.checkpointing import Trained
-from jaxrec.data.image_folder import IMAGE_SUFFIXES, read_image
+from jaxrec.data.decode import IMAGE_SUFFIXES, read_image
 from jaxrec.errors import InputError
 
 
@@ -48,8 +48,9 @@ class Predictor:
         apply_fn, preprocess = trained.model().apply, trained.preprocess()
         self._logits = jax.jit(lambda params, images: apply_fn({"params": params}, preprocess.eval(images)))
 
-    def read(self, path: Path) -> np.ndarray:
-        """One file as the model's uint8 input [H, W, C]; raises DataError naming the file."""
+    def read(self, path: Path) -> tuple[np.ndarray, list[str]]:
+        """One file as the model's uint8 input [H, W, C] and what decoding changed (e.g. transparency
+        composited on white); raises DataError naming the file."""
         return read_image(path, self.image_shape[:2], self.image_shape[2])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
@@ -72,16 +73,20 @@ class Predictor:
                 for row, p in zip(order, probs)]
 
     def predict(self, inputs: Sequence[str | Path], k: int = 5) -> list[dict[str, Any]]:
-        """One entry per file: {'path', 'top_k': [{'class', 'probability'}, ...]} or {'path', 'error'}."""
+        """One entry per file: {'path', 'top_k': [{'class', 'probability'}, ...], 'decoded'?} or
+        {'path', 'error'}; 'decoded' lists what decoding changed, when it changed something."""
         entries, images, readable = [], [], []
         for path, error in expand(inputs):
+            entry: dict[str, Any] = {"path": str(path)}
             if error is None:
                 try:
-                    images.append(self.read(path))
+                    image, notes = self.read(path)
+                    images.append(image)
                     readable.append(len(entries))
+                    entry.update({"decoded": notes} if notes else {})
                 except InputError as err:
                     error = str(err)
-            entries.append({"path": str(path)} if error is None else {"path": str(path), "error": error})
+            entries.append(entry if error is None else {"path": str(path), "error": error})
         batch = np.stack(images) if images else np.zeros((0, *self.image_shape), np.uint8)
         for index, top in zip(readable, self.top_k(self.logits(batch), k)):
             entries[index]["top_k"] = top

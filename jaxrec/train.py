@@ -21,7 +21,7 @@ import flax.linen as nn
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxrec import host, outputs
+from jaxrec import host, memory, outputs
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import Config, check
 from jaxrec.data import DataSplits, load_data
@@ -140,6 +140,8 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
              devices[0].platform, steps_per_epoch)
     preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
     model = create_model(config, data.num_classes)
+    memory.check_training_fits(model, data.image_shape, config.batch_size, devices,
+                               data.train.images.nbytes + data.eval.images.nbytes)
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
         keys=RunKeys.from_config(config), preprocess=preprocess,

@@ -44,7 +44,7 @@ def test_image_folder_with_mixed_sizes_and_grayscale(tmp_path):
     Image.fromarray(np.zeros((40, 30), np.uint8), "L").save(root / "train" / "ann" / "big_gray.jpg")
     data = load_data(Config(dataset=str(root)))
     assert data.class_names == ("ann", "bob", "cyd")
-    assert data.image_shape == (20, 16, 3)  # the first image's size and colour; others converted
+    assert data.image_shape == (20, 16, 3)  # most images' size and colour; the odd one converted
     assert len(data.train) == 10 and len(data.eval) == 9
     assert data.train.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
     small = load_data(Config(dataset=str(root), image_size=8, channels=1))

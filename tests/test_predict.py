@@ -85,6 +85,17 @@ def test_grayscale_png_odd_jpeg_bad_and_missing_files(workdir, tmp_path, capsys)
     assert sum(t["probability"] for t in entry["top_k"]) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_decompression_bomb_is_one_file_s_error_and_transparency_is_stated(workdir, tmp_path, capsys, monkeypatch):
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(tmp_path / "bomb.png")
+    Image.fromarray(np.full((40, 40, 4), 200, np.uint8), "RGBA").save(tmp_path / "clear.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 90,000 pixels is over twice Pillow's limit
+    code = predict("--workdir", workdir, tmp_path)
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'bomb.png'}: error: cannot read image" in err and "decompression bomb" in err
+    assert out.startswith(f"{tmp_path / 'clear.png'}: ") and out.rstrip().endswith("(transparency composited on white)")
+
+
 def test_workdir_without_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert predict("--workdir", tmp_path, "x.jpg") == 2
     assert evaluate("--workdir", tmp_path) == 2

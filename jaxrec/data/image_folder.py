@@ -3,36 +3,23 @@ here) into uint8 arrays."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from jaxrec.data import decode
+from jaxrec.data.decode import IMAGE_SUFFIXES
 from jaxrec.data.types import ArrayDataset, DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
-                  ".tiff", ".webp")
-GRAY_MODES = ("L", "1", "I;16", "I")  # Pillow modes that carry one channel
-
 log = logging.getLogger(__name__)
-
-
-def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """A Pillow image as uint8 [height, width, channels]: converted to 1 (L) or 3 (RGB) channels and
-    resized (bilinear) when asked; by default grayscale stays grayscale and the rest becomes RGB."""
-    if not channels:
-        channels = 1 if image.mode in GRAY_MODES else 3
-    image = image.convert("L" if channels == 1 else "RGB")
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
-    array = np.asarray(image, np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+PROBE_LIMIT = 5000  # headers read to choose a data set's shape: a few seconds for 50,000 files, 0.5 s for this
 
 
 def list_classes(root: Path, split: str) -> list[str]:
@@ -62,36 +49,57 @@ def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np
     return paths, np.asarray(labels, np.int32)
 
 
-def read_image(path: Path, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """Decodes one image to uint8 [height, width, channels], resized and channel-converted if asked.
+@dataclasses.dataclass(frozen=True)
+class ImageShape:
+    """The size and channel count a data set is decoded to, and how each was chosen (for the log)."""
 
-    Raises DataError naming the file when it cannot be decoded.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return convert(image, size, channels)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid "
-                        f"image ({', '.join(IMAGE_SUFFIXES)}).") from err
+    size: tuple[int, int]  # (height, width)
+    channels: int  # 1 (gray) or 3 (RGB)
+    size_reason: str
+    channels_reason: str
 
 
-def probe(path: Path) -> tuple[tuple[int, int], int]:
-    """(height, width) and channel count (1 for grayscale, else 3) of an image, without decoding it all."""
-    try:
-        with Image.open(path) as image:
-            return (image.size[1], image.size[0]), 1 if image.mode in GRAY_MODES else 3
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid image.") from err
+def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
+    """The median height and width of the images and their majority channel count (ties: RGB), read
+    from the file headers of all of them, or of `limit` spread evenly over a larger set: one odd file
+    cannot set the shape of a whole data set (when most images share a size, it is that size)."""
+    probed = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)] if len(paths) > limit else paths
+    probes = _map(decode.probe, probed)
+    heights = sorted(size[0] for size, _ in probes)
+    widths = sorted(size[1] for size, _ in probes)
+    size = (heights[len(heights) // 2], widths[len(widths) // 2])
+    gray = sum(is_gray for _, is_gray in probes)
+    channels = 1 if 2 * gray > len(probes) else 3
+    resized = sum(s != size for s, _ in probes)
+    converted = gray if channels == 3 else len(probes) - gray
+    counted = f"{len(probes)} training images" + (f" (of {len(paths)}, spread evenly)" if len(paths) > limit else "")
+    return ImageShape(size, channels, f"the median size of {counted}: {resized} of them resized",
+                      f"{'gray' if channels == 1 else 'RGB'} as most of them are ({converted} converted)")
+
+
+def _map(function: Callable[[Path], Any], paths: Sequence[Path]) -> list[Any]:
+    """function over paths in threads (Pillow releases the GIL while decoding)."""
+    workers = min(32, (os.cpu_count() or 1) * 4)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, paths, chunksize=256))
 
 
 def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], size: tuple[int, int],
                 channels: int) -> ArrayDataset:
-    """Decodes images into one array (threads; PIL releases the GIL while decoding)."""
-    workers = min(32, (os.cpu_count() or 1) * 4)
-    with ThreadPoolExecutor(workers) as pool:
-        images = list(pool.map(lambda p: read_image(p, size, channels), paths, chunksize=256))
-    return ArrayDataset(np.stack(images), np.asarray(labels, np.int32), tuple(classes))
+    """Decodes images into one preallocated array, and logs once what decoding changed (e.g. 16-bit
+    scaled, transparency composited; see jaxrec.data.decode)."""
+    images = np.empty((len(paths), *size, channels), np.uint8)
+
+    def read(index: int) -> list[str]:
+        images[index], notes = decode.read_image(paths[index], size, channels)
+        return notes
+
+    counts = collections.Counter(note for notes in _map(read, range(len(paths))) for note in notes)
+    if counts:
+        where = paths[0].parent.parent if paths else ""
+        log.info("decoding %s as a viewer shows it: %s", where,
+                 "; ".join(f"{n} image(s) {note}" for note, n in sorted(counts.items())))
+    return ArrayDataset(images, np.asarray(labels, np.int32), tuple(classes))
 
 
 Files = tuple[list[Path], np.ndarray]  # image paths and their labels

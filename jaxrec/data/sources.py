@@ -9,8 +9,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxrec import memory
 from jaxrec.config import Config, check
 from jaxrec.data import image_folder
+from jaxrec.data.decode import IMAGE_SUFFIXES, convert
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
 
 SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
@@ -45,7 +47,7 @@ def split_is_seeded(config: Config) -> bool:
 
 def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
     if not files[0]:
-        raise DataError(f"no images ({', '.join(image_folder.IMAGE_SUFFIXES)}) found in split {split!r} of "
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in split {split!r} of "
                         f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
 
 
@@ -53,11 +55,24 @@ def _from_folder(config: Config) -> tuple[ArrayDataset, ArrayDataset]:
     listing = _list_folder(config)
     _check_nonempty(listing.train, config, config.train_split)
     _check_nonempty(listing.eval, config, config.eval_split)
-    size, channels = image_folder.probe(listing.train[0][0])
-    size = (config.image_size, config.image_size) if config.image_size else size
-    channels = config.channels or channels
+    shape = _choose_shape(config, listing.train[0])
+    memory.check_images_fit(len(listing.train[0]) + len(listing.eval[0]), shape.size, shape.channels,
+                            "--image_size" if config.image_size else "the training images' median size")
+    size, channels = shape.size, shape.channels
     return tuple(image_folder.read_images(*files, listing.classes, size, channels)
                  for files in (listing.train, listing.eval))
+
+
+def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
+    """--image_size and --channels where given, the rest from the training images; logged."""
+    found = image_folder.choose_shape(paths) if not (config.image_size and config.channels) else None
+    shape = image_folder.ImageShape(
+        (config.image_size,) * 2 if config.image_size else found.size, config.channels or found.channels,
+        "--image_size" if config.image_size else found.size_reason,
+        "--channels" if config.channels else found.channels_reason)
+    log.info("decoding images to %dx%dx%d: size from %s, channels: %s", *shape.size, shape.channels,
+             shape.size_reason, shape.channels_reason)
+    return shape
 
 
 def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
@@ -65,8 +80,13 @@ def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int) -> 
     reader does."""
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
-    images = np.stack([image_folder.convert(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), size,
-                                            channels) for im in data.images])
+    size = size or data.images.shape[1:3]
+    channels = channels or data.images.shape[-1]
+    memory.check_images_fit(len(data.images), size, channels, "--image_size")
+    images = np.empty((len(data.images), *size, channels), np.uint8)
+    for index, image in enumerate(data.images):
+        pillow = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        images[index] = convert(pillow, size, channels)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
@@ -117,6 +137,7 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
         keep, labels = _to_model_labels(labels, classes, class_names, where)
         paths = [p for p, k in zip(paths, keep) if k]
         _check_nonempty((paths, labels), config, split)
+        memory.check_images_fit(len(paths), size, channels, "the model's input size")
         return image_folder.read_images(paths, labels, class_names, size, channels)
     from jaxrec.data.tfds_source import load_tfds  # TensorFlow takes seconds to import: only for TFDS sets
 

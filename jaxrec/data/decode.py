@@ -1,0 +1,148 @@
+"""Turns any image file Pillow opens into the 8-bit gray or RGB pixels a person sees in a viewer.
+
+Pillow's own `convert("L")` clips wider data (a 16-bit PNG becomes almost white) and drops
+transparency onto black. Here instead:
+- 16-bit images are scaled by 255/65535; 32-bit integer images with values in 0..65535 are read as
+  16-bit (Pillow stores 16-bit data from some formats that way), others are stretched min..max;
+- float images in [0, 1] are scaled by 255, others stretched min..max (NaN and inf become 0);
+- transparency (RGBA, LA, a palette's or a single transparent colour) is composited on white;
+- the EXIF orientation a camera wrote is applied, as viewers do.
+Each such change is named in a note, so a data set's loader can say what it did once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from jaxrec.data.types import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm", ".tif",
+                  ".tiff", ".webp")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # one colour band
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+BACKGROUND = 255  # transparent pixels show the white of a page, as in a browser
+
+
+def is_gray(image: Image.Image) -> bool:
+    """Whether the image has one colour band (a palette image counts as colour)."""
+    return image.mode in GRAY_MODES
+
+
+def _scaled(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """values mapped linearly from [low, high] to uint8 [0, 255]."""
+    span = high - low
+    scaled = (values - low) * (255.0 / span) if span > 0 else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _wide_to_8bit(image: Image.Image) -> tuple[Image.Image, str]:
+    """A 16-bit, 32-bit integer or float gray image as mode L, and how it was scaled."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode in SIXTEEN_BIT:
+        return Image.fromarray(_scaled(values, 0, 65535)), "16-bit scaled to 8 bits"
+    finite = np.isfinite(values)
+    values = np.where(finite, values, 0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F" and 0 <= low and high <= 1:
+        return Image.fromarray(_scaled(values, 0, 1)), "float scaled from [0, 1]"
+    if image.mode == "I" and 0 <= low and high <= 65535:
+        return Image.fromarray(_scaled(values, 0, 65535)), "32-bit integer read as 16-bit"
+    kind = "float" if image.mode == "F" else "32-bit integer"
+    return Image.fromarray(_scaled(values, low, high)), f"{kind} stretched from its own min..max"
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """A transparent image composited on the white background, as RGB (or L if it was gray)."""
+    gray = image.mode in ("LA", "La", "L", "1")
+    rgba = image.convert("RGBA") if image.mode != "La" else image.convert("LA").convert("RGBA")
+    flat = Image.new("RGBA", rgba.size, (BACKGROUND,) * 3 + (255,))
+    flat.alpha_composite(rgba)
+    return flat.convert("L" if gray else "RGB")
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright; 2-8: mirrored and/or turned; 5-8 swap width and height)."""
+    if "exif" not in image.info and image.format not in ("TIFF", "MPO"):
+        return 1  # no EXIF block: skip parsing it (most data-set files)
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return orientation if orientation in range(2, 9) else 1
+
+
+def _upright(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """The image turned by its EXIF orientation, if it is not upright."""
+    if _orientation(image) == 1:
+        return image, None
+    return ImageOps.exif_transpose(image), "turned by its EXIF orientation"
+
+
+def to_viewable(image: Image.Image) -> tuple[Image.Image, list[str]]:
+    """The image as mode L (gray) or RGB as a viewer shows it, and notes naming what that changed."""
+    image, turned = _upright(image)
+    notes = [turned] if turned else []
+    if image.mode in SIXTEEN_BIT + ("I", "F"):
+        image, note = _wide_to_8bit(image)
+        notes.append(note)
+    elif _has_transparency(image):
+        image = _on_white(image)
+        notes.append("transparency composited on white")
+    elif image.mode not in ("L", "RGB"):
+        image = image.convert("L" if is_gray(image) else "RGB")  # 1, P, CMYK, YCbCr, LAB, HSV, ...
+    return image, notes
+
+
+def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None) -> tuple[np.ndarray, list[str]]:
+    """A Pillow image as uint8 [height, width, channels] and the notes of `to_viewable`: converted to 1
+    (gray) or 3 (RGB) channels and resized (bilinear) when asked; by default gray stays gray and the
+    rest becomes RGB."""
+    image, notes = to_viewable(image)
+    wanted = "L" if (channels or (1 if image.mode == "L" else 3)) == 1 else "RGB"
+    if image.mode != wanted:
+        image = image.convert(wanted)
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(image, np.uint8)
+    return (array[..., None] if array.ndim == 2 else array), notes
+
+
+def _unreadable(path: Path, err: Exception) -> DataError:
+    if isinstance(err, Image.DecompressionBombError):
+        return DataError(f"cannot read image {path}: {err} Pillow refuses images this large; shrink the file or "
+                         f"remove it")
+    return DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid image "
+                     f"({', '.join(IMAGE_SUFFIXES)}).")
+
+
+READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+
+
+def read_image(path: Path, size: tuple[int, int] | None, channels: int | None) -> tuple[np.ndarray, list[str]]:
+    """Decodes one file to uint8 [height, width, channels] (see `convert`) and its notes.
+
+    Raises DataError naming the file when it cannot be decoded, a decompression bomb included.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return convert(image, size, channels)
+    except READ_ERRORS as err:
+        raise _unreadable(path, err) from err
+
+
+def probe(path: Path) -> tuple[tuple[int, int], bool]:
+    """(height, width) as a viewer shows the image (EXIF orientation applied) and whether it is gray,
+    from the file's header: nothing is decoded."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if _orientation(image) >= 5:
+                width, height = height, width  # a quarter turn
+            return (height, width), is_gray(image)
+    except READ_ERRORS as err:
+        raise _unreadable(path, err) from err
