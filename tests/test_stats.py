@@ -1,9 +1,13 @@
 """Seed-study statistics against scipy and hand-worked cases."""
 
+import json
+import sys
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from helpers import load_script
 from jaxrec import stats
 
 ACCURACIES = [0.7179, 0.7205, 0.7223, 0.7150, 0.7262, 0.7191, 0.7240, 0.7168]
@@ -67,3 +71,31 @@ def test_the_std_interval_matches_the_chi_square_table():
     assert low == pytest.approx(std * (9 / 19.023) ** 0.5, rel=1e-4)
     assert high == pytest.approx(std * (9 / 2.700) ** 0.5, rel=1e-4)
     assert np.isnan(stats.describe([1.0])["std_ci95"]).all()
+
+
+def _study(tmp_path, name, vary, values):
+    """A study workdir holding the study.json `jaxrec study` writes, for these test accuracies."""
+    workdir = tmp_path / name
+    workdir.mkdir()
+    payload = {"vary": vary, "metrics": {"test_accuracy": stats.describe(values)},
+               "disagreement": stats.describe([0.2, 0.3]), "ensemble_accuracy": max(values) + 0.01}
+    (workdir / "study.json").write_text(json.dumps(payload))
+    return workdir
+
+
+def test_variance_by_source_rows_come_from_each_study(tmp_path, capsys, monkeypatch):
+    script = load_script("variance_by_source")
+    rng = np.random.default_rng(0)
+    init, everything = rng.normal(0.72, 0.002, 5), rng.normal(0.72, 0.006, 5)
+    workdirs = [_study(tmp_path, "init", ["init"], init), _study(tmp_path, "all", ["init", "order", "augment"], everything)]
+    monkeypatch.setattr(sys, "argv", ["variance_by_source.py", *map(str, workdirs), "--plot", str(tmp_path / "s.png")])
+    assert script.main() == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| init") or
+            line.startswith("| all")]
+    (init_row,) = [r for r in rows if r[0] == "| init"]
+    assert float(init_row[3]) == pytest.approx(100 * np.mean(init), abs=0.005)
+    assert float(init_row[4].split()[0]) == pytest.approx(100 * np.std(init, ddof=1), abs=0.005)
+    assert float(init_row[5]) == pytest.approx(np.var(init, ddof=1) / np.var(everything, ddof=1), abs=0.005)
+    assert (tmp_path / "s.png").stat().st_size > 0
+    monkeypatch.setattr(sys, "argv", ["variance_by_source.py", str(tmp_path / "nowhere")])
+    assert script.main() == 2 and "does not exist" in capsys.readouterr().err
