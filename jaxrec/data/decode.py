@@ -61,7 +61,7 @@ def _has_transparency(image: Image.Image) -> bool:
 def _on_white(image: Image.Image) -> Image.Image:
     """A transparent image composited on the white background, as RGB (or L if it was gray)."""
     gray = image.mode in ("LA", "La", "L", "1")
-    rgba = image.convert("RGBA") if image.mode != "La" else image.convert("LA").convert("RGBA")
+    rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")  # Pillow has no La -> RGBA
     flat = Image.new("RGBA", rgba.size, (BACKGROUND,) * 3 + (255,))
     flat.alpha_composite(rgba)
     return flat.convert("L" if gray else "RGB")
