@@ -11,7 +11,7 @@ from PIL import Image
 from jaxrec import memory
 from jaxrec.config import Config
 from jaxrec.data import DataError, load_data
-from jaxrec.data.decode import probe, read_image
+from jaxrec.data.decode import convert, probe, read_image
 from jaxrec.data.image_folder import choose_shape
 from jaxrec.errors import InputError
 from jaxrec.models import create_model
@@ -171,3 +171,10 @@ def test_a_large_set_s_shape_comes_from_headers_spread_over_it(tmp_path):
     assert (shape.size, shape.channels) == ((16, 12), 3)
     assert shape.size_reason == "the median size of 3 training images (of 8, spread evenly): 1 of them resized"
     assert shape.channels_reason == "RGB as most of them are (1 converted)"
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "I",
+                                  "F", "LA", "La", "PA", "I;16", "I;16L", "I;16B", "I;16N"])
+def test_every_pillow_mode_becomes_8_bit_gray_or_rgb(mode):
+    array, _ = convert(Image.new(mode, (4, 3)), None, None)
+    assert array.dtype == np.uint8 and array.shape in ((3, 4, 1), (3, 4, 3))
