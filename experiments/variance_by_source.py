@@ -4,7 +4,7 @@
 
 Reads each workdir's study.json (jaxrec study --vary ...) and prints one markdown row per study: the
 sources it varied, the seeds, the mean and std of the metric with the std's 95% interval (chi-square:
-with 5 seeds it spans about 0.6x to 2.9x the std), the share of the all-sources variance, how often
+with 5 seeds it spans about 0.6x to 2.9x the std), the share of the all-sources variance (with the F-test p-value of that ratio), how often
 two seeds disagree on a test image, and the ensemble's accuracy. --plot draws every seed's value per
 study, so outliers show.
 """
@@ -19,15 +19,19 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from jaxrec import stats
 
-def row(study: dict[str, Any], metric: str, all_variance: float | None) -> str:
-    """One study's markdown row (accuracy and F1 in percent)."""
+
+def row(study: dict[str, Any], metric: str, full: dict[str, Any] | None) -> str:
+    """One study's markdown row (accuracy and F1 in percent); the share of `full`'s variance with the
+    F-test p-value of that ratio."""
     m = study["metrics"][metric]
+    share = stats.variance_ratio(m["values"], full["metrics"][metric]["values"]) if full else None
     scale = 1 if metric == "test_loss" else 100
     low, high = (scale * v for v in m["std_ci95"])
     cells = [study["name"], ", ".join(study["vary"]), str(m["n"]), f"{scale * m['mean']:.2f}",
              f"{scale * m['std']:.2f} ({low:.2f}-{high:.2f})",
-             f"{m['std'] ** 2 / all_variance:.2f}" if all_variance else "-",
+             f"{share['ratio']:.2f} (p={share['p']:.2g})" if share and study is not full else "-",
              f"{100 * study['disagreement']['mean']:.1f}%" if study.get("disagreement") else "-",
              f"{100 * study['ensemble_accuracy']:.2f}%" if study.get("ensemble_accuracy") is not None else "-"]
     return "| " + " | ".join(cells) + " |"
@@ -36,11 +40,10 @@ def row(study: dict[str, Any], metric: str, all_variance: float | None) -> str:
 def table(studies: list[dict[str, Any]], metric: str) -> str:
     """The markdown table; 'share' is each study's variance over that of the first study varying every
     source (init, order and augment at least)."""
-    full = [s for s in studies if "all" in s["vary"] or {"init", "order", "augment"} <= set(s["vary"])]
-    all_variance = full[0]["metrics"][metric]["std"] ** 2 if full else None
-    header = (f"| study | sources varied | seeds | mean {metric} | std (95% CI) | share of all-sources variance | "
+    full = next((s for s in studies if "all" in s["vary"] or {"init", "order", "augment"} <= set(s["vary"])), None)
+    header = (f"| study | sources varied | seeds | mean {metric} | std (95% CI) | share of all-sources variance (F-test p) | "
               f"disagreement | ensemble |\n|---|---|---:|---:|---|---:|---:|---:|")
-    return "\n".join([header, *(row(s, metric, all_variance) for s in studies)])
+    return "\n".join([header, *(row(s, metric, full) for s in studies)])
 
 
 def plot(studies: list[dict[str, Any]], metric: str, path: Path) -> None:

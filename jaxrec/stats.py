@@ -36,6 +36,18 @@ def std_interval(std: float, n: int) -> list[float]:
             std * math.sqrt(dof / float(scipy_stats.chi2.ppf(0.025, dof)))]
 
 
+def variance_ratio(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """var(a) / var(b) and its two-sided F-test p-value (normal samples): whether one source of
+    randomness moves a result more than another, e.g. a study varying one source against one
+    varying all of them."""
+    var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))
+    ratio = var_a / var_b if var_b > 0 else float("inf")
+    if not math.isfinite(ratio):
+        return {"ratio": ratio, "p": float("nan")}
+    tail = float(scipy_stats.f.cdf(ratio, len(a) - 1, len(b) - 1))
+    return {"ratio": ratio, "p": min(1.0, 2 * min(tail, 1 - tail))}
+
+
 def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> list[float]:
     """Percentile bootstrap 95% interval of the mean (values resampled with replacement)."""
     values = np.asarray(values, np.float64)

@@ -95,7 +95,21 @@ def test_variance_by_source_rows_come_from_each_study(tmp_path, capsys, monkeypa
     (init_row,) = [r for r in rows if r[0] == "| init"]
     assert float(init_row[3]) == pytest.approx(100 * np.mean(init), abs=0.005)
     assert float(init_row[4].split()[0]) == pytest.approx(100 * np.std(init, ddof=1), abs=0.005)
-    assert float(init_row[5]) == pytest.approx(np.var(init, ddof=1) / np.var(everything, ddof=1), abs=0.005)
+    share, p = init_row[5].split()
+    assert float(share) == pytest.approx(np.var(init, ddof=1) / np.var(everything, ddof=1), abs=0.005)
+    assert float(p.strip("(p=)")) == pytest.approx(stats.variance_ratio(init, everything)["p"], rel=0.01)
     assert (tmp_path / "s.png").stat().st_size > 0
     monkeypatch.setattr(sys, "argv", ["variance_by_source.py", str(tmp_path / "nowhere")])
     assert script.main() == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_variance_ratio_is_a_two_sided_f_test():
+    rng = np.random.default_rng(1)
+    narrow, wide = rng.normal(0, 1, 8), rng.normal(0, 10, 8)
+    result = stats.variance_ratio(narrow, wide)
+    assert result["ratio"] == pytest.approx(np.var(narrow, ddof=1) / np.var(wide, ddof=1))
+    assert result["p"] == pytest.approx(stats.variance_ratio(wide, narrow)["p"])  # two-sided: symmetric
+    assert result["p"] < 0.05 and stats.variance_ratio(narrow, narrow)["p"] == pytest.approx(1.0)
+    # Under equal variances, p < 0.05 about 5% of the time.
+    p_values = [stats.variance_ratio(rng.normal(size=5), rng.normal(size=5))["p"] for _ in range(4000)]
+    assert np.mean(np.asarray(p_values) < 0.05) == pytest.approx(0.05, abs=0.012)
