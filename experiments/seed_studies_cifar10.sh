@@ -36,6 +36,6 @@ study study_cifar10_aug_init --augment --seeds 1-5 --vary init
 study study_cifar10_aug_order --augment --seeds 1-5 --vary order
 study study_cifar10_aug_augment --augment --seeds 1-5 --vary augment
 python experiments/variance_by_source.py "$OUT"/study_cifar10_aug_{init,order,augment,all} \
-  --plot "$OUT/variance_by_source.png" | tee "$OUT/variance_by_source.md"
+  --plot "$OUT/variance_by_source.png" | grep "^|" > "$OUT/variance_by_source.md"
 # 3. Augmentation on vs off: study 2's "all" against study 1.
 python experiments/compare_studies.py "$OUT/study_cifar10_aug_all" "$OUT/study_cifar10_all" | tee "$OUT/augment_on_vs_off.txt"
