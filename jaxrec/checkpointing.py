@@ -296,10 +296,6 @@ class RunCheckpointer:
         log.warning("moved unusable checkpoint(s) %s to %s", steps, aside)
         self.manager.reload()
 
-    def wait(self) -> None:
-        """Blocks until the saves in flight are on disk."""
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         if self.failed:
             return

@@ -212,9 +212,7 @@ def save_group(group: Group, state: TrainState, runs: list[RunState], started: f
 
 
 def group_interrupted(group: Group, run: RunState, stop: StopRequest) -> TrainingInterrupted:
-    """Waits for the members' checkpoints; the exception that tells the user how to resume."""
-    for member in group.members:
-        member.checkpoints.wait()
+    """The exception that tells the user how to resume (every member's checkpoint is on disk: saves wait)."""
     return TrainingInterrupted(
         f"stopped by {stop.name} at step {run.step} (epoch {run.epoch + 1}, step {run.position} of "
         f"{group.lead.steps_per_epoch}); {len(group.members)} seeds saved, each in its workdir's checkpoints. To "

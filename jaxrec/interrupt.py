@@ -1,7 +1,7 @@
 """Stopping a run cleanly on SIGTERM/SIGINT (preemption, a Colab disconnect, Ctrl-C).
 
 The handler only records the request; the training loop checks it between device calls (and after
-an epoch's evaluation), saves a checkpoint, waits for it and raises `TrainingInterrupted`. A second
+an epoch's evaluation), saves a checkpoint (on disk before it goes on) and raises `TrainingInterrupted`. A second
 signal of the same kind gets the previous handler back: a second Ctrl-C stops at once (in the
 command line, through `exit_on_signals`, which also covers everything outside the training loop).
 """

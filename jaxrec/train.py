@@ -278,8 +278,7 @@ def save(trainer: Trainer, state: TrainState, run: RunState, started: float,
 
 
 def interrupted(trainer: Trainer, run: RunState, stop: StopRequest) -> TrainingInterrupted:
-    """Waits for the checkpoint just started; the exception that tells the user how to resume."""
-    trainer.checkpoints.wait()
+    """The exception that tells the user how to resume (the checkpoint is already on disk: saves wait)."""
     return TrainingInterrupted(
         f"stopped by {stop.name} at step {run.step} (epoch {run.epoch + 1}, step {run.position} of "
         f"{trainer.steps_per_epoch}); checkpoint saved in {trainer.checkpoints.directory}. To resume, run the "
