@@ -31,11 +31,11 @@ from jaxrec.errors import InputError
 from jaxrec.group import check_group, train_group
 from jaxrec.run_state import TIMING_FIELDS
 from jaxrec.train import train_and_evaluate
-from jaxrec.workdir import check_workdir
+from jaxrec.workdir import STUDY_SPEC_FILE, check_workdir
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "study_spec.json"
+SPEC_FILE = STUDY_SPEC_FILE
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

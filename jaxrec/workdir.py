@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - Windows
 
 LOCK_FILE = ".lock"
 PREVIOUS_PREFIX = "replaced-"
+STUDY_SPEC_FILE = "study_spec.json"  # what a seed study asked for (jaxrec.study); it marks a study's workdir
 # Files that mark a folder as a jaxrec workdir: a run's config (with jaxrec's own keys) or a study's spec.
 CONFIG_KEYS = {"model", "dataset", "epochs", "batch_size", "learning_rate", "seed"}
 
@@ -34,7 +35,7 @@ CONFIG_KEYS = {"model", "dataset", "epochs", "batch_size", "learning_rate", "see
 def is_jaxrec_workdir(path: Path) -> bool:
     """Whether `path` is empty (but for a lock) or holds a jaxrec run or study."""
     entries = {p.name for p in path.iterdir()} - {LOCK_FILE}
-    if not entries or "study_spec.json" in entries:
+    if not entries or STUDY_SPEC_FILE in entries:
         return True
     try:
         return CONFIG_KEYS <= set(json.loads((path / "config.json").read_text()))
@@ -106,4 +107,4 @@ def move_previous_run(workdir: Path) -> Path | None:
     return aside
 
 
-__all__ = ["LOCK_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run", "writable_folder"]
+__all__ = ["LOCK_FILE", "STUDY_SPEC_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run", "writable_folder"]
