@@ -124,7 +124,7 @@ def train_group_in_workdirs(configs: list[Config], devices: list[jax.Device], mo
 
 def create_group(configs: Sequence[Config], data: DataSplits, devices: list[jax.Device], model_axis: str) -> Group:
     """One Trainer per member (the data and evaluator of the first, shared) and the compiled group step."""
-    lead = create_trainer(configs[0], data, devices, Path(configs[0].workdir))
+    lead = create_trainer(configs[0], data, devices, Path(configs[0].workdir), models=len(configs))
     members = (lead, *(dataclasses.replace(
         lead, config=config, keys=RunKeys.from_config(config), checkpoints=RunCheckpointer(config.workdir, config),
         metrics_path=Path(config.workdir) / "metrics.jsonl") for config in configs[1:]))

@@ -85,13 +85,16 @@ def training_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_pe
 
 
 def check_training_fits(model: nn.Module, image_shape: tuple[int, int, int], batch_size: int,
-                        devices: list[jax.Device], data_bytes: int) -> None:
-    """Refuses a training run whose model, batch and on-device data set (`data_bytes`, every split)
-    would not fit on its devices. CPU devices share the host's RAM, each with its own copy of the data."""
-    per_device = training_bytes(model, image_shape, max(batch_size // len(devices), 1)) + data_bytes
+                        devices: list[jax.Device], data_bytes: int, models: int = 1) -> None:
+    """Refuses a training run whose `models` models (a seed group trains several side by side), batch
+    and on-device data set (`data_bytes`, every split, held once) would not fit on its devices. CPU
+    devices share the host's RAM, each with its own copy of the data."""
+    per_device = models * training_bytes(model, image_shape, max(batch_size // len(devices), 1)) + data_bytes
     on_cpu = devices[0].platform == "cpu"
     need = per_device * len(devices) if on_cpu else per_device
     where = f"{len(devices)} CPU device(s)" if on_cpu else f"each {devices[0].platform} device"
+    flags = ["--batch_size", "--image_size"] + (["--num_devices"] if on_cpu and len(devices) > 1 else []) + (
+        ["--seeds_per_program"] if models > 1 else [])
     require(need, device_available(devices[0]),
-            f"training on {'x'.join(map(str, image_shape))} images in batches of {batch_size} on {where}",
-            "lower --batch_size or --image_size" + (" or --num_devices" if on_cpu and len(devices) > 1 else ""))
+            f"training {models} model(s) on {'x'.join(map(str, image_shape))} images in batches of {batch_size} "
+            f"on {where}", f"lower {', '.join(flags[:-1])} or {flags[-1]}")

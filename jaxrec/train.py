@@ -129,8 +129,10 @@ def train_in_workdir(config: Config, workdir: Path, devices: list[jax.Device], e
     return unreplicate(state)
 
 
-def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], workdir: Path) -> Trainer:
-    """Puts the data on the devices and builds the compiled train and eval steps."""
+def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], workdir: Path,
+                   models: int = 1) -> Trainer:
+    """Puts the data on the devices and builds the compiled train and eval steps; refuses a run that
+    cannot fit in memory with `models` models trained side by side (a seed group's)."""
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
@@ -141,7 +143,7 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
     preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
     model = create_model(config, data.num_classes)
     memory.check_training_fits(model, data.image_shape, config.batch_size, devices,
-                               data.train.images.nbytes + data.eval.images.nbytes)
+                               data.train.images.nbytes + data.eval.images.nbytes, models)
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
         keys=RunKeys.from_config(config), preprocess=preprocess,

@@ -4,6 +4,7 @@ from all its images, memory refused up front, decompression bombs named per file
 import logging
 import math
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -160,7 +161,7 @@ def test_a_model_that_cannot_fit_is_refused_in_one_line_before_training(tmp_path
                         "--epochs", "1", "--workdir", str(tmp_path / "run"), one_device=True)
     assert result.returncode == 2, result.stderr
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-    assert f"training on {size}x{size}x3 images in batches of 8" in line and "--image_size" in line
+    assert f"training 1 model(s) on {size}x{size}x3 images in batches of 8" in line and "--image_size" in line
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -178,3 +179,12 @@ def test_a_large_set_s_shape_comes_from_headers_spread_over_it(tmp_path):
 def test_every_pillow_mode_becomes_8_bit_gray_or_rgb(mode):
     array, _ = convert(Image.new(mode, (4, 3)), None, None)
     assert array.dtype == np.uint8 and array.shape in ((3, 4, 1), (3, 4, 3))
+
+
+def test_the_memory_check_counts_every_model_of_a_seed_group():
+    model, device = create_model(Config(), 10), jax.devices()[:1]
+    one = memory.training_bytes(model, (32, 32, 3), 8)
+    memory.check_training_fits(model, (32, 32, 3), 8, device, 0)  # one article CNN fits anywhere
+    models = 4 * memory.host_available() // one  # that many side by side need ~4x the free memory
+    with pytest.raises(InputError, match=rf"training {models} model\(s\) .* or --seeds_per_program"):
+        memory.check_training_fits(model, (32, 32, 3), 8, device, 0, models=models)
