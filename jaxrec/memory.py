@@ -21,11 +21,11 @@ ACTIVATION_COPIES = 2
 
 def human(count: float) -> str:
     """Bytes as '737 MiB' / '4.1 TiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit in ("B", "KiB", "MiB") else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while count >= 1024 and power < len(units) - 1:
+        count, power = count / 1024, power + 1
+    return f"{count:.1f} {units[power]}" if power >= 3 else f"{count:.0f} {units[power]}"
 
 
 def host_available() -> int | None:

@@ -83,7 +83,8 @@ class Predictor:
                     image, notes = self.read(path)
                     images.append(image)
                     readable.append(len(entries))
-                    entry.update({"decoded": notes} if notes else {})
+                    if notes:
+                        entry["decoded"] = notes
                 except InputError as err:
                     error = str(err)
             entries.append(entry if error is None else {"path": str(path), "error": error})

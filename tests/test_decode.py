@@ -25,8 +25,8 @@ COLOUR = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
 
 
 def _decoded(path, channels=None):
-    image, notes = read_image(path, None, channels)
-    return image, notes
+    """The file at its own size: (uint8 array, notes)."""
+    return read_image(path, None, channels)
 
 
 def test_16_bit_png_is_scaled_not_clipped(tmp_path):
