@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -247,17 +249,25 @@ class RunCheckpointer:
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               checksum=array_checksum(arrays))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
-        self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
-                                                            meta=ocp.args.JsonSave(meta.to_json())),
-                          metrics=metrics, force=True)
+        held = io.StringIO()  # sys.stderr while the save runs
+        real_stderr, sys.stderr = sys.stderr, held
         try:
+            self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                                                meta=ocp.args.JsonSave(meta.to_json())),
+                              metrics=metrics, force=True)
             self.manager.wait_until_finished()
         except Exception as err:  # noqa: BLE001 - whatever the storage layer raises, the run must stop here
+            # sys.stderr stays held: after a failed save TensorStore's threads print dozens of "Event
+            # loop is closed" tracebacks until the process ends, burying the one line that says what to do.
             self.failed = True
             last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
             raise SaveError(f"cannot save the checkpoint of step {run.step} to {self.directory}: "
                             f"{_save_failure(err)}. The last good checkpoint: {last}. Free space (or raise the "
                             f"limit) and run the same command again to resume") from None
+        finally:
+            if not self.failed:
+                sys.stderr = real_stderr
+                real_stderr.write(held.getvalue())  # a warning printed during a good save still shows
         self.last_saved_step = run.step
 
     def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:

@@ -55,15 +55,25 @@ def exit_code(command: Callable[[], int | None]) -> int:
     try:
         with exit_on_signals():  # a signal outside training ends the process at once, with one line
             return command() or 0
-    except SaveError as err:  # the storage layer's threads may still print at exit: leave at once
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        os._exit(2)
+    except SaveError as err:
+        _leave_after_failed_save(err)
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stopped:
         print(stopped, file=sys.stderr)
         return stopped.exit_code
+
+
+def _leave_after_failed_save(err: SaveError) -> None:
+    """Writes the error as one line to the real stderr and ends the process at once.
+
+    After a failed save sys.stderr is held (RunCheckpointer.save: the storage layer's threads go on
+    printing tracebacks), and a normal exit would wait on those threads' clean-up.
+    """
+    sys.stdout.flush()
+    os.write(2, f"error: {err}\n".encode())
+    os._exit(2)
 
 
 def train(config: Config) -> int:

@@ -285,10 +285,9 @@ def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_reru
     last = limited.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot save the checkpoint of step 24") and "file-size limit" in last
     assert "The last good checkpoint: step 12" in last
-    # No traceback through jaxrec or Orbax (it was ~590 lines of them); TensorStore's threads may
-    # still print an "Event loop is closed" or two while the process leaves.
-    assert "/jaxrec/" not in limited.stderr and "/orbax/" not in limited.stderr
-    assert len(limited.stderr.splitlines()) < 80
+    # No traceback through jaxrec or Orbax (it was ~590 lines of them), nor the dozens of "Event loop
+    # is closed" tracebacks TensorStore's threads print after a failed save.
+    assert "Traceback" not in limited.stderr and "Event loop is closed" not in limited.stderr
     assert checkpoint_steps(tmp_path / "run") == [12]
     assert [r["epoch"] for r in records(tmp_path / "run")] == [1]  # no line for the epoch that was not saved
     assert run_script("jaxrec", *common, *run, "--epochs", "3", one_device=True).returncode == 0
@@ -304,6 +303,23 @@ def test_nan_parameters_are_never_saved(tmp_path):
         checkpoints.save(state, RunState(step=3), DATA)
     checkpoints.close()
     assert checkpoint_steps(tmp_path) == []
+
+
+def test_a_good_save_puts_stderr_back_with_what_was_printed_during_it(tmp_path, monkeypatch, capsys):
+    checkpoints = RunCheckpointer(tmp_path, Config())
+    save = checkpoints.manager.save
+
+    def save_and_warn(*args, **kwargs):
+        print("a warning from the storage layer", file=sys.stderr)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.manager, "save", save_and_warn)
+    stderr = sys.stderr
+    state = TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=optax.sgd(0.1))
+    checkpoints.save(state, RunState(step=3), DATA)
+    checkpoints.close()
+    assert sys.stderr is stderr and checkpoint_steps(tmp_path) == [3]
+    assert "a warning from the storage layer" in capsys.readouterr().err
 
 
 def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
