@@ -56,6 +56,7 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "dataset", "data_dir", "download", "num_devices", "steps_per_call", "eval_every_epochs",
     "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
     "top_k", "save_predictions", "force_workdir",
+    "distributed", "coordinator_address", "num_processes", "process_id", "heartbeat_timeout",
 })
 # ... except that a decaying schedule depends on the total number of steps.
 SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")

@@ -38,19 +38,32 @@ examples:
 `jaxrec COMMAND --help` lists a command's flags and their defaults."""
 
 
-def setup_logging() -> None:
-    """jaxrec's own progress at INFO; other libraries only when they warn."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+def setup_logging(label: str = "") -> None:
+    """jaxrec's own progress at INFO; other libraries only when they warn. `label` starts every
+    line (a multi-process run's 'process I/N ')."""
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {label}%(message)s", datefmt="%H:%M:%S",
+                        force=True)
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
-def exit_code(command: Callable[[], int | None]) -> int:
+def join_processes(config: Config) -> None:
+    """Joins a multi-process run's processes (jaxrec.distributed; nothing for one process), then
+    labels the log lines with the process."""
+    from jaxrec import distributed
+
+    distributed.start(config)
+    setup_logging(distributed.label())
+
+
+def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout) -> int:
     """Runs a command; returns its exit code (None counts as 0).
 
     Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
     their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
     saving a checkpoint) prints how to resume and returns 128 + the signal number; outside the
-    training loop a signal ends the process at once with that code (interrupt.exit_on_signals).
+    training loop a signal ends the process at once with that code (interrupt.exit_on_signals). In
+    a multi-process run, losing another process ends this one within `heartbeat_timeout` seconds
+    (jaxrec.distributed.leave_after_lost_process).
     """
     try:
         with exit_on_signals():  # a signal outside training ends the process at once, with one line
@@ -63,6 +76,10 @@ def exit_code(command: Callable[[], int | None]) -> int:
     except TrainingInterrupted as stopped:
         print(stopped, file=sys.stderr)
         return stopped.exit_code
+    except Exception as err:  # noqa: BLE001 - only a multi-process run's lost peer is handled; the rest re-raise
+        if "jaxrec.distributed" in sys.modules:  # imported only where processes may have been joined
+            sys.modules["jaxrec.distributed"].leave_after_lost_process(err, heartbeat_timeout)
+        raise
 
 
 def _leave_after_failed_save(err: SaveError) -> None:
@@ -82,11 +99,12 @@ def train(config: Config) -> int:
     def run() -> None:
         checked = check(config.replace(workdir=config.workdir or config.default_workdir()))
         setup_logging()
+        join_processes(checked)
         from jaxrec.train import train_and_evaluate
 
         train_and_evaluate(checked, checked.workdir)
 
-    return exit_code(run)
+    return exit_code(run, config.heartbeat_timeout)
 
 
 def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: Config,
@@ -109,6 +127,7 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
         spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
         setup_logging()
+        join_processes(config)
         if determinism:
             same = check_determinism(spec, workdir)
             print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
@@ -118,7 +137,7 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
         print((workdir / "study.md").read_text(), end="")
         print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
 
-    return exit_code(run)
+    return exit_code(run, config.heartbeat_timeout)
 
 
 def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:

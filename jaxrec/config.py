@@ -26,6 +26,7 @@ RnnCell = Literal["tanh", "lstm", "gru"]
 Schedule = Literal["constant", "cosine", "step"]
 Channels = Literal[0, 1, 3]
 ModelAxis = Literal["loop", "vmap"]
+Distributed = Literal["auto", "on", "off"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +174,19 @@ class Config:
     checkpoint_keep: int = knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.",
                                 at_least(1))
 
+    # Processes (one run over several hosts or processes with jax.distributed; docs/multi_host.md).
+    distributed: Distributed = knob("auto", "Join the run's processes with jax.distributed: auto (when "
+                                    "--coordinator_address or JAX_COORDINATOR_ADDRESS is set, or under srun or "
+                                    "mpirun with several tasks), on (always: JAX detects the cluster, e.g. a Cloud "
+                                    "TPU pod slice), off (one process).")
+    coordinator_address: str | None = knob(None, "HOST:PORT of process 0's coordinator, the same for every process "
+                                           "(default: JAX_COORDINATOR_ADDRESS, else detected).")
+    num_processes: int = knob(0, "Processes in the run, with --coordinator_address (0: detected).", at_least(0))
+    process_id: int | None = knob(None, "This process's index in [0, num_processes), with --coordinator_address.",
+                                  Rule(lambda v: v is None or (_number(v) and v >= 0), "unset or >= 0"))
+    heartbeat_timeout: int = knob(60, "Seconds without a heartbeat after which a process counts as dead: the "
+                                  "others then stop (non-zero exit) instead of waiting for it.", at_least(5))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -301,6 +315,11 @@ def combination_problems(config: Config) -> list[str]:
     if config.warmup_epochs > config.epochs:
         problems.append(f"--warmup_epochs {config.warmup_epochs} with --epochs {config.epochs}: the warm-up would "
                         f"never reach the learning rate; must be <= --epochs")
+    if config.num_processes and config.process_id is not None and config.process_id >= config.num_processes:
+        problems.append(f"--process_id {config.process_id} with --num_processes {config.num_processes}: must be in "
+                        f"[0, {config.num_processes})")
+    if config.distributed == "off" and config.coordinator_address:
+        problems.append("--coordinator_address with --distributed off: drop one of them")
     return problems
 
 

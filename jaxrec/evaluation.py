@@ -18,14 +18,16 @@ from jaxrec.config import EVALUATION_FIELDS, Config, check
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.data.sources import load_split
 from jaxrec.metrics import report, summarize_eval
-from jaxrec.parallel import make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
+from jaxrec.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 
 
 class Evaluator:
     """Evaluates replicated parameters over a split kept on `devices`.
 
     apply_fn: the model's apply; images uint8 [N, H, W, C] and labels int32 [N] on the host;
-    global_batch: examples per call over all devices (padding makes any size work).
+    global_batch: examples per call over all devices (padding makes any size work). In a
+    multi-process run every process holds the split, evaluates its devices' rows of each batch, and
+    the sums span every process: each example counts once.
     """
 
     def __init__(self, apply_fn: Callable, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
@@ -33,7 +35,8 @@ class Evaluator:
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)
         indices, mask = eval_indices(len(labels), self.per_device_batch * n)
-        self._batches = [(i.reshape(n, -1), m.reshape(n, -1)) for i, m in zip(indices, mask)]
+        self._batches = [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
+                         for i, m in zip(indices, mask)]
         self._images = replicate(images, devices)
         self._labels = replicate(labels, devices)
         self._fn = make_eval_fn(apply_fn, preprocess, devices)
@@ -50,13 +53,22 @@ class Evaluator:
 
     def probabilities(self, params: Any) -> np.ndarray:
         """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
-        batches = [np.asarray(self._probabilities_fn(params, self._images, indices)) for indices, _ in self._batches]
+        batches = [_all_processes(np.asarray(self._probabilities_fn(params, self._images, indices)))
+                   for indices, _ in self._batches]
         flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in batches])  # device d holds a contiguous slice
         return flat[:self._count]  # padding comes last
 
     def lower(self, params: Any) -> Any:
         """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
         return self._fn.lower(params, self._images, self._labels, *self._batches[0])
+
+
+def _all_processes(rows: np.ndarray) -> np.ndarray:
+    """This process's device rows -> every process's, in device order (devices are ordered by process)."""
+    if jax.process_count() == 1:
+        return rows
+    from jax.experimental import multihost_utils  # noqa: PLC0415 - only multi-process runs need it
+    return np.asarray(multihost_utils.process_allgather(rows, tiled=True))
 
 
 def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import numpy as np
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
+from jaxrec import distributed
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import MODEL_AXES, SOURCES, Config, check
 from jaxrec.data import DataSplits, load_data
@@ -29,13 +30,12 @@ from jaxrec.data.pipeline import epoch_indices
 from jaxrec.data.sources import split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
-from jaxrec.parallel import (make_group_train_fn, make_unstack_fn, per_device_batch, replicate, select_devices,
-                             split_models_over_devices, stack_states)
+from jaxrec.parallel import (local_rows, make_group_train_fn, make_unstack_fn, per_device_batch, replicate,
+                             select_devices, split_models_over_devices, stack_states, unreplicate)
 from jaxrec.run_state import RunState
-from jaxrec.train import (RunKeys, Trainer, call_end, check_finite, create_trainer, epoch_record, evaluate,
-                          evaluation_due, finish_epoch, restore_or_start, save, start_over_if_asked,
+from jaxrec.train import (RunKeys, Trainer, agreed_stop, call_end, check_finite, claimed, create_trainer,
+                          epoch_record, evaluate, evaluation_due, finish_epoch, restore_or_start, save,
                           write_run_files, write_summary)
-from jaxrec.workdir import claim
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ def train_group(configs: Sequence[Config], model_axis: str = "loop") -> None:
     configs = check_group([check(config) for config in configs], model_axis)
     devices = select_devices(configs[0].num_devices)
     per_device_batch(configs[0].batch_size, len(devices))
-    with contextlib.ExitStack() as claimed:
+    with contextlib.ExitStack() as held:
         for config in configs:  # one training run per workdir
-            start_over_if_asked(config, claimed.enter_context(claim(config.workdir, config.force_workdir)))
+            held.enter_context(claimed(config.workdir, config))
         train_group_in_workdirs(configs, devices, model_axis, entered)
 
 
@@ -100,7 +100,8 @@ def train_group_in_workdirs(configs: list[Config], devices: list[jax.Device], mo
     group = create_group(configs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start_group(group, data)
     for member, run in zip(group.members, runs):
-        write_run_files(Path(member.config.workdir), member.config, data, run.records)
+        if distributed.is_primary():
+            write_run_files(Path(member.config.workdir), member.config, data, run.records)
     started = entered - runs[0].elapsed_seconds
     compiled, results = frozenset(), [None] * len(configs)
     state = replicate(stack_states(states), devices)
@@ -111,7 +112,7 @@ def train_group_in_workdirs(configs: list[Config], devices: list[jax.Device], mo
                 state, runs, calls = train_group_epoch(group, state, runs, stop, started)
                 runs, results = finish_group_epoch(group, state, runs, results, not calls <= compiled, started)
                 compiled |= calls
-                if stop.requested and runs[0].epoch < epochs:
+                if agreed_stop(stop) and runs[0].epoch < epochs:
                     raise group_interrupted(group, runs[0], stop)
         finally:
             for member in group.members:  # waits for saves in flight
@@ -120,6 +121,7 @@ def train_group_in_workdirs(configs: list[Config], devices: list[jax.Device], mo
     for member, member_state, run, result in zip(group.members, group.unstack(state), runs, results):
         write_summary(Path(member.config.workdir), member, data, member_state, run, result, resumed_from,
                       wall_seconds, seeds_per_program=len(configs))
+    distributed.barrier("jaxrec: outputs written")
 
 
 def create_group(configs: Sequence[Config], data: DataSplits, devices: list[jax.Device], model_axis: str) -> Group:
@@ -156,7 +158,7 @@ def train_group_epoch(group: Group, state: TrainState, runs: list[RunState], sto
     images_per_step = config.batch_size * len(group.members)
     bar = tqdm(total=steps * images_per_step, initial=run.position * images_per_step, unit="img", unit_scale=True,
                desc=f"epoch {run.epoch + 1}/{config.epochs}, {len(group.members)} models",
-               disable=not config.progress, leave=False)
+               disable=not (config.progress and distributed.is_primary()), leave=False)
     calls = set()
     while runs[0].position < steps:
         before = runs[0].position
@@ -165,9 +167,10 @@ def train_group_epoch(group: Group, state: TrainState, runs: list[RunState], sto
         state, runs = group_call(group, state, runs, orders[before:end])
         bar.update((end - before) * images_per_step)
         due = config.checkpoint_every_steps and runs[0].step % config.checkpoint_every_steps == 0
-        if runs[0].position < steps and (due or stop.requested):
+        stopping = agreed_stop(stop)
+        if runs[0].position < steps and (due or stopping):
             save_group(group, state, runs, started)
-            if stop.requested:
+            if stopping:
                 raise group_interrupted(group, runs[0], stop)
     bar.close()
     return state, runs, frozenset(calls)
@@ -177,11 +180,13 @@ def group_call(group: Group, state: TrainState, runs: list[RunState],
                indices: np.ndarray) -> tuple[TrainState, list[RunState]]:
     """One device call: len(indices) steps of every member. Stops if a member's loss is not finite."""
     start = time.perf_counter()
-    state, metrics = group.train_fn(state, group.lead.images, group.lead.labels,
-                                    split_models_over_devices(indices, len(group.lead.devices)), group.rngs)
-    losses = np.asarray(metrics["loss"][0])  # [steps, K]; waits for the device
+    devices = group.lead.devices
+    shares = local_rows(split_models_over_devices(indices, len(devices)), devices)
+    state, metrics = group.train_fn(state, group.lead.images, group.lead.labels, shares, group.rngs)
+    metrics = unreplicate(metrics)
+    losses = np.asarray(metrics["loss"])  # [steps, K]; waits for the device
     seconds = time.perf_counter() - start
-    accuracies = np.asarray(metrics["accuracy"][0])
+    accuracies = np.asarray(metrics["accuracy"])
     for k, member in enumerate(group.members):
         try:
             check_finite(losses[:, k], runs[0].step)

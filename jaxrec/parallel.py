@@ -3,6 +3,10 @@
 Each device holds a full copy of the (uint8) data set and of the train state. Per call the host
 sends only example indices, shaped [devices, steps, per_device_batch]; the compiled function
 gathers, preprocesses and trains `steps` steps, so Python runs once per call, not once per step.
+
+In a multi-process run (jaxrec.distributed) the functions map over every device of every process,
+ordered by process; each process passes the rows of its own devices (`local_rows`), and the
+collectives (gradient mean, evaluation sums) span them all.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ AXIS = "batch"
 
 
 def select_devices(num_devices: int = 0) -> list[jax.Device]:
-    """The first `num_devices` local devices (all of them for 0)."""
+    """The first `num_devices` local devices (all of them for 0); in a multi-process run, every
+    device of every process, ordered by process (so each process's devices are one block)."""
+    if jax.process_count() > 1:
+        if num_devices:
+            raise InputError(f"--num_devices {num_devices}: a multi-process run uses every device of every process; "
+                             f"use --num_devices 0 (to use fewer, start the processes with fewer devices)")
+        return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     devices = jax.local_devices()
     if num_devices < 0 or num_devices > len(devices):
         raise InputError(f"asked for {num_devices} devices but this host has {len(devices)} "
@@ -41,19 +51,38 @@ def per_device_batch(global_batch: int, num_devices: int) -> int:
     return global_batch // num_devices
 
 
+def local_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
+    """This process's devices among `devices`, in their order."""
+    return [d for d in devices if d.process_index == jax.process_index()]
+
+
+def local_rows(x: np.ndarray, devices: Sequence[jax.Device]) -> np.ndarray:
+    """The rows of `x` (one per device of `devices`, in order) that this process's devices take."""
+    if jax.process_count() == 1:
+        return x
+    return x[[i for i, d in enumerate(devices) if d.process_index == jax.process_index()]]
+
+
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
-    """One copy of every array per device, stacked on a leading device axis.
+    """One copy of every array per (local) device, stacked on a leading device axis.
 
     The copies go through an identity pmap so they carry the same sharding as pmap's own outputs;
     otherwise the train step compiles twice (once for these inputs, once for its returned state).
     """
     identity = jax.pmap(lambda x: x, axis_name=AXIS, devices=list(devices))
-    return identity(jax_utils.replicate(tree, devices=list(devices)))
+    return identity(jax_utils.replicate(tree, devices=local_devices(devices)))
 
 
 def unreplicate(tree: Any) -> Any:
-    """The first device's copy (they are identical)."""
-    return jax.tree_util.tree_map(lambda x: x[0], tree)
+    """The first local device's copy (they are identical). Reads that device's buffer: indexing a
+    pmap output would be a computation of its own, which in a multi-process run every process must run."""
+    return jax.tree_util.tree_map(_first_copy, tree)
+
+
+def _first_copy(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x.addressable_data(0).reshape(x.shape[1:])  # the buffer may keep the device axis (of size 1)
+    return x[0]
 
 
 def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:

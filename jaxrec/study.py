@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec import host, outputs, stats
+from jaxrec import distributed, host, outputs, stats
 from jaxrec.checkpointing import latest_checkpoint_step, load_trained
 from jaxrec.config import SEED_LIMIT, SOURCES, Config, check
 from jaxrec.errors import InputError
@@ -129,7 +129,9 @@ def prepare(spec: StudySpec, workdir: Path) -> None:
             raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
                              f"study's settings to continue it, or another --workdir.")
     check_workdir(workdir, spec.config.force_workdir)
-    outputs.write_json(path, spec.to_json())
+    if distributed.is_primary():
+        outputs.write_json(path, spec.to_json())
+    distributed.barrier("jaxrec: study prepared")
 
 
 def finished(config: Config) -> bool:
@@ -189,7 +191,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
              len(spec.seeds) - len(todo), ", ".join(spec.vary), seeds_per_program)
     bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",
-               disable=not spec.config.progress)
+               disable=not (spec.config.progress and distributed.is_primary()))
     started, done = time.time(), 0
     for seeds in programs(todo, workdir, seeds_per_program):
         configs = [spec.seed_config(seed, workdir) for seed in seeds]
@@ -206,7 +208,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
             bar.update()
         done += len(seeds)
     bar.close()
-    return write_study(spec, workdir)
+    return write_study(spec, workdir, write=distributed.is_primary())
 
 
 def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[list[int]]:
@@ -241,7 +243,8 @@ def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     result["bit_identical"] = all(result[k] for k in ("metrics_identical", "parameters_identical",
                                                       "predictions_identical"))
-    outputs.write_json(Path(workdir) / "determinism.json", result)
+    if distributed.is_primary():
+        outputs.write_json(Path(workdir) / "determinism.json", result)
     return result
 
 
@@ -252,8 +255,9 @@ def _eta(started: float, done: int, total: int) -> str:
     return f", about {left / 60:.0f} min left"
 
 
-def write_study(spec: StudySpec, workdir: Path) -> dict[str, Any]:
-    """Reads every seed's outputs and writes study.json, study.md and the plots."""
+def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str, Any]:
+    """Reads every seed's outputs and writes study.json, study.md and the plots (`write`: false in a
+    multi-process run's other processes, which only read)."""
     runs, probabilities, labels = [], {}, None
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
@@ -269,6 +273,8 @@ def write_study(spec: StudySpec, workdir: Path) -> dict[str, Any]:
              "config": spec.config.to_dict(), "versions": host.versions(), "machine": host.machine(),
              "xla_flags": os.environ.get("XLA_FLAGS", ""),  # of the process that wrote this summary
              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if not write:
+        return study
     outputs.write_json(workdir / "study.json", study)
     (workdir / "study.md").write_text(study_markdown(study))
     outputs.plot_study(runs, study, workdir)

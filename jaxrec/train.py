@@ -8,12 +8,13 @@ what does not is a `Trainer` (the compiled step, the data on the devices, the ra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -21,7 +22,7 @@ import flax.linen as nn
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxrec import host, memory, outputs
+from jaxrec import distributed, host, memory, outputs
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import Config, check
 from jaxrec.data import DataSplits, load_data
@@ -31,10 +32,11 @@ from jaxrec.evaluation import Evaluator
 from jaxrec.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.metrics import report
 from jaxrec.models import count_params, create_model
-from jaxrec.parallel import make_train_fn, per_device_batch, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.parallel import (local_devices, local_rows, make_train_fn, per_device_batch, replicate, select_devices,
+                             split_over_devices, unreplicate)
 from jaxrec.run_state import Record, RunState
 from jaxrec.state import create_train_state
-from jaxrec.workdir import claim, move_previous_run
+from jaxrec.workdir import check_workdir, claim, move_previous_run
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,23 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     check(config)
     devices = select_devices(config.num_devices)
     per_device_batch(config.batch_size, len(devices))  # refuse an uneven batch before loading data
-    with claim(workdir, config.force_workdir) as workdir:  # one training run per workdir
-        start_over_if_asked(config, workdir)
+    with claimed(workdir, config) as workdir:
         return train_in_workdir(config, workdir, devices, entered)
+
+
+@contextlib.contextmanager
+def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
+    """Holds the workdir for the run (one training run per workdir) and starts over there if asked.
+    In a multi-process run the primary process does both, and the others wait until it has."""
+    if not distributed.is_primary():
+        path = check_workdir(workdir, config.force_workdir)
+        distributed.barrier("jaxrec: workdir claimed")
+        yield path
+        return
+    with claim(workdir, config.force_workdir) as path:
+        start_over_if_asked(config, path)
+        distributed.barrier("jaxrec: workdir claimed")
+        yield path
 
 
 def start_over_if_asked(config: Config, workdir: Path) -> None:
@@ -107,7 +123,8 @@ def train_in_workdir(config: Config, workdir: Path, devices: list[jax.Device], e
     data = load_data(config)
     trainer = create_trainer(config, data, devices, workdir)
     state, run, resumed_from = restore_or_start(trainer, data)
-    write_run_files(workdir, config, data, run.records)
+    if distributed.is_primary():
+        write_run_files(workdir, config, data, run.records)
     started = entered - run.elapsed_seconds  # wall time counts the run's earlier sessions too
     compiled, result = frozenset(), None  # call lengths this process has compiled; the last evaluation
     state = replicate(state, devices)
@@ -121,11 +138,12 @@ def train_in_workdir(config: Config, workdir: Path, devices: list[jax.Device], e
                     result, eval_record = evaluate(trainer, state)
                     record.update(eval_record)
                 run = finish_epoch(trainer, state, run, {**record, "wall_seconds": time.time() - started}, started)
-                if stop.requested and run.epoch < config.epochs:
+                if agreed_stop(stop) and run.epoch < config.epochs:
                     raise interrupted(trainer, run, stop)
         finally:
             trainer.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
     write_summary(workdir, trainer, data, state, run, result, resumed_from, time.time() - started)
+    distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
     return unreplicate(state)
 
 
@@ -137,12 +155,14 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
     if steps_per_epoch == 0:
         raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
-    log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s), %d steps per epoch",
+    log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s%s), %d steps per epoch",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
-             devices[0].platform, steps_per_epoch)
+             devices[0].platform, f", {jax.process_count()} processes" if jax.process_count() > 1 else "",
+             steps_per_epoch)
     preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
     model = create_model(config, data.num_classes)
-    memory.check_training_fits(model, data.image_shape, config.batch_size, devices,
+    memory.check_training_fits(model, data.image_shape, config.batch_size // jax.process_count(),
+                               local_devices(devices),
                                data.train.images.nbytes + data.eval.images.nbytes, models)
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
@@ -186,8 +206,8 @@ def train_epoch(trainer: Trainer, state: TrainState, run: RunState, stop: StopRe
     config, steps = trainer.config, trainer.steps_per_epoch
     order = epoch_indices(trainer.keys.shuffle, run.epoch, trainer.num_train, config.batch_size)
     bar = tqdm(total=steps * config.batch_size, initial=run.position * config.batch_size, unit="img",
-               unit_scale=True, desc=f"epoch {run.epoch + 1}/{config.epochs}", disable=not config.progress,
-               leave=False)
+               unit_scale=True, desc=f"epoch {run.epoch + 1}/{config.epochs}",
+               disable=not (config.progress and distributed.is_primary()), leave=False)
     calls = set()
     while run.position < steps:
         end = call_end(run, steps, config.steps_per_call, config.checkpoint_every_steps)
@@ -198,12 +218,22 @@ def train_epoch(trainer: Trainer, state: TrainState, run: RunState, stop: StopRe
         loss, accuracy = run.epoch_means()
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}")
         due = config.checkpoint_every_steps and run.step % config.checkpoint_every_steps == 0
-        if run.position < steps and (due or stop.requested):
+        stopping = agreed_stop(stop)
+        if run.position < steps and (due or stopping):
             save(trainer, state, run, started)
-            if stop.requested:
+            if stopping:
                 raise interrupted(trainer, run, stop)
     bar.close()
     return state, run, frozenset(calls)
+
+
+def agreed_stop(stop: StopRequest) -> bool:
+    """Whether to stop here. In a multi-process run, a signal to any one process stops them all after
+    the same call (signals reach hosts at different moments): every process must ask at the same point."""
+    signum = distributed.max_over_processes(stop.signum or 0)
+    if signum and not stop.requested:
+        stop.signum = signum  # this process stops for another's signal, and exits as that one does
+    return bool(signum)
 
 
 def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> int:
@@ -219,12 +249,13 @@ def train_call(trainer: Trainer, state: TrainState, run: RunState,
                indices: np.ndarray) -> tuple[TrainState, RunState]:
     """One device call: len(indices) training steps. Stops the run if the loss is not finite."""
     start = time.perf_counter()
-    state, metrics = trainer.train_fn(state, trainer.images, trainer.labels,
-                                      split_over_devices(indices, len(trainer.devices)), trainer.keys.train)
-    losses = np.asarray(metrics["loss"][0])  # waits for the device: the timing is honest
+    shares = local_rows(split_over_devices(indices, len(trainer.devices)), trainer.devices)
+    state, metrics = trainer.train_fn(state, trainer.images, trainer.labels, shares, trainer.keys.train)
+    metrics = unreplicate(metrics)  # the same on every device (averaged over them all)
+    losses = np.asarray(metrics["loss"])  # waits for the device: the timing is honest
     seconds = time.perf_counter() - start
     check_finite(losses, run.step)
-    return state, run.after_steps(losses.tolist(), np.asarray(metrics["accuracy"][0]).tolist(), seconds)
+    return state, run.after_steps(losses.tolist(), np.asarray(metrics["accuracy"]).tolist(), seconds)
 
 
 def check_finite(losses: np.ndarray, first_step: int) -> None:
@@ -264,7 +295,8 @@ def finish_epoch(trainer: Trainer, state: TrainState, run: RunState, record: Rec
     file never holds an epoch a resume would not continue from) and logs it."""
     run = run.end_epoch(record)
     save(trainer, state, run, started, record.get("test_accuracy"))
-    outputs.append_jsonl(trainer.metrics_path, record)
+    if distributed.is_primary():
+        outputs.append_jsonl(trainer.metrics_path, record)
     log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s",
              run.epoch, trainer.config.epochs, record["train_loss"], record["train_accuracy"],
              f"{record['test_loss']:.4f}" if "test_loss" in record else "-",
@@ -301,13 +333,17 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
     model's, the program's throughput is that many times more."""
     config, final = trainer.config, run.records[-1]
     result = result or trainer.evaluator(state.params)  # a finished run resumed: nothing was evaluated here
+    predictions = trainer.evaluator.probabilities(state.params) if config.save_predictions else None
+    if not distributed.is_primary():  # the evaluations above take every process; the files are written once
+        return
     summary = {
         "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
         "test_macro_f1": final["test_macro_f1"], "epochs": config.epochs, "steps": run.step,
         "train_images_per_second": train_speed(run.records, trainer.steps_per_epoch * config.batch_size),
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),
-        "num_devices": len(trainer.devices), "seeds_per_program": seeds_per_program,
+        "num_devices": len(trainer.devices), "processes": jax.process_count(),
+        "seeds_per_program": seeds_per_program,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "peak_host_memory_mb": host.peak_host_memory_mb(),
         "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
@@ -320,8 +356,8 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
                         title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
     outputs.write_eval(workdir, report(result, data.class_names, config.top_k),
                        title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
-    if config.save_predictions:
-        outputs.write_predictions(workdir, trainer.evaluator.probabilities(state.params), data.eval.labels)
+    if predictions is not None:
+        outputs.write_predictions(workdir, predictions, data.eval.labels)
     log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
              summary["test_accuracy"], config.epochs, run.step, workdir)
 
