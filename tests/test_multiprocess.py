@@ -1,0 +1,171 @@
+"""Multi-process runs (jax.distributed over localhost, CPU collectives through gloo): the same training
+as one process with the same devices, evaluation counted once, checkpoints that move between process
+layouts, a signal to one process stopping all, and a killed process not leaving the others hanging."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import chex
+import numpy as np
+import pytest
+
+from helpers import SMALL_FLAGS, checkpoint_steps, records, script_command
+from jaxrec.checkpointing import load_trained
+
+pytestmark = pytest.mark.slow
+COMMON = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", "--steps_per_call",
+          "1", *SMALL_FLAGS]
+# One process's view of the 4 devices after a few steps differs from 2 x 2's only by the order gloo
+# sums the 4 gradients in.
+TOLERANCE = dict(atol=2e-6, rtol=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def env_with_devices(devices: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def start(command: list[str], processes: int, devices: int) -> list[subprocess.Popen]:
+    """`processes` copies of `command`, each with `devices` CPU devices, joined over localhost."""
+    port = free_port()
+    join = ["--coordinator_address", f"localhost:{port}", "--num_processes", str(processes)]
+    return [subprocess.Popen(command + (join + ["--process_id", str(i)] if processes > 1 else []),
+                             env=env_with_devices(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(processes)]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str]]:
+    """Each process's exit code and stderr, once it has ended."""
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    return [(p.returncode, err) for p, err in zip(procs, errs)]
+
+
+def train(workdir: Path, epochs: int, processes: int, devices: int, *extra: str) -> list[tuple[int, str]]:
+    command = script_command("jaxrec", *COMMON, "--workdir", str(workdir), "--epochs", str(epochs), *extra)
+    ended = finish(start(command, processes, devices))
+    assert all(code == 0 for code, _ in ended), [err[-2000:] for _, err in ended]
+    return ended
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    chex.assert_trees_all_close(load_trained(a).params, load_trained(b).params, **TOLERANCE)
+    ra, rb = records(a), records(b)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    np.testing.assert_allclose([r["train_loss"] for r in ra], [r["train_loss"] for r in rb], rtol=1e-5)
+    ea, eb = (json.loads((w / "eval.json").read_text()) for w in (a, b))
+    assert ea["confusion"] == eb["confusion"] and ea["count"] == eb["count"] == 100
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: 1 process x 4 devices, 2 epochs."""
+    workdir = tmp_path_factory.mktemp("one_process")
+    train(workdir, 2, 1, 4, "--save_predictions", "true")
+    return workdir
+
+
+def test_two_processes_of_two_devices_train_as_one_process_of_four(one_process, tmp_path):
+    ended = train(tmp_path, 2, 2, 2, "--save_predictions", "true")
+    assert_same_training(tmp_path, one_process)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["processes"], summary["num_devices"]) == (2, 4)
+    # Every process evaluates its share; the predictions of all 100 examples come back in order.
+    mine, ref = (np.load(w / "test_predictions.npz") for w in (tmp_path, one_process))
+    np.testing.assert_allclose(mine["probabilities"], ref["probabilities"], atol=1e-5)
+    # Outputs are written once (by process 0); every process logs with its index.
+    assert len(records(tmp_path)) == 2
+    assert all(f"process {i}/2 " in err for i, (_, err) in enumerate(ended))
+
+
+@pytest.mark.parametrize("first,then", [((2, 2), (1, 4)), ((1, 4), (2, 2))])
+def test_a_checkpoint_resumes_in_another_process_layout(one_process, tmp_path, first, then):
+    train(tmp_path, 1, *first)
+    train(tmp_path, 2, *then)
+    assert_same_training(tmp_path, one_process)
+
+
+def test_a_signal_to_one_process_stops_all_after_the_same_step_and_the_rerun_resumes(tmp_path):
+    command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path / "run"), "--epochs", "8")
+    procs = start(command, 2, 2)
+    deadline = time.time() + 180
+    while not (tmp_path / "run" / "metrics.jsonl").exists() or not records(tmp_path / "run"):
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # after epoch 1, during training
+    ended = finish(procs)
+    assert [code for code, _ in ended] == [128 + signal.SIGTERM] * 2, [err[-2000:] for _, err in ended]
+    stops = [err.strip().splitlines()[-1] for _, err in ended]
+    assert stops[0] == stops[1] and stops[0].startswith("stopped by SIGTERM at step")
+    step = int(stops[0].split("at step ")[1].split()[0])
+    assert checkpoint_steps(tmp_path / "run")[-1] == step and 0 < step < 96
+    train(tmp_path / "run", 8, 2, 2)
+    train(tmp_path / "straight", 8, 2, 2)
+    assert records(tmp_path / "run") == records(tmp_path / "straight")  # same layout: bit-identical
+
+
+def test_a_killed_process_ends_the_others_within_the_heartbeat_timeout(tmp_path):
+    command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--epochs", "40",
+                             "--heartbeat_timeout", "10")
+    procs = start(command, 2, 2)
+    deadline = time.time() + 180
+    while not (tmp_path / "metrics.jsonl").exists() or not records(tmp_path):
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.2)
+    procs[1].kill()
+    killed = time.time()
+    code, err = finish(procs[:1], timeout=60)[0]
+    assert code != 0 and time.time() - killed < 10 + 20
+    assert "heartbeat" in err or "lost contact" in err, err[-2000:]
+
+
+EVAL_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from jaxrec import distributed
+    from jaxrec.config import Config
+    distributed.start(Config(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])))
+    from helpers import PRE, small_state
+    from jaxrec.evaluation import Evaluator
+    from jaxrec.parallel import replicate, select_devices
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (1003, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 1003).astype(np.int32)
+    state = small_state()
+    devices = select_devices(0)
+    evaluator = Evaluator(state.apply_fn, images, labels, PRE, devices, 96)
+    result = evaluator(replicate(state.params, devices))
+    probabilities = evaluator.probabilities(replicate(state.params, devices))
+    print(json.dumps({"confusion": np.asarray(result["confusion"]).tolist(), "loss": float(result["loss"]),
+                      "predicted": probabilities.argmax(-1).tolist(), "rows": len(probabilities)}))
+""")
+
+
+def test_evaluation_over_two_processes_counts_every_example_once(tmp_path):
+    script = tmp_path / "evaluate_1003.py"
+    script.write_text(EVAL_SCRIPT)
+    port = free_port()
+    env = {**env_with_devices(2), "PYTHONPATH": str(Path(__file__).parent)}
+    procs = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert results[0] == results[1]
+    confusion = np.array(results[0]["confusion"])
+    assert confusion.sum() == 1003 and results[0]["rows"] == 1003
+    # The same counts as one process over its devices: each example counted once, in its place.
+    assert np.array_equal(np.bincount(results[0]["predicted"], minlength=10), confusion.sum(axis=0))
