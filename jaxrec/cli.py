@@ -128,14 +128,18 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
         setup_logging()
         join_processes(config)
+        from jaxrec import distributed
+
         if determinism:
             same = check_determinism(spec, workdir)
-            print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
-                  f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
-                  f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
+            if distributed.is_primary():
+                print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
+                      f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
+                      f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
         run_study(spec, workdir, seeds_per_program, model_axis)
-        print((workdir / "study.md").read_text(), end="")
-        print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
+        if distributed.is_primary():  # the one process that wrote them
+            print((workdir / "study.md").read_text(), end="")
+            print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
 
     return exit_code(run, config.heartbeat_timeout)
 

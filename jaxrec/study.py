@@ -208,7 +208,9 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
             bar.update()
         done += len(seeds)
     bar.close()
-    return write_study(spec, workdir, write=distributed.is_primary())
+    study = write_study(spec, workdir, write=distributed.is_primary())
+    distributed.barrier("jaxrec: study written")
+    return study
 
 
 def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[list[int]]:

@@ -169,3 +169,20 @@ def test_evaluation_over_two_processes_counts_every_example_once(tmp_path):
     assert confusion.sum() == 1003 and results[0]["rows"] == 1003
     # The same counts as one process over its devices: each example counted once, in its place.
     assert np.array_equal(np.bincount(results[0]["predicted"], minlength=10), confusion.sum(axis=0))
+
+
+def test_a_seed_study_with_two_seeds_per_program_runs_over_two_processes(tmp_path):
+    study = ["study", "--seeds", "0-1", "--seeds_per_program", "2", "--dataset", "cifar10_sample", "--batch_size",
+             "32", "--progress", "false", "--epochs", "2", *SMALL_FLAGS]
+    ended = {}
+    for layout in ((2, 2), (1, 4)):
+        workdir = tmp_path / f"{layout[0]}x{layout[1]}"
+        procs = start(script_command("jaxrec", *study, "--workdir", str(workdir)), *layout)
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [(p.returncode, err[:3000]) for p, (_, err) in zip(procs, outs)]
+        ended[layout] = [out for out, _ in outs]
+    assert "wrote" in ended[(2, 2)][0] and "wrote" not in ended[(2, 2)][1]  # the study's report is printed once
+    for seed in (0, 1):
+        assert_same_training(tmp_path / "2x2" / f"seed_{seed}", tmp_path / "1x4" / f"seed_{seed}")
+    study_json = json.loads((tmp_path / "2x2" / "study.json").read_text())
+    assert study_json["seeds"] == [0, 1] and study_json["num_devices"] == [4, 4]
