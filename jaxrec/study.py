@@ -122,14 +122,14 @@ def prepare(spec: StudySpec, workdir: Path) -> None:
         raise InputError(f"--base_seed {spec.base_seed}: must be in [0, {SEED_LIMIT})")
     for seed in spec.seeds:
         check(spec.seed_config(seed, workdir))  # e.g. a seed out of range
-    path = workdir / SPEC_FILE
-    if path.exists():
-        different = spec_differences(StudySpec.from_json(json.loads(path.read_text())), spec)
-        if different:
-            raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
-                             f"study's settings to continue it, or another --workdir.")
-    check_workdir(workdir, spec.config.force_workdir)
-    if distributed.is_primary():
+    if distributed.is_primary():  # the others wait: they could catch the spec file half-written
+        path = workdir / SPEC_FILE
+        if path.exists():
+            different = spec_differences(StudySpec.from_json(json.loads(path.read_text())), spec)
+            if different:
+                raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
+                                 f"study's settings to continue it, or another --workdir.")
+        check_workdir(workdir, spec.config.force_workdir)
         outputs.write_json(path, spec.to_json())
     distributed.barrier("jaxrec: study prepared")
 

@@ -36,7 +36,7 @@ from jaxrec.parallel import (local_devices, local_rows, make_train_fn, per_devic
                              split_over_devices, unreplicate)
 from jaxrec.run_state import Record, RunState
 from jaxrec.state import create_train_state
-from jaxrec.workdir import check_workdir, claim, move_previous_run
+from jaxrec.workdir import claim, move_previous_run, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
 def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
     """Holds the workdir for the run (one training run per workdir) and starts over there if asked.
     In a multi-process run the primary process does both, and the others wait until it has."""
-    if not distributed.is_primary():
-        path = check_workdir(workdir, config.force_workdir)
+    if not distributed.is_primary():  # checking the contents too could catch process 0 moving a run aside
         distributed.barrier("jaxrec: workdir claimed")
-        yield path
+        yield writable_folder(workdir)
         return
     with claim(workdir, config.force_workdir) as path:
         start_over_if_asked(config, path)
