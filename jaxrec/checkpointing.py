@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,25 @@ class Restored:
         return self.meta.run.step
 
 
+class _MainThreadOnly:
+    """sys.stderr while a save runs, and for good after one fails: the main thread's text goes
+    through; other threads' (the storage layer's, printing tracebacks after a failure) is dropped."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty, ... of the real stream
+        return getattr(self.stream, name)
+
+
 class _OrbaxSaveErrors(logging.Filter):
     """Drops the tracebacks Orbax logs from its save threads: a failed save is reported once, by
     RunCheckpointer.save, as one line."""
@@ -250,15 +269,15 @@ class RunCheckpointer:
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               checksum=array_checksum(arrays))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
-        held = io.StringIO()  # sys.stderr while the save runs
-        real_stderr, sys.stderr = sys.stderr, held
+        real_stderr = sys.stderr
+        sys.stderr = _MainThreadOnly(real_stderr)
         try:
             self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                                 meta=ocp.args.JsonSave(meta.to_json())),
                               metrics=metrics, force=True)
             self.manager.wait_until_finished()
         except Exception as err:  # noqa: BLE001 - whatever the storage layer raises, the run must stop here
-            # sys.stderr stays held: after a failed save TensorStore's threads print dozens of "Event
+            # sys.stderr stays filtered: after a failed save TensorStore's threads print dozens of "Event
             # loop is closed" tracebacks until the process ends, burying the one line that says what to do.
             self.failed = True
             last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
@@ -268,7 +287,6 @@ class RunCheckpointer:
         finally:
             if not self.failed:
                 sys.stderr = real_stderr
-                real_stderr.write(held.getvalue())  # a warning printed during a good save still shows
         self.last_saved_step = run.step
 
     def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:
@@ -296,8 +314,9 @@ class RunCheckpointer:
 
     def _move_aside(self, steps: list[int]) -> None:
         """Moves unusable checkpoints out of the manager's way (the run will save those steps again),
-        keeping them for a post-mortem rather than deleting them."""
-        if not steps:
+        keeping them for a post-mortem rather than deleting them. In a multi-process run process 0
+        moves them (the others skip them too: they restored the same step)."""
+        if not steps or jax.process_index() != 0:
             return
         aside = self.directory.with_name(f"{CHECKPOINT_DIR}.unreadable")
         aside.mkdir(exist_ok=True)

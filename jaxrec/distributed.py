@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import jax
 import numpy as np
@@ -21,6 +21,7 @@ from jaxrec.config import Config
 from jaxrec.errors import InputError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long a process waits at start-up for the others to join before it gives up.
 JOIN_TIMEOUT_SECONDS = 300
@@ -100,7 +101,8 @@ def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None
     away), prints one line and waits for JAX's runtime, which ends this process within
     `heartbeat_timeout` seconds naming the process it lost; exits 1 itself if it has not by then.
     Returns (doing nothing) for any other error."""
-    if type(err).__name__ != "JaxRuntimeError" or not is_started():
+    lost = ("UNAVAILABLE", "heartbeat", "Connection reset", "Connection closed", "Gloo")
+    if type(err).__name__ != "JaxRuntimeError" or jax.process_count() == 1 or not any(w in str(err) for w in lost):
         return
     first = str(err).strip().splitlines()[0][:300]
     os.write(2, f"error: process {jax.process_index()} lost contact with the run's other processes ({first}); "
@@ -111,6 +113,21 @@ def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None
     os._exit(1)
 
 
+def on_primary(work: Callable[[], T], what: str) -> T | None:
+    """Runs `work` on process 0 only (its result there, None elsewhere). If it refuses (InputError),
+    every process stops with an InputError, not only process 0: the others would otherwise wait
+    for it in their next collective until the heartbeat timeout. Every process must call it."""
+    result, refused = None, None
+    if is_primary():
+        try:
+            result = work()
+        except InputError as err:
+            refused = err
+    if max_over_processes(int(refused is not None)):
+        raise refused or InputError(f"process 0 refused {what}; its error line says why")
+    return result
+
+
 def barrier(name: str) -> None:
     """Waits until every process reaches the barrier called `name`."""
     if jax.process_count() > 1:
@@ -118,4 +135,4 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["barrier", "leave_after_lost_process", "is_primary", "is_started", "label", "max_over_processes", "start", "wanted"]
+__all__ = ["barrier", "leave_after_lost_process", "on_primary", "is_primary", "is_started", "label", "max_over_processes", "start", "wanted"]

@@ -11,6 +11,7 @@ collectives (gradient mean, evaluation sums) span them all.
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any, Callable, Sequence
 
@@ -33,6 +34,10 @@ def select_devices(num_devices: int = 0) -> list[jax.Device]:
         if num_devices:
             raise InputError(f"--num_devices {num_devices}: a multi-process run uses every device of every process; "
                              f"use --num_devices 0 (to use fewer, start the processes with fewer devices)")
+        counts = collections.Counter(d.process_index for d in jax.devices())
+        if len(set(counts.values())) > 1:
+            raise InputError(f"the processes have different numbers of devices ({dict(sorted(counts.items()))} by "
+                             f"process); start every process with the same number")
         return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     devices = jax.local_devices()
     if num_devices < 0 or num_devices > len(devices):

@@ -122,16 +122,19 @@ def prepare(spec: StudySpec, workdir: Path) -> None:
         raise InputError(f"--base_seed {spec.base_seed}: must be in [0, {SEED_LIMIT})")
     for seed in spec.seeds:
         check(spec.seed_config(seed, workdir))  # e.g. a seed out of range
-    if distributed.is_primary():  # the others wait: they could catch the spec file half-written
-        path = workdir / SPEC_FILE
-        if path.exists():
-            different = spec_differences(StudySpec.from_json(json.loads(path.read_text())), spec)
-            if different:
-                raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
-                                 f"study's settings to continue it, or another --workdir.")
-        check_workdir(workdir, spec.config.force_workdir)
-        outputs.write_json(path, spec.to_json())
-    distributed.barrier("jaxrec: study prepared")
+    # Process 0 alone checks and writes the spec: the others could catch the file half-written.
+    distributed.on_primary(lambda: _write_spec(spec, workdir), f"the study in {workdir}")
+
+
+def _write_spec(spec: StudySpec, workdir: Path) -> None:
+    path = workdir / SPEC_FILE
+    if path.exists():
+        different = spec_differences(StudySpec.from_json(json.loads(path.read_text())), spec)
+        if different:
+            raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
+                             f"study's settings to continue it, or another --workdir.")
+    check_workdir(workdir, spec.config.force_workdir)
+    outputs.write_json(path, spec.to_json())
 
 
 def finished(config: Config) -> bool:

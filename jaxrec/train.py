@@ -99,15 +99,17 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
 @contextlib.contextmanager
 def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
     """Holds the workdir for the run (one training run per workdir) and starts over there if asked.
-    In a multi-process run the primary process does both, and the others wait until it has."""
-    if not distributed.is_primary():  # checking the contents too could catch process 0 moving a run aside
-        distributed.barrier("jaxrec: workdir claimed")
-        yield writable_folder(workdir)
-        return
-    with claim(workdir, config.force_workdir) as path:
-        start_over_if_asked(config, path)
-        distributed.barrier("jaxrec: workdir claimed")
-        yield path
+    In a multi-process run process 0 does both, and the others wait until it has (checking the
+    contents themselves, they could catch it moving a run aside)."""
+    with contextlib.ExitStack() as held:
+
+        def claim_it() -> Path:
+            path = held.enter_context(claim(workdir, config.force_workdir))
+            start_over_if_asked(config, path)
+            return path
+
+        path = distributed.on_primary(claim_it, f"--workdir {workdir}")
+        yield path or writable_folder(workdir)
 
 
 def start_over_if_asked(config: Config, workdir: Path) -> None:

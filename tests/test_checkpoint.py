@@ -1,5 +1,6 @@
 """Orbax checkpoints: exact resume, interruption by signals, crashes mid-save, device counts, retention."""
 
+import errno
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import chex
@@ -25,7 +27,7 @@ from jaxrec import train as train_lib
 from jaxrec.checkpointing import CheckpointMeta, RunCheckpointer, checkpoint_dir, load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
-from jaxrec.errors import InputError
+from jaxrec.errors import InputError, SaveError
 from jaxrec.interrupt import TrainingInterrupted
 from jaxrec.run_state import RunState
 from jaxrec.train import train_and_evaluate
@@ -320,6 +322,25 @@ def test_a_good_save_puts_stderr_back_with_what_was_printed_during_it(tmp_path, 
     checkpoints.close()
     assert sys.stderr is stderr and checkpoint_steps(tmp_path) == [3]
     assert "a warning from the storage layer" in capsys.readouterr().err
+
+
+def test_after_a_failed_save_only_the_storage_threads_are_silenced(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stderr", sys.stderr)  # put back after the test
+    checkpoints = RunCheckpointer(tmp_path, Config())
+
+    def fail_with_noise():
+        noise = threading.Thread(target=lambda: print("RuntimeError: Event loop is closed", file=sys.stderr))
+        noise.start()
+        noise.join()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.manager, "wait_until_finished", fail_with_noise)
+    state = TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=optax.sgd(0.1))
+    with pytest.raises(SaveError, match="cannot save the checkpoint of step 3"):
+        checkpoints.save(state, RunState(step=3), DATA)
+    print("the caller's own line", file=sys.stderr)
+    err = capsys.readouterr().err
+    assert "Event loop is closed" not in err and "the caller's own line" in err
 
 
 def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
