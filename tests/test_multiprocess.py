@@ -54,6 +54,14 @@ def finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[in
     return [(p.returncode, err) for p, err in zip(procs, errs)]
 
 
+def wait_for_first_epoch(workdir: Path, procs: list[subprocess.Popen]) -> None:
+    """Returns once metrics.jsonl holds a whole line (the first epoch is done)."""
+    deadline = time.time() + 180
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text().endswith("\n"):
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.2)
+
+
 def train(workdir: Path, epochs: int, processes: int, devices: int, *extra: str) -> list[tuple[int, str]]:
     command = script_command("jaxrec", *COMMON, "--workdir", str(workdir), "--epochs", str(epochs), *extra)
     ended = finish(start(command, processes, devices))
@@ -101,10 +109,7 @@ def test_a_checkpoint_resumes_in_another_process_layout(one_process, tmp_path, f
 def test_a_signal_to_one_process_stops_all_after_the_same_step_and_the_rerun_resumes(tmp_path):
     command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path / "run"), "--epochs", "8")
     procs = start(command, 2, 2)
-    deadline = time.time() + 180
-    while not (tmp_path / "run" / "metrics.jsonl").exists() or not records(tmp_path / "run"):
-        assert time.time() < deadline and all(p.poll() is None for p in procs)
-        time.sleep(0.2)
+    wait_for_first_epoch(tmp_path / "run", procs)
     procs[1].send_signal(signal.SIGTERM)  # after epoch 1, during training
     ended = finish(procs)
     assert [code for code, _ in ended] == [128 + signal.SIGTERM] * 2, [err[-2000:] for _, err in ended]
@@ -121,15 +126,23 @@ def test_a_killed_process_ends_the_others_within_the_heartbeat_timeout(tmp_path)
     command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--epochs", "40",
                              "--heartbeat_timeout", "10")
     procs = start(command, 2, 2)
-    deadline = time.time() + 180
-    while not (tmp_path / "metrics.jsonl").exists() or not records(tmp_path):
-        assert time.time() < deadline and all(p.poll() is None for p in procs)
-        time.sleep(0.2)
+    wait_for_first_epoch(tmp_path, procs)
     procs[1].kill()
     killed = time.time()
     code, err = finish(procs[:1], timeout=60)[0]
     assert code != 0 and time.time() - killed < 10 + 20
     assert "heartbeat" in err or "lost contact" in err, err[-2000:]
+
+
+def test_a_workdir_refused_by_process_0_stops_every_process_at_once(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a jaxrec run")
+    started = time.time()
+    ended = finish(start(script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--epochs", "1"), 2, 2))
+    assert [code for code, _ in ended] == [2, 2], [err[-2000:] for _, err in ended]
+    assert "holds files that are not a jaxrec run" in ended[0][1]
+    assert "process 0 refused --workdir" in ended[1][1]
+    assert time.time() - started < 60  # not the heartbeat timeout (60 s) on top of the start-up
+    assert (tmp_path / "notes.txt").read_text() == "not a jaxrec run" and not (tmp_path / "checkpoints").exists()
 
 
 EVAL_SCRIPT = textwrap.dedent("""
