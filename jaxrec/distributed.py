@@ -64,7 +64,7 @@ def start(config: Config) -> None:
                                    heartbeat_timeout_seconds=config.heartbeat_timeout,
                                    shutdown_timeout_seconds=config.heartbeat_timeout)
     except (RuntimeError, ValueError) as err:  # JAX's messages for a launch it cannot make sense of
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         raise InputError(f"cannot join the run's processes with jax.distributed: {first}. Give every process the "
                          f"same --coordinator_address HOST:PORT and --num_processes N, and each its own "
                          f"--process_id (docs/multi_host.md)") from None
