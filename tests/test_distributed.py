@@ -3,6 +3,7 @@ multi-process runs themselves are in test_multiprocess.py."""
 
 import pytest
 
+from helpers import run_script
 from jaxrec import distributed
 from jaxrec.config import Config, check
 from jaxrec.errors import InputError
@@ -38,3 +39,12 @@ def test_a_single_process_is_primary_and_agrees_with_itself():
     assert distributed.is_primary() and distributed.label() == ""
     assert distributed.max_over_processes(15) == 15
     distributed.leave_after_lost_process(ValueError("not a lost process"), heartbeat_timeout=5)  # returns
+
+
+def test_a_launch_jax_cannot_make_sense_of_ends_in_one_line(tmp_path):
+    ended = run_script("jaxrec", "train", "--dataset", "cifar10_sample", "--workdir", str(tmp_path),
+                       "--coordinator_address", "localhost:1", "--num_processes", "2")  # no --process_id
+    assert ended.returncode == 2
+    last = ended.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot join the run's processes") and "--process_id" in last
+    assert "Traceback" not in ended.stderr and not (tmp_path / "checkpoints").exists()
