@@ -51,7 +51,7 @@ def start(config: Config) -> None:
     Must run before anything else uses JAX (the command line calls it first). A process that cannot
     join (a wrong address, a missing process) stops with one line within JOIN_TIMEOUT_SECONDS.
     """
-    if not wanted(config) or is_started():
+    if not wanted(config) or jax.distributed.is_initialized():
         return
     # CPU devices of different processes exchange their collectives through gloo (over TCP);
     # accelerators use their own links and ignore this setting.
@@ -70,12 +70,6 @@ def start(config: Config) -> None:
                          f"--process_id (docs/multi_host.md)") from None
     log.info("process %d of %d: %d local devices of %d in all (%s)", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-
-
-def is_started() -> bool:
-    """Whether jax.distributed has joined this process to others."""
-    from jax._src import distributed as state  # noqa: PLC0415 - JAX keeps this state only there
-    return state.global_state.client is not None
 
 
 def is_primary() -> bool:
@@ -135,4 +129,4 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["barrier", "leave_after_lost_process", "on_primary", "is_primary", "is_started", "label", "max_over_processes", "start", "wanted"]
+__all__ = ["barrier", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]
