@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import host
+from jaxrec import cpu_devices, host, kernels
 from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
@@ -66,9 +66,10 @@ def _training_program(config: Config, options: BenchmarkOptions, preprocess: Pre
     and its key: one model's (make_train_fn), or options.seeds_per_program models' in one program
     (make_group_train_fn, each model with its own initialisation and data order)."""
     steps, models, num_devices = config.steps_per_call, options.seeds_per_program, len(devices)
+    steps_loop = kernels.choose(config, devices[0].platform).steps_loop
     if models == 1:
         calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
-        return make_train_fn(preprocess, devices, config.label_smoothing), replicate(state, devices), calls, keys[2]
+        return make_train_fn(preprocess, devices, config.label_smoothing, steps_loop), replicate(state, devices), calls, keys[2]
     model = create_model(config, options.num_classes)
     states = [state] + [create_train_state(config, model, options.image_shape, jax.random.fold_in(keys[0], k),
                                            steps_per_epoch) for k in range(1, models)]
@@ -77,7 +78,8 @@ def _training_program(config: Config, options: BenchmarkOptions, preprocess: Pre
                                  for k in range(1, models)], axis=1)  # [steps, K, batch]
     calls = [split_models_over_devices(orders[i:i + steps], num_devices)
              for i in range(0, len(orders) - steps + 1, steps)]
-    train_fn = make_group_train_fn(preprocess, devices, models, options.model_axis, config.label_smoothing)
+    train_fn = make_group_train_fn(preprocess, devices, models, options.model_axis, config.label_smoothing,
+                                   steps_loop)
     rngs = jnp.stack([jax.random.fold_in(keys[2], k) for k in range(models)])
     return train_fn, replicate(stack_states(states), devices), calls, rngs
 
@@ -88,10 +90,11 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     check(options)
     if options.train_examples < config.batch_size:
         raise InputError(f"--train_examples {options.train_examples}: must be >= --batch_size ({config.batch_size})")
+    cpu_devices.split_host(config, (config.batch_size,))
     devices = select_devices(config.num_devices)
     num_devices = len(devices)
     per_device_batch(config.batch_size, num_devices)
-    steps = config.steps_per_call
+    steps, steps_loop = config.steps_per_call, kernels.choose(config, devices[0].platform).steps_loop
 
     rng = np.random.default_rng(config.seed)
     images = rng.integers(0, 256, (options.train_examples, *options.image_shape), dtype=np.uint8)
@@ -107,7 +110,7 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     param_count = count_params(state.params)
     train_images, train_labels = replicate(images, devices), replicate(labels, devices)
 
-    one_model = make_train_fn(preprocess, devices, config.label_smoothing)
+    one_model = make_train_fn(preprocess, devices, config.label_smoothing, steps_loop)
     order = epoch_indices(shuffle_key, 0, options.train_examples, config.batch_size)
     order = np.resize(order, (max(len(order), steps), config.batch_size))  # at least one call's worth
     one_step = one_model.lower(replicate(state, devices), train_images, train_labels,

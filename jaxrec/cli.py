@@ -46,11 +46,13 @@ def setup_logging(label: str = "") -> None:
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
-def join_processes(config: Config) -> None:
-    """Joins a multi-process run's processes (jaxrec.distributed; nothing for one process), then
-    labels the log lines with the process."""
-    from jaxrec import distributed
+def start_jax(config: Config) -> None:
+    """Splits the CPU into devices (jaxrec.cpu_devices: one per core unless told otherwise), joins a
+    multi-process run's processes (jaxrec.distributed; nothing for one process), then labels the log
+    lines with the process. Both must happen before JAX's backend starts."""
+    from jaxrec import cpu_devices, distributed
 
+    cpu_devices.split_host(config, (config.batch_size,))
     distributed.start(config)
     setup_logging(distributed.label())
 
@@ -99,7 +101,7 @@ def train(config: Config) -> int:
     def run() -> None:
         checked = check(config.replace(workdir=config.workdir or config.default_workdir()))
         setup_logging()
-        join_processes(checked)
+        start_jax(checked)
         from jaxrec.train import train_and_evaluate
 
         train_and_evaluate(checked, checked.workdir)
@@ -127,7 +129,7 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
         spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
         setup_logging()
-        join_processes(config)
+        start_jax(config)
         from jaxrec import distributed
 
         if determinism:
@@ -152,14 +154,16 @@ def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     def run() -> None:
-        overrides = {"num_devices": 0, **flags.values_of(args, Config)}  # all local devices unless told
+        overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all devices
         check(Config(**overrides), only=list(overrides))
         out = Path(getattr(args, "out", args.workdir))
         if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
             writable_folder(out, "--out")
         setup_logging()
-        from jaxrec import outputs
+        from jaxrec import cpu_devices, outputs
         from jaxrec.checkpointing import load_trained
+
+        cpu_devices.split_host(Config(**overrides), ())  # before the checkpoint's arrays start JAX
         from jaxrec.evaluation import evaluate_trained
 
         trained = load_trained(args.workdir, args.which)
@@ -206,6 +210,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         config = check(Config(**flags.values_of(args, Config)))
         options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
         setup_logging()
+        start_jax(config)
         from jaxrec.benchmark import format_report, run_benchmark
 
         result = run_benchmark(config, options)

@@ -27,6 +27,9 @@ Schedule = Literal["constant", "cosine", "step"]
 Channels = Literal[0, 1, 3]
 ModelAxis = Literal["loop", "vmap"]
 Distributed = Literal["auto", "on", "off"]
+ImageConv = Literal["auto", "lax", "patch"]
+Pool = Literal["auto", "lax", "reshape_grad"]
+StepsLoop = Literal["auto", "rolled", "unrolled"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +155,23 @@ class Config:
     split_seed: int | None = knob(None, "Seed of the held-out part of an image folder without split folders "
                                   "(default: --seed).", optional_seed())
     num_devices: int = knob(0, "Local devices to use; 0 uses all of them.", at_least(0))
+    cpu_devices: int = knob(0, "CPU only: split the CPU into this many JAX devices before JAX starts, each "
+                            "training its share of the batch; 0: one per core (at most as many as divide "
+                            "batch_size), unless XLA_FLAGS or JAX_NUM_CPU_DEVICES sets a count "
+                            "or processes are joined (then one per process). The count changes float rounding.",
+                            at_least(0))
     steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
                                "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
     eval_every_epochs: int = knob(1, "Evaluate on eval_split every this many epochs (and always at the end).",
                                   at_least(1))
     top_k: int = knob(5, "Report top-k accuracy for this k (clipped to the number of classes).", at_least(1))
     progress: bool = knob(True, "Show a progress bar per epoch.")
+    image_conv: ImageConv = knob("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
+                                 "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' table by platform.")
+    pool: Pool = knob("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
+                      "gradient XLA:CPU runs far faster); auto: jaxrec.kernels' table by platform.")
+    steps_loop: StepsLoop = knob("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "
+                                 "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.kernels' table.")
     save_predictions: bool = knob(False, "Also write the eval split's class probabilities and labels at the end "
                                   "(test_predictions.npz; seed studies use them).")
     workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
@@ -258,7 +272,7 @@ def choices(cls: type, name: str) -> tuple[Any, ...] | None:
 # Fields that only the RNN reads: their values are checked only when model=rnn.
 RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
-EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "eval_batch_size")
+EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "cpu_devices", "eval_batch_size")
 
 
 def _has_type(hint: Any, value: Any) -> bool:

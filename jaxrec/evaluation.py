@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from jaxrec import cpu_devices
 from jaxrec.checkpointing import Trained
 from jaxrec.config import EVALUATION_FIELDS, Config, check
 from jaxrec.data.pipeline import Preprocess, eval_indices
@@ -79,6 +80,7 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     data set may be another one with the same classes; the training mean/std are used.
     """
     config = check(config or trained.config, only=EVALUATION_FIELDS)
+    cpu_devices.split_host(config, ())
     data = load_split(config, config.eval_split, trained.class_names, trained.image_shape)
     devices = select_devices(config.num_devices)
     evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,

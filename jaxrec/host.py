@@ -10,6 +10,8 @@ from typing import Any
 
 import jax
 
+from jaxrec import cpu_devices
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy")
 
 
@@ -25,11 +27,11 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    """The accelerator platform, device kind and count, processor and host name."""
+    """The accelerator platform, device kind and count, processor, the cores this process may use, host name."""
     devices = jax.local_devices()
     return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
             "local_devices": len(devices), "processor": platform.processor() or platform.machine(),
-            "host": platform.node()}
+            "cpu_cores": cpu_devices.cores(), "host": platform.node()}
 
 
 def peak_host_memory_mb() -> float:

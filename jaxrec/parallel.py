@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import jax_utils
 
+from jaxrec import kernels
 from jaxrec.config import MODEL_AXES
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError
@@ -103,40 +104,50 @@ def _train_steps_fn(preprocess: Preprocess, label_smoothing: float) -> Callable:
         state, {"image": images[idx], "label": labels[idx], "index": idx}, rng)
 
 
-def _scan_steps(body: Callable, state: Any, indices: jax.Array) -> tuple[Any, Any]:
-    """`body` over the leading (steps) axis of `indices`: a fully unrolled `lax.scan`, because XLA:CPU
-    runs convolutions inside a while loop (a rolled scan) far slower than the same convolutions at the
-    top level (jax#12868); and a one-step scan stays a loop, so one step is called directly."""
+def _scan_steps(body: Callable, state: Any, indices: jax.Array, steps_loop: str) -> tuple[Any, Any]:
+    """`body` over the leading (steps) axis of `indices` with `lax.scan`: rolled (a loop), or unrolled,
+    because XLA:CPU runs convolutions inside a while loop far slower than the same convolutions at the
+    top level (jax#12868). Unrolled steps give the bits of one-step calls; a rolled loop's body is
+    compiled on its own, so its float rounding may differ. One step is called directly (a one-step
+    scan would stay a loop)."""
     if indices.shape[0] == 1:
         state, metrics = body(state, indices[0])
         return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
-    return jax.lax.scan(body, state, indices, unroll=True)
+    return jax.lax.scan(body, state, indices, unroll=steps_loop == "unrolled")
+
+
+def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
+    """The loop asked for, or the devices' platform's (jaxrec.kernels)."""
+    return steps_loop or kernels.for_platform(devices[0].platform).steps_loop
 
 
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
-                  label_smoothing: float = 0.0) -> Callable:
+                  label_smoothing: float = 0.0, steps_loop: str | None = None) -> Callable:
     """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
 
     state, images, labels: replicated; indices: [devices, steps, per_device]; rng: the run's
     training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps]. The same
     settings give the same function, so the runs of one process (a study's seeds) compile it once.
+    steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None: the platform's (jaxrec.kernels).
     """
-    return _train_fn(preprocess, tuple(devices), label_smoothing)
+    return _train_fn(preprocess, tuple(devices), label_smoothing, _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
-def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], label_smoothing: float) -> Callable:
+def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], label_smoothing: float,
+              steps_loop: str) -> Callable:
     one = _train_steps_fn(preprocess, label_smoothing)
 
     def train_steps(state, images, labels, indices, rng):
-        return _scan_steps(lambda state, idx: one(state, images, labels, idx, rng), state, indices)
+        return _scan_steps(lambda state, idx: one(state, images, labels, idx, rng), state, indices, steps_loop)
 
     return jax.pmap(train_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
                     devices=list(devices))
 
 
 def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
-                        model_axis: str = "loop", label_smoothing: float = 0.0) -> Callable:
+                        model_axis: str = "loop", label_smoothing: float = 0.0,
+                        steps_loop: str | None = None) -> Callable:
     """K = `models` models trained side by side in one program: (states, images, labels, indices, rngs)
     -> (states, metrics per step and model), pmapped over devices, states donated.
 
@@ -151,12 +162,13 @@ def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], m
     """
     if model_axis not in MODEL_AXES:
         raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
-    return _group_train_fn(preprocess, tuple(devices), models, model_axis, label_smoothing)
+    return _group_train_fn(preprocess, tuple(devices), models, model_axis, label_smoothing,
+                           _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
 def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
-                    label_smoothing: float) -> Callable:
+                    label_smoothing: float, steps_loop: str) -> Callable:
     one = _train_steps_fn(preprocess, label_smoothing)
 
     def group_steps(states, images, labels, indices, rngs):
@@ -166,7 +178,7 @@ def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], mod
             outs = [one(member(states, k), images, labels, idx[k], rngs[k]) for k in range(models)]
             return jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *outs)
 
-        return _scan_steps(body, states, indices)
+        return _scan_steps(body, states, indices, steps_loop)
 
     return jax.pmap(group_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
                     devices=list(devices))

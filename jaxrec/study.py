@@ -100,8 +100,10 @@ class StudySpec:
 
 
 # Settings that may differ when a study is continued: how it runs, not what it trains.
-MAY_CHANGE = ("num_devices", "steps_per_call", "progress", "workdir", "resume", "checkpoint_every_steps",
-              "checkpoint_keep", "data_dir", "dataset", "save_predictions", "force_workdir")
+MAY_CHANGE = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "pool", "steps_loop", "progress",
+              "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "data_dir", "dataset",
+              "save_predictions", "force_workdir", "distributed", "coordinator_address", "num_processes",
+              "process_id", "heartbeat_timeout")
 
 
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:

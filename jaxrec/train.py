@@ -22,7 +22,7 @@ import flax.linen as nn
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxrec import distributed, host, memory, outputs
+from jaxrec import cpu_devices, distributed, host, kernels, memory, outputs
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import Config, check
 from jaxrec.data import DataSplits, load_data
@@ -90,6 +90,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     """
     entered = time.time()
     check(config)
+    cpu_devices.split_host(config, (config.batch_size,))
     devices = select_devices(config.num_devices)
     per_device_batch(config.batch_size, len(devices))  # refuse an uneven batch before loading data
     with claimed(workdir, config) as workdir:
@@ -168,7 +169,8 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
         keys=RunKeys.from_config(config), preprocess=preprocess,
-        train_fn=make_train_fn(preprocess, devices, config.label_smoothing),
+        train_fn=make_train_fn(preprocess, devices, config.label_smoothing,
+                               kernels.choose(config, devices[0].platform).steps_loop),
         images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
         evaluator=Evaluator(model.apply, data.eval.images, data.eval.labels, preprocess, devices,
                             config.eval_batch_size),

@@ -62,11 +62,11 @@ def script_command(script: str, *args: str) -> list[str]:
     return [sys.executable, *target, *map(str, args)]
 
 
-def run_script(script: str, *args: str, one_device: bool = False, cwd: Path | None = None,
+def run_script(script: str, *args: str, default_devices: bool = False, cwd: Path | None = None,
                timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs a script in a fresh process (see script_command), in `cwd`; one_device drops the tests'
-    8 fake devices (the process then has one, like a user's laptop)."""
-    env = {k: v for k, v in os.environ.items() if not (one_device and k == "XLA_FLAGS")}
+    """Runs a script in a fresh process (see script_command), in `cwd`; default_devices drops the
+    tests' 8 fake devices (the process then splits the CPU as a user's does: one device per core)."""
+    env = {k: v for k, v in os.environ.items() if not (default_devices and k == "XLA_FLAGS")}
     return subprocess.run(script_command(script, *args), capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=timeout)
 

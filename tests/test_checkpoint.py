@@ -276,7 +276,7 @@ def test_arrays_that_do_not_match_their_checksum_are_not_restored(tmp_path, capl
 def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_rerun_resumes(tmp_path):
     common = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", *SMALL_FLAGS]
     run = ["--workdir", str(tmp_path / "run")]
-    assert run_script("jaxrec", *common, *run, "--epochs", "1", one_device=True).returncode == 0
+    assert run_script("jaxrec", *common, *run, "--epochs", "1", default_devices=True).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     limit = 64 * 1024  # a file-size limit smaller than the checkpoint's array file, as a full disk would be
     started = time.time()
@@ -292,9 +292,9 @@ def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_reru
     assert "Traceback" not in limited.stderr and "Event loop is closed" not in limited.stderr
     assert checkpoint_steps(tmp_path / "run") == [12]
     assert [r["epoch"] for r in records(tmp_path / "run")] == [1]  # no line for the epoch that was not saved
-    assert run_script("jaxrec", *common, *run, "--epochs", "3", one_device=True).returncode == 0
+    assert run_script("jaxrec", *common, *run, "--epochs", "3", default_devices=True).returncode == 0
     assert run_script("jaxrec", *common, "--workdir", str(tmp_path / "straight"), "--epochs", "3",
-                      one_device=True).returncode == 0
+                      default_devices=True).returncode == 0
     assert records(tmp_path / "run") == records(tmp_path / "straight")
 
 

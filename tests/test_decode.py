@@ -158,7 +158,7 @@ def test_a_model_that_cannot_fit_is_refused_in_one_line_before_training(tmp_path
     at_32 = memory.training_bytes(create_model(Config(), 2), (32, 32, 3), 8)
     size = int(32 * math.sqrt(4 * memory.host_available() / at_32))
     result = run_script("jaxrec", "train", "--dataset", str(root), "--image_size", str(size), "--batch_size", "8",
-                        "--epochs", "1", "--workdir", str(tmp_path / "run"), one_device=True)
+                        "--epochs", "1", "--workdir", str(tmp_path / "run"), default_devices=True)
     assert result.returncode == 2, result.stderr
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert f"training 1 model(s) on {size}x{size}x3 images in batches of 8" in line and "--image_size" in line

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrec import kernels
 from jaxrec.config import Config
 from jaxrec.models import ArticleCNN, count_params, create_model
 from jaxrec.models.conv import patch_conv
@@ -104,23 +105,46 @@ def test_patch_conv_equals_lax_conv_and_its_gradients(shape, padding):
     chex.assert_trees_all_equal(strided, jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=dims))
 
 
+@pytest.mark.parametrize("shape,padding", [((2, 8, 8, 3), "SAME"), ((1, 6, 9, 1), "VALID")])
+def test_patch_conv_equals_lax_conv_in_float64_to_its_last_bits(shape, padding):
+    """In float64 the two differ only by the order of the sums: tight; float32 above is loose."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(7)
+        x = jnp.asarray(rng.normal(size=shape), jnp.float64)
+        kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 4)), jnp.float64)
+        dims = ("NHWC", "HWIO", "NHWC")
+        reference = lambda v, k: jax.lax.conv_general_dilated(v, k, (1, 1), padding, dimension_numbers=dims)
+        ours = lambda v, k: patch_conv(v, k, (1, 1), padding, dimension_numbers=dims)
+        assert ours(x, kernel).dtype == jnp.float64
+        chex.assert_trees_all_close(ours(x, kernel), reference(x, kernel), rtol=1e-12, atol=1e-12)
+        loss = lambda conv: lambda v, k: jnp.sum(jnp.sin(conv(v, k)))
+        chex.assert_trees_all_close(jax.grad(loss(ours), argnums=(0, 1))(x, kernel),
+                                    jax.grad(loss(reference), argnums=(0, 1))(x, kernel), rtol=1e-12, atol=1e-12)
+
+
+def test_each_platform_gets_its_row_of_the_kernel_table_and_a_knob_overrides_it():
+    assert kernels.choose(Config(), "cpu") == kernels.Kernels("patch", "reshape_grad", "unrolled")
+    assert kernels.choose(Config(), "gpu") == kernels.choose(Config(), "tpu") == kernels.PLAIN
+    assert kernels.choose(Config(image_conv="lax"), "cpu") == kernels.Kernels("lax", "reshape_grad", "unrolled")
+    assert kernels.choose(Config(steps_loop="unrolled", pool="reshape_grad"), "gpu") == \
+        kernels.Kernels("lax", "reshape_grad", "unrolled")
+    cnn = create_model(Config(image_conv="lax", pool="auto"), 10)  # this test runs on the CPU
+    assert (cnn.image_conv, cnn.pool) == ("lax", kernels.for_platform(jax.default_backend()).pool)
+
+
 @pytest.mark.slow
-def test_article_cnn_is_the_same_function_as_with_lax_convolutions_and_max_pool():
-    """The speed rewrites (patch_conv, max_pool_2x2) leave the model's function unchanged."""
-
-    class Reference(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            for features in (32, 64, 128, 128):
-                x = nn.max_pool(nn.relu(nn.Conv(features, (3, 3), padding="SAME")(x)), (2, 2), (2, 2), "SAME")
-            x = nn.relu(nn.Dense(512)(x.reshape((x.shape[0], -1))))
-            return nn.Dense(10)(x)
-
+@pytest.mark.parametrize("image_conv,pool", [("patch", "reshape_grad"), ("patch", "lax"), ("lax", "reshape_grad")])
+def test_article_cnn_with_each_kernel_choice_is_the_plain_function(image_conv, pool):
+    """Every kernel choice computes the plain model's function (lax conv, nn.max_pool): same
+    parameters; the pooling's gradient bit-equal, the patch conv up to float32 rounding."""
+    plain, fast = ArticleCNN(num_classes=10), ArticleCNN(num_classes=10, image_conv=image_conv, pool=pool)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
-    params = _init(ArticleCNN(num_classes=10), x.shape)
-    chex.assert_trees_all_equal_shapes(params, _shapes(Reference(), x.shape))
-    chex.assert_trees_all_close(jax.jit(ArticleCNN(num_classes=10).apply)(params, x),
-                                jax.jit(Reference().apply)(params, x), rtol=1e-4, atol=1e-5)
+    params = _init(fast, x.shape)
+    chex.assert_trees_all_equal_shapes(params, _shapes(plain, x.shape))
     grad = lambda model: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, x)))))
-    chex.assert_trees_all_close(grad(ArticleCNN(num_classes=10))(params), grad(Reference())(params),
-                                rtol=1e-3, atol=1e-5)
+    if image_conv == "lax":  # only the pooling differs, and it is exact
+        chex.assert_trees_all_equal(jax.jit(fast.apply)(params, x), jax.jit(plain.apply)(params, x))
+        chex.assert_trees_all_equal(grad(fast)(params), grad(plain)(params))
+        return
+    chex.assert_trees_all_close(jax.jit(fast.apply)(params, x), jax.jit(plain.apply)(params, x), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(grad(fast)(params), grad(plain)(params), rtol=1e-3, atol=1e-5)

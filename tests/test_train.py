@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import records, run_script
+from jaxrec import cpu_devices
 from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.run_state import RunState
@@ -82,7 +83,7 @@ def test_the_speed_figure_leaves_out_every_epoch_that_compiled():
 @pytest.mark.slow
 def test_experiment_script_end_to_end_on_the_shipped_sample(tmp_path):
     result = run_script("experiments/cifar_cnn.py", "--dataset", "cifar10_sample", "--epochs", "1", "--workdir",
-                        tmp_path, "--seed", "3", one_device=True)  # one device, like a user's laptop
+                        tmp_path, "--seed", "3", default_devices=True)  # as on a user's laptop
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert record["epoch"] == 1 and record["includes_compilation"] is True
@@ -90,7 +91,9 @@ def test_experiment_script_end_to_end_on_the_shipped_sample(tmp_path):
             "wall_seconds"} <= set(record)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["param_count"] == 508_618 and summary["seed"] == 3 and summary["steps"] == 3
-    assert summary["num_devices"] == 1 and summary["config"]["dataset"] == "cifar10_sample"
+    # One device per core, as many as divide the batch (128).
+    assert summary["num_devices"] == cpu_devices.per_core_count(cpu_devices.cores(), [128])
+    assert summary["machine"]["cpu_cores"] == cpu_devices.cores() and summary["config"]["dataset"] == "cifar10_sample"
     assert summary["test_accuracy"] == record["test_accuracy"] and summary["epochs"] == 1
     assert {"jax", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(summary["versions"])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ import typing
 import flax.linen as nn
 import jax
 
+from jaxrec import kernels
 from jaxrec.config import Config, Model
 from jaxrec.models.cnn import ArticleCNN
 from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier
@@ -18,18 +19,19 @@ MODELS = typing.get_args(Model)
 def create_model(config: Config, num_classes: int) -> nn.Module:
     """Builds the module named by `config.model` (a checked config: see jaxrec.config.check).
     Configs that differ only in seeds get the same module, so the train states of a study's seeds
-    share their structure (apply_fn) and one compiled train step."""
-    return _model(config.without_seeds(), num_classes)
+    share their structure (apply_fn) and one compiled train step. The CNN's kernels are the
+    platform's (jaxrec.kernels.choose)."""
+    return _model(config.without_seeds(), num_classes, kernels.choose(config))
 
 
 @functools.lru_cache(maxsize=32)
-def _model(config: Config, num_classes: int) -> nn.Module:
+def _model(config: Config, num_classes: int, chosen: kernels.Kernels) -> nn.Module:
     if config.model == "rnn":
         return RowRNNClassifier(num_classes=num_classes, cell=config.rnn_cell, hidden=config.rnn_hidden,
                                 num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional)
     if config.model == "cnn":
         return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
-                          dense_features=config.dense_features)
+                          dense_features=config.dense_features, image_conv=chosen.image_conv, pool=chosen.pool)
     raise ValueError(f"no model named {config.model!r} in jaxrec.models ({', '.join(MODELS)})")
 
 

@@ -10,7 +10,7 @@ import jax
 from jaxrec.models.conv import patch_conv
 from jaxrec.models.pooling import max_pool_2x2
 
-# Convolutions over inputs with at most this many channels use patch_conv (measured: layer 1 only).
+# image_conv="patch" applies to convolutions over inputs with at most this many channels (the image itself).
 PATCH_CONV_MAX_CHANNELS = 4
 
 
@@ -27,23 +27,26 @@ class ArticleCNN(nn.Module):
 
     Pooling uses 'SAME' padding (ceil mode): on even sizes it is the usual 2x2 pool; on odd sizes
     the last row/column is kept instead of dropped, so images as small as 1x1 still leave a 1x1 map
-    after four pools rather than an empty one. The pooling is `max_pool_2x2`, which computes what
-    `nn.max_pool` does with a much faster gradient on XLA:CPU (see jaxrec.models.pooling).
+    after four pools rather than an empty one.
+
+    image_conv and pool pick implementations that compute the same function (jaxrec.kernels): the
+    defaults are the plain ones (lax's convolution, `nn.max_pool`); create_model takes the platform's.
     """
 
     num_classes: int
     conv_features: Sequence[int] = (32, 64, 128, 128)
     dense_features: int = 512
+    image_conv: str = "lax"  # or "patch": jaxrec.models.conv.patch_conv for inputs of few channels
+    pool: str = "lax"  # or "reshape_grad": jaxrec.models.pooling.max_pool_2x2
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
         for features in self.conv_features:
-            # Few input channels (the image itself): XLA:CPU's conv is slow there, a patch matmul is not.
-            conv = patch_conv if x.shape[-1] <= PATCH_CONV_MAX_CHANNELS else None
-            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", conv_general_dilated=conv)(x)
+            patch = self.image_conv == "patch" and x.shape[-1] <= PATCH_CONV_MAX_CHANNELS
+            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", conv_general_dilated=patch_conv if patch else None)(x)
             x = nn.relu(x)
-            x = max_pool_2x2(x)  # = nn.max_pool(x, (2, 2), (2, 2), "SAME"), faster backward
+            x = max_pool_2x2(x) if self.pool == "reshape_grad" else nn.max_pool(x, (2, 2), (2, 2), "SAME")
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.dense_features)(x))
         return nn.Dense(self.num_classes)(x)

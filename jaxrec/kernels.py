@@ -1,0 +1,49 @@
+"""Which implementation of each speed-critical piece a platform runs: one table, overridable by config.
+
+Every choice computes the same function as the plain one (lax's convolution, `nn.max_pool`, a rolled
+`lax.scan`), up to float rounding where stated, and is tested equal to it (tests/test_model.py,
+tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
+- image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
+  (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels. Float rounding differs.
+- pool "reshape_grad": 2x2 max-pooling with a gradient built from a reshape
+  (jaxrec.models.pooling), not `select_and_scatter`, a scalar loop on XLA:CPU. Bit-identical.
+- steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
+  a while loop many times slower (jax#12868). Bit-identical to one step per call; the rolled loop
+  is not quite (its body is compiled on its own: 2e-7 relative after 3 steps, tests/test_steps.py).
+GPUs and TPUs get the plain row: their convolutions and loops have no such problems, and a rolled
+loop compiles once however many steps a call holds. Those choices are not measured here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from jaxrec.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """One choice per piece (the values of Config's image_conv, pool and steps_loop knobs, but 'auto')."""
+
+    image_conv: str = "lax"
+    pool: str = "lax"
+    steps_loop: str = "rolled"
+
+
+PLAIN = Kernels()
+BY_PLATFORM = {"cpu": Kernels(image_conv="patch", pool="reshape_grad", steps_loop="unrolled")}
+
+
+def for_platform(platform: str) -> Kernels:
+    """The table's row for a JAX platform name ('cpu', 'gpu', 'tpu', ...); PLAIN for one it lacks."""
+    return BY_PLATFORM.get(platform, PLAIN)
+
+
+def choose(config: Config, platform: str | None = None) -> Kernels:
+    """The kernels a run of `config` uses on `platform` (default: JAX's default backend): the table's
+    row, with every knob not left at 'auto' taking its place."""
+    row = for_platform(platform or jax.default_backend())
+    chosen = {name: getattr(config, name) for name in ("image_conv", "pool", "steps_loop")}
+    return dataclasses.replace(row, **{name: value for name, value in chosen.items() if value != "auto"})
