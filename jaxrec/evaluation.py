@@ -48,7 +48,9 @@ class Evaluator:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
         totals = None
         for indices, mask in self._batches:  # sums stay on the device until the end
-            sums = self._fn(params, self._images, self._labels, indices, mask)
+            # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
+            # pool per device, and two calls' psums could take them all (jaxrec.steps.train_step).
+            sums = jax.block_until_ready(self._fn(params, self._images, self._labels, indices, mask))
             totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
         return summarize_eval(jax.device_get(unreplicate(totals)))
 

@@ -55,10 +55,13 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = _pmean(grads, axis_name)
-    state = state.apply_gradients(grads=grads)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-    return state, _pmean(metrics, axis_name)
+    # One all-reduce per step, for the gradients and the metrics together. On XLA:CPU a collective
+    # waiting for the other devices holds a worker of the one thread pool they all compute on; two
+    # independent ones (as separate pmeans were) could hold every worker on a 2-core machine, and the
+    # other device, with no worker left for its convolution, never arrived: a hang, then an abort.
+    grads, metrics = _pmean((grads, metrics), axis_name)
+    return state.apply_gradients(grads=grads), metrics
 
 
 def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
