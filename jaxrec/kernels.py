@@ -10,8 +10,11 @@ tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md)
 - steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
   a while loop many times slower (jax#12868). Bit-identical to one step per call; the rolled loop
   is not quite (its body is compiled on its own: 2e-7 relative after 3 steps, tests/test_steps.py).
-GPUs and TPUs get the plain row: their convolutions and loops have no such problems, and a rolled
-loop compiles once however many steps a call holds. Those choices are not measured here.
+GPUs and TPUs get lax's convolution and the rolled loop: their convolutions and loops have no such
+problems, and a rolled loop compiles once however many steps a call holds. GPUs keep pool
+"reshape_grad" for determinism, not speed: the gradient of `nn.max_pool` is a scatter that XLA's GPU
+backend has no deterministic version of, while this one is elementwise selects. None of the GPU/TPU
+choices is measured here (no accelerator was at hand).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class Kernels:
 
 
 PLAIN = Kernels()
-BY_PLATFORM = {"cpu": Kernels(image_conv="patch", pool="reshape_grad", steps_loop="unrolled")}
+BY_PLATFORM = {"cpu": Kernels(image_conv="patch", pool="reshape_grad", steps_loop="unrolled"),
+               "gpu": Kernels(pool="reshape_grad")}
 
 
 def for_platform(platform: str) -> Kernels:

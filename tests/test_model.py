@@ -124,9 +124,10 @@ def test_patch_conv_equals_lax_conv_in_float64_to_its_last_bits(shape, padding):
 
 def test_each_platform_gets_its_row_of_the_kernel_table_and_a_knob_overrides_it():
     assert kernels.choose(Config(), "cpu") == kernels.Kernels("patch", "reshape_grad", "unrolled")
-    assert kernels.choose(Config(), "gpu") == kernels.choose(Config(), "tpu") == kernels.PLAIN
+    assert kernels.choose(Config(), "gpu") == kernels.Kernels("lax", "reshape_grad", "rolled")
+    assert kernels.choose(Config(), "tpu") == kernels.choose(Config(), "metal") == kernels.PLAIN
     assert kernels.choose(Config(image_conv="lax"), "cpu") == kernels.Kernels("lax", "reshape_grad", "unrolled")
-    assert kernels.choose(Config(steps_loop="unrolled", pool="reshape_grad"), "gpu") == \
+    assert kernels.choose(Config(steps_loop="unrolled", pool="reshape_grad"), "tpu") == \
         kernels.Kernels("lax", "reshape_grad", "unrolled")
     cnn = create_model(Config(image_conv="lax", pool="auto"), 10)  # this test runs on the CPU
     assert (cnn.image_conv, cnn.pool) == ("lax", kernels.for_platform(jax.default_backend()).pool)
