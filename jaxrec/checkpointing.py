@@ -54,7 +54,7 @@ BEST_METRIC = "test_accuracy"
 # not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
 MAY_CHANGE_ON_RESUME = frozenset({
     "dataset", "data_dir", "download", "num_devices", "cpu_devices", "steps_per_call",
-    "image_conv", "pool", "steps_loop", "eval_every_epochs",
+    "image_conv", "conv_grad", "pool", "steps_loop", "eval_every_epochs",
     "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
     "top_k", "save_predictions", "force_workdir",
     "distributed", "coordinator_address", "num_processes", "process_id", "heartbeat_timeout",

@@ -28,6 +28,7 @@ Channels = Literal[0, 1, 3]
 ModelAxis = Literal["loop", "vmap"]
 Distributed = Literal["auto", "on", "off"]
 ImageConv = Literal["auto", "lax", "patch"]
+ConvGrad = Literal["auto", "lax", "patch"]
 Pool = Literal["auto", "lax", "reshape_grad"]
 StepsLoop = Literal["auto", "rolled", "unrolled"]
 
@@ -168,6 +169,9 @@ class Config:
     progress: bool = knob(True, "Show a progress bar per epoch.")
     image_conv: ImageConv = knob("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
                                  "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' table by platform.")
+    conv_grad: ConvGrad = knob("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
+                               "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' "
+                               "table by platform.")
     pool: Pool = knob("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
                       "gradient XLA:CPU runs far faster); auto: jaxrec.kernels' table by platform.")
     steps_loop: StepsLoop = knob("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "

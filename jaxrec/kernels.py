@@ -5,6 +5,9 @@ Every choice computes the same function as the plain one (lax's convolution, `nn
 tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
 - image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
   (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels. Float rounding differs.
+- conv_grad "patch": the other convolutions' kernel gradient as one patch matmul (XLA's forward and
+  input gradient are kept): XLA:CPU computes it as a convolution with an image-sized window, at a
+  fraction of its matmul speed. Float rounding of the kernel gradient differs.
 - pool "reshape_grad": 2x2 max-pooling with a gradient built from a reshape
   (jaxrec.models.pooling), not `select_and_scatter`, a scalar loop on XLA:CPU. Bit-identical.
 - steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
@@ -28,15 +31,16 @@ from jaxrec.config import Config
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-    """One choice per piece (the values of Config's image_conv, pool and steps_loop knobs, but 'auto')."""
+    """One choice per piece (the values of Config's image_conv, conv_grad, pool and steps_loop knobs, but 'auto')."""
 
     image_conv: str = "lax"
+    conv_grad: str = "lax"
     pool: str = "lax"
     steps_loop: str = "rolled"
 
 
 PLAIN = Kernels()
-BY_PLATFORM = {"cpu": Kernels(image_conv="patch", pool="reshape_grad", steps_loop="unrolled"),
+BY_PLATFORM = {"cpu": Kernels(image_conv="patch", conv_grad="patch", pool="reshape_grad", steps_loop="unrolled"),
                "gpu": Kernels(pool="reshape_grad")}
 
 
@@ -49,5 +53,5 @@ def choose(config: Config, platform: str | None = None) -> Kernels:
     """The kernels a run of `config` uses on `platform` (default: JAX's default backend): the table's
     row, with every knob not left at 'auto' taking its place."""
     row = for_platform(platform or jax.default_backend())
-    chosen = {name: getattr(config, name) for name in ("image_conv", "pool", "steps_loop")}
+    chosen = {name: getattr(config, name) for name in ("image_conv", "conv_grad", "pool", "steps_loop")}
     return dataclasses.replace(row, **{name: value for name, value in chosen.items() if value != "auto"})

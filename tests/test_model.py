@@ -10,7 +10,7 @@ import pytest
 from jaxrec import kernels
 from jaxrec.config import Config
 from jaxrec.models import ArticleCNN, count_params, create_model
-from jaxrec.models.conv import patch_conv
+from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.pooling import max_pool_2x2
 
 
@@ -123,27 +123,59 @@ def test_patch_conv_equals_lax_conv_in_float64_to_its_last_bits(shape, padding):
 
 
 def test_each_platform_gets_its_row_of_the_kernel_table_and_a_knob_overrides_it():
-    assert kernels.choose(Config(), "cpu") == kernels.Kernels("patch", "reshape_grad", "unrolled")
-    assert kernels.choose(Config(), "gpu") == kernels.Kernels("lax", "reshape_grad", "rolled")
-    assert kernels.choose(Config(), "tpu") == kernels.choose(Config(), "metal") == kernels.PLAIN
-    assert kernels.choose(Config(image_conv="lax"), "cpu") == kernels.Kernels("lax", "reshape_grad", "unrolled")
-    assert kernels.choose(Config(steps_loop="unrolled", pool="reshape_grad"), "tpu") == \
-        kernels.Kernels("lax", "reshape_grad", "unrolled")
+    K = kernels.Kernels
+    assert kernels.choose(Config(), "cpu") == K(image_conv="patch", conv_grad="patch", pool="reshape_grad",
+                                                steps_loop="unrolled")
+    assert kernels.choose(Config(), "gpu") == K(pool="reshape_grad")
+    assert kernels.choose(Config(), "tpu") == kernels.choose(Config(), "metal") == kernels.PLAIN == K(
+        image_conv="lax", conv_grad="lax", pool="lax", steps_loop="rolled")
+    assert kernels.choose(Config(image_conv="lax", conv_grad="lax"), "cpu") == K(pool="reshape_grad",
+                                                                                 steps_loop="unrolled")
+    assert kernels.choose(Config(steps_loop="unrolled", pool="reshape_grad"), "tpu") == K(
+        pool="reshape_grad", steps_loop="unrolled")
     cnn = create_model(Config(image_conv="lax", pool="auto"), 10)  # this test runs on the CPU
     assert (cnn.image_conv, cnn.pool) == ("lax", kernels.for_platform(jax.default_backend()).pool)
 
 
+@pytest.mark.parametrize("shape,padding", [((2, 8, 8, 6), "SAME"), ((1, 7, 5, 5), "VALID"),
+                                           ((2, 6, 6, 5), ((2, 0), (1, 1)))])
+def test_patch_grad_conv_is_lax_conv_with_the_same_kernel_gradient(shape, padding):
+    """The forward and the input gradient are lax's own (bit-equal); the kernel gradient, a patch
+    matmul, equals lax's up to rounding: loose in float32, to 1e-12 in float64."""
+    dims = ("NHWC", "HWIO", "NHWC")
+    reference = lambda v, k: jax.lax.conv_general_dilated(v, k, (1, 1), padding, dimension_numbers=dims)
+    ours = lambda v, k: patch_grad_conv(v, k, (1, 1), padding, dimension_numbers=dims)
+    loss = lambda conv: lambda v, k: jnp.sum(jnp.sin(conv(v, k)))
+    for dtype, tolerance in ((jnp.float32, 1e-4), (jnp.float64, 1e-12)):
+        with jax.enable_x64(dtype == jnp.float64):
+            rng = np.random.default_rng(sum(shape))
+            x = jnp.asarray(rng.normal(size=shape), dtype)
+            kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 4)), dtype)
+            chex.assert_trees_all_equal(ours(x, kernel), reference(x, kernel))
+            (dx, dk), (ref_dx, ref_dk) = (jax.grad(loss(f), argnums=(0, 1))(x, kernel) for f in (ours, reference))
+            assert dk.dtype == dtype
+            chex.assert_trees_all_equal(dx, ref_dx)
+            chex.assert_trees_all_close(dk, ref_dk, rtol=tolerance, atol=tolerance)
+    # Strided convolutions are not rewritten: lax computes them.
+    x = jnp.ones((1, 6, 6, shape[-1]))
+    strided = patch_grad_conv(x, jnp.ones((3, 3, shape[-1], 2)), (2, 2), "SAME", dimension_numbers=dims)
+    chex.assert_trees_all_equal(strided, jax.lax.conv_general_dilated(x, jnp.ones((3, 3, shape[-1], 2)), (2, 2),
+                                                                      "SAME", dimension_numbers=dims))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("image_conv,pool", [("patch", "reshape_grad"), ("patch", "lax"), ("lax", "reshape_grad")])
-def test_article_cnn_with_each_kernel_choice_is_the_plain_function(image_conv, pool):
+@pytest.mark.parametrize("image_conv,conv_grad,pool", [("patch", "patch", "reshape_grad"), ("patch", "lax", "lax"),
+                                                       ("lax", "patch", "lax"), ("lax", "lax", "reshape_grad")])
+def test_article_cnn_with_each_kernel_choice_is_the_plain_function(image_conv, conv_grad, pool):
     """Every kernel choice computes the plain model's function (lax conv, nn.max_pool): same
-    parameters; the pooling's gradient bit-equal, the patch conv up to float32 rounding."""
-    plain, fast = ArticleCNN(num_classes=10), ArticleCNN(num_classes=10, image_conv=image_conv, pool=pool)
+    parameters; the pooling's gradient bit-equal, the patch forms up to float32 rounding."""
+    plain = ArticleCNN(num_classes=10)
+    fast = ArticleCNN(num_classes=10, image_conv=image_conv, conv_grad=conv_grad, pool=pool)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 32, 32, 3)), jnp.float32)
     params = _init(fast, x.shape)
     chex.assert_trees_all_equal_shapes(params, _shapes(plain, x.shape))
     grad = lambda model: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, x)))))
-    if image_conv == "lax":  # only the pooling differs, and it is exact
+    if image_conv == conv_grad == "lax":  # only the pooling differs, and it is exact
         chex.assert_trees_all_equal(jax.jit(fast.apply)(params, x), jax.jit(plain.apply)(params, x))
         chex.assert_trees_all_equal(grad(fast)(params), grad(plain)(params))
         return

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 
-from jaxrec.models.conv import patch_conv
+from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.pooling import max_pool_2x2
 
 # image_conv="patch" applies to convolutions over inputs with at most this many channels (the image itself).
@@ -29,25 +29,31 @@ class ArticleCNN(nn.Module):
     the last row/column is kept instead of dropped, so images as small as 1x1 still leave a 1x1 map
     after four pools rather than an empty one.
 
-    image_conv and pool pick implementations that compute the same function (jaxrec.kernels): the
-    defaults are the plain ones (lax's convolution, `nn.max_pool`); create_model takes the platform's.
+    image_conv, conv_grad and pool pick implementations that compute the same function
+    (jaxrec.kernels): the defaults are the plain ones (lax's convolution and its gradient,
+    `nn.max_pool`); create_model takes the platform's.
     """
 
     num_classes: int
     conv_features: Sequence[int] = (32, 64, 128, 128)
     dense_features: int = 512
     image_conv: str = "lax"  # or "patch": jaxrec.models.conv.patch_conv for inputs of few channels
+    conv_grad: str = "lax"  # or "patch": the other convolutions via jaxrec.models.conv.patch_grad_conv
     pool: str = "lax"  # or "reshape_grad": jaxrec.models.pooling.max_pool_2x2
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
         for features in self.conv_features:
-            patch = self.image_conv == "patch" and x.shape[-1] <= PATCH_CONV_MAX_CHANNELS
-            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", conv_general_dilated=patch_conv if patch else None)(x)
+            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", conv_general_dilated=self._conv_for(x))(x)
             x = nn.relu(x)
             x = max_pool_2x2(x) if self.pool == "reshape_grad" else nn.max_pool(x, (2, 2), (2, 2), "SAME")
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.dense_features)(x))
         return nn.Dense(self.num_classes)(x)
 
+    def _conv_for(self, x: jax.Array) -> Callable | None:
+        """The convolution function for input x (None: lax's, nn.Conv's default)."""
+        if x.shape[-1] <= PATCH_CONV_MAX_CHANNELS:
+            return patch_conv if self.image_conv == "patch" else None
+        return patch_grad_conv if self.conv_grad == "patch" else None
