@@ -142,7 +142,7 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
         make_unstack_fn(options.seeds_per_program, devices)(state)[0].params)  # the first model's
     eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
     eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
-    evaluate = Evaluator(model.apply, eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
+    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
     start = time.perf_counter()
     compiled_eval = evaluate.lower(params).compile()
     eval_compile_seconds = time.perf_counter() - start

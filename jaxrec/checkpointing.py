@@ -54,7 +54,7 @@ BEST_METRIC = "test_accuracy"
 # not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
 MAY_CHANGE_ON_RESUME = frozenset({
     "dataset", "data_dir", "download", "num_devices", "cpu_devices", "steps_per_call",
-    "image_conv", "conv_grad", "pool", "steps_loop", "eval_every_epochs",
+    "image_conv", "eval_image_conv", "conv_grad", "pool", "steps_loop", "eval_every_epochs",
     "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
     "top_k", "save_predictions", "force_workdir",
     "distributed", "coordinator_address", "num_processes", "process_id", "heartbeat_timeout",
@@ -398,8 +398,8 @@ class Trained:
         return Preprocess(mean=tuple(self.dataset["mean"]), std=tuple(self.dataset["std"]))
 
     def model(self):
-        """The Flax module these parameters belong to."""
-        return create_model(self.config, len(self.class_names))
+        """The Flax module these parameters belong to, as evaluation and prediction run it."""
+        return create_model(self.config, len(self.class_names), for_eval=True)
 
 
 def load_trained(workdir: str | Path, which: str = "best") -> Trained:

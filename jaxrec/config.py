@@ -169,6 +169,8 @@ class Config:
     progress: bool = knob(True, "Show a progress bar per epoch.")
     image_conv: ImageConv = knob("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
                                  "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' table by platform.")
+    eval_image_conv: ImageConv = knob("auto", "image_conv for evaluation and prediction (the forward pass alone, "
+                                      "where XLA:CPU's convolution is the faster one); auto: jaxrec.kernels' table.")
     conv_grad: ConvGrad = knob("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
                                "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' "
                                "table by platform.")

@@ -4,7 +4,9 @@ Every choice computes the same function as the plain one (lax's convolution, `nn
 `lax.scan`), up to float rounding where stated, and is tested equal to it (tests/test_model.py,
 tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
 - image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
-  (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels. Float rounding differs.
+  (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels, in the backward pass
+  above all. Float rounding differs. eval_image_conv "lax": evaluation and prediction run only the
+  forward pass, where XLA's convolution is the faster one at these batch sizes (1.4x in eval).
 - conv_grad "patch": the other convolutions' kernel gradient as one patch matmul (XLA's forward and
   input gradient are kept): XLA:CPU computes it as a convolution with an image-sized window, at a
   fraction of its matmul speed. Float rounding of the kernel gradient differs.
@@ -31,9 +33,10 @@ from jaxrec.config import Config
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-    """One choice per piece (the values of Config's image_conv, conv_grad, pool and steps_loop knobs, but 'auto')."""
+    """One choice per piece: the values of the Config knobs of the same names, but 'auto'."""
 
     image_conv: str = "lax"
+    eval_image_conv: str = "lax"
     conv_grad: str = "lax"
     pool: str = "lax"
     steps_loop: str = "rolled"
@@ -53,5 +56,5 @@ def choose(config: Config, platform: str | None = None) -> Kernels:
     """The kernels a run of `config` uses on `platform` (default: JAX's default backend): the table's
     row, with every knob not left at 'auto' taking its place."""
     row = for_platform(platform or jax.default_backend())
-    chosen = {name: getattr(config, name) for name in ("image_conv", "conv_grad", "pool", "steps_loop")}
+    chosen = {field.name: getattr(config, field.name) for field in dataclasses.fields(Kernels)}
     return dataclasses.replace(row, **{name: value for name, value in chosen.items() if value != "auto"})

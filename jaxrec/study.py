@@ -100,7 +100,7 @@ class StudySpec:
 
 
 # Settings that may differ when a study is continued: how it runs, not what it trains.
-MAY_CHANGE = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "conv_grad", "pool", "steps_loop", "progress",
+MAY_CHANGE = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad", "pool", "steps_loop", "progress",
               "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "data_dir", "dataset",
               "save_predictions", "force_workdir", "distributed", "coordinator_address", "num_processes",
               "process_id", "heartbeat_timeout")

@@ -135,6 +135,10 @@ def test_each_platform_gets_its_row_of_the_kernel_table_and_a_knob_overrides_it(
         pool="reshape_grad", steps_loop="unrolled")
     cnn = create_model(Config(image_conv="lax", pool="auto"), 10)  # this test runs on the CPU
     assert (cnn.image_conv, cnn.pool) == ("lax", kernels.for_platform(jax.default_backend()).pool)
+    # Evaluation and prediction take eval_image_conv in place of image_conv, nothing else.
+    train, evaluate = create_model(Config(), 10), create_model(Config(), 10, for_eval=True)
+    assert (train.image_conv, evaluate.image_conv) == ("patch", "lax") and train.conv_grad == evaluate.conv_grad
+    assert create_model(Config(eval_image_conv="patch"), 10, for_eval=True).image_conv == "patch"
 
 
 @pytest.mark.parametrize("shape,padding", [((2, 8, 8, 6), "SAME"), ((1, 7, 5, 5), "VALID"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import typing
 
@@ -16,12 +17,16 @@ from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier
 MODELS = typing.get_args(Model)
 
 
-def create_model(config: Config, num_classes: int) -> nn.Module:
+def create_model(config: Config, num_classes: int, *, for_eval: bool = False) -> nn.Module:
     """Builds the module named by `config.model` (a checked config: see jaxrec.config.check).
     Configs that differ only in seeds get the same module, so the train states of a study's seeds
     share their structure (apply_fn) and one compiled train step. The CNN's kernels are the
-    platform's (jaxrec.kernels.choose)."""
-    return _model(config.without_seeds(), num_classes, kernels.choose(config))
+    platform's (jaxrec.kernels.choose); `for_eval`: the module evaluation and prediction run (the
+    same parameters and function; only kernels chosen for the forward pass alone may differ)."""
+    chosen = kernels.choose(config)
+    if for_eval:
+        chosen = dataclasses.replace(chosen, image_conv=chosen.eval_image_conv)
+    return _model(config.without_seeds(), num_classes, chosen)
 
 
 @functools.lru_cache(maxsize=32)
