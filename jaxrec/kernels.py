@@ -8,8 +8,10 @@ tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md)
   above all. Float rounding differs. eval_image_conv "lax": evaluation and prediction run only the
   forward pass, where XLA's convolution is the faster one at these batch sizes (1.4x in eval).
 - conv_grad "patch": the other convolutions' kernel gradient as one patch matmul (XLA's forward and
-  input gradient are kept): XLA:CPU computes it as a convolution with an image-sized window, at a
-  fraction of its matmul speed. Float rounding of the kernel gradient differs.
+  input gradient are kept): XLA:CPU computes it as a convolution with an image-sized window, which
+  spreads poorly over several cores. 1.22x the training speed of a device that spans 2 cores; no
+  change with one device per core (the default), where it is kept as it costs nothing. Float
+  rounding of the kernel gradient differs.
 - pool "reshape_grad": 2x2 max-pooling with a gradient built from a reshape
   (jaxrec.models.pooling), not `select_and_scatter`, a scalar loop on XLA:CPU. Bit-identical.
 - steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in

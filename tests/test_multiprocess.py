@@ -96,9 +96,10 @@ def finish(procs: list[subprocess.Popen], timeout: float = HUNG_AFTER_SECONDS) -
 
 
 def launch(make: Callable[[], list[subprocess.Popen]]) -> list[tuple[int, str, str]]:
-    """finish(make()), once more if the processes hang. A collective of XLA:CPU's 2-device programs
-    has been seen to hang under core contention (issue 13; experiments/seed_studies_cifar10.sh): rare, and not jaxrec's
-    own. A hang that comes from jaxrec (processes taking different paths) hangs again, and fails."""
+    """finish(make()), once more if the processes hang. XLA:CPU's collectives could starve each other
+    of worker threads under core contention (docs/troubleshooting.md; fixed in jaxrec on 2026-11-26,
+    the retry kept as a guard). A hang that comes from jaxrec (processes taking different paths)
+    hangs again, and fails."""
     try:
         return finish(make())
     except Hung as hung:

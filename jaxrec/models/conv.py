@@ -68,8 +68,9 @@ def patch_grad_conv(inputs: jax.Array, kernel: jax.Array, window_strides: Sequen
                     dimension_numbers: Any = None, feature_group_count: int = 1, precision: Any = None) -> jax.Array:
     """`lax.conv_general_dilated` (same forward, same input gradient) whose kernel gradient is one
     patch matmul: [kh*kw*in, b*h*w] x [b*h*w, out]. XLA:CPU computes that gradient as a convolution
-    whose window is the whole image, at a fraction of its matmul speed; the article CNN's training
-    step ran ~20% faster with this in layers 2-4 (results/benchmark.md). Same cases as patch_conv."""
+    whose window is the whole image, which spreads poorly over several cores: the article CNN trained
+    1.22x faster with this in layers 2-4 on one device over 2 cores, and as fast with one device per
+    core (results/benchmark.md). Same cases as patch_conv."""
     if not _is_simple(inputs, kernel, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
                       feature_group_count):
         return lax.conv_general_dilated(inputs, kernel, window_strides, padding, lhs_dilation=lhs_dilation,

@@ -1,0 +1,105 @@
+"""A/B of kernel choices and device counts in one process, their timed windows interleaved.
+
+On a shared machine two benchmark runs a minute apart can differ by 20% or more; windows of two
+variants taken in turn in one process see the same machine. Each variant is a list of Config
+settings (any kernel knob of jaxrec.kernels, and `devices`: how many of the process's CPU devices it
+trains on; a 1-device program in a 2-device process uses the same thread pool as a 1-device process).
+It trains the article CNN (batch 128, 10 steps per call, random CIFAR-shaped bytes) with the loop's
+own make_train_fn, or with --eval times the Evaluator, and prints each variant's median images/s and
+the median ratio of each variant to the first, window by window. The A/Bs in results/benchmark.md:
+
+    python experiments/interleaved_ab.py conv_grad=lax conv_grad=patch
+    python experiments/interleaved_ab.py devices=1 devices=2
+    python experiments/interleaved_ab.py --eval eval_image_conv=patch eval_image_conv=lax
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from jaxrec import cpu_devices
+from jaxrec.config import Config, check
+from jaxrec.data.pipeline import Preprocess
+from jaxrec.evaluation import Evaluator
+from jaxrec.models import create_model
+from jaxrec.parallel import make_train_fn, replicate, select_devices, split_over_devices
+from jaxrec.state import create_train_state
+
+PRE = Preprocess(mean=(127.5,) * 3, std=(73.9,) * 3)  # uniform bytes; only the speed matters here
+
+
+def variant(spec: str) -> tuple[Config, int]:
+    """'conv_grad=patch,devices=1' -> (Config with those knobs, device count; 0: all)."""
+    settings = dict(item.split("=", 1) for item in spec.split(",") if item)
+    devices = int(settings.pop("devices", 0))
+    return check(Config(**settings)), devices
+
+
+def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
+    """A function that runs 4 calls of 10 steps and returns the images trained."""
+    n, fn = len(devices), make_train_fn(PRE, devices)
+    state = replicate(create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 390),
+                      devices)
+    data = replicate(images, devices), replicate(labels, devices)
+    calls = [split_over_devices(order, n) for order in orders]
+
+    def run() -> int:
+        nonlocal state
+        for call in calls:
+            state, _ = fn(state, *data, call, jax.random.key(1))
+        jax.block_until_ready(state)
+        return sum(order.size for order in orders)
+
+    run()  # compiles
+    return run
+
+
+def eval_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
+    model = create_model(config, 10, for_eval=True)
+    params = replicate(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"], devices)
+    evaluator = Evaluator(model.apply, images, labels, PRE, devices, config.eval_batch_size)
+    evaluator(params)  # compiles
+
+    def run() -> int:
+        evaluator(params)  # returns host numbers: the work is done
+        return len(labels)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", help="comma-separated KNOB=VALUE settings, one argument per variant")
+    parser.add_argument("--eval", action="store_true", help="time evaluation (10,000 images) instead of training")
+    parser.add_argument("--windows", type=int, default=10)
+    args = parser.parse_args()
+    variants = [variant(spec) for spec in args.variants]
+    cpu_devices.split_host(Config(), (128,))
+    rng = np.random.default_rng(0)
+    count = 10_000 if args.eval else 5_000
+    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, count).astype(np.int32)
+    orders = [rng.permutation(count)[:1280].astype(np.int32).reshape(10, 128) for _ in range(4)]
+    make = eval_runner if args.eval else train_runner
+    runners = [make(config, select_devices(devices), images, labels, orders) for config, devices in variants]
+    rates = [[] for _ in variants]
+    for _ in range(args.windows):
+        for runner, rate in zip(runners, rates):
+            start = time.perf_counter()
+            done = runner()
+            rate.append(done / (time.perf_counter() - start))
+    print(f"{jax.devices()[0].device_kind}, {len(jax.devices())} devices in the process, {args.windows} windows, "
+          f"{'eval' if args.eval else 'training'} images/s")
+    for spec, rate in zip(args.variants, rates):
+        line = f"{spec}: median {statistics.median(rate):.0f}"
+        if rate is not rates[0]:
+            ratios = [a / b for a, b in zip(rate, rates[0])]
+            line += f", {statistics.median(ratios):.3f}x the first (windows {min(ratios):.3f}-{max(ratios):.3f})"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
