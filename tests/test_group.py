@@ -82,8 +82,8 @@ def test_a_study_with_seeds_per_program_equals_one_at_a_time_and_compiles_each_p
         small_config, tmp_path, monkeypatch):
     traced = []  # the call shapes each train program was traced (so compiled) for
     real = parallel._scan_steps
-    monkeypatch.setattr(parallel, "_scan_steps", lambda body, state, indices: (
-        traced.append(tuple(indices.shape)), real(body, state, indices))[1])
+    monkeypatch.setattr(parallel, "_scan_steps", lambda body, state, indices, steps_loop: (
+        traced.append(tuple(indices.shape)), real(body, state, indices, steps_loop))[1])
     parallel._group_train_fn.cache_clear()
     spec = StudySpec(small_config, seeds=(0, 1, 2, 3, 4), vary=("init",))
     grouped = run_study(spec, tmp_path / "grouped", seeds_per_program=2)  # programs of 2, 2, then 1 model
