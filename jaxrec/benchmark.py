@@ -69,7 +69,8 @@ def _training_program(config: Config, options: BenchmarkOptions, preprocess: Pre
     steps_loop = kernels.choose(config, devices[0].platform).steps_loop
     if models == 1:
         calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
-        return make_train_fn(preprocess, devices, config.label_smoothing, steps_loop), replicate(state, devices), calls, keys[2]
+        train_fn = make_train_fn(preprocess, devices, config.label_smoothing, steps_loop)
+        return train_fn, replicate(state, devices), calls, keys[2]
     model = create_model(config, options.num_classes)
     states = [state] + [create_train_state(config, model, options.image_shape, jax.random.fold_in(keys[0], k),
                                            steps_per_epoch) for k in range(1, models)]
@@ -142,7 +143,8 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
         make_unstack_fn(options.seeds_per_program, devices)(state)[0].params)  # the first model's
     eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
     eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
-    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, eval_images, eval_labels, preprocess, devices, config.eval_batch_size)
+    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, eval_images, eval_labels,
+                         preprocess, devices, config.eval_batch_size)
     start = time.perf_counter()
     compiled_eval = evaluate.lower(params).compile()
     eval_compile_seconds = time.perf_counter() - start

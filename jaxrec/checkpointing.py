@@ -38,7 +38,7 @@ from flax.training.train_state import TrainState
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxrec import host
-from jaxrec.config import Config
+from jaxrec.config import EXECUTION_FIELDS, Config
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
@@ -52,13 +52,8 @@ BEST_METRIC = "test_accuracy"
 
 # Settings that may differ between a checkpoint and the run resuming it: how the run is executed,
 # not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
-MAY_CHANGE_ON_RESUME = frozenset({
-    "dataset", "data_dir", "download", "num_devices", "cpu_devices", "steps_per_call",
-    "image_conv", "eval_image_conv", "conv_grad", "pool", "steps_loop", "eval_every_epochs",
-    "eval_batch_size", "progress", "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "epochs",
-    "top_k", "save_predictions", "force_workdir",
-    "distributed", "coordinator_address", "num_processes", "process_id", "heartbeat_timeout",
-})
+MAY_CHANGE_ON_RESUME = frozenset(EXECUTION_FIELDS) | {
+    "dataset", "data_dir", "download", "eval_every_epochs", "eval_batch_size", "epochs", "top_k", "save_predictions"}
 # ... except that a decaying schedule depends on the total number of steps.
 SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")
 

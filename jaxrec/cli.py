@@ -154,7 +154,7 @@ def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     def run() -> None:
-        overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all devices
+        overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
         check(Config(**overrides), only=list(overrides))
         out = Path(getattr(args, "out", args.workdir))
         if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name

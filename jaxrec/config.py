@@ -168,7 +168,8 @@ class Config:
     top_k: int = knob(5, "Report top-k accuracy for this k (clipped to the number of classes).", at_least(1))
     progress: bool = knob(True, "Show a progress bar per epoch.")
     image_conv: ImageConv = knob("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
-                                 "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' table by platform.")
+                                 "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.kernels' table by "
+                                 "platform.")
     eval_image_conv: ImageConv = knob("auto", "image_conv for evaluation and prediction (the forward pass alone, "
                                       "where XLA:CPU's convolution is the faster one); auto: jaxrec.kernels' table.")
     conv_grad: ConvGrad = knob("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
@@ -277,8 +278,15 @@ def choices(cls: type, name: str) -> tuple[Any, ...] | None:
 
 # Fields that only the RNN reads: their values are checked only when model=rnn.
 RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
+# How a run executes, not what it computes (beyond float rounding): these may change when a run is
+# resumed (jaxrec.checkpointing) or a study continued (jaxrec.study).
+EXECUTION_FIELDS = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
+                    "pool", "steps_loop", "progress", "workdir", "resume", "checkpoint_every_steps",
+                    "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
+                    "process_id", "heartbeat_timeout")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
-EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "cpu_devices", "eval_batch_size")
+EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "cpu_devices",
+                     "eval_batch_size")
 
 
 def _has_type(hint: Any, value: Any) -> bool:
@@ -365,4 +373,5 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     return settings
 
 
-__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "RNN_FIELDS", "Rule", "SOURCES", "check", "choices", "field_problems", "knob"]
+__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "RNN_FIELDS", "Rule", "SOURCES",
+           "check", "choices", "field_problems", "knob"]

@@ -39,13 +39,10 @@ def configured_count() -> int:
     return jax.config.jax_num_cpu_devices
 
 
-def set_elsewhere(environ: Mapping[str, str] = os.environ) -> str | None:
-    """Where the user already set the CPU device count (XLA_FLAGS, jax_num_cpu_devices), or None."""
-    if COUNT_FLAG in environ.get("XLA_FLAGS", ""):
-        return f"{COUNT_FLAG} in XLA_FLAGS"
-    if configured_count() != -1:
-        return "jax_num_cpu_devices (or JAX_NUM_CPU_DEVICES)"
-    return None
+def set_elsewhere(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the user already set the CPU device count: in XLA_FLAGS, or as jax_num_cpu_devices
+    (in code, or through the JAX_NUM_CPU_DEVICES variable)."""
+    return COUNT_FLAG in environ.get("XLA_FLAGS", "") or configured_count() != -1
 
 
 def wanted_count(config: Config, batch_sizes: Sequence[int], environ: Mapping[str, str] = os.environ,

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from jaxrec import distributed, host, outputs, stats
 from jaxrec.checkpointing import latest_checkpoint_step, load_trained
-from jaxrec.config import SEED_LIMIT, SOURCES, Config, check
+from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
 from jaxrec.errors import InputError
 from jaxrec.group import check_group, train_group
 from jaxrec.run_state import TIMING_FIELDS
@@ -100,10 +100,7 @@ class StudySpec:
 
 
 # Settings that may differ when a study is continued: how it runs, not what it trains.
-MAY_CHANGE = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad", "pool", "steps_loop", "progress",
-              "workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "data_dir", "dataset",
-              "save_predictions", "force_workdir", "distributed", "coordinator_address", "num_processes",
-              "process_id", "heartbeat_timeout")
+MAY_CHANGE = (*EXECUTION_FIELDS, "data_dir", "dataset", "save_predictions")
 
 
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:

@@ -172,8 +172,8 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
         train_fn=make_train_fn(preprocess, devices, config.label_smoothing,
                                kernels.choose(config, devices[0].platform).steps_loop),
         images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
-        evaluator=Evaluator(create_model(config, data.num_classes, for_eval=True).apply, data.eval.images, data.eval.labels, preprocess, devices,
-                            config.eval_batch_size),
+        evaluator=Evaluator(create_model(config, data.num_classes, for_eval=True).apply, data.eval.images,
+                            data.eval.labels, preprocess, devices, config.eval_batch_size),
         checkpoints=RunCheckpointer(workdir, config), dataset=data.describe(),
         metrics_path=workdir / "metrics.jsonl")
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from helpers import run_script
-from jaxrec import cli, flags
-from jaxrec.config import BenchmarkOptions, Config, check, choices
+from jaxrec import cli, flags, kernels
+from jaxrec.config import EXECUTION_FIELDS, BenchmarkOptions, Config, check, choices
 from jaxrec.errors import InputError
 from jaxrec.models import CELLS, create_model
 from jaxrec.optim import learning_rate_schedule
@@ -161,3 +161,10 @@ def test_aliases_add_flag_names_without_shadowing_prefixes():
 def test_benchmark_options_are_checked_like_the_config():
     with pytest.raises(InputError, match=r"--windows 0: must be >= 1"):
         check(BenchmarkOptions(windows=0))
+
+
+def test_every_execution_setting_is_a_knob_and_every_kernel_choice_is_one():
+    """Resume and study checks let exactly these change; a kernel knob left out would refuse a resume."""
+    names = {field.name for field in dataclasses.fields(Config)}
+    assert set(EXECUTION_FIELDS) <= names
+    assert {field.name for field in dataclasses.fields(kernels.Kernels)} <= set(EXECUTION_FIELDS)

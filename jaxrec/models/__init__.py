@@ -36,8 +36,8 @@ def _model(config: Config, num_classes: int, chosen: kernels.Kernels) -> nn.Modu
                                 num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional)
     if config.model == "cnn":
         return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
-                          dense_features=config.dense_features, image_conv=chosen.image_conv, conv_grad=chosen.conv_grad,
-                          pool=chosen.pool)
+                          dense_features=config.dense_features, image_conv=chosen.image_conv,
+                          conv_grad=chosen.conv_grad, pool=chosen.pool)
     raise ValueError(f"no model named {config.model!r} in jaxrec.models ({', '.join(MODELS)})")
 
 
