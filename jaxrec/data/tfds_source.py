@@ -1,10 +1,44 @@
-"""Loads a TensorFlow Datasets image classification set into uint8 arrays."""
+"""Loads a TensorFlow Datasets image classification set into uint8 arrays.
+
+A data set prepared in TFDS's array_record format is read without TensorFlow (TFDS's random-access
+data source, images decoded by Pillow), so training never needs it. TensorFlow is needed only to
+prepare a data set, or to read one prepared in the older tfrecord format: the `tfds` extra installs
+its CPU build (docs/install.md).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
 
 import numpy as np
 
 from jaxrec.data.types import ArrayDataset, DataError
+
+# The format jaxrec prepares data sets in: readable without TensorFlow, with random access.
+PREPARE_FORMAT = "array_record"
+_CHUNK = 4096
+
+log = logging.getLogger(__name__)
+
+
+def tensorflow_installed() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """TFDS warns while it looks for a data set ('Variant folder ... has no dataset_info.json', also
+    when it is simply not prepared) and recommends OpenCV when Pillow decodes: jaxrec's own messages
+    say what matters, so only errors are shown."""
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_log.setLevel(level)
 
 
 def _keep_tensorflow_off_accelerators() -> None:
@@ -19,42 +53,95 @@ def _keep_tensorflow_off_accelerators() -> None:
 
 
 def _ways_out(name: str, data_dir: str | None) -> str:
-    return (f"Ways out: (1) prepare it where there is internet (`python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.builder('{name}').download_and_prepare()\"`) and pass --data_dir with that directory "
+    return (f"Ways out: (1) prepare it where there is internet (`python experiments/prepare_tfds.py {name} "
+            f"--data_dir DIR`) and pass --data_dir with that directory "
             f"(now: {data_dir or 'TFDS default ~/tensorflow_datasets'}); (2) pass --download to let TFDS fetch "
-            f"it now (needs internet); (3) pass an image-folder path laid out <root>/<split>/<class>/<image> as "
-            f"--dataset; (4) try the pipeline offline with the shipped sample: --dataset cifar10_sample.")
+            f"it now (needs internet and TensorFlow); (3) pass an image-folder path laid out "
+            f"<root>/<split>/<class>/<image> as --dataset; (4) try the pipeline offline with the shipped sample: "
+            f"--dataset cifar10_sample.")
 
 
-def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> ArrayDataset:
-    """Reads a whole TFDS split with an `image` and a `label` feature into memory."""
+def _builder(name: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
         raise DataError(f"unknown data set {name!r}: it is neither a TFDS name nor an existing image folder. "
                         f"Use a TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), 'cifar10_sample', or "
                         f"a path to a folder laid out <root>/<split>/<class>/<image>.") from err
-    if not builder.is_prepared():
+
+
+def _prepare(builder, name: str) -> None:
+    """Downloads and prepares the data set as array_record (TFDS encodes its images with TensorFlow)."""
+    if not tensorflow_installed():
+        raise DataError(f"preparing TFDS data set {name!r} needs TensorFlow, which this install leaves out: "
+                        f"`pip install \"jaxrec[tfds]\"` (the CPU build) and run again, or prepare it in another "
+                        f"environment with `python experiments/prepare_tfds.py {name} --data_dir DIR` and pass "
+                        f"--data_dir DIR")
+    _keep_tensorflow_off_accelerators()
+    builder.download_and_prepare(file_format=PREPARE_FORMAT)
+
+
+def _is_random_access(builder) -> bool:
+    from tensorflow_datasets.core import file_adapters
+
+    formats = {builder.info.file_format, *builder.info.available_file_formats()}
+    return bool(formats & file_adapters.FileFormat.with_random_access())
+
+
+def _read_data_source(builder, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a split through TFDS's data source, chunk by chunk: no TensorFlow."""
+    source = builder.as_data_source(split=split)
+    if not len(source):
+        raise DataError(f"TFDS split {name}/{split} is empty")
+    images, labels = [], []
+    for start in range(0, len(source), _CHUNK):
+        examples = source.__getitems__(range(start, min(start + _CHUNK, len(source))))
+        images.append(np.stack([example["image"] for example in examples]))
+        labels.append(np.asarray([example["label"] for example in examples]))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _read_with_tensorflow(builder, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a split prepared as tfrecord, which only TensorFlow reads."""
+    import tensorflow_datasets as tfds
+
+    _keep_tensorflow_off_accelerators()
+    dataset = builder.as_dataset(split=split, as_supervised=True)
+    # Fixed-size chunks rather than batch_size=-1, which needs the split's size in dataset_info.
+    chunks = list(tfds.as_numpy(dataset.batch(_CHUNK)))
+    if not chunks:
+        raise DataError(f"TFDS split {name}/{split} is empty")
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> ArrayDataset:
+    """Reads a whole TFDS split with an `image` and a `label` feature into memory."""
+    with _quiet_tfds():
+        builder = _builder(name, data_dir)
+        prepared = builder.is_prepared()
+    if not prepared:
         if not download:
             raise DataError(f"TFDS data set {name!r} is not prepared in {builder.data_dir} and this run may not "
                             f"download it. " + _ways_out(name, data_dir))
-        builder.download_and_prepare()
+        _prepare(builder, name)
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"TFDS data set {name!r} has features {list(features)}; jaxrec needs 'image' and 'label'")
-    _keep_tensorflow_off_accelerators()
+    random_access = _is_random_access(builder)
+    if not random_access and not tensorflow_installed():
+        raise DataError(f"TFDS data set {name!r} is prepared in {builder.data_dir} as "
+                        f"{builder.info.file_format.value}, which only TensorFlow reads, and this install leaves it "
+                        f"out: `pip install \"jaxrec[tfds]\"` (the CPU build), or prepare it as {PREPARE_FORMAT} in "
+                        f"another directory (`python experiments/prepare_tfds.py {name} --data_dir DIR`) and pass "
+                        f"--data_dir DIR")
+    read = _read_data_source if random_access else _read_with_tensorflow
+    log.info("reading TFDS %s/%s (%s) from %s", name, split, builder.info.file_format.value, builder.data_dir)
     try:
-        dataset = builder.as_dataset(split=split, as_supervised=True)
+        with _quiet_tfds():
+            images, labels = read(builder, name, split)
     except (KeyError, ValueError) as err:
         raise DataError(f"TFDS data set {name!r} cannot read split {split!r} ({err}); it has "
                         f"{list(builder.info.splits) or 'no recorded splits'}") from err
-    # Fixed-size chunks rather than batch_size=-1, which needs the split's size in dataset_info.
-    chunks = list(tfds.as_numpy(dataset.batch(4096)))
-    if not chunks:
-        raise DataError(f"TFDS split {name}/{split} is empty")
-    images = np.concatenate([c[0] for c in chunks]).astype(np.uint8)
-    labels = np.concatenate([c[1] for c in chunks]).astype(np.int32)
-    names = tuple(features["label"].names)
-    return ArrayDataset(images, labels, names)
+    return ArrayDataset(images.astype(np.uint8), labels.astype(np.int32), tuple(features["label"].names))

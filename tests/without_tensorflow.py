@@ -1,0 +1,25 @@
+"""Runs a module as `python -m MODULE ARGS` would, in a process where TensorFlow cannot be imported,
+as on an install without the `tfds` extra (a Colab TPU runtime):
+
+    python tests/without_tensorflow.py jaxrec train --dataset ...
+"""
+
+import importlib.machinery
+import runpy
+import sys
+
+
+class _HideTensorFlow(importlib.machinery.PathFinder):
+    """The path finder, except that TensorFlow is not found: as if it were not installed."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] == "tensorflow":
+            return None
+        return super().find_spec(name, path, target)
+
+
+if __name__ == "__main__":
+    sys.meta_path[:] = [_HideTensorFlow if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+    module, sys.argv = sys.argv[1], sys.argv[1:]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
