@@ -42,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         import tensorflow  # noqa: F401
     except ImportError:
         print("error: preparing a TFDS data set needs TensorFlow: pip install tensorflow-cpu tensorflow-datasets "
-              "(in a separate environment on a TPU runtime)", file=sys.stderr)
+              "importlib_resources (in a separate folder on a TPU runtime: docs/install.md)", file=sys.stderr)
         return 2
-    prepare(args.name, args.data_dir)
+    try:
+        prepare(args.name, args.data_dir)
+    except OSError as err:  # offline: TFDS retries for a few minutes before this
+        print(f"error: downloading {args.name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

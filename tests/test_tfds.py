@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import requests
 import pytest
 import tensorflow_datasets as tfds
 
 from helpers import ROOT, SMALL_FLAGS, load_script
+from jaxrec.data import DataError
 from jaxrec.data.tfds_source import load_tfds
 
 NAME = "jaxrec_test_images"
@@ -74,3 +76,19 @@ def test_without_tensorflow_a_tfrecord_set_or_preparing_is_refused_in_one_line(p
     unprepared = _without_tensorflow("jaxrec", "train", "--dataset", "mnist", "--data_dir", tmp_path, "--download")
     assert unprepared.returncode == 2 and unprepared.stderr.count("\n") == 1, unprepared.stderr[-3000:]
     assert "needs TensorFlow" in unprepared.stderr and "prepare_tfds.py mnist" in unprepared.stderr
+
+
+def test_the_tfds_extra_prepares_tfds_own_data_sets(tmp_path):
+    # TFDS reads a registered builder's code path (checksums) before downloading, with a package it
+    # does not declare (tensorflow/datasets#11212): the tfds extra must bring it.
+    assert tfds.builder("cifar10", data_dir=str(tmp_path)).code_path.name == "cifar.py"
+
+
+def test_a_failed_download_is_one_line_naming_the_fixes(tmp_path, monkeypatch):
+    def offline(self, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(DataError, match=r"downloading TFDS data set 'mnist' failed \(ConnectionError: .*"
+                                        r"internet connection.*prepare_tfds.py mnist --data_dir DIR"):
+        load_tfds("mnist", "train", str(tmp_path), download=True)

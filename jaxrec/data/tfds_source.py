@@ -80,7 +80,12 @@ def _prepare(builder, name: str) -> None:
                         f"environment with `python experiments/prepare_tfds.py {name} --data_dir DIR` and pass "
                         f"--data_dir DIR")
     _keep_tensorflow_off_accelerators()
-    builder.download_and_prepare(file_format=PREPARE_FORMAT)
+    try:
+        builder.download_and_prepare(file_format=PREPARE_FORMAT)
+    except OSError as err:  # requests' errors are OSErrors; TFDS has retried for minutes by now
+        raise DataError(f"downloading TFDS data set {name!r} failed ({type(err).__name__}: {str(err)[:200]}): check "
+                        f"the internet connection and run again, or prepare it where there is internet "
+                        f"(`python experiments/prepare_tfds.py {name} --data_dir DIR`) and pass --data_dir DIR") from err
 
 
 def _is_random_access(builder) -> bool:
