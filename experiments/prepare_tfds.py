@@ -11,6 +11,7 @@ installing TensorFlow on a TPU runtime breaks JAX's TPU start-up.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 FORMAT = "array_record"  # jaxrec.data.tfds_source.PREPARE_FORMAT (not imported: no JAX here)
@@ -23,7 +24,10 @@ def prepare(name: str, data_dir: str | None) -> str:
     import tensorflow_datasets as tfds
 
     for kind in ("GPU", "TPU"):  # TensorFlow only encodes here: leave accelerators to JAX
-        tf.config.set_visible_devices([], kind)
+        try:
+            tf.config.set_visible_devices([], kind)
+        except (RuntimeError, ValueError):  # already initialised, or no such device type
+            pass
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():
         print(f"{name} is already prepared in {builder.data_dir} ({builder.info.file_format.value})")
@@ -38,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="a TFDS data set name, e.g. cifar10")
     parser.add_argument("--data_dir", default=None, help="where to put it (default: TFDS's, ~/tensorflow_datasets)")
     args = parser.parse_args(argv)
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorflow") is None:
         print("error: preparing a TFDS data set needs TensorFlow: pip install tensorflow-cpu tensorflow-datasets "
               "importlib_resources (in a separate folder on a TPU runtime: docs/install.md)", file=sys.stderr)
         return 2

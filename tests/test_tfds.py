@@ -76,6 +76,9 @@ def test_without_tensorflow_a_tfrecord_set_or_preparing_is_refused_in_one_line(p
     unprepared = _without_tensorflow("jaxrec", "train", "--dataset", "mnist", "--data_dir", tmp_path, "--download")
     assert unprepared.returncode == 2 and unprepared.stderr.count("\n") == 1, unprepared.stderr[-3000:]
     assert "needs TensorFlow" in unprepared.stderr and "prepare_tfds.py mnist" in unprepared.stderr
+    script = _without_tensorflow(ROOT / "experiments" / "prepare_tfds.py", "mnist", "--data_dir", tmp_path)
+    assert script.returncode == 2 and script.stderr.count("\n") == 1, script.stderr[-3000:]
+    assert "needs TensorFlow" in script.stderr
 
 
 def test_the_tfds_extra_prepares_tfds_own_data_sets(tmp_path):

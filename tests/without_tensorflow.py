@@ -1,5 +1,5 @@
-"""Runs a module as `python -m MODULE ARGS` would, in a process where TensorFlow cannot be imported,
-as on an install without the `tfds` extra (a Colab TPU runtime):
+"""Runs a module as `python -m MODULE ARGS` would (or a script, `python SCRIPT.py ARGS`), in a process
+where TensorFlow cannot be imported, as on an install without the `tfds` extra (a Colab TPU runtime):
 
     python tests/without_tensorflow.py jaxrec train --dataset ...
 """
@@ -21,5 +21,8 @@ class _HideTensorFlow(importlib.machinery.PathFinder):
 
 if __name__ == "__main__":
     sys.meta_path[:] = [_HideTensorFlow if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
-    module, sys.argv = sys.argv[1], sys.argv[1:]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    target, sys.argv = sys.argv[1], sys.argv[1:]
+    if target.endswith(".py"):
+        runpy.run_path(target, run_name="__main__")
+    else:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
