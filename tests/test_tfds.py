@@ -2,6 +2,7 @@
 TensorFlow absent; a tfrecord-prepared one reads the same arrays through TensorFlow; without
 TensorFlow, what needs it is refused in one line naming the `tfds` extra."""
 
+import importlib.metadata
 import subprocess
 import sys
 
@@ -29,7 +30,7 @@ class JaxrecTestImages(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"))
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(48, 0), "test": self._generate_examples(24, 1)}
+        return {"train": self._generate_examples(96, 0), "test": self._generate_examples(24, 1)}
 
     def _generate_examples(self, count, seed):
         rng = np.random.default_rng(seed)
@@ -39,12 +40,15 @@ class JaxrecTestImages(tfds.core.GeneratorBasedBuilder):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """The set prepared as jaxrec prepares (array_record) and, elsewhere, in TFDS's tfrecord default."""
-    array_record = tmp_path_factory.mktemp("array_record")
-    load_script("prepare_tfds").prepare(NAME, str(array_record))
-    tfrecord = tmp_path_factory.mktemp("tfrecord")
-    tfds.builder(NAME, data_dir=str(tfrecord)).download_and_prepare(file_format="tfrecord")
-    return array_record, tfrecord
+    """The set as experiments/prepare_tfds.py prepares it, and in both formats in three shards each."""
+    script = tmp_path_factory.mktemp("script")
+    load_script("prepare_tfds").prepare(NAME, str(script))
+    sharded = {}
+    for file_format in ("array_record", "tfrecord"):
+        sharded[file_format] = tmp_path_factory.mktemp(file_format)
+        tfds.builder(NAME, data_dir=str(sharded[file_format])).download_and_prepare(
+            file_format=file_format, download_config=tfds.download.DownloadConfig(num_shards=3))
+    return script, sharded["array_record"], sharded["tfrecord"]
 
 
 def _without_tensorflow(*args):
@@ -52,13 +56,30 @@ def _without_tensorflow(*args):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_both_formats_read_the_same_arrays(prepared):
-    array_record, tfrecord = prepared
-    first, second = (load_tfds(NAME, "train", str(where), download=False) for where in prepared)
-    assert first.images.shape == (48, 8, 8, 3) and first.class_names == ("ant", "bee", "cow")
+@pytest.mark.parametrize("split", ["train", "test", "train[:25%]"])
+def test_both_formats_read_the_same_arrays_in_the_same_order(prepared, split):
+    script, array_record, tfrecord = prepared
+    # Three shards of 32, longer than the block TFDS would interleave them by (16).
+    assert len(list((tfrecord / NAME / "1.0.0").glob("*-train.tfrecord*"))) == 3
+    first, second = (load_tfds(NAME, split, str(where), download=False) for where in (array_record, tfrecord))
+    assert len(first) == {"train": 96, "test": 24, "train[:25%]": 24}[split]
+    assert first.images.shape[1:] == (8, 8, 3) and first.class_names == ("ant", "bee", "cow")
     np.testing.assert_array_equal(first.images, second.images)
     np.testing.assert_array_equal(first.labels, second.labels)
-    assert sorted(np.bincount(first.labels)) == [16, 16, 16]
+    assert len(np.unique(first.images.reshape(len(first), -1), axis=0)) == len(first)  # all examples, once each
+    np.testing.assert_array_equal(np.sort(first.labels), np.sort(load_tfds(NAME, split, str(script), False).labels))
+
+
+def test_the_script_checks_without_tensorflow_and_keeps_a_tfrecord_copy_apart(prepared):
+    script, _, tfrecord = prepared
+    prepare_tfds = load_script("prepare_tfds")
+    assert prepare_tfds.ready(NAME, str(script)) and not prepare_tfds.ready(NAME, str(tfrecord))
+    with pytest.raises(prepare_tfds.PrepareError, match="as tfrecord.*another --data_dir"):
+        prepare_tfds.prepare(NAME, str(tfrecord))
+    found = _without_tensorflow(ROOT / "experiments" / "prepare_tfds.py", NAME, "--data_dir", script, "--check")
+    assert found.returncode == 0, found.stderr[-3000:]
+    missing = _without_tensorflow(ROOT / "experiments" / "prepare_tfds.py", NAME, "--data_dir", tfrecord, "--check")
+    assert missing.returncode == 1 and "not prepared" in missing.stdout
 
 
 def test_training_on_an_array_record_set_needs_no_tensorflow(prepared, tmp_path):
@@ -70,7 +91,7 @@ def test_training_on_an_array_record_set_needs_no_tensorflow(prepared, tmp_path)
 
 
 def test_without_tensorflow_a_tfrecord_set_or_preparing_is_refused_in_one_line(prepared, tmp_path):
-    tfrecord = _without_tensorflow("jaxrec", "train", "--dataset", NAME, "--data_dir", prepared[1])
+    tfrecord = _without_tensorflow("jaxrec", "train", "--dataset", NAME, "--data_dir", prepared[2])
     assert tfrecord.returncode == 2 and tfrecord.stderr.count("\n") == 1, tfrecord.stderr[-3000:]
     assert "tfrecord" in tfrecord.stderr and "jaxrec[tfds]" in tfrecord.stderr
     unprepared = _without_tensorflow("jaxrec", "train", "--dataset", "mnist", "--data_dir", tmp_path, "--download")
@@ -84,7 +105,33 @@ def test_without_tensorflow_a_tfrecord_set_or_preparing_is_refused_in_one_line(p
 def test_the_tfds_extra_prepares_tfds_own_data_sets(tmp_path):
     # TFDS reads a registered builder's code path (checksums) before downloading, with a package it
     # does not declare (tensorflow/datasets#11212): the tfds extra must bring it.
+    extra = [r for r in importlib.metadata.requires("jaxrec") if "extra == \"tfds\"" in r]
+    assert any(r.startswith("importlib_resources") for r in extra) and any("tensorflow-cpu" in r for r in extra)
     assert tfds.builder("cifar10", data_dir=str(tmp_path)).code_path.name == "cifar.py"
+
+
+class JaxrecMixedSizes(tfds.core.GeneratorBasedBuilder):
+    """Images of two sizes, as in many TFDS photo sets."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
+                                                               "label": tfds.features.ClassLabel(num_classes=2)}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for index in range(4):
+            yield index, {"image": np.zeros((8 + index, 8, 3), np.uint8), "label": index % 2}
+
+
+def test_images_of_different_sizes_are_refused_naming_the_image_folder_route(tmp_path):
+    tfds.builder("jaxrec_mixed_sizes", data_dir=str(tmp_path)).download_and_prepare(file_format="array_record")
+    with pytest.raises(DataError, match="images of different sizes.*image folder"):
+        load_tfds("jaxrec_mixed_sizes", "train", str(tmp_path), download=False)
 
 
 def test_a_failed_download_is_one_line_naming_the_fixes(tmp_path, monkeypatch):
@@ -93,5 +140,6 @@ def test_a_failed_download_is_one_line_naming_the_fixes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
     with pytest.raises(DataError, match=r"downloading TFDS data set 'mnist' failed \(ConnectionError: .*"
-                                        r"internet connection.*prepare_tfds.py mnist --data_dir DIR"):
+                                        r"internet connection.*prepare_tfds.py mnist --data_dir DIR") as err:
         load_tfds("mnist", "train", str(tmp_path), download=True)
+    assert "\n" not in str(err.value)

@@ -9,12 +9,16 @@ import runpy
 import sys
 
 
+# What the core install lacks and the tfds extra brings.
+HIDDEN = ("tensorflow", "importlib_resources")
+
+
 class _HideTensorFlow(importlib.machinery.PathFinder):
     """The path finder, except that TensorFlow is not found: as if it were not installed."""
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] == "tensorflow":
+        if name.partition(".")[0] in HIDDEN:
             return None
         return super().find_spec(name, path, target)
 

@@ -139,7 +139,7 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
         _check_nonempty((paths, labels), config, split)
         memory.check_images_fit(len(paths), size, channels, "the model's input size")
         return image_folder.read_images(paths, labels, class_names, size, channels)
-    from jaxrec.data.tfds_source import load_tfds  # TensorFlow takes seconds to import: only for TFDS sets
+    from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
     data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels)
     keep, labels = _to_model_labels(data.labels, data.class_names, class_names, where)
@@ -167,7 +167,7 @@ def load_data(config: Config) -> DataSplits:
     if _is_folder(name):
         train, evaluation = _from_folder(config)
     else:
-        from jaxrec.data.tfds_source import load_tfds  # TensorFlow takes seconds to import: only for TFDS sets
+        from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
         size = _config_size(config)
         train = _resize(load_tfds(name, config.train_split, config.data_dir, config.download), size, config.channels)
