@@ -12,7 +12,8 @@ import jax
 
 from jaxrec import cpu_devices
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy")
+# Pillow decodes every image jaxrec reads (folders, and TFDS sets through their data source).
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy", "pillow")
 
 
 def versions() -> dict[str, str]:
