@@ -40,7 +40,7 @@ def variant(spec: str) -> tuple[Config, int]:
 
 def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
     """A function that runs 4 calls of 10 steps and returns the images trained."""
-    n, fn = len(devices), make_train_fn(PRE, devices)
+    n, fn = len(devices), make_train_fn(PRE, devices, steps_loop=config.steps_loop)
     state = replicate(create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 390),
                       devices)
     data = replicate(images, devices), replicate(labels, devices)

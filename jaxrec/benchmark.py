@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import cpu_devices, host, kernels
+from jaxrec import cpu_devices, host
 from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
@@ -66,10 +66,9 @@ def _training_program(config: Config, options: BenchmarkOptions, preprocess: Pre
     and its key: one model's (make_train_fn), or options.seeds_per_program models' in one program
     (make_group_train_fn, each model with its own initialisation and data order)."""
     steps, models, num_devices = config.steps_per_call, options.seeds_per_program, len(devices)
-    steps_loop = kernels.choose(config, devices[0].platform).steps_loop
     if models == 1:
         calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
-        train_fn = make_train_fn(preprocess, devices, config.label_smoothing, steps_loop)
+        train_fn = make_train_fn(preprocess, devices, config.label_smoothing, config.steps_loop)
         return train_fn, replicate(state, devices), calls, keys[2]
     model = create_model(config, options.num_classes)
     states = [state] + [create_train_state(config, model, options.image_shape, jax.random.fold_in(keys[0], k),
@@ -80,7 +79,7 @@ def _training_program(config: Config, options: BenchmarkOptions, preprocess: Pre
     calls = [split_models_over_devices(orders[i:i + steps], num_devices)
              for i in range(0, len(orders) - steps + 1, steps)]
     train_fn = make_group_train_fn(preprocess, devices, models, options.model_axis, config.label_smoothing,
-                                   steps_loop)
+                                   config.steps_loop)
     rngs = jnp.stack([jax.random.fold_in(keys[2], k) for k in range(models)])
     return train_fn, replicate(stack_states(states), devices), calls, rngs
 
@@ -95,7 +94,7 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     devices = select_devices(config.num_devices)
     num_devices = len(devices)
     per_device_batch(config.batch_size, num_devices)
-    steps, steps_loop = config.steps_per_call, kernels.choose(config, devices[0].platform).steps_loop
+    steps = config.steps_per_call
 
     rng = np.random.default_rng(config.seed)
     images = rng.integers(0, 256, (options.train_examples, *options.image_shape), dtype=np.uint8)
@@ -111,7 +110,7 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     param_count = count_params(state.params)
     train_images, train_labels = replicate(images, devices), replicate(labels, devices)
 
-    one_model = make_train_fn(preprocess, devices, config.label_smoothing, steps_loop)
+    one_model = make_train_fn(preprocess, devices, config.label_smoothing, config.steps_loop)
     order = epoch_indices(shuffle_key, 0, options.train_examples, config.batch_size)
     order = np.resize(order, (max(len(order), steps), config.batch_size))  # at least one call's worth
     one_step = one_model.lower(replicate(state, devices), train_images, train_labels,

@@ -22,7 +22,7 @@ import numpy as np
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxrec import cpu_devices, distributed, kernels
+from jaxrec import cpu_devices, distributed
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import MODEL_AXES, SOURCES, Config, check
 from jaxrec.data import DataSplits, load_data
@@ -133,8 +133,7 @@ def create_group(configs: Sequence[Config], data: DataSplits, devices: list[jax.
         metrics_path=Path(config.workdir) / "metrics.jsonl") for config in configs[1:]))
     return Group(members=members,
                  train_fn=make_group_train_fn(lead.preprocess, devices, len(members), model_axis,
-                                              configs[0].label_smoothing,
-                                              kernels.choose(configs[0], devices[0].platform).steps_loop),
+                                              configs[0].label_smoothing, configs[0].steps_loop),
                  unstack=make_unstack_fn(len(members), devices),
                  rngs=jax.numpy.stack([m.keys.train for m in members]))
 

@@ -117,8 +117,8 @@ def _scan_steps(body: Callable, state: Any, indices: jax.Array, steps_loop: str)
 
 
 def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
-    """The loop asked for, or the devices' platform's (jaxrec.kernels)."""
-    return steps_loop or kernels.for_platform(devices[0].platform).steps_loop
+    """The loop asked for (Config.steps_loop), or for None/'auto' the devices' platform's (jaxrec.kernels)."""
+    return kernels.for_platform(devices[0].platform).steps_loop if steps_loop in (None, "auto") else steps_loop
 
 
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
@@ -128,7 +128,7 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
     state, images, labels: replicated; indices: [devices, steps, per_device]; rng: the run's
     training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps]. The same
     settings give the same function, so the runs of one process (a study's seeds) compile it once.
-    steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None: the platform's (jaxrec.kernels).
+    steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or 'auto': the platform's (jaxrec.kernels).
     """
     return _train_fn(preprocess, tuple(devices), label_smoothing, _steps_loop(steps_loop, devices))
 

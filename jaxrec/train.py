@@ -22,7 +22,7 @@ import flax.linen as nn
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxrec import cpu_devices, distributed, host, kernels, memory, outputs
+from jaxrec import cpu_devices, distributed, host, memory, outputs
 from jaxrec.checkpointing import RunCheckpointer
 from jaxrec.config import Config, check
 from jaxrec.data import DataSplits, load_data
@@ -169,8 +169,7 @@ def create_trainer(config: Config, data: DataSplits, devices: list[jax.Device], 
     return Trainer(
         config=config, devices=tuple(devices), model=model, num_train=len(data.train), steps_per_epoch=steps_per_epoch,
         keys=RunKeys.from_config(config), preprocess=preprocess,
-        train_fn=make_train_fn(preprocess, devices, config.label_smoothing,
-                               kernels.choose(config, devices[0].platform).steps_loop),
+        train_fn=make_train_fn(preprocess, devices, config.label_smoothing, config.steps_loop),
         images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
         evaluator=Evaluator(create_model(config, data.num_classes, for_eval=True).apply, data.eval.images,
                             data.eval.labels, preprocess, devices, config.eval_batch_size),

@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 from helpers import PRE, SMALL, random_batch, small_state
+from jaxrec import kernels
 from jaxrec.config import Config
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.evaluation import Evaluator
@@ -99,6 +100,15 @@ def test_several_steps_per_call_equal_one_step_per_call(steps_loop):
         chex.assert_trees_all_equal(unreplicate(one).params, unreplicate(many).params)
     else:  # the loop body is compiled on its own: measured 2e-7 relative after 3 steps
         chex.assert_trees_all_close(unreplicate(one).params, unreplicate(many).params, rtol=1e-5, atol=1e-7)
+
+
+def test_the_steps_loop_knob_reaches_the_train_function():
+    """Config.steps_loop passes straight to make_train_fn: 'auto' is the platform's row, the others win."""
+    devices = select_devices(2)
+    row = kernels.for_platform(devices[0].platform).steps_loop
+    other = "rolled" if row == "unrolled" else "unrolled"
+    assert make_train_fn(PRE, devices, steps_loop="auto") is make_train_fn(PRE, devices, steps_loop=row)
+    assert make_train_fn(PRE, devices, steps_loop=other) is not make_train_fn(PRE, devices, steps_loop=row)
 
 
 def test_two_devices_are_bit_identical_run_to_run():
