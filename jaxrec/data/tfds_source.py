@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -115,13 +115,17 @@ def _is_random_access(builder: Any) -> bool:
     return bool(set(builder.info.available_file_formats()) & file_adapters.FileFormat.with_random_access())
 
 
-def _check_readable(builder: Any, name: str) -> None:
-    if not _is_random_access(builder) and not tensorflow_installed():
+def _reader(builder: Any, name: str) -> Callable[[Any, str], tuple[np.ndarray, np.ndarray]]:
+    """The function that reads this set's splits: the data source, or TensorFlow for tfrecord files."""
+    if _is_random_access(builder):
+        return _read_data_source
+    if not tensorflow_installed():
         raise DataError(f"TFDS data set {name!r} is prepared in {builder.data_dir} as "
                         f"{builder.info.file_format.value}, which only TensorFlow reads, and this install leaves it "
                         f"out: `pip install \"jaxrec[tfds]\"` (the CPU build), or prepare it as {PREPARE_FORMAT} in "
                         f"another directory (`python experiments/prepare_tfds.py {name} --data_dir DIR`) and pass "
                         f"--data_dir DIR")
+    return _read_with_tensorflow
 
 
 def _read_data_source(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -161,13 +165,12 @@ def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> Ar
                             f"download it. " + _ways_out(name, data_dir))
         _prepare(builder, name)
     _check_features(builder, name)
-    _check_readable(builder, name)
-    random_access = _is_random_access(builder)
+    read = _reader(builder, name)
     log.info("reading TFDS %s/%s from %s (%s)", name, split, builder.data_dir,
-             "data source" if random_access else "TensorFlow")
+             "data source" if read is _read_data_source else "TensorFlow")
     try:
         with _quiet_tfds():
-            images, labels = (_read_data_source if random_access else _read_with_tensorflow)(builder, split)
+            images, labels = read(builder, split)
     except (KeyError, ValueError) as err:
         raise DataError(f"TFDS data set {name!r} cannot read split {split!r} ({err}); it has "
                         f"{list(builder.info.splits) or 'no recorded splits'}") from err
