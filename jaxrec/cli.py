@@ -34,6 +34,7 @@ examples:
   jaxrec predict --workdir runs/seed0 photo.jpg photos/
   jaxrec study --dataset cifar10_sample --epochs 3 --seeds 0-4 --workdir runs/study
   jaxrec benchmark
+  jaxrec prepare cifar10 --data_dir DIR
 
 `jaxrec COMMAND --help` lists a command's flags and their defaults."""
 
@@ -219,6 +220,23 @@ def _benchmark(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from jaxrec import tfds_prepare  # no JAX: runs beside a separate TensorFlow folder
+
+        if args.check:
+            found = tfds_prepare.ready(args.name, args.data_dir)
+            print(f"{args.name} is {'' if found else 'not '}prepared in {args.data_dir or 'TFDS default'} as "
+                  f"jaxrec reads it")
+            return 0 if found else 1
+        builder = tfds_prepare.builder(args.name, args.data_dir)
+        tfds_prepare.prepare(builder, args.name)
+        print(f"{args.name} is prepared in {builder.data_dir} ({tfds_prepare.FORMAT})")
+        return 0
+
+    return exit_code(run)
+
+
 def _add_train(commands) -> None:
     parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
                                  description=Config.__doc__)
@@ -289,11 +307,24 @@ def _add_benchmark(commands) -> None:
     parser.set_defaults(main=_benchmark)
 
 
+def _add_prepare(commands) -> None:
+    parser = commands.add_parser(
+        "prepare", help="download and prepare a TFDS data set once, for reading without TensorFlow",
+        description="Prepares a TFDS data set in the array_record format, which training reads without "
+                    "TensorFlow. Preparing needs TensorFlow (the tfds extra, or a separate folder on a TPU/GPU "
+                    "runtime: docs/install.md) and internet; --check needs neither.")
+    parser.add_argument("name", help="a TFDS data set name, e.g. cifar10")
+    parser.add_argument("--data_dir", default=None, help="where to put it (default: TFDS's, ~/tensorflow_datasets)")
+    parser.add_argument("--check", action="store_true",
+                        help="only say whether it is prepared as jaxrec reads it (exit 0) or not (exit 1)")
+    parser.set_defaults(main=_prepare)
+
+
 def build_parser() -> flags.Parser:
     """The `jaxrec` parser with its subcommands."""
     parser = flags.Parser(prog="jaxrec", description=USAGE)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_benchmark):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_benchmark, _add_prepare):
         add(commands)
     return parser
 

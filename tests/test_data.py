@@ -11,6 +11,7 @@ from PIL import Image
 
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT, DataError, load_data
+from jaxrec.errors import InputError
 from jaxrec.data.pipeline import Preprocess, epoch_indices, random_crop_flip
 from jaxrec.parallel import per_device_batch
 
@@ -75,7 +76,7 @@ def test_unprepared_tfds_dataset_fails_fast_naming_the_ways_out(tmp_path):
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(DataError, match="unknown data set 'cifar11'"):
+    with pytest.raises(InputError, match="unknown data set 'cifar11'"):
         load_data(Config(dataset="cifar11"))
 
 

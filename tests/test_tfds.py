@@ -1,4 +1,4 @@
-"""TFDS data sets: prepared as array_record (experiments/prepare_tfds.py), read and trained on with
+"""TFDS data sets: prepared as array_record (`jaxrec prepare`), read and trained on with
 TensorFlow absent; a tfrecord-prepared one reads the same arrays through TensorFlow; without
 TensorFlow, what needs it is refused in one line naming the `tfds` extra."""
 
@@ -11,8 +11,10 @@ import requests
 import pytest
 import tensorflow_datasets as tfds
 
-from helpers import ROOT, SMALL_FLAGS, load_script
+from helpers import ROOT, SMALL_FLAGS
+from jaxrec import tfds_prepare
 from jaxrec.data import DataError
+from jaxrec.errors import InputError
 from jaxrec.data.tfds_source import load_tfds
 
 NAME = "jaxrec_test_images"
@@ -40,9 +42,9 @@ class JaxrecTestImages(tfds.core.GeneratorBasedBuilder):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """The set as experiments/prepare_tfds.py prepares it, and in both formats in three shards each."""
+    """The set as `jaxrec prepare` prepares it, and in both formats in three shards each."""
     script = tmp_path_factory.mktemp("script")
-    load_script("prepare_tfds").prepare(NAME, str(script))
+    tfds_prepare.prepare(tfds_prepare.builder(NAME, str(script)), NAME)
     sharded = {}
     for file_format in ("array_record", "tfrecord"):
         sharded[file_format] = tmp_path_factory.mktemp(file_format)
@@ -70,16 +72,21 @@ def test_both_formats_read_the_same_arrays_in_the_same_order(prepared, split):
     np.testing.assert_array_equal(np.sort(first.labels), np.sort(load_tfds(NAME, split, str(script), False).labels))
 
 
-def test_the_script_checks_without_tensorflow_and_keeps_a_tfrecord_copy_apart(prepared):
+def test_prepare_checks_without_tensorflow_or_jax_and_keeps_a_tfrecord_copy_apart(prepared):
     script, _, tfrecord = prepared
-    prepare_tfds = load_script("prepare_tfds")
-    assert prepare_tfds.ready(NAME, str(script)) and not prepare_tfds.ready(NAME, str(tfrecord))
-    with pytest.raises(prepare_tfds.PrepareError, match="as tfrecord.*another --data_dir"):
-        prepare_tfds.prepare(NAME, str(tfrecord))
-    found = _without_tensorflow(ROOT / "experiments" / "prepare_tfds.py", NAME, "--data_dir", script, "--check")
+    assert tfds_prepare.ready(NAME, str(script)) and not tfds_prepare.ready(NAME, str(tfrecord))
+    with pytest.raises(InputError, match="as tfrecord.*another --data_dir"):
+        tfds_prepare.prepare(tfds_prepare.builder(NAME, str(tfrecord)), NAME)
+    found = _without_tensorflow("jaxrec", "prepare", NAME, "--data_dir", script, "--check")
     assert found.returncode == 0, found.stderr[-3000:]
-    missing = _without_tensorflow(ROOT / "experiments" / "prepare_tfds.py", NAME, "--data_dir", tfrecord, "--check")
+    missing = _without_tensorflow("jaxrec", "prepare", NAME, "--data_dir", tfrecord, "--check")
     assert missing.returncode == 1 and "not prepared" in missing.stdout
+    # No JAX either: the command runs beside a separate folder of TensorFlow's packages (docs/install.md).
+    imported = subprocess.run([sys.executable, "-c", "import sys; from jaxrec.cli import main; "
+                               f"main(['prepare', {NAME!r}, '--data_dir', {str(script)!r}, '--check']); "
+                               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib')))"],
+                              capture_output=True, text=True, timeout=300)
+    assert imported.stdout.splitlines()[-1] == "[]", imported.stdout + imported.stderr[-3000:]
 
 
 def test_training_on_an_array_record_set_needs_no_tensorflow(prepared, tmp_path):
@@ -96,10 +103,10 @@ def test_without_tensorflow_a_tfrecord_set_or_preparing_is_refused_in_one_line(p
     assert "tfrecord" in tfrecord.stderr and "jaxrec[tfds]" in tfrecord.stderr
     unprepared = _without_tensorflow("jaxrec", "train", "--dataset", "mnist", "--data_dir", tmp_path, "--download")
     assert unprepared.returncode == 2 and unprepared.stderr.count("\n") == 1, unprepared.stderr[-3000:]
-    assert "needs TensorFlow" in unprepared.stderr and "prepare_tfds.py mnist" in unprepared.stderr
-    script = _without_tensorflow(ROOT / "experiments" / "prepare_tfds.py", "mnist", "--data_dir", tmp_path)
-    assert script.returncode == 2 and script.stderr.count("\n") == 1, script.stderr[-3000:]
-    assert "needs TensorFlow" in script.stderr
+    assert "needs TensorFlow" in unprepared.stderr and "jaxrec[tfds]" in unprepared.stderr
+    command = _without_tensorflow("jaxrec", "prepare", "mnist", "--data_dir", tmp_path)
+    assert command.returncode == 2 and command.stderr.count("\n") == 1, command.stderr[-3000:]
+    assert "needs TensorFlow" in command.stderr
 
 
 def test_the_tfds_extra_prepares_tfds_own_data_sets(tmp_path):
@@ -139,7 +146,7 @@ def test_a_failed_download_is_one_line_naming_the_fixes(tmp_path, monkeypatch):
         raise requests.exceptions.ConnectionError("Failed to resolve 'storage.googleapis.com'")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    with pytest.raises(DataError, match=r"downloading TFDS data set 'mnist' failed \(ConnectionError: .*"
-                                        r"internet connection.*prepare_tfds.py mnist --data_dir DIR") as err:
+    with pytest.raises(InputError, match=r"downloading TFDS data set 'mnist' failed \(ConnectionError: .*"
+                                         r"internet connection.*jaxrec prepare mnist --data_dir DIR") as err:
         load_tfds("mnist", "train", str(tmp_path), download=True)
     assert "\n" not in str(err.value)
