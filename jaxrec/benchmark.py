@@ -138,18 +138,18 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     train_images_per_window = options.calls_per_window * steps * config.batch_size * options.seeds_per_program
     train_rate = train_images_per_window / statistics.median(train_seconds)
 
-    params = state.params if options.seeds_per_program == 1 else (
-        make_unstack_fn(options.seeds_per_program, devices)(state)[0].params)  # the first model's
+    variables = (state if options.seeds_per_program == 1 else
+                 make_unstack_fn(options.seeds_per_program, devices)(state)[0]).eval_variables  # the first model's
     eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
     eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
     evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, eval_images, eval_labels,
                          preprocess, devices, config.eval_batch_size)
     start = time.perf_counter()
-    compiled_eval = evaluate.lower(params).compile()
+    compiled_eval = evaluate.lower(variables).compile()
     eval_compile_seconds = time.perf_counter() - start
     eval_flops_per_image = _flops(compiled_eval) / evaluate.per_device_batch
-    evaluate(params)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
-    eval_seconds = _timed_windows(lambda: evaluate(params), options.windows)  # ends in device_get
+    evaluate(variables)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
+    eval_seconds = _timed_windows(lambda: evaluate(variables), options.windows)  # ends in device_get
     eval_rate = options.eval_examples / statistics.median(eval_seconds)
 
     peak = matmul_peak_flops(devices[0], options.matmul_size)

@@ -2,8 +2,10 @@
 
 A checkpoint lives in `<workdir>/checkpoints/<step>/` and holds two Orbax items:
 
-- `state`: the train state's arrays (params, optimizer state, step), saved from the first device
-  as ordinary global arrays, so a checkpoint written with N devices restores with M;
+- `state`: the train state's arrays (params, the model's other collections such as BatchNorm's
+  `batch_stats`, the averaged weights if kept, optimizer state, step), saved from the first device
+  as ordinary global arrays, so a checkpoint written with N devices restores with M; a checkpoint
+  that lacks an item the model needs is refused, never filled in with fresh values;
 - `meta` (JSON, a `CheckpointMeta`): where the loop stands (a `RunState`: step, epoch, position in
   it, running sums, per-epoch records), the resolved config, the data set description (class
   names, normalisation), the test accuracy if the checkpoint was evaluated, and the library
@@ -34,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from flax.training.train_state import TrainState
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxrec import host
@@ -43,7 +44,7 @@ from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
 from jaxrec.run_state import RunState
-from jaxrec.state import create_train_state
+from jaxrec.state import TrainState, Variables, create_train_state
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,28 @@ def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.Che
         absl_log.setLevel(level)
 
 
+# The items of a checkpoint written before the train state carried model state (jaxrec 0.1).
+PARAMS_ONLY_ITEMS = ("opt_state", "params", "step")
+
+
 def _arrays(state: TrainState) -> dict[str, Any]:
-    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config)."""
-    return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config).
+    A state without model state or averaged weights has the items of PARAMS_ONLY_ITEMS alone, so
+    the article CNN's checkpoints are the same as before and old ones still restore."""
+    arrays = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    if state.model_state:
+        arrays["model_state"] = state.model_state
+    if state.averaged is not None:
+        arrays["averaged"] = state.averaged
+    return arrays
+
+
+def state_items(state: TrainState) -> list[str]:
+    """The names of what a checkpoint of `state` holds: its arrays' items, with the model state's
+    collections by name (e.g. ['averaged', 'model_state/batch_stats', 'opt_state', 'params', 'step'])."""
+    arrays = _arrays(state)
+    names = [name for name in arrays if name != "model_state"]
+    return sorted(names + [f"model_state/{name}" for name in arrays.get("model_state", {})])
 
 
 def array_checksum(tree: Any) -> str:
@@ -169,6 +189,11 @@ class CheckpointMeta:
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     saved: str = ""
     checksum: str | None = None  # array_checksum of the saved arrays (None: written before jaxrec 0.3)
+    items: list[str] | None = None  # state_items of the saved state (None: written before model state)
+
+    @property
+    def saved_items(self) -> list[str]:
+        return list(PARAMS_ONLY_ITEMS) if self.items is None else list(self.items)
 
     def to_json(self) -> dict[str, Any]:
         # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
@@ -257,13 +282,13 @@ class RunCheckpointer:
         Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
         """
         arrays = jax.device_get(_arrays(state))  # one host copy for the checks, the checksum and Orbax
-        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays["params"])):
+        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves((arrays["params"], state.model_state))):
             raise FloatingPointError(
-                f"the parameters hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
+                f"the parameters or model state hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
                 f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                              checksum=array_checksum(arrays))
+                              checksum=array_checksum(arrays), items=state_items(state))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
         real_stderr = sys.stderr
         sys.stderr = _MainThreadOnly(real_stderr)
@@ -346,6 +371,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
                 f"the checkpoint at step {step} in {manager.directory} was written with another config: "
                 f"{'; '.join(different)}. Use the checkpoint's settings to resume it, or start over with "
                 f"--resume=false (or another --workdir).")
+    _check_items(meta, template, step, manager.directory)
     try:
         arrays = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract(_arrays(template)))))["state"]
@@ -358,6 +384,20 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
         log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
         return None
     return Restored(state=template.replace(**arrays), meta=meta)
+
+
+def _check_items(meta: CheckpointMeta, template: TrainState, step: int, directory: Path) -> None:
+    """Refuses a checkpoint whose items are not the model's: a missing collection (BatchNorm's
+    statistics, say) would otherwise restart from its initial values without a word."""
+    saved, needed = set(meta.saved_items), set(state_items(template))
+    if saved == needed:
+        return
+    missing, extra = sorted(needed - saved), sorted(saved - needed)
+    what = (f"lacks {', '.join(missing)}, which the model needs" if missing else
+            f"holds {', '.join(extra)}, which the model does not have")
+    raise InputError(f"the checkpoint at step {step} in {directory} {what} (it was written for another model or "
+                     f"by an older jaxrec); start over with --resume=false (or another --workdir), or train the run "
+                     f"again")
 
 
 def _read_meta_or_none(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta | None:
@@ -374,11 +414,16 @@ class Trained:
     """A trained model as saved by a run: enough to evaluate it or classify new images."""
 
     config: Config
-    params: Any  # the model parameters, on the first device
+    variables: Variables  # what evaluation applies (TrainState.eval_variables), on the first device
     step: int
     epoch: int
     dataset: dict[str, Any]  # what dataset.json holds: name, class_names, image_shape, mean, std, ...
     test_accuracy: float | None
+
+    @property
+    def params(self) -> Any:
+        """The trained parameters alone (variables['params'])."""
+        return self.variables["params"]
 
     @property
     def class_names(self) -> list[str]:
@@ -393,7 +438,7 @@ class Trained:
         return Preprocess(mean=tuple(self.dataset["mean"]), std=tuple(self.dataset["std"]))
 
     def model(self):
-        """The Flax module these parameters belong to, as evaluation and prediction run it."""
+        """The Flax module these variables belong to, as evaluation and prediction run it."""
         return create_model(self.config, len(self.class_names), for_eval=True)
 
 
@@ -421,7 +466,7 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
             if restored is not None:
                 if step != candidates[0][0]:
                     log.warning("using checkpoint step %d of %s instead", step, workdir)
-                return Trained(config=Config.from_dict(meta.config), params=restored.state.params, step=step,
+                return Trained(config=Config.from_dict(meta.config), variables=restored.state.eval_variables, step=step,
                                epoch=meta.run.epoch, dataset=meta.dataset, test_accuracy=meta.test_accuracy)
     finally:
         manager.close()
@@ -449,5 +494,5 @@ def _template(meta: CheckpointMeta) -> TrainState:
                                                      jax.random.key(0), steps_per_epoch=1))
 
 
-__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
-           "config_differences", "data_differences", "load_trained"]
+__all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
+           "config_differences", "data_differences", "load_trained", "state_items"]

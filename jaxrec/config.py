@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal, Sequence
 from jaxrec.errors import InputError
 
 Model = Literal["cnn", "rnn"]
+Norm = Literal["none", "batch"]
 RnnCell = Literal["tanh", "lstm", "gru"]
 Schedule = Literal["constant", "cosine", "step"]
 Channels = Literal[0, 1, 3]
@@ -124,6 +125,11 @@ class Config:
                                           "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.",
                                           sizes_at_least(1))
     dense_features: int = knob(512, "Width of the hidden dense layer.", at_least(1))
+    norm: Norm = knob("none", "Normalisation after each convolution of model=cnn: none (the article's network) or "
+                      "batch (BatchNorm, its statistics over the global batch, across devices and processes).")
+    norm_momentum: float = knob(0.9, "BatchNorm's running statistics: running = m x running + (1 - m) x batch "
+                                "(PyTorch's momentum 0.1 is 0.9 here).", in_range(0, 1))
+    norm_epsilon: float = knob(1e-5, "BatchNorm's epsilon, added to the variance.", above(0))
     rnn_cell: RnnCell = knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
     rnn_hidden: int = knob(256, "Hidden units per direction of each recurrent layer (model=rnn).", at_least(1))
     rnn_layers: int = knob(1, "Stacked recurrent layers (model=rnn).", at_least(1))
@@ -346,6 +352,9 @@ def combination_problems(config: Config) -> list[str]:
     if config.num_processes and config.process_id is not None and config.process_id >= config.num_processes:
         problems.append(f"--process_id {config.process_id} with --num_processes {config.num_processes}: must be in "
                         f"[0, {config.num_processes})")
+    if config.norm != "none" and config.model != "cnn":
+        problems.append(f"--norm {config.norm} with --model {config.model}: only the cnn has normalisation layers; "
+                        f"drop --norm")
     if config.distributed == "off" and config.coordinator_address:
         problems.append("--coordinator_address with --distributed off: drop one of them")
     return problems

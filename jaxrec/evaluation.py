@@ -23,7 +23,7 @@ from jaxrec.parallel import local_rows, make_eval_fn, make_probabilities_fn, rep
 
 
 class Evaluator:
-    """Evaluates replicated parameters over a split kept on `devices`.
+    """Evaluates a model's replicated variables (TrainState.eval_variables) over a split kept on `devices`.
 
     apply_fn: the model's apply; images uint8 [N, H, W, C] and labels int32 [N] on the host;
     global_batch: examples per call over all devices (padding makes any size work). In a
@@ -44,26 +44,26 @@ class Evaluator:
         self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
         self._count = len(labels)
 
-    def __call__(self, params: Any) -> dict[str, Any]:
+    def __call__(self, variables: Any) -> dict[str, Any]:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
         totals = None
         for indices, mask in self._batches:  # sums stay on the device until the end
             # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
             # pool per device, and two calls' psums could take them all (jaxrec.steps.train_step).
-            sums = jax.block_until_ready(self._fn(params, self._images, self._labels, indices, mask))
+            sums = jax.block_until_ready(self._fn(variables, self._images, self._labels, indices, mask))
             totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
         return summarize_eval(jax.device_get(unreplicate(totals)))
 
-    def probabilities(self, params: Any) -> np.ndarray:
+    def probabilities(self, variables: Any) -> np.ndarray:
         """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
-        batches = [_all_processes(np.asarray(self._probabilities_fn(params, self._images, indices)))
+        batches = [_all_processes(np.asarray(self._probabilities_fn(variables, self._images, indices)))
                    for indices, _ in self._batches]
         flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in batches])  # device d holds a contiguous slice
         return flat[:self._count]  # padding comes last
 
-    def lower(self, params: Any) -> Any:
+    def lower(self, variables: Any) -> Any:
         """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
-        return self._fn.lower(params, self._images, self._labels, *self._batches[0])
+        return self._fn.lower(variables, self._images, self._labels, *self._batches[0])
 
 
 def _all_processes(rows: np.ndarray) -> np.ndarray:
@@ -87,7 +87,7 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     devices = select_devices(config.num_devices)
     evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,
                           config.eval_batch_size)
-    return report(evaluator(replicate(trained.params, devices)), trained.class_names, config.top_k)
+    return report(evaluator(replicate(trained.variables, devices)), trained.class_names, config.top_k)
 
 
 __all__ = ["Evaluator", "evaluate_trained"]

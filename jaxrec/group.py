@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
 from jaxrec import cpu_devices, distributed
@@ -33,6 +32,7 @@ from jaxrec.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.parallel import (local_rows, make_group_train_fn, make_unstack_fn, per_device_batch, replicate,
                              select_devices, split_models_over_devices, stack_states, unreplicate)
 from jaxrec.run_state import RunState
+from jaxrec.state import TrainState
 from jaxrec.train import (RunKeys, Trainer, agreed_stop, call_end, check_finite, claimed, create_trainer,
                           epoch_record, evaluate, evaluation_due, finish_epoch, restore_or_start, save,
                           write_run_files, write_summary)

@@ -23,9 +23,7 @@ from jaxrec import kernels
 from jaxrec.config import MODEL_AXES
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError
-from jaxrec.steps import eval_step, train_step
-
-AXIS = "batch"
+from jaxrec.steps import AXIS, eval_step, train_step
 
 
 def select_devices(num_devices: int = 0) -> list[jax.Device]:
@@ -213,24 +211,25 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
 
 
 def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
-    """(params, images, indices) -> softmax class probabilities [devices, per_device, classes]; pmapped."""
+    """(variables, images, indices) -> softmax class probabilities [devices, per_device, classes]; pmapped.
+    variables: the model's in eval mode (TrainState.eval_variables), replicated."""
 
-    def probabilities(params, images, indices):
-        return jax.nn.softmax(apply_fn({"params": params}, preprocess.eval(images[indices])), axis=-1)
+    def probabilities(variables, images, indices):
+        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
 
     return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
 
 
 def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
-    """(params, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
+    """(variables, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
 
-    params, images, labels: replicated; indices and mask: [devices, per_device]; padding has mask 0
+    variables (TrainState.eval_variables), images, labels: replicated; indices and mask: [devices, per_device]; padding has mask 0
     and is not counted. The caller loops over batches (a rolled scan would be slow on XLA:CPU, see
     make_train_fn).
     """
     step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
-    def evaluate(params, images, labels, indices, mask):
-        return step(params, {"image": images[indices], "label": labels[indices], "mask": mask})
+    def evaluate(variables, images, labels, indices, mask):
+        return step(variables, {"image": images[indices], "label": labels[indices], "mask": mask})
 
     return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))

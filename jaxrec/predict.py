@@ -44,9 +44,9 @@ class Predictor:
         self.class_names = trained.class_names
         self.image_shape = trained.image_shape
         self.batch_size = batch_size
-        self.params = trained.params
+        self.variables = trained.variables
         apply_fn, preprocess = trained.model().apply, trained.preprocess()
-        self._logits = jax.jit(lambda params, images: apply_fn({"params": params}, preprocess.eval(images)))
+        self._logits = jax.jit(lambda variables, images: apply_fn(variables, preprocess.eval(images), train=False))
 
     def read(self, path: Path) -> tuple[np.ndarray, list[str]]:
         """One file as the model's uint8 input [H, W, C] and what decoding changed (e.g. transparency
@@ -60,7 +60,7 @@ class Predictor:
             chunk = images[start:start + self.batch_size]
             padded = np.zeros((self.batch_size, *self.image_shape), np.uint8)
             padded[:len(chunk)] = chunk
-            out.append(np.asarray(self._logits(self.params, padded))[:len(chunk)])
+            out.append(np.asarray(self._logits(self.variables, padded))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def top_k(self, logits: np.ndarray, k: int) -> list[list[dict[str, Any]]]:

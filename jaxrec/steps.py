@@ -13,12 +13,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
-from flax.training.train_state import TrainState
 
 from jaxrec.data.pipeline import Preprocess
+from jaxrec.state import TrainState, Variables
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+# The named axis the steps average over (jaxrec.parallel maps them over it), and BatchNorm's global
+# statistics with them (jaxrec.models).
+AXIS = "batch"
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -39,7 +42,7 @@ def _psum(tree: Any, axis_name: str | None) -> Any:
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: Preprocess,
-               label_smoothing: float = 0.0, axis_name: str | None = "batch") -> tuple[TrainState, Metrics]:
+               label_smoothing: float = 0.0, axis_name: str | None = AXIS) -> tuple[TrainState, Metrics]:
     """One SGD step on this device's share of the global batch.
 
     batch: 'image' uint8 [b, H, W, C], 'label' int32 [b], 'index' int32 [b] (the examples' ids in
@@ -50,18 +53,28 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
     images = preprocess.train(batch["image"], batch["index"], step_key)
 
     def loss_fn(params):
-        logits = state.apply_fn({"params": params}, images)
+        logits, model_state = apply_train(state, params, images)
         loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
-        return loss, logits
+        return loss, (logits, model_state)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
     # One all-reduce per step, for the gradients and the metrics together. On XLA:CPU a collective
     # waiting for the other devices holds a worker of the one thread pool they all compute on; two
     # independent ones (as separate pmeans were) could hold every worker on a 2-core machine, and the
     # other device, with no worker left for its convolution, never arrived: a hang, then an abort.
+    # (BatchNorm's statistics are already global: its own pmeans run inside the forward pass.)
     grads, metrics = _pmean((grads, metrics), axis_name)
-    return state.apply_gradients(grads=grads), metrics
+    return state.apply_gradients(grads=grads, model_state=model_state), metrics
+
+
+def apply_train(state: TrainState, params: Any, images: jax.Array) -> tuple[jax.Array, Variables]:
+    """The model in train mode: logits, and its other collections as updated by this batch
+    (BatchNorm's running statistics); a model without any gives back the empty model_state."""
+    variables = {"params": params, **state.model_state}
+    if not state.model_state:
+        return state.apply_fn(variables, images, train=True), state.model_state
+    return state.apply_fn(variables, images, train=True, mutable=list(state.model_state))
 
 
 def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -76,16 +89,17 @@ def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sum(ahead, axis=-1)
 
 
-def eval_step(params: Any, batch: Batch, *, apply_fn: Callable, preprocess: Preprocess,
-              axis_name: str | None = "batch") -> Metrics:
+def eval_step(variables: Variables, batch: Batch, *, apply_fn: Callable, preprocess: Preprocess,
+              axis_name: str | None = AXIS) -> Metrics:
     """Sums over this batch, ignoring padded examples (batch['mask'] == 0).
 
-    params: the model's parameters; apply_fn: the model's apply (e.g. `model.apply`). Returns,
+    variables: the model's variables in eval mode (TrainState.eval_variables: the parameters and
+    the running statistics); apply_fn: the model's apply (e.g. `model.apply`). Returns,
     summed across devices: loss_sum, count, the confusion matrix [true, predicted] (which gives
     accuracy, precision, recall and F1) and label_rank, a histogram of the true label's rank among
     the logits (its cumulative sum is the top-k hit count for every k).
     """
-    logits = apply_fn({"params": params}, preprocess.eval(batch["image"]))
+    logits = apply_fn(variables, preprocess.eval(batch["image"]), train=False)
     mask = batch["mask"]
     num_classes = logits.shape[-1]
     predicted = jnp.argmax(logits, -1)

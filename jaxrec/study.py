@@ -228,7 +228,8 @@ def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[li
 
 def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
     """Trains the study's first seed twice (WORKDIR/determinism/first, second) and reports whether
-    the two runs are bit-identical: metrics, parameters and test predictions. Writes determinism.json."""
+    the two runs are bit-identical: metrics, variables (parameters and BatchNorm statistics) and test
+    predictions. Writes determinism.json."""
     root = Path(workdir) / "determinism"
     runs = []
     for name in ("first", "second"):
@@ -236,12 +237,12 @@ def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
         train_and_evaluate(check(config), config.workdir)
         runs.append({"records": [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
                                  for r in outputs.read_jsonl(root / name / "metrics.jsonl")],
-                     "params": load_trained(root / name, "latest").params,
+                     "variables": load_trained(root / name, "latest").variables,
                      "probabilities": outputs.read_predictions(root / name)[0]})
     first, second = runs
     result = {"seed": spec.seeds[0], "metrics_identical": first["records"] == second["records"],
               "parameters_identical": all(np.array_equal(a, b) for a, b in zip(
-                  jax.tree_util.tree_leaves(first["params"]), jax.tree_util.tree_leaves(second["params"]))),
+                  jax.tree_util.tree_leaves(first["variables"]), jax.tree_util.tree_leaves(second["variables"]))),
               "predictions_identical": bool(np.array_equal(first["probabilities"], second["probabilities"])),
               "machine": host.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

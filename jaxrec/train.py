@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 import flax.linen as nn
-from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
 from jaxrec import cpu_devices, distributed, host, memory, outputs
@@ -35,7 +34,7 @@ from jaxrec.models import count_params, create_model
 from jaxrec.parallel import (local_devices, local_rows, make_train_fn, per_device_batch, replicate, select_devices,
                              split_over_devices, unreplicate)
 from jaxrec.run_state import Record, RunState
-from jaxrec.state import create_train_state
+from jaxrec.state import TrainState, create_train_state
 from jaxrec.workdir import claim, move_previous_run, writable_folder
 
 log = logging.getLogger(__name__)
@@ -287,7 +286,7 @@ def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) ->
 def evaluate(trainer: Trainer, state: TrainState) -> tuple[dict[str, Any], Record]:
     """The evaluation of the eval split, and its fields for metrics.jsonl."""
     start = time.perf_counter()
-    result = trainer.evaluator(state.params)
+    result = trainer.evaluator(state.eval_variables)
     return result, {"test_loss": result["loss"], "test_accuracy": result["accuracy"],
                     "test_macro_f1": result["macro_f1"], "eval_seconds": time.perf_counter() - start}
 
@@ -334,8 +333,8 @@ def write_summary(workdir: Path, trainer: Trainer, data: DataSplits, state: Trai
     seeds_per_program: how many models trained in the program (jaxrec.group); the images/s are one
     model's, the program's throughput is that many times more."""
     config, final = trainer.config, run.records[-1]
-    result = result or trainer.evaluator(state.params)  # a finished run resumed: nothing was evaluated here
-    predictions = trainer.evaluator.probabilities(state.params) if config.save_predictions else None
+    result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
+    predictions = trainer.evaluator.probabilities(state.eval_variables) if config.save_predictions else None
     if not distributed.is_primary():  # the evaluations above take every process; the files are written once
         return
     summary = {

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax.training.train_state import TrainState
 
 from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after
 from jaxrec import cli
@@ -31,6 +30,7 @@ from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError, SaveError
 from jaxrec.interrupt import TrainingInterrupted
 from jaxrec.run_state import RunState
+from jaxrec.state import TrainState
 from jaxrec.train import train_and_evaluate
 
 # The description of a data set, as DataSplits.describe() gives it, for checkpoints saved by hand.
@@ -132,7 +132,7 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
     # A state big enough (2 x 128 MB) that the second save is still being written when the process dies.
     script = textwrap.dedent(f"""
         import os, signal, threading, time, jax.numpy as jnp, optax
-        from flax.training.train_state import TrainState
+        from jaxrec.state import TrainState
         from jaxrec.checkpointing import RunCheckpointer
         from jaxrec.config import Config
         from jaxrec.run_state import RunState

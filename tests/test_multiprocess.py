@@ -213,8 +213,8 @@ EVAL_SCRIPT = textwrap.dedent("""
     state = small_state()
     devices = select_devices(0)
     evaluator = Evaluator(state.apply_fn, images, labels, PRE, devices, 96)
-    result = evaluator(replicate(state.params, devices))
-    probabilities = evaluator.probabilities(replicate(state.params, devices))
+    result = evaluator(replicate(state.variables, devices))
+    probabilities = evaluator.probabilities(replicate(state.variables, devices))
     print(json.dumps({"confusion": np.asarray(result["confusion"]).tolist(), "loss": float(result["loss"]),
                       "predicted": probabilities.argmax(-1).tolist(), "rows": len(probabilities)}))
 """)

@@ -145,10 +145,10 @@ def test_eval_counts_every_example_exactly_once_on_8_devices(num_examples, globa
     data = random_batch(num_examples, seed=7)
     images, labels = np.asarray(data["image"]), np.asarray(data["label"])
     evaluate = Evaluator(state.apply_fn, images, labels, PRE, select_devices(8), global_batch)
-    result = evaluate(replicate(state.params, select_devices(8)))
+    result = evaluate(replicate(state.variables, select_devices(8)))
     assert result["count"] == num_examples
     # Reference: the whole set in one unpadded batch on one device.
-    sums = eval_step(state.params, {"image": data["image"], "label": data["label"], "mask": jnp.ones(num_examples)},
+    sums = eval_step(state.variables, {"image": data["image"], "label": data["label"], "mask": jnp.ones(num_examples)},
                      apply_fn=state.apply_fn, preprocess=PRE, axis_name=None)
     np.testing.assert_allclose(result["loss"], float(sums["loss_sum"]) / num_examples, rtol=1e-5)
     logits = state.apply_fn({"params": state.params}, PRE.eval(data["image"]))

@@ -13,6 +13,7 @@ from jaxrec import kernels
 from jaxrec.config import Config, Model
 from jaxrec.models.cnn import ArticleCNN
 from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier
+from jaxrec.steps import AXIS
 
 MODELS = typing.get_args(Model)
 
@@ -37,7 +38,8 @@ def _model(config: Config, num_classes: int, chosen: kernels.Kernels) -> nn.Modu
     if config.model == "cnn":
         return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
                           dense_features=config.dense_features, image_conv=chosen.image_conv,
-                          conv_grad=chosen.conv_grad, pool=chosen.pool)
+                          conv_grad=chosen.conv_grad, pool=chosen.pool, norm=config.norm, norm_axis=AXIS,
+                          norm_momentum=config.norm_momentum, norm_epsilon=config.norm_epsilon)
     raise ValueError(f"no model named {config.model!r} in jaxrec.models ({', '.join(MODELS)})")
 
 

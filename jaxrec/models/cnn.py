@@ -29,6 +29,12 @@ class ArticleCNN(nn.Module):
     the last row/column is kept instead of dropped, so images as small as 1x1 still leave a 1x1 map
     after four pools rather than an empty one.
 
+    norm "batch" puts BatchNorm after each convolution (which then has no bias, as BatchNorm's own
+    bias takes its place): in train mode it normalises with the batch's statistics, averaged over
+    the devices' named axis `norm_axis` (jaxrec.steps.AXIS under the train step; None for one
+    device under plain jit), and updates the running statistics (collection `batch_stats`) that
+    eval mode normalises with. running = norm_momentum x running + (1 - norm_momentum) x batch.
+
     image_conv, conv_grad and pool pick implementations that compute the same function
     (jaxrec.kernels): the defaults are the plain ones (lax's convolution and its gradient,
     `nn.max_pool`); create_model takes the platform's.
@@ -40,12 +46,22 @@ class ArticleCNN(nn.Module):
     image_conv: str = "lax"  # or "patch": jaxrec.models.conv.patch_conv for inputs of few channels
     conv_grad: str = "lax"  # or "patch": the other convolutions via jaxrec.models.conv.patch_grad_conv
     pool: str = "lax"  # or "reshape_grad": jaxrec.models.pooling.max_pool_2x2
+    norm: str = "none"  # or "batch"
+    norm_axis: str | None = None
+    norm_momentum: float = 0.9
+    norm_epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Maps float images [batch, height, width, channels] to logits [batch, num_classes];
+        `train`: BatchNorm (norm "batch") uses and updates the batch's statistics."""
+        batch_norm = self.norm == "batch"
         for features in self.conv_features:
-            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", conv_general_dilated=self._conv_for(x))(x)
+            x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", use_bias=not batch_norm,
+                        conv_general_dilated=self._conv_for(x))(x)
+            if batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=self.norm_momentum,
+                                 epsilon=self.norm_epsilon, axis_name=self.norm_axis if train else None)(x)
             x = nn.relu(x)
             x = max_pool_2x2(x) if self.pool == "reshape_grad" else nn.max_pool(x, (2, 2), (2, 2), "SAME")
         x = x.reshape((x.shape[0], -1))

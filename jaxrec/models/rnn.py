@@ -237,8 +237,9 @@ class RowRNNClassifier(nn.Module):
     bidirectional: bool = False
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]
+        (`train` changes nothing: the network has no train-mode layers)."""
         batch, height, width, channels = images.shape
         rows = images.reshape(batch, height, width * channels)
         _, carry = RNN(self.cell, self.hidden, self.num_layers, self.bidirectional)(rows)
