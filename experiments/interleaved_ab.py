@@ -5,7 +5,7 @@ variants taken in turn in one process see the same machine. Each variant is a li
 settings (any kernel knob of jaxrec.kernels, and `devices`: how many of the process's CPU devices it
 trains on; a 1-device program in a 2-device process uses the same thread pool as a 1-device process).
 It trains the article CNN (batch 128, 10 steps per call, random CIFAR-shaped bytes) with the loop's
-own make_train_fn, or with --eval times the Evaluator, and prints each variant's median images/s and
+own program (jaxrec.parallel.make_program), or with --eval times the Evaluator, and prints each variant's median images/s and
 the median ratio of each variant to the first, window by window. The A/Bs in results/benchmark.md:
 
     python experiments/interleaved_ab.py conv_grad=lax conv_grad=patch
@@ -25,7 +25,7 @@ from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation import Evaluator
 from jaxrec.models import create_model
-from jaxrec.parallel import make_train_fn, replicate, select_devices, split_over_devices
+from jaxrec.parallel import make_program, replicate, select_devices
 from jaxrec.state import create_train_state
 
 PRE = Preprocess(mean=(127.5,) * 3, std=(73.9,) * 3)  # uniform bytes; only the speed matters here
@@ -40,16 +40,16 @@ def variant(spec: str) -> tuple[Config, int]:
 
 def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
     """A function that runs 4 calls of 10 steps and returns the images trained."""
-    n, fn = len(devices), make_train_fn(PRE, devices, steps_loop=config.steps_loop)
-    state = replicate(create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 390),
-                      devices)
+    program = make_program(PRE, devices, steps_loop=config.steps_loop)
+    state = program.stack([create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 390)])
     data = replicate(images, devices), replicate(labels, devices)
-    calls = [split_over_devices(order, n) for order in orders]
+    calls = [program.shares(order[:, None]) for order in orders]
+    key = program.keys(jax.random.key(1)[None])
 
     def run() -> int:
         nonlocal state
         for call in calls:
-            state, _ = fn(state, *data, call, jax.random.key(1))
+            state, _ = program.fn(state, *data, call, key)
         jax.block_until_ready(state)
         return sum(order.size for order in orders)
 
@@ -59,12 +59,12 @@ def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.n
 
 def eval_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
     model = create_model(config, 10, for_eval=True)
-    params = replicate(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"], devices)
+    variables = replicate(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)), devices)
     evaluator = Evaluator(model.apply, images, labels, PRE, devices, config.eval_batch_size)
-    evaluator(params)  # compiles
+    evaluator(variables)  # compiles
 
     def run() -> int:
-        evaluator(params)  # returns host numbers: the work is done
+        evaluator(variables)  # returns host numbers: the work is done
         return len(labels)
 
     return run

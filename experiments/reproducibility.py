@@ -42,10 +42,9 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     from jaxrec.config import Config, check
     from jaxrec.data import load_data
     from jaxrec.data.pipeline import epoch_indices
-    from jaxrec.group import create_group, group_call, train_group
-    from jaxrec.parallel import make_unstack_fn, replicate, select_devices, stack_states, unreplicate
-    from jaxrec.run_state import RunState
-    from jaxrec.train import restore_or_start, train_and_evaluate, train_call
+    from jaxrec.parallel import select_devices, unreplicate
+    from jaxrec.train import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
+    from jaxrec.writers import Writers
 
     _, _, models, axis = CASES[name]
     shutil.rmtree(workdir / name, ignore_errors=True)  # a case that did not finish starts over
@@ -53,24 +52,18 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     configs = [config.replace(seed=seed, workdir=str(workdir / name / f"seed_{seed}")) for seed in range(models)]
     devices = select_devices(0)
     data = load_data(config)
-    for member in configs:
-        Path(member.workdir).mkdir(parents=True)
-    group = create_group(configs, data, devices, axis)
-    first = group.lead
-    state, _, _ = restore_or_start(first, data)
-    order = epoch_indices(first.keys.shuffle, 0, first.num_train, config.batch_size)[:1]
-    if models == 1:
-        state, _ = train_call(first, replicate(state, devices), RunState(), order)
-        params = unreplicate(state.params)
-    else:
-        states = [restore_or_start(m, data)[0] for m in group.members]
-        orders = np.stack([epoch_indices(m.keys.shuffle, 0, m.num_train, config.batch_size)[:1]
-                           for m in group.members], axis=1)
-        stacked, _ = group_call(group, replicate(stack_states(states), devices), [RunState()] * models, orders)
-        params = unreplicate(make_unstack_fn(models, devices)(stacked)[0].params)
+    workdirs = [Path(member.workdir) for member in configs]
+    for path in workdirs:
+        path.mkdir(parents=True)
+    trainer = create_trainer(configs, workdirs, data, devices, axis)
+    states, runs, _ = restore_or_start(trainer, data)
+    orders = np.stack([epoch_indices(m.keys.shuffle, 0, trainer.num_train, config.batch_size)[:1]
+                       for m in trainer.members], axis=1)  # the first step: [1, K, batch]
+    state, _ = train_call(trainer, trainer.program.stack(states), runs, [Writers()] * models, orders)
+    params = unreplicate(trainer.program.unstack(state)[0]).params
     leaves = jax.tree_util.tree_leaves(params)
     np.save(workdir / name / "params_step1.npy", np.concatenate([np.ravel(x) for x in leaves]))
-    for member in group.members:
+    for member in trainer.members:
         member.checkpoints.close()
     for config in configs:  # the step above wrote nothing; start the runs from scratch
         shutil.rmtree(config.workdir)

@@ -2,8 +2,8 @@
 
 `run_benchmark(config, options)` builds the model named by `config.model` (any model of
 `jaxrec.models.create_model`), puts random uint8 images of `options.image_shape` on the devices
-and times the compiled functions the training loop uses: `jaxrec.parallel.make_train_fn` (with
-`config.steps_per_call` steps per call) and `jaxrec.evaluation.Evaluator`, with the same `Preprocess`.
+and times the compiled functions the training loop uses: the program of `jaxrec.parallel.make_program`
+(with `config.steps_per_call` steps per call) and `jaxrec.evaluation.Evaluator`, with the same `Preprocess`.
 It reports images/s (the median of several timed windows after warm-up, each ended by
 `block_until_ready`), compile times, FLOPs per image from XLA's cost analysis, the achieved FLOP/s
 as a fraction of a float32 matmul measured on the same device, peak host memory and the device.
@@ -12,6 +12,7 @@ Nothing here is CPU-specific: the same call runs on GPU or TPU.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from typing import Any, Callable
@@ -20,14 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import cpu_devices, host
+from jaxrec import host
 from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
 from jaxrec.evaluation import Evaluator
 from jaxrec.models import count_params, create_model
-from jaxrec.parallel import (make_group_train_fn, make_train_fn, make_unstack_fn, per_device_batch, replicate, select_devices,
-                             split_models_over_devices, split_over_devices, stack_states)
+from jaxrec.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
+from jaxrec.setup import prepare
 from jaxrec.state import create_train_state
 
 
@@ -59,117 +60,125 @@ def matmul_peak_flops(device: jax.Device, size: int = 0, windows: int = 5) -> fl
     return 2 * size**3 / min(seconds)  # the fastest run: a peak, not a typical value
 
 
-def _training_program(config: Config, options: BenchmarkOptions, preprocess: Preprocess, devices: list[jax.Device],
-                      state: Any, order: np.ndarray, keys: tuple[jax.Array, ...],
-                      steps_per_epoch: int) -> tuple[Callable, Any, list[np.ndarray], jax.Array]:
-    """The train function the loop would run, its replicated state, the index batches of its calls
-    and its key: one model's (make_train_fn), or options.seeds_per_program models' in one program
-    (make_group_train_fn, each model with its own initialisation and data order)."""
-    steps, models, num_devices = config.steps_per_call, options.seeds_per_program, len(devices)
-    if models == 1:
-        calls = [split_over_devices(order[i:i + steps], num_devices) for i in range(0, len(order) - steps + 1, steps)]
-        train_fn = make_train_fn(preprocess, devices, config.label_smoothing, config.steps_loop)
-        return train_fn, replicate(state, devices), calls, keys[2]
+@dataclasses.dataclass(frozen=True)
+class RandomData:
+    """Random uint8 images and labels of the benchmark's shape, and their statistics."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    eval_images: np.ndarray
+    eval_labels: np.ndarray
+    preprocess: Preprocess
+
+
+def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
+    rng = np.random.default_rng(config.seed)
+    shape, classes = options.image_shape, options.num_classes
+    images = rng.integers(0, 256, (options.train_examples, *shape), dtype=np.uint8)
+    labels = rng.integers(0, classes, options.train_examples).astype(np.int32)
+    eval_images = rng.integers(0, 256, (options.eval_examples, *shape), dtype=np.uint8)
+    eval_labels = rng.integers(0, classes, options.eval_examples).astype(np.int32)
+    # Mean and std of uniform bytes; the values only matter for the numerics, not for the speed.
+    preprocess = Preprocess(mean=(127.5,) * shape[-1], std=(73.9,) * shape[-1], augment=config.augment)
+    return RandomData(images, labels, eval_images, eval_labels, preprocess)
+
+
+def training_program(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
+                     models: int) -> tuple[Program, Any, list[np.ndarray], jax.Array]:
+    """The program the training loop would run for `models` models (jaxrec.parallel.make_program), its
+    replicated state, the index batches of its calls and its keys; model k has its own
+    initialisation and data order (the keys of seed `config.seed` folded with k; k = 0 unfolded)."""
+    steps = config.steps_per_call
+    keys = jax.random.split(jax.random.key(config.seed), 3)
+    fold = lambda key, k: key if k == 0 else jax.random.fold_in(key, k)  # noqa: E731
     model = create_model(config, options.num_classes)
-    states = [state] + [create_train_state(config, model, options.image_shape, jax.random.fold_in(keys[0], k),
-                                           steps_per_epoch) for k in range(1, models)]
-    orders = np.stack([order] + [np.resize(epoch_indices(jax.random.fold_in(keys[1], k), 0, options.train_examples,
-                                                         config.batch_size), order.shape)
-                                 for k in range(1, models)], axis=1)  # [steps, K, batch]
-    calls = [split_models_over_devices(orders[i:i + steps], num_devices)
-             for i in range(0, len(orders) - steps + 1, steps)]
-    train_fn = make_group_train_fn(preprocess, devices, models, options.model_axis, config.label_smoothing,
-                                   config.steps_loop)
-    rngs = jnp.stack([jax.random.fold_in(keys[2], k) for k in range(models)])
-    return train_fn, replicate(stack_states(states), devices), calls, rngs
+    steps_per_epoch = options.train_examples // config.batch_size
+    states = [create_train_state(config, model, options.image_shape, fold(keys[0], k), steps_per_epoch)
+              for k in range(models)]
+    orders = np.stack([epoch_indices(fold(keys[1], k), 0, options.train_examples, config.batch_size)
+                       for k in range(models)], axis=1)  # [steps, K, batch]
+    orders = np.resize(orders, (max(len(orders), steps), *orders.shape[1:]))  # at least one call's worth
+    program = make_program(data.preprocess, devices, models, options.model_axis, config.label_smoothing,
+                           config.steps_loop)
+    calls = [program.shares(orders[i:i + steps]) for i in range(0, len(orders) - steps + 1, steps)]
+    rngs = jnp.stack([fold(keys[2], k) for k in range(models)])
+    return program, program.stack(states), calls, program.keys(rngs)
+
+
+def time_training(config: Config, options: BenchmarkOptions, data: RandomData,
+                  devices: list[jax.Device]) -> tuple[dict[str, Any], Any]:
+    """Training figures: images/s (every model's images), compile seconds, FLOPs of one model's step;
+    and the program's state after the timed calls."""
+    one, one_state, one_calls, one_key = training_program(config.replace(steps_per_call=1), options, data, devices, 1)
+    train_images, train_labels = replicate(data.images, devices), replicate(data.labels, devices)
+    one_step = one.fn.lower(one_state, train_images, train_labels, one_calls[0], one_key).compile()
+    program, state, calls, key = training_program(config, options, data, devices, options.seeds_per_program)
+    start = time.perf_counter()
+    compiled = program.fn.lower(state, train_images, train_labels, calls[0], key).compile()
+    compile_seconds = time.perf_counter() - start
+    done = 0
+
+    def train_calls(count: int) -> None:
+        nonlocal state, done
+        for _ in range(count):
+            state, _ = compiled(state, train_images, train_labels, calls[done % len(calls)], key)
+            done += 1
+        jax.block_until_ready(state)
+
+    train_calls(options.warmup_calls)
+    seconds = _timed_windows(lambda: train_calls(options.calls_per_window), options.windows)
+    images = options.calls_per_window * config.steps_per_call * config.batch_size * options.seeds_per_program
+    return {"train_images_per_second": images / statistics.median(seconds), "train_window_seconds": seconds,
+            "train_compile_seconds": compile_seconds,
+            "train_flops_per_image": _flops(one_step) / (config.batch_size // len(devices)),
+            "param_count": count_params(unreplicate(one_state).params)}, program.unstack(state)[0]
+
+
+def time_evaluation(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
+                    state: Any) -> dict[str, Any]:
+    """Evaluation figures of one model (state: its replicated train state) with the loop's Evaluator."""
+    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, data.eval_images,
+                         data.eval_labels, data.preprocess, devices, config.eval_batch_size)
+    variables = state.eval_variables
+    start = time.perf_counter()
+    compiled = evaluate.lower(variables).compile()
+    compile_seconds = time.perf_counter() - start
+    evaluate(variables)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
+    seconds = _timed_windows(lambda: evaluate(variables), options.windows)  # ends in device_get
+    return {"eval_images_per_second": options.eval_examples / statistics.median(seconds),
+            "eval_window_seconds": seconds, "eval_compile_seconds": compile_seconds,
+            "eval_flops_per_image": _flops(compiled) / evaluate.per_device_batch}
 
 
 def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()) -> dict[str, Any]:
     """Times training and evaluation of `config.model` on random data; returns the figures as a dict."""
-    check(config)
     check(options)
     if options.train_examples < config.batch_size:
         raise InputError(f"--train_examples {options.train_examples}: must be >= --batch_size ({config.batch_size})")
-    cpu_devices.split_host(config, (config.batch_size,))
+    prepare(config)
     devices = select_devices(config.num_devices)
-    num_devices = len(devices)
-    per_device_batch(config.batch_size, num_devices)
-    steps = config.steps_per_call
-
-    rng = np.random.default_rng(config.seed)
-    images = rng.integers(0, 256, (options.train_examples, *options.image_shape), dtype=np.uint8)
-    labels = rng.integers(0, options.num_classes, options.train_examples).astype(np.int32)
-    # Mean and std of uniform bytes; the values only matter for the numerics, not for the speed.
-    preprocess = Preprocess(mean=(127.5,) * options.image_shape[-1], std=(73.9,) * options.image_shape[-1],
-                            augment=config.augment)
-
-    init_key, shuffle_key, train_key = jax.random.split(jax.random.key(config.seed), 3)
-    model = create_model(config, options.num_classes)
-    steps_per_epoch = options.train_examples // config.batch_size
-    state = create_train_state(config, model, options.image_shape, init_key, steps_per_epoch)
-    param_count = count_params(state.params)
-    train_images, train_labels = replicate(images, devices), replicate(labels, devices)
-
-    one_model = make_train_fn(preprocess, devices, config.label_smoothing, config.steps_loop)
-    order = epoch_indices(shuffle_key, 0, options.train_examples, config.batch_size)
-    order = np.resize(order, (max(len(order), steps), config.batch_size))  # at least one call's worth
-    one_step = one_model.lower(replicate(state, devices), train_images, train_labels,
-                               split_over_devices(order[:1], num_devices), train_key).compile()
-    train_flops_per_image = _flops(one_step) / (config.batch_size // num_devices)
-    train_fn, state, calls, train_key = _training_program(config, options, preprocess, devices, state, order,
-                                                          (init_key, shuffle_key, train_key), steps_per_epoch)
-
-    start = time.perf_counter()
-    compiled_train = train_fn.lower(state, train_images, train_labels, calls[0], train_key).compile()
-    train_compile_seconds = time.perf_counter() - start
-
-    call_number = 0
-
-    def train_calls(count: int) -> None:
-        nonlocal state, call_number
-        for _ in range(count):
-            state, metrics = compiled_train(state, train_images, train_labels, calls[call_number % len(calls)],
-                                            train_key)
-            call_number += 1
-        jax.block_until_ready(state)
-
-    train_calls(options.warmup_calls)
-    train_seconds = _timed_windows(lambda: train_calls(options.calls_per_window), options.windows)
-    train_images_per_window = options.calls_per_window * steps * config.batch_size * options.seeds_per_program
-    train_rate = train_images_per_window / statistics.median(train_seconds)
-
-    variables = (state if options.seeds_per_program == 1 else
-                 make_unstack_fn(options.seeds_per_program, devices)(state)[0]).eval_variables  # the first model's
-    eval_images = rng.integers(0, 256, (options.eval_examples, *options.image_shape), dtype=np.uint8)
-    eval_labels = rng.integers(0, options.num_classes, options.eval_examples).astype(np.int32)
-    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, eval_images, eval_labels,
-                         preprocess, devices, config.eval_batch_size)
-    start = time.perf_counter()
-    compiled_eval = evaluate.lower(variables).compile()
-    eval_compile_seconds = time.perf_counter() - start
-    eval_flops_per_image = _flops(compiled_eval) / evaluate.per_device_batch
-    evaluate(variables)  # warm-up: the loop's own call compiles its own executable (AOT compile fills no cache)
-    eval_seconds = _timed_windows(lambda: evaluate(variables), options.windows)  # ends in device_get
-    eval_rate = options.eval_examples / statistics.median(eval_seconds)
-
+    per_device_batch(config.batch_size, len(devices))
+    data = random_data(config, options)
+    train, state = time_training(config, options, data, devices)
+    evaluation = time_evaluation(config, options, data, devices, state)
     peak = matmul_peak_flops(devices[0], options.matmul_size)
-    train_flops = train_rate * train_flops_per_image / num_devices  # per device, as the peak is
-    eval_flops = eval_rate * eval_flops_per_image / num_devices
+    train_flops = train["train_images_per_second"] * train["train_flops_per_image"] / len(devices)  # per device
+    eval_flops = evaluation["eval_images_per_second"] * evaluation["eval_flops_per_image"] / len(devices)
     return {
-        "model": config.model, "param_count": param_count, "image_shape": list(options.image_shape),
+        "model": config.model, "param_count": train.pop("param_count"), "image_shape": list(options.image_shape),
         "num_classes": options.num_classes, "batch_size": config.batch_size,
-        "eval_batch_size": config.eval_batch_size, "steps_per_call": steps, "augment": config.augment,
+        "eval_batch_size": config.eval_batch_size, "steps_per_call": config.steps_per_call, "augment": config.augment,
         "seeds_per_program": options.seeds_per_program, "model_axis": options.model_axis,
-        "train_images_per_second": train_rate, "eval_images_per_second": eval_rate,
-        "eval_to_train_ratio": eval_rate / train_rate,
-        "train_window_seconds": train_seconds, "eval_window_seconds": eval_seconds,
-        "train_compile_seconds": train_compile_seconds, "eval_compile_seconds": eval_compile_seconds,
-        "train_flops_per_image": train_flops_per_image, "eval_flops_per_image": eval_flops_per_image,
+        "train_images_per_second": train["train_images_per_second"],
+        "eval_images_per_second": evaluation["eval_images_per_second"],
+        "eval_to_train_ratio": evaluation["eval_images_per_second"] / train["train_images_per_second"],
+        **{k: v for k, v in {**train, **evaluation}.items() if k not in ("train_images_per_second",
+                                                                         "eval_images_per_second")},
         "train_flops_per_second": train_flops, "eval_flops_per_second": eval_flops,
         "matmul_peak_flops_per_second": peak,
         "train_fraction_of_peak": train_flops / peak, "eval_fraction_of_peak": eval_flops / peak,
         "peak_host_memory_mb": host.peak_host_memory_mb(),
-        "platform": devices[0].platform, "device_kind": devices[0].device_kind, "num_devices": num_devices,
+        "platform": devices[0].platform, "device_kind": devices[0].device_kind, "num_devices": len(devices),
         "versions": host.versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 

@@ -20,6 +20,7 @@ from jaxrec import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError, SaveError
 from jaxrec.interrupt import TrainingInterrupted, exit_on_signals
+from jaxrec.setup import prepare
 from jaxrec.workdir import writable_folder
 
 # Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
@@ -47,15 +48,16 @@ def setup_logging(label: str = "") -> None:
     logging.getLogger("jaxrec").setLevel(logging.INFO)
 
 
-def start_jax(config: Config) -> None:
-    """Splits the CPU into devices (jaxrec.cpu_devices: one per core unless told otherwise), joins a
-    multi-process run's processes (jaxrec.distributed; nothing for one process), then labels the log
-    lines with the process. Both must happen before JAX's backend starts."""
-    from jaxrec import cpu_devices, distributed
+def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None) -> Config:
+    """jaxrec.setup.prepare: checks `config` (the fields in `only`), splits the CPU into devices (one per
+    core unless told otherwise) and joins a multi-process run's processes, once; then labels the log
+    lines with the process. Returns the checked config."""
+    setup_logging()
+    prepared = prepare(config, only, batch_sizes)
+    from jaxrec import distributed
 
-    cpu_devices.split_host(config, (config.batch_size,))
-    distributed.start(config)
     setup_logging(distributed.label())
+    return prepared
 
 
 def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout) -> int:
@@ -100,9 +102,7 @@ def train(config: Config) -> int:
     """Checks `config`, then trains and evaluates it into config.workdir (default: config.default_workdir())."""
 
     def run() -> None:
-        checked = check(config.replace(workdir=config.workdir or config.default_workdir()))
-        setup_logging()
-        start_jax(checked)
+        checked = start_jax(config.replace(workdir=config.workdir or config.default_workdir()))
         from jaxrec.train import train_and_evaluate
 
         train_and_evaluate(checked, checked.workdir)
@@ -129,7 +129,6 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
 
         spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
-        setup_logging()
         start_jax(config)
         from jaxrec import distributed
 
@@ -160,11 +159,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         out = Path(getattr(args, "out", args.workdir))
         if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
             writable_folder(out, "--out")
-        setup_logging()
-        from jaxrec import cpu_devices, outputs
+        start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
+        from jaxrec import outputs
         from jaxrec.checkpointing import load_trained
-
-        cpu_devices.split_host(Config(**overrides), ())  # before the checkpoint's arrays start JAX
         from jaxrec.evaluation import evaluate_trained
 
         trained = load_trained(args.workdir, args.which)
@@ -208,10 +205,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     def run() -> None:
-        config = check(Config(**flags.values_of(args, Config)))
         options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
-        setup_logging()
-        start_jax(config)
+        config = start_jax(Config(**flags.values_of(args, Config)))
         from jaxrec.benchmark import format_report, run_benchmark
 
         result = run_benchmark(config, options)

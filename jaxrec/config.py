@@ -187,6 +187,9 @@ class Config:
                                  "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.kernels' table.")
     save_predictions: bool = knob(False, "Also write the eval split's class probabilities and labels at the end "
                                   "(test_predictions.npz; seed studies use them).")
+    tensorboard: bool = knob(False, "Also write TensorBoard event files to WORKDIR/tensorboard (train loss and "
+                             "accuracy per device call, test scores per evaluation); needs tensorboardX "
+                             "(pip install 'jaxrec[tensorboard]'). View with `tensorboard --logdir runs/`.")
     workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
 
     # Checkpoints (Orbax, in <workdir>/checkpoints).
@@ -287,7 +290,7 @@ RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
 # How a run executes, not what it computes (beyond float rounding): these may change when a run is
 # resumed (jaxrec.checkpointing) or a study continued (jaxrec.study).
 EXECUTION_FIELDS = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
-                    "pool", "steps_loop", "progress", "workdir", "resume", "checkpoint_every_steps",
+                    "pool", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
                     "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
                     "process_id", "heartbeat_timeout")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.

@@ -13,13 +13,13 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from jaxrec import cpu_devices
 from jaxrec.checkpointing import Trained
-from jaxrec.config import EVALUATION_FIELDS, Config, check
+from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.data.sources import load_split
 from jaxrec.metrics import report, summarize_eval
 from jaxrec.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
+from jaxrec.setup import prepare
 
 
 class Evaluator:
@@ -81,8 +81,7 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     dataset, data_dir, eval_split, top_k, num_devices, eval_batch_size); default the run's own. The
     data set may be another one with the same classes; the training mean/std are used.
     """
-    config = check(config or trained.config, only=EVALUATION_FIELDS)
-    cpu_devices.split_host(config, ())
+    config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
     data = load_split(config, config.eval_split, trained.class_names, trained.image_shape)
     devices = select_devices(config.num_devices)
     evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,

@@ -12,6 +12,7 @@ collectives (gradient mean, evaluation sums) span them all.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
@@ -208,6 +209,56 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
     """[steps, K, global_batch] -> [devices, steps, K, per_device]: as `split_over_devices`, per model."""
     steps, models, batch = indices.shape
     return indices.reshape(steps, models, num_devices, batch // num_devices).transpose(2, 0, 1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The compiled training program of K models (1 for a plain run), and how the loop talks to it.
+
+    The loop holds one `state` for the whole program and sends, per call, the models' index batches
+    [steps, K, global_batch] and their training keys [K]. With K = 1 the program is the plain
+    single-model function (make_train_fn), fed the one model's share, so a plain run's arithmetic
+    is exactly what it has always been; with K > 1, make_group_train_fn over states stacked on a
+    model axis.
+    """
+
+    models: int
+    devices: tuple[jax.Device, ...]
+    fn: Callable  # pmapped (state, images, labels, shares, keys) -> (state, metrics); state donated
+
+    def stack(self, states: Sequence[Any]) -> Any:
+        """The K models' (unreplicated) train states as the program's one replicated state."""
+        return replicate(states[0] if self.models == 1 else stack_states(states), self.devices)
+
+    def unstack(self, state: Any) -> tuple[Any, ...]:
+        """The program's state as the K models' replicated states, on the devices."""
+        return (state,) if self.models == 1 else make_unstack_fn(self.models, self.devices)(state)
+
+    def shares(self, indices: np.ndarray) -> np.ndarray:
+        """[steps, K, global_batch] -> this process's rows of the program's index argument."""
+        if self.models == 1:
+            return local_rows(split_over_devices(indices[:, 0], len(self.devices)), self.devices)
+        return local_rows(split_models_over_devices(indices, len(self.devices)), self.devices)
+
+    def keys(self, rngs: jax.Array) -> jax.Array:
+        """The K models' training keys [K] -> the program's key argument."""
+        return rngs[0] if self.models == 1 else rngs
+
+    def per_model(self, metrics: Any) -> dict[str, np.ndarray]:
+        """A call's metrics (the same on every device) as host arrays [steps, K]; waits for the device."""
+        metrics = {name: np.asarray(value) for name, value in unreplicate(metrics).items()}
+        return {name: value[:, None] for name, value in metrics.items()} if self.models == 1 else metrics
+
+
+def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], models: int = 1, model_axis: str = "loop",
+                 label_smoothing: float = 0.0, steps_loop: str | None = None) -> Program:
+    """The training program of `models` models on `devices` (see Program); the same settings give the
+    same compiled function, so the programs of one process (a study's) compile once."""
+    if models == 1:
+        fn = make_train_fn(preprocess, devices, label_smoothing, steps_loop)
+    else:
+        fn = make_group_train_fn(preprocess, devices, models, model_axis, label_smoothing, steps_loop)
+    return Program(models=models, devices=tuple(devices), fn=fn)
 
 
 def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:

@@ -11,10 +11,44 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-Record = dict[str, Any]
 # The fields of a record that measure time rather than what was computed: two runs that compute the
 # same thing agree on every other field.
 TIMING_FIELDS = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds", "includes_compilation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One finished epoch: a line of metrics.jsonl. The test_* fields and eval_seconds are set when
+    the epoch ended with an evaluation, and left out of the line otherwise."""
+
+    epoch: int  # counted from 1
+    step: int   # global steps done at the end of the epoch
+    train_loss: float  # means over the epoch's steps
+    train_accuracy: float
+    train_seconds: float  # device-call time of the epoch
+    images_per_second: float
+    includes_compilation: bool = False  # the epoch made a call of a length this process had not compiled
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    test_macro_f1: float | None = None
+    eval_seconds: float | None = None
+    wall_seconds: float | None = None  # of the whole run so far, all sessions together
+
+    @property
+    def evaluated(self) -> bool:
+        return self.test_loss is not None
+
+    def replace(self, **changes: Any) -> "Record":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics.jsonl line: every field that is set, in the order above."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Record":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +86,14 @@ class RunState:
                                    train_seconds=0.0, records=(*self.records, record))
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "records": [dict(r) for r in self.records]}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**values, "records": [r.to_json() for r in self.records]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunState":
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        return cls(**{**values, "records": tuple(values.get("records", ()))})
+        return cls(**{**values, "records": tuple(Record.from_json(r) for r in values.get("records", ()))})
 
 
 __all__ = ["Record", "RunState", "TIMING_FIELDS"]

@@ -28,9 +28,8 @@ from jaxrec import distributed, host, outputs, stats
 from jaxrec.checkpointing import latest_checkpoint_step, load_trained
 from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
 from jaxrec.errors import InputError
-from jaxrec.group import check_group, train_group
 from jaxrec.run_state import TIMING_FIELDS
-from jaxrec.train import train_and_evaluate
+from jaxrec.train import check_group, train_and_evaluate, train_group
 from jaxrec.workdir import STUDY_SPEC_FILE, check_workdir
 
 log = logging.getLogger(__name__)
@@ -181,7 +180,7 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
 def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
               model_axis: str = "loop") -> dict[str, Any]:
     """Trains every seed of `spec` not finished yet (resuming a stopped one), `seeds_per_program` at a
-    time in one program (jaxrec.group, with `model_axis`), then writes and returns the study's
+    time in one program (jaxrec.train.train_group, with `model_axis`), then writes and returns the study's
     statistics (study.json, study.md, study_*.png)."""
     workdir = Path(workdir)
     if seeds_per_program < 1:

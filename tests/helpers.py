@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -71,24 +72,24 @@ def run_script(script: str, *args: str, default_devices: bool = False, cwd: Path
                           timeout=timeout)
 
 
-def sigterm_after(monkeypatch, stop_after: int, module: ModuleType = train_lib, factory: str = "make_train_fn"):
-    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call).
-    module.factory builds the train function (the group loop's: jaxrec.group, make_group_train_fn)."""
-    real = getattr(module, factory)
+def sigterm_after(monkeypatch, stop_after: int):
+    """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call),
+    through the program jaxrec.parallel.make_program builds for it."""
+    real = train_lib.make_program
 
-    def make_train_fn(*args, **kwargs):
-        fn, done = real(*args, **kwargs), {"steps": 0}
+    def make_program(*args, **kwargs):
+        program, done = real(*args, **kwargs), {"steps": 0}
 
-        def train_fn(state, images, labels, indices, rng):
-            out = fn(state, images, labels, indices, rng)
+        def fn(state, images, labels, indices, rng):
+            out = program.fn(state, images, labels, indices, rng)
             before, done["steps"] = done["steps"], done["steps"] + indices.shape[1]
             if before < stop_after <= done["steps"]:
                 signal.raise_signal(signal.SIGTERM)
             return out
 
-        return train_fn
+        return dataclasses.replace(program, fn=fn)
 
-    monkeypatch.setattr(module, factory, make_train_fn)
+    monkeypatch.setattr(train_lib, "make_program", make_program)
 
 
 def load_script(name: str) -> ModuleType:

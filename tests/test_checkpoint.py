@@ -29,7 +29,7 @@ from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError, SaveError
 from jaxrec.interrupt import TrainingInterrupted
-from jaxrec.run_state import RunState
+from jaxrec.run_state import Record, RunState
 from jaxrec.state import TrainState
 from jaxrec.train import train_and_evaluate
 
@@ -135,7 +135,7 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
         from jaxrec.state import TrainState
         from jaxrec.checkpointing import RunCheckpointer
         from jaxrec.config import Config
-        from jaxrec.run_state import RunState
+        from jaxrec.run_state import Record, RunState
         config = Config()
         state = TrainState.create(apply_fn=None, params={{"w": jnp.zeros((32, 1024, 1024))}},
                                   tx=optax.sgd(0.1, momentum=0.9))
@@ -352,13 +352,19 @@ def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
         load_trained(tmp_path)
 
 
+# An epoch's line as jaxrec wrote it before it counted compilation.
+LEGACY_RECORD = {"epoch": 1, "step": 12, "train_loss": 2.25, "train_accuracy": 0.125, "train_seconds": 3.0,
+                 "images_per_second": 128.0, "test_loss": 2.0, "test_accuracy": 0.25, "test_macro_f1": 0.1,
+                 "eval_seconds": 0.5, "wall_seconds": 4.0}
+
+
 def test_meta_written_before_the_run_state_existed_still_resumes():
     legacy = {"step": 17, "epoch": 1, "step_in_epoch": 5, "epoch_sums": {"loss": 9.5, "accuracy": 1.25, "seconds": 3.0},
-              "records": [{"epoch": 1, "test_accuracy": 0.25}], "rng_key_data": [0, 0], "config": {"seed": 0, "conv_features": [32, 64]},
+              "records": [LEGACY_RECORD], "rng_key_data": [0, 0], "config": {"seed": 0, "conv_features": [32, 64]},
               "dataset": {"class_names": ["a"]}, "elapsed_seconds": 42.0, "test_accuracy": None, "versions": {},
               "saved": "2026-11-25 10:00:00 UTC"}
     meta = CheckpointMeta.from_json(legacy)
     assert meta.run == RunState(step=17, epoch=1, position=5, loss_sum=9.5, accuracy_sum=1.25, train_seconds=3.0,
-                                records=({"epoch": 1, "test_accuracy": 0.25, "includes_compilation": True},),
+                                records=(Record(**LEGACY_RECORD, includes_compilation=True),),
                                 elapsed_seconds=42.0)
     assert CheckpointMeta.from_json(meta.to_json()) == meta

@@ -1,4 +1,4 @@
-"""Several seeds in one program (jaxrec.group): each is its plain run, a stopped program resumes from
+"""Several seeds in one program (jaxrec.train.train_group): each is its plain run, a stopped program resumes from
 the step all its seeds reached, a study compiles its program once, and what cannot share a program is refused."""
 
 import json
@@ -10,15 +10,13 @@ import numpy as np
 import pytest
 
 from helpers import checkpoint_steps, records, sigterm_after
-from jaxrec import group as group_lib
 from jaxrec import parallel
 from jaxrec.checkpointing import checkpoint_dir, load_trained
 from jaxrec.config import SOURCES
 from jaxrec.errors import InputError
-from jaxrec.group import check_group, train_group
 from jaxrec.interrupt import TrainingInterrupted
 from jaxrec.study import StudySpec, programs, run_study
-from jaxrec.train import train_and_evaluate
+from jaxrec.train import check_group, train_and_evaluate, train_group
 
 
 def _members(config, tmp_path, seeds):
@@ -59,7 +57,7 @@ def test_a_study_whose_seeds_stopped_at_different_steps_keeps_each_ones_progress
                                                                                  monkeypatch):
     config = small_config.replace(epochs=2)
     spec = StudySpec(config, seeds=(2, 3), vary=SOURCES)
-    sigterm_after(monkeypatch, 20, group_lib, "make_group_train_fn")  # stops at step 20 (epoch 2, step 8 of 12)
+    sigterm_after(monkeypatch, 20)  # stops at step 20 (epoch 2, step 8 of 12)
     with pytest.raises(TrainingInterrupted, match="2 seeds saved"):
         run_study(spec, tmp_path, seeds_per_program=2)
     monkeypatch.undo()

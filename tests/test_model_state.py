@@ -18,11 +18,10 @@ from jaxrec.evaluation import Evaluator
 from jaxrec.interrupt import TrainingInterrupted
 from jaxrec.models import ArticleCNN, count_params
 from jaxrec.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
-from jaxrec.group import train_group
 from jaxrec.predict import Predictor
 from jaxrec.run_state import RunState
 from jaxrec.steps import train_step
-from jaxrec.train import train_and_evaluate
+from jaxrec.train import train_and_evaluate, train_group
 
 BN = dict(SMALL, norm="batch")
 # The model of Config(**BN) without a device axis (norm_axis None): for references under plain jit.

@@ -11,7 +11,7 @@ from helpers import records, run_script
 from jaxrec import cpu_devices
 from jaxrec.config import Config
 from jaxrec.errors import InputError
-from jaxrec.run_state import RunState
+from jaxrec.run_state import Record, RunState
 from jaxrec.train import RunKeys, call_end, train_and_evaluate, train_speed
 
 
@@ -59,9 +59,12 @@ def test_run_state_sums_do_not_depend_on_how_steps_are_grouped_into_calls():
         in_calls = in_calls.after_steps(losses[start:end], accuracies[start:end], 2.0 / 3)
     assert (one_call.step, one_call.position) == (in_calls.step, in_calls.position) == (5, 5)
     assert (one_call.loss_sum, one_call.accuracy_sum) == (in_calls.loss_sum, in_calls.accuracy_sum)
-    finished = one_call.end_epoch({"epoch": 1})
+    finished = one_call.end_epoch(Record(epoch=1, step=5, train_loss=0.26, train_accuracy=0.375, train_seconds=2.0,
+                                         images_per_second=80.0, test_loss=1.5, test_accuracy=0.5))
     assert (finished.epoch, finished.position, finished.loss_sum, finished.step) == (1, 0, 0.0, 5)
     assert RunState.from_json(json.loads(json.dumps(finished.to_json()))) == finished
+    line = finished.records[0].to_json()  # metrics.jsonl leaves out what was not measured
+    assert list(line)[-2:] == ["test_loss", "test_accuracy"] and "test_macro_f1" not in line
 
 
 def test_device_calls_stop_where_a_checkpoint_is_due():
@@ -74,8 +77,9 @@ def test_device_calls_stop_where_a_checkpoint_is_due():
 
 def test_the_speed_figure_leaves_out_every_epoch_that_compiled():
     # A run resumed at epoch 3: epochs 1 and 3 compiled (in their own processes), 2 and 4 did not.
-    runs = [{"train_seconds": s, "includes_compilation": c} for s, c in ((9.0, True), (1.0, False), (7.0, True),
-                                                                           (3.0, False))]
+    runs = [Record(epoch=e, step=10 * e, train_loss=1.0, train_accuracy=0.5, train_seconds=s, images_per_second=100 / s,
+                   includes_compilation=c) for e, (s, c) in enumerate(((9.0, True), (1.0, False), (7.0, True),
+                                                                       (3.0, False)), 1)]
     assert train_speed(tuple(runs), 100) == pytest.approx(200 / 4.0)
     assert train_speed(tuple(runs[:1]), 100) == pytest.approx(100 / 9.0)  # nothing else to go by
 
