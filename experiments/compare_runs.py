@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxrec.outputs import read_jsonl
-from jaxrec.run_state import TIMING_FIELDS as TIMING
+from jaxrec.run.outputs import read_jsonl
+from jaxrec.training.run_state import TIMING_FIELDS as TIMING
 
 
 def main() -> int:

@@ -14,9 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from jaxrec import stats
-
-
+from jaxrec.studies import stats
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path, help="study A's workdir")

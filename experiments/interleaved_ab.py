@@ -2,10 +2,10 @@
 
 On a shared machine two benchmark runs a minute apart can differ by 20% or more; windows of two
 variants taken in turn in one process see the same machine. Each variant is a list of Config
-settings (any kernel knob of jaxrec.kernels, and `devices`: how many of the process's CPU devices it
+settings (any kernel knob of jaxrec.models.kernels, and `devices`: how many of the process's CPU devices it
 trains on; a 1-device program in a 2-device process uses the same thread pool as a 1-device process).
 It trains the article CNN (batch 128, 10 steps per call, random CIFAR-shaped bytes) with the loop's
-own program (jaxrec.parallel.make_program), or with --eval times the Evaluator, and prints each variant's median images/s and
+own program (jaxrec.training.parallel.make_program), or with --eval times the Evaluator, and prints each variant's median images/s and
 the median ratio of each variant to the first, window by window. The A/Bs in results/benchmark.md:
 
     python experiments/interleaved_ab.py conv_grad=lax conv_grad=patch
@@ -20,13 +20,13 @@ import time
 import jax
 import numpy as np
 
-from jaxrec import cpu_devices
+from jaxrec.runtime import cpu_devices
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
-from jaxrec.evaluation import Evaluator
+from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import create_model
-from jaxrec.parallel import make_program, replicate, select_devices
-from jaxrec.state import create_train_state
+from jaxrec.training.parallel import make_program, replicate, select_devices
+from jaxrec.training.state import create_train_state
 
 PRE = Preprocess(mean=(127.5,) * 3, std=(73.9,) * 3)  # uniform bytes; only the speed matters here
 

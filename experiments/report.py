@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from jaxrec.outputs import read_jsonl
+from jaxrec.run.outputs import read_jsonl
 
 
 def describe(workdir: Path) -> dict:

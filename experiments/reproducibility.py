@@ -38,13 +38,13 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     import jax
     import numpy as np
 
-    from jaxrec import flags
+    from jaxrec.cli import flags
     from jaxrec.config import Config, check
     from jaxrec.data import load_data
     from jaxrec.data.pipeline import epoch_indices
-    from jaxrec.parallel import select_devices, unreplicate
-    from jaxrec.train import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
-    from jaxrec.writers import Writers
+    from jaxrec.training.parallel import select_devices, unreplicate
+    from jaxrec.training.loop import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
+    from jaxrec.run.writers import Writers
 
     _, _, models, axis = CASES[name]
     shutil.rmtree(workdir / name, ignore_errors=True)  # a case that did not finish starts over
@@ -77,8 +77,8 @@ def compare(workdir: Path) -> dict:
     import jax
     import numpy as np
 
-    from jaxrec.checkpointing import load_trained
-    from jaxrec.outputs import read_predictions
+    from jaxrec.run.checkpoints import load_trained
+    from jaxrec.run.outputs import read_predictions
 
     def final(name):
         run = workdir / name / "seed_0"
@@ -121,7 +121,7 @@ def main() -> int:
     table = compare(args.workdir)
     result = {"cases": table, "flags": config_flags, "started": started, "command": " ".join(sys.argv),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    from jaxrec import host
+    from jaxrec.runtime import host
     result.update(machine=host.machine(), versions=host.versions())
     (args.workdir / "reproducibility.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| case | devices | models/program | after step 1: identical, max abs diff | after training: identical, "

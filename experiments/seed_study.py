@@ -1,4 +1,4 @@
-"""A seed study: train one config over many seeds and report the spread (`jaxrec study`, see jaxrec.study).
+"""A seed study: train one config over many seeds and report the spread (`jaxrec study`, see jaxrec.studies.study).
 
     python experiments/seed_study.py --seeds 0-9 --workdir runs/study_all                  # vary everything
     python experiments/seed_study.py --seeds 0-4 --vary init --workdir runs/study_init     # only the init

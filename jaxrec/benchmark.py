@@ -2,8 +2,8 @@
 
 `run_benchmark(config, options)` builds the model named by `config.model` (any model of
 `jaxrec.models.create_model`), puts random uint8 images of `options.image_shape` on the devices
-and times the compiled functions the training loop uses: the program of `jaxrec.parallel.make_program`
-(with `config.steps_per_call` steps per call) and `jaxrec.evaluation.Evaluator`, with the same `Preprocess`.
+and times the compiled functions the training loop uses: the program of `jaxrec.training.parallel.make_program`
+(with `config.steps_per_call` steps per call) and `jaxrec.evaluation.evaluator.Evaluator`, with the same `Preprocess`.
 It reports images/s (the median of several timed windows after warm-up, each ended by
 `block_until_ready`), compile times, FLOPs per image from XLA's cost analysis, the achieved FLOP/s
 as a fraction of a float32 matmul measured on the same device, peak host memory and the device.
@@ -21,15 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import host
+from jaxrec.runtime import host
 from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
-from jaxrec.evaluation import Evaluator
+from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
-from jaxrec.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
-from jaxrec.setup import prepare
-from jaxrec.state import create_train_state
+from jaxrec.training.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
+from jaxrec.runtime.setup import prepare
+from jaxrec.training.state import create_train_state
 
 
 def _flops(compiled: Any) -> float:
@@ -85,7 +85,7 @@ def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
 
 def training_program(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
                      models: int) -> tuple[Program, Any, list[np.ndarray], jax.Array]:
-    """The program the training loop would run for `models` models (jaxrec.parallel.make_program), its
+    """The program the training loop would run for `models` models (jaxrec.training.parallel.make_program), its
     replicated state, the index batches of its calls and its keys; model k has its own
     initialisation and data order (the keys of seed `config.seed` folded with k; k = 0 unfolded)."""
     steps = config.steps_per_call
@@ -198,3 +198,11 @@ def format_report(result: dict[str, Any]) -> str:
         f"compile {r['eval_compile_seconds']:.1f} s",
         f"peak host memory {r['peak_host_memory_mb']:,.0f} MB",
     ])
+
+
+if __name__ == "__main__":  # `python -m jaxrec.benchmark ...` is `jaxrec benchmark ...`
+    import sys
+
+    from jaxrec.cli import main
+
+    sys.exit(main(["benchmark", *sys.argv[1:]]))

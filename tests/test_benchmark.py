@@ -12,7 +12,7 @@ from helpers import SMALL
 from jaxrec.benchmark import format_report, run_benchmark
 from jaxrec.config import BenchmarkOptions, Config
 from jaxrec.errors import InputError
-from jaxrec.host import peak_host_memory_mb
+from jaxrec.runtime.host import peak_host_memory_mb
 
 TINY = BenchmarkOptions(image_shape=(8, 8, 3), num_classes=4, train_examples=48, eval_examples=20,
                         windows=2, calls_per_window=1, warmup_calls=1, matmul_size=64)

@@ -9,12 +9,12 @@ import pytest
 from PIL import Image
 
 from helpers import SMALL_FLAGS, load_script, run_script
-from jaxrec.checkpointing import load_trained
+from jaxrec.run.checkpoints import load_trained
 from jaxrec.config import Config
 from jaxrec.data import DataError, load_data
 from jaxrec.data.image_folder import list_folder
-from jaxrec.evaluation import evaluate_trained
-from jaxrec.predict import Predictor
+from jaxrec.evaluation.evaluator import evaluate_trained
+from jaxrec.evaluation.predict import Predictor
 
 write_faces = load_script("make_demo_faces").write_faces
 

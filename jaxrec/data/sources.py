@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from jaxrec import memory
+from jaxrec.runtime import memory
 from jaxrec.config import Config, check
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert

@@ -1,6 +1,6 @@
 """Loads a TensorFlow Datasets image classification set into uint8 arrays.
 
-A data set prepared in TFDS's array_record format (`jaxrec prepare`, jaxrec.tfds_prepare) is read
+A data set prepared in TFDS's array_record format (`jaxrec prepare`, jaxrec.data.tfds_prepare) is read
 without TensorFlow (TFDS's random-access data source, images decoded by Pillow), so training never
 needs it. A set prepared in the older tfrecord format is read with TensorFlow (the `tfds` extra
 installs its CPU build: docs/install.md).
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxrec import tfds_prepare
+from jaxrec.data import tfds_prepare
 from jaxrec.data.types import ArrayDataset, DataError
 
 _CHUNK = 4096

@@ -1,29 +1,42 @@
-"""Model zoo: `create_model(config, num_classes)` maps a config's `model` name to a Flax module."""
+"""Models: one module per network, and the registry that maps a config's `--model` name to it.
+
+A model is a Flax linen module whose `__call__(x, train=False)` maps float images [batch, H, W, C]
+to logits [batch, classes], plus a `build(config, num_classes, kernels)` that makes it from a
+config. Adding one is a module and a line of REGISTRY (docs/development.md). Layers with state, such
+as BatchNorm, keep it in their own collections (`batch_stats`); the train state, the train step,
+checkpoints, evaluation and prediction carry every collection the model has. The CPU kernels the
+article CNN can swap in are in `kernels` and `conv`/`pooling`.
+
+This module imports nothing heavy (the config reads REGISTRY before JAX starts); the networks load
+when a model is built.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
+import importlib
+from typing import Any
 
-import flax.linen as nn
-import jax
+# --model name -> "module:builder"; the builder takes (config, num_classes, kernels) and returns the module.
+REGISTRY = {
+    "cnn": "jaxrec.models.cnn:build",
+    "rnn": "jaxrec.models.rnn:build",
+}
+MODELS = tuple(REGISTRY)
+# Names this package exports from the modules that hold them, loaded on first use.
+_LAZY = {"ArticleCNN": "jaxrec.models.cnn", "CELLS": "jaxrec.models.rnn", "RNN": "jaxrec.models.rnn",
+         "RowRNNClassifier": "jaxrec.models.rnn"}
 
-from jaxrec import kernels
-from jaxrec.config import Config, Model
-from jaxrec.models.cnn import ArticleCNN
-from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier
-from jaxrec.steps import AXIS
 
-MODELS = typing.get_args(Model)
-
-
-def create_model(config: Config, num_classes: int, *, for_eval: bool = False) -> nn.Module:
-    """Builds the module named by `config.model` (a checked config: see jaxrec.config.check).
+def create_model(config: Any, num_classes: int, *, for_eval: bool = False) -> Any:
+    """Builds the module named by `config.model` (a checked Config: see jaxrec.config.check).
     Configs that differ only in seeds get the same module, so the train states of a study's seeds
-    share their structure (apply_fn) and one compiled train step. The CNN's kernels are the
-    platform's (jaxrec.kernels.choose); `for_eval`: the module evaluation and prediction run (the
-    same parameters and function; only kernels chosen for the forward pass alone may differ)."""
+    share their structure (apply_fn) and one compiled train step. The kernels are the platform's
+    (jaxrec.models.kernels.choose); `for_eval`: the module evaluation and prediction run (the same
+    parameters and function; only kernels chosen for the forward pass alone may differ)."""
+    from jaxrec.models import kernels  # noqa: PLC0415 - imports JAX
+
     chosen = kernels.choose(config)
     if for_eval:
         chosen = dataclasses.replace(chosen, image_conv=chosen.eval_image_conv)
@@ -31,21 +44,24 @@ def create_model(config: Config, num_classes: int, *, for_eval: bool = False) ->
 
 
 @functools.lru_cache(maxsize=32)
-def _model(config: Config, num_classes: int, chosen: kernels.Kernels) -> nn.Module:
-    if config.model == "rnn":
-        return RowRNNClassifier(num_classes=num_classes, cell=config.rnn_cell, hidden=config.rnn_hidden,
-                                num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional)
-    if config.model == "cnn":
-        return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
-                          dense_features=config.dense_features, image_conv=chosen.image_conv,
-                          conv_grad=chosen.conv_grad, pool=chosen.pool, norm=config.norm, norm_axis=AXIS,
-                          norm_momentum=config.norm_momentum, norm_epsilon=config.norm_epsilon)
-    raise ValueError(f"no model named {config.model!r} in jaxrec.models ({', '.join(MODELS)})")
+def _model(config: Any, num_classes: int, chosen: Any) -> Any:
+    if config.model not in REGISTRY:
+        raise ValueError(f"no model named {config.model!r} in jaxrec.models.REGISTRY ({', '.join(MODELS)})")
+    module, _, builder = REGISTRY[config.model].partition(":")
+    return getattr(importlib.import_module(module), builder)(config, num_classes, chosen)
 
 
-def count_params(params) -> int:
+def count_params(params: Any) -> int:
     """Total number of scalars in a parameter tree."""
+    import jax  # noqa: PLC0415
+
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-__all__ = ["ArticleCNN", "CELLS", "MODELS", "RNN", "RowRNNClassifier", "count_params", "create_model"]
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxrec.models' has no attribute {name!r}")
+
+
+__all__ = ["ArticleCNN", "CELLS", "MODELS", "REGISTRY", "RNN", "RowRNNClassifier", "count_params", "create_model"]

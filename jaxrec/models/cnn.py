@@ -7,8 +7,11 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from jaxrec.config import Config
 from jaxrec.models.conv import patch_conv, patch_grad_conv
+from jaxrec.models.kernels import Kernels
 from jaxrec.models.pooling import max_pool_2x2
+from jaxrec.training.steps import AXIS
 
 # image_conv="patch" applies to convolutions over inputs with at most this many channels (the image itself).
 PATCH_CONV_MAX_CHANNELS = 4
@@ -31,12 +34,12 @@ class ArticleCNN(nn.Module):
 
     norm "batch" puts BatchNorm after each convolution (which then has no bias, as BatchNorm's own
     bias takes its place): in train mode it normalises with the batch's statistics, averaged over
-    the devices' named axis `norm_axis` (jaxrec.steps.AXIS under the train step; None for one
+    the devices' named axis `norm_axis` (jaxrec.training.steps.AXIS under the train step; None for one
     device under plain jit), and updates the running statistics (collection `batch_stats`) that
     eval mode normalises with. running = norm_momentum x running + (1 - norm_momentum) x batch.
 
     image_conv, conv_grad and pool pick implementations that compute the same function
-    (jaxrec.kernels): the defaults are the plain ones (lax's convolution and its gradient,
+    (jaxrec.models.kernels): the defaults are the plain ones (lax's convolution and its gradient,
     `nn.max_pool`); create_model takes the platform's.
     """
 
@@ -73,3 +76,12 @@ class ArticleCNN(nn.Module):
         if x.shape[-1] <= PATCH_CONV_MAX_CHANNELS:
             return patch_conv if self.image_conv == "patch" else None
         return patch_grad_conv if self.conv_grad == "patch" else None
+
+
+def build(config: Config, num_classes: int, kernels: Kernels) -> ArticleCNN:
+    """The article's CNN as `config` sets it (--conv_features, --dense_features, --norm ...), with the
+    platform's `kernels`; BatchNorm's statistics are averaged over the train step's device axis."""
+    return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
+                      dense_features=config.dense_features, image_conv=kernels.image_conv,
+                      conv_grad=kernels.conv_grad, pool=kernels.pool, norm=config.norm, norm_axis=AXIS,
+                      norm_momentum=config.norm_momentum, norm_epsilon=config.norm_epsilon)

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrec.config import Config
+
 Params = dict[str, jax.Array]
 Carry = Any  # h [batch, hidden] for tanh and GRU; (c, h) for the LSTM
 
@@ -126,7 +128,7 @@ def scan_cell(cell: str, params: Params, xs: jax.Array, carry: Carry, lengths: j
             return carry, jnp.where(keep, h, jnp.zeros_like(h))
         scanned = (projected, valid)
 
-    # A rolled loop: unlike convolutions (see jaxrec.parallel), these small matmuls are not slowed
+    # A rolled loop: unlike convolutions (see jaxrec.training.parallel), these small matmuls are not slowed
     # down by XLA:CPU's while loop; in a check on the 2-core VM the rolled scan trained faster than
     # unroll=2, 8 or a full unroll, and compiles in a fraction of the time.
     carry, outputs = jax.lax.scan(body, carry, scanned)
@@ -245,3 +247,9 @@ class RowRNNClassifier(nn.Module):
         _, carry = RNN(self.cell, self.hidden, self.num_layers, self.bidirectional)(rows)
         final = jnp.concatenate([hidden_state(self.cell, c) for c in carry[-1]], axis=-1)
         return nn.Dense(self.num_classes)(final)
+
+
+def build(config: Config, num_classes: int, kernels: Any = None) -> RowRNNClassifier:
+    """The row-reading RNN as `config` sets it (the rnn_* knobs); it has no kernels to choose."""
+    return RowRNNClassifier(num_classes=num_classes, cell=config.rnn_cell, hidden=config.rnn_hidden,
+                            num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional)

@@ -1,0 +1,330 @@
+"""The `jaxrec` command line: `jaxrec train|evaluate|predict|study|benchmark` (also `python -m jaxrec ...`).
+
+Every flag that sets something a run has is generated from `Config` (jaxrec.cli.flags), so the
+subcommands share one spelling, one help text and one set of checks.
+A settings error is refused before JAX starts and before any data is loaded. The experiment
+scripts are recipes over `train`: `run_experiment(argv, description, defaults)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from jaxrec.cli import flags
+from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
+from jaxrec.errors import InputError, SaveError
+from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
+from jaxrec.runtime.setup import prepare
+from jaxrec.run.workdir import writable_folder
+
+# Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
+# that `--help` and a refused setting answer at once.
+
+USAGE = """Train, evaluate and reproduce image classifiers with JAX.
+
+examples:
+  jaxrec train --dataset cifar10_sample --epochs 3
+  jaxrec train --dataset path/to/cifar10-jpeg --seed 0 --workdir runs/seed0
+  jaxrec evaluate --workdir runs/seed0
+  jaxrec predict --workdir runs/seed0 photo.jpg photos/
+  jaxrec study --dataset cifar10_sample --epochs 3 --seeds 0-4 --workdir runs/study
+  jaxrec benchmark
+  jaxrec prepare cifar10 --data_dir DIR
+
+`jaxrec COMMAND --help` lists a command's flags and their defaults."""
+
+
+def setup_logging(label: str = "") -> None:
+    """jaxrec's own progress at INFO; other libraries only when they warn. `label` starts every
+    line (a multi-process run's 'process I/N ')."""
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {label}%(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    logging.getLogger("jaxrec").setLevel(logging.INFO)
+
+
+def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None) -> Config:
+    """jaxrec.runtime.setup.prepare: checks `config` (the fields in `only`), splits the CPU into devices (one per
+    core unless told otherwise) and joins a multi-process run's processes, once; then labels the log
+    lines with the process. Returns the checked config."""
+    setup_logging()
+    prepared = prepare(config, only, batch_sizes)
+    from jaxrec.runtime import distributed
+    setup_logging(distributed.label())
+    return prepared
+
+
+def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout) -> int:
+    """Runs a command; returns its exit code (None counts as 0).
+
+    Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
+    their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
+    saving a checkpoint) prints how to resume and returns 128 + the signal number; outside the
+    training loop a signal ends the process at once with that code (interrupt.exit_on_signals). In
+    a multi-process run, losing another process ends this one within `heartbeat_timeout` seconds
+    (jaxrec.runtime.distributed.leave_after_lost_process).
+    """
+    try:
+        with exit_on_signals():  # a signal outside training ends the process at once, with one line
+            return command() or 0
+    except SaveError as err:
+        _leave_after_failed_save(err)
+    except (InputError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stopped:
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code
+    except Exception as err:  # noqa: BLE001 - only a multi-process run's lost peer is handled; the rest re-raise
+        if "jaxrec.runtime.distributed" in sys.modules:  # imported only where processes may have been joined
+            sys.modules["jaxrec.runtime.distributed"].leave_after_lost_process(err, heartbeat_timeout)
+        raise
+
+
+def _leave_after_failed_save(err: SaveError) -> None:
+    """Writes the error as one line to the real stderr and ends the process at once.
+
+    After a failed save sys.stderr drops other threads' text (RunCheckpointer.save: the storage
+    layer's threads go on printing tracebacks), and a normal exit would wait on those threads' clean-up.
+    """
+    sys.stdout.flush()
+    os.write(2, f"error: {err}\n".encode())
+    os._exit(2)
+
+
+def train(config: Config) -> int:
+    """Checks `config`, then trains and evaluates it into config.workdir (default: config.default_workdir())."""
+
+    def run() -> None:
+        checked = start_jax(config.replace(workdir=config.workdir or config.default_workdir()))
+        from jaxrec.training.loop import train_and_evaluate
+
+        train_and_evaluate(checked, checked.workdir)
+
+    return exit_code(run, config.heartbeat_timeout)
+
+
+def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: Config,
+                   aliases: dict[str, str] | None = None) -> int:
+    """An experiment script's main: training flags over the recipe's `defaults` (plus `aliases`, see
+    jaxrec.cli.flags.add_flags), then `train`. Returns the process exit code."""
+    return train(flags.parse_config(argv, description, defaults, aliases))
+
+
+def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False,
+          seeds_per_program: int = 1, model_axis: str = "loop") -> int:
+    """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
+    config.workdir (default runs/study_<model>_<dataset>), `seeds_per_program` models per compiled
+    program; writes study.json/.md and plots. With `determinism`, first trains the first seed twice
+    and reports whether the runs are bit-identical."""
+
+    def run() -> None:
+        from jaxrec.studies.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
+
+        spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
+        workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
+        start_jax(config)
+        from jaxrec.runtime import distributed
+        if determinism:
+            same = check_determinism(spec, workdir)
+            if distributed.is_primary():
+                print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
+                      f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
+                      f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
+        run_study(spec, workdir, seeds_per_program, model_axis)
+        if distributed.is_primary():  # the one process that wrote them
+            print((workdir / "study.md").read_text(), end="")
+            print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
+
+    return exit_code(run, config.heartbeat_timeout)
+
+
+def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="the training run's output directory")
+    parser.add_argument("--which", choices=("best", "latest"), default="best",
+                        help="checkpoint: best test accuracy, or the latest")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    def run() -> None:
+        overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
+        check(Config(**overrides), only=list(overrides))
+        out = Path(getattr(args, "out", args.workdir))
+        if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
+            writable_folder(out, "--out")
+        start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
+        from jaxrec.run import outputs
+        from jaxrec.run.checkpoints import load_trained
+        from jaxrec.evaluation.evaluator import evaluate_trained
+
+        trained = load_trained(args.workdir, args.which)
+        config = trained.config.replace(**overrides)
+        result = evaluate_trained(trained, config)
+        dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
+        suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, "latest" if args.which == "latest" else None]))
+        title = (f"{trained.config.model} ({args.which} checkpoint, epoch {trained.epoch}) on "
+                 f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
+        paths = outputs.write_eval(out, result, suffix, title)
+        print(outputs.eval_markdown(result, title))
+        print("wrote " + ", ".join(map(str, paths)))
+
+    return exit_code(run)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    def run() -> int:
+        check(Config(top_k=args.top_k), only=["top_k"])
+        setup_logging()
+        from jaxrec.run.checkpoints import load_trained
+        from jaxrec.evaluation.predict import Predictor
+
+        entries = Predictor(load_trained(args.workdir, args.which), args.batch_size).predict(args.inputs, args.top_k)
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        for entry in entries:
+            if "error" in entry:
+                print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
+            elif not args.json:
+                decoded = f" ({'; '.join(entry['decoded'])})" if entry.get("decoded") else ""
+                print(f"{entry['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top_k"])
+                      + decoded)
+        failed = sum("error" in entry for entry in entries)
+        if failed:
+            print(f"{failed} of {len(entries)} file(s) could not be classified", file=sys.stderr)
+        return 1 if failed else 0
+
+    return exit_code(run)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    def run() -> None:
+        options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
+        config = start_jax(Config(**flags.values_of(args, Config)))
+        from jaxrec.benchmark import format_report, run_benchmark
+
+        result = run_benchmark(config, options)
+        print(json.dumps(result, indent=2) if args.json else format_report(result))
+
+    return exit_code(run)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from jaxrec.data import tfds_prepare  # no JAX: runs beside a separate TensorFlow folder
+        if args.check:
+            found = tfds_prepare.ready(args.name, args.data_dir)
+            print(f"{args.name} is {'' if found else 'not '}prepared in {args.data_dir or 'TFDS default'} as "
+                  f"jaxrec reads it")
+            return 0 if found else 1
+        builder = tfds_prepare.builder(args.name, args.data_dir)
+        tfds_prepare.prepare(builder, args.name)
+        print(f"{args.name} is prepared in {builder.data_dir} ({tfds_prepare.FORMAT})")
+        return 0
+
+    return exit_code(run)
+
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
+                                 description=Config.__doc__)
+    flags.add_flags(parser, Config)
+    parser.set_defaults(main=lambda args: train(Config(**flags.values_of(args, Config))))
+
+
+def _add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="per-class scores and confusion matrix of a run's checkpoint",
+        description="Evaluates a run's checkpoint on a split of its data set, or of another with the same classes. "
+                    "Writes eval_<split>.json/.md and confusion_<split>.png into --out (default: the workdir); "
+                    "the run's own eval.json is never overwritten.")
+    _add_checkpoint_flags(parser)
+    parser.add_argument("--out", default=argparse.SUPPRESS, help="folder for the report files (default: the workdir)")
+    flags.add_flags(parser, Config, only=EVALUATION_FIELDS, inherit=True,
+                    aliases={"split": "eval_split", "batch_size": "eval_batch_size"})
+    parser.set_defaults(main=_evaluate)
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict", help="top-k classes of new images with a run's checkpoint",
+        description="Classifies image files and folders (searched recursively) with the training preprocessing. "
+                    "A file that cannot be read gets its own error line and the exit code 1; the others are "
+                    "still classified.")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    _add_checkpoint_flags(parser)
+    flags.add_flags(parser, Config, only=("top_k",))
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    parser.add_argument("--batch_size", type=flags.positive_int, default=256, help="images per device call")
+    parser.set_defaults(main=_predict)
+
+
+def _add_study(commands) -> None:
+    parser = commands.add_parser(
+        "study", help="train one config over many seeds; the spread, intervals, disagreement, ensemble",
+        description="A seed study: every training flag, plus the seeds and the sources of randomness they set. "
+                    "Each seed is a normal run in WORKDIR/seed_<n>; WORKDIR/study.json and study.md hold the "
+                    "statistics. Rerun the same command to continue a stopped study.")
+    flags.add_flags(parser, Config)
+    parser.add_argument("--seeds", required=True, help="a range 0-9, a list 0,3,7, or both: 0-4,9")
+    parser.add_argument("--vary", default="all", help="the sources that take each study seed: all, or a comma list "
+                                                      "of init, order, augment, split (the others keep --base_seed)")
+    parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
+    parser.add_argument("--check_determinism", action="store_true",
+                        help="first train the first seed twice and report whether the runs are bit-identical")
+    parser.add_argument("--seeds_per_program", type=flags.positive_int, default=1,
+                        help="models trained side by side in one compiled program (same results with --model_axis "
+                             "loop; on a CPU one at a time is as fast, see docs/studies.md)")
+    parser.add_argument("--model_axis", choices=MODEL_AXES, default="loop",
+                        help="how a program holds its models: loop (written out one after another: each model's "
+                             "arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, float-rounding "
+                             "differences, 3x slower on XLA:CPU)")
+    parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
+                                                args.base_seed, args.check_determinism, args.seeds_per_program,
+                                                args.model_axis))
+
+
+def _add_benchmark(commands) -> None:
+    parser = commands.add_parser(
+        "benchmark", help="training and evaluation speed on random data",
+        description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
+                    "compile time, FLOPs, fraction of a measured matmul peak, peak host memory.")
+    flags.add_flags(parser, Config, Config(progress=False))
+    flags.add_flags(parser, BenchmarkOptions)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    parser.set_defaults(main=_benchmark)
+
+
+def _add_prepare(commands) -> None:
+    parser = commands.add_parser(
+        "prepare", help="download and prepare a TFDS data set once, for reading without TensorFlow",
+        description="Prepares a TFDS data set in the array_record format, which training reads without "
+                    "TensorFlow. Preparing needs TensorFlow (the tfds extra, or a separate folder on a TPU/GPU "
+                    "runtime: docs/install.md) and internet; --check needs neither.")
+    parser.add_argument("name", help="a TFDS data set name, e.g. cifar10")
+    parser.add_argument("--data_dir", default=None, help="where to put it (default: TFDS's, ~/tensorflow_datasets)")
+    parser.add_argument("--check", action="store_true",
+                        help="only say whether it is prepared as jaxrec reads it (exit 0) or not (exit 1)")
+    parser.set_defaults(main=_prepare)
+
+
+def build_parser() -> flags.Parser:
+    """The `jaxrec` parser with its subcommands."""
+    parser = flags.Parser(prog="jaxrec", description=USAGE)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
+    for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_benchmark, _add_prepare):
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `jaxrec` console script."""
+    args = build_parser().parse_args(argv)
+    return args.main(args)
+
+
+__all__ = ["build_parser", "exit_code", "main", "run_experiment", "setup_logging", "study", "train"]

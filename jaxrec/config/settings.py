@@ -1,0 +1,293 @@
+"""The one config object: every knob of a run, with its default, what it does and what it allows.
+
+`Config` is a frozen dataclass. Each field carries its help text and, where not every value of its
+type makes sense, a `Rule`; enumerated fields are `Literal` types. `check(config)` applies the
+rules and the checks that involve several fields, so every setting is refused (one line each,
+naming the field, the value and what is allowed) before any data is loaded. The command line
+(`jaxrec.cli.flags`) is generated from the same fields, so a new knob is added in exactly one place
+and shows up in `--help`, in the saved `config.json` and in `summary.json`.
+
+The rules and per-field checks are in jaxrec.config.rules. This module imports nothing heavy, so the command line can check a config before JAX starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from jaxrec.config.rules import (Rule, above, at_least, field_problems, in_range, is_number, knob, sizes_at_least,
+                                 zero_or_at_least)
+from jaxrec.errors import InputError
+from jaxrec.models import REGISTRY
+
+Model = Literal[tuple(REGISTRY)]  # the names of jaxrec.models.REGISTRY
+Norm = Literal["none", "batch"]
+RnnCell = Literal["tanh", "lstm", "gru"]
+Schedule = Literal["constant", "cosine", "step"]
+Channels = Literal[0, 1, 3]
+ModelAxis = Literal["loop", "vmap"]
+Distributed = Literal["auto", "on", "off"]
+ImageConv = Literal["auto", "lax", "patch"]
+ConvGrad = Literal["auto", "lax", "patch"]
+Pool = Literal["auto", "lax", "reshape_grad"]
+StepsLoop = Literal["auto", "rolled", "unrolled"]
+
+
+SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
+# The independent sources of randomness of a run, each with a seed of its own (`<source>_seed`).
+SOURCES = ("init", "order", "augment", "split")
+# How a program that trains several models holds them (jaxrec.training.parallel.make_group_train_fn).
+MODEL_AXES = typing.get_args(ModelAxis)
+
+
+def optional_seed() -> Rule:
+    return Rule(lambda v: v is None or (is_number(v) and 0 <= v < SEED_LIMIT), f"unset or in [0, {SEED_LIMIT})")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN."""
+
+    # Data.
+    dataset: str = knob("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), "
+                        "'cifar10_sample' (the small real sample shipped in the package), or a "
+                        "path to an image folder laid out <root>/<split>/<class>/<image>.",
+                        Rule(lambda v: bool(v.strip()), "a TFDS name, cifar10_sample or an image-folder path"))
+    data_dir: str | None = knob(None, "TFDS data directory holding prepared data sets "
+                                "(default: TFDS's own, usually ~/tensorflow_datasets).")
+    download: bool = knob(False, "Let TFDS download and prepare a missing data set (needs internet).")
+    train_split: str = knob("train", "Split to train on.")
+    eval_split: str = knob("test", "Split to evaluate on.")
+    image_size: int = knob(0, "Resize images to image_size x image_size; 0: an image folder's median "
+                           "size (the common size when most images share one), a TFDS set's own.",
+                           zero_or_at_least(8))
+    channels: Channels = knob(0, "Convert images to 1 (grayscale) or 3 (RGB) "
+                                "channels; 0: gray if most of an image folder's images are, a TFDS set's own.")
+    test_fraction: float = knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
+                                "fraction of each class's images held out for evaluation, drawn with the seed.",
+                                in_range(0, 1, low_open=True))
+    min_images_per_class: int = knob(1, "Image folders: drop classes with fewer images than this (counted in "
+                                     "the training split, or in the whole class when the split is made here).",
+                                     at_least(1))
+
+    # Model.
+    model: Model = knob("cnn", "Model from jaxrec.models: cnn (the article's CNN) or rnn (a recurrent "
+                        "network reading one image row per time step, see the rnn_* knobs).")
+    conv_features: tuple[int, ...] = knob((32, 64, 128, 128), "Output channels of the conv blocks "
+                                          "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.",
+                                          sizes_at_least(1))
+    dense_features: int = knob(512, "Width of the hidden dense layer.", at_least(1))
+    norm: Norm = knob("none", "Normalisation after each convolution of model=cnn: none (the article's network) or "
+                      "batch (BatchNorm, its statistics over the global batch, across devices and processes).")
+    norm_momentum: float = knob(0.9, "BatchNorm's running statistics: running = m x running + (1 - m) x batch "
+                                "(PyTorch's momentum 0.1 is 0.9 here).", in_range(0, 1))
+    norm_epsilon: float = knob(1e-5, "BatchNorm's epsilon, added to the variance.", above(0))
+    rnn_cell: RnnCell = knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
+    rnn_hidden: int = knob(256, "Hidden units per direction of each recurrent layer (model=rnn).", at_least(1))
+    rnn_layers: int = knob(1, "Stacked recurrent layers (model=rnn).", at_least(1))
+    rnn_bidirectional: bool = knob(False, "Also read the rows bottom-up and classify from both final "
+                                   "states (model=rnn).")
+
+    # Optimisation.
+    epochs: int = knob(10, "Number of passes over the training set.", at_least(1))
+    batch_size: int = knob(128, "Global training batch size, split evenly across devices.", at_least(1))
+    eval_batch_size: int = knob(1000, "Global evaluation batch size (the last batch is padded and masked).",
+                                at_least(1))
+    learning_rate: float = knob(0.01, "Peak learning rate of SGD.", above(0))
+    momentum: float = knob(0.9, "SGD momentum (0 for plain SGD).", in_range(0, 1))
+    nesterov: bool = knob(False, "Use Nesterov momentum (needs momentum > 0).")
+    weight_decay: float = knob(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.", at_least(0))
+    lr_schedule: Schedule = knob("constant", "Learning-rate schedule: constant, cosine or step "
+                                 "(x0.1 at 50% and 75% of training).")
+    warmup_epochs: float = knob(0.0, "Linear warm-up from 0 to learning_rate over this many epochs.", at_least(0))
+    label_smoothing: float = knob(0.0, "Label smoothing of the cross-entropy targets (0 = none).", in_range(0, 1))
+    augment: bool = knob(False, "Random crop with 4-pixel padding and horizontal flip, on the device.")
+
+    # Run.
+    seed: int = knob(0, "Seed of every random number in the run: each source of randomness below takes it "
+                     "unless its own seed is set.", in_range(0, SEED_LIMIT))
+    init_seed: int | None = knob(None, "Seed of the parameter initialisation (default: --seed).", optional_seed())
+    order_seed: int | None = knob(None, "Seed of the data order, a new permutation each epoch (default: --seed).",
+                                  optional_seed())
+    augment_seed: int | None = knob(None, "Seed of the augmentation's crops and flips (default: --seed).",
+                                    optional_seed())
+    split_seed: int | None = knob(None, "Seed of the held-out part of an image folder without split folders "
+                                  "(default: --seed).", optional_seed())
+    num_devices: int = knob(0, "Local devices to use; 0 uses all of them.", at_least(0))
+    cpu_devices: int = knob(0, "CPU only: split the CPU into this many JAX devices before JAX starts, each "
+                            "training its share of the batch; 0: one per core (at most as many as divide "
+                            "batch_size), unless XLA_FLAGS or JAX_NUM_CPU_DEVICES sets a count "
+                            "or processes are joined (then one per process). The count changes float rounding.",
+                            at_least(0))
+    steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
+                               "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
+    eval_every_epochs: int = knob(1, "Evaluate on eval_split every this many epochs (and always at the end).",
+                                  at_least(1))
+    top_k: int = knob(5, "Report top-k accuracy for this k (clipped to the number of classes).", at_least(1))
+    progress: bool = knob(True, "Show a progress bar per epoch.")
+    image_conv: ImageConv = knob("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
+                                 "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.models.kernels' table by "
+                                 "platform.")
+    eval_image_conv: ImageConv = knob("auto", "image_conv for evaluation and prediction (the forward pass alone, "
+                                      "where XLA:CPU's convolution is the faster one); auto: jaxrec.models.kernels' table.")
+    conv_grad: ConvGrad = knob("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
+                               "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.models.kernels' "
+                               "table by platform.")
+    pool: Pool = knob("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
+                      "gradient XLA:CPU runs far faster); auto: jaxrec.models.kernels' table by platform.")
+    steps_loop: StepsLoop = knob("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "
+                                 "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.models.kernels' table.")
+    save_predictions: bool = knob(False, "Also write the eval split's class probabilities and labels at the end "
+                                  "(test_predictions.npz; seed studies use them).")
+    tensorboard: bool = knob(False, "Also write TensorBoard event files to WORKDIR/tensorboard (train loss and "
+                             "accuracy per device call, test scores per evaluation); needs tensorboardX "
+                             "(pip install 'jaxrec[tensorboard]'). View with `tensorboard --logdir runs/`.")
+    workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
+
+    # Checkpoints (Orbax, in <workdir>/checkpoints).
+    force_workdir: bool = knob(False, "Write into a --workdir that holds files not written by jaxrec (refused "
+                               "otherwise, so nobody's folder is overwritten by mistake).")
+    resume: bool = knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
+                        "starts over (the previous run is moved to WORKDIR/replaced-<time>/, not deleted).")
+    checkpoint_every_steps: int = knob(0, "Also save a checkpoint every this many training steps (0: only at the "
+                                       "end of every epoch, which is always saved). A run also saves when "
+                                       "interrupted. Best a multiple of steps_per_call: other values give calls of "
+                                       "other lengths, each compiled once.", at_least(0))
+    checkpoint_keep: int = knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.",
+                                at_least(1))
+
+    # Processes (one run over several hosts or processes with jax.distributed; docs/multi_host.md).
+    distributed: Distributed = knob("auto", "Join the run's processes with jax.distributed: auto (when "
+                                    "--coordinator_address or JAX_COORDINATOR_ADDRESS is set, or under srun or "
+                                    "mpirun with several tasks), on (always: JAX detects the cluster, e.g. a Cloud "
+                                    "TPU pod slice), off (one process).")
+    coordinator_address: str | None = knob(None, "HOST:PORT of process 0's coordinator, the same for every process "
+                                           "(default: JAX_COORDINATOR_ADDRESS, else detected).")
+    num_processes: int = knob(0, "Processes in the run, with --coordinator_address (0: detected).", at_least(0))
+    process_id: int | None = knob(None, "This process's index in [0, num_processes), with --coordinator_address.",
+                                  Rule(lambda v: v is None or (is_number(v) and v >= 0), "unset or >= 0"))
+    heartbeat_timeout: int = knob(60, "Seconds without a heartbeat after which a process counts as dead: the "
+                                  "others then stop (non-zero exit) instead of waiting for it.", at_least(5))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def dataset_tag(self) -> str:
+        """A short name for the data set, usable in paths."""
+        return Path(self.dataset).name or "data"
+
+    def source_seeds(self) -> dict[str, int]:
+        """The seed of each source of randomness (SOURCES): its own if set, else `seed`."""
+        own = {"init": self.init_seed, "order": self.order_seed, "augment": self.augment_seed,
+               "split": self.split_seed}
+        return {source: self.seed if value is None else value for source, value in own.items()}
+
+    def without_seeds(self) -> "Config":
+        """This config with its seeds and workdir cleared: runs that differ only in those build equal
+        models and optimizers, so they share one compiled program (a study's seeds)."""
+        return self.replace(seed=0, workdir=None, **{f"{source}_seed": None for source in SOURCES})
+
+    def default_workdir(self) -> str:
+        return str(Path("runs") / f"{self.model}_{self.dataset_tag}_seed{self.seed}")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """The inverse of to_dict (JSON lists become tuples again); unknown keys are ignored."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
+                      for k, v in values.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkOptions:
+    """What to time and how long; the model and batch sizes come from the Config."""
+
+    image_shape: tuple[int, ...] = knob((32, 32, 3), "Shape of one random uint8 image, height,width,channels.",
+                                        Rule(lambda v: len(v) == 3 and min(v) >= 1, "three integers >= 1"))
+    num_classes: int = knob(10, "Number of classes of the random labels.", at_least(2))
+    train_examples: int = knob(10_000, "Random training images kept on the device; batches are drawn from them.",
+                               at_least(1))
+    eval_examples: int = knob(10_000, "Random evaluation images; one timed window evaluates all of them.",
+                              at_least(1))
+    windows: int = knob(5, "Timed windows; the median is reported.", at_least(1))
+    calls_per_window: int = knob(4, "Training calls (of --steps_per_call steps) per timed window.", at_least(1))
+    warmup_calls: int = knob(2, "Untimed training calls after compilation.", at_least(0))
+    matmul_size: int = knob(0, "Side of the square float32 matmul that measures the peak FLOP/s "
+                            "(0: 2048 on CPU, 8192 else).", at_least(0))
+    seeds_per_program: int = knob(1, "Models trained side by side in one program, as jaxrec study's; the training "
+                                  "images/s count every model's images.", at_least(1))
+    model_axis: ModelAxis = knob("loop", "How that program holds its models: loop (one after another) or vmap.")
+
+
+RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
+# How a run executes, not what it computes (beyond float rounding): these may change when a run is
+# resumed (jaxrec.run.checkpoints) or a study continued (jaxrec.studies.study).
+EXECUTION_FIELDS = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
+                    "pool", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
+                    "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
+                    "process_id", "heartbeat_timeout")
+# What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
+EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "cpu_devices",
+                     "eval_batch_size")
+
+
+def combination_problems(config: Config) -> list[str]:
+    """Settings that are each allowed but do not work together."""
+    problems = []
+    if config.nesterov and config.momentum == 0:
+        problems.append("--nesterov with --momentum 0: Nesterov needs momentum > 0; drop --nesterov or set "
+                        "--momentum")
+    if config.warmup_epochs > config.epochs:
+        problems.append(f"--warmup_epochs {config.warmup_epochs} with --epochs {config.epochs}: the warm-up would "
+                        f"never reach the learning rate; must be <= --epochs")
+    if config.num_processes and config.process_id is not None and config.process_id >= config.num_processes:
+        problems.append(f"--process_id {config.process_id} with --num_processes {config.num_processes}: must be in "
+                        f"[0, {config.num_processes})")
+    if config.norm != "none" and config.model != "cnn":
+        problems.append(f"--norm {config.norm} with --model {config.model}: only the cnn has normalisation layers; "
+                        f"drop --norm")
+    if config.distributed == "off" and config.coordinator_address:
+        problems.append("--coordinator_address with --distributed off: drop one of them")
+    return problems
+
+
+def config_problems(config: Config, only: Sequence[str] | None = None) -> list[str]:
+    """The refusals of a Config's fields (those in `only`, default all; the rnn_* fields only when
+    model=rnn) and, on a full check, of its combinations."""
+    skip = () if config.model == "rnn" else RNN_FIELDS
+    names = [f.name for f in dataclasses.fields(config) if f.name not in skip and (only is None or f.name in only)]
+    return field_problems(config, names) or (combination_problems(config) if only is None else [])
+
+
+def check(settings: Any, only: Sequence[str] | None = None) -> Any:
+    """Returns `settings` (a Config, or another settings dataclass such as BenchmarkOptions) if every
+    value (of the fields named in `only`, default all) is usable; raises InputError with one line per
+    refusal otherwise."""
+    if isinstance(settings, Config):
+        problems = config_problems(settings, only)
+    else:
+        problems = field_problems(settings, only)
+    if problems:
+        raise InputError("\n".join(problems) if len(problems) == 1 else
+                         f"{len(problems)} settings cannot be used:\n" + "\n".join(problems))
+    return settings
+
+
+__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODEL_AXES", "RNN_FIELDS",
+           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems"]

@@ -1,0 +1,92 @@
+"""Evaluation over a whole split: every example counted once, on all devices, sums kept on the device.
+
+`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run: the split's
+uint8 images live on the devices, the host sends padded and masked index batches, and the pmapped
+eval step (jaxrec.training.steps.eval_step) returns sums (loss, confusion matrix, label ranks) from which
+jaxrec.evaluation.metrics derives accuracy, per-class precision/recall/F1 and top-k accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from jaxrec.run.checkpoints import Trained
+from jaxrec.config import EVALUATION_FIELDS, Config
+from jaxrec.data.pipeline import Preprocess, eval_indices
+from jaxrec.data.sources import load_split
+from jaxrec.evaluation.metrics import report, summarize_eval
+from jaxrec.training.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
+from jaxrec.runtime.setup import prepare
+
+
+class Evaluator:
+    """Evaluates a model's replicated variables (TrainState.eval_variables) over a split kept on `devices`.
+
+    apply_fn: the model's apply; images uint8 [N, H, W, C] and labels int32 [N] on the host;
+    global_batch: examples per call over all devices (padding makes any size work). In a
+    multi-process run every process holds the split, evaluates its devices' rows of each batch, and
+    the sums span every process: each example counts once.
+    """
+
+    def __init__(self, apply_fn: Callable, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
+                 devices: Sequence[jax.Device], global_batch: int):
+        n = len(devices)
+        self.per_device_batch = -(-global_batch // n)
+        indices, mask = eval_indices(len(labels), self.per_device_batch * n)
+        self._batches = [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
+                         for i, m in zip(indices, mask)]
+        self._images = replicate(images, devices)
+        self._labels = replicate(labels, devices)
+        self._fn = make_eval_fn(apply_fn, preprocess, devices)
+        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
+        self._count = len(labels)
+
+    def __call__(self, variables: Any) -> dict[str, Any]:
+        """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
+        totals = None
+        for indices, mask in self._batches:  # sums stay on the device until the end
+            # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
+            # pool per device, and two calls' psums could take them all (jaxrec.training.steps.train_step).
+            sums = jax.block_until_ready(self._fn(variables, self._images, self._labels, indices, mask))
+            totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
+        return summarize_eval(jax.device_get(unreplicate(totals)))
+
+    def probabilities(self, variables: Any) -> np.ndarray:
+        """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
+        batches = [_all_processes(np.asarray(self._probabilities_fn(variables, self._images, indices)))
+                   for indices, _ in self._batches]
+        flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in batches])  # device d holds a contiguous slice
+        return flat[:self._count]  # padding comes last
+
+    def lower(self, variables: Any) -> Any:
+        """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
+        return self._fn.lower(variables, self._images, self._labels, *self._batches[0])
+
+
+def _all_processes(rows: np.ndarray) -> np.ndarray:
+    """This process's device rows -> every process's, in device order (devices are ordered by process)."""
+    if jax.process_count() == 1:
+        return rows
+    from jax.experimental import multihost_utils  # noqa: PLC0415 - only multi-process runs need it
+    return np.asarray(multihost_utils.process_allgather(rows, tiled=True))
+
+
+def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str, Any]:
+    """The evaluation report (see jaxrec.evaluation.metrics.report) of a trained model (jaxrec.run.checkpoints.load_trained).
+
+    config: the run's config with what may differ for this evaluation (the EVALUATION_FIELDS:
+    dataset, data_dir, eval_split, top_k, num_devices, eval_batch_size); default the run's own. The
+    data set may be another one with the same classes; the training mean/std are used.
+    """
+    config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
+    data = load_split(config, config.eval_split, trained.class_names, trained.image_shape)
+    devices = select_devices(config.num_devices)
+    evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,
+                          config.eval_batch_size)
+    return report(evaluator(replicate(trained.variables, devices)), trained.class_names, config.top_k)
+
+
+__all__ = ["Evaluator", "evaluate_trained"]

@@ -1,0 +1,498 @@
+"""Orbax checkpoints of a whole run, so that an interrupted run resumes exactly where it stopped.
+
+A checkpoint lives in `<workdir>/checkpoints/<step>/` and holds two Orbax items:
+
+- `state`: the train state's arrays (params, the model's other collections such as BatchNorm's
+  `batch_stats`, the averaged weights if kept, optimizer state, step), saved from the first device
+  as ordinary global arrays, so a checkpoint written with N devices restores with M; a checkpoint
+  that lacks an item the model needs is refused, never filled in with fresh values;
+- `meta` (JSON, a `CheckpointMeta`): where the loop stands (a `RunState`: step, epoch, position in
+  it, running sums, per-epoch records), the resolved config, the data set description (class
+  names, normalisation), the test accuracy if the checkpoint was evaluated, and the library
+  versions. The random keys are not saved: they are derived from the config's seed.
+
+The manager keeps the `checkpoint_keep` latest checkpoints *and* the best one by test accuracy.
+(Orbax's `max_to_keep` with a `best_fn` would keep only the best k and delete the newest ones, so
+resume could go back in time; a preservation policy that ORs "latest k" with "best 1" keeps both.)
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash
+mid-save leaves the previous checkpoints intact; a checkpoint that still fails to read is skipped,
+with a warning, in favour of the one before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxrec.runtime import host
+from jaxrec.config import EXECUTION_FIELDS, Config
+from jaxrec.data.pipeline import Preprocess
+from jaxrec.errors import InputError, SaveError, os_error_cause
+from jaxrec.models import create_model
+from jaxrec.training.run_state import RunState
+from jaxrec.training.state import TrainState, Variables, create_train_state
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_METRIC = "test_accuracy"
+
+# Settings that may differ between a checkpoint and the run resuming it: how the run is executed,
+# not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
+MAY_CHANGE_ON_RESUME = frozenset(EXECUTION_FIELDS) | {
+    "dataset", "data_dir", "download", "eval_every_epochs", "eval_batch_size", "epochs", "top_k", "save_predictions"}
+# ... except that a decaying schedule depends on the total number of steps.
+SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+    return Path(workdir).expanduser().absolute() / CHECKPOINT_DIR
+
+
+def latest_checkpoint_step(workdir: str | Path) -> int:
+    """The step of a workdir's newest finished checkpoint (0 if it has none), without restoring it."""
+    directory = checkpoint_dir(workdir)
+    return max(ocp.utils.checkpoint_steps(directory), default=0) if directory.is_dir() else 0
+
+
+def _best_metric(metrics: dict[str, float]) -> float:
+    # Checkpoints saved mid-epoch were not evaluated: they rank below every evaluated one.
+    return metrics.get(BEST_METRIC, float("-inf"))
+
+
+def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.CheckpointManager:
+    keep_policy = policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        policies.BestN(get_metric_fn=_best_metric, n=1),
+    ])
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    if read_only:  # Orbax warns that read-only means read-only, three times; evaluate/predict need no news
+        absl_log.setLevel(logging.ERROR)
+    try:
+        options = ocp.CheckpointManagerOptions(
+            best_fn=_best_metric, best_mode="max", preservation_policy=keep_policy,
+            enable_async_checkpointing=not read_only, cleanup_tmp_directories=not read_only, read_only=read_only)
+        return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+    finally:
+        absl_log.setLevel(level)
+
+
+# The items of a checkpoint written before the train state carried model state (jaxrec 0.1).
+PARAMS_ONLY_ITEMS = ("opt_state", "params", "step")
+
+
+def _arrays(state: TrainState) -> dict[str, Any]:
+    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config).
+    A state without model state or averaged weights has the items of PARAMS_ONLY_ITEMS alone, so
+    the article CNN's checkpoints are the same as before and old ones still restore."""
+    arrays = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    if state.model_state:
+        arrays["model_state"] = state.model_state
+    if state.averaged is not None:
+        arrays["averaged"] = state.averaged
+    return arrays
+
+
+def state_items(state: TrainState) -> list[str]:
+    """The names of what a checkpoint of `state` holds: its arrays' items, with the model state's
+    collections by name (e.g. ['averaged', 'model_state/batch_stats', 'opt_state', 'params', 'step'])."""
+    arrays = _arrays(state)
+    names = [name for name in arrays if name != "model_state"]
+    return sorted(names + [f"model_state/{name}" for name in arrays.get("model_state", {})])
+
+
+def array_checksum(tree: Any) -> str:
+    """SHA-256 of every array of `tree` (dtype, shape and bytes, in tree order): saved with a
+    checkpoint and compared after a restore, so damaged bytes never pass for parameters."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        # in the dtype it restores as (a Python int step is saved and restored as int32)
+        array = np.ascontiguousarray(jax.device_get(leaf), dtype=jnp.result_type(leaf))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _damage(arrays: dict[str, Any], checksum: str | None) -> str | None:
+    """Why restored arrays cannot be trusted (None if they can): NaN/inf, or not the saved checksum."""
+    arrays = jax.device_get(arrays)
+    if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays) if np.issubdtype(x.dtype, np.floating)):
+        return "its arrays hold NaN or inf"
+    if checksum is not None and array_checksum(arrays) != checksum:
+        return "its arrays do not match the checksum saved with them"
+    return None
+
+
+def _short(err: Exception) -> str:
+    """An error's first line, at most 200 characters (TensorStore errors run to pages)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:200]}"
+
+
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and a single-device sharding: restores onto the first local device, whatever
+    the number of devices the checkpoint was written with."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
+
+
+def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
+    """Fields whose value in a checkpoint's config differs from `config` and may not change on resume."""
+    current = config.to_dict()
+    may_change = set(MAY_CHANGE_ON_RESUME)
+    if config.lr_schedule in SCHEDULE_NEEDS_EPOCHS:
+        may_change.discard("epochs")
+    different = []
+    for name, value in current.items():
+        if name in may_change or name not in saved:
+            continue
+        old = saved[name]
+        if isinstance(value, tuple):
+            value, old = list(value), list(old)
+        if old != value:
+            different.append(f"{name} (checkpoint: {saved[name]!r}, now: {getattr(config, name)!r})")
+    return different
+
+
+def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between the data set a checkpoint was trained on and the one loaded now (its path
+    may move; its classes, image shape, size and statistics may not)."""
+    keys = ("class_names", "image_shape", "train_examples", "mean", "std")
+    return [f"{key} (checkpoint: {saved.get(key)!r}, now: {current[key]!r})" for key in keys
+            if json.loads(json.dumps(current[key])) != saved.get(key)]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """The JSON half of a checkpoint: where the run stands, and what it was trained with."""
+
+    run: RunState
+    config: dict[str, Any]   # Config.to_dict() of the run (a dict: a later jaxrec may add fields)
+    dataset: dict[str, Any]  # DataSplits.describe(): name, class names, image shape, mean, std, sizes
+    test_accuracy: float | None = None  # set on checkpoints saved right after an evaluation
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    saved: str = ""
+    checksum: str | None = None  # array_checksum of the saved arrays (None: written before jaxrec 0.3)
+    items: list[str] | None = None  # state_items of the saved state (None: written before model state)
+
+    @property
+    def saved_items(self) -> list[str]:
+        return list(PARAMS_ONLY_ITEMS) if self.items is None else list(self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
+        # and a non-JSON value fails here rather than in the background.
+        return json.loads(json.dumps({**dataclasses.asdict(self), "run": self.run.to_json()}))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CheckpointMeta":
+        if "run" not in data:  # written by jaxrec before the RunState (same fields, flat)
+            sums = data["epoch_sums"] or {}
+            # Its speed figure left out the first epoch only (the one that compiled in a straight run).
+            records = [{**r, "includes_compilation": i == 0} for i, r in enumerate(data["records"])]
+            data = {**data, "run": {"step": data["step"], "epoch": data["epoch"], "position": data["step_in_epoch"],
+                                    "loss_sum": sums.get("loss", 0.0), "accuracy_sum": sums.get("accuracy", 0.0),
+                                    "train_seconds": sums.get("seconds", 0.0), "records": records,
+                                    "elapsed_seconds": data["elapsed_seconds"]}}
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        return cls(**{**values, "run": RunState.from_json(values["run"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A train state restored from a checkpoint (on the first device), with its meta."""
+
+    state: TrainState
+    meta: CheckpointMeta
+
+    @property
+    def step(self) -> int:
+        return self.meta.run.step
+
+
+class _MainThreadOnly:
+    """sys.stderr while a save runs, and for good after one fails: the main thread's text goes
+    through; other threads' (the storage layer's, printing tracebacks after a failure) is dropped."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty, ... of the real stream
+        return getattr(self.stream, name)
+
+
+class _OrbaxSaveErrors(logging.Filter):
+    """Drops the tracebacks Orbax logs from its save threads: a failed save is reported once, by
+    RunCheckpointer.save, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
+_ORBAX_SAVE_ERRORS = _OrbaxSaveErrors()
+
+
+def _save_failure(err: Exception) -> str:
+    """What made a save fail, in words: from the OS error code TensorStore reports, if any."""
+    code = re.search(r"os_error_code='?(\d+)", str(err))
+    return os_error_cause(int(code.group(1))) if code else _short(err)
+
+
+class RunCheckpointer:
+    """Saves and restores the checkpoints of one run (one workdir)."""
+
+    def __init__(self, workdir: str | Path, config: Config):
+        self.directory = checkpoint_dir(workdir)
+        self.config = config
+        self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
+        logging.getLogger("absl").addFilter(_ORBAX_SAVE_ERRORS)
+        self.failed = False  # a save failed: the manager's threads are in an unknown state, do not wait on them
+        self.last_saved_step: int | None = self.manager.latest_step()
+
+    def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
+             test_accuracy: float | None = None) -> None:
+        """Saves `state` (unreplicated) and `run` at run.step, and waits until it is on disk: a save
+        that fails stops the run at once (SaveError, one line), not an epoch later or at exit.
+
+        Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
+        """
+        arrays = jax.device_get(_arrays(state))  # one host copy for the checks, the checksum and Orbax
+        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves((arrays["params"], state.model_state))):
+            raise FloatingPointError(
+                f"the parameters or model state hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
+                f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
+        meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
+                              versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                              checksum=array_checksum(arrays), items=state_items(state))
+        metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
+        real_stderr = sys.stderr
+        sys.stderr = _MainThreadOnly(real_stderr)
+        try:
+            self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                                                meta=ocp.args.JsonSave(meta.to_json())),
+                              metrics=metrics, force=True)
+            self.manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - whatever the storage layer raises, the run must stop here
+            # sys.stderr stays filtered: after a failed save TensorStore's threads print dozens of "Event
+            # loop is closed" tracebacks until the process ends, burying the one line that says what to do.
+            self.failed = True
+            last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
+            raise SaveError(f"cannot save the checkpoint of step {run.step} to {self.directory}: "
+                            f"{_save_failure(err)}. The last good checkpoint: {last}. Free space (or raise the "
+                            f"limit) and run the same command again to resume") from None
+        finally:
+            if not self.failed:
+                sys.stderr = real_stderr
+        self.last_saved_step = run.step
+
+    def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:
+        """The newest usable checkpoint restored into `template`'s structure, or None if there is none.
+
+        Raises InputError if the checkpoint was written for another model or optimizer config, or
+        for other data than `dataset` (a DataSplits.describe()).
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            restored = _restore(self.manager, step, template, self.config)
+            if restored is not None:
+                different = data_differences(restored.meta.dataset, dataset)
+                if different:
+                    raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
+                                     f"{'; '.join(different)}. Pass the same data set, or start over with "
+                                     f"--resume=false (or another --workdir).")
+                self._move_aside(steps[:i])
+                return restored
+        if steps:  # more likely an incompatible jaxrec version than every save having failed
+            raise InputError(f"none of the checkpoints in {self.directory} (steps {steps}) can be read (see the "
+                             f"warnings above). Start over with --resume=false (they are moved aside, not "
+                             f"deleted) or use another --workdir.")
+        return None
+
+    def _move_aside(self, steps: list[int]) -> None:
+        """Moves unusable checkpoints out of the manager's way (the run will save those steps again),
+        keeping them for a post-mortem rather than deleting them. In a multi-process run process 0
+        moves them (the others skip them too: they restored the same step)."""
+        if not steps or jax.process_index() != 0:
+            return
+        aside = self.directory.with_name(f"{CHECKPOINT_DIR}.unreadable")
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            for path in self.directory.glob(f"{step}"):
+                path.rename(aside / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("moved unusable checkpoint(s) %s to %s", steps, aside)
+        self.manager.reload()
+
+    def close(self) -> None:
+        if self.failed:
+            return
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta:
+    return CheckpointMeta.from_json(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
+             config: Config | None) -> Restored | None:
+    """Restores one step; None (with a warning) if it cannot be read. Checks the config first."""
+    meta = _read_meta_or_none(manager, step)
+    if meta is None:
+        return None
+    if config is not None:
+        different = config_differences(meta.config, config)
+        if different:
+            raise InputError(
+                f"the checkpoint at step {step} in {manager.directory} was written with another config: "
+                f"{'; '.join(different)}. Use the checkpoint's settings to resume it, or start over with "
+                f"--resume=false (or another --workdir).")
+    _check_items(meta, template, step, manager.directory)
+    try:
+        arrays = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(_arrays(template)))))["state"]
+    except Exception as err:  # noqa: BLE001
+        log.warning("checkpoint step %d in %s cannot be restored (%s); trying another", step, manager.directory,
+                    _short(err))
+        return None
+    damage = _damage(arrays, meta.checksum)
+    if damage:
+        log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
+        return None
+    return Restored(state=template.replace(**arrays), meta=meta)
+
+
+def _check_items(meta: CheckpointMeta, template: TrainState, step: int, directory: Path) -> None:
+    """Refuses a checkpoint whose items are not the model's: a missing collection (BatchNorm's
+    statistics, say) would otherwise restart from its initial values without a word."""
+    saved, needed = set(meta.saved_items), set(state_items(template))
+    if saved == needed:
+        return
+    missing, extra = sorted(needed - saved), sorted(saved - needed)
+    what = (f"lacks {', '.join(missing)}, which the model needs" if missing else
+            f"holds {', '.join(extra)}, which the model does not have")
+    raise InputError(f"the checkpoint at step {step} in {directory} {what} (it was written for another model or "
+                     f"by an older jaxrec); start over with --resume=false (or another --workdir), or train the run "
+                     f"again")
+
+
+def _read_meta_or_none(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta | None:
+    try:
+        return _read_meta(manager, step)
+    except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
+        log.warning("checkpoint step %d in %s is unreadable (%s); trying another", step, manager.directory,
+                    _short(err))
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A trained model as saved by a run: enough to evaluate it or classify new images."""
+
+    config: Config
+    variables: Variables  # what evaluation applies (TrainState.eval_variables), on the first device
+    step: int
+    epoch: int
+    dataset: dict[str, Any]  # what dataset.json holds: name, class_names, image_shape, mean, std, ...
+    test_accuracy: float | None
+
+    @property
+    def params(self) -> Any:
+        """The trained parameters alone (variables['params'])."""
+        return self.variables["params"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset["class_names"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.dataset["image_shape"])
+
+    def preprocess(self) -> Preprocess:
+        """Evaluation preprocessing with the training set's statistics."""
+        return Preprocess(mean=tuple(self.dataset["mean"]), std=tuple(self.dataset["std"]))
+
+    def model(self):
+        """The Flax module these variables belong to, as evaluation and prediction run it."""
+        return create_model(self.config, len(self.class_names), for_eval=True)
+
+
+def load_trained(workdir: str | Path, which: str = "best") -> Trained:
+    """The best (by test accuracy) or latest checkpoint of a run's workdir. A checkpoint that cannot
+    be read or fails its check (NaN/inf, checksum) is skipped with a warning for the next best (or
+    next latest) one, as training does.
+
+    Raises InputError, naming the fix, if the workdir holds no checkpoint or no usable one.
+    """
+    if which not in ("best", "latest"):
+        raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
+    directory = checkpoint_dir(workdir)
+    if not directory.is_dir():
+        raise InputError(f"{workdir} holds no checkpoints ({directory} does not exist); train first, e.g. "
+                         f"`jaxrec train --workdir {workdir}`, or pass the workdir of a finished run")
+    manager = _manager(directory, read_only=True)
+    try:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
+            raise InputError(f"{directory} holds no complete checkpoint; train (or resume) the run first")
+        candidates = _preferred(manager, steps, which, workdir)
+        for step, meta in candidates:
+            restored = _restore(manager, step, _template(meta), config=None)
+            if restored is not None:
+                if step != candidates[0][0]:
+                    log.warning("using checkpoint step %d of %s instead", step, workdir)
+                return Trained(config=Config.from_dict(meta.config), variables=restored.state.eval_variables, step=step,
+                               epoch=meta.run.epoch, dataset=meta.dataset, test_accuracy=meta.test_accuracy)
+    finally:
+        manager.close()
+    raise InputError(f"none of the checkpoints in {directory} (steps {steps}) can be used (see the warnings "
+                     f"above); train the run again, e.g. with --resume=false (they are moved aside, not deleted)")
+
+
+def _preferred(manager: ocp.CheckpointManager, steps: list[int], which: str,
+               workdir: str | Path) -> list[tuple[int, CheckpointMeta]]:
+    """(step, meta) of the readable checkpoints, the one asked for first: by test accuracy for
+    'best' (newest first among equals; the latest if none was evaluated), else newest first."""
+    metas = [(step, meta) for step in steps if (meta := _read_meta_or_none(manager, step)) is not None]
+    if which == "best":
+        if metas and all(meta.test_accuracy is None for _, meta in metas):
+            log.warning("no checkpoint of %s has been evaluated yet; using the latest instead of the best", workdir)
+        metas.sort(key=lambda sm: -1.0 if sm[1].test_accuracy is None else sm[1].test_accuracy, reverse=True)
+    return metas
+
+
+def _template(meta: CheckpointMeta) -> TrainState:
+    """The (abstract) train state a checkpoint's arrays restore into."""
+    config = Config.from_dict(meta.config)
+    model = create_model(config, len(meta.dataset["class_names"]))
+    return jax.eval_shape(lambda: create_train_state(config, model, tuple(meta.dataset["image_shape"]),
+                                                     jax.random.key(0), steps_per_epoch=1))
+
+
+__all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
+           "config_differences", "data_differences", "load_trained", "state_items"]

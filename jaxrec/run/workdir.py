@@ -1,0 +1,110 @@
+"""A run's workdir: claimed by one training run at a time, never someone else's folder, writable.
+
+`claim(workdir, force=False)` is a context manager that training holds for the whole run: it
+refuses a path that is a file, a folder it cannot write to, and a non-empty folder that is not a
+jaxrec workdir (unless forced), then takes an OS lock on `WORKDIR/.lock` (released by the OS if the
+process dies) so a second training run in the same workdir is refused naming the first one's pid.
+Evaluation and prediction only read a workdir and take no lock. `move_previous_run` moves a
+finished or stopped run's files aside when a run starts over (--resume=false), deleting nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from jaxrec.errors import InputError, os_error_cause
+
+try:  # POSIX (Linux, macOS, Colab, Kaggle); elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+LOCK_FILE = ".lock"
+PREVIOUS_PREFIX = "replaced-"
+STUDY_SPEC_FILE = "study_spec.json"  # what a seed study asked for (jaxrec.studies.study); it marks a study's workdir
+# Files that mark a folder as a jaxrec workdir: a run's config (with jaxrec's own keys) or a study's spec.
+CONFIG_KEYS = {"model", "dataset", "epochs", "batch_size", "learning_rate", "seed"}
+
+
+def is_jaxrec_workdir(path: Path) -> bool:
+    """Whether `path` is empty (but for a lock) or holds a jaxrec run or study."""
+    entries = {p.name for p in path.iterdir()} - {LOCK_FILE}
+    if not entries or STUDY_SPEC_FILE in entries:
+        return True
+    try:
+        return CONFIG_KEYS <= set(json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def writable_folder(folder: str | Path, flag: str = "--workdir") -> Path:
+    """Creates `folder` if needed; refuses a file or a folder it cannot write to, in one line naming
+    `flag` (the option that chose it) and the cause."""
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        cause = os_error_cause(err.errno) if err.errno else str(err)
+        raise InputError(f"cannot write to {flag} {path}: {cause}; choose a writable {flag}") from None
+    return path
+
+
+def check_workdir(workdir: str | Path, force: bool = False) -> Path:
+    """A writable workdir (`writable_folder`) that is empty or a jaxrec run's (unless `force`)."""
+    path = writable_folder(workdir)
+    if not force and not is_jaxrec_workdir(path):
+        raise InputError(f"--workdir {path} holds files that are not a jaxrec run (no jaxrec config.json); "
+                         f"choose another --workdir, or pass --force_workdir to write into it anyway")
+    return path
+
+
+@contextlib.contextmanager
+def claim(workdir: str | Path, force: bool = False) -> Iterator[Path]:
+    """Checks the workdir (`check_workdir`) and holds its lock while the block runs."""
+    path = check_workdir(workdir, force)
+    if fcntl is None:  # pragma: no cover
+        yield path
+        return
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise InputError(f"--workdir {path} is in use by another training run (pid {holder}); wait for it to "
+                             f"finish or stop it, or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def move_previous_run(workdir: Path) -> Path | None:
+    """Moves every file of the workdir (but the lock and earlier moved runs) into
+    WORKDIR/replaced-<time>/; returns that folder, or None if there was nothing to move."""
+    entries = [p for p in workdir.iterdir() if p.name != LOCK_FILE and not p.name.startswith(PREVIOUS_PREFIX)]
+    if not entries:
+        return None
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    aside, n = workdir / f"{PREVIOUS_PREFIX}{stamp}", 1
+    while aside.exists():  # two restarts within a second
+        n += 1
+        aside = workdir / f"{PREVIOUS_PREFIX}{stamp}-{n}"
+    aside.mkdir()
+    for entry in entries:
+        entry.rename(aside / entry.name)
+    return aside
+
+
+__all__ = ["LOCK_FILE", "STUDY_SPEC_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run", "writable_folder"]

@@ -1,0 +1,75 @@
+"""How many JAX devices the CPU is split into: one per core by default, set before JAX starts.
+
+XLA:CPU runs one program over all cores with one shared thread pool, and loses much of the second
+core that way (measured: 72% parallel efficiency on two cores). Splitting the CPU into one device
+per core and training each device's share of the batch with the existing pmap step keeps every
+core busy on its own work. The count must be set before JAX's backend starts (`jax_num_cpu_devices`),
+so the command line and `train_and_evaluate` call `split_host` first. A count the user set wins:
+`--cpu_devices N`, `--xla_force_host_platform_device_count` in XLA_FLAGS, or `jax_num_cpu_devices`
+(also the JAX_NUM_CPU_DEVICES variable). The device count changes the float rounding of a run,
+not its math (docs/reproducibility.md). On a GPU or TPU the CPU devices are not used for training.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import jax
+
+from jaxrec.runtime import distributed
+from jaxrec.config import Config
+from jaxrec.errors import InputError
+
+COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def per_core_count(num_cores: int, batch_sizes: Sequence[int]) -> int:
+    """The most devices, at most one per core, over which every batch size splits evenly."""
+    return max(d for d in range(1, max(num_cores, 1) + 1) if all(size % d == 0 for size in batch_sizes))
+
+
+def configured_count() -> int:
+    """JAX's jax_num_cpu_devices setting (-1: not set)."""
+    return jax.config.jax_num_cpu_devices
+
+
+def set_elsewhere(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the user already set the CPU device count: in XLA_FLAGS, or as jax_num_cpu_devices
+    (in code, or through the JAX_NUM_CPU_DEVICES variable)."""
+    return COUNT_FLAG in environ.get("XLA_FLAGS", "") or configured_count() != -1
+
+
+def wanted_count(config: Config, batch_sizes: Sequence[int], environ: Mapping[str, str] = os.environ,
+                 num_cores: int | None = None) -> int | None:
+    """The CPU device count this run should set, or None to leave JAX's (the user's, or one per process
+    in a multi-process run, whose processes would otherwise share the cores many times over)."""
+    if config.cpu_devices:
+        return config.cpu_devices
+    if set_elsewhere(environ) or distributed.wanted(config, environ):
+        return None
+    return per_core_count(cores() if num_cores is None else num_cores, batch_sizes)
+
+
+def split_host(config: Config, batch_sizes: Sequence[int], environ: Mapping[str, str] = os.environ) -> None:
+    """Sets the CPU device count for `config` (see `wanted_count`) if JAX has not started yet.
+
+    Once JAX has started the count is fixed: an explicit --cpu_devices that differs from it is refused
+    with one line (a notebook must restart its runtime); the automatic count keeps what JAX has.
+    """
+    count = wanted_count(config, batch_sizes, environ)
+    if count is None or count == configured_count():
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backend has started
+        have = len(jax.devices("cpu"))
+        if config.cpu_devices and config.cpu_devices != have:
+            raise InputError(f"--cpu_devices {config.cpu_devices}: JAX has already started with {have} CPU "
+                             f"device(s) in this process; restart it (a notebook: restart the runtime) or use "
+                             f"--cpu_devices 0") from None

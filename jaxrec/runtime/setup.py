@@ -1,0 +1,35 @@
+"""Set-up at the boundary, once: check the config, split the CPU into devices, join the processes.
+
+The command line and the library entry points (train_and_evaluate, train_group, evaluate, the
+benchmark) all call `prepare`; a config it has prepared passes through a second call untouched, so
+`jaxrec train` checks its settings once, however many layers it goes through.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from jaxrec.config import Config, check
+
+# Configs this process has prepared, each with the batch sizes its devices were split for.
+_prepared: set[tuple[Config, tuple[str, ...] | None, tuple[int, ...]]] = set()
+
+
+def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None) -> Config:
+    """`config`, checked (jaxrec.config.check, of the fields in `only`, default all), with the CPU split
+    into devices for `batch_sizes` (default: its training batch; jaxrec.runtime.cpu_devices) and the run's
+    processes joined (jaxrec.runtime.distributed), both before JAX's backend starts. Idempotent."""
+    sizes = (config.batch_size,) if batch_sizes is None else tuple(batch_sizes)
+    key = (config, None if only is None else tuple(only), sizes)
+    if key in _prepared:
+        return config
+    check(config, only)
+    from jaxrec.runtime import cpu_devices, distributed  # noqa: PLC0415 - JAX: a refused setting must not wait
+
+    cpu_devices.split_host(config, sizes)
+    distributed.start(config)
+    _prepared.add(key)
+    return config
+
+
+__all__ = ["prepare"]

@@ -1,0 +1,313 @@
+"""Seed studies: one training config run over many seeds, and what the spread says.
+
+A study lives in a workdir W: `W/study_spec.json` (what was asked), one normal run per seed in
+`W/seed_<n>/` (metrics.jsonl, summary.json, eval.json, checkpoints, and the eval split's class
+probabilities in test_predictions.npz), and the aggregate `W/study.json`, `W/study.md` and plots.
+`--vary` names the sources of randomness (jaxrec.config.SOURCES) that take each study seed; the
+others keep `--base_seed`. With `--vary all`, seed n of a study is exactly `jaxrec train --seed n`.
+Rerunning the same command continues a stopped study: finished seeds are kept, the running one
+resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxrec.runtime import distributed, host
+
+from jaxrec.run import outputs
+
+from jaxrec.studies import stats
+from jaxrec.run.checkpoints import latest_checkpoint_step, load_trained
+from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
+from jaxrec.errors import InputError
+from jaxrec.training.run_state import TIMING_FIELDS
+from jaxrec.training.loop import check_group, train_and_evaluate, train_group
+from jaxrec.run.workdir import STUDY_SPEC_FILE, check_workdir
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = STUDY_SPEC_FILE
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0-9' -> 0..9, '0,3,7' -> (0, 3, 7), '0-2,5' -> (0, 1, 2, 5); refuses empty, unparsable and duplicate."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if "-" in part[1:]:
+                low, high = (int(x) for x in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                seeds.extend(range(low, high + 1))
+            elif part:
+                seeds.append(int(part))
+        except ValueError:
+            raise InputError(f"--seeds {text!r}: {part!r} is not a seed or a range like 0-9; e.g. --seeds 0-9 or "
+                             f"--seeds 0,3,7") from None
+    if not seeds:
+        raise InputError(f"--seeds {text!r}: no seeds; e.g. --seeds 0-9 or --seeds 0,3,7")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise InputError(f"--seeds {text!r}: seed(s) {', '.join(map(str, repeated))} given twice; each seed once")
+    return tuple(seeds)
+
+
+def parse_vary(text: str) -> tuple[str, ...]:
+    """'all' -> every source; 'init,order' -> those; refuses unknown names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return SOURCES
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names:
+        raise InputError(f"--vary {text!r}: {', '.join(unknown) or 'nothing'} is not a source of randomness; "
+                         f"choose all or a comma list of {', '.join(SOURCES)}")
+    return tuple(s for s in SOURCES if s in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """What a study trains: a base config, the seeds, and which sources take them."""
+
+    config: Config
+    seeds: tuple[int, ...]
+    vary: tuple[str, ...]
+    base_seed: int = 0
+
+    def seed_config(self, seed: int, workdir: Path) -> Config:
+        """The config of one seed's run: `seed` for every varied source, base_seed for the rest."""
+        run_dir = str(workdir / f"seed_{seed}")
+        if set(self.vary) == set(SOURCES):  # exactly `jaxrec train --seed n`
+            return self.config.replace(seed=seed, workdir=run_dir, save_predictions=True)
+        own = {f"{source}_seed": seed for source in self.vary}
+        return self.config.replace(seed=self.base_seed, workdir=run_dir, save_predictions=True, **own)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "seeds": list(self.seeds), "vary": list(self.vary),
+                "base_seed": self.base_seed}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "StudySpec":
+        return cls(Config.from_dict(data["config"]), tuple(data["seeds"]), tuple(data["vary"]), data["base_seed"])
+
+
+# Settings that may differ when a study is continued: how it runs, not what it trains.
+MAY_CHANGE = (*EXECUTION_FIELDS, "data_dir", "dataset", "save_predictions")
+
+
+def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
+    """What differs between a workdir's study and the one asked for (seeds may be added)."""
+    old, new = saved.to_json(), spec.to_json()
+    different = [f"{name} (study: {old['config'][name]!r}, now: {value!r})" for name, value in new["config"].items()
+                 if name not in MAY_CHANGE and old["config"].get(name) != value]
+    for key in ("vary", "base_seed"):
+        if old[key] != new[key]:
+            different.append(f"{key} (study: {old[key]!r}, now: {new[key]!r})")
+    return different
+
+
+def prepare(spec: StudySpec, workdir: Path) -> None:
+    """Checks the spec and the workdir; writes the spec. A workdir of another study is refused."""
+    check(spec.config)
+    if not 0 <= spec.base_seed < SEED_LIMIT:
+        raise InputError(f"--base_seed {spec.base_seed}: must be in [0, {SEED_LIMIT})")
+    for seed in spec.seeds:
+        check(spec.seed_config(seed, workdir))  # e.g. a seed out of range
+    # Process 0 alone checks and writes the spec: the others could catch the file half-written.
+    distributed.on_primary(lambda: _write_spec(spec, workdir), f"the study in {workdir}")
+
+
+def _write_spec(spec: StudySpec, workdir: Path) -> None:
+    path = workdir / SPEC_FILE
+    if path.exists():
+        different = spec_differences(StudySpec.from_json(json.loads(path.read_text())), spec)
+        if different:
+            raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
+                             f"study's settings to continue it, or another --workdir.")
+    check_workdir(workdir, spec.config.force_workdir)
+    outputs.write_json(path, spec.to_json())
+
+
+def finished(config: Config) -> bool:
+    """Whether the run of `config` is complete in its workdir: its summary and predictions exist and
+    the summary was written for this config's training settings."""
+    run_dir = Path(config.workdir)
+    summary_path = run_dir / "summary.json"
+    if not (summary_path.exists() and (run_dir / outputs.PREDICTIONS_FILE).exists()):
+        return False
+    saved = json.loads(summary_path.read_text())["config"]
+    defaults = json.loads(json.dumps(Config().to_dict()))  # a field added since the run: its default then
+    return all(saved.get(k, defaults[k]) == v for k, v in json.loads(json.dumps(config.to_dict())).items()
+               if k not in MAY_CHANGE)
+
+
+def _over_seeds(runs: list[dict[str, Any]], get) -> dict[str, Any]:
+    return stats.describe([get(run) for run in runs])
+
+
+def metric_statistics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-metric statistics over the seeds' runs ({'summary', 'eval'} each; see stats.describe)."""
+    metrics = {name: _over_seeds(runs, lambda r, name=name: r["summary"][name])
+               for name in ("test_accuracy", "test_loss", "test_macro_f1")}
+    per_epoch = [r["summary"]["test_accuracy_per_epoch"] for r in runs]
+    metrics["test_accuracy_per_epoch"] = [
+        _over_seeds(runs, lambda r, e=e: r["summary"]["test_accuracy_per_epoch"][e])
+        for e in range(len(per_epoch[0])) if all(p[e] is not None for p in per_epoch)]
+    metrics["per_class_accuracy"] = {  # a class's accuracy is its recall
+        name: _over_seeds(runs, lambda r, i=i: r["eval"]["per_class"][i]["recall"])
+        for i, name in enumerate(runs[0]["eval"]["class_names"])}
+    return metrics
+
+
+def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Between-seed disagreement (mean over pairs of the fraction of test images two seeds predict
+    differently) and the accuracy of the seeds' ensemble (averaged probabilities)."""
+    seeds = sorted(probabilities)
+    predicted = {s: probabilities[s].argmax(-1) for s in seeds}
+    pairs = [float(np.mean(predicted[a] != predicted[b])) for a, b in itertools.combinations(seeds, 2)]
+    ensemble = np.mean([probabilities[s].astype(np.float64) for s in seeds], axis=0).argmax(-1)
+    return {"disagreement": stats.describe(pairs) if pairs else None,  # None: one seed has no pair
+            "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
+
+
+def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
+              model_axis: str = "loop") -> dict[str, Any]:
+    """Trains every seed of `spec` not finished yet (resuming a stopped one), `seeds_per_program` at a
+    time in one program (jaxrec.training.loop.train_group, with `model_axis`), then writes and returns the study's
+    statistics (study.json, study.md, study_*.png)."""
+    workdir = Path(workdir)
+    if seeds_per_program < 1:
+        raise InputError(f"--seeds_per_program {seeds_per_program}: must be 1 or more (models trained in one program)")
+    prepare(spec, workdir)
+    if seeds_per_program > 1:
+        check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
+    todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
+    log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
+             len(spec.seeds) - len(todo), ", ".join(spec.vary), seeds_per_program)
+    bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",
+               disable=not (spec.config.progress and distributed.is_primary()))
+    started, done = time.time(), 0
+    for seeds in programs(todo, workdir, seeds_per_program):
+        configs = [spec.seed_config(seed, workdir) for seed in seeds]
+        log.info("study: seed %s (%d-%d of %d to train)%s", ", ".join(map(str, seeds)), done + 1,
+                 done + len(seeds), len(todo), _eta(started, done, len(todo)))
+        if len(configs) == 1:
+            train_and_evaluate(configs[0], configs[0].workdir)
+        else:
+            train_group(configs, model_axis)
+        for seed, config in zip(seeds, configs):
+            summary = json.loads((Path(config.workdir) / "summary.json").read_text())
+            bar.set_postfix(seed=seed, acc=f"{summary['test_accuracy']:.4f}",
+                            img_s=f"{summary['train_images_per_second'] * len(seeds):.0f}")
+            bar.update()
+        done += len(seeds)
+    bar.close()
+    study = write_study(spec, workdir, write=distributed.is_primary())
+    distributed.barrier("jaxrec: study written")
+    return study
+
+
+def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[list[int]]:
+    """The seeds to train, in programs of up to `seeds_per_program`: only seeds whose checkpoints
+    reached the same step share a program (so a stopped program's seeds resume together and no
+    seed's progress is thrown away), the furthest first."""
+    by_step: dict[int, list[int]] = {}
+    for seed in seeds:
+        by_step.setdefault(latest_checkpoint_step(workdir / f"seed_{seed}"), []).append(seed)
+    return [same[i:i + seeds_per_program] for step, same in sorted(by_step.items(), reverse=True)
+            for i in range(0, len(same), seeds_per_program)]
+
+
+def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
+    """Trains the study's first seed twice (WORKDIR/determinism/first, second) and reports whether
+    the two runs are bit-identical: metrics, variables (parameters and BatchNorm statistics) and test
+    predictions. Writes determinism.json."""
+    root = Path(workdir) / "determinism"
+    runs = []
+    for name in ("first", "second"):
+        config = spec.seed_config(spec.seeds[0], root).replace(workdir=str(root / name))
+        train_and_evaluate(check(config), config.workdir)
+        runs.append({"records": [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
+                                 for r in outputs.read_jsonl(root / name / "metrics.jsonl")],
+                     "variables": load_trained(root / name, "latest").variables,
+                     "probabilities": outputs.read_predictions(root / name)[0]})
+    first, second = runs
+    result = {"seed": spec.seeds[0], "metrics_identical": first["records"] == second["records"],
+              "parameters_identical": all(np.array_equal(a, b) for a, b in zip(
+                  jax.tree_util.tree_leaves(first["variables"]), jax.tree_util.tree_leaves(second["variables"]))),
+              "predictions_identical": bool(np.array_equal(first["probabilities"], second["probabilities"])),
+              "machine": host.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    result["bit_identical"] = all(result[k] for k in ("metrics_identical", "parameters_identical",
+                                                      "predictions_identical"))
+    if distributed.is_primary():
+        outputs.write_json(Path(workdir) / "determinism.json", result)
+    return result
+
+
+def _eta(started: float, done: int, total: int) -> str:
+    if not done:
+        return ""
+    left = (time.time() - started) / done * (total - done)
+    return f", about {left / 60:.0f} min left"
+
+
+def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str, Any]:
+    """Reads every seed's outputs and writes study.json, study.md and the plots (`write`: false in a
+    multi-process run's other processes, which only read)."""
+    runs, probabilities, labels = [], {}, None
+    for seed in spec.seeds:
+        run_dir = workdir / f"seed_{seed}"
+        runs.append({"seed": seed, "summary": json.loads((run_dir / "summary.json").read_text()),
+                     "eval": json.loads((run_dir / "eval.json").read_text())})
+        probabilities[seed], labels = outputs.read_predictions(run_dir)
+    study = {"metrics": metric_statistics(runs), **agreement(probabilities, labels),
+             "seeds": list(spec.seeds), "vary": list(spec.vary), "base_seed": spec.base_seed,
+             # how each seed ran: the device count and the models per program can change the rounding
+             "num_devices": [run["summary"]["num_devices"] for run in runs],
+             "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],
+             "seed_xla_flags": [run["summary"].get("xla_flags") for run in runs],  # None: not recorded then
+             "config": spec.config.to_dict(), "versions": host.versions(), "machine": host.machine(),
+             "xla_flags": os.environ.get("XLA_FLAGS", ""),  # of the process that wrote this summary
+             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if not write:
+        return study
+    outputs.write_json(workdir / "study.json", study)
+    (workdir / "study.md").write_text(study_markdown(study))
+    outputs.plot_study(runs, study, workdir)
+    return study
+
+
+def study_markdown(study: dict[str, Any]) -> str:
+    """The study's table: each metric's mean, std, intervals and range over the seeds."""
+    m = study["metrics"]
+    lines = [f"# Seed study: {len(study['seeds'])} seeds, varying {', '.join(study['vary'])}", "",
+             "| metric | mean | std (95% CI) | mean's 95% CI (t) | mean's 95% CI (bootstrap) | min | max |",
+             "|---|---:|---:|---|---|---:|---:|"]
+    for name in ("test_accuracy", "test_loss", "test_macro_f1"):
+        d = m[name]
+        lines.append(f"| {name} | {d['mean']:.4f} | {d['std']:.4f} ({d['std_ci95'][0]:.4f}-{d['std_ci95'][1]:.4f}) | "
+                     f"{d['ci95'][0]:.4f}-{d['ci95'][1]:.4f} | "
+                     f"{d['bootstrap_ci95'][0]:.4f}-{d['bootstrap_ci95'][1]:.4f} | {d['min']:.4f} | {d['max']:.4f} |")
+    if study["disagreement"]:
+        lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over "
+                  f"pairs); ensemble of {study['ensemble_size']} seeds: accuracy {study['ensemble_accuracy']:.4f}."]
+    lines += ["", "| class | accuracy mean | std |", "|---|---:|---:|"]
+    lines += [f"| {name} | {d['mean']:.4f} | {d['std']:.4f} |" for name, d in m["per_class_accuracy"].items()]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["SPEC_FILE", "StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds",
+           "parse_vary",
+           "prepare", "run_study", "spec_differences", "write_study"]

@@ -1,0 +1,482 @@
+"""The training loop: `train_and_evaluate(config, workdir)` for one model, `train_group(configs)` for
+several seeds of one config in one compiled program. A plain run is a program of one model: one loop
+serves both.
+
+It reads top to bottom: load the data, build the `Trainer`, restore or start every model's run,
+then per epoch `train_epoch` (device calls, mid-epoch saves), `finish_epoch` (evaluate when due,
+save, write the records); at the end `write_summary`. What changes as the run goes is explicit: the
+program's train state (arrays, on the devices) and each model's `RunState` (where its loop stands);
+what does not is the `Trainer` (the compiled program, the data on the devices, each model's keys,
+checkpoints and writers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxrec.runtime import distributed, host, memory
+
+from jaxrec.run import outputs
+from jaxrec.run.checkpoints import RunCheckpointer
+from jaxrec.config import MODEL_AXES, SOURCES, Config
+from jaxrec.data import DataSplits, load_data
+from jaxrec.data.pipeline import Preprocess, epoch_indices
+from jaxrec.data.sources import split_is_seeded
+from jaxrec.errors import InputError
+from jaxrec.evaluation.evaluator import Evaluator
+from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
+from jaxrec.evaluation.metrics import report
+from jaxrec.models import count_params, create_model
+from jaxrec.training.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
+                             unreplicate)
+from jaxrec.training.run_state import Record, RunState
+from jaxrec.runtime.setup import prepare
+from jaxrec.training.state import TrainState, create_train_state
+from jaxrec.run.workdir import claim, move_previous_run, writable_folder
+from jaxrec.run.writers import Writers, open_writers
+
+log = logging.getLogger(__name__)
+
+# What may differ between the models of one program: the seeds and where each run is written.
+MEMBER_FIELDS = ("seed", *(f"{source}_seed" for source in SOURCES), "workdir")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """The run's random keys, derived from the config's seeds (so never saved)."""
+
+    init: jax.Array     # parameter initialisation
+    shuffle: jax.Array  # the data order: folded with the epoch
+    train: jax.Array    # augmentation: folded with the step, then the example
+
+    @classmethod
+    def from_config(cls, config: Config) -> "RunKeys":
+        """Each key from its own source's seed. With one seed for all (a plain --seed), they are the
+        three parts of split(key(seed), 3), as they have been since the first release."""
+        seeds = config.source_seeds()
+        return cls(init=_part(seeds["init"], 0), shuffle=_part(seeds["order"], 1), train=_part(seeds["augment"], 2))
+
+
+def _part(seed: int, index: int) -> jax.Array:
+    return jax.random.split(jax.random.key(seed), 3)[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One model of a program: its config, keys, workdir, checkpoints and metric writers."""
+
+    config: Config
+    keys: RunKeys
+    workdir: Path
+    checkpoints: RunCheckpointer
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """What stays fixed while a program of one or more models trains."""
+
+    members: tuple[Member, ...]
+    devices: tuple[jax.Device, ...]
+    model: nn.Module
+    num_train: int
+    steps_per_epoch: int
+    preprocess: Preprocess  # uint8 images -> the model's input (augmentation, normalisation)
+    program: Program    # jaxrec.training.parallel.make_program
+    rngs: jax.Array     # the members' training (augmentation) keys, [K]
+    images: jax.Array   # the training split, uint8, replicated
+    labels: jax.Array
+    evaluator: Evaluator
+    dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
+
+    @property
+    def config(self) -> Config:
+        """The first member's config (the members share every setting but their seeds)."""
+        return self.members[0].config
+
+
+def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
+    """Trains `config.model` on `config.dataset`, evaluates it, and writes the run's outputs to `workdir`.
+
+    If the workdir holds a checkpoint (and config.resume), the run continues from the latest one
+    exactly as if it had not stopped. SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted.
+    Returns the final train state (on the first device); the summary is in workdir/summary.json.
+    """
+    entered = time.time()
+    config, devices = prepare_run([config])
+    with claimed(workdir, config[0]) as path:
+        return train_in_workdirs(config, [path], devices, "loop", entered)[0]
+
+
+def train_group(configs: Sequence[Config], model_axis: str = "loop") -> list[TrainState]:
+    """Trains and evaluates every config in one program and writes each run's outputs to its workdir;
+    returns the final train states. The configs differ only in their seeds and workdirs (check_group).
+
+    Each model has its own parameters, optimizer state, data order and augmentation, and with
+    model_axis 'loop' does exactly the arithmetic of its plain run. Resumes from the members'
+    checkpoints (all at one step); SIGTERM/SIGINT save every member and raise TrainingInterrupted.
+    """
+    entered = time.time()
+    configs, devices = prepare_run(configs, model_axis)
+    with contextlib.ExitStack() as held:
+        workdirs = [held.enter_context(claimed(config.workdir, config)) for config in configs]
+        return train_in_workdirs(configs, workdirs, devices, model_axis, entered)
+
+
+def prepare_run(configs: Sequence[Config], model_axis: str = "loop") -> tuple[list[Config], list[jax.Device]]:
+    """The checked configs (jaxrec.runtime.setup.prepare: devices split and processes joined, once) and the
+    devices; refuses what cannot train before any data is loaded."""
+    configs = check_group([prepare(config) for config in configs], model_axis)
+    devices = select_devices(configs[0].num_devices)
+    per_device_batch(configs[0].batch_size, len(devices))
+    return configs, devices
+
+
+def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Config]:
+    """The configs, if they can train in one program: the same settings but for seeds and workdirs,
+    distinct workdirs, and one data split (a seeded split of an image folder differs per split seed)."""
+    if not configs:
+        raise InputError("a group of seeds needs at least one config")
+    if model_axis not in MODEL_AXES:
+        raise InputError(f"--model_axis {model_axis!r}: choose one of {', '.join(MODEL_AXES)}")
+    if len(configs) == 1:
+        return list(configs)
+    lead, other = configs[0].to_dict(), [c.to_dict() for c in configs[1:]]
+    different = sorted({k for c in other for k, v in c.items() if k not in MEMBER_FIELDS and v != lead[k]})
+    if different:
+        raise InputError(f"seeds trained in one program must share every setting but their seeds; "
+                         f"{', '.join(different)} differ")
+    if len({c.workdir for c in configs}) < len(configs):
+        raise InputError("seeds trained in one program need a workdir each")
+    if len({c.source_seeds()["split"] for c in configs}) > 1 and split_is_seeded(configs[0]):
+        raise InputError(f"{configs[0].dataset} has no split folders, so each split seed draws its own eval split "
+                         f"and the seeds cannot share one copy of the data; use --seeds_per_program 1")
+    return list(configs)
+
+
+@contextlib.contextmanager
+def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
+    """Holds the workdir for the run (one training run per workdir) and starts over there if asked.
+    In a multi-process run process 0 does both, and the others wait until it has (checking the
+    contents themselves, they could catch it moving a run aside)."""
+    with contextlib.ExitStack() as held:
+
+        def claim_it() -> Path:
+            path = held.enter_context(claim(workdir, config.force_workdir))
+            start_over_if_asked(config, path)
+            return path
+
+        path = distributed.on_primary(claim_it, f"--workdir {workdir}")
+        yield path or writable_folder(workdir)
+
+
+def start_over_if_asked(config: Config, workdir: Path) -> None:
+    """With --resume=false, moves the workdir's previous run (checkpoints and outputs) aside."""
+    aside = None if config.resume else move_previous_run(workdir)
+    if aside:
+        log.warning("--resume=false: starting over; the previous run's files were moved to %s", aside)
+
+
+def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
+                      entered: float) -> list[TrainState]:
+    """The loop, in claimed workdirs: one per config."""
+    data = load_data(configs[0])
+    trainer = create_trainer(configs, workdirs, data, devices, model_axis)
+    states, runs, resumed_from = restore_or_start(trainer, data)
+    writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
+    started = entered - runs[0].elapsed_seconds  # wall time counts the run's earlier sessions too
+    compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
+    state = trainer.program.stack(states)
+    with stop_on_signals() as stop:
+        try:
+            for _ in range(runs[0].epoch, trainer.config.epochs):
+                state, runs, calls = train_epoch(trainer, state, runs, writers, stop, started)
+                runs, results = finish_epoch(trainer, state, runs, results, writers, not calls <= compiled, started)
+                compiled |= calls
+                if agreed_stop(stop) and runs[0].epoch < trainer.config.epochs:
+                    raise interrupted(trainer, runs[0], stop)
+        finally:
+            for member, writer in zip(trainer.members, writers):
+                member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
+                writer.close()
+    finals = trainer.program.unstack(state)
+    for member, final, run, result in zip(trainer.members, finals, runs, results):
+        write_summary(trainer, member, data, final, run, result, resumed_from, time.time() - started)
+    distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
+    return [unreplicate(final) for final in finals]
+
+
+def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
+                   devices: list[jax.Device], model_axis: str = "loop") -> Trainer:
+    """Puts the data on the devices and builds the compiled program and the evaluator; refuses a run
+    that cannot fit in memory with its models trained side by side."""
+    config, models = configs[0], len(configs)
+    steps_per_epoch = len(data.train) // config.batch_size
+    if steps_per_epoch == 0:
+        raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
+                         f"{config.batch_size}; lower --batch_size")
+    log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s%s), %d steps per epoch%s",
+             data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
+             devices[0].platform, f", {jax.process_count()} processes" if jax.process_count() > 1 else "",
+             steps_per_epoch, f"; {models} models in one program" if models > 1 else "")
+    preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
+    model = create_model(config, data.num_classes)
+    memory.check_training_fits(model, data.image_shape, config.batch_size // jax.process_count(),
+                               local_devices(devices), data.train.images.nbytes + data.eval.images.nbytes, models)
+    members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
+                    for c, w in zip(configs, workdirs))
+    program = make_program(preprocess, devices, models, model_axis, config.label_smoothing, config.steps_loop)
+    return Trainer(
+        members=members, devices=tuple(devices), model=model, num_train=len(data.train),
+        steps_per_epoch=steps_per_epoch, preprocess=preprocess, program=program,
+        rngs=jax.numpy.stack([m.keys.train for m in members]),
+        images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
+        evaluator=Evaluator(create_model(config, data.num_classes, for_eval=True).apply, data.eval.images,
+                            data.eval.labels, preprocess, devices, config.eval_batch_size),
+        dataset=data.describe())
+
+
+def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
+    """Every member's fresh or restored state and run, and the step resumed from (None if fresh).
+    They must stand at one step (jaxrec.studies.study puts only seeds whose checkpoints reached the same step
+    into one program); seeds with other progress are refused rather than sent back, which would
+    throw training away."""
+    states, runs, resumed = zip(*(restore_or_start_member(trainer, member, data) for member in trainer.members))
+    if len({run.step for run in runs}) > 1:
+        steps = ", ".join(f"{m.workdir.name}: {run.step}" for m, run in zip(trainer.members, runs))
+        raise InputError(f"the seeds given to one program have trained to different steps ({steps}); train them "
+                         f"one at a time (--seeds_per_program 1) to keep each one's progress")
+    return list(states), list(runs), resumed[0]
+
+
+def restore_or_start_member(trainer: Trainer, member: Member,
+                            data: DataSplits) -> tuple[TrainState, RunState, int | None]:
+    """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
+    config = member.config
+    state = create_train_state(config, trainer.model, data.image_shape, member.keys.init, trainer.steps_per_epoch)
+    restored = member.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
+    if restored is None:
+        return state, RunState(), None
+    run = restored.meta.run
+    if run.epoch > config.epochs:
+        raise InputError(f"the checkpoint in {member.checkpoints.directory} has trained {run.epoch} epochs, more "
+                         f"than --epochs {config.epochs}; pass --epochs {run.epoch} or more, or another --workdir")
+    log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
+             run.position, trainer.steps_per_epoch, member.checkpoints.directory)
+    return restored.state, run, run.step
+
+
+def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from: int | None) -> Writers:
+    """config.json, dataset.json, and the metric writers: metrics.jsonl as far as the run has got (a
+    lost epoch's line goes) and TensorBoard's with --tensorboard. Process 0 writes; the others none."""
+    primary = distributed.is_primary()
+    if primary:
+        member.config.save(member.workdir / "config.json")
+        outputs.write_json(member.workdir / "dataset.json", data.describe())
+    return open_writers(member.workdir, run.records, resumed_from, member.config.tensorboard, primary)
+
+
+def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
+                stop: StopRequest, started: float) -> tuple[TrainState, list[RunState], frozenset[int]]:
+    """Trains the rest of the current epoch for every member, one device call at a time; saves when a
+    checkpoint is due mid-epoch, and saves and raises TrainingInterrupted when a stop was requested.
+    Also returns the lengths of the calls it made (each is a program of its own, compiled on first use)."""
+    config, steps, run = trainer.config, trainer.steps_per_epoch, runs[0]
+    orders = np.stack([epoch_indices(m.keys.shuffle, run.epoch, trainer.num_train, config.batch_size)
+                       for m in trainer.members], axis=1)  # [steps, K, batch]
+    models = len(trainer.members)
+    images_per_step = config.batch_size * models
+    bar = tqdm(total=steps * images_per_step, initial=run.position * images_per_step, unit="img", unit_scale=True,
+               desc=f"epoch {run.epoch + 1}/{config.epochs}" + (f", {models} models" if models > 1 else ""),
+               disable=not (config.progress and distributed.is_primary()), leave=False)
+    calls = set()
+    while runs[0].position < steps:
+        before = runs[0].position
+        end = call_end(runs[0], steps, config.steps_per_call, config.checkpoint_every_steps)
+        calls.add(end - before)
+        state, runs = train_call(trainer, state, runs, writers, orders[before:end])
+        bar.update((end - before) * images_per_step)
+        loss, accuracy = np.mean([r.epoch_means() for r in runs], axis=0)
+        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}")
+        due = config.checkpoint_every_steps and runs[0].step % config.checkpoint_every_steps == 0
+        stopping = agreed_stop(stop)
+        if runs[0].position < steps and (due or stopping):
+            save(trainer, trainer.program.unstack(state), runs, started)
+            if stopping:
+                raise interrupted(trainer, runs[0], stop)
+    bar.close()
+    return state, runs, frozenset(calls)
+
+
+def agreed_stop(stop: StopRequest) -> bool:
+    """Whether to stop here. In a multi-process run, a signal to any one process stops them all after
+    the same call (signals reach hosts at different moments): every process must ask at the same point."""
+    signum = distributed.max_over_processes(stop.signum or 0)
+    if signum and not stop.requested:
+        stop.signum = signum  # this process stops for another's signal, and exits as that one does
+    return bool(signum)
+
+
+def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> int:
+    """Where the device call starting at run.position ends: after steps_per_call steps, at the end of
+    the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint is due there)."""
+    end = min(run.position + steps_per_call, steps_per_epoch)
+    if checkpoint_every:
+        end = min(end, run.position + checkpoint_every - run.step % checkpoint_every)
+    return end
+
+
+def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
+               indices: np.ndarray) -> tuple[TrainState, list[RunState]]:
+    """One device call: len(indices) training steps of every member (indices [steps, K, batch]).
+    Stops the run if a member's loss is not finite."""
+    start = time.perf_counter()
+    program = trainer.program
+    state, metrics = program.fn(state, trainer.images, trainer.labels, program.shares(indices),
+                                program.keys(trainer.rngs))
+    metrics = program.per_model(metrics)  # [steps, K], the same on every device; waits for it: honest timing
+    seconds = time.perf_counter() - start
+    losses, accuracies = metrics["loss"], metrics["accuracy"]
+    for k, member in enumerate(trainer.members):
+        check_finite(losses[:, k], runs[0].step, member.workdir if len(trainer.members) > 1 else None)
+    runs = [run.after_steps(losses[:, k].tolist(), accuracies[:, k].tolist(), seconds) for k, run in enumerate(runs)]
+    for k, (run, writer) in enumerate(zip(runs, writers)):
+        writer.write_train(run.step, float(losses[:, k].mean()), float(accuracies[:, k].mean()))
+    return state, runs
+
+
+def check_finite(losses: np.ndarray, first_step: int, workdir: Path | None = None) -> None:
+    """Stops the run (FloatingPointError, naming the step, and the model's workdir in a program of
+    several) if a loss is NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        step = first_step + int(bad[0]) + 1
+        raise FloatingPointError(
+            f"{f'{workdir}: ' if workdir else ''}training loss became {losses[bad[0]]} at step {step}; the run was "
+            f"stopped there. Lower --learning_rate, add --warmup_epochs, or check the input data.")
+
+
+def evaluation_due(config: Config, epoch: int) -> bool:
+    """Whether epoch `epoch` (counted from 1) ends with an evaluation: every eval_every_epochs, and the last."""
+    return epoch % config.eval_every_epochs == 0 or epoch == config.epochs
+
+
+def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) -> Record:
+    """The finished epoch's line of metrics.jsonl, training part. includes_compilation: the epoch
+    made a device call of a length this process had not run before (its time includes compiling)."""
+    loss, accuracy = run.epoch_means()
+    images = trainer.steps_per_epoch * trainer.config.batch_size
+    return Record(epoch=run.epoch + 1, step=run.step, train_loss=loss, train_accuracy=accuracy,
+                  train_seconds=run.train_seconds, images_per_second=images / run.train_seconds,
+                  includes_compilation=includes_compilation)
+
+
+def evaluate(trainer: Trainer, state: TrainState, record: Record) -> tuple[dict[str, Any], Record]:
+    """The evaluation of the eval split (state: one model's, replicated), and `record` with its scores."""
+    start = time.perf_counter()
+    result = trainer.evaluator(state.eval_variables)
+    return result, record.replace(test_loss=result["loss"], test_accuracy=result["accuracy"],
+                                  test_macro_f1=result["macro_f1"], eval_seconds=time.perf_counter() - start)
+
+
+def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any],
+                 writers: list[Writers], includes_compilation: bool,
+                 started: float) -> tuple[list[RunState], list[Any]]:
+    """Each member's epoch record and evaluation when due; then the checkpoints of the finished epoch,
+    and only then the records (so metrics.jsonl never holds an epoch a resume would not continue from)."""
+    member_states = trainer.program.unstack(state)
+    records, new_results = [], []
+    for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
+        record = epoch_record(trainer, run, includes_compilation)
+        if evaluation_due(member.config, run.epoch + 1):
+            result, record = evaluate(trainer, member_state, record)
+        records.append(record.replace(wall_seconds=time.time() - started))
+        new_results.append(result)
+    runs = [run.end_epoch(record) for run, record in zip(runs, records)]
+    save(trainer, member_states, runs, started, [record.test_accuracy for record in records])
+    for record, writer in zip(records, writers):
+        writer.write_epoch(record)
+        log_epoch(trainer, record)
+    return runs, new_results
+
+
+def log_epoch(trainer: Trainer, record: Record) -> None:
+    log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s", record.epoch,
+             trainer.config.epochs, record.train_loss, record.train_accuracy,
+             "-" if record.test_loss is None else f"{record.test_loss:.4f}",
+             "-" if record.test_accuracy is None else f"{record.test_accuracy:.4f}", record.images_per_second)
+
+
+def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], started: float,
+         test_accuracies: Sequence[float | None] | None = None) -> None:
+    """Checkpoints every member's (replicated) state and run; RunCheckpointer.save waits until each is on disk."""
+    accuracies = test_accuracies or [None] * len(runs)
+    for member, member_state, run, accuracy in zip(trainer.members, member_states, runs, accuracies):
+        run = dataclasses.replace(run, elapsed_seconds=time.time() - started)
+        member.checkpoints.save(unreplicate(member_state), run, trainer.dataset, accuracy)
+
+
+def interrupted(trainer: Trainer, run: RunState, stop: StopRequest) -> TrainingInterrupted:
+    """The exception that tells the user how to resume (the checkpoints are already on disk: saves wait)."""
+    members = trainer.members
+    saved = (f"checkpoint saved in {members[0].checkpoints.directory}" if len(members) == 1 else
+             f"{len(members)} seeds saved, each in its workdir's checkpoints")
+    return TrainingInterrupted(
+        f"stopped by {stop.name} at step {run.step} (epoch {run.epoch + 1}, step {run.position} of "
+        f"{trainer.steps_per_epoch}); {saved}. To resume, run the same command again"
+        f"{' (same --workdir)' if len(members) == 1 else ''}.", stop.signum)
+
+
+def train_speed(records: Sequence[Record], images_per_epoch: int) -> float:
+    """Training images/s over the epochs that include no compilation (all of them if none is left)."""
+    timed = [r for r in records if not r.includes_compilation] or list(records)
+    return len(timed) * images_per_epoch / sum(r.train_seconds for r in timed)
+
+
+def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: TrainState, run: RunState,
+                  result: dict[str, Any] | None, resumed_from: int | None, wall_seconds: float) -> None:
+    """summary.json, curves.png and the final evaluation (eval.json, eval.md, confusion.png) of one
+    member (state: its replicated train state). In a program of several models, the images/s are one
+    model's; the program's throughput is seeds_per_program times more."""
+    config, final = member.config, run.records[-1]
+    result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
+    predictions = trainer.evaluator.probabilities(state.eval_variables) if config.save_predictions else None
+    if not distributed.is_primary():  # the evaluations above take every process; the files are written once
+        return
+    summary = {
+        "test_accuracy": final.test_accuracy, "test_loss": final.test_loss,
+        "test_macro_f1": final.test_macro_f1, "epochs": config.epochs, "steps": run.step,
+        "train_images_per_second": train_speed(run.records, trainer.steps_per_epoch * config.batch_size),
+        "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
+        "source_seeds": config.source_seeds(),
+        "num_devices": len(trainer.devices), "processes": jax.process_count(),
+        "seeds_per_program": len(trainer.members),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "peak_host_memory_mb": host.peak_host_memory_mb(),
+        "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
+        "test_accuracy_per_epoch": [r.test_accuracy for r in run.records],
+        "dataset": data.describe(), "config": config.to_dict(), "versions": host.versions(),
+        "machine": host.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    outputs.write_json(member.workdir / "summary.json", summary)
+    outputs.plot_curves([r.to_json() for r in run.records], member.workdir / "curves.png",
+                        title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
+    outputs.write_eval(member.workdir, report(result, data.class_names, config.top_k),
+                       title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
+    if predictions is not None:
+        outputs.write_predictions(member.workdir, predictions, data.eval.labels)
+    log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
+             summary["test_accuracy"], config.epochs, run.step, member.workdir)
+
+
+__all__ = ["MEMBER_FIELDS", "Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]

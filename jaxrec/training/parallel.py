@@ -1,0 +1,286 @@
+"""Data parallelism: the pure steps of `jaxrec.training.steps`, compiled with `jax.pmap` over local devices.
+
+Each device holds a full copy of the (uint8) data set and of the train state. Per call the host
+sends only example indices, shaped [devices, steps, per_device_batch]; the compiled function
+gathers, preprocesses and trains `steps` steps, so Python runs once per call, not once per step.
+
+In a multi-process run (jaxrec.runtime.distributed) the functions map over every device of every process,
+ordered by process; each process passes the rows of its own devices (`local_rows`), and the
+collectives (gradient mean, evaluation sums) span them all.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from flax import jax_utils
+
+from jaxrec.models import kernels
+from jaxrec.config import MODEL_AXES
+from jaxrec.data.pipeline import Preprocess
+from jaxrec.errors import InputError
+from jaxrec.training.steps import AXIS, eval_step, train_step
+
+
+def select_devices(num_devices: int = 0) -> list[jax.Device]:
+    """The first `num_devices` local devices (all of them for 0); in a multi-process run, every
+    device of every process, ordered by process (so each process's devices are one block)."""
+    if jax.process_count() > 1:
+        if num_devices:
+            raise InputError(f"--num_devices {num_devices}: a multi-process run uses every device of every process; "
+                             f"use --num_devices 0 (to use fewer, start the processes with fewer devices)")
+        counts = collections.Counter(d.process_index for d in jax.devices())
+        if len(set(counts.values())) > 1:
+            raise InputError(f"the processes have different numbers of devices ({dict(sorted(counts.items()))} by "
+                             f"process); start every process with the same number")
+        return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = jax.local_devices()
+    if num_devices < 0 or num_devices > len(devices):
+        raise InputError(f"asked for {num_devices} devices but this host has {len(devices)} "
+                         f"({devices[0].platform}); use --num_devices 0 for all of them")
+    return devices[:num_devices] if num_devices else devices
+
+
+def per_device_batch(global_batch: int, num_devices: int) -> int:
+    """The per-device share of a global batch; refuses a batch that does not split evenly."""
+    if global_batch <= 0 or global_batch % num_devices:
+        lower = max(num_devices, global_batch // num_devices * num_devices)
+        raise InputError(f"global batch size {global_batch} does not divide evenly over {num_devices} devices; "
+                         f"use a multiple of {num_devices}, e.g. --batch_size {lower} or "
+                         f"{lower + num_devices}")
+    return global_batch // num_devices
+
+
+def local_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
+    """This process's devices among `devices`, in their order."""
+    return [d for d in devices if d.process_index == jax.process_index()]
+
+
+def local_rows(x: np.ndarray, devices: Sequence[jax.Device]) -> np.ndarray:
+    """The rows of `x` (one per device of `devices`, in order) that this process's devices take."""
+    if jax.process_count() == 1:
+        return x
+    return x[[i for i, d in enumerate(devices) if d.process_index == jax.process_index()]]
+
+
+def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
+    """One copy of every array per (local) device, stacked on a leading device axis.
+
+    The copies go through an identity pmap so they carry the same sharding as pmap's own outputs;
+    otherwise the train step compiles twice (once for these inputs, once for its returned state).
+    """
+    identity = jax.pmap(lambda x: x, axis_name=AXIS, devices=list(devices))
+    return identity(jax_utils.replicate(tree, devices=local_devices(devices)))
+
+
+def unreplicate(tree: Any) -> Any:
+    """The first local device's copy (they are identical). Reads that device's buffer: indexing a
+    pmap output would be a computation of its own, which in a multi-process run every process must run."""
+    return jax.tree_util.tree_map(_first_copy, tree)
+
+
+def _first_copy(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x.addressable_data(0).reshape(x.shape[1:])  # the buffer may keep the device axis (of size 1)
+    return x[0]
+
+
+def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
+    """[steps, global_batch] -> [devices, steps, per_device]: device d takes its contiguous slice of each batch."""
+    steps, batch = indices.shape
+    return indices.reshape(steps, num_devices, batch // num_devices).swapaxes(0, 1)
+
+
+def _train_steps_fn(preprocess: Preprocess, label_smoothing: float) -> Callable:
+    """step(state, images, labels, idx, rng): one model's training step on the examples `idx`."""
+    step = functools.partial(train_step, preprocess=preprocess, label_smoothing=label_smoothing, axis_name=AXIS)
+    return lambda state, images, labels, idx, rng: step(
+        state, {"image": images[idx], "label": labels[idx], "index": idx}, rng)
+
+
+def _scan_steps(body: Callable, state: Any, indices: jax.Array, steps_loop: str) -> tuple[Any, Any]:
+    """`body` over the leading (steps) axis of `indices` with `lax.scan`: rolled (a loop), or unrolled,
+    because XLA:CPU runs convolutions inside a while loop far slower than the same convolutions at the
+    top level (jax#12868). Unrolled steps give the bits of one-step calls; a rolled loop's body is
+    compiled on its own, so its float rounding may differ. One step is called directly (a one-step
+    scan would stay a loop)."""
+    if indices.shape[0] == 1:
+        state, metrics = body(state, indices[0])
+        return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
+    return jax.lax.scan(body, state, indices, unroll=steps_loop == "unrolled")
+
+
+def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
+    """The loop asked for (Config.steps_loop), or for None/'auto' the devices' platform's (jaxrec.models.kernels)."""
+    return kernels.for_platform(devices[0].platform).steps_loop if steps_loop in (None, "auto") else steps_loop
+
+
+def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
+                  label_smoothing: float = 0.0, steps_loop: str | None = None) -> Callable:
+    """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
+
+    state, images, labels: replicated; indices: [devices, steps, per_device]; rng: the run's
+    training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps]. The same
+    settings give the same function, so the runs of one process (a study's seeds) compile it once.
+    steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or 'auto': the platform's (jaxrec.models.kernels).
+    """
+    return _train_fn(preprocess, tuple(devices), label_smoothing, _steps_loop(steps_loop, devices))
+
+
+@functools.lru_cache(maxsize=16)
+def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], label_smoothing: float,
+              steps_loop: str) -> Callable:
+    one = _train_steps_fn(preprocess, label_smoothing)
+
+    def train_steps(state, images, labels, indices, rng):
+        return _scan_steps(lambda state, idx: one(state, images, labels, idx, rng), state, indices, steps_loop)
+
+    return jax.pmap(train_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
+                    devices=list(devices))
+
+
+def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
+                        model_axis: str = "loop", label_smoothing: float = 0.0,
+                        steps_loop: str | None = None) -> Callable:
+    """K = `models` models trained side by side in one program: (states, images, labels, indices, rngs)
+    -> (states, metrics per step and model), pmapped over devices, states donated.
+
+    states: the K train states stacked on a model axis (`stack_states`), replicated: leaves
+    [devices, K, ...]; indices: [devices, steps, K, per_device] (each model its own data order);
+    rngs: the K training keys [K] (broadcast). metrics: {'loss', 'accuracy'} [devices, steps, K].
+
+    model_axis 'loop' writes the K models out one after another in the program, so each does exactly
+    the single-model program's arithmetic; 'vmap' maps `jax.vmap` over the model axis, which makes
+    every convolution a grouped one (feature_group_count=K): 3x slower on XLA:CPU (docs/studies.md)
+    and slow in the backward pass on GPUs too (jax#13800).
+    """
+    if model_axis not in MODEL_AXES:
+        raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
+    return _group_train_fn(preprocess, tuple(devices), models, model_axis, label_smoothing,
+                           _steps_loop(steps_loop, devices))
+
+
+@functools.lru_cache(maxsize=16)
+def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
+                    label_smoothing: float, steps_loop: str) -> Callable:
+    one = _train_steps_fn(preprocess, label_smoothing)
+
+    def group_steps(states, images, labels, indices, rngs):
+        def body(states, idx):  # idx: [K, per_device]
+            if model_axis == "vmap":
+                return jax.vmap(one, in_axes=(0, None, None, 0, 0))(states, images, labels, idx, rngs)
+            outs = [one(member(states, k), images, labels, idx[k], rngs[k]) for k in range(models)]
+            return jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *outs)
+
+        return _scan_steps(body, states, indices, steps_loop)
+
+    return jax.pmap(group_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
+                    devices=list(devices))
+
+
+def member(states: Any, k: int) -> Any:
+    """Model k of states stacked on a (leading) model axis."""
+    return jax.tree_util.tree_map(lambda x: x[k], states)
+
+
+def stack_states(states: Sequence[Any]) -> Any:
+    """K train states of one config (the same model and optimizer objects: see create_model) as one,
+    every array with a leading model axis [K, ...]."""
+    return jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *states)
+
+
+def make_unstack_fn(models: int, devices: Sequence[jax.Device]) -> Callable:
+    """Replicated stacked states [devices, K, ...] -> K replicated states [devices, ...], on the devices."""
+    return _unstack_fn(models, tuple(devices))
+
+
+@functools.lru_cache(maxsize=16)
+def _unstack_fn(models: int, devices: tuple[jax.Device, ...]) -> Callable:
+    return jax.pmap(lambda states: tuple(member(states, k) for k in range(models)), axis_name=AXIS,
+                    devices=list(devices))
+
+
+def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
+    """[steps, K, global_batch] -> [devices, steps, K, per_device]: as `split_over_devices`, per model."""
+    steps, models, batch = indices.shape
+    return indices.reshape(steps, models, num_devices, batch // num_devices).transpose(2, 0, 1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The compiled training program of K models (1 for a plain run), and how the loop talks to it.
+
+    The loop holds one `state` for the whole program and sends, per call, the models' index batches
+    [steps, K, global_batch] and their training keys [K]. With K = 1 the program is the plain
+    single-model function (make_train_fn), fed the one model's share, so a plain run's arithmetic
+    is exactly what it has always been; with K > 1, make_group_train_fn over states stacked on a
+    model axis.
+    """
+
+    models: int
+    devices: tuple[jax.Device, ...]
+    fn: Callable  # pmapped (state, images, labels, shares, keys) -> (state, metrics); state donated
+
+    def stack(self, states: Sequence[Any]) -> Any:
+        """The K models' (unreplicated) train states as the program's one replicated state."""
+        return replicate(states[0] if self.models == 1 else stack_states(states), self.devices)
+
+    def unstack(self, state: Any) -> tuple[Any, ...]:
+        """The program's state as the K models' replicated states, on the devices."""
+        return (state,) if self.models == 1 else make_unstack_fn(self.models, self.devices)(state)
+
+    def shares(self, indices: np.ndarray) -> np.ndarray:
+        """[steps, K, global_batch] -> this process's rows of the program's index argument."""
+        if self.models == 1:
+            return local_rows(split_over_devices(indices[:, 0], len(self.devices)), self.devices)
+        return local_rows(split_models_over_devices(indices, len(self.devices)), self.devices)
+
+    def keys(self, rngs: jax.Array) -> jax.Array:
+        """The K models' training keys [K] -> the program's key argument."""
+        return rngs[0] if self.models == 1 else rngs
+
+    def per_model(self, metrics: Any) -> dict[str, np.ndarray]:
+        """A call's metrics (the same on every device) as host arrays [steps, K]; waits for the device."""
+        metrics = {name: np.asarray(value) for name, value in unreplicate(metrics).items()}
+        return {name: value[:, None] for name, value in metrics.items()} if self.models == 1 else metrics
+
+
+def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], models: int = 1, model_axis: str = "loop",
+                 label_smoothing: float = 0.0, steps_loop: str | None = None) -> Program:
+    """The training program of `models` models on `devices` (see Program); the same settings give the
+    same compiled function, so the programs of one process (a study's) compile once."""
+    if models == 1:
+        fn = make_train_fn(preprocess, devices, label_smoothing, steps_loop)
+    else:
+        fn = make_group_train_fn(preprocess, devices, models, model_axis, label_smoothing, steps_loop)
+    return Program(models=models, devices=tuple(devices), fn=fn)
+
+
+def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+    """(variables, images, indices) -> softmax class probabilities [devices, per_device, classes]; pmapped.
+    variables: the model's in eval mode (TrainState.eval_variables), replicated."""
+
+    def probabilities(variables, images, indices):
+        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
+
+    return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
+
+
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+    """(variables, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
+
+    variables (TrainState.eval_variables), images, labels: replicated; indices and mask: [devices, per_device]; padding has mask 0
+    and is not counted. The caller loops over batches (a rolled scan would be slow on XLA:CPU, see
+    make_train_fn).
+    """
+    step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
+
+    def evaluate(variables, images, labels, indices, mask):
+        return step(variables, {"image": images[indices], "label": labels[indices], "mask": mask})
+
+    return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))

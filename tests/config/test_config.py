@@ -1,0 +1,171 @@
+"""The config, its checks, and the command line generated from it."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from helpers import run_script
+from jaxrec.cli import commands as cli, flags
+from jaxrec.models import kernels
+from jaxrec.config import EXECUTION_FIELDS, BenchmarkOptions, Config, check, choices
+from jaxrec.errors import InputError
+from jaxrec.models import CELLS, create_model
+from jaxrec.training.optim import learning_rate_schedule
+
+
+def test_defaults_reproduce_the_article():
+    c = Config()
+    assert (c.epochs, c.learning_rate, c.momentum, c.augment, c.batch_size) == (10, 0.01, 0.9, False, 128)
+    assert c.weight_decay == 0 and c.lr_schedule == "constant" and c.dataset == "cifar10"
+    assert check(c) is c and check(BenchmarkOptions()) is not None
+
+
+def test_the_documented_flags_work_as_written(tmp_path):
+    c = flags.parse_config(["--seed", "0", "--epochs", "3", "--batch_size", "128", "--dataset", "cifar10",
+                            "--workdir", str(tmp_path)])
+    assert (c.seed, c.epochs, c.batch_size, c.dataset, c.workdir) == (0, 3, 128, "cifar10", str(tmp_path))
+
+
+def test_every_field_is_a_flag_of_the_right_type():
+    c = flags.parse_config(["--augment", "--progress=false", "--conv_features", "16,32", "--learning_rate", "0.1",
+                            "--data_dir", "/data", "--channels", "1", "--model", "rnn"])
+    assert c.augment is True and c.progress is False and c.channels == 1 and c.model == "rnn"
+    assert c.conv_features == (16, 32) and c.learning_rate == 0.1 and c.data_dir == "/data"
+    flag_names = {a.dest for a in flags.config_parser()._actions}
+    assert {f.name for f in dataclasses.fields(Config)} <= flag_names
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--augment", "maybe"], "argument --augment: expected true or false, got 'maybe'"),
+    (["--lr_schedule", "linear"], "argument --lr_schedule: invalid choice: 'linear' (choose from "),
+    (["--channels", "2"], "argument --channels: invalid choice: 2 (choose from "),
+    (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
+])
+def test_a_flag_that_does_not_parse_is_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        flags.parse_config(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and message in err and "--help" in err
+
+
+def test_enumerated_fields_offer_exactly_what_the_code_implements():
+    for model in choices(Config, "model"):  # each choice builds a model
+        assert create_model(Config(model=model), num_classes=10) is not None
+    assert set(choices(Config, "rnn_cell")) == set(CELLS)
+    assert set(choices(Config, "lr_schedule")) == {"constant", "cosine", "step"}
+    for schedule in choices(Config, "lr_schedule"):
+        assert learning_rate_schedule(Config(lr_schedule=schedule), steps_per_epoch=10)(5) > 0
+
+
+@pytest.mark.parametrize("changes,refusal", [
+    (dict(eval_batch_size=0), "--eval_batch_size 0: must be >= 1"),
+    (dict(conv_features=(0,)), "--conv_features 0: must be a non-empty comma-separated list of integers >= 1"),
+    (dict(epochs=2.5), "--epochs 2.5: must be of type int"),
+    (dict(model="rnn", rnn_hidden=0), "--rnn_hidden 0: must be >= 1"),
+    (dict(conv_features=()), "--conv_features '': must be a non-empty"),
+    (dict(dense_features=0), "--dense_features 0: must be >= 1"),
+    (dict(image_size=1), "--image_size 1: must be 0 or >= 8"),
+    (dict(momentum=-1.0), "--momentum -1.0: must be in [0, 1)"),
+    (dict(warmup_epochs=-1.0), "--warmup_epochs -1.0: must be >= 0"),
+    (dict(learning_rate=float("nan")), "--learning_rate nan: must be > 0"),
+    (dict(seed=2**32), "--seed 4294967296: must be in [0, 4294967296)"),
+    (dict(test_fraction=1.0), "--test_fraction 1.0: must be in (0, 1)"),
+    (dict(dataset=""), "--dataset '': must be a TFDS name, cifar10_sample or an image-folder path"),
+    (dict(lr_schedule="linear"), "--lr_schedule linear: must be one of constant, cosine, step"),
+    (dict(nesterov=True, momentum=0.0), "--nesterov with --momentum 0: Nesterov needs momentum > 0"),
+    (dict(warmup_epochs=3.0, epochs=2), "--warmup_epochs 3.0 with --epochs 2: the warm-up would never reach"),
+])
+def test_each_refusal_names_the_field_the_value_and_what_is_allowed(changes, refusal):
+    with pytest.raises(InputError) as refused:
+        check(Config(**changes))
+    assert str(refused.value) == refusal or str(refused.value).startswith(refusal)
+
+
+def test_several_bad_settings_are_listed_one_per_line():
+    with pytest.raises(InputError) as refused:
+        check(Config(epochs=0, top_k=0))
+    assert str(refused.value).splitlines() == ["2 settings cannot be used:", "--epochs 0: must be >= 1",
+                                               "--top_k 0: must be >= 1"]
+
+
+def test_bad_settings_are_refused_before_jax_starts_or_data_loads(tmp_path):
+    code = ("import sys\nfrom jaxrec.cli import main\ntry:\n"
+            f"    code = main(['train', '--eval_batch_size', '0', '--dataset', {str(tmp_path / 'missing')!r}])\n"
+            "except SystemExit as exit:\n    code = exit.code\n"
+            "print('jax imported' if 'jax' in sys.modules else 'jax not imported'); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout.strip() == "jax not imported"
+    assert result.stderr == ("jaxrec train: error: argument --eval_batch_size: must be >= 1, got '0' "
+                             "(see jaxrec train --help)\n")
+
+
+def test_a_bad_number_names_the_flag_as_typed_even_an_alias(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jaxrec", "evaluate", "--workdir", str(tmp_path), "--batch_size",
+                             "-4"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--batch_size: must be >= 1, got '-4'" in result.stderr
+
+
+def test_rnn_settings_are_only_checked_for_the_rnn():
+    assert check(Config(model="cnn", rnn_hidden=0, rnn_cell="elman"))
+
+
+def test_a_subset_of_fields_can_be_checked_alone():
+    saved = Config(nesterov=True, momentum=0.0)  # e.g. a run from before the checks: evaluate it anyway
+    assert check(saved, only=["top_k", "num_devices"]) is saved
+    with pytest.raises(InputError, match="--top_k 0"):
+        check(saved.replace(top_k=0), only=["top_k"])
+
+
+def test_config_round_trips_through_json(tmp_path):
+    c = Config(conv_features=(4, 8), seed=7, augment=True)
+    c.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == c
+
+
+@pytest.mark.parametrize("command", [["jaxrec", "--help"], ["jaxrec", "train", "--help"],
+                                     ["experiments/cifar_cnn.py", "--help"]])
+def test_help_lists_every_knob(command):
+    result = run_script(*command, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    if command[1:] == ["--help"] and command[0] == "jaxrec":
+        assert all(name in out for name in ("train", "evaluate", "predict", "benchmark"))
+        return
+    for field in dataclasses.fields(Config):
+        assert f"--{field.name}" in out
+    assert "{cnn,rnn}" in out
+
+
+def test_subcommand_help_names_its_own_flags(capsys):
+    for command, expected in (("evaluate", ["--workdir", "--which", "--split", "--out", "--dataset", "--top_k"]),
+                              ("predict", ["IMAGE_OR_FOLDER", "--workdir", "--json", "--top_k"]),
+                              ("benchmark", ["--windows", "--image_shape", "--steps_per_call", "--json"])):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        out = capsys.readouterr().out
+        assert all(flag in out for flag in expected), command
+
+
+def test_aliases_add_flag_names_without_shadowing_prefixes():
+    aliases = {"data": "dataset"}
+    assert flags.parse_config(["--data", "faces/"], aliases=aliases).dataset == "faces/"
+    assert flags.parse_config(["--dataset", "faces/"], aliases=aliases).dataset == "faces/"
+    both = flags.parse_config(["--data", "faces/", "--data_dir", "/tfds"], aliases=aliases)
+    assert (both.dataset, both.data_dir) == ("faces/", "/tfds")
+    with pytest.raises(SystemExit):  # without the alias, --data is an ambiguous prefix
+        flags.parse_config(["--data", "faces/"])
+
+
+def test_benchmark_options_are_checked_like_the_config():
+    with pytest.raises(InputError, match=r"--windows 0: must be >= 1"):
+        check(BenchmarkOptions(windows=0))
+
+
+def test_every_execution_setting_is_a_knob_and_every_kernel_choice_is_one():
+    """Resume and study checks let exactly these change; a kernel knob left out would refuse a resume."""
+    names = {field.name for field in dataclasses.fields(Config)}
+    assert set(EXECUTION_FIELDS) <= names
+    assert {field.name for field in dataclasses.fields(kernels.Kernels)} <= set(EXECUTION_FIELDS)

@@ -1,0 +1,136 @@
+"""Data sources (TFDS via its mocking, image folders, the shipped sample), the device pipeline, bad input."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jaxrec.config import Config
+from jaxrec.data import SAMPLE_ROOT, DataError, load_data
+from jaxrec.errors import InputError
+from jaxrec.data.pipeline import Preprocess, epoch_indices, random_crop_flip
+from jaxrec.training.parallel import per_device_batch
+
+
+def _write_folder(root, splits=("train", "test"), classes=("ann", "bob", "cyd"), per_class=3, size=(20, 16),
+                  mode="RGB", suffix=".png"):
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                shape = (size[0], size[1], 3) if mode == "RGB" else size
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / name / f"{i}{suffix}")
+    return root
+
+
+def test_shipped_sample_is_real_and_small():
+    size = sum(f.stat().st_size for f in SAMPLE_ROOT.rglob("*") if f.is_file())
+    assert size < 2_000_000
+    data = load_data(Config(dataset="cifar10_sample"))
+    assert data.class_names[:3] == ("airplane", "automobile", "bird") and data.num_classes == 10
+    assert data.image_shape == (32, 32, 3)
+    assert len(data.train) == 400 and len(data.eval) == 100
+    assert np.bincount(data.train.labels).tolist() == [40] * 10
+    # Real photographs, not noise: CIFAR-10's channel means are near (125, 123, 114).
+    assert np.allclose(data.mean, (125, 123, 114), atol=12)
+
+
+def test_image_folder_with_mixed_sizes_and_grayscale(tmp_path):
+    root = _write_folder(tmp_path / "faces", size=(20, 16))
+    Image.fromarray(np.zeros((40, 30), np.uint8), "L").save(root / "train" / "ann" / "big_gray.jpg")
+    data = load_data(Config(dataset=str(root)))
+    assert data.class_names == ("ann", "bob", "cyd")
+    assert data.image_shape == (20, 16, 3)  # most images' size and colour; the odd one converted
+    assert len(data.train) == 10 and len(data.eval) == 9
+    assert data.train.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    small = load_data(Config(dataset=str(root), image_size=8, channels=1))
+    assert small.image_shape == (8, 8, 1)
+
+
+def test_tfds_dataset_through_tfds_mocking():
+    # mock_data turns download_and_prepare into a no-op and as_dataset into random examples that
+    # follow the real dataset_info (shapes, label names); --download lets the loader call it.
+    with tfds.testing.mock_data(num_examples=24):
+        data = load_data(Config(dataset="mnist", download=True))
+    assert data.image_shape == (28, 28, 1)
+    assert data.num_classes == 10 and len(data.train) == 24 and len(data.eval) == 24
+    assert data.train.images.dtype == np.uint8 and data.train.labels.dtype == np.int32
+    with tfds.testing.mock_data(num_examples=8):
+        converted = load_data(Config(dataset="cifar10", download=True, image_size=16, channels=1))
+    assert converted.image_shape == (16, 16, 1)
+
+
+def test_unprepared_tfds_dataset_fails_fast_naming_the_ways_out(tmp_path):
+    start = time.time()
+    with pytest.raises(DataError) as err:
+        load_data(Config(dataset="cifar10", data_dir=str(tmp_path)))
+    assert time.time() - start < 30
+    message = str(err.value)
+    for way_out in ("--data_dir", "--download", "image-folder", "cifar10_sample"):
+        assert way_out in message
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(InputError, match="unknown data set 'cifar11'"):
+        load_data(Config(dataset="cifar11"))
+
+
+def test_missing_folder_and_missing_split(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(Config(dataset=str(tmp_path / "nowhere")))
+    root = _write_folder(tmp_path / "only_train", splits=("train",))
+    with pytest.raises(DataError, match="has no split 'test'"):
+        load_data(Config(dataset=str(root)))
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = _write_folder(tmp_path / "data")
+    bad = root / "test" / "bob" / "broken.jpg"
+    bad.write_text("this is not a JPEG")
+    with pytest.raises(DataError, match="cannot read image .*broken.jpg"):
+        load_data(Config(dataset=str(root)))
+
+
+def test_indivisible_batch_is_refused_with_a_fix():
+    with pytest.raises(ValueError, match="does not divide evenly over 8 devices.*--batch_size 96"):
+        per_device_batch(100, 8)
+    assert per_device_batch(128, 8) == 16
+
+
+def test_epoch_indices_are_seeded_permutations():
+    key = jax.random.key(3)
+    first = epoch_indices(key, 0, 100, 32)
+    assert first.shape == (3, 32) and len(set(first.ravel().tolist())) == 96
+    np.testing.assert_array_equal(first, epoch_indices(key, 0, 100, 32))
+    assert not np.array_equal(first, epoch_indices(key, 1, 100, 32))
+    assert not np.array_equal(first, epoch_indices(jax.random.key(4), 0, 100, 32))
+
+
+def test_random_crop_flip_is_a_shifted_padded_copy():
+    image = jnp.asarray(np.random.default_rng(0).integers(1, 256, (8, 8, 3)), jnp.uint8)
+    padded = np.pad(np.asarray(image), ((4, 4), (4, 4), (0, 0)))
+    candidates = [padded[y:y + 8, x:x + 8] for y in range(9) for x in range(9)]
+    candidates += [c[:, ::-1] for c in candidates]
+    seen = set()
+    for k in range(20):
+        out = np.asarray(random_crop_flip(image, jax.random.key(k)))
+        matches = [i for i, c in enumerate(candidates) if np.array_equal(out, c)]
+        assert matches, "augmented image is not a crop/flip of the padded original"
+        seen.add(matches[0])
+    assert len(seen) > 5  # it is random
+
+
+def test_augmentation_depends_on_example_id_not_batch_position():
+    pre = Preprocess(mean=(0.0,) * 3, std=(1.0,) * 3, augment=True)
+    images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3)), jnp.uint8)
+    ids = jnp.array([10, 11, 12, 13])
+    key = jax.random.key(0)
+    together = pre.train(images, ids, key)
+    apart = jnp.concatenate([pre.train(images[:2], ids[:2], key), pre.train(images[2:], ids[2:], key)])
+    np.testing.assert_array_equal(together, apart)
+    assert not np.array_equal(pre.train(images, ids, key), pre.train(images, ids, jax.random.key(1)))

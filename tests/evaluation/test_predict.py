@@ -1,0 +1,127 @@
+"""Evaluating a saved run (`jaxrec evaluate`) and classifying new images with it (`jaxrec predict`)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import SMALL
+from jaxrec.cli import commands as cli
+from jaxrec.run.checkpoints import load_trained
+from jaxrec.config import Config
+from jaxrec.data import SAMPLE_ROOT
+from jaxrec.evaluation.predict import Predictor
+from jaxrec.training.loop import train_and_evaluate
+
+pytestmark = pytest.mark.slow  # every test here uses a trained run (the module fixture)
+
+
+def evaluate(*args) -> int:
+    return cli.main(["evaluate", *map(str, args)])
+
+
+def predict(*args) -> int:
+    return cli.main(["predict", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A finished 2-epoch run on the shipped sample, with its checkpoints."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=1, progress=False,
+                    steps_per_call=4, **SMALL)
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
+def test_evaluate_reproduces_the_training_evaluation_without_overwriting_it(workdir, capsys):
+    before = (workdir / "eval.json").read_text()
+    saved = json.loads(before)
+    assert saved["count"] == 100 and saved["top_k"] == 5 and len(saved["per_class"]) == 10
+    assert evaluate("--workdir", workdir, "--which", "latest", "--num_devices", "8", "--batch_size", "24",
+                    "--top_k", "3") == 0
+    again = json.loads((workdir / "eval_test_latest.json").read_text())
+    assert again["confusion"] == saved["confusion"] and again["top_k"] == 3  # the final state, on 8 devices
+    assert (workdir / "eval.json").read_text() == before
+    assert (workdir / "confusion_test_latest.png").exists() and "| airplane |" in capsys.readouterr().out
+    assert evaluate("--workdir", workdir, "--split", "train") == 0  # the best checkpoint
+    assert json.loads((workdir / "eval_train.json").read_text())["count"] == 400
+
+
+def test_predict_on_test_images_gives_the_classes_evaluation_counted(workdir, capsys):
+    assert evaluate("--workdir", workdir, "--out", workdir / "best") == 0
+    best = json.loads((workdir / "best" / "eval_test.json").read_text())
+    capsys.readouterr()
+    assert predict("--workdir", workdir, "--json", "--top_k", "3", SAMPLE_ROOT / "test") == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert len(entries) == 100 and all("error" not in e for e in entries)
+    names = best["class_names"]
+    confusion = np.zeros((10, 10), int)
+    for entry in entries:
+        true = names.index(Path(entry["path"]).parent.name)
+        confusion[true, names.index(entry["top_k"][0]["class"])] += 1
+        probabilities = [t["probability"] for t in entry["top_k"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    np.testing.assert_array_equal(confusion, best["confusion"])
+
+
+def test_grayscale_png_odd_jpeg_bad_and_missing_files(workdir, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (50, 37), dtype=np.uint8), "L").save(tmp_path / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (123, 77, 3), dtype=np.uint8)).save(tmp_path / "odd.jpg")
+    (tmp_path / "x.jpg").write_text("not an image")
+    code = predict("--workdir", workdir, "--top_k", "20", tmp_path, tmp_path / "missing.png")
+    out, err = capsys.readouterr()
+    assert code == 1  # some files failed; the others were still classified
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert set(lines) == {str(tmp_path / "gray.png"), str(tmp_path / "odd.jpg")}
+    assert all(len(line.split(", ")) == 10 for line in lines.values())  # k clipped to the class count
+    assert f"{tmp_path / 'x.jpg'}: error: cannot read image" in err
+    assert f"{tmp_path / 'missing.png'}: error: no such file or folder" in err
+    assert "2 of 4 file(s) could not be classified" in err
+    (entry,) = Predictor(load_trained(workdir)).predict([tmp_path / "gray.png"], k=10)
+    assert sum(t["probability"] for t in entry["top_k"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_decompression_bomb_is_one_file_s_error_and_transparency_is_stated(workdir, tmp_path, capsys, monkeypatch):
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(tmp_path / "bomb.png")
+    Image.fromarray(np.full((40, 40, 4), 200, np.uint8), "RGBA").save(tmp_path / "clear.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 90,000 pixels is over twice Pillow's limit
+    code = predict("--workdir", workdir, tmp_path)
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'bomb.png'}: error: cannot read image" in err and "decompression bomb" in err
+    assert out.startswith(f"{tmp_path / 'clear.png'}: ") and out.rstrip().endswith("(transparency composited on white)")
+
+
+def test_workdir_without_checkpoint_is_one_clear_line(tmp_path, capsys):
+    assert predict("--workdir", tmp_path, "x.jpg") == 2
+    assert evaluate("--workdir", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("holds no checkpoints") == 2 and "Traceback" not in err
+
+
+def test_evaluate_on_another_folder_with_some_of_the_classes(workdir, tmp_path, capsys):
+    import shutil
+
+    # A test split of its own (no train split): 2 of the 10 classes, and one the model does not know.
+    for name, copy in (("cat", "cat"), ("ship", "ship"), ("bird", "zebra")):
+        shutil.copytree(SAMPLE_ROOT / "test" / name, tmp_path / "other" / "test" / copy)
+    assert evaluate("--workdir", workdir, "--dataset", tmp_path / "other", "--out", tmp_path / "out") == 0
+    result = json.loads((tmp_path / "out" / "eval_other_test.json").read_text())
+    support = {row["class"]: row["support"] for row in result["per_class"]}
+    assert "leaving out 10 images of classes the model does not know: zebra" in capsys.readouterr().err
+    assert support["cat"] == support["ship"] == 10 and sum(support.values()) == 20  # labels follow the names
+    shutil.copytree(SAMPLE_ROOT / "test" / "cat", tmp_path / "zoo" / "test" / "zebra")
+    assert evaluate("--workdir", workdir, "--dataset", tmp_path / "zoo") == 2
+    assert "has none of the model's classes" in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(workdir, tmp_path, capsys):
+    (tmp_path / "report").write_text("a file")
+    assert evaluate("--workdir", workdir, "--out", tmp_path / "report") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("is a file, not a folder; choose another --out")
+    assert not list(tmp_path.glob("eval_*")) and (tmp_path / "report").read_text() == "a file"

@@ -1,0 +1,96 @@
+"""A workdir: one training run at a time, never someone else's folder, writable, and a run started
+over (--resume=false) keeps the previous one."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SMALL_FLAGS, script_command
+from jaxrec.errors import InputError
+from jaxrec.training.loop import train_and_evaluate
+from jaxrec.run.workdir import LOCK_FILE, check_workdir, claim, move_previous_run
+
+
+def test_a_claimed_workdir_is_refused_naming_the_holder_and_free_again_after(tmp_path):
+    with claim(tmp_path):
+        with pytest.raises(InputError, match=rf"in use by another training run \(pid {os.getpid()}\)"):
+            with claim(tmp_path):
+                pass
+    with claim(tmp_path):  # released
+        pass
+
+
+def _wait_for_pid(lock, pid, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if lock.exists() and lock.read_text().strip() == str(pid):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"pid {pid} never claimed {lock}")
+
+
+def test_a_second_training_run_in_a_workdir_is_refused_and_the_lock_dies_with_the_first(small_config, tmp_path):
+    first = subprocess.Popen(script_command("jaxrec", "train", "--dataset", "cifar10_sample", "--epochs", "50",
+                                            "--progress", "false", "--workdir", tmp_path, *SMALL_FLAGS),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_pid(tmp_path / LOCK_FILE, first.pid)
+        with pytest.raises(InputError, match=rf"in use by another training run \(pid {first.pid}\)"):
+            train_and_evaluate(small_config, tmp_path)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    with claim(tmp_path):  # the OS released the dead run's lock
+        pass
+
+
+def test_someone_elses_folder_is_never_written_unless_forced(tmp_path, small_config):
+    (tmp_path / "config.json").write_text('{"name": "my own experiment"}')
+    with pytest.raises(InputError, match="holds files that are not a jaxrec run.*--force_workdir"):
+        train_and_evaluate(small_config, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"name": "my own experiment"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    assert check_workdir(tmp_path, force=True) == tmp_path
+    small_config.save(tmp_path / "config.json")
+    assert check_workdir(tmp_path) == tmp_path  # a jaxrec run's folder
+
+
+def test_a_file_or_an_unwritable_folder_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder; choose another --workdir"):
+        check_workdir(tmp_path / "a_file")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root writes into read-only folders, but not into sysfs's top folder
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("running as root without a sysfs: no folder here is unwritable to root")
+        locked = Path("/sys")
+    with pytest.raises(InputError, match=f"cannot write to --workdir {locked}/run: permission denied"):
+        check_workdir(locked / "run")
+
+
+def test_starting_over_moves_every_file_of_the_previous_run_aside(tmp_path):
+    (tmp_path / "checkpoints" / "12").mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "summary.json", "eval.json", LOCK_FILE):
+        (tmp_path / name).write_text(name)
+    aside = move_previous_run(tmp_path)
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoints", "config.json", "eval.json", "metrics.jsonl",
+                                                       "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, aside.name]
+    assert move_previous_run(tmp_path) is None  # nothing left to move
+    (tmp_path / "config.json").write_text("again")
+    assert move_previous_run(tmp_path) != aside and aside.is_dir()  # a second start-over keeps the first
+
+
+def test_cli_refusal_is_one_line_with_exit_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = subprocess.run(script_command("jaxrec", "train", "--dataset", "cifar10_sample", "--workdir", tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds files that are not a jaxrec run" in result.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "notes.txt").read_text() == "mine"

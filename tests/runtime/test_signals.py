@@ -1,0 +1,42 @@
+"""Signals outside the training loop (loading data, compiling, writing outputs) end a command-line
+run at once with 128 + the signal and one line; inside it, the loop saves first (test_checkpoint)."""
+
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import script_command
+from jaxrec.run.workdir import LOCK_FILE
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_loading_data_exits_at_once_without_a_traceback(tmp_path, signum, code):
+    data = tmp_path / "data"
+    png = tmp_path / "one.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(png)
+    for name in ("ann", "bob"):  # 6,000 images: decoding them takes a few seconds
+        (data / name).mkdir(parents=True)
+        for i in range(3000):
+            (data / name / f"{i}.png").write_bytes(png.read_bytes())
+    run = subprocess.Popen(script_command("jaxrec", "train", "--dataset", data, "--workdir", tmp_path / "run",
+                                          "--progress", "false"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ((tmp_path / "run" / LOCK_FILE).exists() and
+                   (tmp_path / "run" / LOCK_FILE).read_text().strip() == str(run.pid)):
+            assert time.time() < deadline and run.poll() is None, run.stderr.read() if run.poll() else "no lock"
+            time.sleep(0.1)
+        time.sleep(0.3)  # past the workdir checks, into the images
+        sent = time.time()
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == code and time.time() - sent < 5
+    assert "Traceback" not in err and f"stopped by {signal.Signals(signum).name} outside a training step" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,114 @@
+"""Seed-study statistics against scipy and hand-worked cases."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from helpers import load_script
+from jaxrec.studies import stats
+ACCURACIES = [0.7179, 0.7205, 0.7223, 0.7150, 0.7262, 0.7191, 0.7240, 0.7168]
+
+
+def test_describe_matches_numpy_and_scipy():
+    d = stats.describe(ACCURACIES)
+    values = np.asarray(ACCURACIES)
+    assert d["n"] == 8 and d["mean"] == pytest.approx(values.mean()) and d["median"] == pytest.approx(np.median(values))
+    assert d["std"] == pytest.approx(values.std(ddof=1)) and d["sem"] == pytest.approx(scipy_stats.sem(values))
+    low, high = scipy_stats.t.interval(0.95, 7, loc=values.mean(), scale=scipy_stats.sem(values))
+    assert d["ci95"] == pytest.approx([low, high])
+    assert (d["min"], d["max"], d["range"]) == pytest.approx((0.7150, 0.7262, 0.0112))
+    assert d["values"] == ACCURACIES
+
+
+def test_bootstrap_interval_is_seeded_and_agrees_with_scipy():
+    first, again = stats.bootstrap_mean_interval(ACCURACIES, seed=3), stats.bootstrap_mean_interval(ACCURACIES, seed=3)
+    assert first == again and first != stats.bootstrap_mean_interval(ACCURACIES, seed=4)
+    reference = scipy_stats.bootstrap((np.asarray(ACCURACIES),), np.mean, method="percentile", n_resamples=10_000,
+                                      random_state=np.random.default_rng(0)).confidence_interval
+    assert first == pytest.approx([reference.low, reference.high], abs=5e-4)
+    assert first[0] < np.mean(ACCURACIES) < first[1]
+
+
+def test_welch_matches_scipy():
+    a, b = ACCURACIES, [0.7301, 0.7352, 0.7276, 0.7338, 0.7290]
+    result = stats.welch(a, b)
+    reference = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert result["p_value"] == pytest.approx(reference.pvalue) and result["dof"] == pytest.approx(reference.df)
+    interval = reference.confidence_interval(0.95)
+    assert result["ci95"] == pytest.approx([interval.low, interval.high])
+    assert result["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+
+
+def test_p_a_beats_b_on_a_hand_case():
+    # A's 3 beats 1 and 2, ties the 3 (half), loses to nothing: (2 + 0.5) / 3; A's 1 beats nothing, ties the 1.
+    assert stats.prob_a_beats_b([3.0], [1.0, 2.0, 3.0]) == pytest.approx(2.5 / 3)
+    assert stats.prob_a_beats_b([3.0, 1.0], [1.0, 2.0, 3.0]) == pytest.approx((2.5 + 0.5) / 6)
+    assert stats.prob_a_beats_b([1.0], [2.0]) == 0.0 and stats.prob_a_beats_b([2.0], [1.0]) == 1.0
+
+
+def test_compare_gives_a_verdict_and_the_seeds_a_difference_needs():
+    better = stats.compare([0.74, 0.75, 0.745, 0.748, 0.742], [0.71, 0.72, 0.715, 0.718, 0.712])
+    assert better["verdict"].startswith("A is better than B") and better["p_a_beats_b"] == 1.0
+    low, high = better["p_a_beats_b_bootstrap_ci95"]
+    assert 0 <= low <= high <= 1
+    unclear = stats.compare(ACCURACIES[:4], ACCURACIES[4:])
+    assert unclear["verdict"].startswith("No detectable difference at n=4 vs 4 seeds")
+    needed = unclear["seeds_per_arm_for_80pct_power"]
+    assert needed > 4 and f"about {needed} seeds per arm" in unclear["verdict"]
+    # The usual formula: 2 (z_0.975 + z_0.8)^2 (sigma / delta)^2 per arm; sigma = delta gives 16.
+    root2 = 2**0.5  # two values root 2 apart: sample std 1
+    assert stats.seeds_needed([0.0, root2], [1.0, 1.0 + root2]) == 16
+
+
+def test_the_std_interval_matches_the_chi_square_table():
+    # 9 degrees of freedom: chi-square quantiles 2.700 (2.5%) and 19.023 (97.5%) from any printed table
+    low, high = stats.describe([float(v) for v in range(10)])["std_ci95"]
+    std = np.std(np.arange(10.0), ddof=1)
+    assert low == pytest.approx(std * (9 / 19.023) ** 0.5, rel=1e-4)
+    assert high == pytest.approx(std * (9 / 2.700) ** 0.5, rel=1e-4)
+    assert np.isnan(stats.describe([1.0])["std_ci95"]).all()
+
+
+def _study(tmp_path, name, vary, values):
+    """A study workdir holding the study.json `jaxrec study` writes, for these test accuracies."""
+    workdir = tmp_path / name
+    workdir.mkdir()
+    payload = {"vary": vary, "metrics": {"test_accuracy": stats.describe(values)},
+               "disagreement": stats.describe([0.2, 0.3]), "ensemble_accuracy": max(values) + 0.01}
+    (workdir / "study.json").write_text(json.dumps(payload))
+    return workdir
+
+
+def test_variance_by_source_rows_come_from_each_study(tmp_path, capsys, monkeypatch):
+    script = load_script("variance_by_source")
+    rng = np.random.default_rng(0)
+    init, everything = rng.normal(0.72, 0.002, 5), rng.normal(0.72, 0.006, 5)
+    workdirs = [_study(tmp_path, "init", ["init"], init), _study(tmp_path, "all", ["init", "order", "augment"], everything)]
+    monkeypatch.setattr(sys, "argv", ["variance_by_source.py", *map(str, workdirs), "--plot", str(tmp_path / "s.png")])
+    assert script.main() == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| init") or
+            line.startswith("| all")]
+    (init_row,) = [r for r in rows if r[0] == "| init"]
+    assert float(init_row[3]) == pytest.approx(100 * np.mean(init), abs=0.005)
+    assert float(init_row[4].split()[0]) == pytest.approx(100 * np.std(init, ddof=1), abs=0.005)
+    share, p = init_row[5].split()
+    assert float(share) == pytest.approx(np.var(init, ddof=1) / np.var(everything, ddof=1), abs=0.005)
+    assert float(p.strip("(p=)")) == pytest.approx(stats.variance_ratio(init, everything)["p"], rel=0.01)
+    assert (tmp_path / "s.png").stat().st_size > 0
+    monkeypatch.setattr(sys, "argv", ["variance_by_source.py", str(tmp_path / "nowhere")])
+    assert script.main() == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_variance_ratio_is_a_two_sided_f_test():
+    rng = np.random.default_rng(1)
+    narrow, wide = rng.normal(0, 1, 8), rng.normal(0, 10, 8)
+    result = stats.variance_ratio(narrow, wide)
+    assert result["ratio"] == pytest.approx(np.var(narrow, ddof=1) / np.var(wide, ddof=1))
+    assert result["p"] == pytest.approx(stats.variance_ratio(wide, narrow)["p"])  # two-sided: symmetric
+    assert result["p"] < 0.05 and stats.variance_ratio(narrow, narrow)["p"] == pytest.approx(1.0)
+    # Under equal variances, p < 0.05 about 5% of the time.
+    p_values = [stats.variance_ratio(rng.normal(size=5), rng.normal(size=5))["p"] for _ in range(4000)]
+    assert np.mean(np.asarray(p_values) < 0.05) == pytest.approx(0.05, abs=0.012)

@@ -1,0 +1,118 @@
+"""Seed studies: the seeds and sources asked for, each seed a normal run, resuming, the statistics."""
+
+import json
+
+import chex
+import numpy as np
+import pytest
+
+from helpers import SMALL, records, sigterm_after
+from jaxrec.run import outputs
+from jaxrec.config import SOURCES, Config
+from jaxrec.data.pipeline import epoch_indices
+from jaxrec.errors import InputError
+from jaxrec.runtime.interrupt import TrainingInterrupted
+from jaxrec.models import create_model
+from jaxrec.training.state import create_train_state
+from jaxrec.studies.study import StudySpec, agreement, check_determinism, parse_seeds, parse_vary, run_study
+from jaxrec.training.loop import RunKeys, train_and_evaluate
+
+
+def test_seeds_and_sources_parse_as_documented():
+    assert parse_seeds("0-4") == (0, 1, 2, 3, 4) and parse_seeds("0,3,7") == (0, 3, 7)
+    assert parse_seeds("0-2,9") == (0, 1, 2, 9) and parse_seeds(" 5 ") == (5,)
+    assert parse_vary("all") == SOURCES and parse_vary("order,init") == ("init", "order")
+
+
+@pytest.mark.parametrize("text,message", [("", "no seeds"), ("1-x", "'1-x' is not a seed"),
+                                          ("3-1", "'3-1' is not a seed or a range"), ("0-3,2", r"seed\(s\) 2 given twice")])
+def test_bad_seeds_are_one_line(text, message):
+    with pytest.raises(InputError, match=message) as refused:
+        parse_seeds(text)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_base_seed_out_of_range_is_refused_even_when_no_source_uses_it(small_config, tmp_path):
+    with pytest.raises(InputError, match=r"--base_seed -5: must be in \[0, 4294967296\)"):
+        run_study(StudySpec(small_config, seeds=(0, 1), vary=SOURCES, base_seed=-5), tmp_path)
+    assert not (tmp_path / "seed_0").exists()
+
+
+def test_an_unknown_source_is_refused_naming_the_choices():
+    with pytest.raises(InputError, match=r"--vary 'init,weights': weights is not a source of randomness; choose all or "
+                                         r"a comma list of init, order, augment, split"):
+        parse_vary("init,weights")
+
+
+def test_each_seed_sets_the_varied_sources_and_only_those(tmp_path):
+    spec = StudySpec(Config(**SMALL), seeds=(3, 4), vary=("order",), base_seed=9)
+    configs = [spec.seed_config(seed, tmp_path) for seed in spec.seeds]
+    assert [c.source_seeds() for c in configs] == [{"init": 9, "order": 3, "augment": 9, "split": 9},
+                                                   {"init": 9, "order": 4, "augment": 9, "split": 9}]
+    keys = [RunKeys.from_config(c) for c in configs]
+    model = create_model(configs[0], 10)
+    params = [create_train_state(c, model, (32, 32, 3), k.init, 10).params for c, k in zip(configs, keys)]
+    chex.assert_trees_all_equal(*params)  # the same start...
+    orders = [epoch_indices(k.shuffle, 0, 400, 32) for k in keys]
+    assert not np.array_equal(*orders)  # ...another data order
+    init = StudySpec(Config(**SMALL), seeds=(3, 4), vary=("init",), base_seed=9)  # the opposite
+    keys = [RunKeys.from_config(init.seed_config(seed, tmp_path)) for seed in init.seeds]
+    starts = [create_train_state(configs[0], model, (32, 32, 3), k.init, 10).params["Dense_1"]["kernel"] for k in keys]
+    assert not np.array_equal(*starts)
+    np.testing.assert_array_equal(*[epoch_indices(k.shuffle, 0, 400, 32) for k in keys])
+    everything = StudySpec(Config(**SMALL), seeds=(3,), vary=SOURCES).seed_config(3, tmp_path)
+    assert everything == Config(**SMALL, seed=3, workdir=str(tmp_path / "seed_3"), save_predictions=True)
+
+
+def test_disagreement_and_ensemble_on_a_hand_case():
+    labels = np.array([0, 1, 1])
+    probabilities = {0: np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]),   # predicts 0, 0, 1
+                     1: np.array([[0.6, 0.4], [0.1, 0.9], [0.3, 0.7]])}   # predicts 0, 1, 1
+    result = agreement(probabilities, labels)
+    assert result["disagreement"]["values"] == [pytest.approx(1 / 3)]  # one pair, one image of three
+    assert result["ensemble_accuracy"] == 1.0  # averaged: 0 (0.75), 1 (0.65), 1 (0.75)
+    assert agreement({0: probabilities[0]}, labels)["disagreement"] is None  # one seed has no pair
+
+
+@pytest.mark.slow
+def test_a_study_seed_is_the_plain_run_and_a_rerun_trains_nothing(small_config, tmp_path):
+    spec = StudySpec(small_config, seeds=(0, 1), vary=SOURCES)
+    study = run_study(spec, tmp_path / "study")
+    train_and_evaluate(small_config.replace(seed=1), tmp_path / "plain")
+    assert records(tmp_path / "study" / "seed_1") == records(tmp_path / "plain")
+    probabilities, labels = outputs.read_predictions(tmp_path / "study" / "seed_1")
+    assert probabilities.shape == (100, 10) and np.allclose(probabilities.sum(-1), 1, atol=1e-2)
+    summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    accuracy = study["metrics"]["test_accuracy"]
+    assert accuracy["n"] == 2 and accuracy["values"][1] == summary["test_accuracy"]
+    assert float(np.mean(probabilities.argmax(-1) == labels)) == pytest.approx(summary["test_accuracy"], abs=0.011)
+    assert 0 <= study["disagreement"]["mean"] <= 1 and 0 <= study["ensemble_accuracy"] <= 1
+    for name in ("study_curves.png", "study_accuracy.png", "study_per_class.png"):
+        assert (tmp_path / "study" / name).read_bytes()[:4] == b"\x89PNG"
+    stamp = (tmp_path / "study" / "seed_0" / "summary.json").stat().st_mtime_ns
+    assert run_study(spec, tmp_path / "study")["metrics"] == study["metrics"]
+    assert (tmp_path / "study" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp  # not retrained
+    with pytest.raises(InputError, match=r"holds a study with other settings: learning_rate"):
+        run_study(StudySpec(small_config.replace(learning_rate=0.1), seeds=(0,), vary=SOURCES), tmp_path / "study")
+
+
+@pytest.mark.slow
+def test_a_study_stopped_by_sigterm_and_rerun_equals_the_uninterrupted_study(small_config, tmp_path, monkeypatch):
+    spec = StudySpec(small_config.replace(epochs=2), seeds=(4, 5), vary=("order",))
+    straight = run_study(spec, tmp_path / "straight")
+    sigterm_after(monkeypatch, 18)  # seed 4 stops in the middle of epoch 2 (step 6 of 12)
+    with pytest.raises(TrainingInterrupted):
+        run_study(spec, tmp_path / "stopped")
+    monkeypatch.undo()
+    assert not (tmp_path / "stopped" / "study.json").exists()
+    resumed = run_study(spec, tmp_path / "stopped")
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["disagreement"]["values"] == straight["disagreement"]["values"]  # one pair: std is NaN
+    assert resumed["ensemble_accuracy"] == straight["ensemble_accuracy"]
+
+
+@pytest.mark.slow
+def test_check_determinism_trains_a_seed_twice_and_finds_it_bit_identical(small_config, tmp_path):
+    result = check_determinism(StudySpec(small_config, seeds=(2,), vary=SOURCES), tmp_path)
+    assert result["bit_identical"] and result["parameters_identical"] and result["seed"] == 2
+    assert json.loads((tmp_path / "determinism.json").read_text())["bit_identical"] is True
