@@ -1,6 +1,7 @@
 """Several seeds in one program (jaxrec.training.loop.train_group): each is its plain run, a stopped program resumes from
 the step all its seeds reached, a study compiles its program once, and what cannot share a program is refused."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 
 from helpers import checkpoint_steps, records, sigterm_after
-from jaxrec.training import parallel
-from jaxrec.run.checkpoints import checkpoint_dir, load_trained
 from jaxrec.config import SOURCES
 from jaxrec.errors import InputError
+from jaxrec.run.checkpoints import checkpoint_dir, load_trained
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.studies.study import StudySpec, programs, run_study
+from jaxrec.training import loop as train_lib
+from jaxrec.training import parallel
 from jaxrec.training.loop import check_group, train_and_evaluate, train_group
 
 
@@ -78,15 +80,27 @@ def test_a_study_whose_seeds_stopped_at_different_steps_keeps_each_ones_progress
 @pytest.mark.slow
 def test_a_study_with_seeds_per_program_equals_one_at_a_time_and_compiles_each_program_once(
         small_config, tmp_path, monkeypatch):
-    traced = []  # the call shapes each train program was traced (so compiled) for
-    real = parallel._scan_steps
-    monkeypatch.setattr(parallel, "_scan_steps", lambda body, state, indices, steps_loop: (
-        traced.append(tuple(indices.shape)), real(body, state, indices, steps_loop))[1])
-    parallel._group_train_fn.cache_clear()
+    programs_built, real = [], train_lib.make_program  # every program the loop ran, and the calls it got
+
+    def make_program(*args, **kwargs):
+        program, calls = real(*args, **kwargs), []
+        programs_built.append((program, calls))
+
+        def fn(state, images, labels, indices, rng):
+            calls.append(indices.shape)
+            return program.fn(state, images, labels, indices, rng)
+
+        return dataclasses.replace(program, fn=fn)
+
+    monkeypatch.setattr(train_lib, "make_program", make_program)
     spec = StudySpec(small_config, seeds=(0, 1, 2, 3, 4), vary=("init",))
     grouped = run_study(spec, tmp_path / "grouped", seeds_per_program=2)  # programs of 2, 2, then 1 model
-    group_traces = [shape for shape in traced if len(shape) == 3]  # [steps, K, per_device]: the group program
-    assert group_traces and len(group_traces) == len(set(group_traces))  # the second group reused the first's
+    assert [program.models for program, _ in programs_built] == [2, 2, 1]
+    (first, first_calls), (second, second_calls) = programs_built[:2]
+    # The second group runs the first's function (one object: make_program is cached) with calls of
+    # the shapes it was compiled for, so JAX's cache compiles each program once.
+    assert second.fn is first.fn and set(second_calls) == set(first_calls)
+    monkeypatch.undo()
     one_at_a_time = run_study(spec, tmp_path / "single")
     assert grouped["metrics"] == one_at_a_time["metrics"]
     assert grouped["disagreement"]["values"] == one_at_a_time["disagreement"]["values"]
