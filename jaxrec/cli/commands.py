@@ -89,8 +89,8 @@ def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config
 def _leave_after_failed_save(err: SaveError) -> None:
     """Writes the error as one line to the real stderr and ends the process at once.
 
-    After a failed save sys.stderr drops other threads' text (RunCheckpointer.save: the storage
-    layer's threads go on printing tracebacks), and a normal exit would wait on those threads' clean-up.
+    After a failed save the storage layer's threads are in an unknown state (their noise is dropped
+    by jaxrec.run.storage_noise), and a normal exit would wait on their clean-up.
     """
     sys.stdout.flush()
     os.write(2, f"error: {err}\n".encode())

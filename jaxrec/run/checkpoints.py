@@ -26,8 +26,6 @@ import hashlib
 import json
 import logging
 import re
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +36,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxrec.runtime import host
 from jaxrec.config import EXECUTION_FIELDS, Config
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
+from jaxrec.run import storage_noise
+from jaxrec.runtime import host
 from jaxrec.training.run_state import RunState
 from jaxrec.training.state import TrainState, Variables, create_train_state
 
@@ -75,6 +74,7 @@ def _best_metric(metrics: dict[str, float]) -> float:
 
 
 def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.CheckpointManager:
+    storage_noise.install()
     keep_policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=_best_metric, n=1),
@@ -139,8 +139,9 @@ def _damage(arrays: dict[str, Any], checksum: str | None) -> str | None:
 
 
 def _short(err: Exception) -> str:
-    """An error's first line, at most 200 characters (TensorStore errors run to pages)."""
+    """An error's first line, at most 200 characters, without TensorStore's spec (which runs to pages)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = text.split(" See full TensorStore details")[0]
     return f"{type(err).__name__}: {text[:200]}"
 
 
@@ -227,25 +228,6 @@ class Restored:
         return self.meta.run.step
 
 
-class _MainThreadOnly:
-    """sys.stderr while a save runs, and for good after one fails: the main thread's text goes
-    through; other threads' (the storage layer's, printing tracebacks after a failure) is dropped."""
-
-    def __init__(self, stream: Any):
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        if threading.current_thread() is threading.main_thread():
-            return self.stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty, ... of the real stream
-        return getattr(self.stream, name)
-
-
 class _OrbaxSaveErrors(logging.Filter):
     """Drops the tracebacks Orbax logs from its save threads: a failed save is reported once, by
     RunCheckpointer.save, as one line."""
@@ -290,24 +272,18 @@ class RunCheckpointer:
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               checksum=array_checksum(arrays), items=state_items(state))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
-        real_stderr = sys.stderr
-        sys.stderr = _MainThreadOnly(real_stderr)
         try:
             self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                                 meta=ocp.args.JsonSave(meta.to_json())),
                               metrics=metrics, force=True)
             self.manager.wait_until_finished()
         except Exception as err:  # noqa: BLE001 - whatever the storage layer raises, the run must stop here
-            # sys.stderr stays filtered: after a failed save TensorStore's threads print dozens of "Event
-            # loop is closed" tracebacks until the process ends, burying the one line that says what to do.
+            # TensorStore's threads go on to print dozens of tracebacks: jaxrec.run.storage_noise drops them.
             self.failed = True
             last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
             raise SaveError(f"cannot save the checkpoint of step {run.step} to {self.directory}: "
                             f"{_save_failure(err)}. The last good checkpoint: {last}. Free space (or raise the "
                             f"limit) and run the same command again to resume") from None
-        finally:
-            if not self.failed:
-                sys.stderr = real_stderr
         self.last_saved_step = run.step
 
     def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:

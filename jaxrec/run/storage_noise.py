@@ -1,0 +1,60 @@
+"""Quiets the storage layer's noise after a failed checkpoint read or write, where it is made.
+
+When TensorStore fails to read or write an array, Orbax's asyncio loop is closed while TensorStore's
+threads still complete its futures. Each then prints a traceback through Python's unraisable-exception
+hook ("Exception ignored in <coroutine ...>", "RuntimeError: Event loop is closed") or asyncio's logger
+("_GatheringFuture exception was never retrieved"): hundreds of lines after jaxrec has already said,
+in one line, what failed and what it did about it. Only those are dropped; every other unraisable
+exception and log record, and sys.stderr itself, are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Any
+
+STORAGE_LIBRARIES = ("orbax", "tensorstore")
+
+
+def _from_storage(exc: BaseException | None, obj: Any = None) -> bool:
+    """Whether an exception (or the coroutine it was raised in) comes from the storage layer."""
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    code = getattr(obj, "cr_code", None)
+    if code is not None and any(lib in code.co_filename for lib in STORAGE_LIBRARIES):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    return any(lib in frame.filename for frame in frames for lib in STORAGE_LIBRARIES)
+
+
+class _UnraisableFilter:
+    """sys.unraisablehook: the storage layer's unraisable exceptions are dropped, the rest passed on."""
+
+    def __init__(self, previous: Any):
+        self.previous = previous
+
+    def __call__(self, unraisable: Any) -> None:
+        if not _from_storage(unraisable.exc_value, unraisable.object):
+            self.previous(unraisable)
+
+
+class _AsyncioFilter(logging.Filter):
+    """asyncio's "exception was never retrieved" for the storage layer's futures."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not ("never retrieved" in record.getMessage() and _from_storage(exc))
+
+
+def install() -> None:
+    """Installs both filters, once per process (jaxrec.run.checkpoints does on first use)."""
+    if not isinstance(sys.unraisablehook, _UnraisableFilter):
+        sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AsyncioFilter) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AsyncioFilter())
+
+
+__all__ = ["STORAGE_LIBRARIES", "install"]
