@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from jaxrec.runtime import memory
-from jaxrec.config import Config, check
+from jaxrec.config import Config
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
@@ -161,8 +161,8 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
 
 
 def load_data(config: Config) -> DataSplits:
-    """Loads the train and eval splits named by the config into memory as uint8 arrays."""
-    check(config)
+    """Loads the train and eval splits named by a checked config (jaxrec.config.check; the training loop
+    checks it once, in jaxrec.runtime.setup.prepare) into memory as uint8 arrays."""
     name = config.dataset
     if _is_folder(name):
         train, evaluation = _from_folder(config)
