@@ -152,6 +152,14 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(one_process, 
     assert all(f"process {i}/2 " in err for i, (_, err, _) in enumerate(ended))
 
 
+def test_batchnorm_statistics_span_the_processes(tmp_path):
+    train(tmp_path / "one", 1, 1, 4, "--norm", "batch")
+    train(tmp_path / "two", 1, 2, 2, "--norm", "batch")
+    one, two = (load_trained(tmp_path / name, "latest").variables for name in ("one", "two"))
+    assert "batch_stats" in one
+    chex.assert_trees_all_close(two, one, **TOLERANCE)  # per-process statistics would differ at once
+
+
 @pytest.mark.parametrize("first,then", [((2, 2), (1, 4)), ((1, 4), (2, 2))])
 def test_a_checkpoint_resumes_in_another_process_layout(one_process, tmp_path, first, then):
     train(tmp_path, 1, *first)
