@@ -75,8 +75,9 @@ class Config:
                                      at_least(1))
 
     # Model.
-    model: Model = knob("cnn", "Model from jaxrec.models: cnn (the article's CNN) or rnn (a recurrent "
-                        "network reading one image row per time step, see the rnn_* knobs).")
+    model: Model = knob("cnn", "Model from jaxrec.models.REGISTRY: cnn (the article's CNN), rnn (a recurrent "
+                        "network reading one image row per time step, see the rnn_* knobs), resnet18 (CIFAR "
+                        "stem, 11.2M parameters) or resnet20 (He et al.'s CIFAR ResNet, 0.27M).")
     conv_features: tuple[int, ...] = knob((32, 64, 128, 128), "Output channels of the conv blocks "
                                           "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.",
                                           sizes_at_least(1))

@@ -22,6 +22,8 @@ from typing import Any
 REGISTRY = {
     "cnn": "jaxrec.models.cnn:build",
     "rnn": "jaxrec.models.rnn:build",
+    "resnet18": "jaxrec.models.resnet:build",
+    "resnet20": "jaxrec.models.resnet:build",
 }
 MODELS = tuple(REGISTRY)
 # Names this package exports from the modules that hold them, loaded on first use.

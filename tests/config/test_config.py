@@ -136,7 +136,7 @@ def test_help_lists_every_knob(command):
         return
     for field in dataclasses.fields(Config):
         assert f"--{field.name}" in out
-    assert "{cnn,rnn}" in out
+    assert "{cnn,rnn,resnet18,resnet20}" in out  # the choices come from jaxrec.models.REGISTRY
 
 
 def test_subcommand_help_names_its_own_flags(capsys):
