@@ -74,7 +74,8 @@ def _part(seed: int, index: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One model of a program: its config, keys, workdir, checkpoints and metric writers."""
+    """One model of a program: its config, keys, workdir and checkpoints (its metric writers open
+    with its run files: open_run_files)."""
 
     config: Config
     keys: RunKeys
@@ -113,9 +114,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     Returns the final train state (on the first device); the summary is in workdir/summary.json.
     """
     entered = time.time()
-    config, devices = prepare_run([config])
-    with claimed(workdir, config[0]) as path:
-        return train_in_workdirs(config, [path], devices, "loop", entered)[0]
+    configs, devices = prepare_run([config])
+    with claimed(workdir, configs[0]) as path:
+        return train_in_workdirs(configs, [path], devices, "loop", entered)[0]
 
 
 def train_group(configs: Sequence[Config], model_axis: str = "loop") -> list[TrainState]:

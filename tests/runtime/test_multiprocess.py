@@ -19,7 +19,7 @@ import chex
 import numpy as np
 import pytest
 
-from helpers import SMALL_FLAGS, checkpoint_steps, records, script_command
+from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command
 from jaxrec.run.checkpoints import load_trained
 
 pytestmark = pytest.mark.slow
@@ -231,7 +231,7 @@ EVAL_SCRIPT = textwrap.dedent("""
 def test_evaluation_over_two_processes_counts_every_example_once(tmp_path):
     script = tmp_path / "evaluate_1003.py"
     script.write_text(EVAL_SCRIPT)
-    env = {**env_with_devices(2), "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**env_with_devices(2), "PYTHONPATH": str(ROOT / "tests")}
     ended = launch(lambda: start([sys.executable, str(script)], 2, 2, join=lambda port, i: [f"localhost:{port}", str(i)],
                                  env=env))
     assert all(code == 0 for code, _, _ in ended), [err[-2000:] for _, err, _ in ended]

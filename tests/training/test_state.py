@@ -156,18 +156,13 @@ DATA = {"name": "random", "class_names": [str(c) for c in range(10)], "image_sha
         "mean": list(PRE.mean), "std": list(PRE.std), "train_examples": 64, "eval_examples": 40}
 
 
-@pytest.fixture(scope="module")
-def bn_straight(tmp_path_factory):
-    """A BatchNorm run of 2 epochs (12 steps each) on 2 devices, with augmentation."""
+@pytest.mark.slow
+def test_a_batchnorm_run_stopped_by_sigterm_resumes_bit_for_bit(monkeypatch, tmp_path):
+    # 2 epochs of 12 steps on 2 devices, with augmentation: straight, and stopped after step 8
     config = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=2, progress=False,
                     steps_per_call=4, augment=True, **BN)
-    workdir = tmp_path_factory.mktemp("bn_straight")
-    return config, train_and_evaluate(config, workdir), workdir
-
-
-@pytest.mark.slow
-def test_a_batchnorm_run_stopped_by_sigterm_resumes_bit_for_bit(bn_straight, monkeypatch, tmp_path):
-    config, straight, straight_dir = bn_straight
+    straight_dir = tmp_path / "straight"
+    straight = train_and_evaluate(config, straight_dir)
     sigterm_after(monkeypatch, 8)
     with pytest.raises(TrainingInterrupted):
         train_and_evaluate(config, tmp_path / "run")
