@@ -2,6 +2,7 @@
 scripts the tests run), and the small config most loop tests use."""
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,17 @@ import pytest  # noqa: E402
 
 from helpers import SMALL  # noqa: E402
 from jaxrec.config import Config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+    """Puts the root logger's handlers back after each test: the command line's set-up
+    (logging.basicConfig) binds them to the stderr of the test that ran it, which pytest closes; a
+    later test's log lines would then end in "--- Logging error ---" tracebacks."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
 
 
 @pytest.fixture
