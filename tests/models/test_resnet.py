@@ -51,6 +51,7 @@ def test_the_zero_padded_shortcut_subsamples_and_pads_the_channels():
     chex.assert_trees_all_close(out, jax.nn.relu(expected), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_logits_have_the_classes_and_train_mode_updates_the_statistics():
     model = create_model(check(Config(model="resnet20")), 7).clone(norm=Norm())  # no device axis: plain jit
     x = jax.random.normal(jax.random.key(2), (4, 32, 32, 3))

