@@ -152,6 +152,7 @@ def test_decompression_bomb_is_a_per_file_error_naming_the_file(tmp_path, monkey
         load_data(Config(dataset=str(root)))
 
 
+@pytest.mark.slow  # trains the full-size network to the memory check (14 s)
 def test_a_model_that_cannot_fit_is_refused_in_one_line_before_training(tmp_path):
     root = _folder(tmp_path / "data", (16, 12, 3), "RGB")
     # The article CNN's memory grows with the pixel count: take a size needing ~4x the free memory.

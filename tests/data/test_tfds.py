@@ -89,6 +89,7 @@ def test_prepare_checks_without_tensorflow_or_jax_and_keeps_a_tfrecord_copy_apar
     assert imported.stdout.splitlines()[-1] == "[]", imported.stdout + imported.stderr[-3000:]
 
 
+@pytest.mark.slow  # a whole run in a fresh process
 def test_training_on_an_array_record_set_needs_no_tensorflow(prepared, tmp_path):
     result = _without_tensorflow("jaxrec", "train", "--dataset", NAME, "--data_dir", prepared[0], "--epochs", 1,
                                  "--batch_size", 16, "--workdir", tmp_path / "run", "--progress", "false",

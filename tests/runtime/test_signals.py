@@ -13,6 +13,7 @@ from helpers import script_command
 from jaxrec.run.workdir import LOCK_FILE
 
 
+@pytest.mark.slow  # a fresh process each, started and signalled
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_loading_data_exits_at_once_without_a_traceback(tmp_path, signum, code):
     data = tmp_path / "data"

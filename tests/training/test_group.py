@@ -29,6 +29,7 @@ def _params(workdir):
     return load_trained(workdir, "latest").params
 
 
+@pytest.mark.slow  # two whole runs and a program of two
 def test_each_seed_of_a_program_is_its_plain_run_bit_for_bit(small_config, tmp_path):
     configs = _members(small_config.replace(epochs=2, num_devices=2, augment=True), tmp_path, (0, 1))
     train_group(configs)
