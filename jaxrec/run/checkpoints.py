@@ -261,13 +261,15 @@ class RunCheckpointer:
         """Saves `state` (unreplicated) and `run` at run.step, and waits until it is on disk: a save
         that fails stops the run at once (SaveError, one line), not an epoch later or at exit.
 
-        Refuses a state with NaN/inf parameters, so a diverged run never replaces a good checkpoint.
+        Refuses a state with NaN/inf parameters, model state or averaged weights, so a diverged run
+        never replaces a good checkpoint.
         """
         arrays = jax.device_get(_arrays(state))  # one host copy for the checks, the checksum and Orbax
-        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves((arrays["params"], state.model_state))):
+        learnt = {name: value for name, value in arrays.items() if name not in ("opt_state", "step")}
+        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(learnt)):  # the host copy, every item
             raise FloatingPointError(
-                f"the parameters or model state hold NaN or inf at step {run.step}; no checkpoint was written (the last good one "
-                f"is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
+                f"the parameters or model state hold NaN or inf at step {run.step}; no checkpoint was written (the "
+                f"last good one is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               checksum=array_checksum(arrays), items=state_items(state))

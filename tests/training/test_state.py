@@ -122,7 +122,24 @@ def test_evaluation_and_prediction_use_the_running_statistics():
 def test_evaluation_applies_the_averaged_weights_when_the_state_keeps_them():
     state = _trained_bn_state()
     averaged = jax.tree_util.tree_map(lambda x: 0.5 * x, state.variables)
-    assert state.eval_variables is not None and state.replace(averaged=averaged).eval_variables is averaged
+    chex.assert_trees_all_equal(state.eval_variables, state.variables)  # nothing averaged: the trained ones
+    assert state.replace(averaged=averaged).eval_variables is averaged
+    # The evaluator scores whatever eval_variables holds: halved weights score differently.
+    data = random_batch(40, seed=7)
+    devices = select_devices(8)
+    evaluate = Evaluator(state.apply_fn, np.asarray(data["image"]), np.asarray(data["label"]), PRE, devices, 16)
+    assert (evaluate(replicate(state.replace(averaged=averaged).eval_variables, devices))["loss"]
+            != evaluate(replicate(state.eval_variables, devices))["loss"])
+
+
+def test_a_diverged_model_state_is_never_saved(tmp_path):
+    state = _trained_bn_state()
+    stats = state.model_state["batch_stats"]
+    bad = {**stats, "BatchNorm_0": {**stats["BatchNorm_0"], "var": stats["BatchNorm_0"]["var"] * jnp.nan}}
+    checkpoints = RunCheckpointer(tmp_path, check(Config(**BN)))
+    with pytest.raises(FloatingPointError, match="NaN or inf at step 4; no checkpoint was written"):
+        checkpoints.save(state.replace(model_state={"batch_stats": bad}), RunState(step=4), DATA)
+    checkpoints.close()
 
 
 def test_a_checkpoint_holds_the_statistics_and_the_averaged_weights(tmp_path):
