@@ -27,6 +27,8 @@ from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
+from jaxrec.training.optim import total_steps
+from jaxrec.training.steps import Objective
 from jaxrec.training.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
 from jaxrec.runtime.setup import prepare
 from jaxrec.training.state import create_train_state
@@ -79,7 +81,8 @@ def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
     eval_images = rng.integers(0, 256, (options.eval_examples, *shape), dtype=np.uint8)
     eval_labels = rng.integers(0, classes, options.eval_examples).astype(np.int32)
     # Mean and std of uniform bytes; the values only matter for the numerics, not for the speed.
-    preprocess = Preprocess(mean=(127.5,) * shape[-1], std=(73.9,) * shape[-1], augment=config.augment)
+    preprocess = Preprocess.from_config(config, (127.5,) * shape[-1], (73.9,) * shape[-1],
+                                        options.train_examples // config.batch_size)
     return RandomData(images, labels, eval_images, eval_labels, preprocess)
 
 
@@ -98,8 +101,8 @@ def training_program(config: Config, options: BenchmarkOptions, data: RandomData
     orders = np.stack([epoch_indices(fold(keys[1], k), 0, options.train_examples, config.batch_size)
                        for k in range(models)], axis=1)  # [steps, K, batch]
     orders = np.resize(orders, (max(len(orders), steps), *orders.shape[1:]))  # at least one call's worth
-    program = make_program(data.preprocess, devices, models, options.model_axis, config.label_smoothing,
-                           config.steps_loop)
+    objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
+    program = make_program(data.preprocess, devices, models, options.model_axis, objective, config.steps_loop)
     calls = [program.shares(orders[i:i + steps]) for i in range(0, len(orders) - steps + 1, steps)]
     rngs = jnp.stack([fold(keys[2], k) for k in range(models)])
     return program, program.stack(states), calls, program.keys(rngs)

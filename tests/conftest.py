@@ -8,6 +8,11 @@ import shutil
 import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# XLA:CPU's flags as a run sets them (YNNPACK), for this process and the scripts it starts alike.
+from jaxrec.config import Config  # noqa: E402 - no JAX
+from jaxrec.runtime.xla_flags import set_cpu_flags  # noqa: E402
+
+set_cpu_flags(Config())
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests train the same small programs again (a straight run and a resumed one, 1 and 8 devices):
 # JAX's persistent compilation cache, fresh for each session, compiles each program once. It changes
@@ -21,7 +26,6 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import SMALL  # noqa: E402
-from jaxrec.config import Config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ USAGE = """Train, evaluate and reproduce image classifiers with JAX.
 examples:
   jaxrec train --dataset cifar10_sample --epochs 3
   jaxrec train --dataset path/to/cifar10-jpeg --seed 0 --workdir runs/seed0
+  jaxrec train --model airbench94 --dataset path/to/cifar10-jpeg
   jaxrec evaluate --workdir runs/seed0
   jaxrec predict --workdir runs/seed0 photo.jpg photos/
   jaxrec study --dataset cifar10_sample --epochs 3 --seeds 0-4 --workdir runs/study
@@ -229,14 +230,26 @@ def _prepare(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
-def _add_train(commands) -> None:
+def model_defaults(argv: Sequence[str] | None) -> Config:
+    """The flags' defaults: the recipe of the model named by --model in `argv` (jaxrec.config.presets),
+    else Config's own. So `jaxrec train --model airbench94` runs airbench's whole recipe, and its
+    --help shows that recipe's values."""
+    from jaxrec.config.presets import PRESETS
+
+    scan = argparse.ArgumentParser(add_help=False)
+    scan.add_argument("--model")
+    model = scan.parse_known_args(list(sys.argv[1:] if argv is None else argv))[0].model
+    return Config.for_model(model) if model in PRESETS else Config()
+
+
+def _add_train(commands, defaults: Config) -> None:
     parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
                                  description=Config.__doc__)
-    flags.add_flags(parser, Config)
+    flags.add_flags(parser, Config, defaults)
     parser.set_defaults(main=lambda args: train(Config(**flags.values_of(args, Config))))
 
 
-def _add_evaluate(commands) -> None:
+def _add_evaluate(commands, defaults: Config) -> None:
     parser = commands.add_parser(
         "evaluate", help="per-class scores and confusion matrix of a run's checkpoint",
         description="Evaluates a run's checkpoint on a split of its data set, or of another with the same classes. "
@@ -249,7 +262,7 @@ def _add_evaluate(commands) -> None:
     parser.set_defaults(main=_evaluate)
 
 
-def _add_predict(commands) -> None:
+def _add_predict(commands, defaults: Config) -> None:
     parser = commands.add_parser(
         "predict", help="top-k classes of new images with a run's checkpoint",
         description="Classifies image files and folders (searched recursively) with the training preprocessing. "
@@ -263,13 +276,13 @@ def _add_predict(commands) -> None:
     parser.set_defaults(main=_predict)
 
 
-def _add_study(commands) -> None:
+def _add_study(commands, defaults: Config) -> None:
     parser = commands.add_parser(
         "study", help="train one config over many seeds; the spread, intervals, disagreement, ensemble",
         description="A seed study: every training flag, plus the seeds and the sources of randomness they set. "
                     "Each seed is a normal run in WORKDIR/seed_<n>; WORKDIR/study.json and study.md hold the "
                     "statistics. Rerun the same command to continue a stopped study.")
-    flags.add_flags(parser, Config)
+    flags.add_flags(parser, Config, defaults)
     parser.add_argument("--seeds", required=True, help="a range 0-9, a list 0,3,7, or both: 0-4,9")
     parser.add_argument("--vary", default="all", help="the sources that take each study seed: all, or a comma list "
                                                       "of init, order, augment, split (the others keep --base_seed)")
@@ -288,18 +301,18 @@ def _add_study(commands) -> None:
                                                 args.model_axis))
 
 
-def _add_benchmark(commands) -> None:
+def _add_benchmark(commands, defaults: Config) -> None:
     parser = commands.add_parser(
         "benchmark", help="training and evaluation speed on random data",
         description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
                     "compile time, FLOPs, fraction of a measured matmul peak, peak host memory.")
-    flags.add_flags(parser, Config, Config(progress=False))
+    flags.add_flags(parser, Config, defaults.replace(progress=False))
     flags.add_flags(parser, BenchmarkOptions)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.set_defaults(main=_benchmark)
 
 
-def _add_prepare(commands) -> None:
+def _add_prepare(commands, defaults: Config) -> None:
     parser = commands.add_parser(
         "prepare", help="download and prepare a TFDS data set once, for reading without TensorFlow",
         description="Prepares a TFDS data set in the array_record format, which training reads without "
@@ -312,18 +325,18 @@ def _add_prepare(commands) -> None:
     parser.set_defaults(main=_prepare)
 
 
-def build_parser() -> flags.Parser:
-    """The `jaxrec` parser with its subcommands."""
+def build_parser(defaults: Config | None = None) -> flags.Parser:
+    """The `jaxrec` parser with its subcommands; `defaults`: the training flags' (model_defaults)."""
     parser = flags.Parser(prog="jaxrec", description=USAGE)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
     for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_benchmark, _add_prepare):
-        add(commands)
+        add(commands, defaults or Config())
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `jaxrec` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(model_defaults(argv)).parse_args(argv)
     return args.main(args)
 
 

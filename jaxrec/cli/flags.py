@@ -58,6 +58,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def parse_number(text: str) -> int | float:
+    """An int if the text is one (`--epochs 10` stays 10), else a float (`--epochs 9.9`)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _converter(annotation: Any):
     """An argparse converter for a field's type annotation."""
     origin = typing.get_origin(annotation)
@@ -66,6 +74,8 @@ def _converter(annotation: Any):
         return parse_int_tuple
     if origin is Literal:
         return type(args[0])
+    if set(args) == {int, float}:  # int | float
+        return parse_number
     if args:  # Optional[X] / X | None
         return _converter(args[0])
     return {bool: parse_bool, int: int, float: float, str: str}[annotation]
@@ -140,5 +150,5 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
     return Config(**values_of(namespace, Config))
 
 
-__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "positive_int",
+__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number", "positive_int",
            "values_of"]

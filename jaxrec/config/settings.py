@@ -26,14 +26,19 @@ from jaxrec.models import REGISTRY
 Model = Literal[tuple(REGISTRY)]  # the names of jaxrec.models.REGISTRY
 Norm = Literal["none", "batch"]
 RnnCell = Literal["tanh", "lstm", "gru"]
-Schedule = Literal["constant", "cosine", "step"]
+Schedule = Literal["constant", "cosine", "step", "linear"]
 Channels = Literal[0, 1, 3]
 ModelAxis = Literal["loop", "vmap"]
 Distributed = Literal["auto", "on", "off"]
 ImageConv = Literal["auto", "lax", "patch"]
 ConvGrad = Literal["auto", "lax", "patch"]
 Pool = Literal["auto", "lax", "reshape_grad"]
+BatchNormKernel = Literal["auto", "flax", "matmul"]
 StepsLoop = Literal["auto", "rolled", "unrolled"]
+Flip = Literal["none", "random", "alternating"]
+LossReduction = Literal["mean", "sum"]
+Tta = Literal[0, 1, 2]
+Dtype = Literal["auto", "float32", "bfloat16"]
 
 
 SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
@@ -50,7 +55,9 @@ def optional_seed() -> Rule:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN."""
+    """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN; a model with a
+    recipe of its own (airbench94) takes its defaults from `Config.for_model(model, **changes)`, as
+    `--model` does on the command line."""
 
     # Data.
     dataset: str = knob("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), "
@@ -77,9 +84,12 @@ class Config:
     # Model.
     model: Model = knob("cnn", "Model from jaxrec.models.REGISTRY: cnn (the article's CNN), rnn (a recurrent "
                         "network reading one image row per time step, see the rnn_* knobs), resnet18 (CIFAR "
-                        "stem, 11.2M parameters) or resnet20 (He et al.'s CIFAR ResNet, 0.27M).")
+                        "stem, 11.2M parameters), resnet20 (He et al.'s CIFAR ResNet, 0.27M) or airbench94 (Keller Jordan's "
+                        "94%-in-seconds CIFAR-10 net; --model airbench94 makes its whole recipe the defaults: "
+                        "jaxrec.config.presets).")
     conv_features: tuple[int, ...] = knob((32, 64, 128, 128), "Output channels of the conv blocks "
-                                          "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated.",
+                                          "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated; "
+                                          "airbench94: the widths of its conv groups (64,256,256).",
                                           sizes_at_least(1))
     dense_features: int = knob(512, "Width of the hidden dense layer.", at_least(1))
     norm: Norm = knob("none", "Normalisation after each convolution of model=cnn: none (the article's network) or "
@@ -87,6 +97,19 @@ class Config:
     norm_momentum: float = knob(0.9, "BatchNorm's running statistics: running = m x running + (1 - m) x batch "
                                 "(PyTorch's momentum 0.1 is 0.9 here).", in_range(0, 1))
     norm_epsilon: float = knob(1e-5, "BatchNorm's epsilon, added to the variance.", above(0))
+    whiten: bool = knob(False, "airbench94: the first layer's 2x2 filters are the whitening filters of the patch "
+                        "covariance of --whiten_images training images, frozen (false: an ordinary learnt "
+                        "convolution). airbench94: true.")
+    whiten_images: int = knob(5000, "Training images (drawn with the init seed) whose 2x2 patches give the whitening "
+                              "filters (--whiten).", at_least(1))
+    whiten_bias_epochs: float = knob(3, "With --whiten: the whitening layer's bias trains for this many epochs, then "
+                                     "stays (airbench94: 3).", at_least(0))
+    dirac_init: bool = knob(False, "airbench94: each convolution's first C_in filters start as the identity (the "
+                            "rest as PyTorch's default). airbench94: true.")
+    logit_scale: float = knob(1.0, "airbench94: the logits are multiplied by this (airbench94: 1/9).", above(0))
+    dtype: Dtype = knob("auto", "Compute type of airbench94's and the ResNets' convolutions and matmuls: float32, or "
+                        "bfloat16 (parameters, optimizer state, BatchNorm statistics and the loss stay float32); "
+                        "auto: float32 on the CPU, bfloat16 on GPUs and TPUs. The cnn and rnn compute in float32.")
     rnn_cell: RnnCell = knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
     rnn_hidden: int = knob(256, "Hidden units per direction of each recurrent layer (model=rnn).", at_least(1))
     rnn_layers: int = knob(1, "Stacked recurrent layers (model=rnn).", at_least(1))
@@ -94,7 +117,8 @@ class Config:
                                    "states (model=rnn).")
 
     # Optimisation.
-    epochs: int = knob(10, "Number of passes over the training set.", at_least(1))
+    epochs: int | float = knob(10, "Number of passes over the training set; a fraction trains part of the last one "
+                               "(airbench94: 9.9, ceil(9.9 x 48) = 476 steps).", above(0))
     batch_size: int = knob(128, "Global training batch size, split evenly across devices.", at_least(1))
     eval_batch_size: int = knob(1000, "Global evaluation batch size (the last batch is padded and masked).",
                                 at_least(1))
@@ -102,11 +126,42 @@ class Config:
     momentum: float = knob(0.9, "SGD momentum (0 for plain SGD).", in_range(0, 1))
     nesterov: bool = knob(False, "Use Nesterov momentum (needs momentum > 0).")
     weight_decay: float = knob(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.", at_least(0))
-    lr_schedule: Schedule = knob("constant", "Learning-rate schedule: constant, cosine or step "
-                                 "(x0.1 at 50% and 75% of training).")
-    warmup_epochs: float = knob(0.0, "Linear warm-up from 0 to learning_rate over this many epochs.", at_least(0))
-    label_smoothing: float = knob(0.0, "Label smoothing of the cross-entropy targets (0 = none).", in_range(0, 1))
-    augment: bool = knob(False, "Random crop with 4-pixel padding and horizontal flip, on the device.")
+    decoupled: bool = knob(False, "airbench's form of learning_rate and weight_decay: both per 1,024 examples, the "
+                           "step's learning rate is learning_rate / (1024 x (1 + 1/(1 - momentum))) and the decay "
+                           "added to the gradient weight_decay x batch_size / learning_rate. airbench94: true.")
+    norm_bias_lr_scale: float = knob(1.0, "BatchNorm biases train at this times the learning rate, with the same "
+                                     "learning rate x decay product (airbench94: 64).", above(0))
+    lr_schedule: Schedule = knob("constant", "Learning-rate schedule: constant, cosine, step (x0.1 at 50% and 75% of "
+                                 "training) or linear (after the warm-up, linearly down to final_lr_fraction x "
+                                 "learning_rate at the last step). airbench94: linear.")
+    warmup_epochs: float = knob(0.0, "Linear warm-up from warmup_start x learning_rate to learning_rate over this "
+                                "many epochs.", at_least(0))
+    warmup_fraction: float = knob(0.0, "The same warm-up over this fraction of all steps instead (int(steps x f), "
+                                  "airbench94: 0.23).", in_range(0, 1))
+    warmup_start: float = knob(0.0, "Where the warm-up starts, as a fraction of learning_rate (airbench94: 0.2).",
+                               in_range(0, 1))
+    final_lr_fraction: float = knob(0.0, "lr_schedule linear: the learning rate it ends at, as a fraction of "
+                                    "learning_rate (airbench94: 0.07).", in_range(0, 1))
+    label_smoothing: float = knob(0.0, "Label smoothing of the cross-entropy targets (0 = none; airbench94: 0.2).",
+                                  in_range(0, 1))
+    loss_reduction: LossReduction = knob("mean", "The training loss over the batch: mean, or sum (airbench94's; the "
+                                         "gradient grows with the batch). Reported losses are means either way.")
+    lookahead: bool = knob(False, "airbench94's lookahead: every lookahead_every steps an average of every float "
+                           "variable (BatchNorm statistics too) moves toward the network, ema = lerp(ema, net, "
+                           "1 - a), and the network is set to it; a = lookahead_decay^every x (step/steps)^3; at the "
+                           "end the network becomes the average. airbench94: true.")
+    lookahead_every: int = knob(5, "Steps between lookahead updates.", at_least(1))
+    lookahead_decay: float = knob(0.95, "Per-step decay of the lookahead average at the end of training.",
+                                  in_range(0, 1))
+    augment: bool = knob(False, "Random crop with 4-pixel zero padding and horizontal flip, on the device.")
+    translate: int = knob(0, "Reflect-pad each training image by this many pixels and crop it back at a random "
+                          "offset, a new one every epoch (airbench94: 2).", at_least(0))
+    flip: Flip = knob("none", "Horizontal flips of training images: none, random (each image, every epoch), or "
+                      "alternating (each image flipped at random once, the whole set flipped again on odd epochs: "
+                      "airbench94's).")
+    tta: Tta = knob(0, "Test-time augmentation of the final evaluation and of predict: 0 none, 1 the mean of the "
+                    "image and its mirror, 2 also the mirrored views shifted by one pixel (airbench94: 2). The "
+                    "per-epoch evaluations use none.")
 
     # Run.
     seed: int = knob(0, "Seed of every random number in the run: each source of randomness below takes it "
@@ -124,6 +179,10 @@ class Config:
                             "batch_size), unless XLA_FLAGS or JAX_NUM_CPU_DEVICES sets a count "
                             "or processes are joined (then one per process). The count changes float rounding.",
                             at_least(0))
+    cpu_ynn: bool = knob(True, "XLA:CPU: run matmuls and convolutions through YNNPACK "
+                         "(--xla_cpu_experimental_ynn_fusion_type=dot in XLA_FLAGS, set before JAX starts, on the "
+                         "jaxlib versions known to have it, unless XLA_FLAGS names it): airbench94 trains far faster, "
+                         "the cnn as fast. Changes float rounding.")
     steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
                                "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
     eval_every_epochs: int = knob(1, "Evaluate on eval_split every this many epochs (and always at the end).",
@@ -140,6 +199,9 @@ class Config:
                                "table by platform.")
     pool: Pool = knob("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
                       "gradient XLA:CPU runs far faster); auto: jaxrec.models.kernels' table by platform.")
+    batch_norm: BatchNormKernel = knob("auto", "airbench94's BatchNorm: flax (nn.BatchNorm) or matmul (the same, its "
+                                       "per-channel sums as matmuls, far faster on XLA:CPU); auto: jaxrec.models.kernels' "
+                                       "table by platform.")
     steps_loop: StepsLoop = knob("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "
                                  "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.models.kernels' table.")
     save_predictions: bool = knob(False, "Also write the eval split's class probabilities and labels at the end "
@@ -173,6 +235,13 @@ class Config:
                                   Rule(lambda v: v is None or (is_number(v) and v >= 0), "unset or >= 0"))
     heartbeat_timeout: int = knob(60, "Seconds without a heartbeat after which a process counts as dead: the "
                                   "others then stop (non-zero exit) instead of waiting for it.", at_least(5))
+
+    @classmethod
+    def for_model(cls, model: str, **changes: Any) -> "Config":
+        """The config of `model` with its recipe's defaults (jaxrec.config.presets.PRESETS), then `changes`."""
+        from jaxrec.config.presets import PRESETS  # noqa: PLC0415 - presets name Config's fields
+
+        return cls(**{"model": model, **PRESETS.get(model, {}), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,15 +305,24 @@ class BenchmarkOptions:
     model_axis: ModelAxis = knob("loop", "How that program holds its models: loop (one after another) or vmap.")
 
 
+# airbench94's own layers, each with the value that leaves it out (what every other model must have).
+AIRBENCH_KNOBS = {"whiten": False, "dirac_init": False, "logit_scale": 1.0}
+
+
+def has_batch_norm(config: Config) -> bool:
+    """Whether the model config.model builds has BatchNorm layers."""
+    return config.model in ("airbench94", "resnet18", "resnet20") or (config.model == "cnn" and config.norm != "none")
+
+
 RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
 # How a run executes, not what it computes (beyond float rounding): these may change when a run is
 # resumed (jaxrec.run.checkpoints) or a study continued (jaxrec.studies.study).
-EXECUTION_FIELDS = ("num_devices", "cpu_devices", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
-                    "pool", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
+EXECUTION_FIELDS = ("num_devices", "cpu_devices", "cpu_ynn", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
+                    "pool", "batch_norm", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
                     "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
                     "process_id", "heartbeat_timeout")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
-EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "num_devices", "cpu_devices",
+EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "tta", "num_devices", "cpu_devices",
                      "eval_batch_size")
 
 
@@ -260,6 +338,23 @@ def combination_problems(config: Config) -> list[str]:
     if config.num_processes and config.process_id is not None and config.process_id >= config.num_processes:
         problems.append(f"--process_id {config.process_id} with --num_processes {config.num_processes}: must be in "
                         f"[0, {config.num_processes})")
+    if config.warmup_epochs and config.warmup_fraction:
+        problems.append("--warmup_epochs with --warmup_fraction: they set the same warm-up; drop one of them")
+    if config.final_lr_fraction and config.lr_schedule != "linear":
+        problems.append(f"--final_lr_fraction with --lr_schedule {config.lr_schedule}: only the linear schedule ends "
+                        f"there; use --lr_schedule linear or drop --final_lr_fraction")
+    airbench_only = [f"--{name}" for name, off in AIRBENCH_KNOBS.items() if getattr(config, name) != off]
+    if airbench_only and config.model != "airbench94":
+        problems.append(f"{', '.join(airbench_only)} with --model {config.model}: only airbench94 has these layers; "
+                        f"drop them or use --model airbench94")
+    if config.dtype == "bfloat16" and config.model in ("cnn", "rnn"):
+        problems.append(f"--dtype bfloat16 with --model {config.model}: the {config.model} computes in float32; "
+                        f"drop --dtype (bfloat16 is for airbench94 and the ResNets)")
+    if config.augment and (config.translate or config.flip != "none"):
+        problems.append("--augment with --translate or --flip: --augment is its own crop and flip; use one or the other")
+    if config.norm_bias_lr_scale != 1 and not has_batch_norm(config):
+        problems.append(f"--norm_bias_lr_scale with --model {config.model}"
+                        f"{' --norm none' if config.model == 'cnn' else ''}: the model has no BatchNorm; drop it")
     if config.norm != "none" and config.model != "cnn":
         problems.append(f"--norm {config.norm} with --model {config.model}: only the cnn has normalisation layers; "
                         f"drop --norm")

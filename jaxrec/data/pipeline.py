@@ -8,6 +8,7 @@ permutation per epoch (`epoch_indices`), or a padded, masked sweep for evaluatio
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,26 +47,79 @@ def random_crop_flip(image: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.where(jax.random.bernoulli(flip_key), cropped[:, ::-1], cropped)
 
 
+def translate(image: jax.Array, shift: jax.Array, pad: int) -> jax.Array:
+    """`image` reflect-padded by `pad` and cropped back to its size at offset `shift` (dy, dx) in [0, 2 pad]."""
+    padded = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return jax.lax.dynamic_slice(padded, (shift[0], shift[1], 0), image.shape)
+
+
+def mirror(images: jax.Array) -> jax.Array:
+    """Horizontal flip of images [..., H, W, C]."""
+    return images[..., ::-1, :]
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """Turns uint8 images into the model's float input; hashable, so it can close over a jitted step."""
+    """Turns uint8 images into the model's float input; hashable, so it can close over a jitted step.
+
+    Training augmentation: `augment` (random crop of the zero-padded image and a random flip, a new
+    draw per step and example), or airbench's `translate` (reflect-pad, random crop) and `flip`
+    ('random' per example and epoch, or 'alternating': each example flipped at random once, and
+    the whole set flipped again on odd epochs, which needs `steps_per_epoch`). airbench's flip is
+    drawn once, before the crop, as its reference does: flip(crop(pad(maybe_flip(x)))).
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool = False
+    translate: int = 0
+    flip: str = "none"
+    steps_per_epoch: int = 0
+
+    @classmethod
+    def from_config(cls, config: Any, mean: tuple[float, ...], std: tuple[float, ...],
+                    steps_per_epoch: int) -> "Preprocess":
+        """The training preprocessing a run of `config` (a checked Config) uses, with the data's mean/std."""
+        return cls(mean=tuple(mean), std=tuple(std), augment=config.augment, translate=config.translate,
+                   flip=config.flip, steps_per_epoch=steps_per_epoch)
 
     def normalize(self, images: jax.Array) -> jax.Array:
         mean = jnp.asarray(self.mean, jnp.float32)
         scale = 1.0 / jnp.asarray(self.std, jnp.float32)
         return (images.astype(jnp.float32) - mean) * scale
 
-    def train(self, images: jax.Array, example_ids: jax.Array, key: jax.Array) -> jax.Array:
-        """Training input. Each example's augmentation key is folded from its id in the data set,
-        so the result does not depend on how a batch is split across devices."""
+    def train(self, images: jax.Array, example_ids: jax.Array, key: jax.Array, step: jax.Array) -> jax.Array:
+        """Training input of the examples `example_ids` at training step `step` (counted from 0).
+        `key` is the run's augmentation key; each example's draw is folded from its id in the data
+        set, so the result does not depend on how a batch is split across devices."""
         if self.augment:
-            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(example_ids)
+            step_key = jax.random.fold_in(key, step)
+            keys = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(example_ids)
             images = jax.vmap(random_crop_flip)(images, keys)
+        if self.translate or self.flip != "none":
+            images = self.airbench_views(images, self.draws(example_ids, key, step))
         return self.normalize(images)
+
+    def draws(self, example_ids: jax.Array, key: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
+        """The random draws of airbench's augmentation for these examples at `step`: 'shift' [b, 2]
+        in [0, 2 translate], 'flip' [b] bool (the example's own) and 'odd_epoch' (a scalar)."""
+        epoch = step // max(self.steps_per_epoch, 1)
+        epoch_key = jax.random.fold_in(jax.random.fold_in(key, 1), epoch)
+        once_key = jax.random.fold_in(key, 0)
+        per_epoch = self.flip == "random"
+        flip_keys = jax.vmap(lambda i: jax.random.fold_in(epoch_key if per_epoch else once_key, i))(example_ids)
+        shift_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(epoch_key, 2), i))(example_ids)
+        return {"shift": jax.vmap(lambda k: jax.random.randint(k, (2,), 0, 2 * self.translate + 1))(shift_keys),
+                "flip": jax.vmap(jax.random.bernoulli)(flip_keys) if self.flip != "none"
+                else jnp.zeros(example_ids.shape, bool),
+                "odd_epoch": (epoch % 2 == 1) & (self.flip == "alternating")}
+
+    def airbench_views(self, images: jax.Array, draws: dict[str, jax.Array]) -> jax.Array:
+        """flip(crop(pad(maybe_flip(x)))) for each image, given its draws (see `draws`)."""
+        images = jnp.where(draws["flip"][:, None, None, None], mirror(images), images)
+        if self.translate:
+            images = jax.vmap(lambda x, s: translate(x, s, self.translate))(images, draws["shift"])
+        return jnp.where(draws["odd_epoch"], mirror(images), images)
 
     def eval(self, images: jax.Array) -> jax.Array:
         return self.normalize(images)

@@ -17,7 +17,7 @@ from jaxrec.run.checkpoints import Trained
 from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.data.sources import load_split
-from jaxrec.evaluation.metrics import report, summarize_eval
+from jaxrec.evaluation.metrics import report_with_tta, summarize_eval
 from jaxrec.training.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 from jaxrec.runtime.setup import prepare
 
@@ -78,15 +78,23 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     """The evaluation report (see jaxrec.evaluation.metrics.report) of a trained model (jaxrec.run.checkpoints.load_trained).
 
     config: the run's config with what may differ for this evaluation (the EVALUATION_FIELDS:
-    dataset, data_dir, eval_split, top_k, num_devices, eval_batch_size); default the run's own. The
-    data set may be another one with the same classes; the training mean/std are used.
+    dataset, data_dir, eval_split, top_k, tta, num_devices, eval_batch_size); default the run's own. The
+    data set may be another one with the same classes; the training mean/std are used. With
+    test-time augmentation (--tta) the report's scores are with it, and 'without_tta' holds the
+    scores without.
     """
     config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
     data = load_split(config, config.eval_split, trained.class_names, trained.image_shape)
     devices = select_devices(config.num_devices)
-    evaluator = Evaluator(trained.model().apply, data.images, data.labels, trained.preprocess(), devices,
-                          config.eval_batch_size)
-    return report(evaluator(replicate(trained.variables, devices)), trained.class_names, config.top_k)
+    variables = replicate(trained.variables, devices)
+
+    def scores(level: int) -> dict[str, Any]:
+        return Evaluator(trained.apply_fn(level), data.images, data.labels, trained.preprocess(), devices,
+                         config.eval_batch_size)(variables)
+
+    plain = scores(0)
+    augmented = scores(config.tta) if config.tta else plain
+    return report_with_tta(augmented, plain, trained.class_names, config.top_k, config.tta)
 
 
 __all__ = ["Evaluator", "evaluate_trained"]

@@ -84,3 +84,17 @@ def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None
     summary = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
     summary.update(top_k=k, top_k_accuracy=top_k_accuracy(result["label_rank"], k))
     return {**summary, "per_class": rows, "class_names": list(class_names), "confusion": confusion.tolist()}
+
+
+def report_with_tta(result: dict[str, Any], plain: dict[str, Any] | None, class_names: Sequence[str],
+                    top_k: int | None = None, level: int = 0) -> dict[str, Any]:
+    """`report(result)` of an evaluation with test-time augmentation of `level`, with the main scores
+    of the same model without it (`plain`, a summarize_eval output) under 'without_tta'. Level 0 (or
+    plain None) is `report` alone."""
+    full = report(result, class_names, top_k)
+    if not level or plain is None:
+        return full
+    k = full["top_k"]
+    without = {"accuracy": plain["accuracy"], "loss": plain["loss"], "macro_f1": plain["macro_f1"],
+               "top_k_accuracy": top_k_accuracy(plain["label_rank"], k)}
+    return {**full, "tta": level, "without_tta": without}

@@ -45,7 +45,7 @@ class Predictor:
         self.image_shape = trained.image_shape
         self.batch_size = batch_size
         self.variables = trained.variables
-        apply_fn, preprocess = trained.model().apply, trained.preprocess()
+        apply_fn, preprocess = trained.apply_fn(), trained.preprocess()  # with the run's test-time augmentation
         self._logits = jax.jit(lambda variables, images: apply_fn(variables, preprocess.eval(images), train=False))
 
     def read(self, path: Path) -> tuple[np.ndarray, list[str]]:

@@ -24,6 +24,7 @@ REGISTRY = {
     "rnn": "jaxrec.models.rnn:build",
     "resnet18": "jaxrec.models.resnet:build",
     "resnet20": "jaxrec.models.resnet:build",
+    "airbench94": "jaxrec.models.airbench:build",
 }
 MODELS = tuple(REGISTRY)
 # Names this package exports from the modules that hold them, loaded on first use.

@@ -7,13 +7,14 @@ tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md)
   (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels, in the backward pass
   above all. Float rounding differs. eval_image_conv "lax": evaluation and prediction run only the
   forward pass, where XLA's convolution is the faster one at these batch sizes (1.4x in eval).
-- conv_grad "patch": the other convolutions' kernel gradient as one patch matmul (XLA's forward and
-  input gradient are kept): XLA:CPU computes it as a convolution with an image-sized window, which
-  spreads poorly over several cores. 1.22x the training speed of a device that spans 2 cores; no
-  change with one device per core (the default), where it is kept as it costs nothing. Float
-  rounding of the kernel gradient differs.
-- pool "reshape_grad": 2x2 max-pooling with a gradient built from a reshape
+- conv_grad "lax" (since 2026-12-02; "patch" before): with YNNPACK (jaxrec.runtime.xla_flags) XLA's
+  own kernel gradient is the faster one on airbench94's layers (results/airbench94.md); the article CNN
+  trains as fast either way. "patch" (the kernel gradient as one patch matmul) stays a choice: without
+  YNNPACK it was 1.22x on one device spanning 2 cores. Float rounding of the kernel gradient differs.
+- pool "reshape_grad": max-pooling with a gradient built from a reshape or strided views
   (jaxrec.models.pooling), not `select_and_scatter`, a scalar loop on XLA:CPU. Bit-identical.
+- batch_norm "matmul" (airbench94): BatchNorm's per-channel sums as matmuls (jaxrec.models.norm), not
+  the windowed reductions XLA:CPU makes of them. Float rounding differs.
 - steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
   a while loop many times slower (jax#12868). Bit-identical to one step per call; the rolled loop
   is not quite (its body is compiled on its own: 2e-7 relative after 3 steps, tests/test_steps.py).
@@ -42,10 +43,11 @@ class Kernels:
     conv_grad: str = "lax"
     pool: str = "lax"
     steps_loop: str = "rolled"
+    batch_norm: str = "flax"
 
 
 PLAIN = Kernels()
-BY_PLATFORM = {"cpu": Kernels(image_conv="patch", conv_grad="patch", pool="reshape_grad", steps_loop="unrolled"),
+BY_PLATFORM = {"cpu": Kernels(image_conv="patch", pool="reshape_grad", steps_loop="unrolled", batch_norm="matmul"),
                "gpu": Kernels(pool="reshape_grad")}
 
 

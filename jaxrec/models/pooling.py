@@ -12,6 +12,8 @@ gradient goes to the first one in row-major order (not split between them, as `j
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -65,3 +67,51 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     if height % 2 or width % 2:
         x = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), constant_values=-jnp.inf)
     return _pool_even(x)
+
+
+def _window_views(x: jax.Array, k: int) -> list[jax.Array]:
+    """The k * k strided views [b, h, w, c] of x [b, >= k h, >= k w, c], one per window position in
+    row-major order: view (dy, dx) holds x[:, k i + dy, k j + dx]. Strided slices, no copies, so
+    XLA fuses them into what reads them."""
+    _, height, width, _ = x.shape
+    h, w = height // k, width // k
+    return [x[:, dy:dy + k * h:k, dx:dx + k * w:k, :] for dy in range(k) for dx in range(k)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pool_floor(x: jax.Array, k: int) -> jax.Array:
+    return functools.reduce(jnp.maximum, _window_views(x, k))
+
+
+def _pool_floor_fwd(x: jax.Array, k: int):
+    y = _pool_floor(x, k)
+    return y, (x, y)
+
+
+def _pool_floor_bwd(k: int, residuals, g: jax.Array):
+    x, y = residuals
+    _, height, width, _ = x.shape
+    h, w = y.shape[1:3]
+    taken = jnp.zeros(y.shape, bool)
+    grad = jnp.zeros(x.shape, g.dtype)
+    for position, window in enumerate(_window_views(x, k)):  # the first maximum in row-major order takes it
+        hit = (window == y) & ~taken
+        taken = taken | hit
+        dy, dx = divmod(position, k)
+        # Back to x's positions: interior padding spreads the view out to every k-th row and column.
+        pads = [(0, 0, 0), (dy, height - dy - (k * (h - 1) + 1), k - 1), (dx, width - dx - (k * (w - 1) + 1), k - 1),
+                (0, 0, 0)]
+        grad = grad + jax.lax.pad(jnp.where(hit, g, jnp.zeros_like(g)), jnp.zeros((), g.dtype), pads)
+    return (grad,)
+
+
+_pool_floor.defvjp(_pool_floor_fwd, _pool_floor_bwd)
+
+
+def max_pool_floor(x: jax.Array, k: int) -> jax.Array:
+    """k x k max-pool, stride k, 'VALID' padding (floor mode, PyTorch's MaxPool2d(k)): rows and columns
+    past the last whole window are dropped. The same values and gradient as
+    nn.max_pool(x, (k, k), (k, k), 'VALID') (the first maximum of a window takes its gradient, as
+    `select_and_scatter` gives it), from strided views and interior padding that XLA fuses into
+    elementwise loops: no window reduction, no scatter, no copy of the cropped input."""
+    return _pool_floor(x, k)

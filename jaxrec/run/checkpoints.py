@@ -419,6 +419,12 @@ class Trained:
         """The Flax module these variables belong to, as evaluation and prediction run it."""
         return create_model(self.config, len(self.class_names), for_eval=True)
 
+    def apply_fn(self, tta: int | None = None) -> Any:
+        """The model's apply with test-time augmentation of level `tta` (default: the run's --tta)."""
+        from jaxrec.evaluation.tta import with_tta  # noqa: PLC0415 - evaluation builds on this module
+
+        return with_tta(self.model().apply, self.config.tta if tta is None else tta)
+
 
 def load_trained(workdir: str | Path, which: str = "best") -> Trained:
     """The best (by test accuracy) or latest checkpoint of a run's workdir. A checkpoint that cannot

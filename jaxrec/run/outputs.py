@@ -78,7 +78,10 @@ def eval_markdown(report: dict[str, Any], title: str = "") -> str:
     """The evaluation report as Markdown: the summary scores, then one row per class."""
     lines = [f"# {title}", ""] if title else []
     lines += [f"{report['count']} examples: accuracy {report['accuracy']:.4f}, top-{report['top_k']} accuracy "
-              f"{report['top_k_accuracy']:.4f}, loss {report['loss']:.4f}", "",
+              f"{report['top_k_accuracy']:.4f}, loss {report['loss']:.4f}"
+              + (f" (test-time augmentation level {report['tta']}; without it: accuracy "
+                 f"{report['without_tta']['accuracy']:.4f}, loss {report['without_tta']['loss']:.4f})"
+                 if report.get("tta") else ""), "",
               "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for row in report["per_class"]:
         lines.append(f"| {row['class']} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "

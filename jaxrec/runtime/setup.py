@@ -1,4 +1,5 @@
-"""Set-up at the boundary, once: check the config, split the CPU into devices, join the processes.
+"""Set-up at the boundary, once: check the config, set XLA:CPU's flags, split the CPU into devices, join
+the processes.
 
 The command line and the library entry points (train_and_evaluate, train_group, evaluate, the
 benchmark) all call `prepare`; a config it has prepared passes through a second call untouched, so
@@ -24,8 +25,9 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     if key in _prepared:
         return config
     check(config, only)
-    from jaxrec.runtime import cpu_devices, distributed  # noqa: PLC0415 - JAX: a refused setting must not wait
+    from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415 - JAX: a refused setting must not wait
 
+    xla_flags.set_cpu_flags(config)
     cpu_devices.split_host(config, sizes)
     distributed.start(config)
     _prepared.add(key)

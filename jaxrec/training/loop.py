@@ -36,13 +36,16 @@ from jaxrec.data.sources import split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
-from jaxrec.evaluation.metrics import report
+from jaxrec.evaluation.metrics import report_with_tta
 from jaxrec.models import count_params, create_model
 from jaxrec.training.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
                              unreplicate)
 from jaxrec.training.run_state import Record, RunState
 from jaxrec.runtime.setup import prepare
-from jaxrec.training.state import TrainState, create_train_state
+from jaxrec.evaluation.tta import with_tta
+from jaxrec.training.optim import total_steps
+from jaxrec.training.state import TrainState, create_train_state, init_sample
+from jaxrec.training.steps import Objective
 from jaxrec.run.workdir import claim, move_previous_run, writable_folder
 from jaxrec.run.writers import Writers, open_writers
 
@@ -98,12 +101,27 @@ class Trainer:
     images: jax.Array   # the training split, uint8, replicated
     labels: jax.Array
     evaluator: Evaluator
+    final_evaluator: Evaluator | None  # with test-time augmentation (--tta), for the run's final scores
     dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
 
     @property
     def config(self) -> Config:
         """The first member's config (the members share every setting but their seeds)."""
         return self.members[0].config
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps of the whole run (a fractional --epochs trains part of the last epoch)."""
+        return total_steps(self.config, self.steps_per_epoch)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the loop runs, the last one perhaps partial."""
+        return -(-self.total_steps // self.steps_per_epoch)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Training steps of epoch `epoch` (counted from 0)."""
+        return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
@@ -200,11 +218,11 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
     state = trainer.program.stack(states)
     with stop_on_signals() as stop:
         try:
-            for _ in range(runs[0].epoch, trainer.config.epochs):
+            for _ in range(runs[0].epoch, trainer.epochs):
                 state, runs, calls = train_epoch(trainer, state, runs, writers, stop, started)
                 runs, results = finish_epoch(trainer, state, runs, results, writers, not calls <= compiled, started)
                 compiled |= calls
-                if agreed_stop(stop) and runs[0].epoch < trainer.config.epochs:
+                if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
                     raise interrupted(trainer, runs[0], stop)
         finally:
             for member, writer in zip(trainer.members, writers):
@@ -230,13 +248,14 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
              devices[0].platform, f", {jax.process_count()} processes" if jax.process_count() > 1 else "",
              steps_per_epoch, f"; {models} models in one program" if models > 1 else "")
-    preprocess = Preprocess(mean=data.mean, std=data.std, augment=config.augment)
+    preprocess = Preprocess.from_config(config, data.mean, data.std, steps_per_epoch)
     model = create_model(config, data.num_classes)
     memory.check_training_fits(model, data.image_shape, config.batch_size // jax.process_count(),
                                local_devices(devices), data.train.images.nbytes + data.eval.images.nbytes, models)
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
-    program = make_program(preprocess, devices, models, model_axis, config.label_smoothing, config.steps_loop)
+    objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
+    program = make_program(preprocess, devices, models, model_axis, objective, config.steps_loop)
     return Trainer(
         members=members, devices=tuple(devices), model=model, num_train=len(data.train),
         steps_per_epoch=steps_per_epoch, preprocess=preprocess, program=program,
@@ -244,6 +263,9 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
         images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
         evaluator=Evaluator(create_model(config, data.num_classes, for_eval=True).apply, data.eval.images,
                             data.eval.labels, preprocess, devices, config.eval_batch_size),
+        final_evaluator=Evaluator(with_tta(create_model(config, data.num_classes, for_eval=True).apply, config.tta),
+                                  data.eval.images, data.eval.labels, preprocess, devices, config.eval_batch_size)
+        if config.tta else None,
         dataset=data.describe())
 
 
@@ -264,17 +286,28 @@ def restore_or_start_member(trainer: Trainer, member: Member,
                             data: DataSplits) -> tuple[TrainState, RunState, int | None]:
     """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
     config = member.config
-    state = create_train_state(config, trainer.model, data.image_shape, member.keys.init, trainer.steps_per_epoch)
+    state = create_train_state(config, trainer.model, data.image_shape, member.keys.init, trainer.steps_per_epoch,
+                               init_images(trainer, member, data))
     restored = member.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
     if restored is None:
         return state, RunState(), None
     run = restored.meta.run
-    if run.epoch > config.epochs:
-        raise InputError(f"the checkpoint in {member.checkpoints.directory} has trained {run.epoch} epochs, more "
-                         f"than --epochs {config.epochs}; pass --epochs {run.epoch} or more, or another --workdir")
+    if run.step > trainer.total_steps:
+        raise InputError(f"the checkpoint in {member.checkpoints.directory} has trained {run.step} steps ({run.epoch} "
+                         f"epochs), more than --epochs {config.epochs} ({trainer.total_steps} steps); pass a larger "
+                         f"--epochs, or another --workdir")
     log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
              run.position, trainer.steps_per_epoch, member.checkpoints.directory)
     return restored.state, run, run.step
+
+
+def init_images(trainer: Trainer, member: Member, data: DataSplits) -> np.ndarray | None:
+    """The normalised training images a data-dependent initialisation reads (--whiten: --whiten_images of
+    them, drawn with the init key), or None when the model reads none."""
+    if not member.config.whiten:
+        return None
+    chosen = init_sample(data.train.images, member.config.whiten_images, member.keys.init)
+    return np.asarray(trainer.preprocess.normalize(data.train.images[chosen]))
 
 
 def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from: int | None) -> Writers:
@@ -292,13 +325,14 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], write
     """Trains the rest of the current epoch for every member, one device call at a time; saves when a
     checkpoint is due mid-epoch, and saves and raises TrainingInterrupted when a stop was requested.
     Also returns the lengths of the calls it made (each is a program of its own, compiled on first use)."""
-    config, steps, run = trainer.config, trainer.steps_per_epoch, runs[0]
+    config, run = trainer.config, runs[0]
+    steps = trainer.steps_in_epoch(run.epoch)
     orders = np.stack([epoch_indices(m.keys.shuffle, run.epoch, trainer.num_train, config.batch_size)
                        for m in trainer.members], axis=1)  # [steps, K, batch]
     models = len(trainer.members)
     images_per_step = config.batch_size * models
     bar = tqdm(total=steps * images_per_step, initial=run.position * images_per_step, unit="img", unit_scale=True,
-               desc=f"epoch {run.epoch + 1}/{config.epochs}" + (f", {models} models" if models > 1 else ""),
+               desc=f"epoch {run.epoch + 1}/{trainer.epochs}" + (f", {models} models" if models > 1 else ""),
                disable=not (config.progress and distributed.is_primary()), leave=False)
     calls = set()
     while runs[0].position < steps:
@@ -367,16 +401,17 @@ def check_finite(losses: np.ndarray, first_step: int, workdir: Path | None = Non
             f"stopped there. Lower --learning_rate, add --warmup_epochs, or check the input data.")
 
 
-def evaluation_due(config: Config, epoch: int) -> bool:
-    """Whether epoch `epoch` (counted from 1) ends with an evaluation: every eval_every_epochs, and the last."""
-    return epoch % config.eval_every_epochs == 0 or epoch == config.epochs
+def evaluation_due(config: Config, epoch: int, epochs: int) -> bool:
+    """Whether epoch `epoch` (counted from 1) of `epochs` ends with an evaluation: every eval_every_epochs,
+    and the last."""
+    return epoch % config.eval_every_epochs == 0 or epoch == epochs
 
 
 def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) -> Record:
     """The finished epoch's line of metrics.jsonl, training part. includes_compilation: the epoch
     made a device call of a length this process had not run before (its time includes compiling)."""
     loss, accuracy = run.epoch_means()
-    images = trainer.steps_per_epoch * trainer.config.batch_size
+    images = run.position * trainer.config.batch_size
     return Record(epoch=run.epoch + 1, step=run.step, train_loss=loss, train_accuracy=accuracy,
                   train_seconds=run.train_seconds, images_per_second=images / run.train_seconds,
                   includes_compilation=includes_compilation)
@@ -399,7 +434,7 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
     records, new_results = [], []
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
         record = epoch_record(trainer, run, includes_compilation)
-        if evaluation_due(member.config, run.epoch + 1):
+        if evaluation_due(member.config, run.epoch + 1, trainer.epochs):
             result, record = evaluate(trainer, member_state, record)
         records.append(record.replace(wall_seconds=time.time() - started))
         new_results.append(result)
@@ -413,7 +448,7 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
 
 def log_epoch(trainer: Trainer, record: Record) -> None:
     log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s", record.epoch,
-             trainer.config.epochs, record.train_loss, record.train_accuracy,
+             trainer.epochs, record.train_loss, record.train_accuracy,
              "-" if record.test_loss is None else f"{record.test_loss:.4f}",
              "-" if record.test_accuracy is None else f"{record.test_accuracy:.4f}", record.images_per_second)
 
@@ -438,10 +473,10 @@ def interrupted(trainer: Trainer, run: RunState, stop: StopRequest) -> TrainingI
         f"{' (same --workdir)' if len(members) == 1 else ''}.", stop.signum)
 
 
-def train_speed(records: Sequence[Record], images_per_epoch: int) -> float:
+def train_speed(records: Sequence[Record]) -> float:
     """Training images/s over the epochs that include no compilation (all of them if none is left)."""
     timed = [r for r in records if not r.includes_compilation] or list(records)
-    return len(timed) * images_per_epoch / sum(r.train_seconds for r in timed)
+    return sum(r.images_per_second * r.train_seconds for r in timed) / sum(r.train_seconds for r in timed)
 
 
 def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: TrainState, run: RunState,
@@ -451,13 +486,20 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
     model's; the program's throughput is seeds_per_program times more."""
     config, final = member.config, run.records[-1]
     result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
-    predictions = trainer.evaluator.probabilities(state.eval_variables) if config.save_predictions else None
+    # The run's own scores are with its test-time augmentation (--tta); the per-epoch ones are without.
+    augmented = trainer.final_evaluator(state.eval_variables) if trainer.final_evaluator else None
+    scored = augmented or result
+    predictions = ((trainer.final_evaluator or trainer.evaluator).probabilities(state.eval_variables)
+                   if config.save_predictions else None)
     if not distributed.is_primary():  # the evaluations above take every process; the files are written once
         return
+    without_tta = {} if augmented is None else {
+        "tta": config.tta, "test_accuracy_without_tta": final.test_accuracy, "test_loss_without_tta": final.test_loss,
+        "test_macro_f1_without_tta": final.test_macro_f1}
     summary = {
-        "test_accuracy": final.test_accuracy, "test_loss": final.test_loss,
-        "test_macro_f1": final.test_macro_f1, "epochs": config.epochs, "steps": run.step,
-        "train_images_per_second": train_speed(run.records, trainer.steps_per_epoch * config.batch_size),
+        "test_accuracy": scored["accuracy"], "test_loss": scored["loss"], "test_macro_f1": scored["macro_f1"],
+        **without_tta, "epochs": config.epochs, "steps": run.step,
+        "train_images_per_second": train_speed(run.records),
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),
         "num_devices": len(trainer.devices), "processes": jax.process_count(),
@@ -472,12 +514,13 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
     outputs.write_json(member.workdir / "summary.json", summary)
     outputs.plot_curves([r.to_json() for r in run.records], member.workdir / "curves.png",
                         title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
-    outputs.write_eval(member.workdir, report(result, data.class_names, config.top_k),
+    outputs.write_eval(member.workdir, report_with_tta(scored, result, data.class_names, config.top_k, config.tta),
                        title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
     if predictions is not None:
         outputs.write_predictions(member.workdir, predictions, data.eval.labels)
-    log.info("done: test accuracy %.4f after %d epochs (%d steps); outputs in %s",
-             summary["test_accuracy"], config.epochs, run.step, member.workdir)
+    log.info("done: test accuracy %.4f%s after %s epochs (%d steps); outputs in %s", summary["test_accuracy"],
+             f" with test-time augmentation ({final.test_accuracy:.4f} without)" if augmented else "",
+             config.epochs, run.step, member.workdir)
 
 
 __all__ = ["MEMBER_FIELDS", "Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]

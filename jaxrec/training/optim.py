@@ -1,19 +1,48 @@
-"""The optimizer: optax SGD with momentum, optional weight decay, warm-up and schedule."""
+"""The optimizer: optax SGD with momentum, optional weight decay, warm-up and schedule, and parameter
+groups for the recipes that need them (airbench94's frozen whitening filters, its bias trained for
+the first epochs, BatchNorm biases at a scaled learning rate)."""
 
 from __future__ import annotations
 
 import functools
+import math
+import re
+from typing import Any
 
+import jax
 import optax
 
 from jaxrec.config import Config
 
+# A BatchNorm layer's module name: flax's default (BatchNorm_0, ...) or airbench94's (norm1, norm2).
+NORM_MODULE = re.compile(r"^(BatchNorm_\d+|norm\d*)$")
+WHITEN_MODULE = "whiten"  # airbench94's whitening layer (jaxrec.models.airbench)
+
+
+def total_steps(config: Config, steps_per_epoch: int) -> int:
+    """Training steps of the whole run: ceil(epochs x steps_per_epoch), at least 1."""
+    return max(1, math.ceil(round(config.epochs * steps_per_epoch, 6)))
+
+
+def step_hyperparameters(config: Config) -> tuple[float, float]:
+    """The learning rate and the decay coefficient added to the gradient that SGD applies. Plainly
+    the config's own; with --decoupled airbench's form: both given per 1,024 examples and the
+    momentum's gain divided out, so the decay per step (learning rate x coefficient) is
+    weight_decay x batch_size / (1024 x (1 + 1/(1 - momentum)))."""
+    if not config.decoupled:
+        return config.learning_rate, config.weight_decay
+    per_step = 1024 * (1 + 1 / (1 - config.momentum))
+    return config.learning_rate / per_step, config.weight_decay * config.batch_size / config.learning_rate
+
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
     """Learning rate as a function of the step, from the config's schedule and warm-up."""
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    peak = config.learning_rate
+    total = total_steps(config, steps_per_epoch)
+    if config.warmup_fraction:
+        warmup = int(total * config.warmup_fraction)
+    else:
+        warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    peak = step_hyperparameters(config)[0]
     if config.lr_schedule == "constant":
         main = optax.constant_schedule(peak)
     elif config.lr_schedule == "cosine":
@@ -21,11 +50,13 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
     elif config.lr_schedule == "step":
         main = optax.piecewise_constant_schedule(
             peak, {int(0.5 * total) - warmup: 0.1, int(0.75 * total) - warmup: 0.1})
+    elif config.lr_schedule == "linear":
+        main = optax.linear_schedule(peak, peak * config.final_lr_fraction, max(1, total - warmup))
     else:
         raise ValueError(f"unknown lr_schedule {config.lr_schedule!r} (an unchecked config: see jaxrec.config.check)")
     if warmup == 0:
         return main
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+    return optax.join_schedules([optax.linear_schedule(peak * config.warmup_start, peak, warmup), main], [warmup])
 
 
 def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -35,10 +66,43 @@ def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTran
     return _optimizer(config.without_seeds(), steps_per_epoch)
 
 
+def _sgd(config: Config, schedule: optax.Schedule, decay: float) -> optax.GradientTransformation:
+    sgd = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
+    return optax.chain(optax.add_decayed_weights(decay), sgd) if decay else sgd
+
+
 @functools.lru_cache(maxsize=32)
 def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    sgd = optax.sgd(learning_rate_schedule(config, steps_per_epoch),
-                    momentum=config.momentum or None, nesterov=config.nesterov)
-    if config.weight_decay:
-        return optax.chain(optax.add_decayed_weights(config.weight_decay), sgd)
-    return sgd
+    schedule, decay = learning_rate_schedule(config, steps_per_epoch), step_hyperparameters(config)[1]
+    plain = _sgd(config, schedule, decay)
+    if not config.whiten and config.norm_bias_lr_scale == 1:
+        return plain  # one group: the state and arithmetic of every run before parameter groups
+    scale, bias_steps = config.norm_bias_lr_scale, int(round(config.whiten_bias_epochs * steps_per_epoch))
+    groups = {
+        "plain": plain,
+        "frozen": optax.set_to_zero(),
+        # Until then it trains like any parameter; after that its updates are zero (the momentum is never used again).
+        "whiten_bias": _sgd(config, lambda step: schedule(step) * (step < bias_steps), decay),
+        # The same learning rate x decay product as the other parameters.
+        "norm_bias": _sgd(config, lambda step: schedule(step) * scale, decay / scale),
+    }
+    return optax.multi_transform(groups, functools.partial(param_labels, config=config))
+
+
+def param_labels(params: Any, config: Config) -> Any:
+    """The optimizer group of every parameter (a tree like `params`): 'frozen' (the whitening
+    filters, with --whiten), 'whiten_bias', 'norm_bias' (BatchNorm biases, when their learning rate
+    is scaled) or 'plain'."""
+
+    def label(path: tuple[Any, ...], _: Any) -> str:
+        names = [str(getattr(key, "key", key)) for key in path]
+        if config.whiten and names[0] == WHITEN_MODULE:
+            return "frozen" if names[-1] == "kernel" else "whiten_bias"
+        if config.norm_bias_lr_scale != 1 and names[-1] == "bias" and len(names) > 1 and NORM_MODULE.match(names[-2]):
+            return "norm_bias"
+        return "plain"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+__all__ = ["create_optimizer", "learning_rate_schedule", "param_labels", "step_hyperparameters", "total_steps"]

@@ -24,7 +24,7 @@ from jaxrec.models import kernels
 from jaxrec.config import MODEL_AXES
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError
-from jaxrec.training.steps import AXIS, eval_step, train_step
+from jaxrec.training.steps import AXIS, Objective, eval_step, train_step
 
 
 def select_devices(num_devices: int = 0) -> list[jax.Device]:
@@ -96,9 +96,9 @@ def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
     return indices.reshape(steps, num_devices, batch // num_devices).swapaxes(0, 1)
 
 
-def _train_steps_fn(preprocess: Preprocess, label_smoothing: float) -> Callable:
+def _train_steps_fn(preprocess: Preprocess, objective: Objective) -> Callable:
     """step(state, images, labels, idx, rng): one model's training step on the examples `idx`."""
-    step = functools.partial(train_step, preprocess=preprocess, label_smoothing=label_smoothing, axis_name=AXIS)
+    step = functools.partial(train_step, preprocess=preprocess, objective=objective, axis_name=AXIS)
     return lambda state, images, labels, idx, rng: step(
         state, {"image": images[idx], "label": labels[idx], "index": idx}, rng)
 
@@ -121,7 +121,7 @@ def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
 
 
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
-                  label_smoothing: float = 0.0, steps_loop: str | None = None) -> Callable:
+                  objective: Objective = Objective(), steps_loop: str | None = None) -> Callable:
     """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
 
     state, images, labels: replicated; indices: [devices, steps, per_device]; rng: the run's
@@ -129,13 +129,13 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
     settings give the same function, so the runs of one process (a study's seeds) compile it once.
     steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or 'auto': the platform's (jaxrec.models.kernels).
     """
-    return _train_fn(preprocess, tuple(devices), label_smoothing, _steps_loop(steps_loop, devices))
+    return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
-def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], label_smoothing: float,
+def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective: Objective,
               steps_loop: str) -> Callable:
-    one = _train_steps_fn(preprocess, label_smoothing)
+    one = _train_steps_fn(preprocess, objective)
 
     def train_steps(state, images, labels, indices, rng):
         return _scan_steps(lambda state, idx: one(state, images, labels, idx, rng), state, indices, steps_loop)
@@ -145,7 +145,7 @@ def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], label_smo
 
 
 def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
-                        model_axis: str = "loop", label_smoothing: float = 0.0,
+                        model_axis: str = "loop", objective: Objective = Objective(),
                         steps_loop: str | None = None) -> Callable:
     """K = `models` models trained side by side in one program: (states, images, labels, indices, rngs)
     -> (states, metrics per step and model), pmapped over devices, states donated.
@@ -161,14 +161,14 @@ def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], m
     """
     if model_axis not in MODEL_AXES:
         raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
-    return _group_train_fn(preprocess, tuple(devices), models, model_axis, label_smoothing,
+    return _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
                            _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
 def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
-                    label_smoothing: float, steps_loop: str) -> Callable:
-    one = _train_steps_fn(preprocess, label_smoothing)
+                    objective: Objective, steps_loop: str) -> Callable:
+    one = _train_steps_fn(preprocess, objective)
 
     def group_steps(states, images, labels, indices, rngs):
         def body(states, idx):  # idx: [K, per_device]
@@ -251,13 +251,13 @@ class Program:
 
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], models: int = 1, model_axis: str = "loop",
-                 label_smoothing: float = 0.0, steps_loop: str | None = None) -> Program:
+                 objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
     """The training program of `models` models on `devices` (see Program); the same settings give the
     same compiled function, so the programs of one process (a study's) compile once."""
     if models == 1:
-        fn = make_train_fn(preprocess, devices, label_smoothing, steps_loop)
+        fn = make_train_fn(preprocess, devices, objective, steps_loop)
     else:
-        fn = make_group_train_fn(preprocess, devices, models, model_axis, label_smoothing, steps_loop)
+        fn = make_group_train_fn(preprocess, devices, models, model_axis, objective, steps_loop)
     return Program(models=models, devices=tuple(devices), fn=fn)
 
 

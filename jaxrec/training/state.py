@@ -16,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from flax.training import train_state
 
@@ -31,6 +32,9 @@ class TrainState(train_state.TrainState):
 
     model_state: Variables = struct.field(default_factory=dict)
     averaged: Variables | None = None
+    # Whether evaluation applies `averaged` (an EMA of the weights) or the network itself (lookahead's
+    # average is the network's slow copy: the network takes it every few steps and at the end).
+    evaluate_average: bool = struct.field(pytree_node=False, default=True)
 
     @property
     def variables(self) -> Variables:
@@ -39,8 +43,9 @@ class TrainState(train_state.TrainState):
 
     @property
     def eval_variables(self) -> Variables:
-        """What evaluation and prediction apply: the averaged copy when one is kept, else `variables`."""
-        return self.variables if self.averaged is None else self.averaged
+        """What evaluation and prediction apply: the averaged copy when one is kept for evaluation,
+        else `variables`."""
+        return self.averaged if self.averaged is not None and self.evaluate_average else self.variables
 
 
 def split_variables(variables: Variables) -> tuple[Any, Variables]:
@@ -49,8 +54,26 @@ def split_variables(variables: Variables) -> tuple[Any, Variables]:
 
 
 def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int, int, int],
-                       rng: jax.Array, steps_per_epoch: int) -> TrainState:
-    """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer."""
-    params, model_state = split_variables(jax.jit(model.init)(rng, jnp.zeros((1, *image_shape), jnp.float32)))
+                       rng: jax.Array, steps_per_epoch: int, init_images: np.ndarray | None = None) -> TrainState:
+    """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer.
+
+    init_images: normalised training images [n, H, W, C] for a model whose initialisation reads data
+    (a module with `init_from_data(variables, images)`, such as airbench94's whitening layer). With
+    --lookahead the averaged copy starts as the initial variables."""
+    variables = jax.jit(model.init)(rng, jnp.zeros((1, *image_shape), jnp.float32))
+    if init_images is not None and hasattr(model, "init_from_data"):
+        variables = model.init_from_data(variables, init_images)
+    params, model_state = split_variables(variables)
     return TrainState.create(apply_fn=model.apply, params=params, model_state=model_state,
-                             tx=create_optimizer(config, steps_per_epoch))
+                             tx=create_optimizer(config, steps_per_epoch),
+                             averaged=dict(variables) if config.lookahead else None,
+                             evaluate_average=not config.lookahead)
+
+
+def init_sample(images: np.ndarray, count: int, rng: jax.Array) -> np.ndarray:
+    """The indices of `count` training images (all of them if fewer) drawn without replacement with
+    the init key, sorted: the images a data-dependent initialisation reads."""
+    if count >= len(images):
+        return np.arange(len(images))
+    chosen = jax.random.choice(jax.random.fold_in(rng, 1), len(images), (count,), replace=False)
+    return np.sort(np.asarray(chosen))

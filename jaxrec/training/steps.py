@@ -8,6 +8,7 @@ with axis_name=None under plain `jax.jit` on one device. Wrappers live in `jaxre
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -41,23 +42,71 @@ def _psum(tree: Any, axis_name: str | None) -> Any:
     return jax.lax.psum(tree, axis_name) if axis_name else tree
 
 
+@dataclasses.dataclass(frozen=True)
+class Lookahead:
+    """airbench94's lookahead (Config.lookahead): every `every` steps the averaged variables move toward
+    the network, ema = lerp(ema, net, 1 - a) with a = decay^every x (step / total_steps)^3, and the
+    network is set to them; after the last step the network is the average."""
+
+    every: int
+    decay: float
+    total_steps: int
+
+    def __call__(self, state: TrainState) -> TrainState:
+        """The state after step `state.step` (counted from 1, as the update follows the step)."""
+        step = state.step
+        keep = self.decay ** self.every * (step / self.total_steps) ** 3
+        average = optax.incremental_update(state.variables, state.averaged, 1.0 - keep)
+        synced = _with_variables(state, average).replace(averaged=average)
+        state = _select(step % self.every == 0, synced, state)
+        return _select(step >= self.total_steps, _with_variables(state, state.averaged), state)
+
+
+def _with_variables(state: TrainState, variables: Variables) -> TrainState:
+    return state.replace(params=variables["params"], model_state={k: variables[k] for k in state.model_state})
+
+
+def _select(condition: jax.Array, yes: Any, no: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), yes, no)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a train step minimises and what follows the optimizer update: label smoothing, the batch
+    loss as a mean or a sum (Config.loss_reduction), and lookahead (None: none). Hashable, so the
+    compiled step is cached by it."""
+
+    label_smoothing: float = 0.0
+    loss_reduction: str = "mean"
+    lookahead: Lookahead | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, total_steps: int) -> "Objective":
+        """The objective of a run of `config` (a checked Config) that trains `total_steps` steps."""
+        lookahead = (Lookahead(config.lookahead_every, config.lookahead_decay, total_steps)
+                     if config.lookahead else None)
+        return cls(config.label_smoothing, config.loss_reduction, lookahead)
+
+
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: Preprocess,
-               label_smoothing: float = 0.0, axis_name: str | None = AXIS) -> tuple[TrainState, Metrics]:
+               objective: Objective = Objective(), axis_name: str | None = AXIS) -> tuple[TrainState, Metrics]:
     """One SGD step on this device's share of the global batch.
 
     batch: 'image' uint8 [b, H, W, C], 'label' int32 [b], 'index' int32 [b] (the examples' ids in
-    the data set, which seed their augmentation). rng: the run's training key; the step number is
-    folded in here, so a resumed run draws the same augmentations.
+    the data set, which seed their augmentation). rng: the run's training key; the preprocessing
+    folds in the step, so a resumed run draws the same augmentations.
     """
-    step_key = jax.random.fold_in(rng, state.step)
-    images = preprocess.train(batch["image"], batch["index"], step_key)
+    images = preprocess.train(batch["image"], batch["index"], rng, state.step)
+    # A summed loss is the global batch's: each device's sum, times the device count, averages to it below.
+    scale = 1.0 if objective.loss_reduction == "mean" else _psum(1.0, axis_name)
 
     def loss_fn(params):
         logits, model_state = apply_train(state, params, images)
-        loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
-        return loss, (logits, model_state)
+        losses = cross_entropy(logits, batch["label"], objective.label_smoothing)
+        loss = losses.mean() if objective.loss_reduction == "mean" else losses.sum() * scale
+        return loss, (logits, model_state, losses.mean())
 
-    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (logits, model_state, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
     # One all-reduce per step, for the gradients and the metrics together. On XLA:CPU a collective
     # waiting for the other devices holds a worker of the one thread pool they all compute on; two
@@ -65,7 +114,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
     # other device, with no worker left for its convolution, never arrived: a hang, then an abort.
     # (BatchNorm's statistics are already global: its own pmeans run inside the forward pass.)
     grads, metrics = _pmean((grads, metrics), axis_name)
-    return state.apply_gradients(grads=grads, model_state=model_state), metrics
+    state = state.apply_gradients(grads=grads, model_state=model_state)
+    return (state if objective.lookahead is None else objective.lookahead(state)), metrics
 
 
 def apply_train(state: TrainState, params: Any, images: jax.Array) -> tuple[jax.Array, Variables]:

@@ -80,8 +80,10 @@ def test_the_speed_figure_leaves_out_every_epoch_that_compiled():
     runs = [Record(epoch=e, step=10 * e, train_loss=1.0, train_accuracy=0.5, train_seconds=s, images_per_second=100 / s,
                    includes_compilation=c) for e, (s, c) in enumerate(((9.0, True), (1.0, False), (7.0, True),
                                                                        (3.0, False)), 1)]
-    assert train_speed(tuple(runs), 100) == pytest.approx(200 / 4.0)
-    assert train_speed(tuple(runs[:1]), 100) == pytest.approx(100 / 9.0)  # nothing else to go by
+    assert train_speed(tuple(runs)) == pytest.approx(200 / 4.0)
+    assert train_speed(tuple(runs[:1])) == pytest.approx(100 / 9.0)  # nothing else to go by
+    partial = runs[1].replace(train_seconds=2.0, images_per_second=25.0)  # a last epoch of half the images
+    assert train_speed((runs[0], runs[1], partial)) == pytest.approx(150 / 3.0)
 
 
 @pytest.mark.slow

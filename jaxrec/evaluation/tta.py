@@ -1,0 +1,49 @@
+"""Test-time augmentation (airbench's): the model's logits averaged over flipped and shifted views.
+
+Level 0 is the model itself; level 1, mirror(f)(x) = (f(x) + f(flip(x))) / 2; level 2,
+0.5 x mirror(f)(x) + 0.25 x mirror(f) of each of the two views shifted by one pixel: the image
+reflect-padded by 1 and cropped at (0, 0) and (2, 2). Each level is one more wrapping of the
+model's apply function, so evaluation, prediction and the benchmark run it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxrec.data.pipeline import mirror
+
+LEVELS = (0, 1, 2)
+
+
+def shifted_views(images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The two one-pixel translations of images [b, H, W, C]: reflect-pad 1, crop at (0, 0) and (2, 2)."""
+    height, width = images.shape[1:3]
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    return padded[:, :height, :width], padded[:, 2:height + 2, 2:width + 2]
+
+
+def with_tta(apply_fn: Callable, level: int) -> Callable:
+    """`apply_fn(variables, images, train=False)` as test-time augmentation of `level` computes it."""
+    if level not in LEVELS:
+        raise ValueError(f"test-time augmentation level {level}: choose one of {LEVELS}")
+    if level == 0:
+        return apply_fn
+
+    def mirrored(variables: Any, images: jax.Array, **kwargs: Any) -> jax.Array:
+        return 0.5 * apply_fn(variables, images, **kwargs) + 0.5 * apply_fn(variables, mirror(images), **kwargs)
+
+    if level == 1:
+        return mirrored
+
+    def level2(variables: Any, images: jax.Array, **kwargs: Any) -> jax.Array:
+        first, second = shifted_views(images)
+        return (0.5 * mirrored(variables, images, **kwargs)
+                + 0.25 * (mirrored(variables, first, **kwargs) + mirrored(variables, second, **kwargs)))
+
+    return level2
+
+
+__all__ = ["LEVELS", "shifted_views", "with_tta"]

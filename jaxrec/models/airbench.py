@@ -1,0 +1,211 @@
+"""airbench94 (Keller Jordan, cifar10-airbench, legacy/airbench94.py): 94% on CIFAR-10 in seconds on a GPU.
+
+The network: a frozen 2x2 whitening convolution (its filters from the training images' patch
+covariance, `whitening_kernel`) -> GELU -> three conv groups (3x3 conv -> 2x2 max-pool -> BN -> GELU
+-> 3x3 conv -> BN -> GELU; widths 64/256/256) -> 3x3 max-pool -> a bias-free linear layer -> logits
+x 1/9. BatchNorm has no scale (frozen at 1) and trains its bias; its running statistics move by
+1 - momentum (0.4) per step. Convolutions start from PyTorch's default initialisation (uniform in
++-1/sqrt(fan_in)) with their first C_in filters set to the identity (Dirac). GELU is the exact erf
+form, as torch.nn.GELU's default. 1,971,640 parameters for 10 classes, the frozen whitening filters
+included, as the reference counts them.
+
+The rest of the recipe lives where the rest of jaxrec keeps it: the optimizer's parameter groups
+(frozen whitening filters, its bias trained for whiten_bias_epochs, BatchNorm biases at a scaled
+learning rate) in jaxrec.training.optim, lookahead in jaxrec.training.steps, translate and the
+alternating flip in jaxrec.data.pipeline, test-time augmentation in jaxrec.evaluation.tta, and the
+recipe's values as this model's defaults in jaxrec.config.presets.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec.config import Config
+from jaxrec.models.conv import patch_conv, patch_grad_conv
+from jaxrec.models.kernels import Kernels
+from jaxrec.models.norm import MatmulBatchNorm
+from jaxrec.models.pooling import max_pool_floor
+from jaxrec.training.steps import AXIS
+
+# PyTorch's default for Conv2d and Linear weights: uniform in +-1/sqrt(fan_in).
+TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+WHITEN_EPSILON = 5e-4  # added to the patch covariance's eigenvalues before the 1/sqrt
+
+
+def dirac_init(base: Any = TORCH_INIT) -> Any:
+    """`base`, then the first C_in filters of an HWIO kernel set to the identity (torch.nn.init.dirac_
+    on weight[:C_in]): the filter for output channel i passes input channel i through unchanged."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        kernel = base(key, shape, dtype)
+        kh, kw, cin, cout = shape
+        n = min(cin, cout)
+        identity = jnp.zeros((kh, kw, cin, n), dtype).at[kh // 2, kw // 2, jnp.arange(n), jnp.arange(n)].set(1)
+        return kernel.at[..., :n].set(identity)
+
+    return init
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    return nn.gelu(x, approximate=False)
+
+
+def pool(x: jax.Array, k: int, kind: str) -> jax.Array:
+    """k x k max-pool in floor mode: lax's (nn.max_pool) or the same with a reshape gradient (--pool)."""
+    return max_pool_floor(x, k) if kind == "reshape_grad" else nn.max_pool(x, (k, k), (k, k), "VALID")
+
+
+class Whiten(nn.Module):
+    """The 2x2 convolution (no padding, with bias) over the image. Frozen, its filters get no gradient
+    at all (not one computed and thrown away): the optimizer never moves them (jaxrec.training.optim)."""
+
+    features: int
+    frozen: bool
+    dirac: bool
+    image_conv: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (2, 2, x.shape[-1], self.features)
+        kernel = self.param("kernel", dirac_init() if self.dirac else TORCH_INIT, shape)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if self.frozen:
+            kernel = jax.lax.stop_gradient(kernel)
+        conv = patch_conv if self.image_conv == "patch" else jax.lax.conv_general_dilated
+        y = conv(x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "VALID",
+                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias.astype(self.dtype)
+
+
+class ConvGroup(nn.Module):
+    """3x3 conv -> 2x2 max-pool (floor) -> BN -> GELU -> 3x3 conv -> BN -> GELU."""
+
+    features: int
+    norm_momentum: float
+    norm_epsilon: float
+    norm_axis: str | None
+    dirac: bool
+    conv_grad: str
+    pool: str
+    batch_norm: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = self.conv("conv1")(x)
+        x = pool(x, 2, self.pool)
+        x = gelu(self.norm("norm1", train)(x))
+        return gelu(self.norm("norm2", train)(self.conv("conv2")(x)))
+
+    def conv(self, name: str) -> nn.Conv:
+        return nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False, name=name, dtype=self.dtype,
+                       kernel_init=dirac_init() if self.dirac else TORCH_INIT,
+                       conv_general_dilated=patch_grad_conv if self.conv_grad == "patch" else None)
+
+    def norm(self, name: str, train: bool) -> nn.Module:
+        layer = MatmulBatchNorm if self.batch_norm == "matmul" else nn.BatchNorm
+        return layer(use_running_average=not train, momentum=self.norm_momentum, epsilon=self.norm_epsilon,
+                     use_scale=False, axis_name=self.norm_axis if train else None, name=name)
+
+
+class Airbench94(nn.Module):
+    """airbench94's network; see the module docstring. `init_from_data` sets the whitening filters."""
+
+    num_classes: int
+    widths: Sequence[int] = (64, 256, 256)
+    norm_momentum: float = 0.6
+    norm_epsilon: float = 1e-12
+    norm_axis: str | None = None
+    logit_scale: float = 1.0 / 9.0
+    dirac: bool = True
+    whiten: bool = True  # the first layer's filters come from the data (and stay frozen: jaxrec.training.optim)
+    image_conv: str = "lax"
+    conv_grad: str = "lax"
+    pool: str = "lax"
+    batch_norm: str = "flax"  # or "matmul": jaxrec.models.norm.MatmulBatchNorm
+    dtype: Any = jnp.float32  # of the convolutions and the matmul; parameters and BN statistics stay float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
+        channels = x.shape[-1]
+        x = Whiten(2 * 4 * channels, frozen=self.whiten, dirac=self.dirac, image_conv=self.image_conv,
+                   dtype=self.dtype, name="whiten")(x)
+        x = gelu(x)
+        for i, features in enumerate(self.widths):
+            x = ConvGroup(features, self.norm_momentum, self.norm_epsilon, self.norm_axis, self.dirac,
+                          self.conv_grad, self.pool, self.batch_norm, self.dtype, name=f"group{i + 1}")(x, train)
+        x = pool(x, 3, self.pool)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(self.num_classes, use_bias=False, kernel_init=TORCH_INIT, name="head", dtype=self.dtype)(x)
+        return x.astype(jnp.float32) * self.logit_scale
+
+    def init_from_data(self, variables: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
+        """`variables` with the whitening filters computed from `images` (normalised, [n, H, W, C]);
+        unchanged when whiten is off."""
+        if not self.whiten:
+            return variables
+        params = dict(variables["params"])
+        params["whiten"] = {**params["whiten"], "kernel": jnp.asarray(whitening_kernel(images))}
+        return {**variables, "params": params}
+
+
+def patch_covariance(images: np.ndarray, size: int = 2, chunk: int = 500) -> np.ndarray:
+    """X^T X / n over every size x size patch of `images` [n, H, W, C] (no mean subtracted), in
+    float64; a patch flattens in (C, h, w) order, PyTorch's filter layout."""
+    n, height, width, channels = images.shape
+    dim = channels * size * size
+    total, count = np.zeros((dim, dim)), 0
+    for start in range(0, n, chunk):
+        x = np.asarray(images[start:start + chunk], np.float64)
+        patches = np.stack([x[:, dy:height - size + 1 + dy, dx:width - size + 1 + dx, :]
+                            for dy in range(size) for dx in range(size)], axis=-1)  # [b, h', w', C, size*size]
+        flat = patches.reshape(-1, dim)
+        total += flat.T @ flat
+        count += len(flat)
+    return total / count
+
+
+def whitening_kernel(images: np.ndarray, size: int = 2, epsilon: float = WHITEN_EPSILON) -> np.ndarray:
+    """The whitening filters, HWIO float32 [size, size, C, 2 * C * size^2]: the eigenvectors of the
+    patch covariance (largest eigenvalue first), each scaled by 1/sqrt(eigenvalue + epsilon),
+    followed by their negatives. An eigenvector's sign is arbitrary (LAPACK's choice); it is fixed
+    here so that its largest entry is positive, which makes the filters one function of the images."""
+    eigenvalues, eigenvectors = np.linalg.eigh(patch_covariance(images, size))
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1].T  # rows, largest first
+    signs = np.sign(eigenvectors[np.arange(len(eigenvectors)), np.argmax(np.abs(eigenvectors), axis=1)])
+    filters = eigenvectors * signs[:, None] / np.sqrt(eigenvalues + epsilon)[:, None]
+    channels = images.shape[-1]
+    filters = filters.reshape(-1, channels, size, size)  # [out, C, h, w], PyTorch's layout
+    filters = np.concatenate([filters, -filters])
+    return np.ascontiguousarray(filters.transpose(2, 3, 1, 0), np.float32)
+
+
+def build(config: Config, num_classes: int, kernels: Kernels) -> Airbench94:
+    """airbench94 as `config` sets it (--conv_features for the widths, --norm_momentum, --norm_epsilon,
+    --whiten, --dirac_init, --logit_scale, --dtype), with the platform's kernels; BatchNorm's
+    statistics are averaged over the train step's device axis."""
+    return Airbench94(num_classes=num_classes, widths=tuple(config.conv_features),
+                      norm_momentum=config.norm_momentum, norm_epsilon=config.norm_epsilon, norm_axis=AXIS,
+                      logit_scale=config.logit_scale, dirac=config.dirac_init, whiten=config.whiten,
+                      image_conv=kernels.image_conv, conv_grad=kernels.conv_grad, pool=kernels.pool,
+                      batch_norm=kernels.batch_norm, dtype=compute_dtype(config.dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def compute_dtype(name: str, platform: str | None = None) -> Any:
+    """--dtype's value as a jnp dtype: 'auto' is float32 on the CPU and bfloat16 on GPUs and TPUs."""
+    if name == "auto":
+        name = "float32" if (platform or jax.default_backend()) == "cpu" else "bfloat16"
+    return jnp.dtype(name)
+
+
+__all__ = ["Airbench94", "ConvGroup", "build", "compute_dtype", "dirac_init", "patch_covariance",
+           "whitening_kernel"]

@@ -1,0 +1,93 @@
+"""BatchNorm whose per-channel sums are matrix products, for XLA:CPU (jaxrec.models.kernels' batch_norm).
+
+It computes what `flax.linen.BatchNorm` computes over NHWC inputs (the same variables: params
+`bias` and `scale`, batch_stats `mean` and `var`; the same statistics, E[x^2] - E[x]^2 clipped at
+0, averaged over `axis_name` in one pmean; the same running averages), up to float rounding. The
+difference is how the sums over batch and space run. XLA:CPU rewrites such a reduction into
+windowed partial sums, a slow loop on this shape ([b, h, w, c] -> [c], and the same again in the
+backward pass for every per-channel vector the layer broadcasts); here each one is a vector-matrix
+product, ones[b h w] x x[b h w, c], which runs as a matmul.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@jax.custom_vjp
+def channel_sum(x: jax.Array) -> jax.Array:
+    """The sum of x [..., c] over every axis but the last, as ones @ x.reshape(-1, c)."""
+    flat = x.reshape(-1, x.shape[-1])
+    return jnp.ones((flat.shape[0],), x.dtype) @ flat
+
+
+def _channel_sum_fwd(x: jax.Array):
+    return channel_sum(x), x.shape
+
+
+def _channel_sum_bwd(shape: Sequence[int], g: jax.Array):
+    return (jnp.broadcast_to(g, shape),)
+
+
+channel_sum.defvjp(_channel_sum_fwd, _channel_sum_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def broadcast_channels(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """A per-channel vector v [c] broadcast to `shape` [..., c]; its gradient is a channel_sum."""
+    return jnp.broadcast_to(v, shape)
+
+
+def _broadcast_fwd(v: jax.Array, shape: tuple[int, ...]):
+    return broadcast_channels(v, shape), None
+
+
+def _broadcast_bwd(shape: tuple[int, ...], _, g: jax.Array):
+    return (channel_sum(g),)
+
+
+broadcast_channels.defvjp(_broadcast_fwd, _broadcast_bwd)
+
+
+class MatmulBatchNorm(nn.Module):
+    """flax.linen.BatchNorm's computation over the last axis (see the module docstring)."""
+
+    use_running_average: bool = False
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    use_bias: bool = True
+    use_scale: bool = True
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+        var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+        if self.use_running_average:
+            batch_mean, batch_var = mean.value, var.value
+        else:
+            count = x.size // features
+            moments = jnp.stack([channel_sum(x), channel_sum(x * x)]) / count
+            if self.axis_name is not None:
+                moments = jax.lax.pmean(moments, self.axis_name)
+            batch_mean, batch_var = moments[0], jnp.maximum(0.0, moments[1] - moments[0] ** 2)
+            if not self.is_initializing():
+                mean.value = self.momentum * mean.value + (1 - self.momentum) * batch_mean
+                var.value = self.momentum * var.value + (1 - self.momentum) * batch_var
+        multiplier = jax.lax.rsqrt(batch_var + self.epsilon)
+        if self.use_scale:
+            multiplier = multiplier * self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        y = (x - broadcast_channels(batch_mean, x.shape)) * broadcast_channels(multiplier, x.shape)
+        if self.use_bias:
+            y = y + broadcast_channels(self.param("bias", nn.initializers.zeros, (features,), jnp.float32), x.shape)
+        return y
+
+
+__all__ = ["MatmulBatchNorm", "broadcast_channels", "channel_sum"]
