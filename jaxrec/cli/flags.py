@@ -66,6 +66,9 @@ def parse_number(text: str) -> int | float:
         return float(text)
 
 
+parse_number.__name__ = "number"  # argparse's wording: "invalid number value: 'ten'"
+
+
 def _converter(annotation: Any):
     """An argparse converter for a field's type annotation."""
     origin = typing.get_origin(annotation)

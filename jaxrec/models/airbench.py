@@ -18,7 +18,6 @@ recipe's values as this model's defaults in jaxrec.config.presets.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -28,7 +27,7 @@ import numpy as np
 
 from jaxrec.config import Config
 from jaxrec.models.conv import patch_conv, patch_grad_conv
-from jaxrec.models.kernels import Kernels
+from jaxrec.models.kernels import Kernels, compute_dtype
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
 from jaxrec.training.steps import AXIS
@@ -199,13 +198,5 @@ def build(config: Config, num_classes: int, kernels: Kernels) -> Airbench94:
                       batch_norm=kernels.batch_norm, dtype=compute_dtype(config.dtype))
 
 
-@functools.lru_cache(maxsize=None)
-def compute_dtype(name: str, platform: str | None = None) -> Any:
-    """--dtype's value as a jnp dtype: 'auto' is float32 on the CPU and bfloat16 on GPUs and TPUs."""
-    if name == "auto":
-        name = "float32" if (platform or jax.default_backend()) == "cpu" else "bfloat16"
-    return jnp.dtype(name)
-
-
-__all__ = ["Airbench94", "ConvGroup", "build", "compute_dtype", "dirac_init", "patch_covariance",
+__all__ = ["Airbench94", "ConvGroup", "Whiten", "build", "dirac_init", "patch_covariance",
            "whitening_kernel"]

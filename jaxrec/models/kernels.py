@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from jaxrec.config import Config
 
@@ -54,6 +55,14 @@ BY_PLATFORM = {"cpu": Kernels(image_conv="patch", pool="reshape_grad", steps_loo
 def for_platform(platform: str) -> Kernels:
     """The table's row for a JAX platform name ('cpu', 'gpu', 'tpu', ...); PLAIN for one it lacks."""
     return BY_PLATFORM.get(platform, PLAIN)
+
+
+def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
+    """--dtype as a jnp dtype: 'auto' is float32 on the CPU (no fast bfloat16 there) and bfloat16 on GPUs
+    and TPUs (platform: default JAX's default backend)."""
+    if name == "auto":
+        name = "float32" if (platform or jax.default_backend()) == "cpu" else "bfloat16"
+    return jnp.dtype(name)
 
 
 def choose(config: Config, platform: str | None = None) -> Kernels:

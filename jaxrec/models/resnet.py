@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.config import Config
+from jaxrec.models.kernels import compute_dtype
 from jaxrec.training.steps import AXIS
 
 HE_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -40,9 +41,9 @@ class Norm:
                             axis_name=self.axis if train else None)
 
 
-def conv(features: int, kernel: int, stride: int = 1) -> nn.Conv:
+def conv(features: int, kernel: int, stride: int = 1, dtype: Any = jnp.float32) -> nn.Conv:
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=kernel // 2, use_bias=False,
-                   kernel_init=HE_INIT)
+                   kernel_init=HE_INIT, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
@@ -52,14 +53,15 @@ class BasicBlock(nn.Module):
     stride: int
     shortcut: str  # "projection" (1x1 conv + BN) or "pad" (subsample, zero-pad the channels)
     norm: Norm
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = nn.relu(self.norm(train)(conv(self.features, 3, self.stride)(x)))
-        y = self.norm(train)(conv(self.features, 3)(y))
+        y = nn.relu(self.norm(train)(conv(self.features, 3, self.stride, self.dtype)(x)))
+        y = self.norm(train)(conv(self.features, 3, dtype=self.dtype)(y))
         if x.shape[-1] != self.features or self.stride != 1:
             if self.shortcut == "projection":
-                x = self.norm(train)(conv(self.features, 1, self.stride)(x))
+                x = self.norm(train)(conv(self.features, 1, self.stride, self.dtype)(x))
             else:
                 x = x[:, ::self.stride, ::self.stride, :]
                 pad = self.features - x.shape[-1]
@@ -76,16 +78,18 @@ class CifarResNet(nn.Module):
     blocks: Sequence[int]
     shortcut: str = "projection"
     norm: Norm = Norm()
+    dtype: Any = jnp.float32  # of the convolutions and the dense layer; parameters and BN statistics stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
-        x = nn.relu(self.norm(train)(conv(self.widths[0], 3)(x)))
+        x = nn.relu(self.norm(train)(conv(self.widths[0], 3, dtype=self.dtype)(x)))
         for stage, (features, count) in enumerate(zip(self.widths, self.blocks)):
             for block in range(count):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(features, stride, self.shortcut, self.norm)(x, train)
-        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+                x = BasicBlock(features, stride, self.shortcut, self.norm, self.dtype)(x, train)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype)(jnp.mean(x, axis=(1, 2)))
+        return logits.astype(jnp.float32)
 
 
 # --model name -> the network's shape.
@@ -96,9 +100,11 @@ SHAPES = {
 
 
 def build(config: Config, num_classes: int, kernels: Any = None) -> CifarResNet:
-    """The ResNet named by config.model, its BatchNorm set by --norm_momentum and --norm_epsilon."""
+    """The ResNet named by config.model, its BatchNorm set by --norm_momentum and --norm_epsilon, computing
+    in --dtype."""
     return CifarResNet(num_classes=num_classes, **SHAPES[config.model],
-                       norm=Norm(axis=AXIS, momentum=config.norm_momentum, epsilon=config.norm_epsilon))
+                       norm=Norm(axis=AXIS, momentum=config.norm_momentum, epsilon=config.norm_epsilon),
+                       dtype=compute_dtype(config.dtype))
 
 
 __all__ = ["BasicBlock", "CifarResNet", "Norm", "SHAPES", "build"]

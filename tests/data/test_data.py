@@ -130,7 +130,8 @@ def test_augmentation_depends_on_example_id_not_batch_position():
     images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3)), jnp.uint8)
     ids = jnp.array([10, 11, 12, 13])
     key = jax.random.key(0)
-    together = pre.train(images, ids, key)
-    apart = jnp.concatenate([pre.train(images[:2], ids[:2], key), pre.train(images[2:], ids[2:], key)])
+    together = pre.train(images, ids, key, 3)
+    apart = jnp.concatenate([pre.train(images[:2], ids[:2], key, 3), pre.train(images[2:], ids[2:], key, 3)])
     np.testing.assert_array_equal(together, apart)
-    assert not np.array_equal(pre.train(images, ids, key), pre.train(images, ids, jax.random.key(1)))
+    assert not np.array_equal(pre.train(images, ids, key, 3), pre.train(images, ids, jax.random.key(1), 3))
+    assert not np.array_equal(pre.train(images, ids, key, 3), pre.train(images, ids, key, 4))  # a new draw per step

@@ -143,3 +143,16 @@ def test_matmul_batch_norm_statistics_are_the_global_batchs():
         variables, x.reshape(-1, 3, 3, 2), mutable=["batch_stats"])[1]
     for a, b in zip(jax.tree_util.tree_leaves(per_device), jax.tree_util.tree_leaves(whole)):
         np.testing.assert_allclose(a[0], b, rtol=1e-5)
+
+
+def test_dtype_auto_is_float32_on_the_cpu_and_bfloat16_on_accelerators():
+    from jaxrec.models.kernels import compute_dtype
+
+    assert compute_dtype("auto", "cpu") == jnp.float32
+    assert compute_dtype("auto", "gpu") == compute_dtype("auto", "tpu") == jnp.bfloat16
+    assert compute_dtype("bfloat16", "cpu") == jnp.bfloat16 and compute_dtype("float32", "gpu") == jnp.float32
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    model = Airbench94(10, widths=SMALL_AIRBENCH, dtype=jnp.bfloat16)
+    variables = model.init(jax.random.key(1), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(variables))
+    assert model.apply(variables, x).dtype == jnp.float32

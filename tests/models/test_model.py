@@ -124,13 +124,13 @@ def test_patch_conv_equals_lax_conv_in_float64_to_its_last_bits(shape, padding):
 
 def test_each_platform_gets_its_row_of_the_kernel_table_and_a_knob_overrides_it():
     K = kernels.Kernels
-    assert kernels.choose(Config(), "cpu") == K(image_conv="patch", conv_grad="patch", pool="reshape_grad",
-                                                steps_loop="unrolled")
+    assert kernels.choose(Config(), "cpu") == K(image_conv="patch", pool="reshape_grad", steps_loop="unrolled",
+                                                batch_norm="matmul")
     assert kernels.choose(Config(), "gpu") == K(pool="reshape_grad")
     assert kernels.choose(Config(), "tpu") == kernels.choose(Config(), "metal") == kernels.PLAIN == K(
         image_conv="lax", conv_grad="lax", pool="lax", steps_loop="rolled")
-    assert kernels.choose(Config(image_conv="lax", conv_grad="lax"), "cpu") == K(pool="reshape_grad",
-                                                                                 steps_loop="unrolled")
+    assert kernels.choose(Config(image_conv="lax", conv_grad="patch"), "cpu") == K(
+        conv_grad="patch", pool="reshape_grad", steps_loop="unrolled", batch_norm="matmul")
     assert kernels.choose(Config(steps_loop="unrolled", pool="reshape_grad"), "tpu") == K(
         pool="reshape_grad", steps_loop="unrolled")
     cnn = create_model(Config(image_conv="lax", pool="auto"), 10)  # this test runs on the CPU
@@ -179,9 +179,10 @@ def test_article_cnn_with_each_kernel_choice_is_the_plain_function(image_conv, c
     params = _init(fast, x.shape)
     chex.assert_trees_all_equal_shapes(params, _shapes(plain, x.shape))
     grad = lambda model: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(p, x)))))
-    if image_conv == conv_grad == "lax":  # only the pooling differs, and it is exact
+    if image_conv == conv_grad == "lax":  # only the pooling differs: exact on its own (the max_pool_2x2 test)
         chex.assert_trees_all_equal(jax.jit(fast.apply)(params, x), jax.jit(plain.apply)(params, x))
-        chex.assert_trees_all_equal(grad(fast)(params), grad(plain)(params))
+        # YNNPACK (jaxrec.runtime.xla_flags) may fuse the matmuls next to another gradient differently.
+        chex.assert_trees_all_close(grad(fast)(params), grad(plain)(params), rtol=1e-5, atol=1e-7)
         return
     chex.assert_trees_all_close(jax.jit(fast.apply)(params, x), jax.jit(plain.apply)(params, x), rtol=1e-4, atol=1e-5)
     chex.assert_trees_all_close(grad(fast)(params), grad(plain)(params), rtol=1e-3, atol=1e-5)

@@ -18,8 +18,8 @@ def test_schedules():
     assert float(cosine(100)) == pytest.approx(0.01) and float(cosine(1000)) == pytest.approx(0.0, abs=1e-8)
     step = learning_rate_schedule(Config(lr_schedule="step"), steps)
     assert [float(step(s)) for s in (499, 501, 751)] == pytest.approx([0.01, 0.001, 0.0001])
-    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
-        learning_rate_schedule(Config(lr_schedule="linear"), steps)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'triangle'"):
+        learning_rate_schedule(Config(lr_schedule="triangle"), steps)
 
 
 def test_sgd_momentum_and_coupled_weight_decay_match_the_textbook_update():

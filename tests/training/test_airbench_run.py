@@ -1,0 +1,157 @@
+"""airbench94 end to end through the loop: the command line's recipe, a fractional schedule that
+resumes, test-time augmentation in the run's scores, evaluate and predict, bfloat16, and seeds
+trained side by side."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from helpers import records as read_metrics, run_script, sigterm_after
+from jaxrec.cli import flags
+from jaxrec.cli.commands import build_parser, model_defaults
+from jaxrec.config import Config, check
+from jaxrec.errors import InputError
+from jaxrec.evaluation.evaluator import evaluate_trained
+from jaxrec.evaluation.predict import Predictor
+from jaxrec.run.checkpoints import load_trained
+from jaxrec.runtime.interrupt import TrainingInterrupted
+from jaxrec.training.loop import train_and_evaluate, train_group
+
+# airbench94's recipe on a narrow network and the shipped sample (400 training images: 12 steps of 32).
+TINY = dict(dataset="cifar10_sample", conv_features=(8, 16, 16), batch_size=32, whiten_images=100, num_devices=1,
+            progress=False, steps_per_call=4, eval_batch_size=50, whiten_bias_epochs=1)
+
+
+def tiny(**changes) -> Config:
+    return Config.for_model("airbench94", **{**TINY, **changes})
+
+
+def test_the_command_line_runs_the_whole_recipe_and_flags_still_win():
+    args = build_parser(model_defaults(["train", "--model", "airbench94"])).parse_args(
+        ["train", "--model", "airbench94", "--tta", "0", "--epochs", "2"])
+    config = Config(**flags.values_of(args, Config))
+    assert config == Config.for_model("airbench94", tta=0, epochs=2)
+    plain = build_parser(model_defaults(["train"])).parse_args(["train"])
+    assert Config(**flags.values_of(plain, Config)) == Config()
+
+
+def test_help_shows_the_recipe_of_the_model_asked_for(capsys):
+    for argv, shown in ((["train", "--model", "airbench94", "--help"], "(default: 9.9)"),
+                        (["train", "--help"], "(default: 10)")):
+        with pytest.raises(SystemExit):
+            build_parser(model_defaults(argv)).parse_args(argv)
+        out = capsys.readouterr().out
+        assert "--lookahead" in out and "--tta" in out and "--whiten" in out and "--translate" in out
+        start = out.index("\n  --epochs")
+        epochs_help = out[start:out.index("\n  --", start + 1)]
+        assert shown in " ".join(epochs_help.split())
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(model="cnn", whiten=True), "--whiten with --model cnn: only airbench94 has these layers"),
+    (dict(model="resnet20", logit_scale=0.5), "--logit_scale with --model resnet20"),
+    (dict(warmup_epochs=1, warmup_fraction=0.2), "--warmup_epochs with --warmup_fraction"),
+    (dict(final_lr_fraction=0.1), "--final_lr_fraction with --lr_schedule constant"),
+    (dict(augment=True, flip="random"), "--augment with --translate or --flip"),
+    (dict(norm_bias_lr_scale=8), "--norm_bias_lr_scale with --model cnn --norm none: the model has no BatchNorm"),
+    (dict(dtype="bfloat16"), "--dtype bfloat16 with --model cnn"),
+])
+def test_recipe_knobs_that_do_not_fit_the_model_are_refused(changes, message):
+    with pytest.raises(InputError, match=message):
+        check(Config(**changes))
+
+
+@pytest.mark.slow
+def test_a_fractional_schedule_trains_resumes_and_scores_with_tta(tmp_path, monkeypatch):
+    """1.5 epochs = 18 steps (the last epoch half long); a run stopped inside that last epoch and
+    resumed ends exactly where the straight run does. The run's scores are with test-time
+    augmentation, the per-epoch ones without; evaluate reports both; predict uses it."""
+    straight = train_and_evaluate(tiny(epochs=1.5), tmp_path / "straight")
+    assert int(straight.step) == 18
+    with monkeypatch.context() as patched:
+        sigterm_after(patched, 16)  # step 16: four steps into the second epoch
+        with pytest.raises(TrainingInterrupted):
+            train_and_evaluate(tiny(epochs=1.5), tmp_path / "resumed")
+    resumed = train_and_evaluate(tiny(epochs=1.5), tmp_path / "resumed")
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.variables), jax.tree_util.tree_leaves(straight.variables)):
+        np.testing.assert_array_equal(a, b)
+    # The network ends as the lookahead average.
+    for a, b in zip(jax.tree_util.tree_leaves(straight.variables), jax.tree_util.tree_leaves(straight.averaged)):
+        np.testing.assert_array_equal(a, b)
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    records = read_metrics(tmp_path / "straight")
+    assert [r["step"] for r in records] == [12, 18] and summary["steps"] == 18 and summary["tta"] == 2
+    assert summary["test_accuracy_without_tta"] == records[-1]["test_accuracy"]
+    assert summary["train_images_per_second"] > 0
+    evaluated = json.loads((tmp_path / "straight" / "eval.json").read_text())
+    assert evaluated["accuracy"] == summary["test_accuracy"] and evaluated["without_tta"]["accuracy"] == \
+        summary["test_accuracy_without_tta"]
+
+    trained = load_trained(tmp_path / "straight", "latest")
+    report = evaluate_trained(trained)
+    assert report["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert report["without_tta"]["accuracy"] == pytest.approx(summary["test_accuracy_without_tta"])
+    assert "without_tta" not in evaluate_trained(trained, trained.config.replace(tta=0))
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    with_level = lambda tta: dataclasses.replace(trained, config=trained.config.replace(tta=tta))  # noqa: E731
+    assert not np.allclose(Predictor(trained).logits(images), Predictor(with_level(0)).logits(images))
+    mirrored = Predictor(with_level(1))  # level 1 averages the image and its mirror: a mirror changes nothing
+    np.testing.assert_allclose(mirrored.logits(images), mirrored.logits(images[:, :, ::-1]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bfloat16_steps_stay_finite_and_close_to_float32(tmp_path):
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        state = train_and_evaluate(tiny(epochs=1, dtype=dtype, tta=0), tmp_path / dtype)
+        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(state.params))
+        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(state.model_state))
+        losses[dtype] = [r["train_loss"] for r in read_metrics(tmp_path / dtype)]
+    assert np.all(np.isfinite(losses["bfloat16"]))
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)
+
+
+@pytest.mark.slow
+def test_seeds_side_by_side_equal_their_plain_runs(tmp_path):
+    configs = [tiny(epochs=1, tta=0, seed=s, workdir=str(tmp_path / f"group{s}")) for s in (0, 1)]
+    group = train_group(configs)
+    for seed, member in zip((0, 1), group):
+        plain = train_and_evaluate(tiny(epochs=1, tta=0, seed=seed), tmp_path / f"plain{seed}")
+        for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain.variables)):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_the_experiment_script_runs_airbench(tmp_path):
+    result = run_script("experiments/airbench94.py", "--dataset", "cifar10_sample", "--epochs", "1", "--workdir",
+                        tmp_path, "--conv_features", "8,16,16", "--batch_size", "64", "--whiten_images", "50",
+                        "--progress", "false")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["model"] == "airbench94" and summary["config"]["lookahead"] and summary["tta"] == 2
+
+
+@pytest.mark.slow
+def test_a_seed_study_of_airbench(tmp_path, capsys):
+    """`jaxrec study --model airbench94 --seeds 0-1`, both seeds in one program: the study's scores are
+    the runs' (with test-time augmentation) and each seed is its plain run."""
+    from jaxrec.cli.commands import main
+
+    argv = ["study", "--model", "airbench94", "--dataset", "cifar10_sample", "--epochs", "1", "--seeds", "0-1",
+            "--seeds_per_program", "2", "--workdir", str(tmp_path / "study"), "--conv_features", "8,16,16",
+            "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false"]
+    assert main(argv) == 0
+    study = json.loads((tmp_path / "study" / "study.json").read_text())
+    summaries = [json.loads((tmp_path / "study" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
+    assert study["seeds"] == [0, 1]
+    assert study["metrics"]["test_accuracy"]["mean"] == pytest.approx(np.mean([s["test_accuracy"] for s in summaries]))
+    assert all(s["tta"] == 2 and s["config"]["lookahead"] for s in summaries)
+    plain = train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000, steps_per_call=10),
+                               tmp_path / "plain1")
+    member = load_trained(tmp_path / "study" / "seed_1", "latest")
+    for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain.eval_variables)):
+        np.testing.assert_array_equal(a, b)
