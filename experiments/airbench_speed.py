@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -42,6 +43,17 @@ def run(command: list[str]) -> dict:
 def jaxrec_json(text: str) -> dict:
     """`jaxrec benchmark --json` prints one indented object."""
     return json.loads(text[text.index("{"):])
+
+
+def machine() -> str:
+    """The CPU's model name (Linux) or architecture, and the cores this process may use."""
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        name = names[0] if names else name
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"median_ratio": statistics.median(p["ratio"] for p in pairs), "pairs": pairs,
               "jaxrec_command": " ".join(["jaxrec", *jaxrec[3:]]),
               "peer_command": f"{Path(args.peer).name} DATA --bench {args.bench_steps}",
-              "machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
+              "machine": machine(),
               "jaxrec_last": {k: ours[k] for k in ("device_kind", "num_devices", "versions", "train_compile_seconds")
                               if k in ours}, "peer_last": peer}
     print(f"median ratio over {len(pairs)} pairs: {result['median_ratio']:.3f}")

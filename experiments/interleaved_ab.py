@@ -4,43 +4,54 @@ On a shared machine two benchmark runs a minute apart can differ by 20% or more;
 variants taken in turn in one process see the same machine. Each variant is a list of Config
 settings (any kernel knob of jaxrec.models.kernels, and `devices`: how many of the process's CPU devices it
 trains on; a 1-device program in a 2-device process uses the same thread pool as a 1-device process).
-It trains the article CNN (batch 128, 10 steps per call, random CIFAR-shaped bytes) with the loop's
-own program (jaxrec.training.parallel.make_program), or with --eval times the Evaluator, and prints each variant's median images/s and
-the median ratio of each variant to the first, window by window. The A/Bs in results/benchmark.md:
+It trains the article CNN (batch 128, 10 steps per call, random CIFAR-shaped bytes), or the model a
+variant names (`model=airbench94`: its recipe's batch, one window of --calls calls of its steps per
+call), with the loop's own program (jaxrec.training.parallel.make_program), or with --eval times the
+Evaluator, and prints each variant's median images/s and the median ratio of each variant to the
+first, window by window. XLA:CPU's flags are a run's (jaxrec.runtime.xla_flags). The A/Bs in
+results/benchmark.md and results/airbench94.md:
 
     python experiments/interleaved_ab.py conv_grad=lax conv_grad=patch
     python experiments/interleaved_ab.py devices=1 devices=2
     python experiments/interleaved_ab.py --eval eval_image_conv=patch eval_image_conv=lax
+    python experiments/interleaved_ab.py --windows 4 --calls 1 model=airbench94,steps_per_call=2,batch_norm=flax \
+        model=airbench94,steps_per_call=2,batch_norm=matmul
 """
 
 import argparse
 import statistics
 import time
+import typing
 
 import jax
 import numpy as np
 
-from jaxrec.runtime import cpu_devices
+from jaxrec.cli import flags
+from jaxrec.runtime import cpu_devices, xla_flags
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import create_model
 from jaxrec.training.parallel import make_program, replicate, select_devices
 from jaxrec.training.state import create_train_state
+from jaxrec.training.steps import Objective
 
 PRE = Preprocess(mean=(127.5,) * 3, std=(73.9,) * 3)  # uniform bytes; only the speed matters here
 
 
 def variant(spec: str) -> tuple[Config, int]:
-    """'conv_grad=patch,devices=1' -> (Config with those knobs, device count; 0: all)."""
+    """'conv_grad=patch,devices=1' -> (Config with those knobs over the model's recipe, device count; 0: all)."""
     settings = dict(item.split("=", 1) for item in spec.split(",") if item)
     devices = int(settings.pop("devices", 0))
-    return check(Config(**settings)), devices
+    hints = typing.get_type_hints(Config)
+    typed = {k: flags._converter(hints[k])(v) for k, v in settings.items()}
+    return check(Config.for_model(typed.pop("model", "cnn"), **typed)), devices
 
 
 def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
-    """A function that runs 4 calls of 10 steps and returns the images trained."""
-    program = make_program(PRE, devices, steps_loop=config.steps_loop)
+    """A function that runs the calls of `orders` and returns the images trained."""
+    objective = Objective.from_config(config, 10_000)
+    program = make_program(PRE, devices, objective=objective, steps_loop=config.steps_loop)
     state = program.stack([create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 390)])
     data = replicate(images, devices), replicate(labels, devices)
     calls = [program.shares(order[:, None]) for order in orders]
@@ -75,14 +86,18 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="comma-separated KNOB=VALUE settings, one argument per variant")
     parser.add_argument("--eval", action="store_true", help="time evaluation (10,000 images) instead of training")
     parser.add_argument("--windows", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=4, help="training calls per window")
     args = parser.parse_args()
     variants = [variant(spec) for spec in args.variants]
-    cpu_devices.split_host(Config(), (128,))
+    first = variants[0][0]
+    xla_flags.set_cpu_flags(first)
+    cpu_devices.split_host(first, (first.batch_size,))
     rng = np.random.default_rng(0)
-    count = 10_000 if args.eval else 5_000
+    batch, steps = first.batch_size, first.steps_per_call
+    count = 10_000 if args.eval else max(5_000, batch * steps)
     images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, count).astype(np.int32)
-    orders = [rng.permutation(count)[:1280].astype(np.int32).reshape(10, 128) for _ in range(4)]
+    orders = [rng.permutation(count)[:batch * steps].astype(np.int32).reshape(steps, batch) for _ in range(args.calls)]
     make = eval_runner if args.eval else train_runner
     runners = [make(config, select_devices(devices), images, labels, orders) for config, devices in variants]
     rates = [[] for _ in variants]

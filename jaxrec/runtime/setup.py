@@ -8,6 +8,7 @@ benchmark) all call `prepare`; a config it has prepared passes through a second 
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 from jaxrec.config import Config, check
@@ -25,6 +26,7 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     if key in _prepared:
         return config
     check(config, only)
+    warn_if_recipe_left_out(config)
     from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415 - JAX: a refused setting must not wait
 
     xla_flags.set_cpu_flags(config)
@@ -34,4 +36,18 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     return config
 
 
-__all__ = ["prepare"]
+def warn_if_recipe_left_out(config: Config) -> None:
+    """A warning when a model with a recipe of its own (jaxrec.config.presets) runs with none of it, as
+    `Config(model="airbench94")` does: the network with the article CNN's optimizer settings."""
+    from jaxrec.config.presets import PRESETS  # noqa: PLC0415
+
+    recipe = PRESETS.get(config.model, {})
+    plain = Config()
+    if recipe and all(getattr(config, k) == getattr(plain, k) for k in recipe if k != "eval_batch_size"):
+        logging.getLogger("jaxrec").warning(
+            "--model %s runs with none of its recipe (batch, optimizer, schedule, augmentation, TTA are the article "
+            "CNN's); Config.for_model(%r) gives the recipe, as `jaxrec train --model %s` does", config.model,
+            config.model, config.model)
+
+
+__all__ = ["prepare", "warn_if_recipe_left_out"]

@@ -93,7 +93,7 @@ def test_checkpoints_every_n_steps_resume_exactly(small_config, tmp_path):
 @pytest.mark.slow
 def test_other_data_and_fewer_epochs_are_refused(small_config, tmp_path):
     train_and_evaluate(small_config.replace(epochs=2), tmp_path / "run")
-    with pytest.raises(InputError, match=r"has trained 2 epochs, more than --epochs 1"):
+    with pytest.raises(InputError, match=r"has trained 24 steps \(2 epochs\), more than --epochs 1 \(12 steps\)"):
         train_and_evaluate(small_config, tmp_path / "run")
     other = tmp_path / "other"
     shutil.copytree(SAMPLE_ROOT, other)

@@ -155,3 +155,13 @@ def test_a_seed_study_of_airbench(tmp_path, capsys):
     member = load_trained(tmp_path / "study" / "seed_1", "latest")
     for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain.eval_variables)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_network_alone_without_its_recipe_is_warned_about(caplog):
+    from jaxrec.runtime.setup import warn_if_recipe_left_out
+
+    with caplog.at_level("WARNING", logger="jaxrec"):
+        warn_if_recipe_left_out(Config(model="airbench94"))
+        warn_if_recipe_left_out(Config.for_model("airbench94", tta=0))
+        warn_if_recipe_left_out(Config())
+    assert len(caplog.records) == 1 and "Config.for_model('airbench94')" in caplog.records[0].getMessage()
