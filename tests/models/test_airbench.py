@@ -24,6 +24,7 @@ def test_parameter_count_is_the_references():
     assert {k: v.shape for k, v in shapes["params"]["whiten"].items()} == {"kernel": (2, 2, 3, 24), "bias": (24,)}
 
 
+@pytest.mark.slow
 def test_logits_shape_and_scale():
     """[batch, classes] logits, scaled by logit_scale (the head has no bias, so logits scale exactly)."""
     x = jax.random.normal(jax.random.key(1), (3, 32, 32, 3))
@@ -84,6 +85,7 @@ def test_init_from_data_sets_only_the_whitening_kernel():
     assert unwhitened is variables
 
 
+@pytest.mark.slow
 def test_frozen_whitening_kernel_gets_no_gradient_and_its_bias_does():
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
     for frozen in (True, False):
@@ -94,8 +96,8 @@ def test_frozen_whitening_kernel_gets_no_gradient_and_its_bias_does():
         assert bool(jnp.any(grads["whiten"]["bias"] != 0))
 
 
-@pytest.mark.parametrize("shape,k", [((3, 31, 31, 5), 2), ((2, 15, 14, 3), 2), ((2, 3, 3, 4), 3), ((2, 10, 11, 2), 3),
-                                     ((1, 8, 8, 2), 2)])
+@pytest.mark.parametrize("shape,k", [((3, 31, 31, 5), 2), *[pytest.param(*case, marks=pytest.mark.slow) for case in (
+    ((2, 15, 14, 3), 2), ((2, 3, 3, 4), 3), ((2, 10, 11, 2), 3), ((1, 8, 8, 2), 2))]])
 def test_floor_pooling_equals_lax_values_and_gradient(shape, k):
     """PyTorch's MaxPool2d(k) (floor mode), equal to nn.max_pool 'VALID' forward and backward, ties included
     (the first maximum in row-major order takes the gradient)."""
@@ -108,7 +110,7 @@ def test_floor_pooling_equals_lax_values_and_gradient(shape, k):
     np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0])
 
 
-@pytest.mark.parametrize("use_scale", [False, True])
+@pytest.mark.parametrize("use_scale", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_matmul_batch_norm_equals_flax(use_scale):
     """The same variables, outputs, gradients and running statistics as nn.BatchNorm, up to rounding,
     in train and eval mode."""
@@ -133,6 +135,7 @@ def test_matmul_batch_norm_equals_flax(use_scale):
         np.testing.assert_allclose(b, a, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_matmul_batch_norm_statistics_are_the_global_batchs():
     """Over a named axis (the train step's devices) the statistics are those of the whole batch."""
     x = jax.random.normal(jax.random.key(0), (4, 6, 3, 3, 2)) * jnp.arange(1, 5)[:, None, None, None, None]
@@ -145,6 +148,7 @@ def test_matmul_batch_norm_statistics_are_the_global_batchs():
         np.testing.assert_allclose(a[0], b, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_dtype_auto_is_float32_on_the_cpu_and_bfloat16_on_accelerators():
     from jaxrec.models.kernels import compute_dtype
 

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 COMMON = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", "--steps_per_call",
           "1", *SMALL_FLAGS]
 # One process's view of the 4 devices after a few steps differs from 2 x 2's only by the order gloo
-# sums the 4 gradients in.
-TOLERANCE = dict(atol=2e-6, rtol=0)
+# sums the 4 gradients in, and by how YNNPACK splits each matmul over the threads a process has.
+TOLERANCE = dict(atol=1e-4, rtol=0)  # a wrong gradient average would be off by far more
 # A launch that takes longer has hung: each one here ends in well under a minute.
 HUNG_AFTER_SECONDS = 150
 

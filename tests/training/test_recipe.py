@@ -57,6 +57,7 @@ def test_linear_schedule_warms_up_then_down():
         assert float(schedule(step)) == pytest.approx(peak * factor, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_parameter_groups():
     config = airbench()
     state = create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 10)
@@ -107,6 +108,7 @@ def toy_state(config, every=5, total=12):
     return create_train_state(config, model, (32, 32, 3), jax.random.key(0), 4), Lookahead(every, 0.95, total)
 
 
+@pytest.mark.slow
 def test_lookahead_syncs_every_few_steps_and_ends_on_the_average():
     config = airbench()
     state, lookahead = toy_state(config)
@@ -126,6 +128,7 @@ def test_lookahead_syncs_every_few_steps_and_ends_on_the_average():
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, final.variables, state.averaged))
 
 
+@pytest.mark.slow
 def test_lookahead_runs_are_evaluated_on_the_network():
     config = airbench()
     state, _ = toy_state(config)
@@ -147,6 +150,7 @@ def train_steps(config, devices, steps=2, seed=0):
     return unreplicate(state), np.asarray(unreplicate(metrics)["loss"])
 
 
+@pytest.mark.slow
 def test_summed_loss_is_the_global_batchs_whatever_the_devices():
     """loss_reduction sum: the gradient of the sum over the whole batch, on 1 device or 4 alike."""
     config = airbench(batch_size=16, lookahead=False)
