@@ -256,7 +256,7 @@ def unbias_free(stats: dict, batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer", required=True, help="path of peer_airbench94_cpu.py")
     parser.add_argument("--data", required=True, help="the CIFAR-10 image folder the reference reads")
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/peer_airbench94"))

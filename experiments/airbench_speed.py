@@ -57,7 +57,7 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer", required=True, help="path of peer_airbench94_cpu.py")
     parser.add_argument("--peer_python", required=True, help="a Python with torch, numpy and pillow")
     parser.add_argument("--data", required=True, help="the CIFAR-10 image folder the reference reads")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jaxrec.studies import stats
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path, help="study A's workdir")
     parser.add_argument("b", type=Path, help="study B's workdir")
     parser.add_argument("--metric", default="test_accuracy", choices=("test_accuracy", "test_macro_f1", "test_loss"))

@@ -82,7 +82,7 @@ def eval_runner(config: Config, devices: list, images: np.ndarray, labels: np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="comma-separated KNOB=VALUE settings, one argument per variant")
     parser.add_argument("--eval", action="store_true", help="time evaluation (10,000 images) instead of training")
     parser.add_argument("--windows", type=int, default=10)

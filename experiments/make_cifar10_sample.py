@@ -17,7 +17,7 @@ from jaxrec.data.sources import SAMPLE_ROOT
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="image folder laid out <root>/<split>/<class>/<image>")
     parser.add_argument("--train_per_class", type=int, default=40)
     parser.add_argument("--test_per_class", type=int, default=10)

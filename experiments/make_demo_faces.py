@@ -90,7 +90,7 @@ def write_faces(root: str | Path, people: int = 8, images_per_person: Sequence[i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder to create (one sub-folder per person)")
     parser.add_argument("--people", type=int, default=8, help="number of people")
     parser.add_argument("--images_per_person", type=int, default=40, help="images of each person")

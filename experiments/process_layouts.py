@@ -65,7 +65,7 @@ def report(rows: list[tuple[str, dict]], command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the CIFAR-10 image folder (or a TFDS name)")
     parser.add_argument("--out", required=True, help="results folder: one workdir per layout and README.md")
     parser.add_argument("--processes", type=int, default=2)

@@ -18,7 +18,7 @@ def describe(workdir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdirs", nargs="+", type=Path)
     parser.add_argument("--title", default="Runs")
     parser.add_argument("--data_label", default=None, help="name to show for the data set (default: as run)")

@@ -103,7 +103,7 @@ def compare(workdir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/reproducibility"))
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
     args, config_flags = parser.parse_known_args()

@@ -62,7 +62,7 @@ def plot(studies: list[dict[str, Any]], metric: str, path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdirs", nargs="+", type=Path, help="study workdirs (jaxrec study --workdir)")
     parser.add_argument("--metric", default="test_accuracy", choices=("test_accuracy", "test_macro_f1", "test_loss"))
     parser.add_argument("--plot", type=Path, help="also draw every seed's value per study into this PNG")

@@ -236,7 +236,7 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
     --help shows that recipe's values."""
     from jaxrec.config.presets import PRESETS
 
-    scan = argparse.ArgumentParser(add_help=False)
+    scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     scan.add_argument("--model")
     model = scan.parse_known_args(list(sys.argv[1:] if argv is None else argv))[0].model
     return Config.for_model(model) if model in PRESETS else Config()

@@ -25,6 +25,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # --learn must not silently mean --learning_rate
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:

@@ -51,6 +51,19 @@ def test_a_flag_that_does_not_parse_is_one_line(argv, message, capsys):
     assert exited.value.code == 2 and err.count("\n") == 1 and message in err and "--help" in err
 
 
+@pytest.mark.parametrize("argv,flag", [
+    (["train", "--learn", "0.02"], "--learn"),  # would have been --learning_rate
+    (["benchmark", "--seeds", "2"], "--seeds"),  # would have been --seeds_per_program
+    (["study", "--seeds", "0-1", "--vary", "init", "--epoch", "2"], "--epoch"),
+    (["train", "--mod", "rnn"], "--mod"),  # the --model pre-scan does not expand it either
+])
+def test_an_abbreviated_flag_is_refused_not_expanded(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser(cli.model_defaults(argv)).parse_args(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"unrecognized arguments: {flag}" in err and err.count("\n") == 1
+
+
 def test_enumerated_fields_offer_exactly_what_the_code_implements():
     for model in choices(Config, "model"):  # each choice builds a model
         assert create_model(Config(model=model), num_classes=10) is not None
