@@ -33,7 +33,7 @@ def main() -> int:
     a, b = values if args.metric != "test_loss" else [[-v for v in vs] for vs in values]  # higher is better
     result = {"metric": args.metric, "a": str(args.a), "b": str(args.b), **stats.compare(a, b)}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))  # undefined statistics are null, never NaN
     else:
         print(f"{args.metric}: A = {args.a} (n={result['n_a']}), B = {args.b} (n={result['n_b']})")
         print(result["verdict"])

@@ -26,10 +26,11 @@ def row(study: dict[str, Any], metric: str, full: dict[str, Any] | None) -> str:
     m = study["metrics"][metric]
     share = stats.variance_ratio(m["values"], full["metrics"][metric]["values"]) if full else None
     scale = 1 if metric == "test_loss" else 100
-    low, high = (scale * v for v in m["std_ci95"])
-    cells = [study["name"], ", ".join(study["vary"]), str(m["n"]), f"{scale * m['mean']:.2f}",
-             f"{scale * m['std']:.2f} ({low:.2f}-{high:.2f})",
-             f"{share['ratio']:.2f} (p={share['p']:.2g})" if share and study is not full else "-",
+    std = "-" if m["std"] is None else f"{scale * m['std']:.2f}"
+    std += f" ({scale * m['std_ci95'][0]:.2f}-{scale * m['std_ci95'][1]:.2f})" if m["std_ci95"] else f" ({m['note']})"
+    cells = [study["name"], ", ".join(study["vary"]), str(m["n"]), f"{scale * m['mean']:.2f}", std,
+             f"{share['ratio']:.2f} (p={share['p']:.2g})" if share and share["p"] is not None and study is not full
+             else "-",
              f"{100 * study['disagreement']['mean']:.1f}%" if study.get("disagreement") else "-",
              f"{100 * study['ensemble_accuracy']:.2f}%" if study.get("ensemble_accuracy") is not None else "-"]
     return "| " + " | ".join(cells) + " |"

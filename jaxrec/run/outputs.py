@@ -135,7 +135,7 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
 
     per_epoch = metrics["test_accuracy_per_epoch"]
     epochs = np.arange(1, len(per_epoch) + 1)
-    mean, std = (np.array([100 * d[key] for d in per_epoch]) for key in ("mean", "std"))
+    mean, std = (np.array([100 * (d[key] or 0.0) for d in per_epoch]) for key in ("mean", "std"))  # std None: 1 seed
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.fill_between(epochs, [100 * d["min"] for d in per_epoch], [100 * d["max"] for d in per_epoch], alpha=0.15,
@@ -157,7 +157,8 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     for seed, value, y in zip([r["seed"] for r in runs], final["values"], jitter):
         ax.annotate(str(seed), (100 * value, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(100 * final["mean"], color="black", lw=1, label=f"mean {100 * final['mean']:.2f}%")
-    ax.axvspan(100 * final["ci95"][0], 100 * final["ci95"][1], alpha=0.15, color="black", label="95% CI of the mean")
+    if final["ci95"] is not None:  # None: one seed, or no spread (final["note"])
+        ax.axvspan(100 * final["ci95"][0], 100 * final["ci95"][1], alpha=0.15, color="black", label="95% CI of the mean")
     ax.set(xlabel="final test accuracy (%)", yticks=[], ylim=(-0.5, 0.5), title=f"{n} seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -167,7 +168,7 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     fig = Figure(figsize=(max(6, 0.6 * len(classes)), 4))
     ax = fig.subplots()
     ax.bar(range(len(classes)), [100 * metrics["per_class_accuracy"][c]["mean"] for c in classes],
-           yerr=[100 * metrics["per_class_accuracy"][c]["std"] for c in classes], capsize=3)
+           yerr=[100 * (metrics["per_class_accuracy"][c]["std"] or 0.0) for c in classes], capsize=3)
     ax.set_xticks(range(len(classes)))
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set(ylabel="accuracy (%)", title=f"per-class accuracy, mean ± std over {n} seeds")

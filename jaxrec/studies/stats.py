@@ -40,10 +40,10 @@ def variance_ratio(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """var(a) / var(b) and its two-sided F-test p-value (normal samples): whether one source of
     randomness moves a result more than another, e.g. a study varying one source against one
     varying all of them."""
+    if min(len(a), len(b)) < 2 or spread_note(b):
+        return {"ratio": None, "p": None}  # no spread to compare with: a ratio would be inf or nan
     var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))
-    ratio = var_a / var_b if var_b > 0 else float("inf")
-    if not math.isfinite(ratio):
-        return {"ratio": ratio, "p": float("nan")}
+    ratio = var_a / var_b
     tail = float(scipy_stats.f.cdf(ratio, len(a) - 1, len(b) - 1))
     return {"ratio": ratio, "p": min(1.0, 2 * min(tail, 1 - tail))}
 
@@ -56,19 +56,32 @@ def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: i
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
+def spread_note(values: Sequence[float], name: str = "") -> str | None:
+    """Why a spread, interval or test cannot be had from `values`, or None: one seed has no spread,
+    and identical values show none (an interval from them would claim certainty it does not have)."""
+    who = f"{name} has " if name else ""
+    if len(values) < 2:
+        return f"{who}{len(values)} seed{'s' if len(values) != 1 else ''}: a spread needs at least 2"
+    if float(np.ptp(np.asarray(values, np.float64))) == 0:
+        return f"no spread observed: {who}{len(values)} seeds identical"
+    return None
+
+
 def describe(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
     """n, mean, std (ddof 1), std_ci95 (chi-square), sem, ci95 (Student t), bootstrap_ci95, median,
-    min, max, range, values."""
+    min, max, range, values, and note: why the intervals are None (`spread_note`), else None."""
     values = [float(v) for v in values]
     array = np.asarray(values, np.float64)
-    n = len(values)
+    n, note = len(values), spread_note(values)
     mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else float("nan")
-    sem = std / math.sqrt(n) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "std": std, "std_ci95": std_interval(std, n), "sem": sem, "ci95": _t_interval(mean, sem, n - 1),
-            "bootstrap_ci95": bootstrap_mean_interval(array, seed) if n > 1 else [mean, mean],
+    std = (0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))) if n > 1 else None  # identical: exactly 0
+    sem = std / math.sqrt(n) if std is not None else None
+    intervals = {"std_ci95": None, "ci95": None, "bootstrap_ci95": None} if note else {
+        "std_ci95": std_interval(std, n), "ci95": _t_interval(mean, sem, n - 1),
+        "bootstrap_ci95": bootstrap_mean_interval(array, seed)}
+    return {"n": n, "mean": mean, "std": std, "sem": sem, **intervals,
             "median": float(np.median(array)), "min": float(array.min()), "max": float(array.max()),
-            "range": float(array.max() - array.min()), "values": values}
+            "range": float(array.max() - array.min()), "values": values, "note": note}
 
 
 def prob_a_beats_b(a: Sequence[float], b: Sequence[float]) -> float:
@@ -79,16 +92,29 @@ def prob_a_beats_b(a: Sequence[float], b: Sequence[float]) -> float:
 
 def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, float | list[float]]:
     """Difference of means (a - b) with Welch's 95% interval, its degrees of freedom and the two-sided p-value."""
+    note = untestable(a, b)
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     difference = float(a.mean() - b.mean())
+    if note:
+        return {"difference": difference, "ci95": None, "dof": None, "p_value": None, "note": note}
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(var_a + var_b)
-    if se == 0:  # both arms constant: the difference is exact
-        return {"difference": difference, "ci95": [difference, difference], "dof": float("nan"),
-                "p_value": 1.0 if difference == 0 else 0.0}
     dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
     p = float(2 * scipy_stats.t.sf(abs(difference) / se, dof))
-    return {"difference": difference, "ci95": _t_interval(difference, se, dof), "dof": float(dof), "p_value": p}
+    return {"difference": difference, "ci95": _t_interval(difference, se, dof), "dof": float(dof), "p_value": p,
+            "note": None}
+
+
+def untestable(a: Sequence[float], b: Sequence[float]) -> str | None:
+    """Why A and B cannot be tested against each other, or None: a study of one seed, or no spread
+    in either (Welch's test would divide by a zero spread and claim certainty: p = 0)."""
+    small = [f"{name} has {len(v)} seed{'s' if len(v) != 1 else ''}" for name, v in (("A", a), ("B", b)) if len(v) < 2]
+    if small:
+        return f"{' and '.join(small)}: a test needs at least 2 seeds per study"
+    if spread_note(a) and spread_note(b):
+        return (f"no spread observed: A's {len(a)} seeds are identical and so are B's {len(b)}; check that each "
+                "study varies what it should (study.json's vary)")
+    return None
 
 
 def seeds_needed(a: Sequence[float], b: Sequence[float], power: float = 0.8, alpha: float = 0.05) -> int | None:
@@ -96,9 +122,9 @@ def seeds_needed(a: Sequence[float], b: Sequence[float], power: float = 0.8, alp
     `power` (normal approximation with the pooled std); None when there is no difference to detect."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     difference = abs(a.mean() - b.mean())
-    spread = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    if difference == 0 or not math.isfinite(spread):
+    if difference == 0 or untestable(a, b):
         return None
+    spread = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
     return max(2, math.ceil(2 * (z * spread / difference) ** 2))
 
@@ -109,12 +135,13 @@ def compare(a: Sequence[float], b: Sequence[float], seed: int = 0, resamples: in
     test = welch(a, b)
     rng = np.random.default_rng(seed)
     a_arr, b_arr = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    resampled = [prob_a_beats_b(a_arr[rng.integers(0, len(a_arr), len(a_arr))],
-                                b_arr[rng.integers(0, len(b_arr), len(b_arr))]) for _ in range(resamples // 10)]
+    interval = None
+    if not test["note"]:
+        resampled = [prob_a_beats_b(a_arr[rng.integers(0, len(a_arr), len(a_arr))],
+                                    b_arr[rng.integers(0, len(b_arr), len(b_arr))]) for _ in range(resamples // 10)]
+        interval = [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))]
     result = {"n_a": len(a_arr), "n_b": len(b_arr), "mean_a": float(a_arr.mean()), "mean_b": float(b_arr.mean()),
-              **test, "p_a_beats_b": prob_a_beats_b(a_arr, b_arr),
-              "p_a_beats_b_bootstrap_ci95": [float(np.percentile(resampled, 2.5)),
-                                             float(np.percentile(resampled, 97.5))],
+              **test, "p_a_beats_b": prob_a_beats_b(a_arr, b_arr), "p_a_beats_b_bootstrap_ci95": interval,
               "seeds_per_arm_for_80pct_power": seeds_needed(a_arr, b_arr)}
     return {**result, "verdict": verdict(result)}
 
@@ -122,6 +149,9 @@ def compare(a: Sequence[float], b: Sequence[float], seed: int = 0, resamples: in
 def verdict(result: dict[str, Any]) -> str:
     """One line a researcher can paste."""
     n = f"n={result['n_a']} vs {result['n_b']} seeds"
+    if result["p_value"] is None:
+        return (f"No test at {n}: {result['note']}. Means A {result['mean_a']:.4f}, B {result['mean_b']:.4f} "
+                f"(difference {result['difference']:+.4f}).")
     low, high = result["ci95"]
     difference = f"{result['difference']:+.4f} (95% CI {low:+.4f} to {high:+.4f}, Welch p={result['p_value']:.3g})"
     needed = result["seeds_per_arm_for_80pct_power"]
@@ -132,4 +162,5 @@ def verdict(result: dict[str, Any]) -> str:
     return f"No detectable difference at {n}: {difference}, P(A>B)={result['p_a_beats_b']:.2f}{more}."
 
 
-__all__ = ["bootstrap_mean_interval", "compare", "describe", "prob_a_beats_b", "seeds_needed", "verdict", "welch"]
+__all__ = ["bootstrap_mean_interval", "compare", "describe", "prob_a_beats_b", "seeds_needed", "spread_note", "untestable",
+           "verdict", "welch"]

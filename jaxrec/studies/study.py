@@ -297,15 +297,24 @@ def study_markdown(study: dict[str, Any]) -> str:
              "|---|---:|---:|---|---|---:|---:|"]
     for name in ("test_accuracy", "test_loss", "test_macro_f1"):
         d = m[name]
-        lines.append(f"| {name} | {d['mean']:.4f} | {d['std']:.4f} ({d['std_ci95'][0]:.4f}-{d['std_ci95'][1]:.4f}) | "
-                     f"{d['ci95'][0]:.4f}-{d['ci95'][1]:.4f} | "
-                     f"{d['bootstrap_ci95'][0]:.4f}-{d['bootstrap_ci95'][1]:.4f} | {d['min']:.4f} | {d['max']:.4f} |")
+        lines.append(f"| {name} | {d['mean']:.4f} | {_number(d['std'])} ({_interval(d['std_ci95'])}) | "
+                     f"{_interval(d['ci95'])} | {_interval(d['bootstrap_ci95'])} | {d['min']:.4f} | {d['max']:.4f} |")
+    notes = sorted({m[name]["note"] for name in ("test_accuracy", "test_loss", "test_macro_f1") if m[name].get("note")})
+    lines += ["", *(f"No intervals: {note}." for note in notes)] if notes else []
     if study["disagreement"]:
         lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over "
                   f"pairs); ensemble of {study['ensemble_size']} seeds: accuracy {study['ensemble_accuracy']:.4f}."]
     lines += ["", "| class | accuracy mean | std |", "|---|---:|---:|"]
-    lines += [f"| {name} | {d['mean']:.4f} | {d['std']:.4f} |" for name, d in m["per_class_accuracy"].items()]
+    lines += [f"| {name} | {d['mean']:.4f} | {_number(d['std'])} |" for name, d in m["per_class_accuracy"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "-" if bounds is None else f"{bounds[0]:.4f}-{bounds[1]:.4f}"
 
 
 __all__ = ["SPEC_FILE", "StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds",

@@ -69,7 +69,40 @@ def test_the_std_interval_matches_the_chi_square_table():
     std = np.std(np.arange(10.0), ddof=1)
     assert low == pytest.approx(std * (9 / 19.023) ** 0.5, rel=1e-4)
     assert high == pytest.approx(std * (9 / 2.700) ** 0.5, rel=1e-4)
-    assert np.isnan(stats.describe([1.0])["std_ci95"]).all()
+    one = stats.describe([1.0])
+    assert one["std"] is None and one["std_ci95"] is None and one["ci95"] is None and "1 seed" in one["note"]
+
+
+def test_identical_seeds_give_no_interval_and_say_so():
+    """Zero observed spread is no certainty: no zero-width interval, no p = 0, a note instead."""
+    d = stats.describe([0.7, 0.7, 0.7])
+    assert d["std"] == 0 and d["ci95"] is None and d["bootstrap_ci95"] is None and d["std_ci95"] is None
+    assert d["note"] == "no spread observed: 3 seeds identical"
+    assert stats.describe([0.7, 0.71])["note"] is None
+    result = stats.compare([0.70, 0.70, 0.70], [0.74, 0.74])
+    assert result["p_value"] is None and result["ci95"] is None and result["p_a_beats_b_bootstrap_ci95"] is None
+    assert result["seeds_per_arm_for_80pct_power"] is None
+    assert result["verdict"].startswith("No test at n=3 vs 2 seeds: no spread observed")
+    assert "Welch" not in result["verdict"]
+    # One arm with spread is still a test: Welch's uses the other arm's spread.
+    assert stats.compare([0.70, 0.70, 0.70], [0.74, 0.75, 0.73])["p_value"] > 0
+
+
+@pytest.mark.parametrize("a,b,says", [([0.7], [0.7, 0.71], "A has 1 seed"), ([0.7, 0.71], [0.8], "B has 1 seed"),
+                                      ([0.7], [0.8], "A has 1 seed and B has 1 seed")])
+def test_a_study_of_one_seed_is_no_test(a, b, says):
+    result = stats.welch(a, b)
+    assert result["p_value"] is None and says in result["note"]
+    assert stats.variance_ratio(a, b) == {"ratio": None, "p": None}
+
+
+def test_compare_studies_prints_valid_json_without_nan(tmp_path, capsys, monkeypatch):
+    script = load_script("compare_studies")
+    one, two = _study(tmp_path, "one", ["init"], [0.7]), _study(tmp_path, "two", ["init"], [0.7, 0.72])
+    monkeypatch.setattr(sys, "argv", ["compare_studies.py", str(one), str(two), "--json"])
+    assert script.main() == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert result["p_value"] is None and "A has 1 seed" in result["verdict"]
 
 
 def _study(tmp_path, name, vary, values):
