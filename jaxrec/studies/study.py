@@ -11,6 +11,7 @@ resumes from its checkpoint.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -41,24 +42,30 @@ log = logging.getLogger(__name__)
 SPEC_FILE = STUDY_SPEC_FILE
 
 
+MAX_SEEDS = 1000  # a study trains every seed: more is a typo (0-100000) rather than a plan
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-9' -> 0..9, '0,3,7' -> (0, 3, 7), '0-2,5' -> (0, 1, 2, 5); refuses empty, unparsable and duplicate."""
+    """'0-9' -> 0..9, '0,3,7' -> (0, 3, 7), '0-2,5' -> (0, 1, 2, 5); refuses empty, unparsable and duplicate
+    seeds, and more than MAX_SEEDS (before expanding a range)."""
     seeds: list[int] = []
     for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
         try:
-            if "-" in part[1:]:
-                low, high = (int(x) for x in part.split("-", 1))
-                if high < low:
-                    raise ValueError
-                seeds.extend(range(low, high + 1))
-            elif part:
-                seeds.append(int(part))
+            low, high = (int(x) for x in part.split("-", 1)) if "-" in part[1:] else (int(part), int(part))
         except ValueError:
+            low, high = 0, -1  # refused just below
+        if high < low:
             raise InputError(f"--seeds {text!r}: {part!r} is not a seed or a range like 0-9; e.g. --seeds 0-9 or "
-                             f"--seeds 0,3,7") from None
+                             f"--seeds 0,3,7")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise InputError(f"--seeds {text!r}: more than {MAX_SEEDS} seeds; a study trains each one, so split it "
+                             f"into studies of at most {MAX_SEEDS} (e.g. --seeds 0-{MAX_SEEDS - 1})")
+        seeds.extend(range(low, high + 1))
     if not seeds:
         raise InputError(f"--seeds {text!r}: no seeds; e.g. --seeds 0-9 or --seeds 0,3,7")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    repeated = sorted(seed for seed, count in collections.Counter(seeds).items() if count > 1)
     if repeated:
         raise InputError(f"--seeds {text!r}: seed(s) {', '.join(map(str, repeated))} given twice; each seed once")
     return tuple(seeds)

@@ -1,6 +1,7 @@
 """Seed studies: the seeds and sources asked for, each seed a normal run, resuming, the statistics."""
 
 import json
+import time
 
 import chex
 import numpy as np
@@ -21,15 +22,21 @@ from jaxrec.training.loop import RunKeys, train_and_evaluate
 def test_seeds_and_sources_parse_as_documented():
     assert parse_seeds("0-4") == (0, 1, 2, 3, 4) and parse_seeds("0,3,7") == (0, 3, 7)
     assert parse_seeds("0-2,9") == (0, 1, 2, 9) and parse_seeds(" 5 ") == (5,)
+    assert len(parse_seeds("0-999")) == 1000  # the cap itself is allowed
     assert parse_vary("all") == SOURCES and parse_vary("order,init") == ("init", "order")
 
 
 @pytest.mark.parametrize("text,message", [("", "no seeds"), ("1-x", "'1-x' is not a seed"),
-                                          ("3-1", "'3-1' is not a seed or a range"), ("0-3,2", r"seed\(s\) 2 given twice")])
+                                          ("3-1", "'3-1' is not a seed or a range"), ("0-3,2", r"seed\(s\) 2 given twice"),
+                                          ("0-100000", "more than 1000 seeds"), ("0-10**12", "is not a seed"),
+                                          ("0-999999999999", "more than 1000 seeds"),
+                                          ("0-999,5000", "more than 1000 seeds")])
 def test_bad_seeds_are_one_line(text, message):
+    start = time.perf_counter()
     with pytest.raises(InputError, match=message) as refused:
         parse_seeds(text)
     assert "\n" not in str(refused.value)
+    assert time.perf_counter() - start < 1  # refused before a range is expanded: no minutes of silence
 
 
 def test_a_base_seed_out_of_range_is_refused_even_when_no_source_uses_it(small_config, tmp_path):
