@@ -28,7 +28,7 @@ def row(study: dict[str, Any], metric: str, full: dict[str, Any] | None) -> str:
     scale = 1 if metric == "test_loss" else 100
     std = "-" if m["std"] is None else f"{scale * m['std']:.2f}"
     std += f" ({scale * m['std_ci95'][0]:.2f}-{scale * m['std_ci95'][1]:.2f})" if m["std_ci95"] else f" ({m['note']})"
-    cells = [study["name"], ", ".join(study["vary"]), str(m["n"]), f"{scale * m['mean']:.2f}", std,
+    cells = [study["name"], ", ".join(study.get("varied", study["vary"])), str(m["n"]), f"{scale * m['mean']:.2f}", std,
              f"{share['ratio']:.2f} (p={share['p']:.2g})" if share and share["p"] is not None and study is not full
              else "-",
              f"{100 * study['disagreement']['mean']:.1f}%" if study.get("disagreement") else "-",

@@ -32,6 +32,7 @@ from jaxrec.run import outputs
 from jaxrec.studies import stats
 from jaxrec.run.checkpoints import latest_checkpoint_step, load_trained
 from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
+from jaxrec.data.sources import split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.training.run_state import TIMING_FIELDS
 from jaxrec.training.loop import check_group, train_and_evaluate, train_group
@@ -109,6 +110,40 @@ class StudySpec:
         return cls(Config.from_dict(data["config"]), tuple(data["seeds"]), tuple(data["vary"]), data["base_seed"])
 
 
+def fixed_sources(config: Config) -> dict[str, str]:
+    """The sources of randomness (SOURCES) that no study seed can move in runs of `config`, each with
+    the reason: pinned by its own seed flag, no augmentation to draw, or an eval split of the data
+    set's own."""
+    fixed = {source: f"--{source}_seed {seed} pins it" for source in SOURCES
+             if (seed := getattr(config, f"{source}_seed")) is not None}
+    if not (config.augment or config.translate or config.flip != "none"):
+        fixed.setdefault("augment", "the run has no augmentation (pass --augment)")
+    if not split_is_seeded(config):
+        fixed.setdefault("split", f"{config.dataset} has its own eval split (a TFDS set or a folder with split "
+                                  "folders), so no seed draws it")
+    return fixed
+
+
+def check_sources(spec: StudySpec) -> tuple[str, ...]:
+    """The sources the study's seeds actually vary; refuses a source asked for by name that cannot
+    vary, and --vary all when none can. --vary all varies those that can."""
+    if spec.config.seed != 0:
+        raise InputError(f"--seed {spec.config.seed}: a study sets each run's seed from --seeds (and --base_seed "
+                         f"for the sources it does not vary); drop --seed, or pass --seeds {spec.config.seed}")
+    fixed = fixed_sources(spec.config)
+    if set(spec.vary) != set(SOURCES):
+        for source in spec.vary:
+            if source in fixed:
+                others = [s for s in spec.vary if s != source]
+                raise InputError(f"--vary {','.join(spec.vary)}: {source} cannot vary, {fixed[source]}; "
+                                 + (f"pass --vary {','.join(others)}" if others else "vary another source"))
+    varied = tuple(source for source in spec.vary if source not in fixed)
+    if not varied:
+        raise InputError(f"--vary all: no source can vary ({'; '.join(f'{s}: {r}' for s, r in fixed.items())}); "
+                         "drop the --<source>_seed flags")
+    return varied
+
+
 # Settings that may differ when a study is continued: how it runs, not what it trains.
 MAY_CHANGE = (*EXECUTION_FIELDS, "data_dir", "dataset", "save_predictions")
 
@@ -127,6 +162,7 @@ def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
 def prepare(spec: StudySpec, workdir: Path) -> None:
     """Checks the spec and the workdir; writes the spec. A workdir of another study is refused."""
     check(spec.config)
+    check_sources(spec)
     if not 0 <= spec.base_seed < SEED_LIMIT:
         raise InputError(f"--base_seed {spec.base_seed}: must be in [0, {SEED_LIMIT})")
     for seed in spec.seeds:
@@ -201,7 +237,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
         check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
-             len(spec.seeds) - len(todo), ", ".join(spec.vary), seeds_per_program)
+             len(spec.seeds) - len(todo), ", ".join(check_sources(spec)), seeds_per_program)
     bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",
                disable=not (spec.config.progress and distributed.is_primary()))
     started, done = time.time(), 0
@@ -240,6 +276,7 @@ def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
     """Trains the study's first seed twice (WORKDIR/determinism/first, second) and reports whether
     the two runs are bit-identical: metrics, variables (parameters and BatchNorm statistics) and test
     predictions. Writes determinism.json."""
+    prepare(spec, Path(workdir))  # the study's own checks first: nothing is trained for a study that is refused
     root = Path(workdir) / "determinism"
     runs = []
     for name in ("first", "second"):
@@ -281,6 +318,7 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
         probabilities[seed], labels = outputs.read_predictions(run_dir)
     study = {"metrics": metric_statistics(runs), **agreement(probabilities, labels),
              "seeds": list(spec.seeds), "vary": list(spec.vary), "base_seed": spec.base_seed,
+             "varied": list(check_sources(spec)),  # what the seeds moved: --vary all leaves out what cannot vary
              # how each seed ran: the device count and the models per program can change the rounding
              "num_devices": [run["summary"]["num_devices"] for run in runs],
              "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],
@@ -299,7 +337,7 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
 def study_markdown(study: dict[str, Any]) -> str:
     """The study's table: each metric's mean, std, intervals and range over the seeds."""
     m = study["metrics"]
-    lines = [f"# Seed study: {len(study['seeds'])} seeds, varying {', '.join(study['vary'])}", "",
+    lines = [f"# Seed study: {len(study['seeds'])} seeds, varying {', '.join(study.get('varied', study['vary']))}", "",
              "| metric | mean | std (95% CI) | mean's 95% CI (t) | mean's 95% CI (bootstrap) | min | max |",
              "|---|---:|---:|---|---|---:|---:|"]
     for name in ("test_accuracy", "test_loss", "test_macro_f1"):

@@ -15,7 +15,8 @@ from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import create_model
 from jaxrec.training.state import create_train_state
-from jaxrec.studies.study import StudySpec, agreement, check_determinism, parse_seeds, parse_vary, run_study
+from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, parse_seeds, parse_vary,
+                                  run_study)
 from jaxrec.training.loop import RunKeys, train_and_evaluate
 
 
@@ -37,6 +38,36 @@ def test_bad_seeds_are_one_line(text, message):
         parse_seeds(text)
     assert "\n" not in str(refused.value)
     assert time.perf_counter() - start < 1  # refused before a range is expanded: no minutes of silence
+
+
+@pytest.mark.parametrize("changes,vary,refusal", [
+    ({}, ("augment",), "--vary augment: augment cannot vary, the run has no augmentation"),
+    ({}, ("init", "split"), r"split cannot vary, cifar10_sample has its own eval split .*; pass --vary init$"),
+    ({"init_seed": 3}, ("init", "order"), "init cannot vary, --init_seed 3 pins it; pass --vary order"),
+    ({"augment": True, "augment_seed": 1}, ("augment",), "--augment_seed 1 pins it; vary another source"),
+    ({"seed": 7}, SOURCES, "--seed 7: a study sets each run's seed from --seeds"),
+    ({"init_seed": 1, "order_seed": 2}, SOURCES, "--vary all: no source can vary"),
+])
+def test_a_source_that_cannot_vary_is_refused_before_training(small_config, tmp_path, changes, vary, refusal):
+    spec = StudySpec(small_config.replace(**changes), seeds=(0, 1), vary=vary)
+    with pytest.raises(InputError, match=refusal) as refused:
+        run_study(spec, tmp_path)
+    assert "\n" not in str(refused.value) and not (tmp_path / "seed_0").exists()
+
+
+def test_vary_all_varies_what_can_vary_and_records_it(small_config, tmp_path):
+    # cifar10_sample has split folders and no augmentation here: only init and order move.
+    assert check_sources(StudySpec(small_config, (0,), SOURCES)) == ("init", "order")
+    assert check_sources(StudySpec(small_config.replace(init_seed=3, augment=True), (0,), SOURCES)) == ("order", "augment")
+    airbench = Config.for_model("airbench94", dataset="cifar10_sample")  # translate and flip draw from augment
+    assert "augment" in check_sources(StudySpec(airbench, (0,), SOURCES))
+    unsplit = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (unsplit / name).mkdir(parents=True)
+    assert check_sources(StudySpec(small_config.replace(dataset=str(unsplit)), (0,), ("split",))) == ("split",)
+    study = run_study(StudySpec(small_config.replace(init_seed=3), seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+    assert study["varied"] == ["order"] and study["vary"] == list(SOURCES)
+    assert "varying order" in (tmp_path / "study" / "study.md").read_text()
 
 
 def test_a_base_seed_out_of_range_is_refused_even_when_no_source_uses_it(small_config, tmp_path):
