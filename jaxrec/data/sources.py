@@ -40,6 +40,14 @@ def _list_folder(config: Config) -> image_folder.FolderListing:
                                     config.source_seeds()["split"])
 
 
+def dataset_location(dataset: str) -> str:
+    """Where a --dataset value points: a folder's absolute path (so ~/x and /home/me/x agree), the
+    shipped sample's or a TFDS set's name."""
+    if dataset in SAMPLES or not _is_folder(dataset):
+        return dataset
+    return str(Path(dataset).expanduser().resolve())
+
+
 def split_is_seeded(config: Config) -> bool:
     """Whether the eval split is drawn with the split seed: an image folder without split folders."""
     return _is_folder(config.dataset) and not (_folder_root(config.dataset) / config.train_split).is_dir()

@@ -171,11 +171,15 @@ def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
     return different
 
 
-def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+DATA_IDENTITY = ("class_names", "image_shape", "train_examples", "mean", "std")  # of DataSplits.describe()
+
+
+def data_differences(saved: dict[str, Any], current: dict[str, Any],
+                     names: tuple[str, str] = ("checkpoint", "now")) -> list[str]:
     """What differs between the data set a checkpoint was trained on and the one loaded now (its path
-    may move; its classes, image shape, size and statistics may not)."""
-    keys = ("class_names", "image_shape", "train_examples", "mean", "std")
-    return [f"{key} (checkpoint: {saved.get(key)!r}, now: {current[key]!r})" for key in keys
+    may move; its classes, image shape, size and statistics, the content's fingerprint, may not);
+    `names` label the two in the lines."""
+    return [f"{key} ({names[0]}: {saved.get(key)!r}, {names[1]}: {current[key]!r})" for key in DATA_IDENTITY
             if json.loads(json.dumps(current[key])) != saved.get(key)]
 
 
@@ -479,4 +483,4 @@ def _template(meta: CheckpointMeta) -> TrainState:
 
 
 __all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
-           "config_differences", "data_differences", "load_trained", "state_items"]
+           "config_differences", "DATA_IDENTITY", "data_differences", "load_trained", "state_items"]

@@ -30,9 +30,9 @@ from jaxrec.runtime import distributed, host
 from jaxrec.run import outputs
 
 from jaxrec.studies import stats
-from jaxrec.run.checkpoints import latest_checkpoint_step, load_trained
+from jaxrec.run.checkpoints import data_differences, latest_checkpoint_step, load_trained
 from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
-from jaxrec.data.sources import split_is_seeded
+from jaxrec.data.sources import dataset_location, split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.training.run_state import TIMING_FIELDS
 from jaxrec.training.loop import check_group, train_and_evaluate, train_group
@@ -144,15 +144,29 @@ def check_sources(spec: StudySpec) -> tuple[str, ...]:
     return varied
 
 
-# Settings that may differ when a study is continued: how it runs, not what it trains.
+# Settings that may differ when a study is continued, and between its seeds: how it runs, not what it
+# trains (the one registry, EXECUTION_FIELDS, plus where TFDS keeps its files). The data set is compared
+# by where it points (dataset_location) and by its content (DATA_IDENTITY of each seed's summary).
 MAY_CHANGE = (*EXECUTION_FIELDS, "data_dir", "dataset", "save_predictions")
+
+
+def config_differences(saved: dict[str, Any], config: dict[str, Any], names: tuple[str, str]) -> list[str]:
+    """The training settings (all but MAY_CHANGE) and data set location that differ between two
+    Config.to_dict()s, one line each, labelled by `names`."""
+    defaults = json.loads(json.dumps(Config().to_dict()))  # a field added since: its default then
+    saved, config = json.loads(json.dumps(saved)), json.loads(json.dumps(config))  # tuples as JSON lists
+    different = [f"{name} ({names[0]}: {saved.get(name, defaults[name])!r}, {names[1]}: {value!r})"
+                 for name, value in config.items() if name not in MAY_CHANGE and saved.get(name, defaults[name]) != value]
+    if dataset_location(saved["dataset"]) != dataset_location(config["dataset"]):
+        different.insert(0, f"dataset ({names[0]}: {dataset_location(saved['dataset'])!r}, "
+                            f"{names[1]}: {dataset_location(config['dataset'])!r})")
+    return different
 
 
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
     """What differs between a workdir's study and the one asked for (seeds may be added)."""
     old, new = saved.to_json(), spec.to_json()
-    different = [f"{name} (study: {old['config'][name]!r}, now: {value!r})" for name, value in new["config"].items()
-                 if name not in MAY_CHANGE and old["config"].get(name) != value]
+    different = config_differences(old["config"], new["config"], ("study", "now"))
     for key in ("vary", "base_seed"):
         if old[key] != new[key]:
             different.append(f"{key} (study: {old[key]!r}, now: {new[key]!r})")
@@ -174,7 +188,13 @@ def prepare(spec: StudySpec, workdir: Path) -> None:
 def _write_spec(spec: StudySpec, workdir: Path) -> None:
     path = workdir / SPEC_FILE
     if path.exists():
-        different = spec_differences(StudySpec.from_json(json.loads(path.read_text())), spec)
+        try:
+            saved = StudySpec.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path} is damaged ({type(error).__name__}: {error}); rerun with the study's settings "
+                             f"after deleting {path} (the seed folders are checked against them), or use another "
+                             "--workdir") from None
+        different = spec_differences(saved, spec)
         if different:
             raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
                              f"study's settings to continue it, or another --workdir.")
@@ -183,16 +203,44 @@ def _write_spec(spec: StudySpec, workdir: Path) -> None:
 
 
 def finished(config: Config) -> bool:
-    """Whether the run of `config` is complete in its workdir: its summary and predictions exist and
-    the summary was written for this config's training settings."""
+    """Whether the run of `config` is complete in its workdir: its summary and predictions exist (a
+    seed folder whose summary has other settings is refused: `check_seed_folders`)."""
     run_dir = Path(config.workdir)
-    summary_path = run_dir / "summary.json"
-    if not (summary_path.exists() and (run_dir / outputs.PREDICTIONS_FILE).exists()):
-        return False
-    saved = json.loads(summary_path.read_text())["config"]
-    defaults = json.loads(json.dumps(Config().to_dict()))  # a field added since the run: its default then
-    return all(saved.get(k, defaults[k]) == v for k, v in json.loads(json.dumps(config.to_dict())).items()
-               if k not in MAY_CHANGE)
+    return (run_dir / "summary.json").exists() and (run_dir / outputs.PREDICTIONS_FILE).exists()
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    """A seed's summary.json; a damaged one is named in one line."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        problem = None if isinstance(summary, dict) and {"config", "dataset"} <= set(summary) else "no config or dataset"
+    except (OSError, ValueError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    if problem:
+        raise InputError(f"{path} is damaged ({problem}); move {run_dir} away and run the same command again to "
+                         "retrain that seed")
+    return summary
+
+
+def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
+    """Every seed folder that holds a finished run must be the study's: the same training settings
+    and data set location as the seed's config, and the same data content as the other seeds. A
+    folder left by another run is refused, never folded in."""
+    reference = None
+    for seed in spec.seeds:
+        run_dir = workdir / f"seed_{seed}"
+        if not (run_dir / "summary.json").exists():
+            continue
+        summary = _read_summary(run_dir)
+        different = config_differences(summary["config"], spec.seed_config(seed, workdir).to_dict(),
+                                       (f"seed_{seed}", "study"))
+        if reference is not None:
+            different += data_differences(reference[1], summary["dataset"], (f"seed_{reference[0]}", f"seed_{seed}"))
+        if different:
+            raise InputError(f"{run_dir} holds a run that is not this study's seed {seed}: {different[0]}; move it "
+                             "away (the same command then retrains it) or use another --workdir")
+        reference = reference or (seed, summary["dataset"])
 
 
 def _over_seeds(runs: list[dict[str, Any]], get) -> dict[str, Any]:
@@ -235,6 +283,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
     prepare(spec, workdir)
     if seeds_per_program > 1:
         check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
+    check_seed_folders(spec, workdir)
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
              len(spec.seeds) - len(todo), ", ".join(check_sources(spec)), seeds_per_program)
@@ -256,6 +305,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
             bar.update()
         done += len(seeds)
     bar.close()
+    check_seed_folders(spec, workdir)  # the seeds just trained read the data set as the others did
     study = write_study(spec, workdir, write=distributed.is_primary())
     distributed.barrier("jaxrec: study written")
     return study
@@ -313,12 +363,13 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
     runs, probabilities, labels = [], {}, None
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
-        runs.append({"seed": seed, "summary": json.loads((run_dir / "summary.json").read_text()),
+        runs.append({"seed": seed, "summary": _read_summary(run_dir),
                      "eval": json.loads((run_dir / "eval.json").read_text())})
         probabilities[seed], labels = outputs.read_predictions(run_dir)
     study = {"metrics": metric_statistics(runs), **agreement(probabilities, labels),
              "seeds": list(spec.seeds), "vary": list(spec.vary), "base_seed": spec.base_seed,
              "varied": list(check_sources(spec)),  # what the seeds moved: --vary all leaves out what cannot vary
+             "dataset": {**runs[0]["summary"]["dataset"], "location": dataset_location(spec.config.dataset)},
              # how each seed ran: the device count and the models per program can change the rounding
              "num_devices": [run["summary"]["num_devices"] for run in runs],
              "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from helpers import load_script
+from jaxrec.config import Config
 from jaxrec.studies import stats
 ACCURACIES = [0.7179, 0.7205, 0.7223, 0.7150, 0.7262, 0.7191, 0.7240, 0.7168]
 
@@ -105,12 +106,15 @@ def test_compare_studies_prints_valid_json_without_nan(tmp_path, capsys, monkeyp
     assert result["p_value"] is None and "A has 1 seed" in result["verdict"]
 
 
-def _study(tmp_path, name, vary, values):
+def _study(tmp_path, name, vary, values, dataset="cifar10", eval_examples=10000):
     """A study workdir holding the study.json `jaxrec study` writes, for these test accuracies."""
     workdir = tmp_path / name
     workdir.mkdir()
     payload = {"vary": vary, "metrics": {"test_accuracy": stats.describe(values)},
-               "disagreement": stats.describe([0.2, 0.3]), "ensemble_accuracy": max(values) + 0.01}
+               "disagreement": stats.describe([0.2, 0.3]), "ensemble_accuracy": max(values) + 0.01,
+               "config": {**Config().to_dict(), "dataset": dataset},
+               "dataset": {"location": dataset, "class_names": list("abcdefghij"), "image_shape": [32, 32, 3],
+                           "train_examples": 50000, "eval_examples": eval_examples}}
     (workdir / "study.json").write_text(json.dumps(payload))
     return workdir
 
@@ -145,3 +149,30 @@ def test_variance_ratio_is_a_two_sided_f_test():
     # Under equal variances, p < 0.05 about 5% of the time.
     p_values = [stats.variance_ratio(rng.normal(size=5), rng.normal(size=5))["p"] for _ in range(4000)]
     assert np.mean(np.asarray(p_values) < 0.05) == pytest.approx(0.05, abs=0.012)
+
+
+def test_compare_studies_leads_with_a_warning_when_the_data_differ(tmp_path, capsys, monkeypatch):
+    script = load_script("compare_studies")
+    a = _study(tmp_path, "a", ["init"], [0.70, 0.71, 0.72])
+    b = _study(tmp_path, "b", ["init"], [0.74, 0.75, 0.73], dataset="/data/photos", eval_examples=800)
+    monkeypatch.setattr(sys, "argv", ["compare_studies.py", str(a), str(b), "--json"])
+    assert script.main() == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: A and B were scored on different data: dataset (A: 'cifar10', B: "
+                                   "'/data/photos'); dataset eval_examples (A: 10000, B: 800).")
+    assert json.loads(captured.out)["warnings"] == ["dataset (A: 'cifar10', B: '/data/photos')",
+                                                    "dataset eval_examples (A: 10000, B: 800)"]
+    same = _study(tmp_path, "same", ["init"], [0.74, 0.75, 0.73])
+    monkeypatch.setattr(sys, "argv", ["compare_studies.py", str(a), str(same)])
+    assert script.main() == 0 and capsys.readouterr().err == ""
+
+
+def test_compare_studies_names_a_damaged_study_file(tmp_path, capsys, monkeypatch):
+    script = load_script("compare_studies")
+    a, b = _study(tmp_path, "a", ["init"], [0.70, 0.71]), tmp_path / "b"
+    b.mkdir()
+    (b / "study.json").write_text('{"metrics": {"test_accuracy": ')
+    monkeypatch.setattr(sys, "argv", ["compare_studies.py", str(a), str(b)])
+    assert script.main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {b / 'study.json'} is damaged (JSONDecodeError") and err.count("\n") == 1

@@ -1,6 +1,8 @@
 """Seed studies: the seeds and sources asked for, each seed a normal run, resuming, the statistics."""
 
 import json
+import os
+import shutil
 import time
 
 import chex
@@ -11,6 +13,7 @@ from helpers import SMALL, records, sigterm_after
 from jaxrec.run import outputs
 from jaxrec.config import SOURCES, Config
 from jaxrec.data.pipeline import epoch_indices
+from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import create_model
@@ -132,6 +135,41 @@ def test_a_study_seed_is_the_plain_run_and_a_rerun_trains_nothing(small_config, 
     assert (tmp_path / "study" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp  # not retrained
     with pytest.raises(InputError, match=r"holds a study with other settings: learning_rate"):
         run_study(StudySpec(small_config.replace(learning_rate=0.1), seeds=(0,), vary=SOURCES), tmp_path / "study")
+
+
+def test_a_study_never_mixes_runs_of_other_data_or_settings(small_config, tmp_path):
+    """Another --dataset of the same layout, a seed folder left by another run, data changed in place,
+    a damaged seed summary: each refused in one line naming what differs, never folded in."""
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_ROOT, data)
+    config = small_config.replace(dataset=str(data))
+    run_study(StudySpec(config, seeds=(0,), vary=SOURCES), tmp_path / "study")
+    with pytest.raises(InputError, match=r"holds a study with other settings: dataset \(study: '.*data', now: "
+                                         r"'cifar10_sample'\)"):
+        run_study(StudySpec(small_config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+    # The same folder named another way is the same data set.
+    relative = os.path.relpath(data)
+    run_study(StudySpec(config.replace(dataset=relative), seeds=(0,), vary=SOURCES), tmp_path / "study")
+    # A seed folder another run left behind, with other settings.
+    train_and_evaluate(config.replace(seed=1, learning_rate=0.05, save_predictions=True), tmp_path / "study" / "seed_1")
+    with pytest.raises(InputError, match=r"seed_1 holds a run that is not this study's seed 1: learning_rate "
+                                         r"\(seed_1: 0.05, study: 0.01\); move it away"):
+        run_study(StudySpec(config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+    shutil.rmtree(tmp_path / "study" / "seed_1")
+    # The data set changed in place after seed 0: seed 1 reads other images and the study says so.
+    victim = sorted((data / "train").rglob("*.jpg"))[0]
+    victim.write_bytes(sorted((data / "train").rglob("*.jpg"))[-1].read_bytes())
+    with pytest.raises(InputError, match=r"seed_1 holds a run that is not this study's seed 1: mean \(seed_0: "):
+        run_study(StudySpec(config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+    spec_file = tmp_path / "study" / "study_spec.json"
+    good = spec_file.read_text()
+    spec_file.write_text(good[:40])
+    with pytest.raises(InputError, match=r"study_spec.json is damaged \(JSONDecodeError: "):
+        run_study(StudySpec(config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+    spec_file.write_text(good)
+    (tmp_path / "study" / "seed_0" / "summary.json").write_text('{"config": ')
+    with pytest.raises(InputError, match=r"seed_0/summary.json is damaged \(JSONDecodeError: .*\); move .*seed_0 away"):
+        run_study(StudySpec(config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
 
 
 @pytest.mark.slow
