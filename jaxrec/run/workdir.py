@@ -32,10 +32,19 @@ STUDY_SPEC_FILE = "study_spec.json"  # what a seed study asked for (jaxrec.studi
 CONFIG_KEYS = {"model", "dataset", "epochs", "batch_size", "learning_rate", "seed"}
 
 
+def _only_folders(path: Path) -> bool:
+    """Whether `path` is a folder holding no file at any depth."""
+    return path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
+
+
 def is_jaxrec_workdir(path: Path) -> bool:
-    """Whether `path` is empty (but for a lock) or holds a jaxrec run or study."""
+    """Whether `path` is empty but for what a starting run makes before its config.json (the lock, an
+    empty checkpoints folder: a run stopped while loading data left just these), or holds a jaxrec run
+    or study."""
     entries = {p.name for p in path.iterdir()} - {LOCK_FILE}
     if not entries or STUDY_SPEC_FILE in entries:
+        return True
+    if entries == {"checkpoints"} and _only_folders(path / "checkpoints"):
         return True
     try:
         return CONFIG_KEYS <= set(json.loads((path / "config.json").read_text()))

@@ -12,6 +12,7 @@ import pytest
 
 from helpers import SMALL_FLAGS, script_command
 from jaxrec.errors import InputError
+from jaxrec.run.checkpoints import RunCheckpointer
 from jaxrec.training.loop import train_and_evaluate
 from jaxrec.run.workdir import LOCK_FILE, check_workdir, claim, move_previous_run
 
@@ -58,6 +59,23 @@ def test_someone_elses_folder_is_never_written_unless_forced(tmp_path, small_con
     assert check_workdir(tmp_path, force=True) == tmp_path
     small_config.save(tmp_path / "config.json")
     assert check_workdir(tmp_path) == tmp_path  # a jaxrec run's folder
+
+
+def test_a_run_stopped_during_start_up_continues_with_the_same_command(tmp_path, small_config):
+    """What a run makes before its config.json (the lock and an empty checkpoints folder, here made by
+    the same calls the loop makes) is jaxrec's: the rerun it asked for goes ahead. A checkpoints folder
+    holding files with no config.json beside it is not known to be jaxrec's."""
+    workdir = tmp_path / "run"
+    with claim(workdir):
+        RunCheckpointer(workdir, small_config)
+    assert sorted(p.name for p in workdir.iterdir()) == [".lock", "checkpoints"]
+    train_and_evaluate(small_config, workdir)
+    assert json.loads((workdir / "summary.json").read_text())["test_accuracy"] is not None
+    other = tmp_path / "other"
+    (other / "checkpoints" / "7").mkdir(parents=True)
+    (other / "checkpoints" / "7" / "model.pt").write_bytes(b"not ours")
+    with pytest.raises(InputError, match="holds files that are not a jaxrec run"):
+        check_workdir(other)
 
 
 def test_a_file_or_an_unwritable_folder_is_one_line(tmp_path):
