@@ -72,3 +72,15 @@ def test_peak_host_memory_is_megabytes_of_this_process():
 def test_benchmark_refuses_too_little_data():
     with pytest.raises(InputError, match="train_examples"):
         run_benchmark(Config(**SMALL, batch_size=64, num_devices=1), TINY)
+
+
+def test_a_long_unrolled_loop_is_warned_about_before_compiling(caplog):
+    from jaxrec.runtime.setup import LONG_UNROLLED_LOOP, warn_if_long_unrolled_loop
+
+    with caplog.at_level("WARNING", logger="jaxrec"):
+        warn_if_long_unrolled_loop(Config(steps_per_call=LONG_UNROLLED_LOOP + 1, steps_loop="unrolled"))
+        warn_if_long_unrolled_loop(Config(steps_per_call=LONG_UNROLLED_LOOP, steps_loop="unrolled"))
+        warn_if_long_unrolled_loop(Config(steps_per_call=500, steps_loop="rolled"))
+    (record,) = caplog.records
+    assert f"--steps_per_call {LONG_UNROLLED_LOOP + 1} with the unrolled loop" in record.getMessage()
+    assert "compiling takes minutes" in record.getMessage()

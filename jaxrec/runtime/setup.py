@@ -32,8 +32,25 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     xla_flags.set_cpu_flags(config)
     cpu_devices.split_host(config, sizes)
     distributed.start(config)
+    warn_if_long_unrolled_loop(config)
     _prepared.add(key)
     return config
+
+
+LONG_UNROLLED_LOOP = 64  # steps per call past which compiling the unrolled loop takes minutes
+
+
+def warn_if_long_unrolled_loop(config: Config) -> None:
+    """A warning, before compiling, when a device call unrolls many steps (XLA:CPU's loop: each step is
+    a copy of the train step in the program, compiled one after another)."""
+    from jaxrec.models import kernels  # noqa: PLC0415 - after the backend may start
+
+    if config.steps_per_call > LONG_UNROLLED_LOOP and kernels.choose(config).steps_loop == "unrolled":
+        logging.getLogger("jaxrec").warning(
+            "--steps_per_call %d with the unrolled loop: the program holds %d copies of the train step and XLA "
+            "compiles each, so compiling takes minutes; --steps_per_call 10 trains about as fast on a CPU, and "
+            "--steps_loop rolled compiles one step (but runs convolutions slower on XLA:CPU)",
+            config.steps_per_call, config.steps_per_call)
 
 
 def warn_if_recipe_left_out(config: Config) -> None:
@@ -50,4 +67,4 @@ def warn_if_recipe_left_out(config: Config) -> None:
             config.model, config.model)
 
 
-__all__ = ["prepare", "warn_if_recipe_left_out"]
+__all__ = ["LONG_UNROLLED_LOOP", "prepare", "warn_if_long_unrolled_loop", "warn_if_recipe_left_out"]
