@@ -103,3 +103,7 @@ def prepare(unprepared: Any, name: str) -> None:
         raise InputError(f"downloading TFDS data set {name!r} failed ({type(err).__name__}: {str(err)[:200]}): "
                          f"check the internet connection and run again, or prepare it where there is internet "
                          f"({HOW.format(name=name)}) and pass --data_dir DIR") from err
+    # TFDS returns without a word over a version folder left by an unfinished preparation: check.
+    if not ready(name, str(unprepared.data_dir_root)):
+        raise InputError(f"TFDS returned without preparing {name!r}: {unprepared.data_dir} holds files of an "
+                         f"unfinished preparation (no dataset_info.json); delete that folder and run again")

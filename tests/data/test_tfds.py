@@ -110,6 +110,20 @@ def test_without_tensorflow_a_tfrecord_set_or_preparing_is_refused_in_one_line(p
     assert "needs TensorFlow" in command.stderr
 
 
+def test_a_half_prepared_folder_is_never_reported_prepared(tmp_path, capsys):
+    """A version folder with a junk shard and no dataset_info.json: TFDS's download_and_prepare returns
+    without preparing anything; jaxrec checks again and says what to delete."""
+    version = tmp_path / NAME / "1.0.0"
+    version.mkdir(parents=True)
+    (version / f"{NAME}-train.array_record-00000-of-00001").write_bytes(b"junk")
+    from jaxrec.cli import commands
+
+    assert commands.main(["prepare", NAME, "--data_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"TFDS returned without preparing '{NAME}': {version} holds files of an unfinished preparation" in err
+    assert err.count("\n") == 1 and not tfds_prepare.ready(NAME, str(tmp_path))
+
+
 def test_the_tfds_extra_prepares_tfds_own_data_sets(tmp_path):
     # TFDS reads a registered builder's code path (checksums) before downloading, with a package it
     # does not declare (tensorflow/datasets#11212): the tfds extra must bring it.
