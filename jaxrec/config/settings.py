@@ -48,6 +48,12 @@ SOURCES = ("init", "order", "augment", "split")
 MODEL_AXES = typing.get_args(ModelAxis)
 
 
+def is_host_port(value: Any) -> bool:
+    """Whether `value` is 'HOST:PORT' with a port in 1-65535 ([v6]:PORT too)."""
+    host, _, port = str(value).rpartition(":")
+    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
+
+
 def optional_seed() -> Rule:
     return Rule(lambda v: v is None or (is_number(v) and 0 <= v < SEED_LIMIT), f"unset or in [0, {SEED_LIMIT})")
 
@@ -229,12 +235,15 @@ class Config:
                                     "mpirun with several tasks), on (always: JAX detects the cluster, e.g. a Cloud "
                                     "TPU pod slice), off (one process).")
     coordinator_address: str | None = knob(None, "HOST:PORT of process 0's coordinator, the same for every process "
-                                           "(default: JAX_COORDINATOR_ADDRESS, else detected).")
+                                           "(default: JAX_COORDINATOR_ADDRESS, else detected).",
+                                           Rule(lambda v: v is None or is_host_port(v), "HOST:PORT, a port in 1-65535"))
     num_processes: int = knob(0, "Processes in the run, with --coordinator_address (0: detected).", at_least(0))
     process_id: int | None = knob(None, "This process's index in [0, num_processes), with --coordinator_address.",
                                   Rule(lambda v: v is None or (is_number(v) and v >= 0), "unset or >= 0"))
     heartbeat_timeout: int = knob(60, "Seconds without a heartbeat after which a process counts as dead: the "
                                   "others then stop (non-zero exit) instead of waiting for it.", at_least(5))
+    join_timeout: int = knob(300, "Seconds a process waits at start-up for the run's other processes to join; "
+                             "then it stops with one line naming the flags to check.", at_least(1))
 
     @classmethod
     def for_model(cls, model: str, **changes: Any) -> "Config":
@@ -320,7 +329,7 @@ RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
 EXECUTION_FIELDS = ("num_devices", "cpu_devices", "cpu_ynn", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
                     "pool", "batch_norm", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
                     "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
-                    "process_id", "heartbeat_timeout")
+                    "process_id", "heartbeat_timeout", "join_timeout")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
 EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "tta", "num_devices", "cpu_devices",
                      "eval_batch_size")

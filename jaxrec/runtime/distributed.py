@@ -9,10 +9,16 @@ stop (`max_over_processes` of their signals), and to wait for the others (`barri
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import select
+import signal
+import socket
+import threading
 import time
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import jax
 import numpy as np
@@ -23,8 +29,8 @@ from jaxrec.errors import InputError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# How long a process waits at start-up for the others to join before it gives up.
-JOIN_TIMEOUT_SECONDS = 300
+# Settings each process of a run has its own value of; every other one must agree (`check_agreement`).
+PER_PROCESS_FIELDS = ("process_id", "progress")
 # Launchers that start several copies of a command, and the variable that counts them.
 LAUNCHER_TASKS = {"srun": "SLURM_STEP_NUM_TASKS", "mpirun": "OMPI_COMM_WORLD_SIZE"}
 
@@ -49,7 +55,9 @@ def start(config: Config) -> None:
     """Joins the run's processes with jax.distributed.initialize when `wanted`; else does nothing.
 
     Must run before anything else uses JAX (the command line calls it first). A process that cannot
-    join (a wrong address, a missing process) stops with one line within JOIN_TIMEOUT_SECONDS.
+    join (a wrong or taken address, a missing or duplicate process) stops with one line within
+    --join_timeout seconds; SIGINT and SIGTERM stop it at once while it waits. Once joined, the
+    processes check that they were started with the same settings (`check_agreement`).
     """
     if not wanted(config) or jax.distributed.is_initialized():
         return
@@ -58,18 +66,104 @@ def start(config: Config) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     explicit = {"coordinator_address": config.coordinator_address, "process_id": config.process_id,
                 "num_processes": config.num_processes or None}
+    if config.process_id == 0 and config.coordinator_address:
+        _check_port_free(config.coordinator_address)
     try:
-        jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None},
-                                   initialization_timeout=JOIN_TIMEOUT_SECONDS,
-                                   heartbeat_timeout_seconds=config.heartbeat_timeout,
-                                   shutdown_timeout_seconds=config.heartbeat_timeout)
-    except (RuntimeError, ValueError) as err:  # JAX's messages for a launch it cannot make sense of
+        with _join_watch(config):
+            jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None},
+                                       initialization_timeout=config.join_timeout + 60,  # the watch ends it first
+                                       heartbeat_timeout_seconds=config.heartbeat_timeout,
+                                       shutdown_timeout_seconds=config.heartbeat_timeout)
+    except (RuntimeError, ValueError, IndexError) as err:  # JAX's messages for a launch it cannot make sense of
         first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         raise InputError(f"cannot join the run's processes with jax.distributed: {first}. Give every process the "
                          f"same --coordinator_address HOST:PORT and --num_processes N, and each its own "
                          f"--process_id (docs/multi_host.md)") from None
     log.info("process %d of %d: %d local devices of %d in all (%s)", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+    check_agreement("settings", {k: v for k, v in config.to_dict().items() if k not in PER_PROCESS_FIELDS},
+                    "start every process with the same command; only --process_id differs")
+
+
+def _check_port_free(address: str) -> None:
+    """Process 0 hosts the coordinator: a taken port is refused before the others wait on it."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as err:
+            raise InputError(f"--coordinator_address {address}: process 0 cannot listen on port {port} "
+                             f"({err.strerror or err}); another run may hold it: choose another port for every "
+                             "process") from None
+
+
+@contextlib.contextmanager
+def _join_watch(config: Config) -> Iterator[None]:
+    """While jax.distributed.initialize blocks in C++, Python's signal handlers cannot run (they wait
+    for the main thread) and JAX's own timeout ends in an abort. A thread watches instead: a SIGINT
+    or SIGTERM (passed on through signal.set_wakeup_fd, whichever thread the OS gives it to) ends the
+    process at once, and so does --join_timeout, each with one line."""
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover - signals are the main thread's
+        yield
+        return
+    receive, send = socket.socketpair()
+    send.setblocking(False)
+    handlers = {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    done = threading.Event()
+    who = f"process {config.process_id}" if config.process_id is not None else "this process"
+
+    def watch() -> None:
+        deadline = time.monotonic() + config.join_timeout
+        while not done.is_set():
+            if select.select([receive], [], [], 0.25)[0]:
+                signum = receive.recv(1)[0]
+                os.write(2, f"stopped by {signal.Signals(signum).name} while {who} waited for the run's other "
+                            "processes to join; nothing was trained. Run the same command again to start.\n".encode())
+                os._exit(128 + signum)
+            if time.monotonic() > deadline and not done.is_set():
+                os.write(2, f"error: {who} waited {config.join_timeout} s (--join_timeout) for "
+                            f"{config.num_processes or 'the'} processes of the run to join at "
+                            f"{config.coordinator_address or 'the detected coordinator'}; check that every process "
+                            "was started, with the same --coordinator_address and --num_processes and each its own "
+                            "--process_id in 0..N-1\n".encode())
+                os._exit(2)
+
+    watcher = threading.Thread(target=watch, name="jaxrec-join-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.set_wakeup_fd(previous_fd)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        receive.close()
+        send.close()
+
+
+def check_agreement(what: str, values: dict[str, Any], fix: str) -> None:
+    """Every process's `values` (JSON-able) are process 0's, or every process stops with the same one
+    line naming the first field that differs and both values. Every process must call it."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    payload = np.frombuffer(json.dumps(values, sort_keys=True, default=str).encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.array(len(payload), np.int32))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:len(payload)] = payload
+    rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+    every = [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, lengths)]
+    for process, other in enumerate(every[1:], start=1):
+        different = [k for k in sorted(set(every[0]) | set(other)) if every[0].get(k) != other.get(k)]
+        if different:
+            name = different[0]
+            raise InputError(f"the run's processes disagree on their {what}: {name} is {every[0].get(name)!r} in "
+                             f"process 0 and {other.get(name)!r} in process {process}"
+                             + (f" ({len(different) - 1} more differ)" if len(different) > 1 else "") + f"; {fix}")
 
 
 def is_primary() -> bool:
@@ -129,4 +223,4 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["barrier", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]
+__all__ = ["PER_PROCESS_FIELDS", "barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]

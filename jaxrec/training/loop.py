@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from jaxrec.runtime import distributed, host, memory
 
 from jaxrec.run import outputs
-from jaxrec.run.checkpoints import RunCheckpointer
+from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
 from jaxrec.config import MODEL_AXES, SOURCES, Config
 from jaxrec.data import DataSplits, load_data
 from jaxrec.data.pipeline import Preprocess, epoch_indices
@@ -210,6 +210,9 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
                       entered: float) -> list[TrainState]:
     """The loop, in claimed workdirs: one per config."""
     data = load_data(configs[0])
+    described = data.describe()
+    distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
+                                "give every process the same --dataset, with the same files")
     trainer = create_trainer(configs, workdirs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start(trainer, data)
     writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]

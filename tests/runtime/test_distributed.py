@@ -29,6 +29,9 @@ def test_a_process_joins_others_only_when_launched_as_one_of_several(config, env
     ({"distributed": "off", "coordinator_address": "localhost:1"}, "--coordinator_address with --distributed off"),
     ({"process_id": -1}, "--process_id -1: must be unset or >= 0"),
     ({"heartbeat_timeout": 1}, "--heartbeat_timeout 1: must be >= 5"),
+    ({"coordinator_address": "not-an-address"}, "--coordinator_address not-an-address: must be HOST:PORT"),
+    ({"coordinator_address": "localhost:99999"}, "must be HOST:PORT, a port in 1-65535"),
+    ({"join_timeout": 0}, "--join_timeout 0: must be >= 1"),
 ])
 def test_launch_settings_that_cannot_work_are_refused(changes, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -4,6 +4,7 @@ layouts, a signal to one process stopping all, and a killed process not leaving 
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command
+from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.run.checkpoints import load_trained
 
 pytestmark = pytest.mark.slow
@@ -46,9 +48,9 @@ def env_with_devices(devices: int) -> dict[str, str]:
 
 
 def start(command: list[str], processes: int, devices: int, join: Callable[[int, int], list[str]] | None = None,
-          env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+          env: dict[str, str] | None = None, cwds: list[Path] | None = None) -> list[subprocess.Popen]:
     """`processes` copies of `command`, each with `devices` CPU devices, joined over localhost by the
-    arguments join(port, i) (default: jaxrec's flags)."""
+    arguments join(port, i) (default: jaxrec's flags), process i in cwds[i] if given."""
     port = free_port()
     join = join or (lambda port, i: ["--coordinator_address", f"localhost:{port}", "--num_processes",
                                      str(processes), "--process_id", str(i)])
@@ -56,7 +58,8 @@ def start(command: list[str], processes: int, devices: int, join: Callable[[int,
     for i in range(processes):  # output to files, not pipes: a full pipe would block a process
         out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         procs.append(subprocess.Popen(command + (join(port, i) if processes > 1 else []),
-                                      env=env or env_with_devices(devices), stdout=out, stderr=err, text=True))
+                                      env=env or env_with_devices(devices), stdout=out, stderr=err, text=True,
+                                      cwd=cwds[i] if cwds else None))
         procs[-1].files = (out, err)
     return procs
 
@@ -204,6 +207,70 @@ def test_a_workdir_refused_by_process_0_stops_every_process_at_once(tmp_path):
     assert "process 0 refused --workdir" in ended[1][1]
     assert time.time() - started < 60  # not the heartbeat timeout (60 s) on top of the start-up
     assert (tmp_path / "notes.txt").read_text() == "not a jaxrec run" and not (tmp_path / "checkpoints").exists()
+
+
+def test_processes_started_with_different_settings_all_stop_at_once_naming_the_field(tmp_path):
+    command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--epochs", "1")
+    port = free_port()
+    started = time.time()
+    procs = start(command, 2, 2, join=lambda _, i: ["--coordinator_address", f"localhost:{port}", "--num_processes",
+                                                   "2", "--process_id", str(i), "--seed", str(i)])
+    ended = finish(procs)
+    assert [code for code, _, _ in ended] == [2, 2], [err[-2000:] for _, err, _ in ended]
+    line = ("the run's processes disagree on their settings: seed is 0 in process 0 and 1 in process 1; start every "
+            "process with the same command; only --process_id differs")
+    assert all(err.strip().splitlines()[-1] == f"error: {line}" for _, err, _ in ended), ended[0][1][-2000:]
+    assert time.time() - started < 60 and not (tmp_path / "checkpoints").exists()
+
+
+def test_processes_reading_different_data_stop_before_training(tmp_path):
+    """The same --dataset naming other files in each process (here: a relative path from two folders;
+    on a cluster, two hosts' copies): the data sets' fingerprints disagree."""
+    hosts = [tmp_path / "host0", tmp_path / "host1"]
+    for host in hosts:
+        shutil.copytree(SAMPLE_ROOT, host / "data")
+    images = sorted((hosts[1] / "data" / "train").rglob("*.jpg"))
+    images[0].write_bytes(images[-1].read_bytes())  # the same layout, other content
+    command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path / "run"), "--epochs", "1")
+    command[command.index("cifar10_sample")] = "data"
+    ended = finish(start(command, 2, 2, cwds=hosts))
+    assert [code for code, _, _ in ended] == [2, 2], [err[-2000:] for _, err, _ in ended]
+    assert all("the run's processes disagree on their data set: mean is" in err for _, err, _ in ended)
+    assert not list((tmp_path / "run" / "checkpoints").glob("*"))
+
+
+def test_a_lonely_process_stops_after_join_timeout_in_one_line(tmp_path):
+    command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--coordinator_address",
+                             f"localhost:{free_port()}", "--num_processes", "2", "--process_id", "0",
+                             "--join_timeout", "5")
+    started = time.time()
+    (code, err, _), = finish(start(command, 1, 2))
+    assert code == 2 and time.time() - started < 40
+    assert err.strip().splitlines()[-1].startswith("error: process 0 waited 5 s (--join_timeout) for 2 processes")
+    assert "--process_id" in err and "Traceback" not in err and "Fatal" not in err
+
+
+def test_sigint_while_waiting_to_join_ends_the_process_at_once(tmp_path):
+    command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--coordinator_address",
+                             f"localhost:{free_port()}", "--num_processes", "2", "--process_id", "1")
+    (proc,) = start(command, 1, 2)
+    time.sleep(12)  # JAX is up and process 1 waits for the coordinator that never comes
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    (code, err, _), = finish([proc], timeout=30)
+    assert code == 130 and time.time() - sent < 5
+    assert "stopped by SIGINT while process 1 waited for the run's other processes to join" in err
+
+
+def test_a_taken_coordinator_port_is_one_line_at_once(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--coordinator_address",
+                                 f"localhost:{port}", "--num_processes", "2", "--process_id", "0")
+        (code, err, _), = finish(start(command, 1, 2), timeout=60)
+    assert code == 2 and f"process 0 cannot listen on port {port}" in err.strip().splitlines()[-1]
 
 
 EVAL_SCRIPT = textwrap.dedent("""
