@@ -9,6 +9,7 @@ scripts are recipes over `train`: `run_experiment(argv, description, defaults)`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -202,10 +203,19 @@ def _predict(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
+# Settings the benchmark has no use for (it times random data of --image_shape, writes nothing, runs no
+# epochs): not offered, so that `jaxrec benchmark --dataset D` is refused instead of timing random bytes.
+BENCHMARK_UNUSED = ("dataset", "data_dir", "download", "train_split", "eval_split", "image_size", "channels",
+                    "test_fraction", "min_images_per_class", "epochs", "eval_every_epochs", "top_k", "tta",
+                    "init_seed", "order_seed", "augment_seed", "split_seed", "save_predictions", "tensorboard",
+                    "workdir", "force_workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "progress")
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     def run() -> None:
         options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
-        config = start_jax(Config(**flags.values_of(args, Config)))
+        config = model_defaults(["--model", args.model]).replace(progress=False, **flags.values_of(args, Config))
+        config = start_jax(config)
         from jaxrec.benchmark import format_report, run_benchmark
 
         result = run_benchmark(config, options)
@@ -306,7 +316,8 @@ def _add_benchmark(commands, defaults: Config) -> None:
         "benchmark", help="training and evaluation speed on random data",
         description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
                     "compile time, FLOPs, fraction of a measured matmul peak, peak host memory.")
-    flags.add_flags(parser, Config, defaults.replace(progress=False))
+    flags.add_flags(parser, Config, defaults, only=[f.name for f in dataclasses.fields(Config)
+                                                    if f.name not in BENCHMARK_UNUSED])
     flags.add_flags(parser, BenchmarkOptions)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.set_defaults(main=_benchmark)

@@ -56,6 +56,9 @@ def test_a_flag_that_does_not_parse_is_one_line(argv, message, capsys):
     (["benchmark", "--seeds", "2"], "--seeds"),  # would have been --seeds_per_program
     (["study", "--seeds", "0-1", "--vary", "init", "--epoch", "2"], "--epoch"),
     (["train", "--mod", "rnn"], "--mod"),  # the --model pre-scan does not expand it either
+    (["benchmark", "--dataset", "cifar10"], "--dataset cifar10"),  # it times random data: not offered
+    (["benchmark", "--epochs", "3"], "--epochs 3"),
+    (["benchmark", "--workdir", "runs/x"], "--workdir runs/x"),
 ])
 def test_an_abbreviated_flag_is_refused_not_expanded(argv, flag, capsys):
     with pytest.raises(SystemExit) as exited:
