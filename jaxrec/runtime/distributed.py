@@ -68,6 +68,9 @@ def start(config: Config) -> None:
                 "num_processes": config.num_processes or None}
     if config.process_id == 0 and config.coordinator_address:
         _check_port_free(config.coordinator_address)
+    log.info("joining the run's processes at %s as process %s of %s; waiting up to %d s (--join_timeout)",
+             config.coordinator_address or "the detected coordinator",
+             "?" if config.process_id is None else config.process_id, config.num_processes or "?", config.join_timeout)
     try:
         with _join_watch(config):
             jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None},
