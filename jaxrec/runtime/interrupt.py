@@ -12,7 +12,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import select
 import signal
+import socket
 import threading
 from typing import Iterator
 
@@ -46,10 +48,19 @@ class TrainingInterrupted(Exception):
         return 128 + self.signum  # the shell's convention for "ended by signal N"
 
 
+# How long a signal may wait for the main thread, stuck in a device call or a collective, before the
+# process ends without saving: longer than any device call or compilation should take.
+STUCK_AFTER_SECONDS = 300.0
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
+def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS) -> Iterator[StopRequest]:
     """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process.
 
+    The loop acts on the request once the device call it waits for comes back, which a collective
+    waiting for a process that will not come never does. A thread hears the signal at once
+    (signal.set_wakeup_fd) and, if the block has not ended `stuck_after` seconds later (the call
+    finished, a checkpoint saved), ends the process with one line: a signal is never ignored.
     Outside the main thread (where Python cannot install handlers) the request simply never fires.
     """
     request = StopRequest()
@@ -66,11 +77,44 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
     for signum in SIGNALS:
         previous[signum] = signal.signal(signum, handler)
+    with _stuck_watch(stuck_after):
+        try:
+            yield request
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _stuck_watch(stuck_after: float) -> Iterator[None]:
+    """Ends the process if the block has not ended `stuck_after` seconds after a signal came."""
+    receive, send = socket.socketpair()
+    send.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if not select.select([receive], [], [], 0.25)[0]:
+                continue
+            signum = receive.recv(1)[0]
+            if not done.wait(stuck_after):
+                os.write(2, f"stopped by {signal.Signals(signum).name}: training did not stop within {stuck_after:.0f} s "
+                            "of the signal (the device call it waits for did not come back: a collective may wait for "
+                            "a process of the run that is gone or stuck); exiting without saving. Rerun the same "
+                            "command to resume from the last checkpoint.\n".encode())
+                os._exit(128 + signum)
+
+    watcher = threading.Thread(target=watch, name="jaxrec-stuck-watch", daemon=True)
+    watcher.start()
     try:
-        yield request
+        yield
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        done.set()  # a watcher in its countdown returns at once
+        watcher.join()
+        signal.set_wakeup_fd(previous_fd)
+        receive.close()
+        send.close()
 
 
 @contextlib.contextmanager

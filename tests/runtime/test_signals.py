@@ -1,8 +1,10 @@
 """Signals outside the training loop (loading data, compiling, writing outputs) end a command-line
 run at once with 128 + the signal and one line; inside it, the loop saves first (test_checkpoint)."""
 
+import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 
 from helpers import script_command
 from jaxrec.run.workdir import LOCK_FILE
+from jaxrec.runtime.interrupt import stop_on_signals
 
 
 @pytest.mark.slow  # a fresh process each, started and signalled
@@ -41,3 +44,41 @@ def test_a_signal_while_loading_data_exits_at_once_without_a_traceback(tmp_path,
     assert run.returncode == code and time.time() - sent < 5
     assert "Traceback" not in err and f"stopped by {signal.Signals(signum).name} outside a training step" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+STUCK_SCRIPT = """
+import sys, time
+import jax, jax.numpy as jnp
+from jaxrec.runtime.interrupt import stop_on_signals
+endless = jax.jit(lambda x: jax.lax.fori_loop(0, 2**30, lambda i, v: v * 0.5 + 1.0, x))
+with stop_on_signals(stuck_after=2) as stop:
+    print("computing", flush=True)
+    jax.block_until_ready(endless(jnp.ones(4096)))  # the main thread never comes back: like a lost collective
+print("came back", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_is_never_ignored_while_the_device_does_not_come_back(tmp_path):
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_SCRIPT)
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline().strip() == "computing"
+        time.sleep(1)
+        sent = time.time()
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 143 and 2 <= time.time() - sent < 15
+    assert "stopped by SIGTERM: training did not stop within 2 s of the signal" in err
+    assert "came back" not in out
+
+
+def test_a_signal_the_loop_acts_on_in_time_only_sets_the_request():
+    with stop_on_signals(stuck_after=1.5) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the block ends within stuck_after: the watch must not end the process
+    time.sleep(1.5)
+    assert stop.signum == signal.SIGTERM
