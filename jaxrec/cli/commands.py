@@ -234,6 +234,7 @@ def _prepare(args: argparse.Namespace) -> int:
             return 0 if found else 1
         builder = tfds_prepare.builder(args.name, args.data_dir)
         tfds_prepare.prepare(builder, args.name)
+        tfds_prepare.check_prepared(builder, args.name)
         print(f"{args.name} is prepared in {builder.data_dir} ({tfds_prepare.FORMAT})")
         return 0
 

@@ -70,6 +70,14 @@ def readable_without_tensorflow(prepared: Any) -> bool:
     return bool(set(prepared.info.available_file_formats()) & file_adapters.FileFormat.with_random_access())
 
 
+def check_prepared(prepared: Any, name: str) -> None:
+    """After `prepare`: TFDS returns without a word over a version folder left by an unfinished
+    preparation, so `jaxrec prepare` checks again before it says the set is prepared."""
+    if not ready(name, str(prepared.data_dir_root)):
+        raise InputError(f"TFDS returned without preparing {name!r}: {prepared.data_dir} holds files of an "
+                         f"unfinished preparation (no dataset_info.json); delete that folder and run again")
+
+
 def ready(name: str, data_dir: str | None) -> bool:
     """Whether `name` is prepared in `data_dir` as jaxrec reads it without TensorFlow."""
     with quiet():
@@ -103,7 +111,3 @@ def prepare(unprepared: Any, name: str) -> None:
         raise InputError(f"downloading TFDS data set {name!r} failed ({type(err).__name__}: {str(err)[:200]}): "
                          f"check the internet connection and run again, or prepare it where there is internet "
                          f"({HOW.format(name=name)}) and pass --data_dir DIR") from err
-    # TFDS returns without a word over a version folder left by an unfinished preparation: check.
-    if not ready(name, str(unprepared.data_dir_root)):
-        raise InputError(f"TFDS returned without preparing {name!r}: {unprepared.data_dir} holds files of an "
-                         f"unfinished preparation (no dataset_info.json); delete that folder and run again")
