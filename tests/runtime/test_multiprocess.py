@@ -254,7 +254,11 @@ def test_sigint_while_waiting_to_join_ends_the_process_at_once(tmp_path):
     command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--coordinator_address",
                              f"localhost:{free_port()}", "--num_processes", "2", "--process_id", "1")
     (proc,) = start(command, 1, 2)
-    time.sleep(12)  # JAX is up and process 1 waits for the coordinator that never comes
+    deadline = time.time() + 60
+    while b"joining the run's processes" not in os.pread(proc.files[1].fileno(), 1 << 20, 0):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(1)  # inside jax.distributed.initialize, waiting for the coordinator that never comes
     proc.send_signal(signal.SIGINT)
     sent = time.time()
     (code, err, _), = finish([proc], timeout=30)

@@ -143,14 +143,15 @@ def test_a_seed_study_of_airbench(tmp_path, capsys):
 
     argv = ["study", "--model", "airbench94", "--dataset", "cifar10_sample", "--epochs", "1", "--seeds", "0-1",
             "--seeds_per_program", "2", "--workdir", str(tmp_path / "study"), "--conv_features", "8,16,16",
-            "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false"]
+            "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
+            "--steps_per_call", "4"]  # 12 steps: 3 calls of a short unrolled loop, quick to compile for 2 models
     assert main(argv) == 0
     study = json.loads((tmp_path / "study" / "study.json").read_text())
     summaries = [json.loads((tmp_path / "study" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
     assert study["seeds"] == [0, 1]
     assert study["metrics"]["test_accuracy"]["mean"] == pytest.approx(np.mean([s["test_accuracy"] for s in summaries]))
     assert all(s["tta"] == 2 and s["config"]["lookahead"] for s in summaries)
-    plain = train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000, steps_per_call=10),
+    plain = train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000),
                                tmp_path / "plain1")
     member = load_trained(tmp_path / "study" / "seed_1", "latest")
     for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain.eval_variables)):
