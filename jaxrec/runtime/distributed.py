@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import threading
@@ -25,6 +24,7 @@ import numpy as np
 
 from jaxrec.config import Config
 from jaxrec.errors import InputError
+from jaxrec.runtime.interrupt import watch_signals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,48 +103,37 @@ def _check_port_free(address: str) -> None:
 
 @contextlib.contextmanager
 def _join_watch(config: Config) -> Iterator[None]:
-    """While jax.distributed.initialize blocks in C++, Python's signal handlers cannot run (they wait
-    for the main thread) and JAX's own timeout ends in an abort. A thread watches instead: a SIGINT
-    or SIGTERM (passed on through signal.set_wakeup_fd, whichever thread the OS gives it to) ends the
-    process at once, and so does --join_timeout, each with one line."""
+    """While jax.distributed.initialize blocks in C++, Python's signal handlers cannot run and JAX's
+    own timeout ends in an abort. A thread watches instead (jaxrec.runtime.interrupt.watch_signals): a
+    SIGINT or SIGTERM ends the process at once, and so does --join_timeout, each with one line."""
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover - signals are the main thread's
         yield
         return
-    receive, send = socket.socketpair()
-    send.setblocking(False)
-    handlers = {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)}
-    previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
-    done = threading.Event()
     who = f"process {config.process_id}" if config.process_id is not None else "this process"
+    deadline = time.monotonic() + config.join_timeout
 
-    def watch() -> None:
-        deadline = time.monotonic() + config.join_timeout
-        while not done.is_set():
-            if select.select([receive], [], [], 0.25)[0]:
-                signum = receive.recv(1)[0]
-                os.write(2, f"stopped by {signal.Signals(signum).name} while {who} waited for the run's other "
-                            "processes to join; nothing was trained. Run the same command again to start.\n".encode())
-                os._exit(128 + signum)
-            if time.monotonic() > deadline and not done.is_set():
-                os.write(2, f"error: {who} waited {config.join_timeout} s (--join_timeout) for "
-                            f"{config.num_processes or 'the'} processes of the run to join at "
-                            f"{config.coordinator_address or 'the detected coordinator'}; check that every process "
-                            "was started, with the same --coordinator_address and --num_processes and each its own "
-                            "--process_id in 0..N-1\n".encode())
-                os._exit(2)
+    def on_signal(signum: int, done: threading.Event) -> None:
+        os.write(2, f"stopped by {signal.Signals(signum).name} while {who} waited for the run's other processes to "
+                    "join; nothing was trained. Run the same command again to start.\n".encode())
+        os._exit(128 + signum)
 
-    watcher = threading.Thread(target=watch, name="jaxrec-join-watch", daemon=True)
-    watcher.start()
+    def on_tick(done: threading.Event) -> None:
+        if time.monotonic() > deadline and not done.is_set():
+            os.write(2, f"error: {who} waited {config.join_timeout} s (--join_timeout) for "
+                        f"{config.num_processes or 'the'} processes of the run to join at "
+                        f"{config.coordinator_address or 'the detected coordinator'}; check that every process was "
+                        "started, with the same --coordinator_address and --num_processes and each its own "
+                        "--process_id in 0..N-1\n".encode())
+            os._exit(2)
+
+    # The wakeup fd is written only for signals with a Python handler: placeholders while joining.
+    handlers = {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with watch_signals(on_signal, on_tick):
+            yield
     finally:
-        done.set()
-        watcher.join()
-        signal.set_wakeup_fd(previous_fd)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        receive.close()
-        send.close()
 
 
 def check_agreement(what: str, values: dict[str, Any], fix: str) -> None:

@@ -16,7 +16,7 @@ import select
 import signal
 import socket
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,26 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS) -> Iterator[StopRe
 @contextlib.contextmanager
 def _stuck_watch(stuck_after: float) -> Iterator[None]:
     """Ends the process if the block has not ended `stuck_after` seconds after a signal came."""
+
+    def on_signal(signum: int, done: threading.Event) -> None:
+        if not done.wait(stuck_after):
+            os.write(2, f"stopped by {signal.Signals(signum).name}: training did not stop within {stuck_after:.0f} s "
+                        "of the signal (the device call it waits for did not come back: a collective may wait for "
+                        "a process of the run that is gone or stuck); exiting without saving. Rerun the same "
+                        "command to resume from the last checkpoint.\n".encode())
+            os._exit(128 + signum)
+
+    with watch_signals(on_signal):
+        yield
+
+
+@contextlib.contextmanager
+def watch_signals(on_signal: Callable[[int, threading.Event], None],
+                  on_tick: Callable[[threading.Event], None] | None = None) -> Iterator[None]:
+    """Within the block, a thread hears every signal that has a Python handler at once (through
+    signal.set_wakeup_fd, whichever thread the OS delivers it to, even while the main thread is
+    blocked in C++, where Python cannot run the handler) and calls on_signal(signum, done); on_tick(done)
+    runs about every 0.25 s. `done` is set when the block ends. Main thread only."""
     receive, send = socket.socketpair()
     send.setblocking(False)
     previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
@@ -95,22 +115,17 @@ def _stuck_watch(stuck_after: float) -> Iterator[None]:
 
     def watch() -> None:
         while not done.is_set():
-            if not select.select([receive], [], [], 0.25)[0]:
-                continue
-            signum = receive.recv(1)[0]
-            if not done.wait(stuck_after):
-                os.write(2, f"stopped by {signal.Signals(signum).name}: training did not stop within {stuck_after:.0f} s "
-                            "of the signal (the device call it waits for did not come back: a collective may wait for "
-                            "a process of the run that is gone or stuck); exiting without saving. Rerun the same "
-                            "command to resume from the last checkpoint.\n".encode())
-                os._exit(128 + signum)
+            if select.select([receive], [], [], 0.25)[0]:
+                on_signal(receive.recv(1)[0], done)
+            elif on_tick is not None:
+                on_tick(done)
 
-    watcher = threading.Thread(target=watch, name="jaxrec-stuck-watch", daemon=True)
+    watcher = threading.Thread(target=watch, name="jaxrec-signal-watch", daemon=True)
     watcher.start()
     try:
         yield
     finally:
-        done.set()  # a watcher in its countdown returns at once
+        done.set()  # a watcher waiting on it returns at once
         watcher.join()
         signal.set_wakeup_fd(previous_fd)
         receive.close()
