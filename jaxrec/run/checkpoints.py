@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,7 @@ from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
 from jaxrec.run import storage_noise
 from jaxrec.runtime import host
+from jaxrec.training.optim import uses_total_steps
 from jaxrec.training.run_state import RunState
 from jaxrec.training.state import TrainState, Variables, create_train_state
 
@@ -54,8 +55,6 @@ BEST_METRIC = "test_accuracy"
 # not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
 MAY_CHANGE_ON_RESUME = frozenset(EXECUTION_FIELDS) | {
     "dataset", "data_dir", "download", "eval_every_epochs", "eval_batch_size", "epochs", "top_k", "save_predictions"}
-# ... except that a decaying schedule depends on the total number of steps.
-SCHEDULE_NEEDS_EPOCHS = ("cosine", "step")
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -153,22 +152,22 @@ def _abstract(tree: Any) -> Any:
         lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
 
 
+def field_differences(saved: dict[str, Any], current: dict[str, Any], may_change: Iterable[str],
+                      names: tuple[str, str] = ("checkpoint", "now")) -> list[str]:
+    """The fields of two Config.to_dict()s that differ, but those in `may_change`, one line each
+    labelled by `names`; a field `saved` lacks (added to jaxrec since) counts as its default."""
+    defaults = json.loads(json.dumps(Config().to_dict()))
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))  # tuples as JSON lists
+    skip = set(may_change)
+    return [f"{name} ({names[0]}: {saved.get(name, defaults[name])!r}, {names[1]}: {value!r})"
+            for name, value in current.items() if name not in skip and saved.get(name, defaults[name]) != value]
+
+
 def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
-    """Fields whose value in a checkpoint's config differs from `config` and may not change on resume."""
-    current = config.to_dict()
-    may_change = set(MAY_CHANGE_ON_RESUME)
-    if config.lr_schedule in SCHEDULE_NEEDS_EPOCHS:
-        may_change.discard("epochs")
-    different = []
-    for name, value in current.items():
-        if name in may_change or name not in saved:
-            continue
-        old = saved[name]
-        if isinstance(value, tuple):
-            value, old = list(value), list(old)
-        if old != value:
-            different.append(f"{name} (checkpoint: {saved[name]!r}, now: {getattr(config, name)!r})")
-    return different
+    """Fields whose value in a checkpoint's config differs from `config` and may not change on resume
+    (--epochs neither, where the run's numbers depend on its length: optim.uses_total_steps)."""
+    may_change = set(MAY_CHANGE_ON_RESUME) - ({"epochs"} if uses_total_steps(config) else set())
+    return field_differences(saved, config.to_dict(), may_change)
 
 
 DATA_IDENTITY = ("class_names", "image_shape", "train_examples", "mean", "std")  # of DataSplits.describe()
@@ -483,4 +482,4 @@ def _template(meta: CheckpointMeta) -> TrainState:
 
 
 __all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
-           "config_differences", "DATA_IDENTITY", "data_differences", "load_trained", "state_items"]
+           "config_differences", "DATA_IDENTITY", "data_differences", "field_differences", "load_trained", "state_items"]

@@ -30,7 +30,7 @@ from jaxrec.runtime import distributed, host
 from jaxrec.run import outputs
 
 from jaxrec.studies import stats
-from jaxrec.run.checkpoints import data_differences, latest_checkpoint_step, load_trained
+from jaxrec.run.checkpoints import data_differences, field_differences, latest_checkpoint_step, load_trained
 from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
 from jaxrec.data.sources import dataset_location, split_is_seeded
 from jaxrec.errors import InputError
@@ -150,13 +150,10 @@ def check_sources(spec: StudySpec) -> tuple[str, ...]:
 MAY_CHANGE = (*EXECUTION_FIELDS, "data_dir", "dataset", "save_predictions")
 
 
-def config_differences(saved: dict[str, Any], config: dict[str, Any], names: tuple[str, str]) -> list[str]:
-    """The training settings (all but MAY_CHANGE) and data set location that differ between two
+def settings_differences(saved: dict[str, Any], config: dict[str, Any], names: tuple[str, str]) -> list[str]:
+    """The training settings (all but MAY_CHANGE) and the data set location that differ between two
     Config.to_dict()s, one line each, labelled by `names`."""
-    defaults = json.loads(json.dumps(Config().to_dict()))  # a field added since: its default then
-    saved, config = json.loads(json.dumps(saved)), json.loads(json.dumps(config))  # tuples as JSON lists
-    different = [f"{name} ({names[0]}: {saved.get(name, defaults[name])!r}, {names[1]}: {value!r})"
-                 for name, value in config.items() if name not in MAY_CHANGE and saved.get(name, defaults[name]) != value]
+    different = field_differences(saved, config, MAY_CHANGE, names)
     if dataset_location(saved["dataset"]) != dataset_location(config["dataset"]):
         different.insert(0, f"dataset ({names[0]}: {dataset_location(saved['dataset'])!r}, "
                             f"{names[1]}: {dataset_location(config['dataset'])!r})")
@@ -166,7 +163,7 @@ def config_differences(saved: dict[str, Any], config: dict[str, Any], names: tup
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
     """What differs between a workdir's study and the one asked for (seeds may be added)."""
     old, new = saved.to_json(), spec.to_json()
-    different = config_differences(old["config"], new["config"], ("study", "now"))
+    different = settings_differences(old["config"], new["config"], ("study", "now"))
     for key in ("vary", "base_seed"):
         if old[key] != new[key]:
             different.append(f"{key} (study: {old[key]!r}, now: {new[key]!r})")
@@ -233,7 +230,7 @@ def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
         if not (run_dir / "summary.json").exists():
             continue
         summary = _read_summary(run_dir)
-        different = config_differences(summary["config"], spec.seed_config(seed, workdir).to_dict(),
+        different = settings_differences(summary["config"], spec.seed_config(seed, workdir).to_dict(),
                                        (f"seed_{seed}", "study"))
         if reference is not None:
             different += data_differences(reference[1], summary["dataset"], (f"seed_{reference[0]}", f"seed_{seed}"))

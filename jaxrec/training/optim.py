@@ -24,6 +24,12 @@ def total_steps(config: Config, steps_per_epoch: int) -> int:
     return max(1, math.ceil(round(config.epochs * steps_per_epoch, 6)))
 
 
+def uses_total_steps(config: Config) -> bool:
+    """Whether the run's numbers depend on its total steps (so on --epochs): a decaying schedule, a
+    warm-up given as a fraction of the run, or lookahead's (step / total)^3."""
+    return config.lr_schedule != "constant" or bool(config.warmup_fraction) or config.lookahead
+
+
 def step_hyperparameters(config: Config) -> tuple[float, float]:
     """The learning rate and the decay coefficient added to the gradient that SGD applies. Plainly
     the config's own; with --decoupled airbench's form: both given per 1,024 examples and the

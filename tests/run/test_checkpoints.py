@@ -24,7 +24,7 @@ import pytest
 from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after
 from jaxrec.cli import commands as cli
 from jaxrec.training import loop as train_lib
-from jaxrec.run.checkpoints import CheckpointMeta, RunCheckpointer, checkpoint_dir, load_trained
+from jaxrec.run.checkpoints import CheckpointMeta, RunCheckpointer, checkpoint_dir, config_differences, load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError, SaveError
@@ -189,10 +189,22 @@ def test_latest_and_best_are_both_kept_when_the_best_epoch_is_not_the_last(small
     assert not jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, best.params, latest.params))
 
 
+@pytest.mark.parametrize("changes", [dict(lr_schedule="linear"), dict(lr_schedule="cosine"),
+                                     dict(warmup_fraction=0.2), dict(lookahead=True)])
+def test_more_epochs_are_refused_where_the_run_depends_on_its_length(changes):
+    """A schedule, warm-up fraction or lookahead computed from the total steps would change under the
+    resumed run; with a constant schedule more epochs simply train on."""
+    saved = Config(**changes).to_dict()
+    assert config_differences(saved, Config(**changes, epochs=20)) == ["epochs (checkpoint: 10, now: 20)"]
+    assert config_differences(Config().to_dict(), Config(epochs=20)) == []
+    airbench = Config.for_model("airbench94")
+    assert config_differences(airbench.to_dict(), airbench.replace(epochs=12))[0].startswith("epochs")
+
+
 @pytest.mark.slow
 def test_mismatched_config_is_refused_naming_the_field_and_resume_false_starts_over(small_config, tmp_path):
     train_and_evaluate(small_config, tmp_path)
-    with pytest.raises(InputError, match=r"conv_features \(checkpoint: \[8, 16\], now: \(8, 24\)\)"):
+    with pytest.raises(InputError, match=r"conv_features \(checkpoint: \[8, 16\], now: \[8, 24\]\)"):
         train_and_evaluate(small_config.replace(epochs=2, conv_features=(8, 24)), tmp_path)
     with pytest.raises(InputError, match="learning_rate"):
         train_and_evaluate(small_config.replace(epochs=2, learning_rate=0.5), tmp_path)
