@@ -6,7 +6,7 @@ reference's are faster, in the backward pass above all. The JAX side runs one de
 process's cores (jaxrec's XLA flags, YNNPACK included); the PyTorch side uses as many threads.
 Each pair runs PyTorch in a subprocess (its own interpreter: PyTorch is no dependency of jaxrec)
 and then JAX here; the report is each layer's median over the pairs and the ratio PyTorch / JAX
-time (below 1: PyTorch is faster).
+time (below 1: PyTorch is faster), and what a 2048 x 2048 float32 matmul reaches on each side.
 
     python experiments/airbench_conv_timing.py --torch_python PYTHON --pairs 3 --out results/airbench94/conv_timing.json
     PYTHON experiments/airbench_conv_timing.py --framework torch      # PyTorch alone, one JSON line
@@ -23,6 +23,7 @@ import time
 # (height = width, in channels, out channels) of the six 3x3 convolutions, in the network's order.
 LAYERS = ((31, 24, 64), (15, 64, 64), (15, 64, 256), (7, 256, 256), (7, 256, 256), (3, 256, 256))
 BATCH = 1024
+MATMUL = 2048  # a float32 [2048, 2048] @ [2048, 2048]: what each side's matmuls reach here
 
 
 def median_ms(run, repeats: int = 5) -> float:
@@ -36,7 +37,7 @@ def median_ms(run, repeats: int = 5) -> float:
     return 1e3 * statistics.median(times)
 
 
-def torch_times(threads: int) -> list[dict]:
+def torch_times(threads: int) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -56,10 +57,11 @@ def torch_times(threads: int) -> list[dict]:
             torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g)
 
         rows.append({"forward_ms": median_ms(forward), "forward_backward_ms": median_ms(backward)})
-    return rows
+    a = torch.randn(MATMUL, MATMUL)
+    return {"layers": rows, "matmul_ms": median_ms(lambda: a @ a)}
 
 
-def jax_times() -> list[dict]:
+def jax_times() -> dict:
     from jaxrec.config import Config
     from jaxrec.runtime import xla_flags
 
@@ -83,11 +85,16 @@ def jax_times() -> list[dict]:
         g = jax.numpy.asarray(rng.normal(size=(BATCH, height, height, cout)), jax.numpy.float32)
         rows.append({"forward_ms": median_ms(lambda: jax.block_until_ready(forward(x, k))),
                      "forward_backward_ms": median_ms(lambda: jax.block_until_ready(backward(x, k, g)))})
-    return rows
+    a = jax.numpy.asarray(rng.normal(size=(MATMUL, MATMUL)), jax.numpy.float32)
+    matmul = jax.jit(jax.numpy.dot)
+    return {"layers": rows, "matmul_ms": median_ms(lambda: jax.block_until_ready(matmul(a, a)))}
 
 
 def report(pairs: list[dict]) -> dict:
-    """Each layer's medians over the pairs and the ratios torch / jax (below 1: PyTorch is faster)."""
+    """Each layer's medians over the pairs and the ratios torch / jax (below 1: PyTorch is faster), and
+    each side's matmul GFLOP/s."""
+    pairs = [{**p, "jax": p["jax"]["layers"], "torch": p["torch"]["layers"],
+              "matmul_ms": {side: p[side]["matmul_ms"] for side in ("jax", "torch")}} for p in pairs]
     layers = []
     for i, (height, cin, cout) in enumerate(LAYERS):
         row = {"layer": f"{height}x{height} {cin}->{cout}"}
@@ -99,7 +106,9 @@ def report(pairs: list[dict]) -> dict:
         layers.append(row)
     totals = {f"{side}_{key}": sum(r[f"{side}_{key}"] for r in layers)
               for side in ("jax", "torch") for key in ("forward_ms", "forward_backward_ms")}
-    return {"layers": layers, "totals": totals, "pairs": pairs}
+    matmul = {f"{side}_matmul_gflops": 2 * MATMUL**3 / statistics.median(p["matmul_ms"][side] for p in pairs) / 1e6
+              for side in ("jax", "torch")}
+    return {"layers": layers, "totals": totals, **matmul, "pairs": pairs}
 
 
 def main() -> int:
@@ -130,6 +139,8 @@ def main() -> int:
     t = result["totals"]
     print(f"all six | {t['jax_forward_ms']:.0f} | {t['torch_forward_ms']:.0f} | | {t['jax_forward_backward_ms']:.0f} | "
           f"{t['torch_forward_backward_ms']:.0f} |")
+    print(f"float32 {MATMUL}x{MATMUL} matmul: jax {result['jax_matmul_gflops']:.0f} GFLOP/s, "
+          f"torch {result['torch_matmul_gflops']:.0f} GFLOP/s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({**result, "threads": args.threads, "batch": BATCH}, f, indent=1)

@@ -56,14 +56,13 @@ def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: i
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def spread_note(values: Sequence[float], name: str = "") -> str | None:
+def spread_note(values: Sequence[float]) -> str | None:
     """Why a spread, interval or test cannot be had from `values`, or None: one seed has no spread,
     and identical values show none (an interval from them would claim certainty it does not have)."""
-    who = f"{name} has " if name else ""
     if len(values) < 2:
-        return f"{who}{len(values)} seed{'s' if len(values) != 1 else ''}: a spread needs at least 2"
+        return f"{len(values)} seed{'s' if len(values) != 1 else ''}: a spread needs at least 2"
     if float(np.ptp(np.asarray(values, np.float64))) == 0:
-        return f"no spread observed: {who}{len(values)} seeds identical"
+        return f"no spread observed: {len(values)} seeds identical"
     return None
 
 
@@ -74,7 +73,7 @@ def describe(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
     array = np.asarray(values, np.float64)
     n, note = len(values), spread_note(values)
     mean = float(array.mean())
-    std = (0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))) if n > 1 else None  # identical: exactly 0
+    std = None if n < 2 else 0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))  # identical: exactly 0
     sem = std / math.sqrt(n) if std is not None else None
     intervals = {"std_ci95": None, "ci95": None, "bootstrap_ci95": None} if note else {
         "std_ci95": std_interval(std, n), "ci95": _t_interval(mean, sem, n - 1),
