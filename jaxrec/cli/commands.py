@@ -208,7 +208,8 @@ def _predict(args: argparse.Namespace) -> int:
 BENCHMARK_UNUSED = ("dataset", "data_dir", "download", "train_split", "eval_split", "image_size", "channels",
                     "test_fraction", "min_images_per_class", "epochs", "eval_every_epochs", "top_k", "tta",
                     "init_seed", "order_seed", "augment_seed", "split_seed", "save_predictions", "tensorboard",
-                    "workdir", "force_workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "progress")
+                    "workdir", "force_workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "progress", "input",
+                    "data_workers", "max_steps")
 
 
 def _benchmark(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ Flip = Literal["none", "random", "alternating"]
 LossReduction = Literal["mean", "sum"]
 Tta = Literal[0, 1, 2]
 Dtype = Literal["auto", "float32", "bfloat16"]
+Input = Literal["auto", "device", "stream"]
 
 
 SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
@@ -83,6 +84,12 @@ class Config:
     test_fraction: float = knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
                                 "fraction of each class's images held out for evaluation, drawn with the seed.",
                                 in_range(0, 1, low_open=True))
+    input: Input = knob("auto", "How training and evaluation read the data: device (every split decoded once into "
+                        "memory and copied onto each device: the fastest), stream (each batch read and decoded "
+                        "as it is needed, by --data_workers processes: for data larger than memory; the same "
+                        "batches as device) or auto (device where the data fits the memory check, else stream).")
+    data_workers: int = knob(0, "--input stream: processes that decode batches ahead of the training step (0: "
+                             "threads of the training process do it).", at_least(0))
     min_images_per_class: int = knob(1, "Image folders: drop classes with fewer images than this (counted in "
                                      "the training split, or in the whole class when the split is made here).",
                                      at_least(1))
@@ -125,6 +132,9 @@ class Config:
     # Optimisation.
     epochs: int | float = knob(10, "Number of passes over the training set; a fraction trains part of the last one "
                                "(airbench94: 9.9, ceil(9.9 x 48) = 476 steps).", above(0))
+    max_steps: int = knob(0, "End training after this many optimizer steps, wherever that falls in an epoch, then "
+                          "evaluate and write the summary (0: train every --epochs). The schedule stays that of "
+                          "--epochs: for smoke runs.", at_least(0))
     batch_size: int = knob(128, "Global training batch size, split evenly across devices.", at_least(1))
     eval_batch_size: int = knob(1000, "Global evaluation batch size (the last batch is padded and masked).",
                                 at_least(1))
@@ -329,7 +339,7 @@ RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
 EXECUTION_FIELDS = ("num_devices", "cpu_devices", "cpu_ynn", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
                     "pool", "batch_norm", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
                     "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
-                    "process_id", "heartbeat_timeout", "join_timeout")
+                    "process_id", "heartbeat_timeout", "join_timeout", "input", "data_workers")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
 EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "tta", "num_devices", "cpu_devices",
                      "eval_batch_size")

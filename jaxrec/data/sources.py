@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -13,6 +13,7 @@ from jaxrec.runtime import memory
 from jaxrec.config import Config
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert
+from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
 
 SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
@@ -154,15 +155,36 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images, in [0, 255] (float64, in chunks)."""
-    total = np.zeros(images.shape[-1])
-    total_sq = np.zeros(images.shape[-1])
-    for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].astype(np.float64)
+STATS_LIMIT = 50_000  # training images the channel statistics read: all of CIFAR-10's, a spread of larger sets
+STATS_CHUNK = 4096  # images per chunk, fewer where 4096 would be more than STATS_CHUNK_BYTES
+STATS_CHUNK_BYTES = 64 << 20  # a chunk's uint8 pixels; summed as float64, 8 times that
+
+
+def stats_indices(count: int) -> np.ndarray:
+    """The training images the channel statistics read: all of them, or STATS_LIMIT spread evenly over
+    a larger set (both input paths read the same ones, so they normalise alike)."""
+    if count <= STATS_LIMIT:
+        return np.arange(count)
+    return np.linspace(0, count - 1, STATS_LIMIT).astype(np.int64)
+
+
+def channel_stats(images: np.ndarray | Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 training images, in [0, 255] (float64, summed
+    chunk by chunk in order), over `stats_indices`: `images` is an array, or a StreamedDataset read in
+    chunks. The two give the same bits for the same images."""
+    chosen = stats_indices(len(images))
+    whole = isinstance(images, np.ndarray) and len(chosen) == len(images)
+    shape = images.shape[1:] if isinstance(images, np.ndarray) else images.image_shape
+    channels = shape[-1]
+    chunk = max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(shape))))
+    total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(chosen), chunk):
+        part = chosen[start:start + chunk]
+        block = (images[start:start + chunk] if whole else
+                 images[part] if isinstance(images, np.ndarray) else images.take(part)).astype(np.float64)
         total += block.sum(axis=(0, 1, 2))
         total_sq += (block ** 2).sum(axis=(0, 1, 2))
-    count = images.shape[0] * images.shape[1] * images.shape[2]
+        count += block.shape[0] * block.shape[1] * block.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
@@ -183,3 +205,51 @@ def load_data(config: Config) -> DataSplits:
                              config.channels)
     mean, std = channel_stats(train.images)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
+
+
+def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
+    listing = _list_folder(config)
+    _check_nonempty(listing.train, config, config.train_split)
+    _check_nonempty(listing.eval, config, config.eval_split)
+    shape = _choose_shape(config, listing.train[0])
+    image_shape = (*shape.size, shape.channels)
+    return tuple(StreamedDataset(FolderReader(tuple(map(str, paths)), np.asarray(labels, np.int32), shape.size,
+                                              shape.channels), listing.classes, image_shape)
+                 for paths, labels in (listing.train, listing.eval))
+
+
+def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
+    from jaxrec.data.tfds_source import check_prepared_for_stream  # TFDS takes seconds to import
+
+    builder = check_prepared_for_stream(config.dataset, config.data_dir, config.download)
+    stored = tuple(builder.info.features["image"].shape)
+    size = _config_size(config) or tuple(stored[:2])
+    channels = config.channels or stored[-1]
+    names = tuple(builder.info.features["label"].names)
+    splits = []
+    for split in (config.train_split, config.eval_split):
+        if split not in builder.info.splits:
+            raise DataError(f"TFDS data set {config.dataset!r} has no split {split!r}; it has "
+                            f"{list(builder.info.splits)}")
+        count = builder.info.splits[split].num_examples
+        reader = TfdsReader(config.dataset, split, config.data_dir, size, channels, count)
+        splits.append(StreamedDataset(reader, names, (*size, channels)))
+    return tuple(splits)
+
+
+def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
+    """The train and eval splits of a checked config, listed and measured but not decoded: what
+    `--input auto` weighs, and what `--input stream` reads."""
+    return (_streamed_folder if _is_folder(config.dataset) else _streamed_tfds)(config)
+
+
+def stream_data(config: Config, splits: tuple[StreamedDataset, StreamedDataset] | None = None) -> DataSplits:
+    """The train and eval splits of a checked config (`splits`, if already listed), read as batches
+    need them (`--input stream`, jaxrec.data.stream). The channel statistics decode the images
+    `stats_indices` names, once."""
+    train, evaluation = splits or stream_splits(config)
+    log.info("streaming %s: %d train / %d eval images, %s decoded; channel statistics from %d training images",
+             config.dataset, len(train), len(evaluation), memory.human(train.nbytes + evaluation.nbytes),
+             len(stats_indices(len(train))))
+    mean, std = channel_stats(train)
+    return DataSplits(name=config.dataset, train=train, eval=evaluation, mean=mean, std=std)

@@ -80,8 +80,8 @@ def _read_with_tensorflow(builder: Any, split: str) -> tuple[np.ndarray, np.ndar
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
 
-def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> ArrayDataset:
-    """Reads a whole TFDS split with an `image` and a `label` feature into memory."""
+def _prepared(name: str, data_dir: str | None, download: bool) -> Any:
+    """The builder of a prepared TFDS set with an `image` and a `label` (prepared now with --download)."""
     with tfds_prepare.quiet():
         builder = tfds_prepare.builder(name, data_dir)
         prepared = builder.is_prepared()
@@ -91,6 +91,23 @@ def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> Ar
                             f"download it. " + _ways_out(name, data_dir))
         tfds_prepare.prepare(builder, name)
     _check_features(builder, name)
+    return builder
+
+
+def check_prepared_for_stream(name: str, data_dir: str | None, download: bool) -> Any:
+    """The builder of a TFDS set that `--input stream` can read: prepared as array_record (random access)."""
+    builder = _prepared(name, data_dir, download)
+    if not tfds_prepare.readable_without_tensorflow(builder):
+        raise DataError(f"TFDS data set {name!r} is prepared in {builder.data_dir} as "
+                        f"{builder.info.file_format.value}, which has no random access; --input stream reads "
+                        f"{tfds_prepare.FORMAT}: prepare it so in another directory "
+                        f"({tfds_prepare.HOW.format(name=name)}) and pass --data_dir DIR, or use --input device")
+    return builder
+
+
+def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> ArrayDataset:
+    """Reads a whole TFDS split with an `image` and a `label` feature into memory."""
+    builder = _prepared(name, data_dir, download)
     read = _reader(builder, name)
     log.info("reading TFDS %s/%s from %s (%s)", name, split, builder.data_dir,
              "data source" if read is _read_data_source else "TensorFlow")

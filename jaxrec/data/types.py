@@ -30,13 +30,25 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The images `indices`, uint8 [n, H, W, C]."""
+        return self.images[indices]
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSplits:
     """A train and an eval split of one data set, plus what preprocessing needs to know."""
 
     name: str
-    train: ArrayDataset
+    train: ArrayDataset  # or a jaxrec.data.stream.StreamedDataset: the same, read as batches need it
     eval: ArrayDataset
     mean: tuple[float, ...]  # per-channel mean of the training images, in [0, 255]
     std: tuple[float, ...]  # per-channel standard deviation, in [0, 255]
@@ -51,7 +63,12 @@ class DataSplits:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+        return self.train.image_shape
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits are read as batches need them (--input stream), not held as arrays."""
+        return not isinstance(self.train, ArrayDataset)
 
     def describe(self) -> dict:
         """What a later `predict` needs to preprocess new images the same way."""

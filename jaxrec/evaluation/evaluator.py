@@ -8,14 +8,17 @@ jaxrec.evaluation.metrics derives accuracy, per-class precision/recall/F1 and to
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 
 from jaxrec.run.checkpoints import Trained
 from jaxrec.config import EVALUATION_FIELDS, Config
+from jaxrec.data import stream
 from jaxrec.data.pipeline import Preprocess, eval_indices
+from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.sources import load_split
 from jaxrec.evaluation.metrics import report_with_tta, summarize_eval
 from jaxrec.training.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
@@ -31,39 +34,91 @@ class Evaluator:
     the sums span every process: each example counts once.
     """
 
+    streamed = False
+
     def __init__(self, apply_fn: Callable, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int):
-        n = len(devices)
-        self.per_device_batch = -(-global_batch // n)
-        indices, mask = eval_indices(len(labels), self.per_device_batch * n)
-        self._batches = [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
-                         for i, m in zip(indices, mask)]
+        self._batches = self._plan(len(labels), devices, global_batch)
         self._images = replicate(images, devices)
         self._labels = replicate(labels, devices)
-        self._fn = make_eval_fn(apply_fn, preprocess, devices)
-        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
+        self._fn = make_eval_fn(apply_fn, preprocess, devices, self.streamed)
+        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices, self.streamed)
         self._count = len(labels)
+
+    def _plan(self, count: int, devices: Sequence[jax.Device], global_batch: int) -> list[tuple[np.ndarray, ...]]:
+        """This process's rows [local devices, per_device] of every padded batch's indices and mask."""
+        n = len(devices)
+        self.per_device_batch = -(-global_batch // n)
+        indices, mask = eval_indices(count, self.per_device_batch * n)
+        return [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
+                for i, m in zip(indices, mask)]
+
+    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+        """Per batch: the eval call's arguments after the variables, and the batch's indices."""
+        for indices, mask in self._batches:
+            yield (self._images, self._labels, indices, mask), indices
 
     def __call__(self, variables: Any) -> dict[str, Any]:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
         totals = None
-        for indices, mask in self._batches:  # sums stay on the device until the end
-            # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
-            # pool per device, and two calls' psums could take them all (jaxrec.training.steps.train_step).
-            sums = jax.block_until_ready(self._fn(variables, self._images, self._labels, indices, mask))
-            totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
+        with contextlib.closing(self._inputs()) as batches:
+            for inputs, _ in batches:  # sums stay on the device until the end
+                # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
+                # pool per device, and two calls' psums could take them all (jaxrec.training.steps.train_step).
+                sums = jax.block_until_ready(self._fn(variables, *inputs))
+                totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
         return summarize_eval(jax.device_get(unreplicate(totals)))
 
     def probabilities(self, variables: Any) -> np.ndarray:
         """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
-        batches = [_all_processes(np.asarray(self._probabilities_fn(variables, self._images, indices)))
-                   for indices, _ in self._batches]
-        flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in batches])  # device d holds a contiguous slice
+        with contextlib.closing(self._inputs()) as batches:
+            # The probabilities call takes the images (the split, or the batch) and, from the split, the indices.
+            rows = [_all_processes(np.asarray(self._probabilities_fn(
+                variables, inputs[0], *(() if self.streamed else (indices,))))) for inputs, indices in batches]
+        flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in rows])  # device d holds a contiguous slice
         return flat[:self._count]  # padding comes last
 
     def lower(self, variables: Any) -> Any:
         """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
-        return self._fn.lower(variables, self._images, self._labels, *self._batches[0])
+        with contextlib.closing(self._inputs()) as batches:
+            return self._fn.lower(variables, *next(batches)[0])
+
+    def close(self) -> None:
+        """Ends what reads the split (nothing here: it is on the devices)."""
+
+
+class StreamedEvaluator(Evaluator):
+    """An Evaluator of a split read as its batches need it (`--input stream`, jaxrec.data.stream): the
+    same padded and masked batches, each process reading only its devices' rows of each."""
+
+    streamed = True
+
+    def __init__(self, apply_fn: Callable, dataset: StreamedDataset, preprocess: Preprocess,
+                 devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
+        self._batches = self._plan(len(dataset), devices, global_batch)
+        # Every evaluation reads the same rows: one reader repeats them, its workers kept between evaluations.
+        self._reader = stream.RowReader(dataset.reader, np.stack([i.reshape(-1) for i, _ in self._batches]),
+                                        workers, repeat=True)
+        self._fn = make_eval_fn(apply_fn, preprocess, devices, self.streamed)
+        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices, self.streamed)
+        self._count = len(dataset)
+
+    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+        """Reads every batch, also when the caller stops early (lower), so the next call starts at the first."""
+        for read, (indices, mask) in enumerate(self._batches):
+            batch = next(self._reader)
+            shape = indices.shape
+            try:
+                yield (batch["image"].reshape(*shape, *batch["image"].shape[1:]), batch["label"].reshape(shape),
+                       mask), indices
+            except GeneratorExit:
+                for _ in range(len(self._batches) - read - 1):
+                    next(self._reader)
+                raise
+
+    def close(self) -> None:
+        """Ends the reading of the split; its worker processes stop."""
+        self._reader.close()
 
 
 def _all_processes(rows: np.ndarray) -> np.ndarray:
@@ -97,4 +152,4 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     return report_with_tta(augmented, plain, trained.class_names, config.top_k, config.tta)
 
 
-__all__ = ["Evaluator", "evaluate_trained"]
+__all__ = ["Evaluator", "StreamedEvaluator", "evaluate_trained"]

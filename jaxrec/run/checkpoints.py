@@ -54,7 +54,8 @@ BEST_METRIC = "test_accuracy"
 # Settings that may differ between a checkpoint and the run resuming it: how the run is executed,
 # not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
 MAY_CHANGE_ON_RESUME = frozenset(EXECUTION_FIELDS) | {
-    "dataset", "data_dir", "download", "eval_every_epochs", "eval_batch_size", "epochs", "top_k", "save_predictions"}
+    "dataset", "data_dir", "download", "eval_every_epochs", "eval_batch_size", "epochs", "max_steps", "top_k",
+    "save_predictions"}
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -179,7 +180,15 @@ def data_differences(saved: dict[str, Any], current: dict[str, Any],
     may move; its classes, image shape, size and statistics, the content's fingerprint, may not);
     `names` label the two in the lines."""
     return [f"{key} ({names[0]}: {saved.get(key)!r}, {names[1]}: {current[key]!r})" for key in DATA_IDENTITY
-            if json.loads(json.dumps(current[key])) != saved.get(key)]
+            if not _same_value(key, json.loads(json.dumps(current[key])), saved.get(key))]
+
+
+def _same_value(key: str, current: Any, saved: Any) -> bool:
+    """Equal; the statistics to 1e-9 relative, past the rounding of summing in another order (another
+    chunking: jaxrec.data.sources.channel_stats) and within any change of the pixels."""
+    if key in ("mean", "std") and isinstance(saved, list) and len(saved) == len(current):
+        return bool(np.allclose(current, saved, rtol=1e-9, atol=0))
+    return current == saved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +267,10 @@ class RunCheckpointer:
         logging.getLogger("absl").addFilter(_ORBAX_SAVE_ERRORS)
         self.failed = False  # a save failed: the manager's threads are in an unknown state, do not wait on them
         self.last_saved_step: int | None = self.manager.latest_step()
+
+    def has_step(self, step: int) -> bool:
+        """Whether a checkpoint of `step` is on disk (a finished save: Orbax renames it there when done)."""
+        return (self.directory / str(step)).is_dir()
 
     def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
              test_accuracy: float | None = None) -> None:

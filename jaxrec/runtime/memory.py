@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 
 import flax.linen as nn
 import jax
@@ -29,7 +30,14 @@ def human(count: float) -> str:
 
 
 def host_available() -> int | None:
-    """Bytes of RAM the OS can give without swapping (MemAvailable), or None where unknown."""
+    """Bytes of RAM the OS can give without swapping (MemAvailable), or None where unknown; less where
+    the process's address space is capped (`ulimit -v`) and the cap leaves less."""
+    ram = _ram_available()
+    room = _address_space_left()
+    return ram if room is None else room if ram is None else min(ram, room)
+
+
+def _ram_available() -> int | None:
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -41,6 +49,19 @@ def host_available() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _address_space_left() -> int | None:
+    """What RLIMIT_AS leaves beyond the address space this process already maps, or None if uncapped."""
+    try:
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return max(limit - mapped, 0)
 
 
 def device_available(device: jax.Device) -> int | None:

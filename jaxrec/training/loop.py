@@ -30,11 +30,12 @@ from jaxrec.runtime import distributed, host, memory
 from jaxrec.run import outputs
 from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
 from jaxrec.config import MODEL_AXES, SOURCES, Config
-from jaxrec.data import DataSplits, load_data
+from jaxrec.data import DataSplits
 from jaxrec.data.pipeline import Preprocess, epoch_indices
+from jaxrec.data.stream import StreamError
 from jaxrec.data.sources import split_is_seeded
 from jaxrec.errors import InputError
-from jaxrec.evaluation.evaluator import Evaluator
+from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.evaluation.metrics import report_with_tta
 from jaxrec.models import count_params, create_model
@@ -43,6 +44,8 @@ from jaxrec.training.parallel import (Program, local_devices, make_program, per_
 from jaxrec.training.run_state import Record, RunState
 from jaxrec.runtime.setup import prepare
 from jaxrec.evaluation.tta import with_tta
+from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
+from jaxrec.training.inputs import open_data
 from jaxrec.training.optim import total_steps
 from jaxrec.training.state import TrainState, create_train_state, init_sample
 from jaxrec.training.steps import Objective
@@ -98,8 +101,9 @@ class Trainer:
     preprocess: Preprocess  # uint8 images -> the model's input (augmentation, normalisation)
     program: Program    # jaxrec.training.parallel.make_program
     rngs: jax.Array     # the members' training (augmentation) keys, [K]
-    images: jax.Array   # the training split, uint8, replicated
-    labels: jax.Array
+    images: jax.Array | None  # the training split, uint8, replicated (None when streamed)
+    labels: jax.Array | None
+    stream: TrainStream | None  # --input stream: the training batches, read as the calls need them
     evaluator: Evaluator
     final_evaluator: Evaluator | None  # with test-time augmentation (--tta), for the run's final scores
     dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
@@ -111,8 +115,10 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        """Training steps of the whole run (a fractional --epochs trains part of the last epoch)."""
-        return total_steps(self.config, self.steps_per_epoch)
+        """Training steps of the whole run (a fractional --epochs trains part of the last epoch), or
+        --max_steps if fewer (the schedule stays that of --epochs)."""
+        scheduled = total_steps(self.config, self.steps_per_epoch)
+        return min(scheduled, self.config.max_steps) if self.config.max_steps else scheduled
 
     @property
     def epochs(self) -> int:
@@ -122,6 +128,17 @@ class Trainer:
     def steps_in_epoch(self, epoch: int) -> int:
         """Training steps of epoch `epoch` (counted from 0)."""
         return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The examples of every step of epoch `epoch`, [steps_per_epoch, K, batch] (each model its own)."""
+        return np.stack([epoch_indices(m.keys.shuffle, epoch, self.num_train, self.config.batch_size)
+                         for m in self.members], axis=1)
+
+    def close(self) -> None:
+        """Ends what reads the data while the run goes (a streamed run's readers and their workers)."""
+        for reader in (self.stream, self.evaluator, self.final_evaluator):
+            if reader is not None:
+                reader.close()
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
@@ -209,7 +226,7 @@ def start_over_if_asked(config: Config, workdir: Path) -> None:
 def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
                       entered: float) -> list[TrainState]:
     """The loop, in claimed workdirs: one per config."""
-    data = load_data(configs[0])
+    data = open_data(configs[0], len(configs), devices)
     described = data.describe()
     distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
                                 "give every process the same --dataset, with the same files")
@@ -228,6 +245,7 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
                 if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
                     raise interrupted(trainer, runs[0], stop)
         finally:
+            trainer.close()
             for member, writer in zip(trainer.members, writers):
                 member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
                 writer.close()
@@ -254,22 +272,38 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     preprocess = Preprocess.from_config(config, data.mean, data.std, steps_per_epoch)
     model = create_model(config, data.num_classes)
     memory.check_training_fits(model, data.image_shape, config.batch_size // jax.process_count(),
-                               local_devices(devices), data.train.images.nbytes + data.eval.images.nbytes, models)
+                               local_devices(devices), 0 if data.streamed else data.train.nbytes + data.eval.nbytes,
+                               models)
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
     objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
-    program = make_program(preprocess, devices, models, model_axis, objective, config.steps_loop)
-    return Trainer(
+    program = make_program(preprocess, devices, models, model_axis, objective, config.steps_loop, data.streamed)
+    eval_apply = create_model(config, data.num_classes, for_eval=True).apply
+    trainer = Trainer(
         members=members, devices=tuple(devices), model=model, num_train=len(data.train),
         steps_per_epoch=steps_per_epoch, preprocess=preprocess, program=program,
         rngs=jax.numpy.stack([m.keys.train for m in members]),
-        images=replicate(data.train.images, devices), labels=replicate(data.train.labels, devices),
-        evaluator=Evaluator(create_model(config, data.num_classes, for_eval=True).apply, data.eval.images,
-                            data.eval.labels, preprocess, devices, config.eval_batch_size),
-        final_evaluator=Evaluator(with_tta(create_model(config, data.num_classes, for_eval=True).apply, config.tta),
-                                  data.eval.images, data.eval.labels, preprocess, devices, config.eval_batch_size)
+        images=None if data.streamed else replicate(data.train.images, devices),
+        labels=None if data.streamed else replicate(data.train.labels, devices),
+        stream=None,
+        evaluator=make_evaluator(eval_apply, data, preprocess, devices, config),
+        final_evaluator=make_evaluator(with_tta(eval_apply, config.tta), data, preprocess, devices, config)
         if config.tta else None,
         dataset=data.describe())
+    if not data.streamed:
+        return trainer
+    return dataclasses.replace(trainer, stream=TrainStream(
+        data.train, lambda epoch: trainer.order(epoch)[:, 0], trainer.steps_in_epoch, trainer.epochs,
+        process_columns(devices, config.batch_size), config.data_workers))
+
+
+def make_evaluator(apply_fn: Any, data: DataSplits, preprocess: Preprocess, devices: list[jax.Device],
+                   config: Config) -> Evaluator:
+    """The evaluator of the eval split: on the devices, or streamed as the training split is."""
+    if data.streamed:
+        return StreamedEvaluator(apply_fn, data.eval, preprocess, devices, config.eval_batch_size,
+                                 config.data_workers)
+    return Evaluator(apply_fn, data.eval.images, data.eval.labels, preprocess, devices, config.eval_batch_size)
 
 
 def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
@@ -296,9 +330,10 @@ def restore_or_start_member(trainer: Trainer, member: Member,
         return state, RunState(), None
     run = restored.meta.run
     if run.step > trainer.total_steps:
+        limit = (f"--max_steps {config.max_steps}" if trainer.total_steps == config.max_steps else
+                 f"--epochs {config.epochs} ({trainer.total_steps} steps)")
         raise InputError(f"the checkpoint in {member.checkpoints.directory} has trained {run.step} steps ({run.epoch} "
-                         f"epochs), more than --epochs {config.epochs} ({trainer.total_steps} steps); pass a larger "
-                         f"--epochs, or another --workdir")
+                         f"epochs), more than {limit}; pass a larger {limit.split()[0]}, or another --workdir")
     log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
              run.position, trainer.steps_per_epoch, member.checkpoints.directory)
     return restored.state, run, run.step
@@ -309,8 +344,8 @@ def init_images(trainer: Trainer, member: Member, data: DataSplits) -> np.ndarra
     them, drawn with the init key), or None when the model reads none."""
     if not member.config.whiten:
         return None
-    chosen = init_sample(data.train.images, member.config.whiten_images, member.keys.init)
-    return np.asarray(trainer.preprocess.normalize(data.train.images[chosen]))
+    chosen = init_sample(len(data.train), member.config.whiten_images, member.keys.init)
+    return np.asarray(trainer.preprocess.normalize(data.train.take(chosen)))
 
 
 def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from: int | None) -> Writers:
@@ -330,19 +365,19 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], write
     Also returns the lengths of the calls it made (each is a program of its own, compiled on first use)."""
     config, run = trainer.config, runs[0]
     steps = trainer.steps_in_epoch(run.epoch)
-    orders = np.stack([epoch_indices(m.keys.shuffle, run.epoch, trainer.num_train, config.batch_size)
-                       for m in trainer.members], axis=1)  # [steps, K, batch]
+    orders = trainer.order(run.epoch)  # [steps, K, batch]
     models = len(trainer.members)
     images_per_step = config.batch_size * models
     bar = tqdm(total=steps * images_per_step, initial=run.position * images_per_step, unit="img", unit_scale=True,
                desc=f"epoch {run.epoch + 1}/{trainer.epochs}" + (f", {models} models" if models > 1 else ""),
                disable=not (config.progress and distributed.is_primary()), leave=False)
-    calls = set()
-    while runs[0].position < steps:
-        before = runs[0].position
-        end = call_end(runs[0], steps, config.steps_per_call, config.checkpoint_every_steps)
-        calls.add(end - before)
-        state, runs = train_call(trainer, state, runs, writers, orders[before:end])
+    plan = call_plan(run, steps, config.steps_per_call, config.checkpoint_every_steps)
+    feed = epoch_feed(trainer.program, trainer.images, trainer.labels, trainer.stream, run.epoch, plan)
+    for before, end in plan:
+        try:
+            state, runs = train_call(trainer, state, runs, writers, orders[before:end], feed)
+        except StreamError as err:
+            raise stream_failed(trainer, state, runs, stop, started, err) from err
         bar.update((end - before) * images_per_step)
         loss, accuracy = np.mean([r.epoch_means() for r in runs], axis=0)
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}")
@@ -353,7 +388,19 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], write
             if stopping:
                 raise interrupted(trainer, runs[0], stop)
     bar.close()
-    return state, runs, frozenset(calls)
+    return state, runs, frozenset(end - before for before, end in plan)
+
+
+def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], stop: StopRequest | None,
+                  started: float, err: StreamError) -> Exception:
+    """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and
+    returns the error, saying how to go on; the interruption, if a signal came too (a signal to the
+    process group, which the workers got as well)."""
+    save(trainer, trainer.program.unstack(state), runs, started)
+    if stop is not None and stop.requested:
+        return interrupted(trainer, runs[0], stop)
+    return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint there; run the "
+                       f"same command again to continue from it.")
 
 
 def agreed_stop(stop: StopRequest) -> bool:
@@ -374,14 +421,26 @@ def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoin
     return end
 
 
+def call_plan(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> list[tuple[int, int]]:
+    """The device calls that finish the epoch from run.position, as (start, end) positions (call_end)."""
+    plan, position, step = [], run.position, run.step
+    while position < steps_per_epoch:
+        end = call_end(dataclasses.replace(run, position=position, step=step), steps_per_epoch, steps_per_call,
+                       checkpoint_every)
+        plan.append((position, end))
+        position, step = end, step + end - position
+    return plan
+
+
 def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
-               indices: np.ndarray) -> tuple[TrainState, list[RunState]]:
-    """One device call: len(indices) training steps of every member (indices [steps, K, batch]).
-    Stops the run if a member's loss is not finite."""
+               indices: np.ndarray, feed: DeviceFeed | StreamFeed) -> tuple[TrainState, list[RunState]]:
+    """One device call: len(indices) training steps of every member (indices [steps, K, batch]), fed
+    by `feed`, which prepares the next call while this one runs. Stops the run if a member's loss is
+    not finite."""
     start = time.perf_counter()
     program = trainer.program
-    state, metrics = program.fn(state, trainer.images, trainer.labels, program.shares(indices),
-                                program.keys(trainer.rngs))
+    state, metrics = program.fn(state, *feed.take(), program.shares(indices), program.keys(trainer.rngs))
+    feed.advance()
     metrics = program.per_model(metrics)  # [steps, K], the same on every device; waits for it: honest timing
     seconds = time.perf_counter() - start
     losses, accuracies = metrics["loss"], metrics["accuracy"]
@@ -438,15 +497,21 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
         record = epoch_record(trainer, run, includes_compilation)
         if evaluation_due(member.config, run.epoch + 1, trainer.epochs):
-            result, record = evaluate(trainer, member_state, record)
+            try:
+                result, record = evaluate(trainer, member_state, record)
+            except StreamError as err:  # the epoch's training is kept: a rerun starts with this evaluation
+                raise stream_failed(trainer, state, runs, None, started, err) from err
         records.append(record.replace(wall_seconds=time.time() - started))
         new_results.append(result)
-    runs = [run.end_epoch(record) for run, record in zip(runs, records)]
-    save(trainer, member_states, runs, started, [record.test_accuracy for record in records])
+    ended = [run.end_epoch(record) for run, record in zip(runs, records)]
+    # A run that ends inside an epoch (--max_steps, a fractional --epochs) is saved there, not at the
+    # epoch's end: a longer run resumed from it then finishes this epoch, as a straight one does.
+    within = runs[0].position < trainer.steps_per_epoch
+    save(trainer, member_states, runs if within else ended, started, [record.test_accuracy for record in records])
     for record, writer in zip(records, writers):
         writer.write_epoch(record)
         log_epoch(trainer, record)
-    return runs, new_results
+    return ended, new_results
 
 
 def log_epoch(trainer: Trainer, record: Record) -> None:
@@ -458,9 +523,12 @@ def log_epoch(trainer: Trainer, record: Record) -> None:
 
 def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], started: float,
          test_accuracies: Sequence[float | None] | None = None) -> None:
-    """Checkpoints every member's (replicated) state and run; RunCheckpointer.save waits until each is on disk."""
+    """Checkpoints every member's (replicated) state and run; RunCheckpointer.save waits until each is on
+    disk. A step already saved is kept (a rerun of a run that ended inside an epoch comes back to it)."""
     accuracies = test_accuracies or [None] * len(runs)
     for member, member_state, run, accuracy in zip(trainer.members, member_states, runs, accuracies):
+        if member.checkpoints.has_step(run.step):
+            continue
         run = dataclasses.replace(run, elapsed_seconds=time.time() - started)
         member.checkpoints.save(unreplicate(member_state), run, trainer.dataset, accuracy)
 
@@ -501,7 +569,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
         "test_macro_f1_without_tta": final.test_macro_f1}
     summary = {
         "test_accuracy": scored["accuracy"], "test_loss": scored["loss"], "test_macro_f1": scored["macro_f1"],
-        **without_tta, "epochs": config.epochs, "steps": run.step,
+        **without_tta, "epochs": config.epochs, "steps": run.step, "input": "stream" if data.streamed else "device",
         "train_images_per_second": train_speed(run.records),
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),

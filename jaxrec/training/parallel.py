@@ -74,8 +74,18 @@ def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
     The copies go through an identity pmap so they carry the same sharding as pmap's own outputs;
     otherwise the train step compiles twice (once for these inputs, once for its returned state).
     """
-    identity = jax.pmap(lambda x: x, axis_name=AXIS, devices=list(devices))
-    return identity(jax_utils.replicate(tree, devices=local_devices(devices)))
+    return put_shares(jax_utils.replicate(tree, devices=local_devices(devices)), devices)
+
+
+def put_shares(tree: Any, devices: Sequence[jax.Device]) -> Any:
+    """Host arrays [local devices, ...] onto the devices, row d on device d, with the sharding of
+    pmap's own outputs (an identity pmap; asynchronous, as every device call)."""
+    return _identity(tuple(devices))(tree)
+
+
+@functools.lru_cache(maxsize=16)
+def _identity(devices: tuple[jax.Device, ...]) -> Callable:
+    return jax.pmap(lambda x: x, axis_name=AXIS, devices=list(devices))
 
 
 def unreplicate(tree: Any) -> Any:
@@ -97,22 +107,22 @@ def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
 
 
 def _train_steps_fn(preprocess: Preprocess, objective: Objective) -> Callable:
-    """step(state, images, labels, idx, rng): one model's training step on the examples `idx`."""
+    """step(state, images, labels, idx, rng): one model's training step on the batch (images, labels)
+    of the examples `idx`."""
     step = functools.partial(train_step, preprocess=preprocess, objective=objective, axis_name=AXIS)
-    return lambda state, images, labels, idx, rng: step(
-        state, {"image": images[idx], "label": labels[idx], "index": idx}, rng)
+    return lambda state, images, labels, idx, rng: step(state, {"image": images, "label": labels, "index": idx}, rng)
 
 
-def _scan_steps(body: Callable, state: Any, indices: jax.Array, steps_loop: str) -> tuple[Any, Any]:
-    """`body` over the leading (steps) axis of `indices` with `lax.scan`: rolled (a loop), or unrolled,
-    because XLA:CPU runs convolutions inside a while loop far slower than the same convolutions at the
-    top level (jax#12868). Unrolled steps give the bits of one-step calls; a rolled loop's body is
-    compiled on its own, so its float rounding may differ. One step is called directly (a one-step
-    scan would stay a loop)."""
-    if indices.shape[0] == 1:
-        state, metrics = body(state, indices[0])
+def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
+    """`body` over the leading (steps) axis of `xs` (indices, or a streamed call's batches) with
+    `lax.scan`: rolled (a loop), or unrolled, because XLA:CPU runs convolutions inside a while loop
+    far slower than the same convolutions at the top level (jax#12868). Unrolled steps give the bits
+    of one-step calls; a rolled loop's body is compiled on its own, so its float rounding may differ.
+    One step is called directly (a one-step scan would stay a loop)."""
+    if jax.tree_util.tree_leaves(xs)[0].shape[0] == 1:
+        state, metrics = body(state, jax.tree_util.tree_map(lambda x: x[0], xs))
         return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
-    return jax.lax.scan(body, state, indices, unroll=steps_loop == "unrolled")
+    return jax.lax.scan(body, state, xs, unroll=steps_loop == "unrolled")
 
 
 def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
@@ -121,24 +131,31 @@ def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
 
 
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
-                  objective: Objective = Objective(), steps_loop: str | None = None) -> Callable:
+                  objective: Objective = Objective(), steps_loop: str | None = None,
+                  streamed: bool = False) -> Callable:
     """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
 
-    state, images, labels: replicated; indices: [devices, steps, per_device]; rng: the run's
-    training key (broadcast). metrics: {'loss', 'accuracy'} of shape [devices, steps]. The same
-    settings give the same function, so the runs of one process (a study's seeds) compile it once.
-    steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or 'auto': the platform's (jaxrec.models.kernels).
+    state: replicated; indices: [devices, steps, per_device]; rng: the run's training key
+    (broadcast). images, labels: the whole training split, replicated, from which each step gathers
+    its examples; or with `streamed` the call's batches, [devices, steps, per_device, H, W, C] and
+    [devices, steps, per_device] (jaxrec.data.stream). metrics: {'loss', 'accuracy'} of shape
+    [devices, steps]. The same settings give the same function, so the runs of one process (a
+    study's seeds) compile it once. steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or
+    'auto': the platform's (jaxrec.models.kernels).
     """
-    return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices))
+    return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices), streamed)
 
 
 @functools.lru_cache(maxsize=16)
 def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective: Objective,
-              steps_loop: str) -> Callable:
+              steps_loop: str, streamed: bool) -> Callable:
     one = _train_steps_fn(preprocess, objective)
 
     def train_steps(state, images, labels, indices, rng):
-        return _scan_steps(lambda state, idx: one(state, images, labels, idx, rng), state, indices, steps_loop)
+        if streamed:
+            return _scan_steps(lambda state, x: one(state, *x, rng), state, (images, labels, indices), steps_loop)
+        return _scan_steps(lambda state, idx: one(state, images[idx], labels[idx], idx, rng), state, indices,
+                           steps_loop)
 
     return jax.pmap(train_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
                     devices=list(devices))
@@ -173,8 +190,9 @@ def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], mod
     def group_steps(states, images, labels, indices, rngs):
         def body(states, idx):  # idx: [K, per_device]
             if model_axis == "vmap":
-                return jax.vmap(one, in_axes=(0, None, None, 0, 0))(states, images, labels, idx, rngs)
-            outs = [one(member(states, k), images, labels, idx[k], rngs[k]) for k in range(models)]
+                gather = lambda state, idx, rng: one(state, images[idx], labels[idx], idx, rng)
+                return jax.vmap(gather)(states, idx, rngs)
+            outs = [one(member(states, k), images[idx[k]], labels[idx[k]], idx[k], rngs[k]) for k in range(models)]
             return jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *outs)
 
         return _scan_steps(body, states, indices, steps_loop)
@@ -225,6 +243,7 @@ class Program:
     models: int
     devices: tuple[jax.Device, ...]
     fn: Callable  # pmapped (state, images, labels, shares, keys) -> (state, metrics); state donated
+    streamed: bool = False  # images and labels are each call's batches (`batch_shares`), not the split
 
     def stack(self, states: Sequence[Any]) -> Any:
         """The K models' (unreplicated) train states as the program's one replicated state."""
@@ -240,6 +259,13 @@ class Program:
             return local_rows(split_over_devices(indices[:, 0], len(self.devices)), self.devices)
         return local_rows(split_models_over_devices(indices, len(self.devices)), self.devices)
 
+    def batch_shares(self, batches: np.ndarray) -> np.ndarray:
+        """A streamed call's batches of this process, [steps, local_batch, ...] (this process's columns of
+        each global batch) -> [local devices, steps, per_device, ...], each device its contiguous slice."""
+        steps, batch = batches.shape[:2]
+        count = len(local_devices(self.devices))
+        return batches.reshape(steps, count, batch // count, *batches.shape[2:]).swapaxes(0, 1)
+
     def keys(self, rngs: jax.Array) -> jax.Array:
         """The K models' training keys [K] -> the program's key argument."""
         return rngs[0] if self.models == 1 else rngs
@@ -251,36 +277,49 @@ class Program:
 
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], models: int = 1, model_axis: str = "loop",
-                 objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
+                 objective: Objective = Objective(), steps_loop: str | None = None,
+                 streamed: bool = False) -> Program:
     """The training program of `models` models on `devices` (see Program); the same settings give the
-    same compiled function, so the programs of one process (a study's) compile once."""
+    same compiled function, so the programs of one process (a study's) compile once. `streamed`: fed
+    each call's batches (one model only: each model of a group reads its own order)."""
     if models == 1:
-        fn = make_train_fn(preprocess, devices, objective, steps_loop)
+        fn = make_train_fn(preprocess, devices, objective, steps_loop, streamed)
+    elif streamed:
+        raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
+                         f"--seeds_per_program 1, or --input device where the data fits")
     else:
         fn = make_group_train_fn(preprocess, devices, models, model_axis, objective, steps_loop)
-    return Program(models=models, devices=tuple(devices), fn=fn)
+    return Program(models=models, devices=tuple(devices), fn=fn, streamed=streamed)
 
 
-def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
+                          streamed: bool = False) -> Callable:
     """(variables, images, indices) -> softmax class probabilities [devices, per_device, classes]; pmapped.
-    variables: the model's in eval mode (TrainState.eval_variables), replicated."""
+    variables: the model's in eval mode (TrainState.eval_variables), replicated. With `streamed`,
+    (variables, batch) where batch is the examples themselves, [devices, per_device, H, W, C]."""
 
-    def probabilities(variables, images, indices):
-        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
+    def probabilities(variables, images):
+        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images), train=False), axis=-1)
 
-    return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
+    gathered = probabilities if streamed else lambda variables, images, indices: probabilities(variables,
+                                                                                                 images[indices])
+    return jax.pmap(gathered, axis_name=AXIS, devices=list(devices))
 
 
-def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
+                 streamed: bool = False) -> Callable:
     """(variables, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
 
-    variables (TrainState.eval_variables), images, labels: replicated; indices and mask: [devices, per_device]; padding has mask 0
-    and is not counted. The caller loops over batches (a rolled scan would be slow on XLA:CPU, see
-    make_train_fn).
+    variables (TrainState.eval_variables), images, labels: replicated; indices and mask: [devices,
+    per_device]; padding has mask 0 and is not counted. With `streamed`, (variables, images, labels,
+    mask), the batch's examples themselves ([devices, per_device, ...]). The caller loops over
+    batches (a rolled scan would be slow on XLA:CPU, see make_train_fn).
     """
     step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
-    def evaluate(variables, images, labels, indices, mask):
-        return step(variables, {"image": images[indices], "label": labels[indices], "mask": mask})
+    def evaluate(variables, images, labels, mask):
+        return step(variables, {"image": images, "label": labels, "mask": mask})
 
-    return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))
+    gathered = evaluate if streamed else lambda variables, images, labels, indices, mask: evaluate(
+        variables, images[indices], labels[indices], mask)
+    return jax.pmap(gathered, axis_name=AXIS, devices=list(devices))

@@ -70,10 +70,10 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
                              evaluate_average=not config.lookahead)
 
 
-def init_sample(images: np.ndarray, count: int, rng: jax.Array) -> np.ndarray:
-    """The indices of `count` training images (all of them if fewer) drawn without replacement with
-    the init key, sorted: the images a data-dependent initialisation reads."""
-    if count >= len(images):
-        return np.arange(len(images))
-    chosen = jax.random.choice(jax.random.fold_in(rng, 1), len(images), (count,), replace=False)
+def init_sample(examples: int, count: int, rng: jax.Array) -> np.ndarray:
+    """The indices of `count` of the `examples` training images (all of them if fewer) drawn without
+    replacement with the init key, sorted: the images a data-dependent initialisation reads."""
+    if count >= examples:
+        return np.arange(examples)
+    chosen = jax.random.choice(jax.random.fold_in(rng, 1), examples, (count,), replace=False)
     return np.sort(np.asarray(chosen))

@@ -163,6 +163,15 @@ def test_batchnorm_statistics_span_the_processes(tmp_path):
     chex.assert_trees_all_close(two, one, **TOLERANCE)  # per-process statistics would differ at once
 
 
+def test_two_streaming_processes_read_their_own_halves_and_train_as_one_process_of_two_devices(tmp_path):
+    train(tmp_path / "one", 2, 1, 2, "--input", "stream", "--augment")
+    ended = train(tmp_path / "two", 2, 2, 1, "--input", "stream", "--augment", "--data_workers", "1")
+    assert_same_training(tmp_path / "two", tmp_path / "one")
+    # Each process reads only its devices' columns of every global batch of 32.
+    assert "reads examples 0-15 of each global batch" in ended[0][1]
+    assert "reads examples 16-31 of each global batch" in ended[1][1]
+
+
 @pytest.mark.parametrize("first,then", [((2, 2), (1, 4)), ((1, 4), (2, 2))])
 def test_a_checkpoint_resumes_in_another_process_layout(one_process, tmp_path, first, then):
     train(tmp_path, 1, *first)

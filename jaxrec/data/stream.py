@@ -1,0 +1,246 @@
+"""Streaming input (`--input stream`): examples read and decoded when a batch needs them, with Grain.
+
+The examples and their order are the on-device path's: the loop still draws each epoch's order from
+`fold_in(key, epoch)` (jaxrec.data.pipeline.epoch_indices), and each process reads only its own
+devices' columns of every global batch. Grain reads those rows ahead of the step, in threads of this
+process or in `--data_workers` processes. Where a batch comes from is then the only difference:
+the compiled step augments and normalises the batch it is given exactly as it would the one it
+gathers from the on-device copy.
+
+Nothing here imports JAX: Grain's worker processes import this module to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from jaxrec.data import decode
+from jaxrec.data.types import DataError
+
+log = logging.getLogger(__name__)
+BUFFER = 4  # batches Grain keeps ready per reader (thread pool or worker process)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderReader:
+    """Reads example i of an image folder's split: the file decoded to `size` and `channels` by the
+    same rules as the on-device path (jaxrec.data.decode.read_image)."""
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    size: tuple[int, int]
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def example(self, index: int) -> tuple[np.ndarray, int]:
+        """(image uint8 [H, W, C], label)."""
+        return decode.read_image(Path(self.paths[index]), self.size, self.channels)[0], int(self.labels[index])
+
+    def all_labels(self) -> np.ndarray:
+        return self.labels
+
+
+class TfdsReader:
+    """Reads example i of a prepared TFDS split (array_record, TFDS's data source: no TensorFlow),
+    resized as the on-device path resizes. The data source is opened in each process that reads."""
+
+    def __init__(self, name: str, split: str, data_dir: str | None, size: tuple[int, int], channels: int,
+                 count: int):
+        self.name, self.split, self.data_dir, self.size, self.channels, self.count = (
+            name, split, data_dir, size, channels, count)
+        self._source = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_source": None}  # each worker opens its own
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _record(self, index: int) -> dict[str, Any]:
+        if self._source is None:
+            from jaxrec.data import tfds_prepare  # noqa: PLC0415 - TFDS takes seconds to import
+
+            with tfds_prepare.quiet():
+                self._source = tfds_prepare.builder(self.name, self.data_dir).as_data_source(split=self.split)
+        return self._source[int(index)]
+
+    def example(self, index: int) -> tuple[np.ndarray, int]:
+        """(image uint8 [H, W, C], label)."""
+        record = self._record(index)
+        image = np.asarray(record["image"], np.uint8)
+        if image.shape[:2] != tuple(self.size) or image.shape[-1] != self.channels:
+            from PIL import Image  # noqa: PLC0415
+
+            image = decode.convert(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), self.size,
+                                   self.channels)[0]
+        return image, int(record["label"])
+
+    def all_labels(self) -> np.ndarray:
+        return np.asarray([self._record(i)["label"] for i in range(self.count)], np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedDataset:
+    """One split read on demand: the counterpart of jaxrec.data.types.ArrayDataset, without the images
+    in memory. `take` decodes a few (an initialisation's sample, the channel statistics)."""
+
+    reader: Any  # FolderReader or TfdsReader
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.reader.all_labels()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the split decoded: what the on-device path would hold."""
+        return len(self) * int(np.prod(self.image_shape))
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        """The examples `indices` decoded, uint8 [n, H, W, C] (in threads: Pillow releases the GIL)."""
+        out = np.empty((len(indices), *self.image_shape), np.uint8)
+
+        def read(position: int) -> None:
+            out[position] = self.reader.example(int(indices[position]))[0]
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(read, range(len(indices))))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadBatch:
+    """A row of example indices -> {'image' [b, H, W, C], 'label' [b], 'index' [b]}; what Grain maps."""
+
+    reader: Any
+
+    def __call__(self, row: np.ndarray) -> dict[str, np.ndarray]:
+        images, labels = zip(*(self.reader.example(int(index)) for index in row))
+        return {"image": np.stack(images), "label": np.asarray(labels, np.int32), "index": np.asarray(row, np.int32)}
+
+
+def _worker_init(worker: int, workers: int) -> None:
+    """In each worker process. Ctrl-C reaches the whole process group, and the training process, not
+    the workers, decides what it means (save, stop them, exit). And a worker ends when the training
+    process is gone, even killed (SIGKILL leaves no one to stop it): it checks every second."""
+    del worker, workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="jaxrec-parent-watch").start()
+
+
+def _quiet_resource_tracker() -> None:
+    """Python's resource tracker, which Grain's workers share, counts shared memory a worker created and
+    this process released as leaked, and says so at exit (bpo-38119; Python 3.13 lets shared memory go untracked). It
+    takes this interpreter's warning options when it starts, with the first worker."""
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
+
+
+def _absl_flags_parsed() -> None:
+    """Grain's worker processes read absl flags, which only an absl app parses: take their defaults."""
+    from absl import flags  # noqa: PLC0415
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class StreamError(DataError):
+    """Reading a batch failed: a file that cannot be read, or a data worker that died."""
+
+
+class RowReader:
+    """The batches of `rows` (int [n, b]: each a batch's example indices), in order, read ahead by
+    Grain: in threads of this process (workers 0) or in `workers` processes, which start with the
+    first batch and end with `close` (or with this process). `repeat`: the rows over and over (an
+    eval split, read whole at every evaluation, by the same workers)."""
+
+    def __init__(self, reader: Any, rows: np.ndarray, workers: int, repeat: bool = False):
+        self._reader, self._rows, self._workers, self._repeat = reader, np.asarray(rows), workers, repeat
+        self._iterator = None
+
+    def _start(self) -> Iterator[dict[str, np.ndarray]]:
+        import grain  # noqa: PLC0415 - only a streamed run needs it
+
+        dataset = grain.MapDataset.source(list(self._rows)).map(ReadBatch(self._reader))
+        if self._repeat:
+            dataset = dataset.repeat(None)
+        iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1 if self._workers else 2,
+                                                             prefetch_buffer_size=BUFFER))
+        if not self._workers:
+            return iter(iterable)
+        _absl_flags_parsed()
+        _quiet_resource_tracker()
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers,
+                                                                     per_worker_buffer_size=BUFFER),
+                                        worker_init_fn=_worker_init)
+        return iter(iterable)
+
+    def __iter__(self) -> "RowReader":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._iterator is None:
+            # Ctrl-C reaches the whole process group; blocked here, it stays blocked in the workers this
+            # first read starts (a signal mask is inherited), so they never die of it mid-import.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self._iterator = self._start()
+                return _checked_next(self._iterator)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return _checked_next(self._iterator)
+
+    def close(self) -> None:
+        """Stops the reading and its workers (Grain terminates them)."""
+        close = getattr(self._iterator, "close", None)
+        self._iterator = None
+        if close:
+            close()
+
+
+def _checked_next(iterator: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The next batch, with a worker's failure as one line: a DataError naming the file as it is, a
+    dead worker as what it is."""
+    try:
+        batch = next(iterator)
+    except StopIteration:
+        raise
+    except DataError as err:  # Grain adds lines of its own to the message
+        raise StreamError(str(err).strip().splitlines()[0]) from err
+    except Exception as err:  # noqa: BLE001 - Grain re-raises what a worker hit as it can
+        text = str(err).strip().splitlines()
+        if "terminated unexpectedly" in str(err):
+            code = str(err).split("exit code")[-1].strip(" .").split(".")[0] if "exit code" in str(err) else "?"
+            raise StreamError(f"a data worker process died (exit code {code}: killed, or out of memory, where "
+                              f"fewer --data_workers need less)") from err
+        cause = next((line for line in text if "cannot read image" in line), None)
+        if cause:
+            raise StreamError(cause[cause.index("cannot read image"):]) from err
+        raise
+    # Copied out of the worker's shared memory, which is then released at once, not at exit.
+    return {name: np.array(value) for name, value in batch.items()}

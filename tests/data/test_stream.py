@@ -1,0 +1,218 @@
+"""--input stream: the same batches as the on-device path (bit for bit), exact resume, evaluation that
+counts every example once, the choice of --auto, --max_steps, and streaming's failures (an unreadable
+file, a killed worker, Ctrl-C) as one line with the run saved."""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after
+from jaxrec.config import Config
+from jaxrec.data import SAMPLE_ROOT, load_data
+from jaxrec.data.sources import stream_splits
+from jaxrec.data.stream import StreamError
+from jaxrec.errors import InputError
+from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
+from jaxrec.models import create_model
+from jaxrec.runtime import memory
+from jaxrec.runtime.interrupt import TrainingInterrupted
+from jaxrec.training.loop import train_and_evaluate
+from jaxrec.training.parallel import replicate, select_devices
+from helpers import PRE, small_state
+
+BASE = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=2, progress=False, steps_per_call=5,
+              **SMALL)
+
+
+def outputs(workdir: Path) -> tuple[list[dict], dict]:
+    return records(workdir), json.loads((workdir / "eval.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def device_run(tmp_path_factory):
+    """The reference: the on-device path, augmented, 2 epochs of 12 steps on 2 devices."""
+    workdir = tmp_path_factory.mktemp("device")
+    return train_and_evaluate(BASE.replace(augment=True, input="device"), workdir), workdir
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(device_run, tmp_path, workers):
+    reference, reference_dir = device_run
+    state = train_and_evaluate(BASE.replace(augment=True, input="stream", data_workers=workers), tmp_path)
+    chex.assert_trees_all_equal(state.params, reference.params)
+    assert outputs(tmp_path) == outputs(reference_dir)
+    assert json.loads((tmp_path / "summary.json").read_text())["input"] == "stream"
+
+
+def test_airbench_augmentation_streams_bit_for_bit_too(tmp_path):
+    config = BASE.replace(epochs=1, translate=2, flip="alternating", tta=2)
+    device = train_and_evaluate(config.replace(input="device"), tmp_path / "device")
+    streamed = train_and_evaluate(config.replace(input="stream"), tmp_path / "stream")
+    chex.assert_trees_all_equal(streamed.params, device.params)
+    assert outputs(tmp_path / "stream") == outputs(tmp_path / "device")
+
+
+@pytest.mark.slow
+def test_a_streamed_run_stopped_mid_epoch_resumes_at_the_same_example(device_run, monkeypatch, tmp_path):
+    reference, reference_dir = device_run
+    config = BASE.replace(augment=True, input="stream", data_workers=1)
+    sigterm_after(monkeypatch, 7)
+    with pytest.raises(TrainingInterrupted):
+        train_and_evaluate(config, tmp_path)
+    assert checkpoint_steps(tmp_path) == [10]  # the call in flight (steps 6-10) finished, then the save
+    monkeypatch.undo()
+    resumed = train_and_evaluate(config, tmp_path)
+    chex.assert_trees_all_equal(resumed.params, reference.params)
+    assert outputs(tmp_path) == outputs(reference_dir)
+
+
+def test_streamed_evaluation_counts_every_example_once_with_an_uneven_last_batch():
+    config = Config(dataset="cifar10_sample", **SMALL)
+    devices = select_devices(2)
+    data = load_data(config)
+    _, streamed = stream_splits(config)
+    apply = create_model(config, 10, for_eval=True).apply
+    variables = replicate(small_state(config).eval_variables, devices)
+    # 100 examples in batches of 48: the last one holds 4, and 44 padding examples that must not count.
+    on_device = Evaluator(apply, data.eval.images, data.eval.labels, PRE, devices, 48)
+    reader = StreamedEvaluator(apply, streamed, PRE, devices, 48, workers=0)
+    try:
+        first, again = reader(variables), reader(variables)  # the second reads the split anew, from its start
+        probabilities = reader.probabilities(variables)
+    finally:
+        reader.close()
+    expected = on_device(variables)
+    assert np.sum(first["confusion"]) == 100 == first["count"]
+    chex.assert_trees_all_equal(first, expected)
+    chex.assert_trees_all_equal(again, expected)
+    np.testing.assert_array_equal(probabilities, on_device.probabilities(variables))
+
+
+def memory_for_training_only(config: Config) -> int:
+    """Bytes that hold the small model's training on one device, but not also the sample's 500 images."""
+    model = create_model(config, 10)
+    return memory.training_bytes(model, (32, 32, 3), config.batch_size) + 500 * 32 * 32 * 3 // 2
+
+
+def test_auto_streams_what_does_not_fit_and_device_is_refused_naming_stream(monkeypatch, tmp_path, caplog):
+    config = BASE.replace(num_devices=1, max_steps=3)
+    monkeypatch.setattr(memory, "host_available", lambda: memory_for_training_only(config))
+    with pytest.raises(InputError, match=r"needs about .* of memory .*; or pass --input stream"):
+        train_and_evaluate(config.replace(input="device"), tmp_path / "device")
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate(config, tmp_path / "auto")
+    assert "input: streamed from the files (--input auto): " in caplog.text
+    assert json.loads((tmp_path / "auto" / "summary.json").read_text())["input"] == "stream"
+
+
+def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate(BASE.replace(max_steps=2), tmp_path)
+    assert "input: decoded into memory and copied onto the devices (--input auto)" in caplog.text
+    assert json.loads((tmp_path / "summary.json").read_text())["input"] == "device"
+
+
+@pytest.mark.slow
+def test_max_steps_ends_mid_epoch_evaluates_and_a_larger_one_continues_exactly(tmp_path):
+    config = BASE.replace(epochs=3, steps_per_call=4)
+    train_and_evaluate(config.replace(max_steps=5), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 5 and len(summary["test_accuracy_per_epoch"]) == 1
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["count"] == 100
+    continued = train_and_evaluate(config.replace(max_steps=17), tmp_path / "run")
+    straight = train_and_evaluate(config.replace(max_steps=17), tmp_path / "straight")
+    chex.assert_trees_all_equal(continued.params, straight.params)
+    assert int(continued.step) == 17
+    # The schedule is the one of --epochs: a max_steps run is the first steps of the full run.
+    with pytest.raises(InputError, match="more than --max_steps 3; pass a larger --max_steps"):
+        train_and_evaluate(config.replace(max_steps=3), tmp_path / "run")
+
+
+def test_a_file_unreadable_mid_run_stops_it_in_one_line_saved_and_the_rerun_finishes(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_ROOT, data)
+    broken = sorted((data / "test" / "dog").iterdir())[3]
+    good = broken.read_bytes()
+    broken.write_bytes(b"not a jpeg")
+    # --image_size and --channels: nothing probes the files up front, so the first evaluation meets it.
+    config = BASE.replace(dataset=str(data), image_size=32, channels=3, input="stream", data_workers=1)
+    with pytest.raises(StreamError, match=rf"cannot read image {broken}: .* Training stopped at step 12 and saved"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert checkpoint_steps(tmp_path / "run") == [12]
+    broken.write_bytes(good)
+    train_and_evaluate(config, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 12 and summary["steps"] == 24
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    return [c for c in children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def start_streaming(workdir: Path, *extra: str) -> subprocess.Popen:
+    flags = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--num_devices", "1", "--steps_per_call",
+             "1", "--input", "stream", "--data_workers", "2", "--epochs", "40", "--progress", "false", *SMALL_FLAGS,
+             "--workdir", str(workdir), *extra]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.Popen(script_command("jaxrec", *flags), stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def wait_for_workers(process: subprocess.Popen, workdir: Path) -> list[int]:
+    """The run's worker processes, once it has finished an epoch."""
+    deadline = time.time() + 120
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    return workers_of(process.pid)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_ends_the_run_in_one_line_and_the_rerun_resumes(tmp_path):
+    process = start_streaming(tmp_path / "run")
+    workers = wait_for_workers(process, tmp_path / "run")
+    assert len(workers) == 4  # 2 read the training batches, 2 the eval split (kept between evaluations)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: a data worker process died (exit code -9") and "saved a checkpoint" in last
+    assert "Traceback" not in err and not workers_of(process.pid)
+    rerun = start_streaming(tmp_path / "run", "--max_steps", str(checkpoint_steps(tmp_path / "run")[-1] + 12))
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-2000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["resumed_from_step"] is not None
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_decode_saves_stops_them_and_prints_no_traceback(tmp_path):
+    process = start_streaming(tmp_path / "run")
+    workers = wait_for_workers(process, tmp_path / "run")
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT" in err and "Traceback" not in err
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    assert checkpoint_steps(tmp_path / "run")
