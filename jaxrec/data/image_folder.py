@@ -64,7 +64,7 @@ def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
     from the file headers of all of them, or of `limit` spread evenly over a larger set: one odd file
     cannot set the shape of a whole data set (when most images share a size, it is that size)."""
     probed = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)] if len(paths) > limit else paths
-    probes = _map(decode.probe, probed)
+    probes = map_in_threads(decode.probe, probed)
     heights = sorted(size[0] for size, _ in probes)
     widths = sorted(size[1] for size, _ in probes)
     size = (heights[len(heights) // 2], widths[len(widths) // 2])
@@ -77,11 +77,11 @@ def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
                       f"{'gray' if channels == 1 else 'RGB'} as most of them are ({converted} converted)")
 
 
-def _map(function: Callable[[Path], Any], paths: Sequence[Path]) -> list[Any]:
-    """function over paths in threads (Pillow releases the GIL while decoding)."""
+def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """function over items (paths, indices) in threads (Pillow releases the GIL while decoding)."""
     workers = min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(function, paths, chunksize=256))
+        return list(pool.map(function, items, chunksize=256))
 
 
 def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], size: tuple[int, int],
@@ -94,7 +94,7 @@ def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str
         images[index], notes = decode.read_image(paths[index], size, channels)
         return notes
 
-    counts = collections.Counter(note for notes in _map(read, range(len(paths))) for note in notes)
+    counts = collections.Counter(note for notes in map_in_threads(read, range(len(paths))) for note in notes)
     if counts:
         where = paths[0].parent.parent if paths else ""
         log.info("decoding %s as a viewer shows it: %s", where,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -168,20 +168,15 @@ def stats_indices(count: int) -> np.ndarray:
     return np.linspace(0, count - 1, STATS_LIMIT).astype(np.int64)
 
 
-def channel_stats(images: np.ndarray | Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(train: ArrayDataset | StreamedDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of uint8 training images, in [0, 255] (float64, summed
-    chunk by chunk in order), over `stats_indices`: `images` is an array, or a StreamedDataset read in
-    chunks. The two give the same bits for the same images."""
-    chosen = stats_indices(len(images))
-    whole = isinstance(images, np.ndarray) and len(chosen) == len(images)
-    shape = images.shape[1:] if isinstance(images, np.ndarray) else images.image_shape
-    channels = shape[-1]
-    chunk = max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(shape))))
-    total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
+    chunk by chunk in order), over `stats_indices`. A split in memory and the same split streamed
+    (read chunk by chunk) give the same bits."""
+    chosen = stats_indices(len(train))
+    chunk = max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(train.image_shape))))
+    total, total_sq, count = np.zeros(train.image_shape[-1]), np.zeros(train.image_shape[-1]), 0
     for start in range(0, len(chosen), chunk):
-        part = chosen[start:start + chunk]
-        block = (images[start:start + chunk] if whole else
-                 images[part] if isinstance(images, np.ndarray) else images.take(part)).astype(np.float64)
+        block = train.take(chosen[start:start + chunk]).astype(np.float64)
         total += block.sum(axis=(0, 1, 2))
         total_sq += (block ** 2).sum(axis=(0, 1, 2))
         count += block.shape[0] * block.shape[1] * block.shape[2]
@@ -203,7 +198,7 @@ def load_data(config: Config) -> DataSplits:
         train = _resize(load_tfds(name, config.train_split, config.data_dir, config.download), size, config.channels)
         evaluation = _resize(load_tfds(name, config.eval_split, config.data_dir, config.download), size,
                              config.channels)
-    mean, std = channel_stats(train.images)
+    mean, std = channel_stats(train)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
 
 

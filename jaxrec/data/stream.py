@@ -7,7 +7,7 @@ process or in `--data_workers` processes. Where a batch comes from is then the o
 the compiled step augments and normalises the batch it is given exactly as it would the one it
 gathers from the on-device copy.
 
-Nothing here imports JAX: Grain's worker processes import this module to read.
+Nothing here imports JAX itself (Grain does): its worker processes import this module to read.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from jaxrec.data import decode
+from jaxrec.data import decode, image_folder
 from jaxrec.data.types import DataError
 
 log = logging.getLogger(__name__)
@@ -120,20 +119,20 @@ class StreamedDataset:
         def read(position: int) -> None:
             out[position] = self.reader.example(int(indices[position]))[0]
 
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(read, range(len(indices))))
+        image_folder.map_in_threads(read, range(len(indices)))
         return out
 
 
 @dataclasses.dataclass(frozen=True)
 class ReadBatch:
-    """A row of example indices -> {'image' [b, H, W, C], 'label' [b], 'index' [b]}; what Grain maps."""
+    """A row of example indices -> {'image' [b, H, W, C], 'label' [b]}; what Grain maps. (The step's
+    example ids come from the loop's own order, not from here.)"""
 
     reader: Any
 
     def __call__(self, row: np.ndarray) -> dict[str, np.ndarray]:
         images, labels = zip(*(self.reader.example(int(index)) for index in row))
-        return {"image": np.stack(images), "label": np.asarray(labels, np.int32), "index": np.asarray(row, np.int32)}
+        return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
 
 def _worker_init(worker: int, workers: int) -> None:

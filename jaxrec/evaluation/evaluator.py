@@ -53,10 +53,10 @@ class Evaluator:
         return [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
                 for i, m in zip(indices, mask)]
 
-    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
-        """Per batch: the eval call's arguments after the variables, and the batch's indices."""
+    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+        """Per batch: the eval call's arguments after the variables, and the probabilities call's."""
         for indices, mask in self._batches:
-            yield (self._images, self._labels, indices, mask), indices
+            yield (self._images, self._labels, indices, mask), (self._images, indices)
 
     def __call__(self, variables: Any) -> dict[str, Any]:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
@@ -72,9 +72,7 @@ class Evaluator:
     def probabilities(self, variables: Any) -> np.ndarray:
         """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
         with contextlib.closing(self._inputs()) as batches:
-            # The probabilities call takes the images (the split, or the batch) and, from the split, the indices.
-            rows = [_all_processes(np.asarray(self._probabilities_fn(
-                variables, inputs[0], *(() if self.streamed else (indices,))))) for inputs, indices in batches]
+            rows = [_all_processes(np.asarray(self._probabilities_fn(variables, *inputs))) for _, inputs in batches]
         flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in rows])  # device d holds a contiguous slice
         return flat[:self._count]  # padding comes last
 
@@ -103,14 +101,13 @@ class StreamedEvaluator(Evaluator):
         self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices, self.streamed)
         self._count = len(dataset)
 
-    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
         """Reads every batch, also when the caller stops early (lower), so the next call starts at the first."""
         for read, (indices, mask) in enumerate(self._batches):
             batch = next(self._reader)
-            shape = indices.shape
+            images = batch["image"].reshape(*indices.shape, *batch["image"].shape[1:])
             try:
-                yield (batch["image"].reshape(*shape, *batch["image"].shape[1:]), batch["label"].reshape(shape),
-                       mask), indices
+                yield (images, batch["label"].reshape(indices.shape), mask), (images,)
             except GeneratorExit:
                 for _ in range(len(self._batches) - read - 1):
                     next(self._reader)

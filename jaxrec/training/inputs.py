@@ -37,6 +37,9 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     the devices where it fits and streamed otherwise; the log line says which and why. In a
     multi-process run the processes agree: if one host must stream, they all do."""
     if config.input == "stream":
+        if models > 1:  # each model of a seed group reads its own order: one stream cannot feed them
+            raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
+                             f"--seeds_per_program 1, or --input device where the data fits")
         log.info("input: streamed from the files (--input stream)")
         return stream_data(config)
     try:
@@ -47,8 +50,9 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         check_fits(config, splits, models, devices)
         problem = None
     except InputError as err:
-        if config.input == "device":
-            raise InputError(f"{err}; or pass --input stream to read the data as batches need it") from None
+        if config.input == "device" or models > 1:
+            way = "pass --input stream" if models == 1 else "pass --seeds_per_program 1 --input stream"
+            raise InputError(f"{err}; or {way} to read the data as batches need it") from None
         problem = str(err)
     if config.input == "auto" and distributed.max_over_processes(int(problem is not None)):
         log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")

@@ -243,7 +243,6 @@ class Program:
     models: int
     devices: tuple[jax.Device, ...]
     fn: Callable  # pmapped (state, images, labels, shares, keys) -> (state, metrics); state donated
-    streamed: bool = False  # images and labels are each call's batches (`batch_shares`), not the split
 
     def stack(self, states: Sequence[Any]) -> Any:
         """The K models' (unreplicated) train states as the program's one replicated state."""
@@ -285,11 +284,10 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], models: 
     if models == 1:
         fn = make_train_fn(preprocess, devices, objective, steps_loop, streamed)
     elif streamed:
-        raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
-                         f"--seeds_per_program 1, or --input device where the data fits")
+        raise ValueError(f"a streamed program trains one model, not {models} (jaxrec.training.inputs refuses it)")
     else:
         fn = make_group_train_fn(preprocess, devices, models, model_axis, objective, steps_loop)
-    return Program(models=models, devices=tuple(devices), fn=fn, streamed=streamed)
+    return Program(models=models, devices=tuple(devices), fn=fn)
 
 
 def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after
+from helpers import PRE, SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after, small_state
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT, load_data
 from jaxrec.data.sources import stream_splits
@@ -26,9 +26,8 @@ from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
 from jaxrec.models import create_model
 from jaxrec.runtime import memory
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.training.loop import train_and_evaluate
+from jaxrec.training.loop import train_and_evaluate, train_group
 from jaxrec.training.parallel import replicate, select_devices
-from helpers import PRE, small_state
 
 BASE = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=2, progress=False, steps_per_call=5,
               **SMALL)
@@ -54,11 +53,12 @@ def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(devic
     assert json.loads((tmp_path / "summary.json").read_text())["input"] == "stream"
 
 
-def test_airbench_augmentation_streams_bit_for_bit_too(tmp_path):
-    config = BASE.replace(epochs=1, translate=2, flip="alternating", tta=2)
+def test_airbench_augmentation_and_batchnorm_stream_bit_for_bit_too(tmp_path):
+    config = BASE.replace(epochs=1, translate=2, flip="alternating", tta=2, norm="batch")
     device = train_and_evaluate(config.replace(input="device"), tmp_path / "device")
     streamed = train_and_evaluate(config.replace(input="stream"), tmp_path / "stream")
     chex.assert_trees_all_equal(streamed.params, device.params)
+    chex.assert_trees_all_equal(streamed.model_state, device.model_state)  # the BatchNorm statistics
     assert outputs(tmp_path / "stream") == outputs(tmp_path / "device")
 
 
@@ -113,6 +113,12 @@ def test_auto_streams_what_does_not_fit_and_device_is_refused_naming_stream(monk
         train_and_evaluate(config, tmp_path / "auto")
     assert "input: streamed from the files (--input auto): " in caplog.text
     assert json.loads((tmp_path / "auto" / "summary.json").read_text())["input"] == "stream"
+
+
+def test_a_seed_group_is_refused_streaming_before_any_data_is_read(tmp_path):
+    configs = [BASE.replace(seed=s, input="stream", workdir=str(tmp_path / str(s))) for s in (0, 1)]
+    with pytest.raises(InputError, match="--input stream trains one model per program, and this one has 2"):
+        train_group(configs)
 
 
 def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
