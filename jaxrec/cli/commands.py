@@ -205,7 +205,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 # Settings the benchmark has no use for (it times random data of --image_shape, writes nothing, runs no
 # epochs): not offered, so that `jaxrec benchmark --dataset D` is refused instead of timing random bytes.
-BENCHMARK_UNUSED = ("dataset", "data_dir", "download", "train_split", "eval_split", "image_size", "channels",
+BENCHMARK_UNUSED = ("dataset", "data_dir", "download", "train_split", "eval_split", "image_size", "channels", "resize",
                     "test_fraction", "min_images_per_class", "epochs", "eval_every_epochs", "top_k", "tta",
                     "init_seed", "order_seed", "augment_seed", "split_seed", "save_predictions", "tensorboard",
                     "workdir", "force_workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "progress", "input",

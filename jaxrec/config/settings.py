@@ -28,6 +28,7 @@ Norm = Literal["none", "batch"]
 RnnCell = Literal["tanh", "lstm", "gru"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 Channels = Literal[0, 1, 3]
+Resize = Literal["stretch", "crop"]
 ModelAxis = Literal["loop", "vmap"]
 Distributed = Literal["auto", "on", "off"]
 ImageConv = Literal["auto", "lax", "patch"]
@@ -81,6 +82,9 @@ class Config:
                            zero_or_at_least(8))
     channels: Channels = knob(0, "Convert images to 1 (grayscale) or 3 (RGB) "
                                 "channels; 0: gray if most of an image folder's images are, a TFDS set's own.")
+    resize: Resize = knob("stretch", "How an image of another size is brought to the run's: stretch (scaled to it, "
+                          "bilinear; another aspect ratio is squashed) or crop (scaled to cover it, keeping the aspect "
+                          "ratio, and centre-cropped: what ImageNet-style photos expect).")
     test_fraction: float = knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
                                 "fraction of each class's images held out for evaluation, drawn with the seed.",
                                 in_range(0, 1, low_open=True))

@@ -97,16 +97,30 @@ def to_viewable(image: Image.Image) -> tuple[Image.Image, list[str]]:
     return image, notes
 
 
-def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None) -> tuple[np.ndarray, list[str]]:
+def fit(image: Image.Image, size: tuple[int, int], resize: str = "stretch") -> Image.Image:
+    """The image at `size` (height, width), bilinear: `stretch` scales it to exactly that (a photo of
+    another aspect ratio is squashed); `crop` keeps its aspect ratio, cutting the largest centred box
+    of the wanted shape and scaling that (ImageNet's resize and centre crop: a square image of the
+    shorter side)."""
+    wanted = (size[1], size[0])  # Pillow's (width, height)
+    if image.size == wanted:
+        return image
+    if resize == "crop":
+        return ImageOps.fit(image, wanted, Image.BILINEAR)
+    return image.resize(wanted, Image.BILINEAR)
+
+
+def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None,
+            resize: str = "stretch") -> tuple[np.ndarray, list[str]]:
     """A Pillow image as uint8 [height, width, channels] and the notes of `to_viewable`: converted to 1
-    (gray) or 3 (RGB) channels and resized (bilinear) when asked; by default gray stays gray and the
-    rest becomes RGB."""
+    (gray) or 3 (RGB) channels and brought to `size` by `fit` when asked; by default gray stays gray
+    and the rest becomes RGB."""
     image, notes = to_viewable(image)
     wanted = "L" if (channels or (1 if image.mode == "L" else 3)) == 1 else "RGB"
     if image.mode != wanted:
         image = image.convert(wanted)
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    if size is not None:
+        image = fit(image, size, resize)
     array = np.asarray(image, np.uint8)
     return (array[..., None] if array.ndim == 2 else array), notes
 
@@ -122,7 +136,8 @@ def _unreadable(path: Path, err: Exception) -> DataError:
 READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 
 
-def read_image(path: Path, size: tuple[int, int] | None, channels: int | None) -> tuple[np.ndarray, list[str]]:
+def read_image(path: Path, size: tuple[int, int] | None, channels: int | None,
+               resize: str = "stretch") -> tuple[np.ndarray, list[str]]:
     """Decodes one file to uint8 [height, width, channels] (see `convert`) and its notes.
 
     Raises DataError naming the file when it cannot be decoded, a decompression bomb included.
@@ -130,7 +145,7 @@ def read_image(path: Path, size: tuple[int, int] | None, channels: int | None) -
     try:
         with Image.open(path) as image:
             image.load()
-            return convert(image, size, channels)
+            return convert(image, size, channels, resize)
     except READ_ERRORS as err:
         raise _unreadable(path, err) from err
 

@@ -85,13 +85,14 @@ def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list
 
 
 def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], size: tuple[int, int],
-                channels: int) -> ArrayDataset:
-    """Decodes images into one preallocated array, and logs once what decoding changed (e.g. 16-bit
-    scaled, transparency composited; see jaxrec.data.decode)."""
+                channels: int, resize: str = "stretch") -> ArrayDataset:
+    """Decodes images into one preallocated array (another size brought to `size` by `resize`:
+    jaxrec.data.decode.fit), and logs once what decoding changed (e.g. 16-bit scaled, transparency
+    composited; see jaxrec.data.decode)."""
     images = np.empty((len(paths), *size, channels), np.uint8)
 
     def read(index: int) -> list[str]:
-        images[index], notes = decode.read_image(paths[index], size, channels)
+        images[index], notes = decode.read_image(paths[index], size, channels, resize)
         return notes
 
     counts = collections.Counter(note for notes in map_in_threads(read, range(len(paths))) for note in notes)

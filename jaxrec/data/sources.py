@@ -20,6 +20,9 @@ SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
 SAMPLES = {"cifar10_sample": SAMPLE_ROOT}
 
 log = logging.getLogger(__name__)
+RESIZE_NOTES = {"stretch": "images of another size are stretched to it (pass --resize crop to keep their aspect "
+                           "ratio and centre-crop)",
+                "crop": "images of another size are scaled to cover it and centre-cropped (--resize crop)"}
 
 
 def _is_folder(dataset: str) -> bool:
@@ -68,7 +71,7 @@ def _from_folder(config: Config) -> tuple[ArrayDataset, ArrayDataset]:
     memory.check_images_fit(len(listing.train[0]) + len(listing.eval[0]), shape.size, shape.channels,
                             "--image_size" if config.image_size else "the training images' median size")
     size, channels = shape.size, shape.channels
-    return tuple(image_folder.read_images(*files, listing.classes, size, channels)
+    return tuple(image_folder.read_images(*files, listing.classes, size, channels, config.resize)
                  for files in (listing.train, listing.eval))
 
 
@@ -79,14 +82,14 @@ def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
         (config.image_size,) * 2 if config.image_size else found.size, config.channels or found.channels,
         "--image_size" if config.image_size else found.size_reason,
         "--channels" if config.channels else found.channels_reason)
-    log.info("decoding images to %dx%dx%d: size from %s, channels: %s", *shape.size, shape.channels,
-             shape.size_reason, shape.channels_reason)
+    log.info("decoding images to %dx%dx%d: size from %s, channels: %s; %s", *shape.size, shape.channels,
+             shape.size_reason, shape.channels_reason, RESIZE_NOTES[config.resize])
     return shape
 
 
-def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
+def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int, resize: str) -> ArrayDataset:
     """Applies a size / channel count (None / 0: keep) to arrays that came from TFDS, as the image-folder
-    reader does."""
+    reader does (`resize`: --resize)."""
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
     size = size or data.images.shape[1:3]
@@ -95,7 +98,7 @@ def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int) -> 
     images = np.empty((len(data.images), *size, channels), np.uint8)
     for index, image in enumerate(data.images):
         pillow = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        images[index] = convert(pillow, size, channels)[0]
+        images[index] = convert(pillow, size, channels, resize)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
@@ -147,10 +150,10 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
         paths = [p for p, k in zip(paths, keep) if k]
         _check_nonempty((paths, labels), config, split)
         memory.check_images_fit(len(paths), size, channels, "the model's input size")
-        return image_folder.read_images(paths, labels, class_names, size, channels)
+        return image_folder.read_images(paths, labels, class_names, size, channels, config.resize)
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
-    data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels)
+    data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels, config.resize)
     keep, labels = _to_model_labels(data.labels, data.class_names, class_names, where)
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
 
@@ -195,9 +198,8 @@ def load_data(config: Config) -> DataSplits:
         from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
         size = _config_size(config)
-        train = _resize(load_tfds(name, config.train_split, config.data_dir, config.download), size, config.channels)
-        evaluation = _resize(load_tfds(name, config.eval_split, config.data_dir, config.download), size,
-                             config.channels)
+        train, evaluation = (_resize(load_tfds(name, split, config.data_dir, config.download), size, config.channels,
+                                     config.resize) for split in (config.train_split, config.eval_split))
     mean, std = channel_stats(train)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
 
@@ -209,7 +211,7 @@ def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     shape = _choose_shape(config, listing.train[0])
     image_shape = (*shape.size, shape.channels)
     return tuple(StreamedDataset(FolderReader(tuple(map(str, paths)), np.asarray(labels, np.int32), shape.size,
-                                              shape.channels), listing.classes, image_shape)
+                                              shape.channels, config.resize), listing.classes, image_shape)
                  for paths, labels in (listing.train, listing.eval))
 
 
@@ -227,7 +229,7 @@ def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
             raise DataError(f"TFDS data set {config.dataset!r} has no split {split!r}; it has "
                             f"{list(builder.info.splits)}")
         count = builder.info.splits[split].num_examples
-        reader = TfdsReader(config.dataset, split, config.data_dir, size, channels, count)
+        reader = TfdsReader(config.dataset, split, config.data_dir, size, channels, count, config.resize)
         splits.append(StreamedDataset(reader, names, (*size, channels)))
     return tuple(splits)
 

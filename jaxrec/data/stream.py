@@ -34,19 +34,21 @@ BUFFER = 4  # batches Grain keeps ready per reader (thread pool or worker proces
 @dataclasses.dataclass(frozen=True)
 class FolderReader:
     """Reads example i of an image folder's split: the file decoded to `size` and `channels` by the
-    same rules as the on-device path (jaxrec.data.decode.read_image)."""
+    same rules as the on-device path (jaxrec.data.decode.read_image; `resize`: --resize)."""
 
     paths: tuple[str, ...]
     labels: np.ndarray
     size: tuple[int, int]
     channels: int
+    resize: str = "stretch"
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def example(self, index: int) -> tuple[np.ndarray, int]:
         """(image uint8 [H, W, C], label)."""
-        return decode.read_image(Path(self.paths[index]), self.size, self.channels)[0], int(self.labels[index])
+        image = decode.read_image(Path(self.paths[index]), self.size, self.channels, self.resize)[0]
+        return image, int(self.labels[index])
 
     def all_labels(self) -> np.ndarray:
         return self.labels
@@ -57,9 +59,9 @@ class TfdsReader:
     resized as the on-device path resizes. The data source is opened in each process that reads."""
 
     def __init__(self, name: str, split: str, data_dir: str | None, size: tuple[int, int], channels: int,
-                 count: int):
-        self.name, self.split, self.data_dir, self.size, self.channels, self.count = (
-            name, split, data_dir, size, channels, count)
+                 count: int, resize: str = "stretch"):
+        self.name, self.split, self.data_dir, self.size, self.channels, self.count, self.resize = (
+            name, split, data_dir, size, channels, count, resize)
         self._source = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -84,7 +86,7 @@ class TfdsReader:
             from PIL import Image  # noqa: PLC0415
 
             image = decode.convert(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), self.size,
-                                   self.channels)[0]
+                                   self.channels, self.resize)[0]
         return image, int(record["label"])
 
     def all_labels(self) -> np.ndarray:

@@ -43,6 +43,7 @@ class Predictor:
     def __init__(self, trained: Trained, batch_size: int = 256):
         self.class_names = trained.class_names
         self.image_shape = trained.image_shape
+        self.resize = trained.config.resize  # new images are brought to the model's size as its training images were
         self.batch_size = batch_size
         self.variables = trained.variables
         apply_fn, preprocess = trained.apply_fn(), trained.preprocess()  # with the run's test-time augmentation
@@ -51,7 +52,7 @@ class Predictor:
     def read(self, path: Path) -> tuple[np.ndarray, list[str]]:
         """One file as the model's uint8 input [H, W, C] and what decoding changed (e.g. transparency
         composited on white); raises DataError naming the file."""
-        return read_image(path, self.image_shape[:2], self.image_shape[2])
+        return read_image(path, self.image_shape[:2], self.image_shape[2], self.resize)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits [N, classes] of uint8 images [N, H, W, C], in fixed-size batches (one compilation)."""

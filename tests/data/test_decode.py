@@ -189,3 +189,47 @@ def test_the_memory_check_counts_every_model_of_a_seed_group():
     models = 4 * memory.host_available() // one  # that many side by side need ~4x the free memory
     with pytest.raises(InputError, match=rf"training {models} model\(s\) .* or --seeds_per_program"):
         memory.check_training_fits(model, (32, 32, 3), 8, device, 0, models=models)
+
+
+def _wide_photo(path):
+    """A 30x10 (width x height) picture: blue, red, blue thirds."""
+    pixels = np.zeros((10, 30, 3), np.uint8)
+    pixels[:, :, 2] = 255
+    pixels[:, 10:20] = (255, 0, 0)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_crop_keeps_the_aspect_ratio_and_the_centre_where_stretch_squashes(tmp_path):
+    photo = _wide_photo(tmp_path / "wide.png")
+    cropped, _ = read_image(photo, (10, 10), 3, "crop")
+    stretched, _ = read_image(photo, (10, 10), 3, "stretch")
+    np.testing.assert_array_equal(cropped, np.broadcast_to(np.array([255, 0, 0], np.uint8), (10, 10, 3)))
+    assert (stretched[:, 0] == (0, 0, 255)).all() and (stretched[:, 5] == (255, 0, 0)).all()
+    tall, _ = read_image(photo, (20, 5), 3, "crop")  # a tall box from a wide photo: its middle, scaled up
+    assert tall.shape == (20, 5, 3) and (tall == (255, 0, 0)).all(axis=-1).all()
+
+
+@pytest.mark.parametrize("resize", ["stretch", "crop"])
+def test_resize_reaches_both_input_paths_and_the_log_says_how(tmp_path, caplog, resize):
+    from jaxrec.data.sources import stream_splits
+
+    root = tmp_path / "photos"
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            _wide_photo(root / split / name / "wide.png")
+            Image.fromarray(COLOUR).save(root / split / name / "square.png")
+    config = Config(dataset=str(root), image_size=8, resize=resize)
+    with caplog.at_level(logging.INFO):
+        on_device = load_data(config).train.images
+    streamed = stream_splits(config)[0].take(range(4))
+    np.testing.assert_array_equal(streamed, on_device)
+    wide = on_device[1::2]  # each class's files sorted: square.png, wide.png
+    # cropped, the inner columns are the red centre (the outer ones blend in a little blue, as any bilinear
+    # resize does at the crop's edge); stretched, the first is blue
+    assert (wide[:, :, 1:-1] == (255, 0, 0)).all() == (resize == "crop")
+    assert (wide[:, :, 0, 2] > 200).all() == (resize == "stretch")
+    said = next(r.getMessage() for r in caplog.records if "decoding images to 8x8x3" in r.getMessage())
+    assert ("centre-cropped (--resize crop)" in said) == (resize == "crop")
+    assert ("pass --resize crop" in said) == (resize == "stretch")

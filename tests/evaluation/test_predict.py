@@ -1,5 +1,6 @@
 """Evaluating a saved run (`jaxrec evaluate`) and classifying new images with it (`jaxrec predict`)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -125,3 +126,16 @@ def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.endswith("is a file, not a folder; choose another --out")
     assert not list(tmp_path.glob("eval_*")) and (tmp_path / "report").read_text() == "a file"
+
+
+def test_new_images_are_brought_to_the_model_s_size_as_its_training_images_were(workdir, tmp_path):
+    pixels = np.zeros((32, 96, 3), np.uint8)  # a wide photo: its centre square red, the sides blue
+    pixels[..., 2] = 255
+    pixels[:, 32:64] = (255, 0, 0)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    trained = load_trained(workdir)
+    assert trained.config.resize == "stretch"
+    stretched = Predictor(trained).read(tmp_path / "wide.png")[0]
+    cropped = Predictor(dataclasses.replace(trained, config=trained.config.replace(resize="crop"))).read(
+        tmp_path / "wide.png")[0]
+    assert (cropped == (255, 0, 0)).all() and (stretched[:, 0] == (0, 0, 255)).all()
