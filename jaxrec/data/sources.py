@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from jaxrec.runtime import memory
 from jaxrec.config import Config
@@ -171,18 +172,24 @@ def stats_indices(count: int) -> np.ndarray:
     return np.linspace(0, count - 1, STATS_LIMIT).astype(np.int64)
 
 
-def channel_stats(train: ArrayDataset | StreamedDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(train: ArrayDataset | StreamedDataset,
+                  progress: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of uint8 training images, in [0, 255] (float64, summed
     chunk by chunk in order), over `stats_indices`. A split in memory and the same split streamed
-    (read chunk by chunk) give the same bits."""
+    (read chunk by chunk) give the same bits. progress: a bar over the images (a streamed split
+    decodes them here: minutes for a large set)."""
     chosen = stats_indices(len(train))
     chunk = max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(train.image_shape))))
     total, total_sq, count = np.zeros(train.image_shape[-1]), np.zeros(train.image_shape[-1]), 0
+    bar = tqdm(total=len(chosen), unit="img", unit_scale=True, desc="channel statistics", disable=not progress,
+               leave=False)
     for start in range(0, len(chosen), chunk):
         block = train.take(chosen[start:start + chunk]).astype(np.float64)
         total += block.sum(axis=(0, 1, 2))
         total_sq += (block ** 2).sum(axis=(0, 1, 2))
         count += block.shape[0] * block.shape[1] * block.shape[2]
+        bar.update(len(block))
+    bar.close()
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
@@ -240,13 +247,14 @@ def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     return (_streamed_folder if _is_folder(config.dataset) else _streamed_tfds)(config)
 
 
-def stream_data(config: Config, splits: tuple[StreamedDataset, StreamedDataset] | None = None) -> DataSplits:
+def stream_data(config: Config, splits: tuple[StreamedDataset, StreamedDataset] | None = None,
+                progress: bool = False) -> DataSplits:
     """The train and eval splits of a checked config (`splits`, if already listed), read as batches
     need them (`--input stream`, jaxrec.data.stream). The channel statistics decode the images
-    `stats_indices` names, once."""
+    `stats_indices` names, once (with a progress bar if `progress`)."""
     train, evaluation = splits or stream_splits(config)
     log.info("streaming %s: %d train / %d eval images, %s decoded; channel statistics from %d training images",
              config.dataset, len(train), len(evaluation), memory.human(train.nbytes + evaluation.nbytes),
              len(stats_indices(len(train))))
-    mean, std = channel_stats(train)
+    mean, std = channel_stats(train, progress)
     return DataSplits(name=config.dataset, train=train, eval=evaluation, mean=mean, std=std)

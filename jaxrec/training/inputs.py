@@ -41,7 +41,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
             raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
                              f"--seeds_per_program 1, or --input device where the data fits")
         log.info("input: streamed from the files (--input stream)")
-        return stream_data(config)
+        return stream_data(config, progress=_shows_progress(config))
     try:
         splits = stream_splits(config)
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
@@ -56,6 +56,10 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         problem = str(err)
     if config.input == "auto" and distributed.max_over_processes(int(problem is not None)):
         log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")
-        return stream_data(config, splits)
+        return stream_data(config, splits, _shows_progress(config))
     log.info("input: decoded into memory and copied onto the devices (--input %s)", config.input)
     return load_data(config)
+
+
+def _shows_progress(config: Config) -> bool:
+    return config.progress and distributed.is_primary()
