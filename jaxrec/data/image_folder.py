@@ -78,8 +78,9 @@ def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
 
 
 def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """function over items (paths, indices) in threads (Pillow releases the GIL while decoding)."""
-    workers = min(32, (os.cpu_count() or 1) * 4)
+    """function over items (paths, indices) in threads, one per core: Pillow releases the GIL while it
+    decodes, but more threads than cores only contend for it (results/streaming_speed.md)."""
+    workers = min(32, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(function, items, chunksize=256))
 
