@@ -195,11 +195,15 @@ def channel_stats(train: ArrayDataset | StreamedDataset,
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def load_data(config: Config) -> DataSplits:
+def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | None = None) -> DataSplits:
     """Loads the train and eval splits named by a checked config (jaxrec.config.check; the training loop
-    checks it once, in jaxrec.runtime.setup.prepare) into memory as uint8 arrays."""
+    checks it once, in jaxrec.runtime.setup.prepare) into memory as uint8 arrays. listed: the same
+    splits from `stream_splits`, whose files and shape an image folder then decodes (not listing and
+    probing them again)."""
     name = config.dataset
-    if _is_folder(name):
+    if listed is not None and isinstance(listed[0].reader, FolderReader):
+        train, evaluation = (_decode_listed(split) for split in listed)
+    elif _is_folder(name):
         train, evaluation = _from_folder(config)
     else:
         from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
@@ -209,6 +213,12 @@ def load_data(config: Config) -> DataSplits:
                                      config.resize) for split in (config.train_split, config.eval_split))
     mean, std = channel_stats(train)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
+
+
+def _decode_listed(split: StreamedDataset) -> ArrayDataset:
+    reader = split.reader
+    return image_folder.read_images([Path(p) for p in reader.paths], reader.labels, split.class_names, reader.size,
+                                    reader.channels, reader.resize)
 
 
 def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:

@@ -58,7 +58,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")
         return stream_data(config, splits, _shows_progress(config))
     log.info("input: decoded into memory and copied onto the devices (--input %s)", config.input)
-    return load_data(config)
+    return load_data(config, splits)
 
 
 def _shows_progress(config: Config) -> bool:

@@ -124,7 +124,12 @@ def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         train_and_evaluate(BASE.replace(max_steps=2), tmp_path)
     assert "input: decoded into memory and copied onto the devices (--input auto)" in caplog.text
+    assert caplog.text.count("decoding images to") == 1  # the folder listed and probed once, not per path
     assert json.loads((tmp_path / "summary.json").read_text())["input"] == "device"
+    listed, loaded = load_data(BASE, stream_splits(BASE)), load_data(BASE)
+    np.testing.assert_array_equal(listed.train.images, loaded.train.images)
+    np.testing.assert_array_equal(listed.eval.labels, loaded.eval.labels)
+    assert (listed.mean, listed.std, listed.eval.class_names) == (loaded.mean, loaded.std, loaded.eval.class_names)
 
 
 @pytest.mark.slow
