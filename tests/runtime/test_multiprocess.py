@@ -286,6 +286,27 @@ def test_a_taken_coordinator_port_is_one_line_at_once(tmp_path):
     assert code == 2 and f"process 0 cannot listen on port {port}" in err.strip().splitlines()[-1]
 
 
+
+def test_the_same_process_id_twice_ends_both_in_one_line_each(tmp_path):
+    port = free_port()
+
+    def command(name: str) -> list[str]:
+        return script_command("jaxrec", *COMMON, "--workdir", str(tmp_path / name), "--coordinator_address",
+                              f"localhost:{port}", "--num_processes", "2", "--process_id", "0", "--join_timeout", "8")
+
+    (first,) = start(command("a"), 1, 2)
+    deadline = time.time() + 60
+    while b"joining the run's processes" not in os.pread(first.files[1].fileno(), 1 << 20, 0):
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.2)
+    (second,) = start(command("b"), 1, 2)  # the first holds the coordinator's port by now
+    started = time.time()
+    (code_b, err_b, _), (code_a, err_a, _) = finish([second, first], timeout=60)
+    assert (code_a, code_b) == (2, 2) and time.time() - started < 40
+    assert f"process 0 cannot listen on port {port}" in err_b.strip().splitlines()[-1]
+    assert err_a.strip().splitlines()[-1].startswith("error: process 0 waited 8 s (--join_timeout) for 2 processes")
+    assert "--process_id" in err_a and not any("Traceback" in err for err in (err_a, err_b))
+
 EVAL_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
