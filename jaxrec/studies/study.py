@@ -163,7 +163,9 @@ def settings_differences(saved: dict[str, Any], config: dict[str, Any], names: t
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
     """What differs between a workdir's study and the one asked for (seeds may be added)."""
     old, new = saved.to_json(), spec.to_json()
-    different = settings_differences(old["config"], new["config"], ("study", "now"))
+    # The spec's own --seed never reaches a run (seed_config sets every run's), and studies made before
+    # study --seed was refused may record one: it must not keep them from being continued.
+    different = settings_differences({**old["config"], "seed": 0}, new["config"], ("study", "now"))
     for key in ("vary", "base_seed"):
         if old[key] != new[key]:
             different.append(f"{key} (study: {old[key]!r}, now: {new[key]!r})")

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import chex
 import numpy as np
@@ -19,7 +20,7 @@ from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import create_model
 from jaxrec.training.state import create_train_state
 from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, parse_seeds, parse_vary,
-                                  run_study)
+                                  run_study, spec_differences)
 from jaxrec.training.loop import RunKeys, train_and_evaluate
 
 
@@ -192,3 +193,14 @@ def test_check_determinism_trains_a_seed_twice_and_finds_it_bit_identical(small_
     result = check_determinism(StudySpec(small_config, seeds=(2,), vary=SOURCES), tmp_path)
     assert result["bit_identical"] and result["parameters_identical"] and result["seed"] == 2
     assert json.loads((tmp_path / "determinism.json").read_text())["bit_identical"] is True
+
+
+def test_a_study_whose_spec_recorded_a_seed_can_be_continued():
+    """Before study --seed was refused a spec could record one; it never reached a run (each run's seed
+    comes from --seeds), so continuing such a study is not a difference, and real ones still are."""
+    now = StudySpec(Config(**SMALL), seeds=(0, 1), vary=SOURCES)
+    saved = StudySpec(Config(**SMALL, seed=7), seeds=(0,), vary=SOURCES)
+    assert spec_differences(saved, now) == []
+    assert saved.seed_config(1, Path("w")) == now.seed_config(1, Path("w"))
+    other = StudySpec(Config(**SMALL, seed=7, learning_rate=0.5), seeds=(0,), vary=SOURCES)
+    assert [d.split(" ")[0] for d in spec_differences(other, now)] == ["learning_rate"]
