@@ -57,6 +57,7 @@ class ImageShape:
     channels: int  # 1 (gray) or 3 (RGB)
     size_reason: str
     channels_reason: str
+    uniform: bool = False  # every image read for this has `size` (none is resized)
 
 
 def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
@@ -74,7 +75,8 @@ def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
     converted = gray if channels == 3 else len(probes) - gray
     counted = f"{len(probes)} training images" + (f" (of {len(paths)}, spread evenly)" if len(paths) > limit else "")
     return ImageShape(size, channels, f"the median size of {counted}: {resized} of them resized",
-                      f"{'gray' if channels == 1 else 'RGB'} as most of them are ({converted} converted)")
+                      f"{'gray' if channels == 1 else 'RGB'} as most of them are ({converted} converted)",
+                      uniform=resized == 0)
 
 
 def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

@@ -83,8 +83,9 @@ def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
         (config.image_size,) * 2 if config.image_size else found.size, config.channels or found.channels,
         "--image_size" if config.image_size else found.size_reason,
         "--channels" if config.channels else found.channels_reason)
-    log.info("decoding images to %dx%dx%d: size from %s, channels: %s; %s", *shape.size, shape.channels,
-             shape.size_reason, shape.channels_reason, RESIZE_NOTES[config.resize])
+    uniform = found is not None and found.uniform and found.size == shape.size
+    log.info("decoding images to %dx%dx%d: size from %s, channels: %s%s", *shape.size, shape.channels,
+             shape.size_reason, shape.channels_reason, "" if uniform else "; " + RESIZE_NOTES[config.resize])
     return shape
 
 

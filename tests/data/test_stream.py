@@ -125,6 +125,7 @@ def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
         train_and_evaluate(BASE.replace(max_steps=2), tmp_path)
     assert "input: decoded into memory and copied onto the devices (--input auto)" in caplog.text
     assert caplog.text.count("decoding images to") == 1  # the folder listed and probed once, not per path
+    assert "--resize" not in caplog.text  # all of one size: nothing to say about resizing
     assert json.loads((tmp_path / "summary.json").read_text())["input"] == "device"
     listed, loaded = load_data(BASE, stream_splits(BASE)), load_data(BASE)
     np.testing.assert_array_equal(listed.train.images, loaded.train.images)
