@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -66,11 +67,7 @@ def pipeline(args: argparse.Namespace) -> dict:
     rows = rows.reshape(-1, args.batch_size)
     variants = {"device path (decode into memory)": lambda: decode_rate(train, rows),
                 **{f"stream, {w} workers": (lambda w=w: read_rate(train, rows, w)) for w in args.workers}}
-    figures: dict[str, list[dict]] = {name: [] for name in variants}
-    for round_ in range(args.rounds):
-        for name, measure in variants.items():
-            figures[name].append(measure())
-            print(f"round {round_ + 1}: {name}: {figures[name][-1]['images_per_second']:,.0f} images/s", flush=True)
+    figures = in_turns(variants, args.rounds)
     return {"image_shape": list(train.image_shape), "images_per_round": int(rows.size), "batch_size": args.batch_size,
             "variants": {name: _medians(runs) for name, runs in figures.items()}}
 
@@ -95,17 +92,24 @@ def train(args: argparse.Namespace) -> dict:
     """The `train` measurement: each variant's median images/s over the rounds."""
     variants = {"device path": ["--input", "device"],
                 **{f"stream, {w} workers": ["--input", "stream", "--data_workers", str(w)] for w in args.workers}}
-    figures: dict[str, list[dict]] = {name: [] for name in variants}
-    for round_ in range(args.rounds):
-        for name, flags in variants.items():
-            figures[name].append(train_rate(args.dataset, flags, args.epochs, args.extra))
-            print(f"round {round_ + 1}: {name}: {figures[name][-1]['images_per_second']:,.0f} images/s", flush=True)
+    figures = in_turns({name: (lambda flags=flags: train_rate(args.dataset, flags, args.epochs, args.extra))
+                        for name, flags in variants.items()}, args.rounds)
     first = next(iter(figures.values()))
     summary = {name: _medians(runs) for name, runs in figures.items()}
     for name, runs in figures.items():  # each round's ratio to the device path, then their median
         summary[name]["ratio_to_device"] = statistics.median(
             r["images_per_second"] / d["images_per_second"] for r, d in zip(runs, first))
     return {"epochs": args.epochs, "train_flags": args.extra, "variants": summary}
+
+
+def in_turns(variants: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+    """Each variant's figures, measured once per round, the variants in turn (so each sees the same machine)."""
+    figures: dict[str, list[dict]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        for name, measure in variants.items():
+            figures[name].append(measure())
+            print(f"round {round_ + 1}: {name}: {figures[name][-1]['images_per_second']:,.0f} images/s", flush=True)
+    return figures
 
 
 def _medians(runs: list[dict]) -> dict[str, float]:
