@@ -346,7 +346,7 @@ EXECUTION_FIELDS = ("num_devices", "cpu_devices", "cpu_ynn", "steps_per_call", "
                     "process_id", "heartbeat_timeout", "join_timeout", "input", "data_workers")
 # What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
 EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "tta", "num_devices", "cpu_devices",
-                     "eval_batch_size")
+                     "eval_batch_size", "input", "data_workers")
 
 
 def combination_problems(config: Config) -> list[str]:

@@ -26,7 +26,7 @@ RESIZE_NOTES = {"stretch": "images of another size are stretched to it (pass --r
                 "crop": "images of another size are scaled to cover it and centre-cropped (--resize crop)"}
 
 
-def _is_folder(dataset: str) -> bool:
+def is_image_folder(dataset: str) -> bool:
     """The shipped sample or a path (anything else is a TFDS name)."""
     return dataset in SAMPLES or "/" in dataset or dataset.startswith((".", "~")) or Path(dataset).exists()
 
@@ -48,14 +48,14 @@ def _list_folder(config: Config) -> image_folder.FolderListing:
 def dataset_location(dataset: str) -> str:
     """Where a --dataset value points: a folder's absolute path (so ~/x and /home/me/x agree), the
     shipped sample's or a TFDS set's name."""
-    if dataset in SAMPLES or not _is_folder(dataset):
+    if dataset in SAMPLES or not is_image_folder(dataset):
         return dataset
     return str(Path(dataset).expanduser().resolve())
 
 
 def split_is_seeded(config: Config) -> bool:
     """Whether the eval split is drawn with the split seed: an image folder without split folders."""
-    return _is_folder(config.dataset) and not (_folder_root(config.dataset) / config.train_split).is_dir()
+    return is_image_folder(config.dataset) and not (_folder_root(config.dataset) / config.train_split).is_dir()
 
 
 def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
@@ -135,29 +135,49 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
 
     Only this split needs to exist. An image folder without split folders gives the same seeded split
     as in training: `split` == config.train_split is its training part, any other name its held-out
-    part. Images of classes not in `class_names` are left out with a warning.
+    part. Images of classes not in `class_names` are left out with a warning. Refused (InputError,
+    naming --input stream) when an image folder's split cannot fit in memory.
     """
-    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
-    where = f"{config.dataset}/{split}"
-    if _is_folder(config.dataset):
-        root = _folder_root(config.dataset)
-        if (root / split).is_dir():
-            classes = image_folder.list_classes(root, split)
-            paths, labels = image_folder.list_images(root / split, classes)
-        else:
-            listing = _list_folder(config.replace(eval_split=split))
-            classes = listing.classes
-            paths, labels = listing.train if split == config.train_split else listing.eval
-        keep, labels = _to_model_labels(labels, classes, class_names, where)
-        paths = [p for p, k in zip(paths, keep) if k]
-        _check_nonempty((paths, labels), config, split)
-        memory.check_images_fit(len(paths), size, channels, "the model's input size")
-        return image_folder.read_images(paths, labels, class_names, size, channels, config.resize)
+    if is_image_folder(config.dataset):
+        listed = stream_split(config, split, class_names, image_shape)
+        check_split_fits(listed)
+        return decode_listed(listed)
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
+    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
     data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels, config.resize)
-    keep, labels = _to_model_labels(data.labels, data.class_names, class_names, where)
+    keep, labels = _to_model_labels(data.labels, data.class_names, class_names, f"{config.dataset}/{split}")
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
+
+
+def stream_split(config: Config, split: str, class_names: Sequence[str],
+                 image_shape: Sequence[int]) -> StreamedDataset:
+    """`load_split`'s split of an image folder, listed but not decoded: read as batches need it
+    (`jaxrec evaluate --input stream`), or decoded whole by `decode_listed`."""
+    if not is_image_folder(config.dataset):
+        raise DataError(f"{config.dataset}: a TFDS data set is evaluated in memory; pass --input device")
+    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
+    where = f"{config.dataset}/{split}"
+    root = _folder_root(config.dataset)
+    if (root / split).is_dir():
+        classes = image_folder.list_classes(root, split)
+        paths, labels = image_folder.list_images(root / split, classes)
+    else:
+        listing = _list_folder(config.replace(eval_split=split))
+        classes = listing.classes
+        paths, labels = listing.train if split == config.train_split else listing.eval
+    keep, labels = _to_model_labels(labels, classes, class_names, where)
+    paths = [p for p, k in zip(paths, keep) if k]
+    _check_nonempty((paths, labels), config, split)
+    reader = FolderReader(tuple(map(str, paths)), np.asarray(labels, np.int32), size, channels, config.resize)
+    return StreamedDataset(reader, tuple(class_names), (*size, channels))
+
+
+def check_split_fits(split: StreamedDataset) -> None:
+    """Raises InputError when decoding `split` whole (at the model's input size) cannot fit in memory."""
+    memory.require(split.nbytes, memory.host_available(),
+                   f"decoding {len(split)} images at {'x'.join(map(str, split.image_shape))} (the model's input size)",
+                   "pass --input stream to read them as batches need them")
 
 
 STATS_LIMIT = 50_000  # training images the channel statistics read: all of CIFAR-10's, a spread of larger sets
@@ -203,8 +223,8 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
     probing them again)."""
     name = config.dataset
     if listed is not None and isinstance(listed[0].reader, FolderReader):
-        train, evaluation = (_decode_listed(split) for split in listed)
-    elif _is_folder(name):
+        train, evaluation = (decode_listed(split) for split in listed)
+    elif is_image_folder(name):
         train, evaluation = _from_folder(config)
     else:
         from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
@@ -216,7 +236,8 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
 
 
-def _decode_listed(split: StreamedDataset) -> ArrayDataset:
+def decode_listed(split: StreamedDataset) -> ArrayDataset:
+    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory."""
     reader = split.reader
     return image_folder.read_images([Path(p) for p in reader.paths], reader.labels, split.class_names, reader.size,
                                     reader.channels, reader.resize)
@@ -255,7 +276,7 @@ def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
 def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     """The train and eval splits of a checked config, listed and measured but not decoded: what
     `--input auto` weighs, and what `--input stream` reads."""
-    return (_streamed_folder if _is_folder(config.dataset) else _streamed_tfds)(config)
+    return (_streamed_folder if is_image_folder(config.dataset) else _streamed_tfds)(config)
 
 
 def stream_data(config: Config, splits: tuple[StreamedDataset, StreamedDataset] | None = None,

@@ -9,6 +9,7 @@ jaxrec.evaluation.metrics derives accuracy, per-class precision/recall/F1 and to
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -19,10 +20,14 @@ from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.data import stream
 from jaxrec.data.pipeline import Preprocess, eval_indices
 from jaxrec.data.stream import StreamedDataset
-from jaxrec.data.sources import load_split
+from jaxrec.data.sources import check_split_fits, decode_listed, is_image_folder, load_split, stream_split
+from jaxrec.data.types import ArrayDataset
+from jaxrec.errors import InputError
 from jaxrec.evaluation.metrics import report_with_tta, summarize_eval
 from jaxrec.training.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 from jaxrec.runtime.setup import prepare
+
+log = logging.getLogger(__name__)
 
 
 class Evaluator:
@@ -130,23 +135,50 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     """The evaluation report (see jaxrec.evaluation.metrics.report) of a trained model (jaxrec.run.checkpoints.load_trained).
 
     config: the run's config with what may differ for this evaluation (the EVALUATION_FIELDS:
-    dataset, data_dir, eval_split, top_k, tta, num_devices, eval_batch_size); default the run's own. The
-    data set may be another one with the same classes; the training mean/std are used. With
+    dataset, data_dir, eval_split, top_k, tta, num_devices, eval_batch_size, input, data_workers);
+    default the run's own. The split is read as `split_to_evaluate` says. The data set may be
+    another one with the same classes; the training mean/std are used. With
     test-time augmentation (--tta) the report's scores are with it, and 'without_tta' holds the
     scores without.
     """
     config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
-    data = load_split(config, config.eval_split, trained.class_names, trained.image_shape)
+    data = split_to_evaluate(config, trained)
     devices = select_devices(config.num_devices)
     variables = replicate(trained.variables, devices)
 
     def scores(level: int) -> dict[str, Any]:
-        return Evaluator(trained.apply_fn(level), data.images, data.labels, trained.preprocess(), devices,
-                         config.eval_batch_size)(variables)
+        if isinstance(data, StreamedDataset):
+            evaluator = StreamedEvaluator(trained.apply_fn(level), data, trained.preprocess(), devices,
+                                          config.eval_batch_size, config.data_workers)
+        else:
+            evaluator = Evaluator(trained.apply_fn(level), data.images, data.labels, trained.preprocess(), devices,
+                                  config.eval_batch_size)
+        try:
+            return evaluator(variables)
+        finally:
+            evaluator.close()
 
     plain = scores(0)
     augmented = scores(config.tta) if config.tta else plain
     return report_with_tta(augmented, plain, trained.class_names, config.top_k, config.tta)
+
+
+def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | StreamedDataset:
+    """config.eval_split of config.dataset for `trained`: decoded into memory (--input device), read as
+    batches need it (stream), or, for auto, in memory where it fits and streamed otherwise (logged).
+    A TFDS set is read into memory."""
+    args = (config, config.eval_split, trained.class_names, trained.image_shape)
+    if config.input == "device" or (config.input == "auto" and not is_image_folder(config.dataset)):
+        return load_split(*args)
+    listed = stream_split(*args)  # a TFDS set with --input stream: refused, naming --input device
+    if config.input == "stream":
+        return listed
+    try:
+        check_split_fits(listed)
+    except InputError as err:
+        log.info("evaluating %s streamed (--input auto): %s", config.eval_split, err)
+        return listed
+    return decode_listed(listed)
 
 
 __all__ = ["Evaluator", "StreamedEvaluator", "evaluate_trained"]

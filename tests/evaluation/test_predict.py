@@ -139,3 +139,20 @@ def test_new_images_are_brought_to_the_model_s_size_as_its_training_images_were(
     cropped = Predictor(dataclasses.replace(trained, config=trained.config.replace(resize="crop"))).read(
         tmp_path / "wide.png")[0]
     assert (cropped == (255, 0, 0)).all() and (stretched[:, 0] == (0, 0, 255)).all()
+
+
+def test_evaluate_streams_a_split_that_does_not_fit_and_scores_it_the_same(workdir, tmp_path, monkeypatch, capsys):
+    from jaxrec.runtime import memory
+
+    assert evaluate("--workdir", workdir, "--tta", "1", "--out", tmp_path / "device", "--input", "device") == 0
+    assert evaluate("--workdir", workdir, "--tta", "1", "--out", tmp_path / "stream", "--input", "stream",
+                    "--data_workers", "1") == 0
+    on_device = json.loads((tmp_path / "device" / "eval_test.json").read_text())
+    assert json.loads((tmp_path / "stream" / "eval_test.json").read_text()) == on_device  # TTA's two passes too
+    monkeypatch.setattr(memory, "host_available", lambda: 100 * 32 * 32 * 3 - 1)  # the 100 test images do not fit
+    capsys.readouterr()
+    assert evaluate("--workdir", workdir, "--out", tmp_path / "auto", "--tta", "1") == 0
+    assert "evaluating test streamed (--input auto): decoding 100 images at 32x32x3" in capsys.readouterr().err
+    assert json.loads((tmp_path / "auto" / "eval_test.json").read_text()) == on_device
+    assert evaluate("--workdir", workdir, "--input", "device") == 2
+    assert capsys.readouterr().err.strip().endswith("pass --input stream to read them as batches need them")
