@@ -589,9 +589,11 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
                        title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
     if predictions is not None:
         outputs.write_predictions(member.workdir, predictions, data.eval.labels)
-    log.info("done: test accuracy %.4f%s after %s epochs (%d steps); outputs in %s", summary["test_accuracy"],
+    cut = run.step < total_steps(config, trainer.steps_per_epoch)  # --max_steps ended it early
+    log.info("done: test accuracy %.4f%s after %s; outputs in %s", summary["test_accuracy"],
              f" with test-time augmentation ({final.test_accuracy:.4f} without)" if augmented else "",
-             config.epochs, run.step, member.workdir)
+             f"{run.step} steps (--max_steps; the schedule is {config.epochs:g} epochs)" if cut else
+             f"{config.epochs:g} epochs ({run.step} steps)", member.workdir)
 
 
 __all__ = ["MEMBER_FIELDS", "Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]

@@ -134,9 +134,11 @@ def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_max_steps_ends_mid_epoch_evaluates_and_a_larger_one_continues_exactly(tmp_path):
+def test_max_steps_ends_mid_epoch_evaluates_and_a_larger_one_continues_exactly(tmp_path, caplog):
     config = BASE.replace(epochs=3, steps_per_call=4)
-    train_and_evaluate(config.replace(max_steps=5), tmp_path / "run")
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate(config.replace(max_steps=5), tmp_path / "run")
+    assert "after 5 steps (--max_steps; the schedule is 3 epochs)" in caplog.text
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 5 and len(summary["test_accuracy_per_epoch"]) == 1
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["count"] == 100
