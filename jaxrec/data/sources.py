@@ -64,16 +64,13 @@ def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> No
                         f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
 
 
-def _from_folder(config: Config) -> tuple[ArrayDataset, ArrayDataset]:
-    listing = _list_folder(config)
-    _check_nonempty(listing.train, config, config.train_split)
-    _check_nonempty(listing.eval, config, config.eval_split)
-    shape = _choose_shape(config, listing.train[0])
-    memory.check_images_fit(len(listing.train[0]) + len(listing.eval[0]), shape.size, shape.channels,
+def _from_folder(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | None) -> tuple[ArrayDataset, ...]:
+    """An image folder's train and eval splits decoded into memory (`listed`: already listed)."""
+    listed = listed or _streamed_folder(config)
+    train = listed[0]
+    memory.check_images_fit(len(train) + len(listed[1]), train.image_shape[:2], train.image_shape[2],
                             "--image_size" if config.image_size else "the training images' median size")
-    size, channels = shape.size, shape.channels
-    return tuple(image_folder.read_images(*files, listing.classes, size, channels, config.resize)
-                 for files in (listing.train, listing.eval))
+    return tuple(decode_listed(split) for split in listed)
 
 
 def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
@@ -156,7 +153,6 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
     (`jaxrec evaluate --input stream`), or decoded whole by `decode_listed`."""
     if not is_image_folder(config.dataset):
         raise DataError(f"{config.dataset}: a TFDS data set is evaluated in memory; pass --input device")
-    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
     where = f"{config.dataset}/{split}"
     root = _folder_root(config.dataset)
     if (root / split).is_dir():
@@ -169,8 +165,7 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
     keep, labels = _to_model_labels(labels, classes, class_names, where)
     paths = [p for p, k in zip(paths, keep) if k]
     _check_nonempty((paths, labels), config, split)
-    reader = FolderReader(tuple(map(str, paths)), np.asarray(labels, np.int32), size, channels, config.resize)
-    return StreamedDataset(reader, tuple(class_names), (*size, channels))
+    return _listed(paths, labels, class_names, image_shape, config.resize)
 
 
 def check_split_fits(split: StreamedDataset) -> None:
@@ -222,10 +217,8 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
     splits from `stream_splits`, whose files and shape an image folder then decodes (not listing and
     probing them again)."""
     name = config.dataset
-    if listed is not None and isinstance(listed[0].reader, FolderReader):
-        train, evaluation = (decode_listed(split) for split in listed)
-    elif is_image_folder(name):
-        train, evaluation = _from_folder(config)
+    if is_image_folder(name):
+        train, evaluation = _from_folder(config, listed)
     else:
         from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
@@ -248,10 +241,16 @@ def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     _check_nonempty(listing.train, config, config.train_split)
     _check_nonempty(listing.eval, config, config.eval_split)
     shape = _choose_shape(config, listing.train[0])
-    image_shape = (*shape.size, shape.channels)
-    return tuple(StreamedDataset(FolderReader(tuple(map(str, paths)), np.asarray(labels, np.int32), shape.size,
-                                              shape.channels, config.resize), listing.classes, image_shape)
+    return tuple(_listed(paths, labels, listing.classes, (*shape.size, shape.channels), config.resize)
                  for paths, labels in (listing.train, listing.eval))
+
+
+def _listed(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], image_shape: Sequence[int],
+            resize: str) -> StreamedDataset:
+    """A split of an image folder's files, to be decoded to image_shape (H, W, C)."""
+    height, width, channels = (int(d) for d in image_shape)
+    reader = FolderReader(tuple(map(str, paths)), np.asarray(labels, np.int32), (height, width), channels, resize)
+    return StreamedDataset(reader, tuple(classes), (height, width, channels))
 
 
 def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
