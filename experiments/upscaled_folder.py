@@ -3,11 +3,13 @@
 Each image of SRC (laid out <split>/<class>/<image>) is resized (bicubic) to --size x --size and saved
 as a JPEG under DST in the same layout. --copies K then adds K - 1 hard links of every training file,
 under other names: a folder that decodes to K times the pixels at almost no disk cost (for the
-larger-than-memory run in results/streaming.md). --limit N takes the first N images of each class of
-each split (spread over the classes alike).
+larger-than-memory run in results/streaming.md). --limit N takes the first N images (in name order)
+of each class of each split, --test_limit M the first M of each class of the other splits. --link
+hard-links the chosen files as they are instead of resizing them: a subset of SRC.
 
     python experiments/upscaled_folder.py CIFAR_JPEG_DIR /tmp/cifar128 --size 128
     python experiments/upscaled_folder.py CIFAR_JPEG_DIR /tmp/big224 --size 224 --limit 100 --copies 80
+    python experiments/upscaled_folder.py CIFAR_JPEG_DIR /tmp/cifar10k --link --limit 1000 --test_limit 200
 """
 
 import argparse
@@ -33,6 +35,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
     parser.add_argument("--limit", type=int, default=0, help="images per class and split (0: all)")
+    parser.add_argument("--test_limit", type=int, default=None, help="images per class of the splits but train "
+                        "(default: --limit)")
+    parser.add_argument("--link", action="store_true", help="hard-link the files as they are (no --size)")
     parser.add_argument("--copies", type=int, default=1, help="hard links per training image, the file included")
     args = parser.parse_args()
     if args.target.exists():
@@ -40,20 +45,26 @@ def main() -> int:
         return 2
     jobs = []
     for class_dir in sorted(p for p in args.source.glob("*/*") if p.is_dir()):
-        files = sorted(class_dir.iterdir())[:args.limit or None]
+        limit = args.limit if class_dir.parent.name == "train" or args.test_limit is None else args.test_limit
+        files = sorted(class_dir.iterdir())[:limit or None]
         out = args.target / class_dir.parent.name / class_dir.name
         out.mkdir(parents=True)
-        jobs += [(f, out / f"{f.stem}.jpg") for f in files]
+        jobs += [(f, out / (f.name if args.link else f"{f.stem}.jpg")) for f in files]
     start = time.time()
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(lambda job: convert(*job, args.size, args.quality), jobs))
+    if args.link:
+        for source, target in jobs:
+            os.link(source, target)
+    else:
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(lambda job: convert(*job, args.size, args.quality), jobs))
     links = 0
     for _, target in jobs:
         if target.parent.parent.name == "train":
             for copy in range(1, args.copies):
                 os.link(target, target.with_name(f"{target.stem}_{copy}.jpg"))
                 links += 1
-    print(f"{len(jobs)} images at {args.size}x{args.size} and {links} links in {args.target} "
+    made = "linked" if args.link else f"at {args.size}x{args.size}"
+    print(f"{len(jobs)} images {made} and {links} links in {args.target} "
           f"({time.time() - start:.0f} s)")
     return 0
 
