@@ -43,20 +43,22 @@ class Evaluator:
 
     def __init__(self, apply_fn: Callable, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int):
-        self._batches = self._plan(len(labels), devices, global_batch)
+        self._setup(apply_fn, preprocess, devices, len(labels), global_batch)
         self._images = replicate(images, devices)
         self._labels = replicate(labels, devices)
+
+    def _setup(self, apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device], count: int,
+               global_batch: int) -> None:
+        """The compiled calls, and this process's rows [local devices, per_device] of every padded
+        batch's indices and mask."""
         self._fn = make_eval_fn(apply_fn, preprocess, devices, self.streamed)
         self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices, self.streamed)
-        self._count = len(labels)
-
-    def _plan(self, count: int, devices: Sequence[jax.Device], global_batch: int) -> list[tuple[np.ndarray, ...]]:
-        """This process's rows [local devices, per_device] of every padded batch's indices and mask."""
+        self._count = count
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)
         indices, mask = eval_indices(count, self.per_device_batch * n)
-        return [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
-                for i, m in zip(indices, mask)]
+        self._batches = [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
+                         for i, m in zip(indices, mask)]
 
     def _inputs(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
         """Per batch: the eval call's arguments after the variables, and the probabilities call's."""
@@ -98,13 +100,10 @@ class StreamedEvaluator(Evaluator):
 
     def __init__(self, apply_fn: Callable, dataset: StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
-        self._batches = self._plan(len(dataset), devices, global_batch)
+        self._setup(apply_fn, preprocess, devices, len(dataset), global_batch)
         # Every evaluation reads the same rows: one reader repeats them, its workers kept between evaluations.
         self._reader = stream.RowReader(dataset.reader, np.stack([i.reshape(-1) for i, _ in self._batches]),
                                         workers, repeat=True)
-        self._fn = make_eval_fn(apply_fn, preprocess, devices, self.streamed)
-        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices, self.streamed)
-        self._count = len(dataset)
 
     def _inputs(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
         """Reads every batch, also when the caller stops early (lower), so the next call starts at the first."""

@@ -32,9 +32,8 @@ def human(count: float) -> str:
 def host_available() -> int | None:
     """Bytes of RAM the OS can give without swapping (MemAvailable), or None where unknown; less where
     the process's address space is capped (`ulimit -v`) and the cap leaves less."""
-    ram = _ram_available()
-    room = _address_space_left()
-    return ram if room is None else room if ram is None else min(ram, room)
+    known = [left for left in (_ram_available(), _address_space_left()) if left is not None]
+    return min(known) if known else None
 
 
 def _ram_available() -> int | None:
