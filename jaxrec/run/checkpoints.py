@@ -269,8 +269,8 @@ class RunCheckpointer:
         self.last_saved_step: int | None = self.manager.latest_step()
 
     def has_step(self, step: int) -> bool:
-        """Whether a checkpoint of `step` is on disk (a finished save: Orbax renames it there when done)."""
-        return (self.directory / str(step)).is_dir()
+        """Whether a checkpoint of `step` is on disk (one of the finished saves Orbax tracks)."""
+        return step in self.manager.all_steps()
 
     def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
              test_accuracy: float | None = None) -> None:

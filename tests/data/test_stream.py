@@ -142,6 +142,8 @@ def test_max_steps_ends_mid_epoch_evaluates_and_a_larger_one_continues_exactly(t
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 5 and len(summary["test_accuracy_per_epoch"]) == 1
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["count"] == 100
+    again = train_and_evaluate(config.replace(max_steps=5), tmp_path / "run")  # the same command: its step is on disk
+    assert int(again.step) == 5 and checkpoint_steps(tmp_path / "run") == [5]
     continued = train_and_evaluate(config.replace(max_steps=17), tmp_path / "run")
     straight = train_and_evaluate(config.replace(max_steps=17), tmp_path / "straight")
     chex.assert_trees_all_equal(continued.params, straight.params)
