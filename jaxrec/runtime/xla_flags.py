@@ -1,11 +1,16 @@
-"""XLA:CPU compiler flags jaxrec sets before JAX's backend starts: YNNPACK for matmuls and convolutions.
+"""XLA:CPU compiler flags jaxrec sets before JAX's backend starts: which kernels run convolutions.
 
-With `--xla_cpu_experimental_ynn_fusion_type=dot` XLA:CPU hands its dots and convolutions to
-YNNPACK. On airbench94's 64- and 256-channel convolutions, forward and both gradients, that is what
-separates XLA:CPU from PyTorch's oneDNN (results/airbench94.md); the article CNN trains as fast
-either way. The flag is experimental and exists in the jaxlib versions of YNN_JAXLIB (an XLA that
-does not know a flag refuses to start), so it is set only there, only when XLA_FLAGS does not
-already name it, and only with --cpu_ynn (the default). It changes float rounding, not the math.
+XLA:CPU can hand operations to the YNNPACK library. `--xla_cpu_experimental_ynn_fusion_type` takes the
+list of what it hands over; since jaxlib 0.10.2 the default list is
+`individual_dot,individual_convolution,reduce`, which sends float32 convolutions of more than 16
+channels to YNNPACK. On a CPU those train several times slower than XLA's own convolution kernels
+(airbench94's 64- and 256-channel convolutions, forward and both gradients: 0.27x PyTorch's speed
+against 0.71x). `=dot` replaces the list: matmuls still go to YNNPACK, convolutions go back to XLA's
+kernels. The measurements per jaxlib are in results/cpu_flags.md; `CPU_FLAGS` keeps the fastest.
+
+The flag is experimental, and an XLA that does not know a flag refuses to start, so it is set only on
+the jaxlib versions listed, only when XLA_FLAGS does not already name it, and only with --cpu_ynn
+(the default). It changes float rounding, not the math.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import MutableMapping
 from jaxrec.config import Config
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-YNN_JAXLIB = ((0, 10),)  # jaxlib (major, minor) versions known to have the flag
+# jaxlib (major, minor) -> the flags that train convolutions fastest there (results/cpu_flags.md).
+CPU_FLAGS = {(0, 10): f"{YNN_FLAG}=dot", (0, 11): f"{YNN_FLAG}=dot", (0, 12): f"{YNN_FLAG}=dot"}
 
 
 def jaxlib_version() -> tuple[int, int]:
@@ -26,16 +32,20 @@ def jaxlib_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def wanted(config: Config, environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Whether to add the YNN flag for `config`: asked for, unset in XLA_FLAGS, and known to this jaxlib."""
-    return config.cpu_ynn and YNN_FLAG not in environ.get("XLA_FLAGS", "") and jaxlib_version() in YNN_JAXLIB
+def wanted(config: Config, environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """The flags to add to XLA_FLAGS for `config`, or None: asked for (--cpu_ynn), the YNN flag not
+    already in XLA_FLAGS, and this jaxlib in CPU_FLAGS."""
+    if not config.cpu_ynn or YNN_FLAG in environ.get("XLA_FLAGS", ""):
+        return None
+    return CPU_FLAGS.get(jaxlib_version())
 
 
 def set_cpu_flags(config: Config, environ: MutableMapping[str, str] = os.environ) -> None:
-    """Adds the YNN flag to XLA_FLAGS when `wanted`. Once JAX's backend has started, XLA has read its
-    flags and this changes nothing (a notebook that already ran JAX keeps what it has)."""
-    if wanted(config, environ):
-        environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {YNN_FLAG}=dot".strip()
+    """Adds the `wanted` flags to XLA_FLAGS. Once JAX's backend has started, XLA has read its flags and
+    this changes nothing (a notebook that already ran JAX keeps what it has)."""
+    flags = wanted(config, environ)
+    if flags:
+        environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
-__all__ = ["YNN_FLAG", "YNN_JAXLIB", "set_cpu_flags", "wanted"]
+__all__ = ["CPU_FLAGS", "YNN_FLAG", "set_cpu_flags", "wanted"]
