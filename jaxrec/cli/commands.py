@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 from jaxrec.cli import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError, SaveError
+from jaxrec.runtime import supervisor
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
 from jaxrec.run.workdir import writable_folder
@@ -55,6 +56,10 @@ def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Se
     core unless told otherwise) and joins a multi-process run's processes, once; then labels the log
     lines with the process. Returns the checked config."""
     setup_logging()
+    if supervisor.needed(config):  # joins other processes: run it as a child that a lost peer cannot crash
+        check(config, only)
+        raise SystemExit(supervisor.run_supervised(config))
+    supervisor.watch_lifeline()
     prepared = prepare(config, only, batch_sizes)
     from jaxrec.runtime import distributed
     setup_logging(distributed.label())
@@ -75,6 +80,8 @@ def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config
         with exit_on_signals():  # a signal outside training ends the process at once, with one line
             return command() or 0
     except SaveError as err:
+        if err.__cause__ is not None and "jaxrec.runtime.distributed" in sys.modules:  # a peer died mid-save
+            sys.modules["jaxrec.runtime.distributed"].leave_after_lost_process(err.__cause__, heartbeat_timeout)
         _leave_after_failed_save(err)
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)

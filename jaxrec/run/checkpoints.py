@@ -301,7 +301,7 @@ class RunCheckpointer:
             last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
             raise SaveError(f"cannot save the checkpoint of step {run.step} to {self.directory}: "
                             f"{_save_failure(err)}. The last good checkpoint: {last}. Free space (or raise the "
-                            f"limit) and run the same command again to resume") from None
+                            f"limit) and run the same command again to resume") from err
         self.last_saved_step = run.step
 
     def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:

@@ -25,6 +25,7 @@ import numpy as np
 from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import watch_signals
+from jaxrec.runtime.supervisor import LOST, LOST_MARK
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -178,19 +179,19 @@ def max_over_processes(value: int) -> int:
 
 def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None:
     """If `err` is a failed collective of a multi-process run (another process died or its host went
-    away), prints one line and waits for JAX's runtime, which ends this process within
-    `heartbeat_timeout` seconds naming the process it lost; exits 1 itself if it has not by then.
-    Returns (doing nothing) for any other error."""
+    away), says so in a line its supervisor recognises (jaxrec.runtime.supervisor) and waits for JAX's
+    runtime, which ends this process within `heartbeat_timeout` seconds naming the lost process; exits
+    itself if it has not by then. The supervisor turns either ending into one line. Returns (doing
+    nothing) for any other error."""
     lost = ("UNAVAILABLE", "heartbeat", "Connection reset", "Connection closed", "Gloo")
     if type(err).__name__ != "JaxRuntimeError" or jax.process_count() == 1 or not any(w in str(err) for w in lost):
         return
     first = str(err).strip().splitlines()[0][:300]
-    os.write(2, f"error: process {jax.process_index()} lost contact with the run's other processes ({first}); "
-                f"JAX's runtime stops this process within {heartbeat_timeout} s (--heartbeat_timeout) and names "
-                f"the lost process. Rerun every process with the same command to resume from the last "
-                f"checkpoint.\n".encode())
+    os.write(2, f"{LOST_MARK}{first}; process {jax.process_index()} ends within {heartbeat_timeout} s "
+                "(--heartbeat_timeout). Rerun every process with the same command to resume from the last "
+                "checkpoint.\n".encode())
     time.sleep(heartbeat_timeout + 10)
-    os._exit(1)
+    os._exit(LOST)
 
 
 def on_primary(work: Callable[[], T], what: str) -> T | None:

@@ -1,0 +1,146 @@
+"""A multi-process run's command runs in a child process watched by a thin parent, so that losing a peer
+ends it with one line.
+
+When another process of the run dies, this one cannot end cleanly by itself: gloo aborts the process
+from its own thread when a peer's connection breaks mid-collective, and JAX's runtime aborts it with
+a C++ stack dump when the peer's heartbeats stop. Neither can be caught in Python. The parent holds
+no JAX backend and survives both: it relays the child's stderr, keeps back the runtime's log and
+crash lines, and when the child was ended by a lost peer it prints one line naming the peer and how to
+resume (the checkpoints are as the last save left them). Signals sent to the parent reach the child
+once (it is in a session of its own, so a terminal's Ctrl-C is not delivered twice); the child ends
+with the parent if the parent is killed (its lifeline pipe closes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from typing import Iterator
+
+from jaxrec.config import Config
+
+LIFELINE = "JAXREC_LIFELINE_FD"  # in the child: the read end of a pipe the parent holds open
+LOST = 1  # exit code of a process that lost a peer
+# How the child says that a collective failed because a peer is gone (distributed.leave_after_lost_process).
+LOST_MARK = "jaxrec: lost contact with the run's other processes: "
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
+             signal.SIGUSR2)
+# Lines of XLA's and absl's C++ logging ("E1206 08:31:33.437402 6551 file.cc:1549] ..."), held back
+# until a normal line shows the run went on.
+RUNTIME_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
+# jaxrec's own log lines (jaxrec.cli.commands.setup_logging) and progress bars.
+GOING_ON = re.compile(r"^\d\d:\d\d:\d\d |.*\r$", re.DOTALL)
+# The first line of a process being ended by the runtime: everything after it is the crash's.
+CRASH = re.compile(rf"^(F\d{{4}} |terminate called after throwing|\*\*\* |Fatal Python error|{re.escape(LOST_MARK)})")
+# What the runtime and gloo say when a peer is gone, in JAX 0.10 to 0.12.
+PEER_LOST = ("stopped sending heartbeats", "JAX distributed service detected fatal errors", "gloo::",
+             "Connection reset by peer", "Connection closed by peer", "Socket closed", LOST_MARK)
+HEARTBEATS = re.compile(r"stopped sending heartbeats\):\s*((?:\d+\s*)+)")
+
+
+def needed(config: Config, environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Whether this command should run under a supervisor: it joins other processes, from the command
+    line, and is not the supervised child already."""
+    from jaxrec.runtime import distributed  # noqa: PLC0415 - imports JAX (its backend does not start)
+
+    return LIFELINE not in environ and distributed.wanted(config, environ)
+
+
+def run_supervised(config: Config) -> int:
+    """Runs this process's command line again as a child and relays it; returns its exit code (or ends
+    this process by the signal that ended the child)."""
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], stderr=subprocess.PIPE, pass_fds=(read_end,),
+                             env={**os.environ, LIFELINE: str(read_end)}, start_new_session=True)
+    os.close(read_end)  # the child's copy is the one that matters; write_end stays open until this process ends
+    forwarded: list[int] = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        child.send_signal(signum)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    held = relay(child.stderr)
+    code = child.wait()
+    text = "".join(held)
+    if code < 0 and -code in forwarded:  # the child was ended by a signal sent to us: end the same way
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    if code != 0 and any(mark in text for mark in PEER_LOST):
+        sys.stderr.write(lost_peer_line(config, text) + "\n")
+        return LOST
+    sys.stderr.write(text)  # a crash of another kind is a bug: its whole report stays
+    return 128 - code if code < 0 else code
+
+
+def relay(stream) -> list[str]:
+    """Copies the child's stderr to ours as it comes, piece by piece (a piece ends at a newline or a
+    progress bar's carriage return); returns what it kept back at the end. From a runtime log line on
+    (its message may span lines), pieces are kept back until one of jaxrec's own log lines or a progress
+    bar shows the run went on, and are then written out; from a crash line on, all are kept back."""
+    held: list[str] = []
+    crashed = False
+    for piece in pieces(stream):
+        crashed = crashed or bool(CRASH.match(piece))
+        if crashed or ((held or RUNTIME_LOG.match(piece)) and not GOING_ON.match(piece)):
+            held.append(piece)
+        else:
+            sys.stderr.write("".join(held) + piece)
+            sys.stderr.flush()
+            held.clear()
+    return held
+
+
+def pieces(stream) -> Iterator[str]:
+    """The stream's text, split after each newline and carriage return."""
+    pending = ""
+    while chunk := os.read(stream.fileno(), 1 << 16):
+        pending += chunk.decode(errors="replace")
+        parts = re.split(r"(?<=[\n\r])", pending)
+        pending = parts.pop()
+        yield from parts
+    if pending:
+        yield pending
+
+
+def lost_peer_line(config: Config, text: str) -> str:
+    """The one line a process prints when another process of its run is gone; `text` is what the child
+    printed as it ended (the runtime's account, when it gave one)."""
+    me = "this process" if config.process_id is None else f"process {config.process_id}"
+    silent = HEARTBEATS.search(text)
+    if silent:
+        ids = silent.group(1).split()
+        lost = (f"process {ids[0]} (its heartbeats stopped" if len(ids) == 1 else
+                f"processes {', '.join(ids)} (their heartbeats stopped")
+    elif "Socket closed" in text and "CoordinationService" in text:
+        lost = "process 0, which hosts the run's coordinator (its connection closed"
+    else:
+        other = ({0, 1} - {config.process_id}) if config.num_processes == 2 else set()
+        lost = f"{f'process {other.pop()}' if other else 'another process'} (a collective's connection broke"
+    return (f"error: {me} lost contact with {lost}: a process died or its host went away) and stopped. Rerun "
+            "every process with the same command to resume from the last checkpoint.")
+
+
+def watch_lifeline(environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """In the supervised child: ends this process at once, silently, when the parent is gone (killed
+    with SIGKILL, which it cannot forward). Does nothing elsewhere, or when already watching."""
+    fd = environ.get(LIFELINE)
+    if fd is None or any(t.name == "jaxrec-lifeline" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        while os.read(int(fd), 1):  # the parent never writes: this returns b"" when its end closes
+            pass
+        os._exit(128 + signal.SIGKILL)
+
+    threading.Thread(target=watch, name="jaxrec-lifeline", daemon=True).start()
+
+
+__all__ = ["LIFELINE", "LOST", "LOST_MARK", "lost_peer_line", "needed", "run_supervised", "watch_lifeline"]
