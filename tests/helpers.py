@@ -63,11 +63,18 @@ def script_command(script: str, *args: str) -> list[str]:
     return [sys.executable, *target, *map(str, args)]
 
 
+def without_fake_devices(environ) -> dict[str, str]:
+    """`environ` without the tests' 8 fake CPU devices (their other XLA flags kept): a process started
+    with it splits the CPU as a user's does, one device per core."""
+    flags = [flag for flag in environ.get("XLA_FLAGS", "").split() if "device_count" not in flag]
+    return {**environ, "XLA_FLAGS": " ".join(flags)}
+
+
 def run_script(script: str, *args: str, default_devices: bool = False, cwd: Path | None = None,
                timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs a script in a fresh process (see script_command), in `cwd`; default_devices drops the
     tests' 8 fake devices (the process then splits the CPU as a user's does: one device per core)."""
-    env = {k: v for k, v in os.environ.items() if not (default_devices and k == "XLA_FLAGS")}
+    env = without_fake_devices(os.environ) if default_devices else dict(os.environ)
     return subprocess.run(script_command(script, *args), capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=timeout)
 

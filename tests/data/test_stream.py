@@ -15,7 +15,7 @@ import chex
 import numpy as np
 import pytest
 
-from helpers import PRE, SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after, small_state
+from helpers import PRE, SMALL, SMALL_FLAGS, checkpoint_steps, records, script_command, sigterm_after, small_state, without_fake_devices
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT, load_data
 from jaxrec.data.sources import stream_splits
@@ -190,7 +190,7 @@ def start_streaming(workdir: Path, *extra: str) -> subprocess.Popen:
     flags = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--num_devices", "1", "--steps_per_call",
              "1", "--input", "stream", "--data_workers", "2", "--epochs", "40", "--progress", "false", *SMALL_FLAGS,
              "--workdir", str(workdir), *extra]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = without_fake_devices(os.environ)
     return subprocess.Popen(script_command("jaxrec", *flags), stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
 

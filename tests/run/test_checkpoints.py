@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after
+from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after, without_fake_devices
 from jaxrec.cli import commands as cli
 from jaxrec.training import loop as train_lib
 from jaxrec.run.checkpoints import CheckpointMeta, RunCheckpointer, checkpoint_dir, config_differences, load_trained
@@ -297,7 +297,7 @@ def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_reru
     common = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", *SMALL_FLAGS]
     run = ["--workdir", str(tmp_path / "run")]
     assert run_script("jaxrec", *common, *run, "--epochs", "1", default_devices=True).returncode == 0
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = without_fake_devices(os.environ)
     limit = 64 * 1024  # a file-size limit smaller than the checkpoint's array file, as a full disk would be
     started = time.time()
     limited = subprocess.run(script_command("jaxrec", *common, *run, "--epochs", "3"), capture_output=True,

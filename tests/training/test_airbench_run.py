@@ -22,7 +22,7 @@ from jaxrec.training.loop import train_and_evaluate, train_group
 
 # airbench94's recipe on a narrow network and the shipped sample (400 training images: 12 steps of 32).
 TINY = dict(dataset="cifar10_sample", conv_features=(8, 16, 16), batch_size=32, whiten_images=100, num_devices=1,
-            progress=False, steps_per_call=4, eval_batch_size=50, whiten_bias_epochs=1)
+            progress=False, steps_per_call=2, eval_batch_size=50, whiten_bias_epochs=1)
 
 
 def tiny(**changes) -> Config:
@@ -129,7 +129,7 @@ def test_seeds_side_by_side_equal_their_plain_runs(tmp_path):
 def test_the_experiment_script_runs_airbench(tmp_path):
     result = run_script("experiments/airbench94.py", "--dataset", "cifar10_sample", "--epochs", "1", "--workdir",
                         tmp_path, "--conv_features", "8,16,16", "--batch_size", "64", "--whiten_images", "50",
-                        "--progress", "false")
+                        "--progress", "false", "--steps_per_call", "2")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["model"] == "airbench94" and summary["config"]["lookahead"] and summary["tta"] == 2
@@ -144,7 +144,7 @@ def test_a_seed_study_of_airbench(tmp_path, capsys):
     argv = ["study", "--model", "airbench94", "--dataset", "cifar10_sample", "--epochs", "1", "--seeds", "0-1",
             "--seeds_per_program", "2", "--workdir", str(tmp_path / "study"), "--conv_features", "8,16,16",
             "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
-            "--steps_per_call", "4"]  # 12 steps: 3 calls of a short unrolled loop, quick to compile for 2 models
+            "--steps_per_call", "2"]  # 12 steps: 6 calls of a short unrolled loop, quick to compile for 2 models
     assert main(argv) == 0
     study = json.loads((tmp_path / "study" / "study.json").read_text())
     summaries = [json.loads((tmp_path / "study" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
