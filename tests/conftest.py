@@ -7,13 +7,8 @@ import os
 import shutil
 import tempfile
 
-# Most of the suite's time is XLA compiling small programs; without LLVM's optimisations it compiles
-# them about a third faster. The programs compute the same operations (the tests compare runs made
-# with the same flags, or against references within float32 tolerances); only their speed differs.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
-for flag in ("--xla_force_host_platform_device_count=8", TEST_XLA_FLAGS):  # pytest-xdist's workers inherit them
-    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):  # pytest-xdist's workers inherit it
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
 # XLA:CPU's flags as a run sets them (YNNPACK), for this process and the scripts it starts alike.
 from jaxrec.config import Config  # noqa: E402 - no JAX
 from jaxrec.runtime.xla_flags import set_cpu_flags  # noqa: E402
