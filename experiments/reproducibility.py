@@ -10,6 +10,7 @@ its own, because the device count and the visible cores are fixed when JAX start
     one_core     the plain run pinned to one core (taskset -c 0): what another core count does
     loop_K2      seed 0 trained beside seed 1 in one program (jaxrec study --seeds_per_program 2)
     vmap_K2      the same with --model_axis vmap
+    other_jax    the plain run in another Python environment (--other_python: another JAX and jaxlib)
 For each: bit-identical or not, the largest parameter difference and the relative L2 difference
 after step 1 and after the last epoch, the test accuracy and the fraction of test images predicted
 differently. Writes WORKDIR/reproducibility.json and prints a Markdown table.
@@ -29,7 +30,7 @@ from pathlib import Path
 CASES = {  # name: (XLA device count or None, pinned to one core, models per program, model axis)
     "plain": (None, False, 1, "loop"), "again": (None, False, 1, "loop"), "devices_2": (2, False, 1, "loop"),
     "devices_8": (8, False, 1, "loop"), "one_core": (None, True, 1, "loop"), "loop_K2": (None, False, 2, "loop"),
-    "vmap_K2": (None, False, 2, "vmap"),
+    "vmap_K2": (None, False, 2, "vmap"), "other_jax": (None, False, 1, "loop"),
 }
 
 
@@ -42,6 +43,7 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     from jaxrec.config import Config, check
     from jaxrec.data import load_data
     from jaxrec.data.pipeline import epoch_indices
+    from jaxrec.training.feed import epoch_feed
     from jaxrec.training.parallel import select_devices, unreplicate
     from jaxrec.training.loop import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
     from jaxrec.run.writers import Writers
@@ -59,7 +61,8 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     states, runs, _ = restore_or_start(trainer, data)
     orders = np.stack([epoch_indices(m.keys.shuffle, 0, trainer.num_train, config.batch_size)[:1]
                        for m in trainer.members], axis=1)  # the first step: [1, K, batch]
-    state, _ = train_call(trainer, trainer.program.stack(states), runs, [Writers()] * models, orders)
+    feed = epoch_feed(trainer.program, trainer.images, trainer.labels, trainer.stream, 0, [(0, 1)])
+    state, _ = train_call(trainer, trainer.program.stack(states), runs, [Writers()] * models, orders, feed)
     params = unreplicate(trainer.program.unstack(state)[0]).params
     leaves = jax.tree_util.tree_leaves(params)
     np.save(workdir / name / "params_step1.npy", np.concatenate([np.ravel(x) for x in leaves]))
@@ -94,11 +97,14 @@ def compare(workdir: Path) -> dict:
     reference, reference_predicted, _ = final("plain")
     table = {}
     for name in CASES:
+        if not (workdir / name / "seed_0" / "summary.json").exists():
+            continue  # other_jax without --other_python
         params, predicted, summary = final(name)
         table[name] = {"after_step_1": difference(reference_step, np.load(workdir / name / "params_step1.npy")),
                        "after_training": difference(reference, params), "test_accuracy": summary["test_accuracy"],
                        "predictions_differ": float(np.mean(predicted != reference_predicted)),
-                       "num_devices": summary["num_devices"], "seeds_per_program": summary["seeds_per_program"]}
+                       "num_devices": summary["num_devices"], "seeds_per_program": summary["seeds_per_program"],
+                       "jax": summary["versions"]["jax"]}
     return table
 
 
@@ -106,16 +112,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/reproducibility"))
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to run (plain always)")
+    parser.add_argument("--other_python", help="an interpreter with jaxrec and another JAX: the other_jax case")
     args, config_flags = parser.parse_known_args()
     if args.case:
         run_case(args.case, config_flags, args.workdir)
         return 0
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    wanted = {"plain", *args.cases.split(",")}
     for name, (devices, pinned, _, _) in CASES.items():
-        if (args.workdir / name / "seed_0" / "summary.json").exists():
+        if name not in wanted or (args.workdir / name / "seed_0" / "summary.json").exists() or (name == "other_jax" and not args.other_python):
             continue  # rerunning continues
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" if devices else "")
-        command = [sys.executable, __file__, "--case", name, "--workdir", str(args.workdir), *config_flags]
+        python = args.other_python if name == "other_jax" else sys.executable
+        command = [python, __file__, "--case", name, "--workdir", str(args.workdir), *config_flags]
         print(f"case {name} ...", flush=True)
         subprocess.run((["taskset", "-c", "0"] if pinned else []) + command, env=env, check=True)
     table = compare(args.workdir)
@@ -124,12 +134,12 @@ def main() -> int:
     from jaxrec.runtime import host
     result.update(machine=host.machine(), versions=host.versions())
     (args.workdir / "reproducibility.json").write_text(json.dumps(result, indent=2) + "\n")
-    print("| case | devices | models/program | after step 1: identical, max abs diff | after training: identical, "
+    print("| case | jax | devices | models/program | after step 1: identical, max abs diff | after training: identical, "
           "max abs diff, relative L2 | test accuracy | test predictions differing |")
-    print("|---|---:|---:|---|---|---:|---:|")
+    print("|---|---|---:|---:|---|---|---:|---:|")
     for name, row in table.items():
         one, end = row["after_step_1"], row["after_training"]
-        print(f"| {name} | {row['num_devices']} | {row['seeds_per_program']} | "
+        print(f"| {name} | {row['jax']} | {row['num_devices']} | {row['seeds_per_program']} | "
               f"{'yes' if one['bit_identical'] else 'no'}, {one['max_abs']:.2g} | "
               f"{'yes' if end['bit_identical'] else 'no'}, {end['max_abs']:.2g}, {end['relative_l2']:.2g} | "
               f"{row['test_accuracy']:.4f} | {row['predictions_differ']:.4f} |")
