@@ -5,8 +5,9 @@ list of what it hands over; since jaxlib 0.10.2 the default list is
 `individual_dot,individual_convolution,reduce`, which sends float32 convolutions of more than 16
 channels to YNNPACK. On a CPU those train several times slower than XLA's own convolution kernels
 (airbench94's 64- and 256-channel convolutions, forward and both gradients: 0.27x PyTorch's speed
-against 0.71x). `=dot` replaces the list: matmuls still go to YNNPACK, convolutions go back to XLA's
-kernels. The measurements per jaxlib are in results/cpu_flags.md; `CPU_FLAGS` keeps the fastest.
+against 0.71x, jaxlib 0.10.2 and 0.12.0.1 alike, measured on 2026-12-06 with
+experiments/airbench_conv_timing.py). `=dot` replaces the list: matmuls still go to YNNPACK,
+convolutions go back to XLA's kernels.
 
 The flag is experimental, and an XLA that does not know a flag refuses to start, so it is set only on
 the jaxlib versions listed, only when XLA_FLAGS does not already name it, and only with --cpu_ynn
@@ -21,7 +22,7 @@ from typing import MutableMapping
 from jaxrec.config import Config
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-# jaxlib (major, minor) -> the flags that train convolutions fastest there (results/cpu_flags.md).
+# jaxlib (major, minor) -> the flags that train convolutions fastest there (docs/speed.md).
 CPU_FLAGS = {(0, 10): f"{YNN_FLAG}=dot", (0, 11): f"{YNN_FLAG}=dot", (0, 12): f"{YNN_FLAG}=dot"}
 
 
