@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 from jaxrec.cli import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError, SaveError
-from jaxrec.runtime import supervisor
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
 from jaxrec.run.workdir import writable_folder
@@ -56,6 +55,8 @@ def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Se
     core unless told otherwise) and joins a multi-process run's processes, once; then labels the log
     lines with the process. Returns the checked config."""
     setup_logging()
+    from jaxrec.runtime import supervisor  # imports JAX, whose backend only the child starts
+
     if supervisor.needed(config):  # joins other processes: run it as a child that a lost peer cannot crash
         check(config, only)
         raise SystemExit(supervisor.run_supervised(config))

@@ -25,7 +25,6 @@ import numpy as np
 from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import watch_signals
-from jaxrec.runtime.supervisor import LOST, LOST_MARK
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +33,10 @@ T = TypeVar("T")
 PER_PROCESS_FIELDS = ("process_id", "progress")
 # Launchers that start several copies of a command, and the variable that counts them.
 LAUNCHER_TASKS = {"srun": "SLURM_STEP_NUM_TASKS", "mpirun": "OMPI_COMM_WORLD_SIZE"}
+LOST = 1  # exit code of a process that lost a peer
+# How a process says that a collective failed because a peer is gone; its supervisor
+# (jaxrec.runtime.supervisor) turns it into the one line the user sees.
+LOST_MARK = "jaxrec: lost contact with the run's other processes: "
 
 
 def wanted(config: Config, environ: Mapping[str, str] = os.environ) -> bool:
@@ -216,4 +219,4 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["PER_PROCESS_FIELDS", "barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]
+__all__ = ["LOST", "LOST_MARK", "PER_PROCESS_FIELDS", "barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]

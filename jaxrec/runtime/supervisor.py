@@ -22,11 +22,10 @@ import threading
 from typing import Iterator
 
 from jaxrec.config import Config
+from jaxrec.runtime import distributed  # imports JAX; its backend does not start in the parent
+from jaxrec.runtime.distributed import LOST, LOST_MARK
 
 LIFELINE = "JAXREC_LIFELINE_FD"  # in the child: the read end of a pipe the parent holds open
-LOST = 1  # exit code of a process that lost a peer
-# How the child says that a collective failed because a peer is gone (distributed.leave_after_lost_process).
-LOST_MARK = "jaxrec: lost contact with the run's other processes: "
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
              signal.SIGUSR2)
 # Lines of XLA's and absl's C++ logging ("E1206 08:31:33.437402 6551 file.cc:1549] ..."), held back
@@ -45,8 +44,6 @@ HEARTBEATS = re.compile(r"stopped sending heartbeats\):\s*((?:\d+\s*)+)")
 def needed(config: Config, environ: dict[str, str] | os._Environ = os.environ) -> bool:
     """Whether this command should run under a supervisor: it joins other processes, from the command
     line, and is not the supervised child already."""
-    from jaxrec.runtime import distributed  # noqa: PLC0415 - imports JAX (its backend does not start)
-
     return LIFELINE not in environ and distributed.wanted(config, environ)
 
 
@@ -143,4 +140,4 @@ def watch_lifeline(environ: dict[str, str] | os._Environ = os.environ) -> None:
     threading.Thread(target=watch, name="jaxrec-lifeline", daemon=True).start()
 
 
-__all__ = ["LIFELINE", "LOST", "LOST_MARK", "lost_peer_line", "needed", "run_supervised", "watch_lifeline"]
+__all__ = ["LIFELINE", "lost_peer_line", "needed", "run_supervised", "watch_lifeline"]
