@@ -25,6 +25,7 @@ import numpy as np
 from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import watch_signals
+from jaxrec.runtime.xla_flags import jaxlib_version
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +38,10 @@ LOST = 1  # exit code of a process that lost a peer
 # How a process says that a collective failed because a peer is gone; its supervisor
 # (jaxrec.runtime.supervisor) turns it into the one line the user sees.
 LOST_MARK = "jaxrec: lost contact with the run's other processes: "
+# From this jaxlib on, an XLA:CPU program that JAX's persistent compilation cache hands back hangs in
+# its first collective across processes (measured on 0.12.1: a resumed 2-process run, every time the
+# cache held its step; 0.10.2 runs the same cached programs fine; 0.11 not measured).
+CPU_CACHE_HANGS_FROM = (0, 11)
 
 
 def wanted(config: Config, environ: Mapping[str, str] = os.environ) -> bool:
@@ -88,8 +93,22 @@ def start(config: Config) -> None:
                          f"--process_id (docs/multi_host.md)") from None
     log.info("process %d of %d: %d local devices of %d in all (%s)", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+    _skip_cache_if_it_hangs()
     check_agreement("settings", {k: v for k, v in config.to_dict().items() if k not in PER_PROCESS_FIELDS},
                     "start every process with the same command; only --process_id differs")
+
+
+def _skip_cache_if_it_hangs() -> None:
+    """Turns JAX's persistent compilation cache off in a multi-process CPU run on the jaxlibs where a
+    cached program hangs (CPU_CACHE_HANGS_FROM). JAX decides on the cache at its first compile, so
+    this runs before any."""
+    if jax.default_backend() != "cpu" or jaxlib_version() < CPU_CACHE_HANGS_FROM:
+        return
+    if jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir:
+        log.info("not using the compilation cache in %s: on jaxlib %d.%d a cached program of a multi-process CPU "
+                 "run hangs in its collectives (docs/multi_host.md)", jax.config.jax_compilation_cache_dir,
+                 *jaxlib_version())
+    jax.config.update("jax_enable_compilation_cache", False)
 
 
 def _check_port_free(address: str) -> None:
