@@ -13,7 +13,7 @@ import sys
 import typing
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
-from jaxrec.config import Config, choices
+from jaxrec.config import Config, choices, without_unused_defaults
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -149,9 +149,14 @@ def config_parser(description: str | None = None, defaults: Config | None = None
 
 def parse_config(argv: Sequence[str] | None = None, description: str | None = None,
                  defaults: Config | None = None, aliases: dict[str, str] | None = None) -> Config:
-    """Command-line flags -> Config (not yet checked: see jaxrec.config.check)."""
+    """Command-line flags -> Config (not yet checked: see jaxrec.config.check). The defaults' values of
+    fields the chosen model has no use for (a recipe's, run with another --model) are left out; the
+    flags given are kept, to be refused by the check if they do not fit."""
     namespace = config_parser(description, defaults, aliases).parse_args(argv)
-    return Config(**values_of(namespace, Config))
+    given = Parser(add_help=False)
+    add_flags(given, Config, inherit=True, aliases=aliases)
+    return without_unused_defaults(Config(**values_of(namespace, Config)),
+                                   list(vars(given.parse_known_args(argv)[0])))
 
 
 __all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number", "positive_int",

@@ -13,6 +13,7 @@ The rules and per-field checks are in jaxrec.config.rules. This module imports n
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import typing
 from pathlib import Path
@@ -22,6 +23,7 @@ from jaxrec.config.rules import (Rule, above, at_least, field_problems, in_range
                                  zero_or_at_least)
 from jaxrec.errors import InputError
 from jaxrec.models import REGISTRY
+from jaxrec.models.geometry import image_size_problem
 
 Model = Literal[tuple(REGISTRY)]  # the names of jaxrec.models.REGISTRY
 Norm = Literal["none", "batch"]
@@ -350,6 +352,26 @@ EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "tta", "num_d
                      "eval_batch_size", "input", "data_workers")
 
 
+def unused_by_model(config: Config) -> dict[str, Any]:
+    """The fields config's model has no use for that are not at the value that leaves them out, each
+    with that value (combination_problems refuses them when a user sets them)."""
+    off = {name: value for name, value in AIRBENCH_KNOBS.items() if config.model != "airbench94"}
+    if not has_batch_norm(config):
+        off["norm_bias_lr_scale"] = 1.0
+    if config.model != "cnn":
+        off["norm"] = "none"
+    if config.model in ("cnn", "rnn"):
+        off["dtype"] = "auto"
+    return {name: value for name, value in off.items() if getattr(config, name) != value}
+
+
+def without_unused_defaults(config: Config, given: Sequence[str]) -> Config:
+    """`config` with the fields its model has no use for, but those in `given` (what the user set),
+    back at the values that leave them out: a recipe's defaults (an experiment script's) do not
+    apply to another model, and only what the user passed is refused."""
+    return config.replace(**{name: value for name, value in unused_by_model(config).items() if name not in given})
+
+
 def combination_problems(config: Config) -> list[str]:
     """Settings that are each allowed but do not work together."""
     problems = []
@@ -382,9 +404,34 @@ def combination_problems(config: Config) -> list[str]:
     if config.norm != "none" and config.model != "cnn":
         problems.append(f"--norm {config.norm} with --model {config.model}: only the cnn has normalisation layers; "
                         f"drop --norm")
+    too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,
+                                                          f"--image_size {config.image_size}")
+    if too_small:
+        problems.append(too_small)
     if config.distributed == "off" and config.coordinator_address:
         problems.append("--coordinator_address with --distributed off: drop one of them")
     return problems
+
+
+def check_image_shape(config: Config, image_shape: Sequence[int], dataset: str) -> None:
+    """Raises InputError (one line) when the images of `dataset`, of `image_shape` (height, width,
+    channels), are too small for config's model; the settings check already refuses a too small
+    --image_size, this one a data set's own size, once it is known."""
+    problem = image_size_problem(config, image_shape[0], image_shape[1], dataset)
+    if problem:
+        raise InputError(problem)
+
+
+TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installed; pip install 'jaxrec[tensorboard]' "
+                        "(or drop --tensorboard)")
+
+
+def installation_problems(config: Config) -> list[str]:
+    """Settings that need a package this install lacks; found without importing it, so the check stays
+    light and refuses them before any data is loaded."""
+    if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        return [TENSORBOARDX_MISSING]
+    return []
 
 
 def config_problems(config: Config, only: Sequence[str] | None = None) -> list[str]:
@@ -392,7 +439,9 @@ def config_problems(config: Config, only: Sequence[str] | None = None) -> list[s
     model=rnn) and, on a full check, of its combinations."""
     skip = () if config.model == "rnn" else RNN_FIELDS
     names = [f.name for f in dataclasses.fields(config) if f.name not in skip and (only is None or f.name in only)]
-    return field_problems(config, names) or (combination_problems(config) if only is None else [])
+    if only is None:
+        return field_problems(config, names) or combination_problems(config) + installation_problems(config)
+    return field_problems(config, names)
 
 
 def check(settings: Any, only: Sequence[str] | None = None) -> Any:
@@ -410,4 +459,5 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
 
 
 __all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODEL_AXES", "RNN_FIELDS",
-           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems"]
+           "SEED_LIMIT", "SOURCES", "check", "check_image_shape", "combination_problems", "config_problems",
+           "unused_by_model", "without_unused_defaults"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxrec.config import Config
 from jaxrec.models.conv import patch_conv, patch_grad_conv
+from jaxrec.models.geometry import AIRBENCH_FINAL_POOL, AIRBENCH_GROUP_POOL, AIRBENCH_WHITEN_SIZE
 from jaxrec.models.kernels import Kernels, compute_dtype
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
@@ -72,7 +73,7 @@ class Whiten(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        shape = (2, 2, x.shape[-1], self.features)
+        shape = (AIRBENCH_WHITEN_SIZE, AIRBENCH_WHITEN_SIZE, x.shape[-1], self.features)
         kernel = self.param("kernel", dirac_init() if self.dirac else TORCH_INIT, shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if self.frozen:
@@ -99,7 +100,7 @@ class ConvGroup(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = self.conv("conv1")(x)
-        x = pool(x, 2, self.pool)
+        x = pool(x, AIRBENCH_GROUP_POOL, self.pool)
         x = gelu(self.norm("norm1", train)(x))
         return gelu(self.norm("norm2", train)(self.conv("conv2")(x)))
 
@@ -115,7 +116,9 @@ class ConvGroup(nn.Module):
 
 
 class Airbench94(nn.Module):
-    """airbench94's network; see the module docstring. `init_from_data` sets the whitening filters."""
+    """airbench94's network; see the module docstring. `init_from_data` sets the whitening filters. Its
+    floor-mode pools need images of at least jaxrec.models.geometry.airbench_smallest_image(len(widths))
+    pixels a side (25 for three groups); the settings check refuses smaller ones."""
 
     num_classes: int
     widths: Sequence[int] = (64, 256, 256)
@@ -141,7 +144,7 @@ class Airbench94(nn.Module):
         for i, features in enumerate(self.widths):
             x = ConvGroup(features, self.norm_momentum, self.norm_epsilon, self.norm_axis, self.dirac,
                           self.conv_grad, self.pool, self.batch_norm, self.dtype, name=f"group{i + 1}")(x, train)
-        x = pool(x, 3, self.pool)
+        x = pool(x, AIRBENCH_FINAL_POOL, self.pool)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.num_classes, use_bias=False, kernel_init=TORCH_INIT, name="head", dtype=self.dtype)(x)
         return x.astype(jnp.float32) * self.logit_scale
@@ -152,7 +155,7 @@ class Airbench94(nn.Module):
         if not self.whiten:
             return variables
         params = dict(variables["params"])
-        params["whiten"] = {**params["whiten"], "kernel": jnp.asarray(whitening_kernel(images))}
+        params["whiten"] = {**params["whiten"], "kernel": jnp.asarray(whitening_kernel(images, AIRBENCH_WHITEN_SIZE))}
         return {**variables, "params": params}
 
 

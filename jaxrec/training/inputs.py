@@ -9,7 +9,7 @@ from typing import Sequence
 
 import jax
 
-from jaxrec.config import Config
+from jaxrec.config import Config, check_image_shape
 from jaxrec.data import DataSplits, load_data
 from jaxrec.data.sources import stream_data, stream_splits
 from jaxrec.data.types import DataError
@@ -46,6 +46,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         splits = stream_splits(config)
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
         return load_data(config)
+    check_image_shape(config, splits[0].image_shape, f"--dataset {config.dataset}")  # before a model is built for them
     try:
         check_fits(config, splits, models, devices)
         problem = None

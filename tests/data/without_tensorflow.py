@@ -2,15 +2,19 @@
 where TensorFlow cannot be imported, as on an install without the `tfds` extra (a Colab TPU runtime):
 
     python tests/without_tensorflow.py jaxrec train --dataset ...
+
+JAXREC_TEST_HIDDEN (comma-separated top-level package names) hides other packages instead, e.g.
+tensorboardX, as on an install without the `tensorboard` extra.
 """
 
 import importlib.machinery
+import os
 import runpy
 import sys
 
 
 # What the core install lacks and the tfds extra brings.
-HIDDEN = ("tensorflow", "importlib_resources")
+HIDDEN = tuple(os.environ.get("JAXREC_TEST_HIDDEN", "tensorflow,importlib_resources").split(","))
 
 
 class _HideTensorFlow(importlib.machinery.PathFinder):

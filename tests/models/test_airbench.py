@@ -160,3 +160,21 @@ def test_dtype_auto_is_float32_on_the_cpu_and_bfloat16_on_accelerators():
     variables = model.init(jax.random.key(1), x)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(variables))
     assert model.apply(variables, x).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("widths", [(4,), (4, 4), (4, 4, 4)])
+def test_the_smallest_image_size_is_what_the_pools_leave_a_feature_of(widths):
+    """airbench94's stated minimum is its architecture's: at that size the network builds (one pixel
+    reaches the classifier); one pixel less is refused in one line instead of a ZeroDivisionError."""
+    from jaxrec.config import check_image_shape
+    from jaxrec.errors import InputError
+    from jaxrec.models.geometry import smallest_image_size
+
+    config = Config.for_model("airbench94", conv_features=widths)
+    side = smallest_image_size(config)
+    model = Airbench94(num_classes=3, widths=widths, whiten=False)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))
+    assert shapes["params"]["head"]["kernel"].shape == (widths[-1], 3)
+    check_image_shape(config, (side, side, 3), "images")
+    with pytest.raises(InputError, match=rf"at least {side}x{side} pixels: pass --image_size {side}"):
+        check_image_shape(config, (side - 1, side + 5, 3), "images")
