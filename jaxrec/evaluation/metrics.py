@@ -83,7 +83,18 @@ def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None
             for i, name in enumerate(class_names)]
     summary = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
     summary.update(top_k=k, top_k_accuracy=top_k_accuracy(result["label_rank"], k))
-    return {**summary, "per_class": rows, "class_names": list(class_names), "confusion": confusion.tolist()}
+    absent = [name for name, support in zip(class_names, scores["support"]) if support == 0]
+    note = {"note": absent_classes_note(absent, len(class_names))} if absent else {}
+    return {**summary, "classes_without_examples": absent, **note, "per_class": rows,
+            "class_names": list(class_names), "confusion": confusion.tolist()}
+
+
+def absent_classes_note(absent: Sequence[str], num_classes: int) -> str:
+    """The line that names the classes with no examples in the evaluated split: they count 0 in the
+    macro averages (as scikit-learn counts them), which a reader of the scores must know."""
+    return (f"{len(absent)} of {num_classes} classes have no examples in the evaluated split and count 0 in the "
+            f"macro precision, recall and F1 (a perfect classifier's macro F1 is {1 - len(absent) / num_classes:.3f}): "
+            f"{', '.join(absent)}")
 
 
 def report_with_tta(result: dict[str, Any], plain: dict[str, Any] | None, class_names: Sequence[str],

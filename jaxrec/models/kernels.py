@@ -65,6 +65,18 @@ def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
     return jnp.dtype(name)
 
 
+# Models that compute in float32 whatever --dtype says (the settings check refuses bfloat16 for them).
+FLOAT32_MODELS = ("cnn", "rnn")
+
+
+def resolved_dtype(config: Config, platform: str | None = None) -> str:
+    """The name of the type config's model computes in on `platform` (default: JAX's default backend):
+    what --dtype auto stands for there, recorded with the run so that it says what it did."""
+    if config.model in FLOAT32_MODELS:
+        return "float32"
+    return compute_dtype(config.dtype, platform).name
+
+
 def choose(config: Config, platform: str | None = None) -> Kernels:
     """The kernels a run of `config` uses on `platform` (default: JAX's default backend): the table's
     row, with every knob not left at 'auto' taking its place."""

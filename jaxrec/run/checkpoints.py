@@ -40,6 +40,7 @@ from jaxrec.config import EXECUTION_FIELDS, Config
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
+from jaxrec.models.kernels import resolved_dtype
 from jaxrec.run import storage_noise
 from jaxrec.runtime import host
 from jaxrec.training.optim import uses_total_steps
@@ -203,6 +204,7 @@ class CheckpointMeta:
     saved: str = ""
     checksum: str | None = None  # array_checksum of the saved arrays (None: written before jaxrec 0.3)
     items: list[str] | None = None  # state_items of the saved state (None: written before model state)
+    compute_dtype: str | None = None  # what the model computed in (--dtype auto resolved); None: not recorded
 
     @property
     def saved_items(self) -> list[str]:
@@ -288,7 +290,8 @@ class RunCheckpointer:
                 f"last good one is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                              checksum=array_checksum(arrays), items=state_items(state))
+                              checksum=array_checksum(arrays), items=state_items(state),
+                              compute_dtype=resolved_dtype(self.config))
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
         try:
             self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
@@ -359,12 +362,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
     if meta is None:
         return None
     if config is not None:
-        different = config_differences(meta.config, config)
-        if different:
-            raise InputError(
-                f"the checkpoint at step {step} in {manager.directory} was written with another config: "
-                f"{'; '.join(different)}. Use the checkpoint's settings to resume it, or start over with "
-                f"--resume=false (or another --workdir).")
+        check_resumable(meta, config, step, manager.directory)
     _check_items(meta, template, step, manager.directory)
     try:
         arrays = manager.restore(step, args=ocp.args.Composite(
@@ -378,6 +376,27 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
         log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
         return None
     return Restored(state=template.replace(**arrays), meta=meta)
+
+
+def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: Path) -> None:
+    """Refuses (InputError, one line) to resume a checkpoint with `config` where it trained with other
+    settings, or computed in another type than config's --dtype gives here (auto is float32 on a CPU,
+    bfloat16 on an accelerator). Where the checkpoint recorded its type, that type is compared and
+    --dtype itself may change (--dtype float32 resumes an 'auto' run made on a CPU)."""
+    saved = meta.config if meta.compute_dtype is None else {**meta.config, "dtype": config.dtype}
+    different = config_differences(saved, config)
+    if different:
+        raise InputError(
+            f"the checkpoint at step {step} in {directory} was written with another config: "
+            f"{'; '.join(different)}. Use the checkpoint's settings to resume it, or start over with "
+            f"--resume=false (or another --workdir).")
+    now = resolved_dtype(config)
+    if meta.compute_dtype is not None and meta.compute_dtype != now:
+        raise InputError(
+            f"the checkpoint at step {step} in {directory} trained in {meta.compute_dtype} (--dtype "
+            f"{meta.config.get('dtype')}) and --dtype {config.dtype} computes in {now} here; pass --dtype "
+            f"{meta.compute_dtype} to resume it as it trained, or start over with --resume=false (or another "
+            f"--workdir)")
 
 
 def _check_items(meta: CheckpointMeta, template: TrainState, step: int, directory: Path) -> None:
@@ -494,5 +513,5 @@ def _template(meta: CheckpointMeta) -> TrainState:
                                                      jax.random.key(0), steps_per_epoch=1))
 
 
-__all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "checkpoint_dir",
+__all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "check_resumable", "checkpoint_dir",
            "config_differences", "DATA_IDENTITY", "data_differences", "field_differences", "load_trained", "state_items"]

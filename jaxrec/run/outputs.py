@@ -89,6 +89,8 @@ def eval_markdown(report: dict[str, Any], title: str = "") -> str:
     for average in ("macro", "weighted"):
         lines.append(f"| **{average} average** | {report[f'{average}_precision']:.4f} | "
                      f"{report[f'{average}_recall']:.4f} | {report[f'{average}_f1']:.4f} | {report['count']} |")
+    if report.get("note"):  # e.g. classes the split has no examples of, which the macro averages count as 0
+        lines += ["", f"Note: {report['note']}"]
     return "\n".join(lines) + "\n"
 
 

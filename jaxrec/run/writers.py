@@ -1,9 +1,12 @@
 """Where a run's metrics go as it trains: metrics.jsonl always, TensorBoard event files with --tensorboard.
 
 Every writer takes the training metrics of each device call (`write_train`) and each finished
-epoch's record (`write_epoch`). Only process 0 writes. A resumed run rewrites metrics.jsonl with the
-epochs its checkpoint holds, and TensorBoard drops the events a killed session wrote past that
-checkpoint (tensorboardX's purge_step), so neither shows an epoch or a step twice.
+epoch's record (`write_epoch`), and is flushed before every checkpoint is saved, so a checkpoint
+never covers a step its writers lost. Only process 0 writes. A resumed run rewrites metrics.jsonl
+with the epochs its checkpoint holds; TensorBoard drops every event at or past the checkpoint's step
+(tensorboardX's purge_step) and writes that step's again from the checkpoint. So neither shows an
+epoch or a step twice, and none that the checkpoint covers is missing, whether a session was killed
+(even by SIGKILL) or ended inside an epoch and was run again.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from jaxrec.run import outputs
+from jaxrec.config.settings import TENSORBOARDX_MISSING
 from jaxrec.errors import InputError
-from jaxrec.training.run_state import Record
+from jaxrec.training.run_state import Record, RunState
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -27,6 +31,9 @@ class MetricWriter(Protocol):
 
     def write_epoch(self, record: Record) -> None:
         """A finished epoch (with its evaluation, if it had one)."""
+
+    def flush(self) -> None:
+        """Puts what was written on disk (called before every checkpoint is saved)."""
 
     def close(self) -> None:
         """Flushes what is buffered."""
@@ -45,6 +52,9 @@ class JsonlWriter:
     def write_epoch(self, record: Record) -> None:
         outputs.append_jsonl(self.path, record.to_json())
 
+    def flush(self) -> None:
+        pass  # each line is written as it comes
+
     def close(self) -> None:
         pass
 
@@ -53,14 +63,20 @@ class TensorBoardWriter:
     """Event files under WORKDIR/tensorboard, written with tensorboardX (no TensorFlow): train/loss and
     train/accuracy per device call, test/loss, test/accuracy and test/macro_f1 per evaluation."""
 
-    def __init__(self, workdir: Path, resumed_step: int | None):
+    def __init__(self, workdir: Path, resumed: RunState | None):
+        """resumed: where the checkpoint the run resumes from stands (None: a fresh start, which drops
+        whatever a session killed before its first checkpoint wrote)."""
         try:
             from tensorboardX import SummaryWriter  # noqa: PLC0415 - only runs with --tensorboard need it
         except ImportError:
-            raise InputError("--tensorboard needs tensorboardX, which is not installed; pip install "
-                             "'jaxrec[tensorboard]' (or drop --tensorboard)") from None
-        purge = None if resumed_step is None else resumed_step + 1
+            raise InputError(TENSORBOARDX_MISSING) from None
+        kept = resumed is not None and resumed.call_loss is not None  # a checkpoint that holds its step's metrics
+        purge = 0 if resumed is None else resumed.step if kept else resumed.step + 1
         self._writer = SummaryWriter(logdir=str(Path(workdir) / TENSORBOARD_DIR), purge_step=purge)
+        if kept:
+            self.write_train(resumed.step, resumed.call_loss, resumed.call_accuracy)
+            if resumed.records and resumed.records[-1].step == resumed.step:  # the checkpoint ended an epoch
+                self.write_epoch(resumed.records[-1])
 
     def write_train(self, step: int, loss: float, accuracy: float) -> None:
         self._writer.add_scalar("train/loss", loss, step)
@@ -72,6 +88,9 @@ class TensorBoardWriter:
             self._writer.add_scalar("test/accuracy", record.test_accuracy, record.step)
             self._writer.add_scalar("test/macro_f1", record.test_macro_f1, record.step)
         self._writer.add_scalar("train/images_per_second", record.images_per_second, record.step)
+
+    def flush(self) -> None:
+        self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
@@ -91,19 +110,24 @@ class Writers:
         for writer in self.writers:
             writer.write_epoch(record)
 
+    def flush(self) -> None:
+        for writer in self.writers:
+            writer.flush()
+
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
 
 
-def open_writers(workdir: Path, records: Sequence[Record], resumed_step: int | None, tensorboard: bool,
-                 primary: bool = True) -> Writers:
-    """A run's writers: metrics.jsonl (rewritten with `records`, the epochs the run resumes with),
-    and TensorBoard's if asked; none where `primary` is false (every process but 0)."""
+def open_writers(workdir: Path, run: RunState, resumed: bool, tensorboard: bool, primary: bool = True) -> Writers:
+    """A run's writers: metrics.jsonl (rewritten with run.records, the epochs the run resumes with),
+    and TensorBoard's if asked (resumed: `run` is a checkpoint's); none where `primary` is false
+    (every process but 0)."""
     if not primary:
         return Writers()
-    jsonl = JsonlWriter(workdir, records)
-    return Writers([jsonl, TensorBoardWriter(workdir, resumed_step)] if tensorboard else [jsonl])
+    jsonl = JsonlWriter(workdir, run.records)
+    return Writers([jsonl, TensorBoardWriter(workdir, run if resumed else None)] if tensorboard else [jsonl])
+
 
 
 __all__ = ["JsonlWriter", "METRICS_FILE", "MetricWriter", "TENSORBOARD_DIR", "TensorBoardWriter", "Writers",

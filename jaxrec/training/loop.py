@@ -29,7 +29,7 @@ from jaxrec.runtime import distributed, host, memory
 
 from jaxrec.run import outputs
 from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
-from jaxrec.config import MODEL_AXES, SOURCES, Config
+from jaxrec.config import MODEL_AXES, SOURCES, Config, check_image_shape
 from jaxrec.data import DataSplits
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.data.stream import StreamError
@@ -39,6 +39,7 @@ from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.evaluation.metrics import report_with_tta
 from jaxrec.models import count_params, create_model
+from jaxrec.models.kernels import resolved_dtype
 from jaxrec.training.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
                              unreplicate)
 from jaxrec.training.run_state import Record, RunState
@@ -46,7 +47,7 @@ from jaxrec.runtime.setup import prepare
 from jaxrec.evaluation.tta import with_tta
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
 from jaxrec.training.inputs import open_data
-from jaxrec.training.optim import total_steps
+from jaxrec.training.optim import check_lookahead, total_steps
 from jaxrec.training.state import TrainState, create_train_state, init_sample
 from jaxrec.training.steps import Objective
 from jaxrec.run.workdir import claim, move_previous_run, writable_folder
@@ -265,6 +266,8 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     if steps_per_epoch == 0:
         raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
+    check_image_shape(config, data.image_shape, f"--dataset {config.dataset}")
+    check_lookahead(config, steps_per_epoch)
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s%s), %d steps per epoch%s",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
              devices[0].platform, f", {jax.process_count()} processes" if jax.process_count() > 1 else "",
@@ -355,7 +358,7 @@ def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from
     if primary:
         member.config.save(member.workdir / "config.json")
         outputs.write_json(member.workdir / "dataset.json", data.describe())
-    return open_writers(member.workdir, run.records, resumed_from, member.config.tensorboard, primary)
+    return open_writers(member.workdir, run, resumed_from is not None, member.config.tensorboard, primary)
 
 
 def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
@@ -377,26 +380,26 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], write
         try:
             state, runs = train_call(trainer, state, runs, writers, orders[before:end], feed)
         except StreamError as err:
-            raise stream_failed(trainer, state, runs, stop, started, err) from err
+            raise stream_failed(trainer, state, runs, writers, stop, started, err) from err
         bar.update((end - before) * images_per_step)
         loss, accuracy = np.mean([r.epoch_means() for r in runs], axis=0)
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}")
         due = config.checkpoint_every_steps and runs[0].step % config.checkpoint_every_steps == 0
         stopping = agreed_stop(stop)
         if runs[0].position < steps and (due or stopping):
-            save(trainer, trainer.program.unstack(state), runs, started)
+            save(trainer, trainer.program.unstack(state), runs, writers, started)
             if stopping:
                 raise interrupted(trainer, runs[0], stop)
     bar.close()
     return state, runs, frozenset(end - before for before, end in plan)
 
 
-def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], stop: StopRequest | None,
-                  started: float, err: StreamError) -> Exception:
+def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
+                  stop: StopRequest | None, started: float, err: StreamError) -> Exception:
     """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and
     returns the error, saying how to go on; the interruption, if a signal came too (a signal to the
     process group, which the workers got as well)."""
-    save(trainer, trainer.program.unstack(state), runs, started)
+    save(trainer, trainer.program.unstack(state), runs, writers, started)
     if stop is not None and stop.requested:
         return interrupted(trainer, runs[0], stop)
     return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint there; run the "
@@ -448,7 +451,7 @@ def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writer
         check_finite(losses[:, k], runs[0].step, member.workdir if len(trainer.members) > 1 else None)
     runs = [run.after_steps(losses[:, k].tolist(), accuracies[:, k].tolist(), seconds) for k, run in enumerate(runs)]
     for k, (run, writer) in enumerate(zip(runs, writers)):
-        writer.write_train(run.step, float(losses[:, k].mean()), float(accuracies[:, k].mean()))
+        writer.write_train(run.step, run.call_loss, run.call_accuracy)
     return state, runs
 
 
@@ -500,14 +503,15 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
             try:
                 result, record = evaluate(trainer, member_state, record)
             except StreamError as err:  # the epoch's training is kept: a rerun starts with this evaluation
-                raise stream_failed(trainer, state, runs, None, started, err) from err
+                raise stream_failed(trainer, state, runs, writers, None, started, err) from err
         records.append(record.replace(wall_seconds=time.time() - started))
         new_results.append(result)
     ended = [run.end_epoch(record) for run, record in zip(runs, records)]
     # A run that ends inside an epoch (--max_steps, a fractional --epochs) is saved there, not at the
     # epoch's end: a longer run resumed from it then finishes this epoch, as a straight one does.
     within = runs[0].position < trainer.steps_per_epoch
-    save(trainer, member_states, runs if within else ended, started, [record.test_accuracy for record in records])
+    save(trainer, member_states, runs if within else ended, writers, started,
+         [record.test_accuracy for record in records])
     for record, writer in zip(records, writers):
         writer.write_epoch(record)
         log_epoch(trainer, record)
@@ -521,10 +525,13 @@ def log_epoch(trainer: Trainer, record: Record) -> None:
              "-" if record.test_accuracy is None else f"{record.test_accuracy:.4f}", record.images_per_second)
 
 
-def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], started: float,
-         test_accuracies: Sequence[float | None] | None = None) -> None:
+def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], writers: Sequence[Writers],
+         started: float, test_accuracies: Sequence[float | None] | None = None) -> None:
     """Checkpoints every member's (replicated) state and run; RunCheckpointer.save waits until each is on
-    disk. A step already saved is kept (a rerun of a run that ended inside an epoch comes back to it)."""
+    disk. A step already saved is kept (a rerun of a run that ended inside an epoch comes back to it).
+    The writers are flushed first: a checkpoint on disk never covers metrics a kill could still lose."""
+    for writer in writers:
+        writer.flush()
     accuracies = test_accuracies or [None] * len(runs)
     for member, member_state, run, accuracy in zip(trainer.members, member_states, runs, accuracies):
         if member.checkpoints.has_step(run.step):
@@ -575,6 +582,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
         "source_seeds": config.source_seeds(),
         "num_devices": len(trainer.devices), "processes": jax.process_count(),
         "seeds_per_program": len(trainer.members),
+        "compute_dtype": resolved_dtype(config),  # what --dtype (auto: by platform) computed in
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "peak_host_memory_mb": host.peak_host_memory_mb(),
         "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
@@ -585,8 +593,11 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
     outputs.write_json(member.workdir / "summary.json", summary)
     outputs.plot_curves([r.to_json() for r in run.records], member.workdir / "curves.png",
                         title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
-    outputs.write_eval(member.workdir, report_with_tta(scored, result, data.class_names, config.top_k, config.tta),
+    report = report_with_tta(scored, result, data.class_names, config.top_k, config.tta)
+    outputs.write_eval(member.workdir, report,
                        title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
+    if report.get("note"):
+        log.warning("evaluation: %s", report["note"])
     if predictions is not None:
         outputs.write_predictions(member.workdir, predictions, data.eval.labels)
     cut = run.step < total_steps(config, trainer.steps_per_epoch)  # --max_steps ended it early

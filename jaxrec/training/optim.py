@@ -13,6 +13,7 @@ import jax
 import optax
 
 from jaxrec.config import Config
+from jaxrec.errors import InputError
 
 # A BatchNorm layer's module name: flax's default (BatchNorm_0, ...) or airbench94's (norm1, norm2).
 NORM_MODULE = re.compile(r"^(BatchNorm_\d+|norm\d*)$")
@@ -28,6 +29,21 @@ def uses_total_steps(config: Config) -> bool:
     """Whether the run's numbers depend on its total steps (so on --epochs): a decaying schedule, a
     warm-up given as a fraction of the run, or lookahead's (step / total)^3."""
     return config.lr_schedule != "constant" or bool(config.warmup_fraction) or config.lookahead
+
+
+def check_lookahead(config: Config, steps_per_epoch: int) -> None:
+    """Refuses (InputError, one line) a lookahead run shorter than its averaging period: its average
+    would never be synced, and the network, set to the average at the end, would be the initial one.
+    The run's length is that of --epochs (the average replaces the network only there: a shorter
+    --max_steps run ends on the trained network)."""
+    steps = total_steps(config, steps_per_epoch)
+    if not config.lookahead or steps >= config.lookahead_every:
+        return
+    epochs = math.ceil(config.lookahead_every / steps_per_epoch * 1000) / 1000  # rounded up: at least that many steps
+    raise InputError(f"--epochs {config.epochs:g} trains {steps} steps ({steps_per_epoch} per epoch), fewer than "
+                     f"--lookahead_every {config.lookahead_every}: the lookahead average would never be updated and "
+                     f"the run would end on its initial network; pass --epochs {epochs:g} or more, --lookahead_every "
+                     f"{steps} or less, or --lookahead false")
 
 
 def step_hyperparameters(config: Config) -> tuple[float, float]:
@@ -111,4 +127,4 @@ def param_labels(params: Any, config: Config) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-__all__ = ["create_optimizer", "learning_rate_schedule", "param_labels", "step_hyperparameters", "total_steps"]
+__all__ = ["check_lookahead", "create_optimizer", "learning_rate_schedule", "param_labels", "step_hyperparameters", "total_steps"]

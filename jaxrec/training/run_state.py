@@ -63,17 +63,23 @@ class RunState:
     train_seconds: float = 0.0  # device-call time of the current epoch
     records: tuple[Record, ...] = ()  # one per finished epoch, as in metrics.jsonl
     elapsed_seconds: float = 0.0  # wall time of the run up to the last save, all sessions together
+    # The mean training loss and accuracy of the device call that ended at `step` (None: no call yet, or
+    # a checkpoint written before they were kept): what TensorBoard shows at `step`, rewritten on resume.
+    call_loss: float | None = None
+    call_accuracy: float | None = None
 
     def after_steps(self, losses: Iterable[float], accuracies: Iterable[float], seconds: float) -> "RunState":
         """The state after one device call that trained len(losses) steps in `seconds`."""
-        loss_sum, accuracy_sum, count = self.loss_sum, self.accuracy_sum, 0
+        losses, accuracies = list(losses), list(accuracies)
+        loss_sum, accuracy_sum, count = self.loss_sum, self.accuracy_sum, len(losses)
         for loss, accuracy in zip(losses, accuracies):  # step by step: the same sums whatever the steps per call
             loss_sum += loss
             accuracy_sum += accuracy
-            count += 1
         return dataclasses.replace(self, step=self.step + count, position=self.position + count,
                                    loss_sum=loss_sum, accuracy_sum=accuracy_sum,
-                                   train_seconds=self.train_seconds + seconds)
+                                   train_seconds=self.train_seconds + seconds,
+                                   call_loss=sum(losses) / count if count else None,
+                                   call_accuracy=sum(accuracies) / count if count else None)
 
     def epoch_means(self) -> tuple[float, float]:
         """Mean training loss and accuracy of the current epoch so far."""

@@ -102,3 +102,20 @@ def test_eval_outputs_are_written_with_class_names(tmp_path):
     table = paths[1].read_text()
     assert "| cyd | 0.0000 |" in table and "macro average" in table and "weighted average" in table
     assert paths[2].name == "confusion.png" and paths[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_classes_absent_from_the_split_are_named_in_the_report_and_its_markdown():
+    """A perfect classifier on a split without class 'c' scores a macro F1 of 2/3 (the class counts 0,
+    as in scikit-learn): the report says so, in eval.json's fields and in eval.md."""
+    def perfect(confusion):
+        return report({"loss": 0.1, "count": int(confusion.sum()), **from_confusion(confusion), "top_k": 1,
+                       "top_k_accuracy": 1.0, "confusion": confusion, "label_rank": np.array([confusion.sum(), 0, 0])},
+                      ["a", "b", "c"])
+
+    result = perfect(np.array([[5, 0, 0], [0, 4, 0], [0, 0, 0]]))
+    assert result["macro_f1"] == pytest.approx(2 / 3)
+    assert result["classes_without_examples"] == ["c"]
+    assert "1 of 3 classes have no examples" in result["note"] and result["note"].endswith(": c")
+    assert f"Note: {result['note']}" in outputs.eval_markdown(result)
+    whole = perfect(np.eye(3, dtype=int))
+    assert whole["classes_without_examples"] == [] and "note" not in whole

@@ -402,3 +402,23 @@ def test_meta_written_before_the_run_state_existed_still_resumes():
                                 records=(Record(**LEGACY_RECORD, includes_compilation=True),),
                                 elapsed_seconds=42.0)
     assert CheckpointMeta.from_json(meta.to_json()) == meta
+
+
+def test_a_resume_where_dtype_auto_resolves_to_another_type_is_refused(tmp_path):
+    """--dtype auto is float32 on a CPU, bfloat16 on an accelerator: the checkpoint records what it
+    resolved to, and a resume that would compute in another type is refused in one line. (A checkpoint
+    made on a GPU is stood for by rewriting the recorded type.)"""
+    from helpers import small_state
+
+    config = Config.for_model("airbench94", conv_features=(4, 4, 4), whiten=False)
+    state = small_state(config, num_classes=2)
+    RunCheckpointer(tmp_path, config).save(state, RunState(step=1), DATA)
+    [meta_file] = [p for p in (checkpoint_dir(tmp_path) / "1").rglob("*") if p.is_file() and '"compute_dtype"' in
+                   p.read_text(errors="ignore")]
+    assert json.loads(meta_file.read_text())["compute_dtype"] == "float32"
+    meta_file.write_text(meta_file.read_text().replace('"compute_dtype": "float32"', '"compute_dtype": "bfloat16"'))
+    with pytest.raises(InputError, match=r"trained in bfloat16 \(--dtype auto\) and --dtype auto computes in float32 "
+                                         r"here; pass --dtype bfloat16 to resume it as it trained"):
+        RunCheckpointer(tmp_path, config).restore_latest(state, DATA)
+    restored = RunCheckpointer(tmp_path, config.replace(dtype="bfloat16")).restore_latest(state, DATA)
+    assert restored.step == 1

@@ -64,6 +64,39 @@ def test_recipe_knobs_that_do_not_fit_the_model_are_refused(changes, message):
         check(Config(**changes))
 
 
+def test_images_too_small_for_the_pools_are_refused_in_one_line_before_training(tmp_path):
+    with pytest.raises(InputError, match=r"^--image_size 24: .*at least 25x25 pixels: pass --image_size 25"):
+        check(tiny(image_size=24))
+    # The sample's own 32x32 images are known once its files are opened: four groups need 49x49.
+    with pytest.raises(InputError, match=r"^--dataset cifar10_sample: 32x32 images .* at least 49x49 pixels"):
+        train_and_evaluate(tiny(conv_features=(8, 8, 8, 8)), tmp_path / "four_groups")
+    assert not (tmp_path / "four_groups" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("changes,fix", [(dict(epochs=0.25), "pass --epochs 0.417 or more, --lookahead_every 3 or less"),
+                                         (dict(epochs=1, lookahead_every=13), "--lookahead_every 12 or less")])
+def test_a_run_shorter_than_its_lookahead_period_is_refused_before_training(tmp_path, changes, fix):
+    """Its average would never be updated, and the network, set to it at the end, would be the
+    initial one: chance accuracy, reported as the result. (12 steps per epoch.)"""
+    with pytest.raises(InputError, match=rf"fewer than --lookahead_every .*initial network; .*{fix}"):
+        train_and_evaluate(tiny(**changes), tmp_path)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_the_airbench_script_with_another_model_names_only_the_flags_given():
+    """The script's recipe defaults (--whiten, --dirac_init, --logit_scale, --norm_bias_lr_scale) do not
+    apply to a model without those layers; only what the user passed is refused."""
+    recipe = Config.for_model("airbench94")
+    cnn = flags.parse_config(["--model", "cnn"], None, recipe)
+    assert check(cnn).whiten is False and cnn.norm_bias_lr_scale == 1 and cnn.learning_rate == recipe.learning_rate
+    with pytest.raises(InputError) as refused:
+        check(flags.parse_config(["--model", "cnn", "--whiten"], None, recipe))
+    assert str(refused.value).startswith("--whiten with --model cnn") and "--dirac_init" not in str(refused.value)
+    assert "--norm_bias_lr_scale" not in str(refused.value)
+    resnet = flags.parse_config(["--model", "resnet20"], None, recipe)  # has BatchNorm: the recipe's scale applies
+    assert check(resnet).norm_bias_lr_scale == recipe.norm_bias_lr_scale and resnet.logit_scale == 1
+
+
 @pytest.mark.slow
 def test_a_fractional_schedule_trains_resumes_and_scores_with_tta(tmp_path, monkeypatch):
     """1.5 epochs = 18 steps (the last epoch half long); a run stopped inside that last epoch and
