@@ -126,6 +126,11 @@ def test_a_bad_number_names_the_flag_as_typed_even_an_alias(tmp_path):
     assert "--batch_size: must be >= 1, got '-4'" in result.stderr
 
 
+def test_the_command_line_runs_as_the_cli_module_too():
+    result = subprocess.run([sys.executable, "-m", "jaxrec.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "train" in result.stdout
+
+
 def test_rnn_settings_are_only_checked_for_the_rnn():
     assert check(Config(model="cnn", rnn_hidden=0, rnn_cell="elman"))
 
