@@ -40,7 +40,7 @@ from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation.tta import with_tta
 from jaxrec.models import create_model
 from jaxrec.models.airbench import Airbench94, whitening_kernel
-from jaxrec.training.steps import AXIS
+from jaxrec.models import AXIS
 from jaxrec.training.state import create_train_state
 from jaxrec.training.steps import Objective, train_step
 

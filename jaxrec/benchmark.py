@@ -203,10 +203,3 @@ def format_report(result: dict[str, Any]) -> str:
         f"peak host memory {r['peak_host_memory_mb']:,.0f} MB",
     ])
 
-
-if __name__ == "__main__":  # `python -m jaxrec.benchmark ...` is `jaxrec benchmark ...`
-    import sys
-
-    from jaxrec.cli import main
-
-    sys.exit(main(["benchmark", *sys.argv[1:]]))

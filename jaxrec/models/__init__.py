@@ -18,6 +18,9 @@ import functools
 import importlib
 from typing import Any
 
+# The devices' named axis: the pmapped train and eval steps average their gradients and metrics over it,
+# and a model's BatchNorm layers their statistics (so a network takes it as its normalisation axis).
+AXIS = "batch"
 # --model name -> "module:builder"; the builder takes (config, num_classes, kernels) and returns the module.
 REGISTRY = {
     "cnn": "jaxrec.models.cnn:build",
@@ -67,4 +70,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'jaxrec.models' has no attribute {name!r}")
 
 
-__all__ = ["ArticleCNN", "CELLS", "MODELS", "REGISTRY", "RNN", "RowRNNClassifier", "count_params", "create_model"]
+__all__ = ["AXIS", "ArticleCNN", "CELLS", "MODELS", "REGISTRY", "RNN", "RowRNNClassifier", "count_params", "create_model"]

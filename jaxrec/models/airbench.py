@@ -31,7 +31,7 @@ from jaxrec.models.geometry import AIRBENCH_FINAL_POOL, AIRBENCH_GROUP_POOL, AIR
 from jaxrec.models.kernels import Kernels, compute_dtype
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
-from jaxrec.training.steps import AXIS
+from jaxrec.models import AXIS
 
 # PyTorch's default for Conv2d and Linear weights: uniform in +-1/sqrt(fan_in).
 TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")

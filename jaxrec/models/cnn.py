@@ -11,7 +11,7 @@ from jaxrec.config import Config
 from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.kernels import Kernels
 from jaxrec.models.pooling import max_pool_2x2
-from jaxrec.training.steps import AXIS
+from jaxrec.models import AXIS
 
 # image_conv="patch" applies to convolutions over inputs with at most this many channels (the image itself).
 PATCH_CONV_MAX_CHANNELS = 4
@@ -34,7 +34,7 @@ class ArticleCNN(nn.Module):
 
     norm "batch" puts BatchNorm after each convolution (which then has no bias, as BatchNorm's own
     bias takes its place): in train mode it normalises with the batch's statistics, averaged over
-    the devices' named axis `norm_axis` (jaxrec.training.steps.AXIS under the train step; None for one
+    the devices' named axis `norm_axis` (jaxrec.models.AXIS under the train step; None for one
     device under plain jit), and updates the running statistics (collection `batch_stats`) that
     eval mode normalises with. running = norm_momentum x running + (1 - norm_momentum) x batch.
 

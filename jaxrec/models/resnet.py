@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxrec.config import Config
 from jaxrec.models.kernels import compute_dtype
-from jaxrec.training.steps import AXIS
+from jaxrec.models import AXIS
 
 HE_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

@@ -20,11 +20,11 @@ import jax
 import numpy as np
 from flax import jax_utils
 
-from jaxrec.models import kernels
 from jaxrec.config import MODEL_AXES
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError
-from jaxrec.training.steps import AXIS, Objective, eval_step, train_step
+from jaxrec.models import AXIS, kernels
+from jaxrec.training.steps import Objective, eval_step, train_step
 
 
 def select_devices(num_devices: int = 0) -> list[jax.Device]:

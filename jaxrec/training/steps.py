@@ -16,13 +16,11 @@ import jax.numpy as jnp
 import optax
 
 from jaxrec.data.pipeline import Preprocess
+from jaxrec.models import AXIS
 from jaxrec.training.state import TrainState, Variables
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-# The named axis the steps average over (jaxrec.training.parallel maps them over it), and BatchNorm's global
-# statistics with them (jaxrec.models).
-AXIS = "batch"
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
