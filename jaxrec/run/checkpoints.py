@@ -39,6 +39,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxrec.config import EXECUTION_FIELDS, Config
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError, SaveError, os_error_cause
+from jaxrec.evaluation.tta import with_tta
 from jaxrec.models import create_model
 from jaxrec.models.kernels import resolved_dtype
 from jaxrec.run import storage_noise
@@ -456,7 +457,6 @@ class Trained:
 
     def apply_fn(self, tta: int | None = None) -> Any:
         """The model's apply with test-time augmentation of level `tta` (default: the run's --tta)."""
-        from jaxrec.evaluation.tta import with_tta  # noqa: PLC0415 - evaluation builds on this module
 
         return with_tta(self.model().apply, self.config.tta if tta is None else tta)
 
