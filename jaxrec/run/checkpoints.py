@@ -94,14 +94,9 @@ def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.Che
         absl_log.setLevel(level)
 
 
-# The items of a checkpoint written before the train state carried model state (jaxrec 0.1).
-PARAMS_ONLY_ITEMS = ("opt_state", "params", "step")
-
-
 def _arrays(state: TrainState) -> dict[str, Any]:
-    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config).
-    A state without model state or averaged weights has the items of PARAMS_ONLY_ITEMS alone, so
-    the article CNN's checkpoints are the same as before and old ones still restore."""
+    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config);
+    model state and averaged weights only where the model has them."""
     arrays = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
     if state.model_state:
         arrays["model_state"] = state.model_state
@@ -130,12 +125,12 @@ def array_checksum(tree: Any) -> str:
     return digest.hexdigest()
 
 
-def _damage(arrays: dict[str, Any], checksum: str | None) -> str | None:
+def _damage(arrays: dict[str, Any], checksum: str) -> str | None:
     """Why restored arrays cannot be trusted (None if they can): NaN/inf, or not the saved checksum."""
     arrays = jax.device_get(arrays)
     if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays) if np.issubdtype(x.dtype, np.floating)):
         return "its arrays hold NaN or inf"
-    if checksum is not None and array_checksum(arrays) != checksum:
+    if array_checksum(arrays) != checksum:
         return "its arrays do not match the checksum saved with them"
     return None
 
@@ -193,6 +188,10 @@ def _same_value(key: str, current: Any, saved: Any) -> bool:
     return current == saved
 
 
+class TooOld(Exception):
+    """A checkpoint written by jaxrec before 0.2, whose layout this version does not read."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointMeta:
     """The JSON half of a checkpoint: where the run stands, and what it was trained with."""
@@ -203,13 +202,9 @@ class CheckpointMeta:
     test_accuracy: float | None = None  # set on checkpoints saved right after an evaluation
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     saved: str = ""
-    checksum: str | None = None  # array_checksum of the saved arrays (None: written before jaxrec 0.3)
-    items: list[str] | None = None  # state_items of the saved state (None: written before model state)
+    checksum: str = ""  # array_checksum of the saved arrays
+    items: list[str] = dataclasses.field(default_factory=list)  # state_items of the saved state
     compute_dtype: str | None = None  # what the model computed in (--dtype auto resolved); None: not recorded
-
-    @property
-    def saved_items(self) -> list[str]:
-        return list(PARAMS_ONLY_ITEMS) if self.items is None else list(self.items)
 
     def to_json(self) -> dict[str, Any]:
         # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
@@ -218,14 +213,9 @@ class CheckpointMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CheckpointMeta":
-        if "run" not in data:  # written by jaxrec before the RunState (same fields, flat)
-            sums = data["epoch_sums"] or {}
-            # Its speed figure left out the first epoch only (the one that compiled in a straight run).
-            records = [{**r, "includes_compilation": i == 0} for i, r in enumerate(data["records"])]
-            data = {**data, "run": {"step": data["step"], "epoch": data["epoch"], "position": data["step_in_epoch"],
-                                    "loss_sum": sums.get("loss", 0.0), "accuracy_sum": sums.get("accuracy", 0.0),
-                                    "train_seconds": sums.get("seconds", 0.0), "records": records,
-                                    "elapsed_seconds": data["elapsed_seconds"]}}
+        """Raises TooOld for the meta of a jaxrec before 0.2, which lacks the run, checksum or items."""
+        if not all(key in data for key in ("run", "checksum", "items")):
+            raise TooOld()
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         return cls(**{**values, "run": RunState.from_json(values["run"])})
@@ -403,7 +393,7 @@ def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: 
 def _check_items(meta: CheckpointMeta, template: TrainState, step: int, directory: Path) -> None:
     """Refuses a checkpoint whose items are not the model's: a missing collection (BatchNorm's
     statistics, say) would otherwise restart from its initial values without a word."""
-    saved, needed = set(meta.saved_items), set(state_items(template))
+    saved, needed = set(meta.items), set(state_items(template))
     if saved == needed:
         return
     missing, extra = sorted(needed - saved), sorted(saved - needed)
@@ -417,7 +407,11 @@ def _check_items(meta: CheckpointMeta, template: TrainState, step: int, director
 def _read_meta_or_none(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta | None:
     try:
         return _read_meta(manager, step)
-    except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
+    except TooOld:
+        raise InputError(f"the checkpoint at step {step} in {manager.directory} was written by jaxrec before 0.2, "
+                         f"whose checkpoints this version does not read; train the run again (--resume=false keeps "
+                         f"the old one aside), or read it with jaxrec 0.2") from None
+    except Exception as err:  # noqa: BLE001 - any other failure to read means "skip this checkpoint"
         log.warning("checkpoint step %d in %s is unreadable (%s); trying another", step, manager.directory,
                     _short(err))
         return None
@@ -513,5 +507,5 @@ def _template(meta: CheckpointMeta) -> TrainState:
                                                      jax.random.key(0), steps_per_epoch=1))
 
 
-__all__ = ["CHECKPOINT_DIR", "PARAMS_ONLY_ITEMS", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "check_resumable", "checkpoint_dir",
+__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "check_resumable", "checkpoint_dir",
            "config_differences", "DATA_IDENTITY", "data_differences", "field_differences", "load_trained", "state_items"]

@@ -24,12 +24,12 @@ import pytest
 from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after, without_fake_devices
 from jaxrec.cli import commands as cli
 from jaxrec.training import loop as train_lib
-from jaxrec.run.checkpoints import CheckpointMeta, RunCheckpointer, checkpoint_dir, config_differences, load_trained
+from jaxrec.run.checkpoints import RunCheckpointer, checkpoint_dir, config_differences, load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError, SaveError
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.training.run_state import Record, RunState
+from jaxrec.training.run_state import RunState
 from jaxrec.training.state import TrainState
 from jaxrec.training.loop import train_and_evaluate
 
@@ -386,22 +386,20 @@ def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
         load_trained(tmp_path)
 
 
-# An epoch's line as jaxrec wrote it before it counted compilation.
-LEGACY_RECORD = {"epoch": 1, "step": 12, "train_loss": 2.25, "train_accuracy": 0.125, "train_seconds": 3.0,
-                 "images_per_second": 128.0, "test_loss": 2.0, "test_accuracy": 0.25, "test_macro_f1": 0.1,
-                 "eval_seconds": 0.5, "wall_seconds": 4.0}
-
-
-def test_meta_written_before_the_run_state_existed_still_resumes():
-    legacy = {"step": 17, "epoch": 1, "step_in_epoch": 5, "epoch_sums": {"loss": 9.5, "accuracy": 1.25, "seconds": 3.0},
-              "records": [LEGACY_RECORD], "rng_key_data": [0, 0], "config": {"seed": 0, "conv_features": [32, 64]},
-              "dataset": {"class_names": ["a"]}, "elapsed_seconds": 42.0, "test_accuracy": None, "versions": {},
-              "saved": "2026-11-25 10:00:00 UTC"}
-    meta = CheckpointMeta.from_json(legacy)
-    assert meta.run == RunState(step=17, epoch=1, position=5, loss_sum=9.5, accuracy_sum=1.25, train_seconds=3.0,
-                                records=(Record(**LEGACY_RECORD, includes_compilation=True),),
-                                elapsed_seconds=42.0)
-    assert CheckpointMeta.from_json(meta.to_json()) == meta
+@pytest.mark.parametrize("missing", ["run", "checksum", "items"])  # what the metas of jaxrec before 0.2 lacked
+def test_a_checkpoint_written_before_jaxrec_0_2_is_refused_in_one_line_and_kept(tmp_path, missing):
+    config = Config(**SMALL)
+    checkpoints = RunCheckpointer(tmp_path, config)
+    state = TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=optax.sgd(0.1))
+    checkpoints.save(state, RunState(step=3), DATA)
+    checkpoints.close()
+    meta_file = checkpoint_dir(tmp_path) / "3" / "meta" / "metadata"
+    meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != missing}))
+    reader = RunCheckpointer(tmp_path, config)
+    with pytest.raises(InputError, match=r"step 3 .* written by jaxrec before 0\.2.*--resume=false") as refused:
+        reader.restore_latest(state, DATA)
+    reader.close()
+    assert "\n" not in str(refused.value) and meta_file.exists()  # refused, not skipped or moved aside
 
 
 def test_a_resume_where_dtype_auto_resolves_to_another_type_is_refused(tmp_path):
