@@ -3,9 +3,9 @@
 `patch_conv`: the whole convolution as a patch matmul, for layers with few input channels.
 `patch_grad_conv`: XLA's convolution, with only its kernel gradient as a patch matmul.
 
-XLA:CPU's convolution is slow when the input has only a few channels (an RGB or grayscale image):
-the first layer of the article CNN took about as long as the next two, and its kernel gradient was
-~3x slower than the same contraction written as a matmul. `patch_conv` computes the same
+XLA:CPU's convolution is slow when the input has only a few channels (an RGB or grayscale image),
+its kernel gradient above all, while the same contraction written as a matmul is not
+(results/benchmark.md). `patch_conv` computes the same
 convolution as `lax.conv_general_dilated` (up to float rounding: the sums run in another order) by
 stacking the kh*kw shifted copies of the padded input along the channels and multiplying by the
 kernel reshaped to [kh*kw*in, out]. It has lax's signature, so it plugs into

@@ -1,23 +1,23 @@
 """Which implementation of each speed-critical piece a platform runs: one table, overridable by config.
 
 Every choice computes the same function as the plain one (lax's convolution, `nn.max_pool`, a rolled
-`lax.scan`), up to float rounding where stated, and is tested equal to it (tests/test_model.py,
-tests/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
+`lax.scan`), up to float rounding where stated, and is tested equal to it (tests/models/test_model.py,
+tests/training/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
 - image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
   (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels, in the backward pass
   above all. Float rounding differs. eval_image_conv "lax": evaluation and prediction run only the
-  forward pass, where XLA's convolution is the faster one at these batch sizes (1.4x in eval).
-- conv_grad "lax" (since 2026-12-02; "patch" before): with YNNPACK (jaxrec.runtime.xla_flags) XLA's
-  own kernel gradient is the faster one on airbench94's layers (results/airbench94.md); the article CNN
-  trains as fast either way. "patch" (the kernel gradient as one patch matmul) stays a choice: without
-  YNNPACK it was 1.22x on one device spanning 2 cores. Float rounding of the kernel gradient differs.
+  forward pass, where XLA's convolution is the faster one at these batch sizes.
+- conv_grad "lax": with jaxrec's XLA flags (jaxrec.runtime.xla_flags) XLA's own kernel gradient is
+  the faster one on airbench94's layers (results/airbench94.md); the article CNN trains as fast either
+  way. "patch" (the kernel gradient as one patch matmul) stays a choice for XLAs without those
+  kernels. Float rounding of the kernel gradient differs.
 - pool "reshape_grad": max-pooling with a gradient built from a reshape or strided views
   (jaxrec.models.pooling), not `select_and_scatter`, a scalar loop on XLA:CPU. Bit-identical.
 - batch_norm "matmul" (airbench94): BatchNorm's per-channel sums as matmuls (jaxrec.models.norm), not
   the windowed reductions XLA:CPU makes of them. Float rounding differs.
 - steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
   a while loop many times slower (jax#12868). Bit-identical to one step per call; the rolled loop
-  is not quite (its body is compiled on its own: 2e-7 relative after 3 steps, tests/test_steps.py).
+  is not quite (its body is compiled on its own; tests/training/test_steps.py measures it).
 GPUs and TPUs get lax's convolution and the rolled loop: their convolutions and loops have no such
 problems, and a rolled loop compiles once however many steps a call holds. GPUs keep pool
 "reshape_grad" for determinism, not speed: the gradient of `nn.max_pool` is a scatter that XLA's GPU

@@ -1,7 +1,7 @@
 """How many JAX devices the CPU is split into: one per core by default, set before JAX starts.
 
 XLA:CPU runs one program over all cores with one shared thread pool, and loses much of the second
-core that way (measured: 72% parallel efficiency on two cores). Splitting the CPU into one device
+core that way (results/benchmark.md). Splitting the CPU into one device
 per core and training each device's share of the batch with the existing pmap step keeps every
 core busy on its own work. The count must be set before JAX's backend starts (`jax_num_cpu_devices`),
 so the command line and `train_and_evaluate` call `split_host` first. A count the user set wins:

@@ -235,8 +235,8 @@ class Program:
 
     The loop holds one `state` for the whole program and sends, per call, the models' index batches
     [steps, K, global_batch] and their training keys [K]. With K = 1 the program is the plain
-    single-model function (make_train_fn), fed the one model's share, so a plain run's arithmetic
-    is exactly what it has always been; with K > 1, make_group_train_fn over states stacked on a
+    single-model function (make_train_fn), fed the one model's share, so a plain run computes
+    exactly what one model's pmapped step computes; with K > 1, make_group_train_fn over states stacked on a
     model axis.
     """
 
