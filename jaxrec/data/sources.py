@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -177,7 +178,8 @@ def check_split_fits(split: StreamedDataset) -> None:
 
 STATS_LIMIT = 50_000  # training images the channel statistics read: all of CIFAR-10's, a spread of larger sets
 STATS_CHUNK = 4096  # images per chunk, fewer where 4096 would be more than STATS_CHUNK_BYTES
-STATS_CHUNK_BYTES = 64 << 20  # a chunk's uint8 pixels; summed as float64, 8 times that
+STATS_CHUNK_BYTES = 64 << 20  # a chunk's uint8 pixels: what the statistics pass holds, beside one image
+STATS_PIXELS = 1 << 18  # pixels widened to int64 at a time: the pass's other memory (8 MiB for RGB)
 
 
 def stats_indices(count: int) -> np.ndarray:
@@ -188,26 +190,53 @@ def stats_indices(count: int) -> np.ndarray:
     return np.linspace(0, count - 1, STATS_LIMIT).astype(np.int64)
 
 
+def stats_chunk(image_shape: Sequence[int]) -> int:
+    """Images the statistics pass decodes at a time: at least one, else at most STATS_CHUNK_BYTES of them."""
+    return max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(image_shape))))
+
+
+def stats_bytes(image_shape: Sequence[int], threads: int = 0) -> int:
+    """Host memory of the channel-statistics pass: one chunk of decoded images, the pixels it widens at
+    a time, and each decoding thread's source and resized image (default: image_folder's threads)."""
+    image = int(np.prod(image_shape))
+    threads = threads or min(32, os.cpu_count() or 1)
+    return stats_chunk(image_shape) * image + 2 * 8 * STATS_PIXELS * int(image_shape[-1]) + 2 * threads * image
+
+
+def _pixel_sums(block: np.ndarray) -> tuple[list[int], list[int]]:
+    """Per-channel sums of the uint8 pixels of `block` and of their squares, exact (Python integers),
+    widening STATS_PIXELS pixels at a time: the pass's memory does not grow with the image size."""
+    pixels = block.reshape(-1, block.shape[-1])
+    total, total_sq = [0] * pixels.shape[1], [0] * pixels.shape[1]
+    for start in range(0, len(pixels), STATS_PIXELS):
+        part = pixels[start:start + STATS_PIXELS].astype(np.int64)
+        total = [t + int(s) for t, s in zip(total, part.sum(axis=0))]
+        total_sq = [t + int(s) for t, s in zip(total_sq, np.einsum("pc,pc->c", part, part))]
+    return total, total_sq
+
+
 def channel_stats(train: ArrayDataset | StreamedDataset,
                   progress: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 training images, in [0, 255] (float64, summed
-    chunk by chunk in order), over `stats_indices`. A split in memory and the same split streamed
-    (read chunk by chunk) give the same bits. progress: a bar over the images (a streamed split
-    decodes them here: minutes for a large set)."""
+    """Per-channel mean and standard deviation of uint8 training images, in [0, 255], over
+    `stats_indices`. The sums are exact integers, so a split in memory and the same split streamed
+    give the same bits, and the pass holds one chunk of images (stats_bytes), not a float copy of it.
+    progress: a bar over the images (a streamed split decodes them here: minutes for a large set)."""
     chosen = stats_indices(len(train))
-    chunk = max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(train.image_shape))))
-    total, total_sq, count = np.zeros(train.image_shape[-1]), np.zeros(train.image_shape[-1]), 0
+    chunk = stats_chunk(train.image_shape)
+    channels = train.image_shape[-1]
+    total, total_sq, count = [0] * channels, [0] * channels, 0
     bar = tqdm(total=len(chosen), unit="img", unit_scale=True, desc="channel statistics", disable=not progress,
                leave=False)
     for start in range(0, len(chosen), chunk):
-        block = train.take(chosen[start:start + chunk]).astype(np.float64)
-        total += block.sum(axis=(0, 1, 2))
-        total_sq += (block ** 2).sum(axis=(0, 1, 2))
+        block = train.take(chosen[start:start + chunk])
+        sums, squares = _pixel_sums(block)
+        total = [t + s for t, s in zip(total, sums)]
+        total_sq = [t + s for t, s in zip(total_sq, squares)]
         count += block.shape[0] * block.shape[1] * block.shape[2]
         bar.update(len(block))
     bar.close()
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    mean = np.asarray([t / count for t in total])  # int / int: the correctly rounded float
+    std = np.sqrt(np.maximum(np.asarray([t / count for t in total_sq]) - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 

@@ -3,6 +3,7 @@ from all its images, memory refused up front, decompression bombs named per file
 
 import logging
 import math
+import tracemalloc
 
 import jax
 import numpy as np
@@ -13,6 +14,8 @@ from jaxrec.runtime import memory
 from jaxrec.config import Config
 from jaxrec.data import DataError, load_data
 from jaxrec.data.decode import convert, probe, read_image
+from jaxrec.data.sources import channel_stats, stats_bytes
+from jaxrec.data.types import ArrayDataset
 from jaxrec.data.image_folder import choose_shape
 from jaxrec.errors import InputError
 from jaxrec.models import create_model
@@ -233,3 +236,19 @@ def test_resize_reaches_both_input_paths_and_the_log_says_how(tmp_path, caplog, 
     said = next(r.getMessage() for r in caplog.records if "decoding images to 8x8x3" in r.getMessage())
     assert ("centre-cropped (--resize crop)" in said) == (resize == "crop")
     assert ("pass --resize crop" in said) == (resize == "stretch")
+
+
+def test_the_channel_statistics_hold_one_chunk_of_uint8_images_not_a_float_copy_of_it():
+    images = np.random.default_rng(0).integers(0, 256, (48, 256, 256, 3), dtype=np.uint8)
+    train = ArrayDataset(images, np.zeros(48, np.int32), ("a",))
+    tracemalloc.start()
+    try:
+        mean, std = channel_stats(train)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * images.nbytes  # the images' copy and bounded parts: not 8 + 8 bytes a pixel more
+    assert peak <= stats_bytes(images.shape[1:], threads=1)  # what the memory check counts
+    pixels = images.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-9)
