@@ -13,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.errors import InputError
+from jaxrec.models.conv import patch_conv
 
 FLOAT_BYTES = 4
 # Training holds parameters, gradients and momentum; and each layer's output plus its gradient.
 PARAMETER_COPIES = 3
 ACTIVATION_COPIES = 2
+PATCH_COPIES = 2  # a patch matrix, and the gradient a kernel's patch matmul takes from it
 
 
 def human(count: float) -> str:
@@ -91,17 +93,56 @@ def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by
             f"pass --image_size {largest} or less" if largest >= 1 else "use fewer images")
 
 
-def training_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int) -> int:
-    """An estimate of one device's memory for training `model`: parameters, gradients and momentum,
-    and every layer's output and gradient for a batch. From shapes only: nothing is computed."""
+def layer_floats(model: nn.Module, image_shape: tuple[int, int, int],
+                 forward_only: bool = False) -> tuple[int, int, int]:
+    """Per image: the floats of every layer's output, and of the largest patch matrix (im2col) a
+    convolution builds (kernel window x input channels, per output pixel: in training, any
+    convolution's kernel gradient may; a forward pass, only jaxrec.models.conv.patch_conv's); and
+    the parameter count. From shapes only: nothing is computed."""
+    patches = [0]
+
+    def builds_patches(module: nn.Module) -> bool:
+        return not forward_only or getattr(module, "conv_general_dilated", None) is patch_conv
+
+    def count_patches(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, nn.Conv) and context.method_name == "__call__" and builds_patches(context.module):
+            window = int(np.prod(context.module.kernel_size)) * int(args[0].shape[-1])
+            patches.append(window * int(np.prod(out.shape[1:-1])))
+        return out
+
     def init(images):
-        return model.init_with_output(jax.random.key(0), images, capture_intermediates=True)[1]
+        with nn.intercept_methods(count_patches):
+            return model.init_with_output(jax.random.key(0), images, capture_intermediates=True)[1]
 
     variables = jax.eval_shape(init, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
     size = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-    per_image = size(variables.get("intermediates", {})) + int(np.prod(image_shape))
-    floats = PARAMETER_COPIES * size(variables["params"]) + ACTIVATION_COPIES * batch_per_device * per_image
-    return FLOAT_BYTES * floats
+    return size(variables.get("intermediates", {})) + int(np.prod(image_shape)), max(patches), size(variables["params"])
+
+
+def training_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int) -> int:
+    """An estimate of one device's memory for training `model`: parameters, gradients and momentum;
+    every layer's output and its gradient for a batch; and the largest convolution's patch matrix and
+    its gradient (which dominate a narrow network's memory on large images)."""
+    activations, patches, params = layer_floats(model, image_shape)
+    per_image = ACTIVATION_COPIES * activations + PATCH_COPIES * patches
+    return FLOAT_BYTES * (PARAMETER_COPIES * params + batch_per_device * per_image)
+
+
+def evaluation_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int,
+                     views: int = 1) -> int:
+    """An estimate of one device's memory for an evaluation call (the forward pass alone; the training
+    state it runs beside is `state_bytes`): the parameters, and for each of the `views` of an image
+    that test-time augmentation computes, the view itself (the batch as given, then normalised), every
+    layer's output and the largest patch matrix."""
+    activations, patches, params = layer_floats(model, image_shape, forward_only=True)
+    per_view = activations + patches + int(np.prod(image_shape))
+    return FLOAT_BYTES * (params + batch_per_device * views * per_view)
+
+
+def state_bytes(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """One device's training state between calls: parameters, and the optimizer's copies of them."""
+    return FLOAT_BYTES * PARAMETER_COPIES * layer_floats(model, image_shape)[2]
 
 
 def check_training_fits(model: nn.Module, image_shape: tuple[int, int, int], batch_size: int,
