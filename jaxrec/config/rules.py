@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from typing import Any, Callable, Literal, Sequence
 
@@ -43,6 +44,22 @@ def in_range(low: float, high: float, *, low_open: bool = False) -> Rule:
 
 def zero_or_at_least(low: int) -> Rule:
     return Rule(lambda v: is_number(v) and (v == 0 or v >= low), f"0 or >= {low}")
+
+
+def cores_available() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cores_at_most() -> Rule:
+    """0 up to the cores available: a process more than there are cores only competes for them, and
+    costs its own memory."""
+    cores = cores_available()
+    return Rule(lambda v: is_number(v) and 0 <= v <= cores,
+                f"in [0, {cores}] (the CPU cores this process may use; more workers only compete for them)")
 
 
 def sizes_at_least(low: int) -> Rule:
@@ -107,5 +124,5 @@ def _refusal(name: str, value: Any, allowed: str) -> str:
     return f"--{name} {text or repr(text)}: must be {allowed}"
 
 
-__all__ = ["Rule", "above", "at_least", "choices", "field_problems", "in_range", "is_number", "knob",
+__all__ = ["Rule", "above", "at_least", "cores_at_most", "cores_available", "choices", "field_problems", "in_range", "is_number", "knob",
            "sizes_at_least", "zero_or_at_least"]

@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from jaxrec.config.rules import (Rule, above, at_least, field_problems, in_range, is_number, knob, sizes_at_least,
+from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, in_range, is_number, knob, sizes_at_least,
                                  zero_or_at_least)
 from jaxrec.errors import InputError
 from jaxrec.models import REGISTRY
@@ -95,7 +95,8 @@ class Config:
                         "as it is needed, by --data_workers processes: for data larger than memory; the same "
                         "batches as device) or auto (device where the data fits the memory check, else stream).")
     data_workers: int = knob(0, "--input stream: processes that decode batches ahead of the training step (0: "
-                             "threads of the training process do it).", at_least(0))
+                             "threads of the training process do it); at most the CPU cores this process may use.",
+                             cores_at_most())
     min_images_per_class: int = knob(1, "Image folders: drop classes with fewer images than this (counted in "
                                      "the training split, or in the whole class when the split is made here).",
                                      at_least(1))
@@ -408,6 +409,9 @@ def combination_problems(config: Config) -> list[str]:
                                                           f"--image_size {config.image_size}")
     if too_small:
         problems.append(too_small)
+    if config.data_workers and config.input == "device":
+        problems.append(f"--data_workers {config.data_workers} with --input device: workers only read streamed data; "
+                        f"drop --data_workers, or pass --input stream (or auto, which streams what does not fit)")
     if config.distributed == "off" and config.coordinator_address:
         problems.append("--coordinator_address with --distributed off: drop one of them")
     return problems

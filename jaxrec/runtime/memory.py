@@ -3,9 +3,11 @@ line, with the figures and the flag to change, before anything is decoded or com
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -16,6 +18,9 @@ from jaxrec.errors import InputError
 from jaxrec.models.conv import patch_conv
 
 FLOAT_BYTES = 4
+# A data worker process's own memory: an interpreter with NumPy, Pillow and Grain (about 200 MiB each).
+WORKER_BYTES = 256 << 20
+READ_AHEAD = 4  # batches a reader keeps ready, per worker (jaxrec.data.stream.BUFFER)
 # Training holds parameters, gradients and momentum; and each layer's output plus its gradient.
 PARAMETER_COPIES = 3
 ACTIVATION_COPIES = 2
@@ -93,6 +98,7 @@ def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by
             f"pass --image_size {largest} or less" if largest >= 1 else "use fewer images")
 
 
+@functools.lru_cache(maxsize=64)
 def layer_floats(model: nn.Module, image_shape: tuple[int, int, int],
                  forward_only: bool = False) -> tuple[int, int, int]:
     """Per image: the floats of every layer's output, and of the largest patch matrix (im2col) a
@@ -145,6 +151,19 @@ def state_bytes(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     return FLOAT_BYTES * PARAMETER_COPIES * layer_floats(model, image_shape)[2]
 
 
+def tta_views(level: int) -> int:
+    """The views of an image test-time augmentation of `level` computes (jaxrec.evaluation.tta): the
+    image; and its mirror; and both of two shifted copies."""
+    return (1, 2, 6)[level]
+
+
+def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
+    """Host memory of one streamed reader: its worker processes (or this process's threads), the
+    batches they keep ready and the one being copied out, and each decoder's source and resized image."""
+    readers = max(workers, 1)
+    return workers * WORKER_BYTES + (readers * READ_AHEAD + 1) * batch_bytes + 2 * readers * image_bytes
+
+
 def check_training_fits(model: nn.Module, image_shape: tuple[int, int, int], batch_size: int,
                         devices: list[jax.Device], data_bytes: int, models: int = 1) -> None:
     """Refuses a training run whose `models` models (a seed group trains several side by side), batch
@@ -159,3 +178,13 @@ def check_training_fits(model: nn.Module, image_shape: tuple[int, int, int], bat
     require(need, device_available(devices[0]),
             f"training {models} model(s) on {'x'.join(map(str, image_shape))} images in batches of {batch_size} "
             f"on {where}", f"lower {', '.join(flags[:-1])} or {flags[-1]}")
+
+
+def largest(fits: Callable[[int], bool], high: int, step: int = 1) -> int:
+    """The largest multiple of `step` up to `high` for which `fits` (true below some value, false
+    above) holds, or 0 when none does."""
+    low, high = 0, high // step
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle * step) else (low, middle - 1)
+    return low * step

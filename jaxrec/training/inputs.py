@@ -8,10 +8,12 @@ import logging
 from typing import Sequence
 
 import jax
+import numpy as np
 
 from jaxrec.config import Config, check_image_shape
 from jaxrec.data import DataSplits, load_data
-from jaxrec.data.sources import stream_data, stream_splits
+from jaxrec.data.sources import stats_bytes, stream_data, stream_splits
+from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import DataError
 from jaxrec.errors import InputError
 from jaxrec.models import create_model
@@ -40,8 +42,11 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         if models > 1:  # each model of a seed group reads its own order: one stream cannot feed them
             raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
                              f"--seeds_per_program 1, or --input device where the data fits")
+        splits = stream_splits(config)
+        check_image_shape(config, splits[0].image_shape, f"--dataset {config.dataset}")
+        check_stream_fits(config, splits[0], devices)
         log.info("input: streamed from the files (--input stream)")
-        return stream_data(config, progress=_shows_progress(config))
+        return stream_data(config, splits, progress=_shows_progress(config))
     try:
         splits = stream_splits(config)
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
@@ -56,10 +61,62 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
             raise InputError(f"{err}; or {way} to read the data as batches need it") from None
         problem = str(err)
     if config.input == "auto" and distributed.max_over_processes(int(problem is not None)):
+        check_stream_fits(config, splits[0], devices)
         log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")
         return stream_data(config, splits, _shows_progress(config))
     log.info("input: decoded into memory and copied onto the devices (--input %s)", config.input)
     return load_data(config, splits)
+
+
+def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int, devices: Sequence[jax.Device],
+                 batch: int, eval_batch: int, workers: int) -> tuple[int, int, int]:
+    """A streamed run's memory: (the channel-statistics pass's, on the host; the run's on the host, its
+    readers, their workers and their batches, with every CPU device's; one device's, its training
+    step or its evaluation call beside the training state). batch, eval_batch: global; devices: all."""
+    mine = local_devices(devices)
+    train_share, eval_share = batch // len(devices), -(-eval_batch // len(devices))
+    image = int(np.prod(image_shape))
+    model, evaluated = create_model(config, classes), create_model(config, classes, for_eval=True)
+    device = max(memory.training_bytes(model, image_shape, train_share),
+                 memory.state_bytes(model, image_shape)
+                 + memory.evaluation_bytes(evaluated, image_shape, eval_share, memory.tta_views(config.tta)))
+    readers = sum(memory.reader_bytes(len(mine) * share * image, image, workers) for share in (train_share, eval_share))
+    host = readers + (device * len(mine) if mine[0].platform == "cpu" else 0)
+    return stats_bytes(image_shape), host, device
+
+
+def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[jax.Device]) -> None:
+    """Refuses, before any image is decoded, a streamed run whose channel-statistics pass, training
+    batch, evaluation batch or data workers cannot fit in memory, naming each smaller --batch_size,
+    --eval_batch_size, --image_size or --data_workers that would (with the others as given)."""
+    mine = local_devices(devices)
+    host, device = memory.host_available(), memory.device_available(mine[0])
+    classes, shape = len(train.class_names), tuple(train.image_shape)
+    settings = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=config.data_workers)
+
+    def problem(size: tuple[int, int, int], **changed: int) -> str | None:
+        stats, running, one_device = stream_bytes(config, size, classes, devices, **{**settings, **changed})
+        for need, have, what in ((stats, host, "the channel statistics"), (running, host, "training"),
+                                 (one_device, None if mine[0].platform == "cpu" else device, "one device")):
+            if have is not None and need > have:
+                return f"{what} needs about {memory.human(need)} of memory and {memory.human(have)} is available"
+        return None
+
+    found = problem(shape)
+    if found is None:
+        return
+    square = lambda side: (side, side, shape[2])
+    fixes = [f"--batch_size {memory.largest(lambda b: not problem(shape, batch=b), config.batch_size - 1, len(devices))}",
+             f"--eval_batch_size {memory.largest(lambda e: not problem(shape, eval_batch=e), config.eval_batch_size - 1)}",
+             f"--data_workers {memory.largest(lambda w: not problem(shape, workers=w), config.data_workers - 1)}"
+             if config.data_workers else "--data_workers 0",
+             f"--image_size {memory.largest(lambda side: not problem(square(side)), max(shape[:2]) - 1)}"]
+    usable = [fix for fix in fixes if int(fix.split()[1]) >= (8 if "image" in fix else 1 if "batch" in fix else 0)
+              and fix not in (f"--data_workers {config.data_workers}",)]
+    way = f"pass {', '.join(usable[:-1])} or {usable[-1]}" if len(usable) > 1 else (
+        f"pass {usable[0]}" if usable else "use a machine with more memory")
+    raise InputError(f"streaming {'x'.join(map(str, shape))} images in batches of {config.batch_size} "
+                     f"(evaluation: {config.eval_batch_size}, {config.data_workers} --data_workers): {found}; {way}")
 
 
 def _shows_progress(config: Config) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from helpers import run_script
 from jaxrec.cli import commands as cli, flags
 from jaxrec.models import kernels
+from jaxrec.config.rules import cores_available
 from jaxrec.config import EXECUTION_FIELDS, BenchmarkOptions, Config, check, choices
 from jaxrec.errors import InputError
 from jaxrec.models import CELLS, create_model
@@ -192,3 +193,12 @@ def test_every_execution_setting_is_a_knob_and_every_kernel_choice_is_one():
     names = {field.name for field in dataclasses.fields(Config)}
     assert set(EXECUTION_FIELDS) <= names
     assert {field.name for field in dataclasses.fields(kernels.Kernels)} <= set(EXECUTION_FIELDS)
+
+
+def test_data_workers_beyond_the_cores_or_with_input_device_are_refused_in_one_line():
+    cores = cores_available()
+    check(Config(data_workers=cores, input="stream"))
+    with pytest.raises(InputError, match=rf"^--data_workers {cores + 1}: must be in \[0, {cores}\] \(the CPU cores"):
+        check(Config(data_workers=cores + 1))
+    with pytest.raises(InputError, match=r"^--data_workers 1 with --input device: .*drop --data_workers"):
+        check(Config(data_workers=1, input="device"))

@@ -25,6 +25,7 @@ from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
 from jaxrec.models import create_model
 from jaxrec.runtime import memory
 from jaxrec.runtime.interrupt import TrainingInterrupted
+from jaxrec.training import inputs
 from jaxrec.training.loop import train_and_evaluate, train_group
 from jaxrec.training.parallel import replicate, select_devices
 
@@ -231,3 +232,61 @@ def test_ctrl_c_while_workers_decode_saves_stops_them_and_prints_no_traceback(tm
     assert "stopped by SIGINT" in err and "Traceback" not in err
     assert not any(Path(f"/proc/{w}").exists() for w in workers)
     assert checkpoint_steps(tmp_path / "run")
+
+
+def refused_stream(monkeypatch, config: Config, have: int) -> str:
+    """The one line a streamed run of `config` is refused with when `have` bytes are free; fails if it
+    got as far as the channel statistics (reading images)."""
+    monkeypatch.setattr(memory, "host_available", lambda: have)
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the run started reading images")
+
+    monkeypatch.setattr(inputs, "stream_data", reached)
+    with pytest.raises(InputError) as refused:
+        train_and_evaluate(config, config.workdir)
+    return str(refused.value)
+
+
+def named(line: str, flag: str) -> int:
+    return int(line.split(f"{flag} ")[1].split()[0].rstrip(","))
+
+
+@pytest.mark.parametrize("way", ["stream", "auto"])
+def test_a_huge_image_size_is_refused_before_the_statistics_naming_an_image_size_that_fits(monkeypatch, tmp_path,
+                                                                                            way):
+    config = BASE.replace(num_devices=1, image_size=5000, input=way, workdir=str(tmp_path / "run"))
+    line = refused_stream(monkeypatch, config, 8 << 30)
+    assert "streaming 5000x5000x3 images in batches of 32" in line and "of memory and 8.0 GiB is available" in line
+    size = named(line, "--image_size")
+    splits = stream_splits(config.replace(image_size=size))
+    inputs.check_stream_fits(config.replace(image_size=size), splits[0], select_devices(1))  # it fits
+    with pytest.raises(InputError):
+        inputs.check_stream_fits(config.replace(image_size=size + 1), stream_splits(config.replace(image_size=size + 1))[0],
+                                 select_devices(1))
+
+
+@pytest.mark.parametrize("flag, given, fitting", [("batch_size", 64, 32), ("eval_batch_size", 512, 128)])
+def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_that_fits(monkeypatch, tmp_path, flag,
+                                                                                      given, fitting):
+    config = BASE.replace(num_devices=2, image_size=256, batch_size=8, eval_batch_size=8, input="stream",
+                          workdir=str(tmp_path / "run"))
+    devices = select_devices(2)
+    train = stream_splits(config)[0]
+    sizes = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=0)
+    key = "batch" if flag == "batch_size" else "eval_batch"
+    have = max(inputs.stream_bytes(config, train.image_shape, 10, devices, **{**sizes, key: fitting})[1:])
+    line = refused_stream(monkeypatch, config.replace(**{flag: given}), have)
+    largest = named(line, f"--{flag}")
+    assert fitting <= largest < given
+    inputs.check_stream_fits(config.replace(**{flag: largest}), train, devices)
+    with pytest.raises(InputError):
+        inputs.check_stream_fits(config.replace(**{flag: largest + 2}), train, devices)
+
+
+def test_the_memory_check_counts_each_data_worker(monkeypatch, tmp_path):
+    config = BASE.replace(num_devices=1, input="stream", data_workers=2, workdir=str(tmp_path / "run"))
+    train = stream_splits(config)[0]
+    without = max(inputs.stream_bytes(config, train.image_shape, 10, select_devices(1), 32, 1000, 0)[1:])
+    line = refused_stream(monkeypatch, config, without + memory.WORKER_BYTES)  # room for 1 of 2 readers' 2 workers
+    assert "2 --data_workers" in line and named(line, "--data_workers") == 0
