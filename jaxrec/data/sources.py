@@ -179,7 +179,7 @@ def check_split_fits(split: StreamedDataset) -> None:
 STATS_LIMIT = 50_000  # training images the channel statistics read: all of CIFAR-10's, a spread of larger sets
 STATS_CHUNK = 4096  # images per chunk, fewer where 4096 would be more than STATS_CHUNK_BYTES
 STATS_CHUNK_BYTES = 64 << 20  # a chunk's uint8 pixels: what the statistics pass holds, beside one image
-STATS_PIXELS = 1 << 18  # pixels widened to int64 at a time: the pass's other memory (8 MiB for RGB)
+STATS_PIXELS = 1 << 16  # pixels widened to int64 at a time: the pass's other memory (1.5 MiB for RGB)
 
 
 def stats_indices(count: int) -> np.ndarray:
@@ -195,12 +195,14 @@ def stats_chunk(image_shape: Sequence[int]) -> int:
     return max(1, min(STATS_CHUNK, STATS_CHUNK_BYTES // int(np.prod(image_shape))))
 
 
-def stats_bytes(image_shape: Sequence[int], threads: int = 0) -> int:
-    """Host memory of the channel-statistics pass: one chunk of decoded images, the pixels it widens at
-    a time, and each decoding thread's source and resized image (default: image_folder's threads)."""
-    image = int(np.prod(image_shape))
+def stats_bytes(image_shape: Sequence[int], count: int, threads: int = 0) -> int:
+    """Host memory of the channel-statistics pass over a split of `count` images: one chunk of decoded
+    images, the pixels it widens at a time, and each decoding thread's source and resized image
+    (default: image_folder's threads)."""
+    image, chunk = int(np.prod(image_shape)), min(stats_chunk(image_shape), len(stats_indices(count)))
     threads = threads or min(32, os.cpu_count() or 1)
-    return stats_chunk(image_shape) * image + 2 * 8 * STATS_PIXELS * int(image_shape[-1]) + 2 * threads * image
+    widened = min(STATS_PIXELS, chunk * image // int(image_shape[-1])) * int(image_shape[-1])
+    return chunk * image + 2 * 8 * widened + 2 * threads * image
 
 
 def _pixel_sums(block: np.ndarray) -> tuple[list[int], list[int]]:

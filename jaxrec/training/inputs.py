@@ -31,7 +31,14 @@ def check_fits(config: Config, splits: Sequence, models: int, devices: Sequence[
     memory.check_images_fit(len(train) + len(evaluation), size, channels, "the run's image size")
     memory.check_training_fits(create_model(config, len(train.class_names)), train.image_shape,
                                config.batch_size // jax.process_count(), local_devices(devices),
-                               train.nbytes + evaluation.nbytes, models)
+                               train.nbytes + evaluation.nbytes, models, evaluation_memory(config, train, devices))
+
+
+def evaluation_memory(config: Config, train, devices: Sequence[jax.Device]) -> tuple:
+    """What memory.check_training_fits needs to count the evaluation call: the eval model, its batch
+    per device (of all devices: every process evaluates its share) and test-time augmentation's views."""
+    return (create_model(config, len(train.class_names), for_eval=True), -(-config.eval_batch_size // len(devices)),
+            memory.tta_views(config.tta))
 
 
 def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> DataSplits:
@@ -69,7 +76,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
 
 
 def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int, devices: Sequence[jax.Device],
-                 batch: int, eval_batch: int, workers: int) -> tuple[int, int, int]:
+                 batch: int, eval_batch: int, workers: int, count: int) -> tuple[int, int, int]:
     """A streamed run's memory: (the channel-statistics pass's, on the host; the run's on the host, its
     readers, their workers and their batches, with every CPU device's; one device's, its training
     step or its evaluation call beside the training state). batch, eval_batch: global; devices: all."""
@@ -82,7 +89,7 @@ def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int
                  + memory.evaluation_bytes(evaluated, image_shape, eval_share, memory.tta_views(config.tta)))
     readers = sum(memory.reader_bytes(len(mine) * share * image, image, workers) for share in (train_share, eval_share))
     host = readers + (device * len(mine) if mine[0].platform == "cpu" else 0)
-    return stats_bytes(image_shape), host, device
+    return stats_bytes(image_shape, count), host, device
 
 
 def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[jax.Device]) -> None:
@@ -92,11 +99,12 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     mine = local_devices(devices)
     host, device = memory.host_available(), memory.device_available(mine[0])
     classes, shape = len(train.class_names), tuple(train.image_shape)
-    settings = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=config.data_workers)
+    settings = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=config.data_workers,
+                    count=len(train))
 
     def problem(size: tuple[int, int, int], **changed: int) -> str | None:
         stats, running, one_device = stream_bytes(config, size, classes, devices, **{**settings, **changed})
-        for need, have, what in ((stats, host, "the channel statistics"), (running, host, "training"),
+        for need, have, what in ((stats, host, "the channel-statistics pass"), (running, host, "training"),
                                  (one_device, None if mine[0].platform == "cpu" else device, "one device")):
             if have is not None and need > have:
                 return f"{what} needs about {memory.human(need)} of memory and {memory.human(have)} is available"
@@ -115,8 +123,9 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
               and fix not in (f"--data_workers {config.data_workers}",)]
     way = f"pass {', '.join(usable[:-1])} or {usable[-1]}" if len(usable) > 1 else (
         f"pass {usable[0]}" if usable else "use a machine with more memory")
-    raise InputError(f"streaming {'x'.join(map(str, shape))} images in batches of {config.batch_size} "
-                     f"(evaluation: {config.eval_batch_size}, {config.data_workers} --data_workers): {found}; {way}")
+    raise InputError(f"training 1 model(s) on {'x'.join(map(str, shape))} images in batches of {config.batch_size}, "
+                     f"streamed (evaluation batches of {config.eval_batch_size}, {config.data_workers} --data_workers): "
+                     f"{found}; {way}")
 
 
 def _shows_progress(config: Config) -> bool:

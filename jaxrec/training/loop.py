@@ -46,7 +46,7 @@ from jaxrec.training.run_state import Record, RunState
 from jaxrec.runtime.setup import prepare
 from jaxrec.evaluation.tta import with_tta
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
-from jaxrec.training.inputs import open_data
+from jaxrec.training.inputs import evaluation_memory, open_data
 from jaxrec.training.optim import check_lookahead, total_steps
 from jaxrec.training.state import TrainState, create_train_state, init_sample
 from jaxrec.training.steps import Objective
@@ -276,7 +276,7 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     model = create_model(config, data.num_classes)
     memory.check_training_fits(model, data.image_shape, config.batch_size // jax.process_count(),
                                local_devices(devices), 0 if data.streamed else data.train.nbytes + data.eval.nbytes,
-                               models)
+                               models, evaluation_memory(config, data.train, devices))
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
     objective = Objective.from_config(config, total_steps(config, steps_per_epoch))

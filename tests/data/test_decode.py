@@ -248,7 +248,7 @@ def test_the_channel_statistics_hold_one_chunk_of_uint8_images_not_a_float_copy_
     finally:
         tracemalloc.stop()
     assert peak < 3 * images.nbytes  # the images' copy and bounded parts: not 8 + 8 bytes a pixel more
-    assert peak <= stats_bytes(images.shape[1:], threads=1)  # what the memory check counts
+    assert peak <= stats_bytes(images.shape[1:], len(images), threads=1)  # what the memory check counts
     pixels = images.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-9)

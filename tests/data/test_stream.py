@@ -99,13 +99,16 @@ def test_streamed_evaluation_counts_every_example_once_with_an_uneven_last_batch
 
 
 def memory_for_training_only(config: Config) -> int:
-    """Bytes that hold the small model's training on one device, but not also the sample's 500 images."""
-    model = create_model(config, 10)
-    return memory.training_bytes(model, (32, 32, 3), config.batch_size) + 500 * 32 * 32 * 3 // 2
+    """Bytes that hold the small model's streamed training and evaluation on one device (its readers keep
+    a few batches: fewer bytes than the sample's 600 images, which the device path holds)."""
+    train = stream_splits(config)[0]
+    streamed = inputs.stream_bytes(config, (32, 32, 3), 10, select_devices(config.num_devices), config.batch_size,
+                                   config.eval_batch_size, config.data_workers, len(train))
+    return max(streamed)
 
 
 def test_auto_streams_what_does_not_fit_and_device_is_refused_naming_stream(monkeypatch, tmp_path, caplog):
-    config = BASE.replace(num_devices=1, max_steps=3)
+    config = BASE.replace(num_devices=1, max_steps=3, eval_batch_size=50)
     monkeypatch.setattr(memory, "host_available", lambda: memory_for_training_only(config))
     with pytest.raises(InputError, match=r"needs about .* of memory .*; or pass --input stream"):
         train_and_evaluate(config.replace(input="device"), tmp_path / "device")
@@ -257,7 +260,7 @@ def test_a_huge_image_size_is_refused_before_the_statistics_naming_an_image_size
                                                                                             way):
     config = BASE.replace(num_devices=1, image_size=5000, input=way, workdir=str(tmp_path / "run"))
     line = refused_stream(monkeypatch, config, 8 << 30)
-    assert "streaming 5000x5000x3 images in batches of 32" in line and "of memory and 8.0 GiB is available" in line
+    assert "training 1 model(s) on 5000x5000x3 images in batches of 32, streamed" in line and "of memory and 8.0 GiB is available" in line
     size = named(line, "--image_size")
     splits = stream_splits(config.replace(image_size=size))
     inputs.check_stream_fits(config.replace(image_size=size), splits[0], select_devices(1))  # it fits
@@ -273,7 +276,7 @@ def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_tha
                           workdir=str(tmp_path / "run"))
     devices = select_devices(2)
     train = stream_splits(config)[0]
-    sizes = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=0)
+    sizes = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=0, count=len(train))
     key = "batch" if flag == "batch_size" else "eval_batch"
     have = max(inputs.stream_bytes(config, train.image_shape, 10, devices, **{**sizes, key: fitting})[1:])
     line = refused_stream(monkeypatch, config.replace(**{flag: given}), have)
@@ -287,6 +290,6 @@ def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_tha
 def test_the_memory_check_counts_each_data_worker(monkeypatch, tmp_path):
     config = BASE.replace(num_devices=1, input="stream", data_workers=2, workdir=str(tmp_path / "run"))
     train = stream_splits(config)[0]
-    without = max(inputs.stream_bytes(config, train.image_shape, 10, select_devices(1), 32, 1000, 0)[1:])
+    without = max(inputs.stream_bytes(config, train.image_shape, 10, select_devices(1), 32, 1000, 0, len(train))[1:])
     line = refused_stream(monkeypatch, config, without + memory.WORKER_BYTES)  # room for 1 of 2 readers' 2 workers
     assert "2 --data_workers" in line and named(line, "--data_workers") == 0
