@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -137,12 +138,20 @@ class ReadBatch:
         return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
 
+GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what a terminal or a scheduler sends the whole process group
+
+
 def _worker_init(worker: int, workers: int) -> None:
-    """In each worker process. Ctrl-C reaches the whole process group, and the training process, not
-    the workers, decides what it means (save, stop them, exit). And a worker ends when the training
+    """In each worker process. Ctrl-C and SIGTERM reach the whole process group, and the training
+    process, not the workers, decides what they mean (finish the call, save, stop the workers, exit):
+    a worker that died of one mid-start or mid-evaluation left the training process writing to a
+    pipe no one read, or reporting a dead worker instead of the signal (RowReader.__next__ keeps
+    them blocked until this runs). Grain stops workers through
+    its own channel, and SIGKILL where they do not stop. And a worker ends when the training
     process is gone, even killed (SIGKILL leaves no one to stop it): it checks every second."""
     del worker, workers
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in GROUP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:
@@ -205,16 +214,22 @@ class RowReader:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        if self._iterator is None:
-            # Ctrl-C reaches the whole process group; blocked here, it stays blocked in the workers this
-            # first read starts (a signal mask is inherited), so they never die of it mid-import.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
+        # Ctrl-C and SIGTERM reach the whole process group. Blocked in this thread while it reads, they
+        # stay blocked in every thread Grain creates here and every worker process those start (a
+        # signal mask is inherited), so no worker dies of one mid-start. This process still hears
+        # them: another thread takes the signal and the loop acts on it after the call.
+        if self._iterator is None and self._workers:
+            # Started later, inside the block, the resource tracker would unblock them (it unblocks,
+            # rather than restores, the signals it blocks while it starts).
+            _quiet_resource_tracker()
+            resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+        try:
+            if self._iterator is None:
                 self._iterator = self._start()
-                return _checked_next(self._iterator)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return _checked_next(self._iterator)
+            return _checked_next(self._iterator)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def close(self) -> None:
         """Stops the reading and its workers (Grain terminates them)."""

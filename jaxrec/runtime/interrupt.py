@@ -54,13 +54,15 @@ STUCK_AFTER_SECONDS = 300.0
 
 
 @contextlib.contextmanager
-def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS) -> Iterator[StopRequest]:
+def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1) -> Iterator[StopRequest]:
     """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process.
 
     The loop acts on the request once the device call it waits for comes back, which a collective
     waiting for a process that will not come never does. A thread hears the signal at once
     (signal.set_wakeup_fd) and, if the block has not ended `stuck_after` seconds later (the call
     finished, a checkpoint saved), ends the process with one line: a signal is never ignored.
+    `processes`: the run's (the line blames a collective only where there are others to wait for).
+    A second signal ends the process at once, saying that it came while the run was stopping.
     Outside the main thread (where Python cannot install handlers) the request simply never fires.
     """
     request = StopRequest()
@@ -69,15 +71,22 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS) -> Iterator[StopRe
         return
     previous = {}
 
+    def again(signum, frame):
+        os.write(2, f"\nstopped by {signal.Signals(signum).name}, a second signal, while the run was stopping "
+                    f"for the first (finishing its device call or saving); a checkpoint being written is not "
+                    f"complete and the run resumes from the last complete one, which the rerun tidies up: run "
+                    f"the same command again.\n".encode())
+        os._exit(128 + signum)
+
     def handler(signum, frame):
         request.signum = signum
-        signal.signal(signum, previous[signum])
+        signal.signal(signum, again)
         log.warning("received %s: finishing the current device call, saving a checkpoint, then stopping "
                     "(send it again to stop at once, without saving)", signal.Signals(signum).name)
 
     for signum in SIGNALS:
         previous[signum] = signal.signal(signum, handler)
-    with _stuck_watch(stuck_after):
+    with _stuck_watch(stuck_after, processes):
         try:
             yield request
         finally:
@@ -86,15 +95,16 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS) -> Iterator[StopRe
 
 
 @contextlib.contextmanager
-def _stuck_watch(stuck_after: float) -> Iterator[None]:
+def _stuck_watch(stuck_after: float, processes: int = 1) -> Iterator[None]:
     """Ends the process if the block has not ended `stuck_after` seconds after a signal came."""
+    waited = ("a device call or a collective, which may wait for a process of the run that is gone or stuck"
+              if processes > 1 else "a device call, a data worker or a save")
 
     def on_signal(signum: int, done: threading.Event) -> None:
         if not done.wait(stuck_after):
             os.write(2, f"stopped by {signal.Signals(signum).name}: training did not stop within {stuck_after:.0f} s "
-                        "of the signal (the device call it waits for did not come back: a collective may wait for "
-                        "a process of the run that is gone or stuck); exiting without saving. Rerun the same "
-                        "command to resume from the last checkpoint.\n".encode())
+                        f"of the signal (what it waited for did not come back: {waited}); exiting without "
+                        "saving. Rerun the same command to resume from the last checkpoint.\n".encode())
             os._exit(128 + signum)
 
     with watch_signals(on_signal):

@@ -237,11 +237,12 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
     started = entered - runs[0].elapsed_seconds  # wall time counts the run's earlier sessions too
     compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
     state = trainer.program.stack(states)
-    with stop_on_signals() as stop:
+    with stop_on_signals(processes=jax.process_count()) as stop:
         try:
             for _ in range(runs[0].epoch, trainer.epochs):
                 state, runs, calls = train_epoch(trainer, state, runs, writers, stop, started)
-                runs, results = finish_epoch(trainer, state, runs, results, writers, not calls <= compiled, started)
+                runs, results = finish_epoch(trainer, state, runs, results, writers, not calls <= compiled, started,
+                                             stop)
                 compiled |= calls
                 if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
                     raise interrupted(trainer, runs[0], stop)
@@ -491,10 +492,11 @@ def evaluate(trainer: Trainer, state: TrainState, record: Record) -> tuple[dict[
 
 
 def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any],
-                 writers: list[Writers], includes_compilation: bool,
-                 started: float) -> tuple[list[RunState], list[Any]]:
+                 writers: list[Writers], includes_compilation: bool, started: float,
+                 stop: StopRequest | None = None) -> tuple[list[RunState], list[Any]]:
     """Each member's epoch record and evaluation when due; then the checkpoints of the finished epoch,
-    and only then the records (so metrics.jsonl never holds an epoch a resume would not continue from)."""
+    and only then the records (so metrics.jsonl never holds an epoch a resume would not continue from).
+    stop: the run's stop request, so that an evaluation a signal cut short ends as that signal."""
     member_states = trainer.program.unstack(state)
     records, new_results = [], []
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
@@ -503,7 +505,7 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
             try:
                 result, record = evaluate(trainer, member_state, record)
             except StreamError as err:  # the epoch's training is kept: a rerun starts with this evaluation
-                raise stream_failed(trainer, state, runs, writers, None, started, err) from err
+                raise stream_failed(trainer, state, runs, writers, stop, started, err) from err
         records.append(record.replace(wall_seconds=time.time() - started))
         new_results.append(result)
     ended = [run.end_epoch(record) for run, record in zip(runs, records)]

@@ -293,3 +293,34 @@ def test_the_memory_check_counts_each_data_worker(monkeypatch, tmp_path):
     without = max(inputs.stream_bytes(config, train.image_shape, 10, select_devices(1), 32, 1000, 0, len(train))[1:])
     line = refused_stream(monkeypatch, config, without + memory.WORKER_BYTES)  # room for 1 of 2 readers' 2 workers
     assert "2 --data_workers" in line and named(line, "--data_workers") == 0
+
+
+def first_workers(process: subprocess.Popen, deadline: float = 120) -> None:
+    """Waits until the run has started its first data worker process."""
+    end = time.time() + deadline
+    while not workers_of(process.pid):
+        assert process.poll() is None and time.time() < end
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_group_at_any_moment_of_a_streamed_run_ends_it_as_that_signal(tmp_path, signum, code):
+    """Signals while the training workers start (at once), while they train, and while the evaluation's
+    workers start and read (after an epoch, its evaluation with 10 batches): each ends the run as
+    the signal, saved where training had begun, never as a dead worker, never hanging."""
+    for moment, delay in [("start", 0.0), ("start", 0.05), ("epoch", 0.0), ("epoch", 0.2), ("epoch", 0.5)]:
+        workdir = tmp_path / f"{moment}-{delay}"
+        process = start_streaming(workdir, "--eval_batch_size", "10", "--max_steps", "60")
+        if moment == "start":
+            first_workers(process)
+        else:
+            wait_for_workers(process, workdir)
+        time.sleep(delay)
+        os.killpg(process.pid, signum)
+        _, err = process.communicate(timeout=60)
+        name = signal.Signals(signum).name
+        assert process.returncode == code, (moment, delay, err[-2000:])
+        assert f"stopped by {name}" in err and "data worker" not in err and "Traceback" not in err, err[-2000:]
+        assert moment == "start" or checkpoint_steps(workdir)
+        assert not workers_of(process.pid)

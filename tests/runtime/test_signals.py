@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import script_command
+from helpers import ROOT, script_command
 from jaxrec.run.workdir import LOCK_FILE
 from jaxrec.runtime.interrupt import stop_on_signals
 
@@ -82,3 +82,45 @@ def test_a_signal_the_loop_acts_on_in_time_only_sets_the_request():
         time.sleep(0.5)  # the block ends within stuck_after: the watch must not end the process
     time.sleep(1.5)
     assert stop.signum == signal.SIGTERM
+
+
+WATCHED_SCRIPT = """
+import sys, time
+from jaxrec.runtime.interrupt import exit_on_signals, stop_on_signals
+with exit_on_signals(), stop_on_signals(stuck_after=float(sys.argv[1]), processes=int(sys.argv[2])):
+    print("waiting", flush=True)
+    time.sleep(30)  # a save, or a call that does not come back
+print("came back", flush=True)
+"""
+
+
+def watched(tmp_path, stuck_after: float, processes: int, signals: list[int]) -> tuple[int, str]:
+    """Runs WATCHED_SCRIPT, sends `signals` half a second apart once it waits; its exit code and stderr."""
+    script = tmp_path / "watched.py"
+    script.write_text(WATCHED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.Popen([sys.executable, str(script), str(stuck_after), str(processes)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert run.stdout.readline().strip() == "waiting"
+        for signum in signals:
+            run.send_signal(signum)
+            time.sleep(0.5)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    return run.returncode, err
+
+
+@pytest.mark.parametrize("processes, blamed", [(1, "a device call, a data worker or a save"),
+                                               (2, "a collective, which may wait for a process of the run")])
+def test_the_stuck_watch_blames_a_collective_only_in_a_run_of_several_processes(tmp_path, processes, blamed):
+    code, err = watched(tmp_path, 1, processes, [signal.SIGTERM])
+    assert code == 143 and blamed in err
+    assert processes > 1 or "collective" not in err
+
+
+def test_a_second_ctrl_c_while_stopping_says_so_not_outside_a_training_step(tmp_path):
+    code, err = watched(tmp_path, 20, 1, [signal.SIGINT, signal.SIGINT])
+    assert code == 130 and "Traceback" not in err
+    assert "stopped by SIGINT, a second signal, while the run was stopping" in err and "outside" not in err
