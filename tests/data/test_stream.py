@@ -304,12 +304,16 @@ def first_workers(process: subprocess.Popen, deadline: float = 120) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_to_the_group_at_any_moment_of_a_streamed_run_ends_it_as_that_signal(tmp_path, signum, code):
+# Each signal at both phases; the moments are shared out between them (each run is a fresh process).
+@pytest.mark.parametrize("signum, code, moments", [
+    (signal.SIGTERM, 143, [("start", 0.0), ("epoch", 0.0), ("epoch", 0.5)]),
+    (signal.SIGINT, 130, [("start", 0.05), ("epoch", 0.2)])])
+def test_a_signal_to_the_group_at_any_moment_of_a_streamed_run_ends_it_as_that_signal(tmp_path, signum, code,
+                                                                                       moments):
     """Signals while the training workers start (at once), while they train, and while the evaluation's
     workers start and read (after an epoch, its evaluation with 10 batches): each ends the run as
     the signal, saved where training had begun, never as a dead worker, never hanging."""
-    for moment, delay in [("start", 0.0), ("start", 0.05), ("epoch", 0.0), ("epoch", 0.2), ("epoch", 0.5)]:
+    for moment, delay in moments:
         workdir = tmp_path / f"{moment}-{delay}"
         process = start_streaming(workdir, "--eval_batch_size", "10", "--max_steps", "60")
         if moment == "start":
