@@ -38,9 +38,8 @@ from flax import jax_utils
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation.tta import with_tta
-from jaxrec.models import create_model
+from jaxrec.models import AXIS, create_model
 from jaxrec.models.airbench import Airbench94, whitening_kernel
-from jaxrec.models import AXIS
 from jaxrec.training.state import create_train_state
 from jaxrec.training.steps import Objective, train_step
 

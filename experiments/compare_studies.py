@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from jaxrec.studies import stats
+
 # What makes two studies' numbers measure different things: the data set and the split scored.
 DATA_KEYS = ("location", "class_names", "image_shape", "train_examples", "eval_examples")
 SPLIT_KEYS = ("train_split", "eval_split", "test_fraction", "image_size", "channels")

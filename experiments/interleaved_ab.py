@@ -27,11 +27,11 @@ import jax
 import numpy as np
 
 from jaxrec.cli import flags
-from jaxrec.runtime import cpu_devices, xla_flags
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import create_model
+from jaxrec.runtime import cpu_devices, xla_flags
 from jaxrec.training.parallel import make_program, replicate, select_devices
 from jaxrec.training.state import create_train_state
 from jaxrec.training.steps import Objective

@@ -20,6 +20,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from jaxrec.studies import stats
+
+
 def row(study: dict[str, Any], metric: str, full: dict[str, Any] | None) -> str:
     """One study's markdown row (accuracy and F1 in percent); the share of `full`'s variance with the
     F-test p-value of that ratio."""

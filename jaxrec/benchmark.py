@@ -21,17 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.runtime import host
 from jaxrec.config import BenchmarkOptions, Config, check, check_image_shape
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
-from jaxrec.training.optim import total_steps
-from jaxrec.training.steps import Objective
-from jaxrec.training.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
+from jaxrec.runtime import host
 from jaxrec.runtime.setup import prepare
+from jaxrec.training.optim import total_steps
+from jaxrec.training.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
 from jaxrec.training.state import create_train_state
+from jaxrec.training.steps import Objective
 
 
 def _flops(compiled: Any) -> float:

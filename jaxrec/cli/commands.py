@@ -20,9 +20,9 @@ from typing import Callable, Sequence
 from jaxrec.cli import flags
 from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
 from jaxrec.errors import InputError, SaveError
+from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
-from jaxrec.run.workdir import writable_folder
 
 # Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
 # that `--help` and a refused setting answer at once.
@@ -168,9 +168,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
             writable_folder(out, "--out")
         start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
+        from jaxrec.evaluation.evaluator import evaluate_trained
         from jaxrec.run import outputs
         from jaxrec.run.checkpoints import load_trained
-        from jaxrec.evaluation.evaluator import evaluate_trained
 
         trained = load_trained(args.workdir, args.which)
         config = trained.config.replace(**overrides)
@@ -190,8 +190,8 @@ def _predict(args: argparse.Namespace) -> int:
     def run() -> int:
         check(Config(top_k=args.top_k), only=["top_k"])
         setup_logging()
-        from jaxrec.run.checkpoints import load_trained
         from jaxrec.evaluation.predict import Predictor
+        from jaxrec.run.checkpoints import load_trained
 
         entries = Predictor(load_trained(args.workdir, args.which), args.batch_size).predict(args.inputs, args.top_k)
         if args.json:

@@ -9,6 +9,7 @@ import os
 import typing
 from typing import Any, Callable, Literal, Sequence
 
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """The values a field allows: a test and the words that describe it to a user."""

@@ -19,8 +19,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, in_range, is_number, knob, sizes_at_least,
-                                 zero_or_at_least)
+from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, in_range, is_number, knob,
+                                 sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
 from jaxrec.models import REGISTRY
 from jaxrec.models.geometry import image_size_problem

@@ -11,12 +11,12 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from jaxrec.runtime import memory
 from jaxrec.config import Config
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
+from jaxrec.runtime import memory
 
 SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
 SAMPLES = {"cifar10_sample": SAMPLE_ROOT}

@@ -15,17 +15,18 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-from jaxrec.run.checkpoints import Trained
 from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.data import stream
 from jaxrec.data.pipeline import Preprocess, eval_indices
-from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.sources import check_split_fits, decode_listed, is_image_folder, load_split, stream_split
+from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import ArrayDataset
 from jaxrec.errors import InputError
 from jaxrec.evaluation.metrics import report_with_tta, summarize_eval
-from jaxrec.training.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
+from jaxrec.run.checkpoints import Trained
 from jaxrec.runtime.setup import prepare
+from jaxrec.training.parallel import (local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices,
+                                      unreplicate)
 
 log = logging.getLogger(__name__)
 

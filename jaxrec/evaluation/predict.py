@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from jaxrec.run.checkpoints import Trained
 from jaxrec.data.decode import IMAGE_SUFFIXES, read_image
 from jaxrec.errors import InputError
+from jaxrec.run.checkpoints import Trained
 
 
 def expand(inputs: Sequence[str | Path]) -> list[tuple[Path, str | None]]:

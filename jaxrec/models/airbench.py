@@ -26,12 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.config import Config
+from jaxrec.models import AXIS
 from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.geometry import AIRBENCH_FINAL_POOL, AIRBENCH_GROUP_POOL, AIRBENCH_WHITEN_SIZE
 from jaxrec.models.kernels import Kernels, compute_dtype
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
-from jaxrec.models import AXIS
 
 # PyTorch's default for Conv2d and Linear weights: uniform in +-1/sqrt(fan_in).
 TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")

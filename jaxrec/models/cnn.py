@@ -8,10 +8,10 @@ import flax.linen as nn
 import jax
 
 from jaxrec.config import Config
+from jaxrec.models import AXIS
 from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.kernels import Kernels
 from jaxrec.models.pooling import max_pool_2x2
-from jaxrec.models import AXIS
 
 # image_conv="patch" applies to convolutions over inputs with at most this many channels (the image itself).
 PATCH_CONV_MAX_CHANNELS = 4

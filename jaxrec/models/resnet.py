@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.config import Config
-from jaxrec.models.kernels import compute_dtype
 from jaxrec.models import AXIS
+from jaxrec.models.kernels import compute_dtype
 
 HE_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

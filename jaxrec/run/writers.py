@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from jaxrec.run import outputs
 from jaxrec.config.settings import TENSORBOARDX_MISSING
 from jaxrec.errors import InputError
+from jaxrec.run import outputs
 from jaxrec.training.run_state import Record, RunState
 
 METRICS_FILE = "metrics.jsonl"

@@ -17,9 +17,9 @@ from typing import Mapping, Sequence
 
 import jax
 
-from jaxrec.runtime import distributed
 from jaxrec.config import Config
 from jaxrec.errors import InputError
+from jaxrec.runtime import distributed
 
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 
 from jaxrec.runtime import cpu_devices
+
 # Pillow decodes every image jaxrec reads (folders, and TFDS sets through their data source).
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy", "pillow")
 

@@ -25,18 +25,16 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.runtime import distributed, host
-
-from jaxrec.run import outputs
-
-from jaxrec.studies import stats
-from jaxrec.run.checkpoints import data_differences, field_differences, latest_checkpoint_step, load_trained
 from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
 from jaxrec.data.sources import dataset_location, split_is_seeded
 from jaxrec.errors import InputError
-from jaxrec.training.run_state import TIMING_FIELDS
-from jaxrec.training.loop import check_group, train_and_evaluate, train_group
+from jaxrec.run import outputs
+from jaxrec.run.checkpoints import data_differences, field_differences, latest_checkpoint_step, load_trained
 from jaxrec.run.workdir import STUDY_SPEC_FILE, check_workdir
+from jaxrec.runtime import distributed, host
+from jaxrec.studies import stats
+from jaxrec.training.loop import check_group, train_and_evaluate, train_group
+from jaxrec.training.run_state import TIMING_FIELDS
 
 log = logging.getLogger(__name__)
 

@@ -25,33 +25,32 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.runtime import distributed, host, memory
-
-from jaxrec.run import outputs
-from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
 from jaxrec.config import MODEL_AXES, SOURCES, Config, check_image_shape
 from jaxrec.data import DataSplits
 from jaxrec.data.pipeline import Preprocess, epoch_indices
-from jaxrec.data.stream import StreamError
 from jaxrec.data.sources import split_is_seeded
+from jaxrec.data.stream import StreamError
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
-from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.evaluation.metrics import report_with_tta
+from jaxrec.evaluation.tta import with_tta
 from jaxrec.models import count_params, create_model
 from jaxrec.models.kernels import resolved_dtype
-from jaxrec.training.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
-                             unreplicate)
-from jaxrec.training.run_state import Record, RunState
+from jaxrec.run import outputs
+from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
+from jaxrec.run.workdir import claim, move_previous_run, writable_folder
+from jaxrec.run.writers import Writers, open_writers
+from jaxrec.runtime import distributed, host, memory
+from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.runtime.setup import prepare
-from jaxrec.evaluation.tta import with_tta
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
 from jaxrec.training.inputs import evaluation_memory, open_data
 from jaxrec.training.optim import check_lookahead, total_steps
+from jaxrec.training.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
+                                      unreplicate)
+from jaxrec.training.run_state import Record, RunState
 from jaxrec.training.state import TrainState, create_train_state, init_sample
 from jaxrec.training.steps import Objective
-from jaxrec.run.workdir import claim, move_previous_run, writable_folder
-from jaxrec.run.writers import Writers, open_writers
 
 log = logging.getLogger(__name__)
 
