@@ -18,7 +18,7 @@ from jaxrec.evaluation.evaluator import evaluate_trained
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.run.checkpoints import load_trained
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.training.loop import train_and_evaluate, train_group
+from jaxrec.training.loop import train_and_evaluate
 
 # airbench94's recipe on a narrow network and the shipped sample (400 training images: 12 steps of 32).
 TINY = dict(dataset="cifar10_sample", conv_features=(8, 16, 16), batch_size=32, whiten_images=100, num_devices=1,
@@ -136,25 +136,46 @@ def test_a_fractional_schedule_trains_resumes_and_scores_with_tta(tmp_path, monk
     np.testing.assert_allclose(mirrored.logits(images), mirrored.logits(images[:, :, ::-1]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def airbench_study(tmp_path_factory):
+    """`jaxrec study --model airbench94 --seeds 0-1`, both seeds in one program (seeds side by side:
+    train_group), and each seed's plain run with the same settings: what the three tests below compare.
+    Shared because each run compiles its own airbench94 programs, the study's for two models."""
+    from jaxrec.cli.commands import main
+
+    workdir = tmp_path_factory.mktemp("airbench_study")
+    argv = ["study", "--model", "airbench94", "--dataset", "cifar10_sample", "--epochs", "1", "--seeds", "0-1",
+            "--seeds_per_program", "2", "--workdir", str(workdir / "study"), "--conv_features", "8,16,16",
+            "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
+            "--steps_per_call", "2"]  # 12 steps: 6 calls of a short unrolled loop, quick to compile for 2 models
+    assert main(argv) == 0
+    plain = {seed: train_and_evaluate(tiny(epochs=1, seed=seed, whiten_bias_epochs=3, eval_batch_size=1000),
+                                      workdir / f"plain{seed}") for seed in (0, 1)}
+    return workdir, plain
+
+
 @pytest.mark.slow
-def test_bfloat16_steps_stay_finite_and_close_to_float32(tmp_path):
-    losses = {}
-    for dtype in ("float32", "bfloat16"):
-        state = train_and_evaluate(tiny(epochs=1, dtype=dtype, tta=0), tmp_path / dtype)
-        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(state.params))
-        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(state.model_state))
-        losses[dtype] = [r["train_loss"] for r in read_metrics(tmp_path / dtype)]
+def test_bfloat16_steps_stay_finite_and_close_to_float32(airbench_study, tmp_path):
+    # float32: the study's plain run of seed 0; the same training but the dtype (tta=0 changes only
+    # the final evaluation, which this test does not read: one program less to compile).
+    workdir, plain = airbench_study
+    state = train_and_evaluate(tiny(epochs=1, seed=0, whiten_bias_epochs=3, eval_batch_size=1000, tta=0,
+                                    dtype="bfloat16"), tmp_path / "bfloat16")
+    for trained in (state, plain[0]):
+        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(trained.params))
+        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(trained.model_state))
+    losses = {name: [r["train_loss"] for r in read_metrics(path)]
+              for name, path in (("bfloat16", tmp_path / "bfloat16"), ("float32", workdir / "plain0"))}
     assert np.all(np.isfinite(losses["bfloat16"]))
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)
 
 
 @pytest.mark.slow
-def test_seeds_side_by_side_equal_their_plain_runs(tmp_path):
-    configs = [tiny(epochs=1, tta=0, seed=s, workdir=str(tmp_path / f"group{s}")) for s in (0, 1)]
-    group = train_group(configs)
-    for seed, member in zip((0, 1), group):
-        plain = train_and_evaluate(tiny(epochs=1, tta=0, seed=seed), tmp_path / f"plain{seed}")
-        for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain.variables)):
+def test_seeds_side_by_side_equal_their_plain_runs(airbench_study):
+    workdir, plain = airbench_study
+    for seed in (0, 1):
+        member = load_trained(workdir / "study" / f"seed_{seed}", "latest")
+        for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain[seed].eval_variables)):
             np.testing.assert_array_equal(a, b)
 
 
@@ -169,25 +190,16 @@ def test_the_experiment_script_runs_airbench(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_seed_study_of_airbench(tmp_path, capsys):
-    """`jaxrec study --model airbench94 --seeds 0-1`, both seeds in one program: the study's scores are
-    the runs' (with test-time augmentation) and each seed is its plain run."""
-    from jaxrec.cli.commands import main
-
-    argv = ["study", "--model", "airbench94", "--dataset", "cifar10_sample", "--epochs", "1", "--seeds", "0-1",
-            "--seeds_per_program", "2", "--workdir", str(tmp_path / "study"), "--conv_features", "8,16,16",
-            "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
-            "--steps_per_call", "2"]  # 12 steps: 6 calls of a short unrolled loop, quick to compile for 2 models
-    assert main(argv) == 0
-    study = json.loads((tmp_path / "study" / "study.json").read_text())
-    summaries = [json.loads((tmp_path / "study" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
+def test_a_seed_study_of_airbench(airbench_study):
+    """The study's scores are the runs' (with test-time augmentation) and each seed is its plain run."""
+    workdir, plain = airbench_study
+    study = json.loads((workdir / "study" / "study.json").read_text())
+    summaries = [json.loads((workdir / "study" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
     assert study["seeds"] == [0, 1]
     assert study["metrics"]["test_accuracy"]["mean"] == pytest.approx(np.mean([s["test_accuracy"] for s in summaries]))
     assert all(s["tta"] == 2 and s["config"]["lookahead"] for s in summaries)
-    plain = train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000),
-                               tmp_path / "plain1")
-    member = load_trained(tmp_path / "study" / "seed_1", "latest")
-    for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain.eval_variables)):
+    member = load_trained(workdir / "study" / "seed_1", "latest")
+    for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain[1].eval_variables)):
         np.testing.assert_array_equal(a, b)
 
 
