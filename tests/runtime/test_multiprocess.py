@@ -155,21 +155,33 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(one_process, 
     assert all(f"process {i}/2 " in err for i, (_, err, _) in enumerate(ended))
 
 
-def test_batchnorm_statistics_span_the_processes(tmp_path):
-    train(tmp_path / "one", 1, 1, 4, "--norm", "batch")
-    train(tmp_path / "two", 1, 2, 2, "--norm", "batch")
-    one, two = (load_trained(tmp_path / name, "latest").variables for name in ("one", "two"))
-    assert "batch_stats" in one
-    chex.assert_trees_all_close(two, one, **TOLERANCE)  # per-process statistics would differ at once
+@pytest.fixture(scope="module")
+def streaming(tmp_path_factory):
+    """1 process x 2 devices and 2 processes x 1 device, streaming, augmenting, with BatchNorm, 2 epochs:
+    the runs of both tests below (a launch of 2 processes costs ~13 s of start-up and compiling;
+    sharing them saves the two launches the BatchNorm test had of its own). The first test's comparison
+    holds with BatchNorm as without; with it, it also needs the statistics of the global batch."""
+    workdir = tmp_path_factory.mktemp("streaming")
+    flags = ("--input", "stream", "--augment", "--norm", "batch")
+    train(workdir / "one", 2, 1, 2, *flags)
+    ended = train(workdir / "two", 2, 2, 1, *flags, "--data_workers", "1")
+    return workdir / "one", workdir / "two", ended
 
 
-def test_two_streaming_processes_read_their_own_halves_and_train_as_one_process_of_two_devices(tmp_path):
-    train(tmp_path / "one", 2, 1, 2, "--input", "stream", "--augment")
-    ended = train(tmp_path / "two", 2, 2, 1, "--input", "stream", "--augment", "--data_workers", "1")
-    assert_same_training(tmp_path / "two", tmp_path / "one")
+def test_two_streaming_processes_read_their_own_halves_and_train_as_one_process_of_two_devices(streaming):
+    one, two, ended = streaming
+    assert_same_training(two, one)
     # Each process reads only its devices' columns of every global batch of 32.
     assert "reads examples 0-15 of each global batch" in ended[0][1]
     assert "reads examples 16-31 of each global batch" in ended[1][1]
+
+
+def test_batchnorm_statistics_span_the_processes(streaming):
+    one, two = (load_trained(workdir, "latest").variables for workdir in streaming[:2])
+    assert "batch_stats" in one
+    # The one process averages its 2 devices' statistics; per-process ones (16 examples, not 32) would
+    # differ at once.
+    chex.assert_trees_all_close(two, one, **TOLERANCE)
 
 
 @pytest.mark.parametrize("first,then", [((2, 2), (1, 4)), ((1, 4), (2, 2))])
