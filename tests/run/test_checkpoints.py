@@ -274,13 +274,18 @@ def test_a_damaged_checkpoint_is_never_trained_or_evaluated(small_config, tmp_pa
     gc.collect()
 
 
-def test_arrays_that_do_not_match_their_checksum_are_not_restored(tmp_path, caplog):
+def one_checkpoint(workdir):
+    """A tiny state saved at step 3 in `workdir`: its config, the state, and its meta file."""
     config = Config(**SMALL)
-    checkpoints = RunCheckpointer(tmp_path, config)
+    checkpoints = RunCheckpointer(workdir, config)
     state = TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=optax.sgd(0.1))
     checkpoints.save(state, RunState(step=3), DATA)
     checkpoints.close()
-    meta_file = checkpoint_dir(tmp_path) / "3" / "meta" / "metadata"
+    return config, state, checkpoint_dir(workdir) / "3" / "meta" / "metadata"
+
+
+def test_arrays_that_do_not_match_their_checksum_are_not_restored(tmp_path, caplog):
+    config, state, meta_file = one_checkpoint(tmp_path)
     meta = json.loads(meta_file.read_text())
     assert meta["checksum"] and len(meta["checksum"]) == 64
     # The bytes on disk were written for other values (as a flipped bit would make them).
@@ -388,12 +393,7 @@ def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
 
 @pytest.mark.parametrize("missing", ["run", "checksum", "items"])  # what the metas of jaxrec before 0.2 lacked
 def test_a_checkpoint_written_before_jaxrec_0_2_is_refused_in_one_line_and_kept(tmp_path, missing):
-    config = Config(**SMALL)
-    checkpoints = RunCheckpointer(tmp_path, config)
-    state = TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=optax.sgd(0.1))
-    checkpoints.save(state, RunState(step=3), DATA)
-    checkpoints.close()
-    meta_file = checkpoint_dir(tmp_path) / "3" / "meta" / "metadata"
+    config, state, meta_file = one_checkpoint(tmp_path)
     meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != missing}))
     reader = RunCheckpointer(tmp_path, config)
     with pytest.raises(InputError, match=r"step 3 .* written by jaxrec before 0\.2.*--resume=false") as refused:
