@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from jaxrec.data.pipeline import mirror
 
 LEVELS = (0, 1, 2)
+# How many views of an image each level runs the network on: the image; and its mirror; and both of
+# two shifted copies.
+VIEWS = {0: 1, 1: 2, 2: 6}
 
 
 def shifted_views(images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -46,4 +49,4 @@ def with_tta(apply_fn: Callable, level: int) -> Callable:
     return level2
 
 
-__all__ = ["LEVELS", "shifted_views", "with_tta"]
+__all__ = ["LEVELS", "VIEWS", "shifted_views", "with_tta"]

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import jax
 
 from jaxrec.config import Config
+from jaxrec.config.rules import cores_available
 from jaxrec.errors import InputError
 from jaxrec.runtime import distributed
 
@@ -26,7 +27,7 @@ COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 def cores() -> int:
     """The CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores_available()
 
 
 def per_core_count(num_cores: int, batch_sizes: Sequence[int]) -> int:

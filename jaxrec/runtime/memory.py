@@ -151,12 +151,6 @@ def state_bytes(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     return FLOAT_BYTES * PARAMETER_COPIES * layer_floats(model, image_shape)[2]
 
 
-def tta_views(level: int) -> int:
-    """The views of an image test-time augmentation of `level` computes (jaxrec.evaluation.tta): the
-    image; and its mirror; and both of two shifted copies."""
-    return (1, 2, 6)[level]
-
-
 def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
     """Host memory of one streamed reader: its worker processes (or this process's threads), the
     batches they keep ready and the one being copied out, and each decoder's source and resized image."""

@@ -16,6 +16,7 @@ from jaxrec.data.sources import stats_bytes, stream_data, stream_splits
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import DataError
 from jaxrec.errors import InputError
+from jaxrec.evaluation.tta import VIEWS
 from jaxrec.models import create_model
 from jaxrec.runtime import distributed, memory
 from jaxrec.training.parallel import local_devices
@@ -38,7 +39,7 @@ def evaluation_memory(config: Config, train, devices: Sequence[jax.Device]) -> t
     """What memory.check_training_fits needs to count the evaluation call: the eval model, its batch
     per device (of all devices: every process evaluates its share) and test-time augmentation's views."""
     return (create_model(config, len(train.class_names), for_eval=True), -(-config.eval_batch_size // len(devices)),
-            memory.tta_views(config.tta))
+            VIEWS[config.tta])
 
 
 def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> DataSplits:
@@ -86,7 +87,7 @@ def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int
     model, evaluated = create_model(config, classes), create_model(config, classes, for_eval=True)
     device = max(memory.training_bytes(model, image_shape, train_share),
                  memory.state_bytes(model, image_shape)
-                 + memory.evaluation_bytes(evaluated, image_shape, eval_share, memory.tta_views(config.tta)))
+                 + memory.evaluation_bytes(evaluated, image_shape, eval_share, VIEWS[config.tta]))
     readers = sum(memory.reader_bytes(len(mine) * share * image, image, workers) for share in (train_share, eval_share))
     host = readers + (device * len(mine) if mine[0].platform == "cpu" else 0)
     return stats_bytes(image_shape, count), host, device
