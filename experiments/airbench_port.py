@@ -38,7 +38,7 @@ from flax import jax_utils
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation.tta import with_tta
-from jaxrec.models import AXIS, create_model
+from jaxrec.models import AXIS, config_for, create_model
 from jaxrec.models.airbench import Airbench94, whitening_kernel
 from jaxrec.training.state import create_train_state
 from jaxrec.training.steps import Objective, train_step
@@ -95,9 +95,9 @@ class Report:
                           "|---|---:|---:|---:|---|", *self.lines])
 
 
-def config_for(batch: int, epochs: float, whiten_bias_epochs: float) -> Config:
-    return check(Config.for_model("airbench94", batch_size=batch, epochs=epochs,
-                                  whiten_bias_epochs=whiten_bias_epochs, cpu_devices=1))
+def port_config(batch: int, epochs: float, whiten_bias_epochs: float) -> Config:
+    return check(config_for("airbench94", batch_size=batch, epochs=epochs,
+                            whiten_bias_epochs=whiten_bias_epochs, cpu_devices=1))
 
 
 def compare_logits(peer, torch, report: Report, net, x_torch, x_jax, model) -> None:
@@ -180,7 +180,7 @@ def compare_training(peer, torch, report: Report, xtr, ytr, xte, preprocess: Pre
     """--steps optimizer steps of both on the same batches of real training images; returns the
     per-step differences as table rows."""
     steps, bs, per_epoch = args.steps, args.batch, args.steps_per_epoch
-    config = config_for(bs, steps / per_epoch, args.whiten_bias_epochs)
+    config = port_config(bs, steps / per_epoch, args.whiten_bias_epochs)
     torch.manual_seed(0)
     net = peer.make_net()
     ema = {k: v.clone() for k, v in net.state_dict().items()}  # before the whitening, as the reference's run()

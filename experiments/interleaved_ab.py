@@ -30,7 +30,7 @@ from jaxrec.cli import flags
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.evaluation.evaluator import Evaluator
-from jaxrec.models import create_model
+from jaxrec.models import config_for, create_model
 from jaxrec.runtime import cpu_devices, xla_flags
 from jaxrec.training.parallel import make_program, replicate, select_devices
 from jaxrec.training.state import create_train_state
@@ -45,7 +45,7 @@ def variant(spec: str) -> tuple[Config, int]:
     devices = int(settings.pop("devices", 0))
     hints = typing.get_type_hints(Config)
     typed = {k: flags._converter(hints[k])(v) for k, v in settings.items()}
-    return check(Config.for_model(typed.pop("model", "cnn"), **typed)), devices
+    return check(config_for(typed.pop("model", "cnn"), **typed)), devices
 
 
 def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):

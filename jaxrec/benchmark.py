@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.config import BenchmarkOptions, Config, check, check_image_shape
+from jaxrec.config import BenchmarkOptions, Config, check
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
+from jaxrec.models.recipes import check_images
 from jaxrec.runtime import host
 from jaxrec.runtime.setup import prepare
 from jaxrec.training.optim import total_steps
@@ -158,7 +159,7 @@ def run_benchmark(config: Config, options: BenchmarkOptions = BenchmarkOptions()
     check(options)
     if options.train_examples < config.batch_size:
         raise InputError(f"--train_examples {options.train_examples}: must be >= --batch_size ({config.batch_size})")
-    check_image_shape(config, options.image_shape, f"--image_shape {','.join(map(str, options.image_shape))}")
+    check_images(config, options.image_shape, options.num_classes, f"--image_shape {','.join(map(str, options.image_shape))}")
     prepare(config)
     devices = select_devices(config.num_devices)
     per_device_batch(config.batch_size, len(devices))

@@ -1,7 +1,6 @@
 """The package's imports point downward: config at the bottom, then the models, the core (state, steps,
 optimizer, augmentation and test-time augmentation, device mapping), the runtime, data, run storage, evaluation, the training loop,
-studies, and the command line on top. An import from a layer to one above it fails here; the few that
-remain are listed with what removes them."""
+studies, and the command line on top. An import from a layer to one above it fails here."""
 
 import ast
 from pathlib import Path
@@ -22,12 +21,6 @@ LAYERS = (
     ("jaxrec.studies",),
     ("jaxrec.benchmark", "jaxrec.cli", "jaxrec.__main__", "jaxrec"),
 )
-# Imports that still point up, each to be removed by the recipe renovation (issue 33): the config
-# names the built-in models and their smallest images.
-KNOWN_UPWARD = {
-    ("jaxrec.config.settings", "jaxrec.models"),
-    ("jaxrec.config.settings", "jaxrec.models.geometry"),
-}
 
 
 def layer(module: str) -> int:
@@ -60,8 +53,4 @@ def upward_imports() -> set[tuple[str, str]]:
 
 
 def test_no_import_points_to_a_layer_above():
-    assert upward_imports() - KNOWN_UPWARD == set()
-
-
-def test_the_known_upward_imports_are_still_there():  # one removed: drop it from the list
-    assert KNOWN_UPWARD <= upward_imports()
+    assert upward_imports() == set()

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec.cli import flags
-from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check
+from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check, is_recipe_file
 from jaxrec.errors import InputError, SaveError
+from jaxrec.models import BUILT_IN, config_for
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
@@ -137,7 +138,7 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
         from jaxrec.studies.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
 
         spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
-        workdir = Path(config.workdir or Path("runs") / f"study_{config.model}_{config.dataset_tag}")
+        workdir = Path(config.workdir or Path("runs") / f"study_{config.model_tag}_{config.dataset_tag}")
         start_jax(config)
         from jaxrec.runtime import distributed
         if determinism:
@@ -177,7 +178,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate_trained(trained, config)
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
         suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, "latest" if args.which == "latest" else None]))
-        title = (f"{trained.config.model} ({args.which} checkpoint, epoch {trained.epoch}) on "
+        title = (f"{trained.config.model_tag} ({args.which} checkpoint, epoch {trained.epoch}) on "
                  f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
         paths = outputs.write_eval(out, result, suffix, title)
         print(outputs.eval_markdown(result, title))
@@ -251,15 +252,19 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def model_defaults(argv: Sequence[str] | None) -> Config:
-    """The flags' defaults: the recipe of the model named by --model in `argv` (jaxrec.config.presets),
-    else Config's own. So `jaxrec train --model airbench94` runs airbench's whole recipe, and its
-    --help shows that recipe's values."""
-    from jaxrec.config.presets import PRESETS
-
+    """The flags' defaults: Config's, with the DEFAULTS of the recipe named by --model in `argv`
+    (jaxrec.models.recipes). So `jaxrec train --model airbench94` runs airbench's whole recipe, and its
+    --help shows that recipe's values. A recipe file that cannot be used ends the command in one line."""
     scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     scan.add_argument("--model")
     model = scan.parse_known_args(list(sys.argv[1:] if argv is None else argv))[0].model
-    return Config.for_model(model) if model in PRESETS else Config()
+    if model is None or (model not in BUILT_IN and not is_recipe_file(model)):
+        return Config()  # an unknown name is refused by the parser, with the names it takes
+    try:
+        return config_for(model)
+    except InputError as err:
+        print(f"jaxrec: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _add_train(commands, defaults: Config) -> None:

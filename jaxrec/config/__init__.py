@@ -4,10 +4,10 @@ rules any settings dataclass can use (rules). Imports nothing heavy: the command
 config before JAX starts."""
 
 from jaxrec.config.rules import Rule, choices, field_problems, knob
-from jaxrec.config.settings import (EVALUATION_FIELDS, EXECUTION_FIELDS, MODEL_AXES, RNN_FIELDS, SEED_LIMIT, SOURCES,
-                                    BenchmarkOptions, Config, Model, check, check_image_shape, combination_problems,
-                                    config_problems, without_unused_defaults)
+from jaxrec.config.settings import (EVALUATION_FIELDS, EXECUTION_FIELDS, MODEL_AXES, MODELS, RNN_FIELDS, SEED_LIMIT,
+                                    SOURCES, BenchmarkOptions, Config, check, combination_problems, config_problems,
+                                    is_recipe_file, without_unused_defaults)
 
-__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODEL_AXES", "Model", "RNN_FIELDS",
-           "Rule", "SEED_LIMIT", "SOURCES", "check", "check_image_shape", "choices", "combination_problems", "config_problems",
-           "field_problems", "knob", "without_unused_defaults"]
+__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODEL_AXES", "MODELS", "RNN_FIELDS",
+           "Rule", "SEED_LIMIT", "SOURCES", "check", "choices", "combination_problems", "config_problems",
+           "field_problems", "is_recipe_file", "knob", "without_unused_defaults"]

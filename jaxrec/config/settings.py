@@ -22,10 +22,9 @@ from typing import Any, Literal, Sequence
 from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, in_range, is_number, knob,
                                  sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
-from jaxrec.models import REGISTRY
-from jaxrec.models.geometry import image_size_problem
 
-Model = Literal[tuple(REGISTRY)]  # the names of jaxrec.models.REGISTRY
+# The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
+MODELS = ("cnn", "rnn", "resnet18", "resnet20", "airbench94")
 Norm = Literal["none", "batch"]
 RnnCell = Literal["tanh", "lstm", "gru"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
@@ -58,6 +57,11 @@ def is_host_port(value: Any) -> bool:
     return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
+def is_recipe_file(model: str) -> bool:
+    """Whether --model names a recipe file (a path ending in .py) rather than a built-in."""
+    return str(model).endswith(".py")
+
+
 def optional_seed() -> Rule:
     return Rule(lambda v: v is None or (is_number(v) and 0 <= v < SEED_LIMIT), f"unset or in [0, {SEED_LIMIT})")
 
@@ -65,9 +69,9 @@ def optional_seed() -> Rule:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN; a model with a
-    recipe of its own (airbench94) takes its defaults from `Config.for_model(model, **changes)`, as
-    `--model` does on the command line."""
+    """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN; a recipe with
+    defaults of its own (airbench94, a file's DEFAULTS) takes them from
+    `jaxrec.models.config_for(model, **changes)`, as `--model` does on the command line."""
 
     # Data.
     dataset: str = knob("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), "
@@ -102,11 +106,13 @@ class Config:
                                      at_least(1))
 
     # Model.
-    model: Model = knob("cnn", "Model from jaxrec.models.REGISTRY: cnn (the article's CNN), rnn (a recurrent "
-                        "network reading one image row per time step, see the rnn_* knobs), resnet18 (CIFAR "
-                        "stem, 11.2M parameters), resnet20 (He et al.'s CIFAR ResNet, 0.27M) or airbench94 (Keller Jordan's "
-                        "94%-in-seconds CIFAR-10 net; --model airbench94 makes its whole recipe the defaults: "
-                        "jaxrec.config.presets).")
+    model: str = knob("cnn", "The recipe: a built-in, cnn (the article's CNN), rnn (a recurrent network reading one "
+                      "image row per time step, see the rnn_* knobs), resnet18 (CIFAR stem, 11.2M parameters), "
+                      "resnet20 (He et al.'s CIFAR ResNet, 0.27M) or airbench94 (Keller Jordan's 94%-in-seconds "
+                      "CIFAR-10 net), or the path of a recipe file of your own (my_recipe.py: docs/recipes.md). "
+                      "A recipe's DEFAULTS become the defaults of the other flags.",
+                      Rule(lambda v: v in MODELS or is_recipe_file(v), f"one of {', '.join(MODELS)}, or a recipe "
+                           f"file ending in .py"))
     conv_features: tuple[int, ...] = knob((32, 64, 128, 128), "Output channels of the conv blocks "
                                           "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated; "
                                           "airbench94: the widths of its conv groups (64,256,256).",
@@ -263,18 +269,22 @@ class Config:
     join_timeout: int = knob(300, "Seconds a process waits at start-up for the run's other processes to join; "
                              "then it stops with one line naming the flags to check.", at_least(1))
 
-    @classmethod
-    def for_model(cls, model: str, **changes: Any) -> "Config":
-        """The config of `model` with its recipe's defaults (jaxrec.config.presets.PRESETS), then `changes`."""
-        from jaxrec.config.presets import PRESETS  # noqa: PLC0415 - presets name Config's fields
-
-        return cls(**{"model": model, **PRESETS.get(model, {}), **changes})
+    def __post_init__(self):
+        # A recipe file is recorded by its absolute path: a resume, evaluation or prediction from another
+        # folder finds the same file, and one at another path is another recipe.
+        if is_recipe_file(self.model) and not Path(self.model).is_absolute():
+            object.__setattr__(self, "model", str(Path(self.model).absolute()))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def model_tag(self) -> str:
+        """A short name for the recipe, usable in paths: a built-in's name, a file's stem."""
+        return Path(self.model).stem if is_recipe_file(self.model) else self.model
 
     @property
     def dataset_tag(self) -> str:
@@ -293,7 +303,7 @@ class Config:
         return self.replace(seed=0, workdir=None, **{f"{source}_seed": None for source in SOURCES})
 
     def default_workdir(self) -> str:
-        return str(Path("runs") / f"{self.model}_{self.dataset_tag}_seed{self.seed}")
+        return str(Path("runs") / f"{self.model_tag}_{self.dataset_tag}_seed{self.seed}")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -337,8 +347,8 @@ AIRBENCH_KNOBS = {"whiten": False, "dirac_init": False, "logit_scale": 1.0}
 
 
 def has_batch_norm(config: Config) -> bool:
-    """Whether the model config.model builds has BatchNorm layers."""
-    return config.model in ("airbench94", "resnet18", "resnet20") or (config.model == "cnn" and config.norm != "none")
+    """Whether the model config.model builds has BatchNorm layers (a recipe file may have them)."""
+    return is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20") or (config.model == "cnn" and config.norm != "none")
 
 
 RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
@@ -405,25 +415,12 @@ def combination_problems(config: Config) -> list[str]:
     if config.norm != "none" and config.model != "cnn":
         problems.append(f"--norm {config.norm} with --model {config.model}: only the cnn has normalisation layers; "
                         f"drop --norm")
-    too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,
-                                                          f"--image_size {config.image_size}")
-    if too_small:
-        problems.append(too_small)
     if config.data_workers and config.input == "device":
         problems.append(f"--data_workers {config.data_workers} with --input device: workers only read streamed data; "
                         f"drop --data_workers, or pass --input stream (or auto, which streams what does not fit)")
     if config.distributed == "off" and config.coordinator_address:
         problems.append("--coordinator_address with --distributed off: drop one of them")
     return problems
-
-
-def check_image_shape(config: Config, image_shape: Sequence[int], dataset: str) -> None:
-    """Raises InputError (one line) when the images of `dataset`, of `image_shape` (height, width,
-    channels), are too small for config's model; the settings check already refuses a too small
-    --image_size, this one a data set's own size, once it is known."""
-    problem = image_size_problem(config, image_shape[0], image_shape[1], dataset)
-    if problem:
-        raise InputError(problem)
 
 
 TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installed; pip install 'jaxrec[tensorboard]' "
@@ -462,6 +459,6 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     return settings
 
 
-__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODEL_AXES", "RNN_FIELDS",
-           "SEED_LIMIT", "SOURCES", "check", "check_image_shape", "combination_problems", "config_problems",
-           "unused_by_model", "without_unused_defaults"]
+__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODELS", "MODEL_AXES", "RNN_FIELDS",
+           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems",
+           "is_recipe_file", "unused_by_model", "without_unused_defaults"]

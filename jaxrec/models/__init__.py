@@ -1,14 +1,14 @@
-"""Models: one module per network, and the registry that maps a config's `--model` name to it.
+"""Models: the recipes `--model` names, one module each (jaxrec.models.recipes: the built-ins, or a file of
+your own), and the layers and CPU kernels they share.
 
-A model is a Flax linen module whose `__call__(x, train=False)` maps float images [batch, H, W, C]
-to logits [batch, classes], plus a `build(config, num_classes, kernels)` that makes it from a
-config. Adding one is a module and a line of REGISTRY (docs/development.md). Layers with state, such
+A recipe's network is a Flax linen module whose `__call__(x, train=False)` maps float images
+[batch, H, W, C] to logits [batch, classes], made by the recipe's `build(config, num_classes,
+kernels)`; its `DEFAULTS` are the settings it changes (docs/recipes.md). Layers with state, such
 as BatchNorm, keep it in their own collections (`batch_stats`); the train state, the train step,
 checkpoints, evaluation and prediction carry every collection the model has. The CPU kernels the
 article CNN can swap in are in `kernels` and `conv`/`pooling`.
 
-This module imports nothing heavy (the config reads REGISTRY before JAX starts); the networks load
-when a model is built.
+This module imports nothing heavy; a recipe's module loads when its model is built or its defaults read.
 """
 
 from __future__ import annotations
@@ -18,18 +18,11 @@ import functools
 import importlib
 from typing import Any
 
+from jaxrec.models.recipes import BUILT_IN, config_for, load
+
 # The devices' named axis: the pmapped train and eval steps average their gradients and metrics over it,
 # and a model's BatchNorm layers their statistics (so a network takes it as its normalisation axis).
 AXIS = "batch"
-# --model name -> "module:builder"; the builder takes (config, num_classes, kernels) and returns the module.
-REGISTRY = {
-    "cnn": "jaxrec.models.cnn:build",
-    "rnn": "jaxrec.models.rnn:build",
-    "resnet18": "jaxrec.models.resnet:build",
-    "resnet20": "jaxrec.models.resnet:build",
-    "airbench94": "jaxrec.models.airbench:build",
-}
-MODELS = tuple(REGISTRY)
 # Names this package exports from the modules that hold them, loaded on first use.
 _LAZY = {"ArticleCNN": "jaxrec.models.cnn", "CELLS": "jaxrec.models.rnn", "RNN": "jaxrec.models.rnn",
          "RowRNNClassifier": "jaxrec.models.rnn"}
@@ -51,10 +44,7 @@ def create_model(config: Any, num_classes: int, *, for_eval: bool = False) -> An
 
 @functools.lru_cache(maxsize=32)
 def _model(config: Any, num_classes: int, chosen: Any) -> Any:
-    if config.model not in REGISTRY:
-        raise ValueError(f"no model named {config.model!r} in jaxrec.models.REGISTRY ({', '.join(MODELS)})")
-    module, _, builder = REGISTRY[config.model].partition(":")
-    return getattr(importlib.import_module(module), builder)(config, num_classes, chosen)
+    return load(config.model).module.build(config, num_classes, chosen)
 
 
 def count_params(params: Any) -> int:
@@ -70,4 +60,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'jaxrec.models' has no attribute {name!r}")
 
 
-__all__ = ["AXIS", "ArticleCNN", "CELLS", "MODELS", "REGISTRY", "RNN", "RowRNNClassifier", "count_params", "create_model"]
+__all__ = ["AXIS", "ArticleCNN", "BUILT_IN", "CELLS", "RNN", "RowRNNClassifier", "config_for", "count_params", "create_model",
+           "load"]

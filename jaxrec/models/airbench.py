@@ -9,11 +9,13 @@ x 1/9. BatchNorm has no scale (frozen at 1) and trains its bias; its running sta
 form, as torch.nn.GELU's default. 1,971,640 parameters for 10 classes, the frozen whitening filters
 included, as the reference counts them.
 
-The rest of the recipe lives where the rest of jaxrec keeps it: the optimizer's parameter groups
-(frozen whitening filters, its bias trained for whiten_bias_epochs, BatchNorm biases at a scaled
-learning rate) in jaxrec.training.optim, lookahead in jaxrec.training.steps, translate and the
-alternating flip in jaxrec.data.pipeline, test-time augmentation in jaxrec.evaluation.tta, and the
-recipe's values as this model's defaults in jaxrec.config.presets.
+The recipe, top to bottom: its settings (DEFAULTS, the reference's values), the smallest image it
+takes, the whitening filters from the training images, the layers, the network and its builder. The
+ingredients any recipe may turn on are shared settings, each switchable in a study (`--tta 0
+--lookahead false --whiten false`): the optimizer's parameter groups (frozen whitening filters, their
+bias trained for whiten_bias_epochs, BatchNorm biases at a scaled learning rate, jaxrec.training.optim),
+lookahead (jaxrec.training.steps), translate and the alternating flip (jaxrec.data.pipeline) and
+test-time augmentation (jaxrec.evaluation.tta).
 """
 
 from __future__ import annotations
@@ -28,10 +30,52 @@ import numpy as np
 from jaxrec.config import Config
 from jaxrec.models import AXIS
 from jaxrec.models.conv import patch_conv, patch_grad_conv
-from jaxrec.models.geometry import AIRBENCH_FINAL_POOL, AIRBENCH_GROUP_POOL, AIRBENCH_WHITEN_SIZE
 from jaxrec.models.kernels import Kernels, compute_dtype
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
+
+# The reference's settings (legacy/airbench94.py), the defaults of --model airbench94.
+DEFAULTS = dict(
+    # Data and augmentation: batch 1024, last partial batch dropped (48 steps per epoch), 9.9 epochs.
+    batch_size=1024, epochs=9.9, translate=2, flip="alternating",
+    # Network: whitening layer, conv groups of 64/256/256, BatchNorm without scale.
+    conv_features=(64, 256, 256), whiten=True, whiten_images=5000, whiten_bias_epochs=3, dirac_init=True,
+    logit_scale=1 / 9, norm_momentum=0.6, norm_epsilon=1e-12,
+    # Loss and optimiser: summed label-smoothed cross-entropy, Nesterov SGD in decoupled form.
+    label_smoothing=0.2, loss_reduction="sum", learning_rate=11.5, momentum=0.85, nesterov=True,
+    weight_decay=0.0153, decoupled=True, norm_bias_lr_scale=64.0,
+    lr_schedule="linear", warmup_fraction=0.23, warmup_start=0.2, final_lr_fraction=0.07,
+    # Weight averaging and evaluation.
+    lookahead=True, lookahead_every=5, lookahead_decay=0.95, tta=2,
+    # Evaluated in batches the reference uses; evaluation pads the last one.
+    eval_batch_size=1000,
+)
+
+AIRBENCH_WHITEN_SIZE = 2  # the whitening convolution's kernel, without padding: one pixel fewer per side
+AIRBENCH_GROUP_POOL = 2   # each conv group's max-pool, floor mode
+AIRBENCH_FINAL_POOL = 3   # the max-pool before the classifier, floor mode
+
+
+def airbench_smallest_image(groups: int) -> int:
+    """The smallest side airbench94 takes with `groups` conv groups: the final pool needs a full
+    window, each group's pool halves the side before it (so doubles what it needs), and the
+    whitening convolution takes one pixel more."""
+    return AIRBENCH_FINAL_POOL * AIRBENCH_GROUP_POOL ** groups + AIRBENCH_WHITEN_SIZE - 1
+
+
+def image_size_problem(config: Config, height: int, width: int, where: str) -> str | None:
+    """The line that refuses `height` x `width` images (`where`: the flag or data set they come from):
+    the floor-mode pools leave no features of too small an image (PyTorch's floor mode). None: taken."""
+    smallest = airbench_smallest_image(len(config.conv_features))
+    if min(height, width) >= smallest:
+        return None
+    groups = len(config.conv_features)
+    fewer = (f", or fewer conv groups (--conv_features with {groups - 1} widths takes "
+             f"{airbench_smallest_image(groups - 1)}x{airbench_smallest_image(groups - 1)})" if groups > 1 else "")
+    return (f"{where}: {height}x{width} images are too small for --model {config.model} with {groups} conv groups, "
+            f"whose pools would leave no features; it takes at least {smallest}x{smallest} pixels: pass "
+            f"--image_size {smallest} or more{fewer}")
+
 
 # PyTorch's default for Conv2d and Linear weights: uniform in +-1/sqrt(fan_in).
 TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -117,8 +161,8 @@ class ConvGroup(nn.Module):
 
 class Airbench94(nn.Module):
     """airbench94's network; see the module docstring. `init_from_data` sets the whitening filters. Its
-    floor-mode pools need images of at least jaxrec.models.geometry.airbench_smallest_image(len(widths))
-    pixels a side (25 for three groups); the settings check refuses smaller ones."""
+    floor-mode pools need images of at least airbench_smallest_image(len(widths)) pixels a side (25 for
+    three groups); image_size_problem refuses smaller ones."""
 
     num_classes: int
     widths: Sequence[int] = (64, 256, 256)
@@ -201,5 +245,5 @@ def build(config: Config, num_classes: int, kernels: Kernels) -> Airbench94:
                       batch_norm=kernels.batch_norm, dtype=compute_dtype(config.dtype))
 
 
-__all__ = ["Airbench94", "ConvGroup", "Whiten", "build", "dirac_init", "patch_covariance",
-           "whitening_kernel"]
+__all__ = ["DEFAULTS", "Airbench94", "ConvGroup", "Whiten", "airbench_smallest_image", "build", "dirac_init",
+           "image_size_problem", "patch_covariance", "whitening_kernel"]

@@ -42,6 +42,7 @@ from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.evaluation.tta import with_tta
 from jaxrec.models import create_model
 from jaxrec.models.kernels import resolved_dtype
+from jaxrec.models.recipes import load, recorded_recipe_problem
 from jaxrec.run import storage_noise
 from jaxrec.runtime import host
 from jaxrec.training.optim import uses_total_steps
@@ -205,6 +206,7 @@ class CheckpointMeta:
     checksum: str = ""  # array_checksum of the saved arrays
     items: list[str] = dataclasses.field(default_factory=list)  # state_items of the saved state
     compute_dtype: str | None = None  # what the model computed in (--dtype auto resolved); None: not recorded
+    recipe: dict[str, str] | None = None  # a recipe file's path and sha256 (Recipe.record); None: a built-in
 
     def to_json(self) -> dict[str, Any]:
         # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
@@ -256,6 +258,7 @@ class RunCheckpointer:
     def __init__(self, workdir: str | Path, config: Config):
         self.directory = checkpoint_dir(workdir)
         self.config = config
+        self.recipe = load(config.model).record()  # the text this run's model was built from, at its start
         self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
         logging.getLogger("absl").addFilter(_ORBAX_SAVE_ERRORS)
         self.failed = False  # a save failed: the manager's threads are in an unknown state, do not wait on them
@@ -282,7 +285,7 @@ class RunCheckpointer:
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               checksum=array_checksum(arrays), items=state_items(state),
-                              compute_dtype=resolved_dtype(self.config))
+                              compute_dtype=resolved_dtype(self.config), recipe=self.recipe)
         metrics = {BEST_METRIC: float(test_accuracy)} if test_accuracy is not None else {}
         try:
             self.manager.save(run.step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
@@ -381,6 +384,9 @@ def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: 
             f"the checkpoint at step {step} in {directory} was written with another config: "
             f"{'; '.join(different)}. Use the checkpoint's settings to resume it, or start over with "
             f"--resume=false (or another --workdir).")
+    changed = recorded_recipe_problem(meta.recipe, f"the checkpoint at step {step} in {directory}")
+    if changed:
+        raise InputError(f"{changed}; or start over with --resume=false (or another --workdir)")
     now = resolved_dtype(config)
     if meta.compute_dtype is not None and meta.compute_dtype != now:
         raise InputError(
@@ -474,6 +480,9 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
         if not steps:
             raise InputError(f"{directory} holds no complete checkpoint; train (or resume) the run first")
         candidates = _preferred(manager, steps, which, workdir)
+        changed = candidates and recorded_recipe_problem(candidates[0][1].recipe, f"the run in {workdir}")
+        if changed:
+            raise InputError(changed)
         for step, meta in candidates:
             restored = _restore(manager, step, _template(meta), config=None)
             if restored is not None:

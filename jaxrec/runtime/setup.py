@@ -12,6 +12,8 @@ import logging
 from typing import Sequence
 
 from jaxrec.config import Config, check
+from jaxrec.errors import InputError
+from jaxrec.models.recipes import load, recipe_problems
 
 # Configs this process has prepared, each with the batch sizes its devices were split for.
 _prepared: set[tuple[Config, tuple[str, ...] | None, tuple[int, ...]]] = set()
@@ -26,6 +28,7 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     if key in _prepared:
         return config
     check(config, only)
+    check_recipe(config, only)
     warn_if_recipe_left_out(config)
     from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415 - JAX: a refused setting must not wait
 
@@ -53,18 +56,24 @@ def warn_if_long_unrolled_loop(config: Config) -> None:
             config.steps_per_call, config.steps_per_call)
 
 
-def warn_if_recipe_left_out(config: Config) -> None:
-    """A warning when a model with a recipe of its own (jaxrec.config.presets) runs with none of it, as
-    `Config(model="airbench94")` does: the network with the article CNN's optimizer settings."""
-    from jaxrec.config.presets import PRESETS  # noqa: PLC0415
+def check_recipe(config: Config, only: Sequence[str] | None = None) -> None:
+    """Refuses (InputError) a recipe that cannot be used: a broken file, an --image_size it does not take.
+    Loading it imports its module, and JAX, before the backend starts."""
+    problems = recipe_problems(config) if only is None or "model" in only else []
+    if problems:
+        raise InputError("\n".join(problems))
 
-    recipe = PRESETS.get(config.model, {})
+
+def warn_if_recipe_left_out(config: Config) -> None:
+    """A warning when a recipe with defaults of its own (airbench94's) runs with none of them, as
+    `Config(model="airbench94")` does: the network with the article CNN's optimizer settings."""
+    recipe = load(config.model).defaults
     plain = Config()
     if recipe and all(getattr(config, k) == getattr(plain, k) for k in recipe if k != "eval_batch_size"):
         logging.getLogger("jaxrec").warning(
             "--model %s runs with none of its recipe (batch, optimizer, schedule, augmentation, TTA are the article "
-            "CNN's); Config.for_model(%r) gives the recipe, as `jaxrec train --model %s` does", config.model,
+            "CNN's); jaxrec.models.config_for(%r) gives the recipe, as `jaxrec train --model %s` does", config.model,
             config.model, config.model)
 
 
-__all__ = ["LONG_UNROLLED_LOOP", "prepare", "warn_if_long_unrolled_loop", "warn_if_recipe_left_out"]
+__all__ = ["LONG_UNROLLED_LOOP", "check_recipe", "prepare", "warn_if_long_unrolled_loop", "warn_if_recipe_left_out"]

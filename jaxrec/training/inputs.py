@@ -10,7 +10,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxrec.config import Config, check_image_shape
+from jaxrec.config import Config
 from jaxrec.data import DataSplits, load_data
 from jaxrec.data.sources import stats_bytes, stream_data, stream_splits
 from jaxrec.data.stream import StreamedDataset
@@ -18,6 +18,7 @@ from jaxrec.data.types import DataError
 from jaxrec.errors import InputError
 from jaxrec.evaluation.tta import VIEWS
 from jaxrec.models import create_model
+from jaxrec.models.recipes import check_images
 from jaxrec.runtime import distributed, memory
 from jaxrec.training.parallel import local_devices
 
@@ -51,7 +52,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
             raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
                              f"--seeds_per_program 1, or --input device where the data fits")
         splits = stream_splits(config)
-        check_image_shape(config, splits[0].image_shape, f"--dataset {config.dataset}")
+        check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
         check_stream_fits(config, splits[0], devices)
         log.info("input: streamed from the files (--input stream)")
         return stream_data(config, splits, progress=_shows_progress(config))
@@ -59,7 +60,8 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         splits = stream_splits(config)
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
         return load_data(config)
-    check_image_shape(config, splits[0].image_shape, f"--dataset {config.dataset}")  # before a model is built for them
+    # Before a model is built for them.
+    check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
     try:
         check_fits(config, splits, models, devices)
         problem = None

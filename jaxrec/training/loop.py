@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import MODEL_AXES, SOURCES, Config, check_image_shape
+from jaxrec.config import MODEL_AXES, SOURCES, Config
 from jaxrec.data import DataSplits
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.data.sources import split_is_seeded
@@ -35,6 +35,7 @@ from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
 from jaxrec.evaluation.metrics import report_with_tta
 from jaxrec.evaluation.tta import with_tta
 from jaxrec.models import count_params, create_model
+from jaxrec.models.recipes import check_images
 from jaxrec.models.kernels import resolved_dtype
 from jaxrec.run import outputs
 from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
@@ -266,7 +267,7 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     if steps_per_epoch == 0:
         raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
-    check_image_shape(config, data.image_shape, f"--dataset {config.dataset}")
+    check_images(config, data.image_shape, data.num_classes, f"--dataset {config.dataset}")
     check_lookahead(config, steps_per_epoch)
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s%s), %d steps per epoch%s",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
@@ -584,6 +585,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
         "num_devices": len(trainer.devices), "processes": jax.process_count(),
         "seeds_per_program": len(trainer.members),
         "compute_dtype": resolved_dtype(config),  # what --dtype (auto: by platform) computed in
+        "recipe": member.checkpoints.recipe,  # a recipe file's path and sha256; None: a built-in
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "peak_host_memory_mb": host.peak_host_memory_mb(),
         "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
@@ -593,10 +595,10 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
     }
     outputs.write_json(member.workdir / "summary.json", summary)
     outputs.plot_curves([r.to_json() for r in run.records], member.workdir / "curves.png",
-                        title=f"{config.model} on {config.dataset_tag}, seed {config.seed}")
+                        title=f"{config.model_tag} on {config.dataset_tag}, seed {config.seed}")
     report = report_with_tta(scored, result, data.class_names, config.top_k, config.tta)
     outputs.write_eval(member.workdir, report,
-                       title=f"{config.model} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
+                       title=f"{config.model_tag} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
     if report.get("note"):
         log.warning("evaluation: %s", report["note"])
     if predictions is not None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxrec.config import Config, check
-from jaxrec.models import count_params, create_model
+from jaxrec.models import config_for, count_params, create_model
 from jaxrec.models.airbench import Airbench94, dirac_init, patch_covariance, whitening_kernel
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
@@ -17,7 +17,7 @@ SMALL_AIRBENCH = (8, 16, 16)
 
 def test_parameter_count_is_the_references():
     """1,971,640 for 10 classes, the frozen whitening filters counted and no BatchNorm scales."""
-    model = create_model(check(Config.for_model("airbench94")), 10)
+    model = create_model(check(config_for("airbench94")), 10)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     assert count_params(shapes["params"]) == 1_971_640
     assert "scale" not in str(jax.tree_util.tree_structure(shapes["params"]))
@@ -166,15 +166,15 @@ def test_dtype_auto_is_float32_on_the_cpu_and_bfloat16_on_accelerators():
 def test_the_smallest_image_size_is_what_the_pools_leave_a_feature_of(widths):
     """airbench94's stated minimum is its architecture's: at that size the network builds (one pixel
     reaches the classifier); one pixel less is refused in one line instead of a ZeroDivisionError."""
-    from jaxrec.config import check_image_shape
     from jaxrec.errors import InputError
-    from jaxrec.models.geometry import smallest_image_size
+    from jaxrec.models.airbench import airbench_smallest_image
+    from jaxrec.models.recipes import check_images
 
-    config = Config.for_model("airbench94", conv_features=widths)
-    side = smallest_image_size(config)
+    config = config_for("airbench94", conv_features=widths)
+    side = airbench_smallest_image(len(widths))
     model = Airbench94(num_classes=3, widths=widths, whiten=False)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))
     assert shapes["params"]["head"]["kernel"].shape == (widths[-1], 3)
-    check_image_shape(config, (side, side, 3), "images")
+    check_images(config, (side, side, 3), 3, "images")
     with pytest.raises(InputError, match=rf"at least {side}x{side} pixels: pass --image_size {side}"):
-        check_image_shape(config, (side - 1, side + 5, 3), "images")
+        check_images(config, (side - 1, side + 5, 3), 3, "images")

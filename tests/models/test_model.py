@@ -9,6 +9,7 @@ import pytest
 
 from jaxrec.models import kernels
 from jaxrec.config import Config
+from jaxrec.errors import InputError
 from jaxrec.models import ArticleCNN, count_params, create_model
 from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.pooling import max_pool_2x2
@@ -66,7 +67,7 @@ def test_create_model_reads_the_config_and_rejects_unknown_names():
     params = _shapes(model, (1, 32, 32, 3))["params"]
     assert params["Conv_1"]["kernel"].shape == (3, 3, 8, 16)
     assert params["Dense_0"]["kernel"].shape == (8 * 8 * 16, 20)
-    with pytest.raises(ValueError, match="no model named 'resnet'"):
+    with pytest.raises(InputError, match="^--model resnet: no built-in recipe of that name"):
         create_model(Config(model="resnet"), num_classes=10)
 
 

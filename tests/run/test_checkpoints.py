@@ -27,6 +27,7 @@ from jaxrec.training import loop as train_lib
 from jaxrec.run.checkpoints import RunCheckpointer, checkpoint_dir, config_differences, load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
+from jaxrec.models import config_for
 from jaxrec.errors import InputError, SaveError
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.training.run_state import RunState
@@ -197,7 +198,7 @@ def test_more_epochs_are_refused_where_the_run_depends_on_its_length(changes):
     saved = Config(**changes).to_dict()
     assert config_differences(saved, Config(**changes, epochs=20)) == ["epochs (checkpoint: 10, now: 20)"]
     assert config_differences(Config().to_dict(), Config(epochs=20)) == []
-    airbench = Config.for_model("airbench94")
+    airbench = config_for("airbench94")
     assert config_differences(airbench.to_dict(), airbench.replace(epochs=12))[0].startswith("epochs")
 
 
@@ -408,7 +409,7 @@ def test_a_resume_where_dtype_auto_resolves_to_another_type_is_refused(tmp_path)
     made on a GPU is stood for by rewriting the recorded type.)"""
     from helpers import small_state
 
-    config = Config.for_model("airbench94", conv_features=(4, 4, 4), whiten=False)
+    config = config_for("airbench94", conv_features=(4, 4, 4), whiten=False)
     state = small_state(config, num_classes=2)
     RunCheckpointer(tmp_path, config).save(state, RunState(step=1), DATA)
     [meta_file] = [p for p in (checkpoint_dir(tmp_path) / "1").rglob("*") if p.is_file() and '"compute_dtype"' in

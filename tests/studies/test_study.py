@@ -17,7 +17,7 @@ from jaxrec.data.pipeline import epoch_indices
 from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.models import create_model
+from jaxrec.models import config_for, create_model
 from jaxrec.training.state import create_train_state
 from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, parse_seeds, parse_vary,
                                   run_study, spec_differences)
@@ -63,7 +63,7 @@ def test_vary_all_varies_what_can_vary_and_records_it(small_config, tmp_path):
     # cifar10_sample has split folders and no augmentation here: only init and order move.
     assert check_sources(StudySpec(small_config, (0,), SOURCES)) == ("init", "order")
     assert check_sources(StudySpec(small_config.replace(init_seed=3, augment=True), (0,), SOURCES)) == ("order", "augment")
-    airbench = Config.for_model("airbench94", dataset="cifar10_sample")  # translate and flip draw from augment
+    airbench = config_for("airbench94", dataset="cifar10_sample")  # translate and flip draw from augment
     assert "augment" in check_sources(StudySpec(airbench, (0,), SOURCES))
     unsplit = tmp_path / "photos"
     for name in ("cat", "dog"):

@@ -16,8 +16,10 @@ from jaxrec.config import Config, check
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import evaluate_trained
 from jaxrec.evaluation.predict import Predictor
+from jaxrec.models import config_for
 from jaxrec.run.checkpoints import load_trained
 from jaxrec.runtime.interrupt import TrainingInterrupted
+from jaxrec.runtime.setup import check_recipe
 from jaxrec.training.loop import train_and_evaluate
 
 # airbench94's recipe on a narrow network and the shipped sample (400 training images: 12 steps of 32).
@@ -26,14 +28,14 @@ TINY = dict(dataset="cifar10_sample", conv_features=(8, 16, 16), batch_size=32, 
 
 
 def tiny(**changes) -> Config:
-    return Config.for_model("airbench94", **{**TINY, **changes})
+    return config_for("airbench94", **{**TINY, **changes})
 
 
 def test_the_command_line_runs_the_whole_recipe_and_flags_still_win():
     args = build_parser(model_defaults(["train", "--model", "airbench94"])).parse_args(
         ["train", "--model", "airbench94", "--tta", "0", "--epochs", "2"])
     config = Config(**flags.values_of(args, Config))
-    assert config == Config.for_model("airbench94", tta=0, epochs=2)
+    assert config == config_for("airbench94", tta=0, epochs=2)
     plain = build_parser(model_defaults(["train"])).parse_args(["train"])
     assert Config(**flags.values_of(plain, Config)) == Config()
 
@@ -66,7 +68,7 @@ def test_recipe_knobs_that_do_not_fit_the_model_are_refused(changes, message):
 
 def test_images_too_small_for_the_pools_are_refused_in_one_line_before_training(tmp_path):
     with pytest.raises(InputError, match=r"^--image_size 24: .*at least 25x25 pixels: pass --image_size 25"):
-        check(tiny(image_size=24))
+        check_recipe(tiny(image_size=24))
     # The sample's own 32x32 images are known once its files are opened: four groups need 49x49.
     with pytest.raises(InputError, match=r"^--dataset cifar10_sample: 32x32 images .* at least 49x49 pixels"):
         train_and_evaluate(tiny(conv_features=(8, 8, 8, 8)), tmp_path / "four_groups")
@@ -86,7 +88,7 @@ def test_a_run_shorter_than_its_lookahead_period_is_refused_before_training(tmp_
 def test_the_airbench_script_with_another_model_names_only_the_flags_given():
     """The script's recipe defaults (--whiten, --dirac_init, --logit_scale, --norm_bias_lr_scale) do not
     apply to a model without those layers; only what the user passed is refused."""
-    recipe = Config.for_model("airbench94")
+    recipe = config_for("airbench94")
     cnn = flags.parse_config(["--model", "cnn"], None, recipe)
     assert check(cnn).whiten is False and cnn.norm_bias_lr_scale == 1 and cnn.learning_rate == recipe.learning_rate
     with pytest.raises(InputError) as refused:
@@ -208,6 +210,6 @@ def test_the_network_alone_without_its_recipe_is_warned_about(caplog):
 
     with caplog.at_level("WARNING", logger="jaxrec"):
         warn_if_recipe_left_out(Config(model="airbench94"))
-        warn_if_recipe_left_out(Config.for_model("airbench94", tta=0))
+        warn_if_recipe_left_out(config_for("airbench94", tta=0))
         warn_if_recipe_left_out(Config())
-    assert len(caplog.records) == 1 and "Config.for_model('airbench94')" in caplog.records[0].getMessage()
+    assert len(caplog.records) == 1 and "config_for('airbench94')" in caplog.records[0].getMessage()

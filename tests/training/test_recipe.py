@@ -11,7 +11,7 @@ from helpers import PRE
 from jaxrec.config import Config, check
 from jaxrec.data.pipeline import Preprocess, mirror
 from jaxrec.evaluation.tta import shifted_views, with_tta
-from jaxrec.models import create_model
+from jaxrec.models import config_for, create_model
 from jaxrec.training.optim import (create_optimizer, learning_rate_schedule, param_labels, step_hyperparameters,
                                    total_steps)
 from jaxrec.training.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
@@ -22,26 +22,26 @@ SMALL_AIRBENCH = dict(conv_features=(8, 16, 16))
 
 
 def airbench(**changes) -> Config:
-    return check(Config.for_model("airbench94", **{**SMALL_AIRBENCH, **changes}))
+    return check(config_for("airbench94", **{**SMALL_AIRBENCH, **changes}))
 
 
 def test_preset_is_airbenchs_recipe_and_changes_win():
-    config = Config.for_model("airbench94", epochs=2)
+    config = config_for("airbench94", epochs=2)
     assert (config.batch_size, config.epochs, config.learning_rate, config.momentum, config.tta) == (1024, 2, 11.5,
                                                                                                     0.85, 2)
-    assert Config.for_model("cnn") == Config()
+    assert config_for("cnn") == Config()
 
 
 def test_total_steps_of_a_fractional_schedule():
     """airbench's 9.9 epochs of 48 steps are 476 steps; 2 epochs are 96."""
-    assert total_steps(Config.for_model("airbench94"), 48) == 476
-    assert total_steps(Config.for_model("airbench94", epochs=2), 48) == 96
+    assert total_steps(config_for("airbench94"), 48) == 476
+    assert total_steps(config_for("airbench94", epochs=2), 48) == 96
     assert total_steps(Config(epochs=3), 10) == 30
 
 
 def test_decoupled_hyperparameters():
     """lr / (1024 (1 + 1/(1 - m))) and the coupled decay weight_decay x batch / lr: PyTorch SGD's values."""
-    lr, decay = step_hyperparameters(Config.for_model("airbench94"))
+    lr, decay = step_hyperparameters(config_for("airbench94"))
     kilostep = 1024 * (1 + 1 / 0.15)
     assert lr == pytest.approx(11.5 / kilostep)
     assert lr * decay == pytest.approx(0.0153 * 1024 / kilostep)  # the decay per step
@@ -49,7 +49,7 @@ def test_decoupled_hyperparameters():
 
 
 def test_linear_schedule_warms_up_then_down():
-    config = Config.for_model("airbench94")
+    config = config_for("airbench94")
     schedule, peak = learning_rate_schedule(config, 48), step_hyperparameters(config)[0]
     warm = int(476 * 0.23)
     for step, factor in [(0, 0.2), (warm // 2, 0.2 + 0.8 * (warm // 2) / warm), (warm, 1.0),
@@ -81,7 +81,7 @@ def sgd_updates(config, params, grads, steps):
 def test_groups_move_as_the_recipe_says():
     """Frozen filters never move; the whitening bias stops after whiten_bias_epochs (here 1 epoch = 2
     steps); BatchNorm biases move 64x as far for the same gradient, with the same decay product."""
-    config = check(Config.for_model("airbench94", whiten_bias_epochs=1, weight_decay=0.0))
+    config = check(config_for("airbench94", whiten_bias_epochs=1, weight_decay=0.0))
     params = {"whiten": {"kernel": jnp.ones(3), "bias": jnp.ones(2)}, "norm1": {"bias": jnp.ones(2)},
               "conv": {"kernel": jnp.ones(2)}}
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
@@ -89,7 +89,7 @@ def test_groups_move_as_the_recipe_says():
     assert all(float(jnp.abs(u["whiten"]["kernel"]).max()) == 0 for u in updates)
     assert [bool(jnp.any(u["whiten"]["bias"] != 0)) for u in updates] == [True, True, False]
     np.testing.assert_allclose(updates[0]["norm1"]["bias"], 64 * updates[0]["conv"]["kernel"], rtol=1e-6)
-    decayed = check(Config.for_model("airbench94"))
+    decayed = check(config_for("airbench94"))
     zero = jax.tree_util.tree_map(jnp.zeros_like, grads)  # decay alone: the same per-step shrink for both groups
     first = sgd_updates(decayed, params, zero, 1)[0]
     np.testing.assert_allclose(first["norm1"]["bias"], first["conv"]["kernel"], rtol=1e-6)

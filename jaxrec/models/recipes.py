@@ -1,0 +1,198 @@
+"""Recipes: what `--model` names. A recipe is one Python module, a built-in or a file of your own, with
+
+- `build(config, num_classes, kernels)`: its network, a Flax linen module whose `__call__(x, train=False)`
+  maps float images [batch, H, W, C] to logits [batch, num_classes] (kernels: the CPU kernels jaxrec
+  chose, jaxrec.models.kernels; a network with convolutions of its own may ignore them);
+- `DEFAULTS` (optional): the settings it changes, {Config field: value}; flags given still win.
+
+A file is loaded from its path (`--model path/to/my_recipe.py`); the run records that path and a hash of
+the file's text, so a resume, evaluation or prediction with another file is refused
+(docs/recipes.md). Loading a recipe imports its module (and with it JAX, but not its backend).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+from jaxrec.config import Config, is_recipe_file
+from jaxrec.errors import InputError
+
+# The built-in recipes' modules, by the name --model gives them (jaxrec.config.MODELS).
+BUILT_IN = {
+    "cnn": "jaxrec.models.cnn",
+    "rnn": "jaxrec.models.rnn",
+    "resnet18": "jaxrec.models.resnet",
+    "resnet20": "jaxrec.models.resnet",
+    "airbench94": "jaxrec.models.airbench",
+}
+HOW = "a recipe defines build(config, num_classes, kernels) returning a Flax module (docs/recipes.md)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A loaded recipe: its module, and for a file its path and the sha256 of its text."""
+
+    module: ModuleType
+    path: str | None = None
+    sha256: str | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(getattr(self.module, "DEFAULTS", {}))
+
+    def record(self) -> dict[str, str] | None:
+        """What a run writes down about a recipe file (None for a built-in)."""
+        return None if self.path is None else {"path": self.path, "sha256": self.sha256}
+
+
+def load(model: str) -> Recipe:
+    """The recipe `model` names: a built-in (BUILT_IN) or a .py file. A file that cannot be used is
+    refused with InputError, one line naming the file and what is wrong."""
+    if not is_recipe_file(model):
+        if model not in BUILT_IN:
+            raise InputError(f"--model {model}: no built-in recipe of that name ({', '.join(BUILT_IN)}); a recipe "
+                             f"of your own is a path ending in .py")
+        return Recipe(importlib.import_module(BUILT_IN[model]))
+    path = Path(model).absolute()
+    try:
+        text = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"--model {model}: cannot read the recipe file ({err.strerror or err}); pass the path of "
+                         f"a .py file") from None
+    return _load_file(str(path), hashlib.sha256(text).hexdigest())
+
+
+@functools.lru_cache(maxsize=None)
+def _load_file(path: str, sha256: str) -> Recipe:
+    """Executes a recipe file once per content, as a module of its own (its classes then pickle by name)."""
+    name = f"jaxrec_recipe_{Path(path).stem}_{sha256[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        del sys.modules[name]
+        raise InputError(f"{path}, line {err.lineno}: {err.msg}; fix the recipe's syntax") from None
+    except Exception as err:  # noqa: BLE001 - whatever a user's module raises on import is reported in one line
+        del sys.modules[name]
+        raise InputError(f"{where(err, path)}: importing the recipe raised {type(err).__name__}: {err}") from None
+    recipe = Recipe(module, path, sha256)
+    problem = recipe_problem(recipe)
+    if problem:
+        del sys.modules[name]
+        raise InputError(f"{path}: {problem}")
+    return recipe
+
+
+def recipe_problem(recipe: Recipe) -> str | None:
+    """What makes a loaded recipe unusable (no builder, DEFAULTS that are not settings), or None."""
+    if not callable(getattr(recipe.module, "build", None)):
+        return f"no build() function; {HOW}"
+    defaults = getattr(recipe.module, "DEFAULTS", {})
+    if not isinstance(defaults, dict):
+        return f"DEFAULTS is a {type(defaults).__name__}; it must be a dict of settings, e.g. dict(epochs=20)"
+    known = {field.name for field in dataclasses.fields(Config)}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        return (f"DEFAULTS sets {', '.join(map(repr, unknown))}, which jaxrec has no setting for (jaxrec train --help "
+                f"lists them)")
+    return None
+
+
+def where(err: BaseException, path: str) -> str:
+    """`path, line N` for the innermost line of the recipe file in err's traceback (`path` if none)."""
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename == path]
+    return f"{path}, line {lines[-1]}" if lines else path
+
+
+def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str | None:
+    """Why the recipe file a run `recorded` (Recipe.record) cannot rebuild `what` (e.g. "the checkpoint at
+    step 40 in runs/x"): moved or deleted, or its text changed since. None: a built-in, or the same text."""
+    if recorded is None:
+        return None
+    path = Path(recorded["path"])
+    try:
+        now = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return (f"{what} was trained by the recipe file {path}, which is not there any more (moved or deleted); put "
+                f"it back at that path")
+    if now != recorded["sha256"]:
+        return (f"the recipe file {path} changed since it trained {what} (sha256 {recorded['sha256'][:12]} then, "
+                f"{now[:12]} now); restore its text (git checkout, a copy), or save the new recipe under another name")
+    return None
+
+
+def config_for(model: str, **changes: Any) -> Config:
+    """The config of `model` with its recipe's DEFAULTS, then `changes` (what `--model` does on the command
+    line). A recipe file's path is recorded absolute."""
+    recipe = load(model)
+    return Config(**{**recipe.defaults, "model": recipe.path or model, **changes})
+
+
+def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) -> None:
+    """Refuses (InputError, one line) a recipe file whose network fails on one image of `image_shape`
+    or gives logits of another shape than [batch, num_classes]; a built-in is trusted."""
+    recipe = load(config.model)
+    if recipe.path is None:
+        return
+    import jax  # noqa: PLC0415 - only once the backend may start
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from jaxrec.models import create_model  # noqa: PLC0415 - the package's __init__ imports this module
+
+    try:
+        model = create_model(config, num_classes)
+        images = jnp.zeros((2, *image_shape), jnp.float32)
+        variables = jax.eval_shape(model.init, jax.random.key(0), images)
+        logits = jax.eval_shape(lambda v: model.apply(v, images, train=False), variables)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's network failing is reported in one line
+        raise InputError(f"{where(err, recipe.path)}: the network failed on {'x'.join(map(str, image_shape))} "
+                         f"images: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if tuple(logits.shape) != (2, num_classes):
+        raise InputError(f"{recipe.path}: the network gives logits of shape {list(logits.shape)} for 2 images of "
+                         f"{num_classes} classes; it must give [batch, num_classes], here [2, {num_classes}]")
+
+
+def image_size_problem(config: Config, height: int, width: int, where: str) -> str | None:
+    """The line that refuses `height` x `width` images (`where`: the flag or data set they come from) for
+    config's recipe, from its own `image_size_problem` if it has one (airbench94's pools need 25 pixels)."""
+    own = getattr(load(config.model).module, "image_size_problem", None)
+    return own(config, height, width, where) if own else None
+
+
+def check_images(config: Config, image_shape: Sequence[int], num_classes: int, where: str) -> None:
+    """Raises InputError (one line) when config's recipe cannot classify images of `image_shape` (height,
+    width, channels) from `where` into `num_classes`: too small for it, or a recipe file's network fails
+    on them (check_model)."""
+    problem = image_size_problem(config, image_shape[0], image_shape[1], where)
+    if problem:
+        raise InputError(problem)
+    check_model(config, num_classes, tuple(image_shape))
+
+
+def recipe_problems(config: Config) -> list[str]:
+    """The refusals of config's recipe: a file that cannot be used, an --image_size it does not take."""
+    try:
+        load(config.model)
+    except InputError as err:
+        return [str(err)]
+    too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,
+                                                         f"--image_size {config.image_size}")
+    return [too_small] if too_small else []
+
+
+__all__ = ["BUILT_IN", "Recipe", "check_images", "check_model", "config_for", "image_size_problem", "load",
+           "recipe_problem", "recipe_problems",
+           "recorded_recipe_problem", "where"]

@@ -1,0 +1,133 @@
+"""A recipe written outside the package (`--model path/to/recipe.py`) gets what the built-ins get, is
+recorded by path and hash, and a broken one is refused in one line that names the file."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from jaxrec.cli import commands as cli
+from jaxrec.config import Config
+from jaxrec.data import SAMPLE_ROOT
+from jaxrec.errors import InputError
+from jaxrec.evaluation.predict import Predictor
+from jaxrec.models import config_for
+from jaxrec.models.recipes import check_images, recipe_problems
+from jaxrec.run.checkpoints import load_trained
+from jaxrec.studies.study import StudySpec, run_study
+from jaxrec.training.loop import train_and_evaluate
+
+PERCEPTRON = '''"""A two-layer perceptron: the smallest recipe."""
+import flax.linen as nn
+
+DEFAULTS = dict(batch_size=50, learning_rate=0.05, eval_batch_size=100)
+
+
+class Perceptron(nn.Module):
+    num_classes: int
+    hidden: int = 16
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(self.hidden)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(self.num_classes)(x)
+
+
+def build(config, num_classes, kernels):
+    return Perceptron(num_classes)
+'''
+RUN = dict(dataset="cifar10_sample", epochs=1, progress=False, num_devices=1)
+
+
+def write(folder, text=PERCEPTRON, name="perceptron.py"):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_a_recipe_file_trains_resumes_evaluates_and_predicts_as_a_built_in_does(tmp_path):
+    recipe = write(tmp_path)
+    config = config_for(str(recipe), **RUN)
+    assert (config.model, config.batch_size, config.learning_rate) == (str(recipe), 50, 0.05)  # its DEFAULTS
+    workdir = tmp_path / "run"
+    train_and_evaluate(config, workdir)
+    train_and_evaluate(config.replace(epochs=2), workdir)  # resumes the first epoch's checkpoint
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["resumed_from_step"] > 0 and summary["recipe"]["path"] == str(recipe)
+    assert len(summary["recipe"]["sha256"]) == 64
+    trained = load_trained(workdir)
+    image = next((SAMPLE_ROOT / "test" / "cat").iterdir())
+    [top] = Predictor(trained).predict([image], k=3)
+    assert len(top["top_k"]) == 3
+
+    recipe.write_text(PERCEPTRON.replace("hidden: int = 16", "hidden: int = 17"))
+    with pytest.raises(InputError, match=f"^the recipe file {recipe} changed since it trained the checkpoint"):
+        train_and_evaluate(config.replace(epochs=3), workdir)
+    with pytest.raises(InputError, match=f"^the recipe file {recipe} changed since it trained the run in"):
+        load_trained(workdir)
+    recipe.rename(tmp_path / "moved.py")
+    with pytest.raises(InputError, match=f"^the run in {workdir} was trained by the recipe file {recipe}, which is "
+                                         f"not there any more"):
+        load_trained(workdir)
+
+
+def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path):
+    config = config_for(str(write(tmp_path)), **RUN)
+    study = run_study(StudySpec(config, seeds=(0, 1), vary=("init", "order")), tmp_path / "study",
+                      seeds_per_program=2)
+    assert study["seeds"] == [0, 1] and study["seeds_per_program"] == [2, 2]
+
+
+@pytest.mark.parametrize("text,problem", [
+    (PERCEPTRON.replace("def build(config", "def build(config,, "),
+     r"perceptron.py, line 17: .*; fix the recipe's syntax$"),
+    (PERCEPTRON.replace("def build(", "def make("), r"perceptron.py: no build\(\) function; a recipe defines"),
+    (PERCEPTRON.replace("learning_rate=0.05", "learning_rte=0.05"),
+     r"perceptron.py: DEFAULTS sets 'learning_rte', which jaxrec has no setting for"),
+    (PERCEPTRON.replace("import flax.linen as nn", "import flax.linen as nn\nimport no_such_module"),
+     r"perceptron.py, line 3: importing the recipe raised ModuleNotFoundError: No module named 'no_such_module'"),
+])
+def test_a_recipe_file_that_does_not_load_is_refused_in_one_line_naming_it(tmp_path, text, problem):
+    [refusal] = recipe_problems(Config(model=str(write(tmp_path, text))))
+    assert refusal.startswith(str(tmp_path)) and "\n" not in refusal
+    assert re.search(problem, refusal), refusal
+
+
+@pytest.mark.parametrize("text,problem", [
+    (PERCEPTRON.replace("nn.Dense(self.num_classes)(x)", "nn.Dense(7)(x)"),
+     r"perceptron.py: the network gives logits of shape \[2, 7\] for 2 images of 10 classes; it must give "
+     r"\[batch, num_classes\]"),
+    (PERCEPTRON.replace("x.reshape((x.shape[0], -1))", "x.reshape((x.shape[0], 5))"),
+     r"perceptron.py, line 13: the network failed on 32x32x3 images: TypeError"),
+])
+def test_a_recipe_whose_network_does_not_fit_the_data_is_refused_in_one_line(tmp_path, text, problem):
+    config = Config(model=str(write(tmp_path, text)))
+    with pytest.raises(InputError, match=problem) as refused:
+        check_images(config, (32, 32, 3), 10, "--dataset cifar10_sample")
+    assert "\n" not in str(refused.value)
+    with pytest.raises(InputError, match=problem):  # before anything trains
+        train_and_evaluate(config.replace(**RUN), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_command_line_refuses_a_broken_or_missing_recipe_in_one_line(tmp_path, capsys):
+    broken = write(tmp_path, PERCEPTRON.replace("def build(", "def make("))
+    for path, says in ((broken, f"{broken}: no build() function"),
+                       (tmp_path / "missing.py", "cannot read the recipe file")):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["train", "--model", str(path), "--dataset", "cifar10_sample"])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_a_moved_recipe_folder_is_found_by_its_recorded_absolute_path(tmp_path, monkeypatch):
+    recipe = write(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    config = Config(model="perceptron.py")
+    assert config.model == str(recipe) and config.model_tag == "perceptron"
+    assert config.default_workdir().startswith("runs/perceptron_")
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    shutil.copy(recipe, copy / "perceptron.py")
+    assert Config(model=str(copy / "perceptron.py")) != config  # another file is another recipe
