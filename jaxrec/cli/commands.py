@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec.cli import flags
-from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check, is_recipe_file
+from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check,
+                           is_recipe_file)
 from jaxrec.errors import InputError, SaveError
 from jaxrec.models import BUILT_IN, config_for
 from jaxrec.run.workdir import writable_folder
@@ -212,13 +213,6 @@ def _predict(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
-# Settings the benchmark has no use for (it times random data of --image_shape, writes nothing, runs no
-# epochs): not offered, so that `jaxrec benchmark --dataset D` is refused instead of timing random bytes.
-BENCHMARK_UNUSED = ("dataset", "data_dir", "download", "train_split", "eval_split", "image_size", "channels", "resize",
-                    "test_fraction", "min_images_per_class", "epochs", "eval_every_epochs", "top_k", "tta",
-                    "init_seed", "order_seed", "augment_seed", "split_seed", "save_predictions", "tensorboard",
-                    "workdir", "force_workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "progress", "input",
-                    "data_workers", "max_steps")
 
 
 def _benchmark(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import MODEL_AXES, SOURCES, Config
+from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
 from jaxrec.data import DataSplits
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.data.sources import split_is_seeded
@@ -56,7 +56,6 @@ from jaxrec.training.steps import Objective
 log = logging.getLogger(__name__)
 
 # What may differ between the models of one program: the seeds and where each run is written.
-MEMBER_FIELDS = ("seed", *(f"{source}_seed" for source in SOURCES), "workdir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -610,4 +609,4 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
              f"{config.epochs:g} epochs ({run.step} steps)", member.workdir)
 
 
-__all__ = ["MEMBER_FIELDS", "Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]
+__all__ = ["Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]
