@@ -164,5 +164,5 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
                                    list(vars(given.parse_known_args(argv)[0])))
 
 
-__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number", "positive_int",
-           "values_of"]
+__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number",
+           "positive_int", "values_of"]

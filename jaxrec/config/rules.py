@@ -162,4 +162,5 @@ def _refusal(name: str, value: Any, allowed: str) -> str:
 
 
 __all__ = ["ROLES", "Rule", "above", "at_least", "cores_at_most", "cores_available", "choices", "field_problems",
-           "fields_with", "in_range", "is_number", "knob", "knob_group", "only_for", "sizes_at_least", "zero_or_at_least"]
+           "fields_with", "in_range", "is_number", "knob", "knob_group", "only_for", "sizes_at_least",
+           "zero_or_at_least"]

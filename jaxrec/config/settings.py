@@ -7,7 +7,8 @@ naming the field, the value and what is allowed) before any data is loaded. The 
 (`jaxrec.cli.flags`) is generated from the same fields, so a new knob is added in exactly one place
 and shows up in `--help`, in the saved `config.json` and in `summary.json`.
 
-The rules and per-field checks are in jaxrec.config.rules. This module imports nothing heavy, so the command line can check a config before JAX starts.
+The rules and per-field checks are in jaxrec.config.rules. This module imports nothing heavy, so the command
+line can check a config before JAX starts.
 """
 
 from __future__ import annotations
@@ -377,7 +378,8 @@ AIRBENCH_KNOBS = only_for(Config, "airbench94")
 
 def has_batch_norm(config: Config) -> bool:
     """Whether the model config.model builds has BatchNorm layers (a recipe file may have them)."""
-    return is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20") or (config.model == "cnn" and config.norm != "none")
+    return (is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20")
+            or (config.model == "cnn" and config.norm != "none"))
 
 
 RNN_FIELDS = tuple(only_for(Config, "rnn"))
@@ -436,7 +438,8 @@ def combination_problems(config: Config) -> list[str]:
         problems.append(f"--dtype bfloat16 with --model {config.model}: the {config.model} computes in float32; "
                         f"drop --dtype (bfloat16 is for airbench94 and the ResNets)")
     if config.augment and (config.translate or config.flip != "none"):
-        problems.append("--augment with --translate or --flip: --augment is its own crop and flip; use one or the other")
+        problems.append("--augment with --translate or --flip: --augment is its own crop and flip; use one or the "
+                        "other")
     if config.norm_bias_lr_scale != 1 and not has_batch_norm(config):
         problems.append(f"--norm_bias_lr_scale with --model {config.model}"
                         f"{' --norm none' if config.model == 'cnn' else ''}: the model has no BatchNorm; drop it")
@@ -487,7 +490,7 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     return settings
 
 
-__all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MAY_CHANGE_IN_STUDY",
-           "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS", "RNN_FIELDS",
+__all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
+           "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS", "RNN_FIELDS",
            "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems",
            "is_recipe_file", "unused_by_model", "without_unused_defaults"]
