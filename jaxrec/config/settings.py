@@ -491,6 +491,6 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
 
 
 __all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
-           "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS", "RNN_FIELDS",
-           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems",
-           "is_recipe_file", "unused_by_model", "without_unused_defaults"]
+           "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS",
+           "RNN_FIELDS", "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems", "is_recipe_file",
+           "unused_by_model", "without_unused_defaults"]
