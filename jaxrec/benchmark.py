@@ -103,7 +103,7 @@ def training_program(config: Config, options: BenchmarkOptions, data: RandomData
                        for k in range(models)], axis=1)  # [steps, K, batch]
     orders = np.resize(orders, (max(len(orders), steps), *orders.shape[1:]))  # at least one call's worth
     objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
-    program = make_program(data.preprocess, devices, models, options.model_axis, objective, config.steps_loop)
+    program = make_program(data.preprocess, devices, (models, options.model_axis), objective, config.steps_loop)
     calls = [program.shares(orders[i:i + steps]) for i in range(0, len(orders) - steps + 1, steps)]
     rngs = jnp.stack([fold(keys[2], k) for k in range(models)])
     return program, program.stack(states), calls, program.keys(rngs)

@@ -54,3 +54,17 @@ def upward_imports() -> set[tuple[str, str]]:
 
 def test_no_import_points_to_a_layer_above():
     assert upward_imports() == set()
+
+
+def parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    args = function.args
+    names = [*args.posonlyargs, *args.args, *args.kwonlyargs, *filter(None, (args.vararg, args.kwarg))]
+    return len([a for a in names if a.arg not in ("self", "cls")])
+
+
+def test_no_function_takes_more_than_six_parameters():
+    """What a function needs comes in a few named values (a trainer, a session, a group), not a dozen loose ones."""
+    crowded = [f"{path.relative_to(ROOT)}:{node.name} ({parameter_count(node)})"
+               for path in (ROOT / "jaxrec").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and parameter_count(node) > 6]
+    assert crowded == []

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec.cli import flags
-from jaxrec.config import EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check, is_recipe_file
+from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check,
+                           is_recipe_file)
 from jaxrec.errors import InputError, SaveError
 from jaxrec.models import BUILT_IN, config_for
 from jaxrec.run.workdir import writable_folder
@@ -128,10 +129,10 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
 
 
 def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False,
-          seeds_per_program: int = 1, model_axis: str = "loop") -> int:
+          group: tuple[int, str] = (1, "loop")) -> int:
     """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
-    config.workdir (default runs/study_<model>_<dataset>), `seeds_per_program` models per compiled
-    program; writes study.json/.md and plots. With `determinism`, first trains the first seed twice
+    config.workdir (default runs/study_<model>_<dataset>), `group` = (seeds_per_program, model_axis):
+    that many models per compiled program, held as model_axis says; writes study.json/.md and plots. With `determinism`, first trains the first seed twice
     and reports whether the runs are bit-identical."""
 
     def run() -> None:
@@ -147,7 +148,7 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
                 print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
                       f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
                       f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
-        run_study(spec, workdir, seeds_per_program, model_axis)
+        run_study(spec, workdir, *group)
         if distributed.is_primary():  # the one process that wrote them
             print((workdir / "study.md").read_text(), end="")
             print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
@@ -212,13 +213,6 @@ def _predict(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
-# Settings the benchmark has no use for (it times random data of --image_shape, writes nothing, runs no
-# epochs): not offered, so that `jaxrec benchmark --dataset D` is refused instead of timing random bytes.
-BENCHMARK_UNUSED = ("dataset", "data_dir", "download", "train_split", "eval_split", "image_size", "channels", "resize",
-                    "test_fraction", "min_images_per_class", "epochs", "eval_every_epochs", "top_k", "tta",
-                    "init_seed", "order_seed", "augment_seed", "split_seed", "save_predictions", "tensorboard",
-                    "workdir", "force_workdir", "resume", "checkpoint_every_steps", "checkpoint_keep", "progress", "input",
-                    "data_workers", "max_steps")
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -322,8 +316,8 @@ def _add_study(commands, defaults: Config) -> None:
                              "arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, float-rounding "
                              "differences, 3x slower on XLA:CPU)")
     parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
-                                                args.base_seed, args.check_determinism, args.seeds_per_program,
-                                                args.model_axis))
+                                                args.base_seed, args.check_determinism,
+                                                (args.seeds_per_program, args.model_axis)))
 
 
 def _add_benchmark(commands, defaults: Config) -> None:

@@ -1,7 +1,8 @@
 """Command-line flags generated from dataclass fields (`Config`, `BenchmarkOptions`, ...).
 
 Each field becomes a `--name` flag with the field's help text, a converter for its type, `choices`
-for a `Literal` type and, for booleans, a bare `--flag` meaning true. A parse error is one line
+for a `Literal` type and, for booleans, a bare `--flag` meaning true; `--help` lists them by the
+field's group (data, model, optimisation, ...). A parse error is one line
 (`jaxrec train: error: argument --epochs: invalid int value: 'x'`), not a usage dump.
 """
 
@@ -114,6 +115,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
         extra.setdefault(name, []).append(f"--{alias}")
     hints = typing.get_type_hints(cls)
     wanted = set(only) if only is not None else None
+    groups: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if wanted is not None and field.name not in wanted:
             continue
@@ -130,7 +132,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
             kwargs.update(default=argparse.SUPPRESS, help=help_text + " (default: the run's own)")
         else:
             kwargs.update(default=getattr(defaults, field.name), help=help_text)
-        parser.add_argument(f"--{field.name}", *extra.get(field.name, ()), **kwargs)
+        group = field.metadata.get("group")
+        if group and group not in groups:  # --help lists the flags by the config's groups
+            groups[group] = parser.add_argument_group(f"{group} settings")
+        (groups[group] if group else parser).add_argument(f"--{field.name}", *extra.get(field.name, ()), **kwargs)
 
 
 def values_of(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -159,5 +164,5 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
                                    list(vars(given.parse_known_args(argv)[0])))
 
 
-__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number", "positive_int",
-           "values_of"]
+__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number",
+           "positive_int", "values_of"]

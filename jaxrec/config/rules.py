@@ -68,9 +68,46 @@ def sizes_at_least(low: int) -> Rule:
                 f"a non-empty comma-separated list of integers >= {low}")
 
 
-def knob(default: Any, help: str, rule: Rule | None = None) -> Any:
-    """A config field: its default, its help text and (optionally) the values it allows."""
-    return dataclasses.field(default=default, metadata={"help": help, "rule": rule})
+# The roles a field may have (knob's `roles`), each read by one part of the package through fields_with.
+ROLES = {
+    "execution": "how the run computes, not what (beyond float rounding)",
+    "resume": "may differ when a run resumes from its checkpoint",
+    "study": "may differ when a seed study continues",
+    "evaluation": "jaxrec evaluate may set it anew for a trained run",
+    "per_process": "may differ between the processes of one run",
+    "per_member": "differs between the models of one program (a study's seeds)",
+    "untimed": "has no part in what the benchmark times (it offers no flag for it)",
+}
+
+
+def knob(default: Any, help: str, rule: Rule | None = None, *, group: str = "", roles: Sequence[str] = (),
+         only_for: str | None = None) -> Any:
+    """A settings field: its default, its help text, (optionally) the values it allows, the group its flag
+    is listed in, its ROLES, and the one recipe that reads it (`only_for`; its default leaves it out)."""
+    unknown = set(roles) - set(ROLES)
+    assert not unknown, f"unknown roles {unknown}"
+    return dataclasses.field(default=default, metadata={"help": help, "rule": rule, "group": group,
+                                                        "roles": frozenset(roles), "only_for": only_for})
+
+
+def knob_group(group: str, *roles: str) -> Callable[..., Any]:
+    """`knob` for the fields of `group`, each with `roles` and those it adds (`also`)."""
+    def declare(default: Any, help: str, rule: Rule | None = None, *, also: Sequence[str] = (),
+                only_for: str | None = None) -> Any:
+        return knob(default, help, rule, group=group, roles=(*roles, *also), only_for=only_for)
+
+    return declare
+
+
+def fields_with(cls: type, role: str) -> tuple[str, ...]:
+    """The names of the fields of the settings dataclass `cls` that have `role` (ROLES)."""
+    assert role in ROLES, role
+    return tuple(f.name for f in dataclasses.fields(cls) if role in f.metadata.get("roles", ()))
+
+
+def only_for(cls: type, recipe: str) -> dict[str, Any]:
+    """The fields of `cls` that only `recipe` reads, each with its default (the value that leaves it out)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("only_for") == recipe}
 
 
 def choices(cls: type, name: str) -> tuple[Any, ...] | None:
@@ -79,7 +116,6 @@ def choices(cls: type, name: str) -> tuple[Any, ...] | None:
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
-# Fields that only the RNN reads: their values are checked only when model=rnn.
 def _has_type(hint: Any, value: Any) -> bool:
     """Whether `value` is of the field type `hint` (an int field takes no float or bool)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -125,5 +161,6 @@ def _refusal(name: str, value: Any, allowed: str) -> str:
     return f"--{name} {text or repr(text)}: must be {allowed}"
 
 
-__all__ = ["Rule", "above", "at_least", "cores_at_most", "cores_available", "choices", "field_problems", "in_range", "is_number", "knob",
-           "sizes_at_least", "zero_or_at_least"]
+__all__ = ["ROLES", "Rule", "above", "at_least", "cores_at_most", "cores_available", "choices", "field_problems",
+           "fields_with", "in_range", "is_number", "knob", "knob_group", "only_for", "sizes_at_least",
+           "zero_or_at_least"]

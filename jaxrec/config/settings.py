@@ -7,7 +7,8 @@ naming the field, the value and what is allowed) before any data is loaded. The 
 (`jaxrec.cli.flags`) is generated from the same fields, so a new knob is added in exactly one place
 and shows up in `--help`, in the saved `config.json` and in `summary.json`.
 
-The rules and per-field checks are in jaxrec.config.rules. This module imports nothing heavy, so the command line can check a config before JAX starts.
+The rules and per-field checks are in jaxrec.config.rules. This module imports nothing heavy, so the command
+line can check a config before JAX starts.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, in_range, is_number, knob,
-                                 sizes_at_least, zero_or_at_least)
+from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, fields_with, in_range, is_number,
+                                 knob, knob_group, only_for, sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
 
 # The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
@@ -67,6 +68,18 @@ def optional_seed() -> Rule:
 
 
 
+# How a field takes part in a run, declared once with the field (its `also=` and its group's roles): every
+# list of field names the package needs is derived from these (fields_with).
+HOW = ("execution", "resume", "study")  # how the run computes, not what: may change on resume and in a study
+data = knob_group("data")
+network = knob_group("model")
+optim = knob_group("optimisation")
+run = knob_group("run")
+checkpoint = knob_group("checkpoints", *HOW, "untimed")
+execution = knob_group("execution", *HOW)
+process = knob_group("processes", *HOW)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Every setting of a training run. Defaults reproduce the article's CIFAR-10 CNN; a recipe with
@@ -74,200 +87,217 @@ class Config:
     `jaxrec.models.config_for(model, **changes)`, as `--model` does on the command line."""
 
     # Data.
-    dataset: str = knob("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), "
-                        "'cifar10_sample' (the small real sample shipped in the package), or a "
-                        "path to an image folder laid out <root>/<split>/<class>/<image>.",
-                        Rule(lambda v: bool(v.strip()), "a TFDS name, cifar10_sample or an image-folder path"))
-    data_dir: str | None = knob(None, "TFDS data directory holding prepared data sets "
-                                "(default: TFDS's own, usually ~/tensorflow_datasets).")
-    download: bool = knob(False, "Let TFDS download and prepare a missing data set (needs internet).")
-    train_split: str = knob("train", "Split to train on.")
-    eval_split: str = knob("test", "Split to evaluate on.")
-    image_size: int = knob(0, "Resize images to image_size x image_size; 0: an image folder's median "
-                           "size (the common size when most images share one), a TFDS set's own.",
-                           zero_or_at_least(8))
-    channels: Channels = knob(0, "Convert images to 1 (grayscale) or 3 (RGB) "
-                                "channels; 0: gray if most of an image folder's images are, a TFDS set's own.")
-    resize: Resize = knob("stretch", "How an image of another size is brought to the run's: stretch (scaled to it, "
-                          "bilinear; another aspect ratio is squashed) or crop (scaled to cover it, keeping the aspect "
-                          "ratio, and centre-cropped: what ImageNet-style photos expect).")
-    test_fraction: float = knob(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
+    dataset: str = data("cifar10", "TFDS name (cifar10, cifar100, mnist, fashion_mnist, ...), 'cifar10_sample' (the "
+                        "small real sample shipped in the package), or a path to an image folder laid out "
+                        "<root>/<split>/<class>/<image>.",
+                        Rule(lambda v: bool(v.strip()), "a TFDS name, cifar10_sample or an image-folder path"),
+                        also=("resume", "study", "evaluation", "untimed"))
+    data_dir: str | None = data(None, "TFDS data directory holding prepared data sets (default: TFDS's own, usually "
+                                "~/tensorflow_datasets).", also=("resume", "study", "evaluation", "untimed"))
+    download: bool = data(False, "Let TFDS download and prepare a missing data set (needs internet).",
+                          also=("resume", "untimed"))
+    train_split: str = data("train", "Split to train on.", also=("untimed",))
+    eval_split: str = data("test", "Split to evaluate on.", also=("evaluation", "untimed"))
+    image_size: int = data(0, "Resize images to image_size x image_size; 0: an image folder's median size (the common "
+                           "size when most images share one), a TFDS set's own.",
+                           zero_or_at_least(8), also=("untimed",))
+    channels: Channels = data(0, "Convert images to 1 (grayscale) or 3 (RGB) channels; 0: gray if most of an image "
+                              "folder's images are, a TFDS set's own.", also=("untimed",))
+    resize: Resize = data("stretch", "How an image of another size is brought to the run's: stretch (scaled to it, "
+                          "bilinear; another aspect ratio is squashed) or crop (scaled to cover it, keeping the "
+                          "aspect ratio, and centre-cropped: what ImageNet-style photos expect).", also=("untimed",))
+    test_fraction: float = data(0.2, "For an image folder without split folders (<root>/<class>/<image>): the "
                                 "fraction of each class's images held out for evaluation, drawn with the seed.",
-                                in_range(0, 1, low_open=True))
-    input: Input = knob("auto", "How training and evaluation read the data: device (every split decoded once into "
-                        "memory and copied onto each device: the fastest), stream (each batch read and decoded "
-                        "as it is needed, by --data_workers processes: for data larger than memory; the same "
-                        "batches as device) or auto (device where the data fits the memory check, else stream).")
-    data_workers: int = knob(0, "--input stream: processes that decode batches ahead of the training step (0: "
-                             "threads of the training process do it); at most the CPU cores this process may use.",
-                             cores_at_most())
-    min_images_per_class: int = knob(1, "Image folders: drop classes with fewer images than this (counted in "
-                                     "the training split, or in the whole class when the split is made here).",
-                                     at_least(1))
+                                in_range(0, 1, low_open=True), also=("untimed",))
+    input: Input = data("auto", "How training and evaluation read the data: device (every split decoded once into "
+                        "memory and copied onto each device: the fastest), stream (each batch read and decoded as it "
+                        "is needed, by --data_workers processes: for data larger than memory; the same batches as "
+                        "device) or auto (device where the data fits the memory check, else stream).",
+                        also=("execution", "resume", "study", "evaluation", "untimed"))
+    data_workers: int = data(0, "--input stream: processes that decode batches ahead of the training step (0: threads "
+                             "of the training process do it); at most the CPU cores this process may use.",
+                             cores_at_most(), also=("execution", "resume", "study", "evaluation", "untimed"))
+    min_images_per_class: int = data(1, "Image folders: drop classes with fewer images than this (counted in the "
+                                     "training split, or in the whole class when the split is made here).",
+                                     at_least(1), also=("untimed",))
 
     # Model.
-    model: str = knob("cnn", "The recipe: a built-in, cnn (the article's CNN), rnn (a recurrent network reading one "
-                      "image row per time step, see the rnn_* knobs), resnet18 (CIFAR stem, 11.2M parameters), "
-                      "resnet20 (He et al.'s CIFAR ResNet, 0.27M) or airbench94 (Keller Jordan's 94%-in-seconds "
-                      "CIFAR-10 net), or the path of a recipe file of your own (my_recipe.py: docs/recipes.md). "
-                      "A recipe's DEFAULTS become the defaults of the other flags.",
-                      Rule(lambda v: v in MODELS or is_recipe_file(v), f"one of {', '.join(MODELS)}, or a recipe "
-                           f"file ending in .py"))
-    conv_features: tuple[int, ...] = knob((32, 64, 128, 128), "Output channels of the conv blocks "
-                                          "(3x3 conv -> ReLU -> 2x2 max-pool each), comma separated; "
-                                          "airbench94: the widths of its conv groups (64,256,256).",
-                                          sizes_at_least(1))
-    dense_features: int = knob(512, "Width of the hidden dense layer.", at_least(1))
-    norm: Norm = knob("none", "Normalisation after each convolution of model=cnn: none (the article's network) or "
-                      "batch (BatchNorm, its statistics over the global batch, across devices and processes).")
-    norm_momentum: float = knob(0.9, "BatchNorm's running statistics: running = m x running + (1 - m) x batch "
-                                "(PyTorch's momentum 0.1 is 0.9 here).", in_range(0, 1))
-    norm_epsilon: float = knob(1e-5, "BatchNorm's epsilon, added to the variance.", above(0))
-    whiten: bool = knob(False, "airbench94: the first layer's 2x2 filters are the whitening filters of the patch "
-                        "covariance of --whiten_images training images, frozen (false: an ordinary learnt "
-                        "convolution). airbench94: true.")
-    whiten_images: int = knob(5000, "Training images (drawn with the init seed) whose 2x2 patches give the whitening "
-                              "filters (--whiten).", at_least(1))
-    whiten_bias_epochs: float = knob(3, "With --whiten: the whitening layer's bias trains for this many epochs, then "
-                                     "stays (airbench94: 3).", at_least(0))
-    dirac_init: bool = knob(False, "airbench94: each convolution's first C_in filters start as the identity (the "
-                            "rest as PyTorch's default). airbench94: true.")
-    logit_scale: float = knob(1.0, "airbench94: the logits are multiplied by this (airbench94: 1/9).", above(0))
-    dtype: Dtype = knob("auto", "Compute type of airbench94's and the ResNets' convolutions and matmuls: float32, or "
-                        "bfloat16 (parameters, optimizer state, BatchNorm statistics and the loss stay float32); "
-                        "auto: float32 on the CPU, bfloat16 on GPUs and TPUs. The cnn and rnn compute in float32.")
-    rnn_cell: RnnCell = knob("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
-    rnn_hidden: int = knob(256, "Hidden units per direction of each recurrent layer (model=rnn).", at_least(1))
-    rnn_layers: int = knob(1, "Stacked recurrent layers (model=rnn).", at_least(1))
-    rnn_bidirectional: bool = knob(False, "Also read the rows bottom-up and classify from both final "
-                                   "states (model=rnn).")
+    model: str = network("cnn", "The recipe: a built-in, cnn (the article's CNN), rnn (a recurrent network reading "
+                         "one image row per time step, see the rnn_* knobs), resnet18 (CIFAR stem, 11.2M parameters), "
+                         "resnet20 (He et al.'s CIFAR ResNet, 0.27M) or airbench94 (Keller Jordan's 94%-in-seconds "
+                         "CIFAR-10 net), or the path of a recipe file of your own (my_recipe.py: docs/recipes.md). A "
+                         "recipe's DEFAULTS become the defaults of the other flags.",
+                         Rule(lambda v: v in MODELS or is_recipe_file(v), f"one of {', '.join(MODELS)}, or a recipe "
+                              f"file ending in .py"))
+    conv_features: tuple[int, ...] = network((32, 64, 128, 128), "Output channels of the conv blocks (3x3 conv -> "
+                                             "ReLU -> 2x2 max-pool each), comma separated; airbench94: the widths of "
+                                             "its conv groups (64,256,256).", sizes_at_least(1))
+    dense_features: int = network(512, "Width of the hidden dense layer.", at_least(1))
+    norm: Norm = network("none", "Normalisation after each convolution of model=cnn: none (the article's network) or "
+                         "batch (BatchNorm, its statistics over the global batch, across devices and processes).")
+    norm_momentum: float = network(0.9, "BatchNorm's running statistics: running = m x running + (1 - m) x batch "
+                                   "(PyTorch's momentum 0.1 is 0.9 here).", in_range(0, 1))
+    norm_epsilon: float = network(1e-5, "BatchNorm's epsilon, added to the variance.", above(0))
+    whiten: bool = network(False, "airbench94: the first layer's 2x2 filters are the whitening filters of the patch "
+                           "covariance of --whiten_images training images, frozen (false: an ordinary learnt "
+                           "convolution). airbench94: true.", only_for="airbench94")
+    whiten_images: int = network(5000, "Training images (drawn with the init seed) whose 2x2 patches give the "
+                                 "whitening filters (--whiten).", at_least(1))
+    whiten_bias_epochs: float = network(3, "With --whiten: the whitening layer's bias trains for this many epochs, "
+                                        "then stays (airbench94: 3).", at_least(0))
+    dirac_init: bool = network(False, "airbench94: each convolution's first C_in filters start as the identity (the "
+                               "rest as PyTorch's default). airbench94: true.", only_for="airbench94")
+    logit_scale: float = network(1.0, "airbench94: the logits are multiplied by this (airbench94: 1/9).",
+                                 above(0), only_for="airbench94")
+    dtype: Dtype = network("auto", "Compute type of airbench94's and the ResNets' convolutions and matmuls: float32, "
+                           "or bfloat16 (parameters, optimizer state, BatchNorm statistics and the loss stay "
+                           "float32); auto: float32 on the CPU, bfloat16 on GPUs and TPUs. The cnn and rnn compute in "
+                           "float32.")
+    rnn_cell: RnnCell = network("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.",
+                                only_for="rnn")
+    rnn_hidden: int = network(256, "Hidden units per direction of each recurrent layer (model=rnn).",
+                              at_least(1), only_for="rnn")
+    rnn_layers: int = network(1, "Stacked recurrent layers (model=rnn).", at_least(1), only_for="rnn")
+    rnn_bidirectional: bool = network(False, "Also read the rows bottom-up and classify from both final states "
+                                      "(model=rnn).", only_for="rnn")
 
     # Optimisation.
-    epochs: int | float = knob(10, "Number of passes over the training set; a fraction trains part of the last one "
-                               "(airbench94: 9.9, ceil(9.9 x 48) = 476 steps).", above(0))
-    max_steps: int = knob(0, "End training after this many optimizer steps, wherever that falls in an epoch, then "
-                          "evaluate and write the summary (0: train every --epochs). The schedule stays that of "
-                          "--epochs: for smoke runs.", at_least(0))
-    batch_size: int = knob(128, "Global training batch size, split evenly across devices.", at_least(1))
-    eval_batch_size: int = knob(1000, "Global evaluation batch size (the last batch is padded and masked).",
-                                at_least(1))
-    learning_rate: float = knob(0.01, "Peak learning rate of SGD.", above(0))
-    momentum: float = knob(0.9, "SGD momentum (0 for plain SGD).", in_range(0, 1))
-    nesterov: bool = knob(False, "Use Nesterov momentum (needs momentum > 0).")
-    weight_decay: float = knob(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.", at_least(0))
-    decoupled: bool = knob(False, "airbench's form of learning_rate and weight_decay: both per 1,024 examples, the "
-                           "step's learning rate is learning_rate / (1024 x (1 + 1/(1 - momentum))) and the decay "
-                           "added to the gradient weight_decay x batch_size / learning_rate. airbench94: true.")
-    norm_bias_lr_scale: float = knob(1.0, "BatchNorm biases train at this times the learning rate, with the same "
-                                     "learning rate x decay product (airbench94: 64).", above(0))
-    lr_schedule: Schedule = knob("constant", "Learning-rate schedule: constant, cosine, step (x0.1 at 50% and 75% of "
-                                 "training) or linear (after the warm-up, linearly down to final_lr_fraction x "
-                                 "learning_rate at the last step). airbench94: linear.")
-    warmup_epochs: float = knob(0.0, "Linear warm-up from warmup_start x learning_rate to learning_rate over this "
-                                "many epochs.", at_least(0))
-    warmup_fraction: float = knob(0.0, "The same warm-up over this fraction of all steps instead (int(steps x f), "
-                                  "airbench94: 0.23).", in_range(0, 1))
-    warmup_start: float = knob(0.0, "Where the warm-up starts, as a fraction of learning_rate (airbench94: 0.2).",
-                               in_range(0, 1))
-    final_lr_fraction: float = knob(0.0, "lr_schedule linear: the learning rate it ends at, as a fraction of "
-                                    "learning_rate (airbench94: 0.07).", in_range(0, 1))
-    label_smoothing: float = knob(0.0, "Label smoothing of the cross-entropy targets (0 = none; airbench94: 0.2).",
-                                  in_range(0, 1))
-    loss_reduction: LossReduction = knob("mean", "The training loss over the batch: mean, or sum (airbench94's; the "
-                                         "gradient grows with the batch). Reported losses are means either way.")
-    lookahead: bool = knob(False, "airbench94's lookahead: every lookahead_every steps an average of every float "
-                           "variable (BatchNorm statistics too) moves toward the network, ema = lerp(ema, net, "
-                           "1 - a), and the network is set to it; a = lookahead_decay^every x (step/steps)^3; at the "
-                           "end the network becomes the average. airbench94: true.")
-    lookahead_every: int = knob(5, "Steps between lookahead updates.", at_least(1))
-    lookahead_decay: float = knob(0.95, "Per-step decay of the lookahead average at the end of training.",
-                                  in_range(0, 1))
-    augment: bool = knob(False, "Random crop with 4-pixel zero padding and horizontal flip, on the device.")
-    translate: int = knob(0, "Reflect-pad each training image by this many pixels and crop it back at a random "
-                          "offset, a new one every epoch (airbench94: 2).", at_least(0))
-    flip: Flip = knob("none", "Horizontal flips of training images: none, random (each image, every epoch), or "
-                      "alternating (each image flipped at random once, the whole set flipped again on odd epochs: "
-                      "airbench94's).")
-    tta: Tta = knob(0, "Test-time augmentation of the final evaluation and of predict: 0 none, 1 the mean of the "
-                    "image and its mirror, 2 also the mirrored views shifted by one pixel (airbench94: 2). The "
-                    "per-epoch evaluations use none.")
+    epochs: int | float = optim(10, "Number of passes over the training set; a fraction trains part of the last one "
+                                "(airbench94: 9.9, ceil(9.9 x 48) = 476 steps).", above(0), also=("resume", "untimed"))
+    max_steps: int = optim(0, "End training after this many optimizer steps, wherever that falls in an epoch, then "
+                           "evaluate and write the summary (0: train every --epochs). The schedule stays that of "
+                           "--epochs: for smoke runs.", at_least(0), also=("resume", "untimed"))
+    batch_size: int = optim(128, "Global training batch size, split evenly across devices.", at_least(1))
+    eval_batch_size: int = optim(1000, "Global evaluation batch size (the last batch is padded and masked).",
+                                 at_least(1), also=("resume", "evaluation"))
+    learning_rate: float = optim(0.01, "Peak learning rate of SGD.", above(0))
+    momentum: float = optim(0.9, "SGD momentum (0 for plain SGD).", in_range(0, 1))
+    nesterov: bool = optim(False, "Use Nesterov momentum (needs momentum > 0).")
+    weight_decay: float = optim(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.", at_least(0))
+    decoupled: bool = optim(False, "airbench's form of learning_rate and weight_decay: both per 1,024 examples, the "
+                            "step's learning rate is learning_rate / (1024 x (1 + 1/(1 - momentum))) and the decay "
+                            "added to the gradient weight_decay x batch_size / learning_rate. airbench94: true.")
+    norm_bias_lr_scale: float = optim(1.0, "BatchNorm biases train at this times the learning rate, with the same "
+                                      "learning rate x decay product (airbench94: 64).", above(0))
+    lr_schedule: Schedule = optim("constant", "Learning-rate schedule: constant, cosine, step (x0.1 at 50% and 75% of "
+                                  "training) or linear (after the warm-up, linearly down to final_lr_fraction x "
+                                  "learning_rate at the last step). airbench94: linear.")
+    warmup_epochs: float = optim(0.0, "Linear warm-up from warmup_start x learning_rate to learning_rate over this "
+                                 "many epochs.", at_least(0))
+    warmup_fraction: float = optim(0.0, "The same warm-up over this fraction of all steps instead (int(steps x f), "
+                                   "airbench94: 0.23).", in_range(0, 1))
+    warmup_start: float = optim(0.0, "Where the warm-up starts, as a fraction of learning_rate (airbench94: 0.2).",
+                                in_range(0, 1))
+    final_lr_fraction: float = optim(0.0, "lr_schedule linear: the learning rate it ends at, as a fraction of "
+                                     "learning_rate (airbench94: 0.07).", in_range(0, 1))
+    label_smoothing: float = optim(0.0, "Label smoothing of the cross-entropy targets (0 = none; airbench94: 0.2).",
+                                   in_range(0, 1))
+    loss_reduction: LossReduction = optim("mean", "The training loss over the batch: mean, or sum (airbench94's; the "
+                                          "gradient grows with the batch). Reported losses are means either way.")
+    lookahead: bool = optim(False, "airbench94's lookahead: every lookahead_every steps an average of every float "
+                            "variable (BatchNorm statistics too) moves toward the network, ema = lerp(ema, net, 1 - "
+                            "a), and the network is set to it; a = lookahead_decay^every x (step/steps)^3; at the end "
+                            "the network becomes the average. airbench94: true.")
+    lookahead_every: int = optim(5, "Steps between lookahead updates.", at_least(1))
+    lookahead_decay: float = optim(0.95, "Per-step decay of the lookahead average at the end of training.",
+                                   in_range(0, 1))
+    augment: bool = optim(False, "Random crop with 4-pixel zero padding and horizontal flip, on the device.")
+    translate: int = optim(0, "Reflect-pad each training image by this many pixels and crop it back at a random "
+                           "offset, a new one every epoch (airbench94: 2).", at_least(0))
+    flip: Flip = optim("none", "Horizontal flips of training images: none, random (each image, every epoch), or "
+                       "alternating (each image flipped at random once, the whole set flipped again on odd epochs: "
+                       "airbench94's).")
+    tta: Tta = optim(0, "Test-time augmentation of the final evaluation and of predict: 0 none, 1 the mean of the "
+                     "image and its mirror, 2 also the mirrored views shifted by one pixel (airbench94: 2). The "
+                     "per-epoch evaluations use none.", also=("evaluation", "untimed"))
 
     # Run.
-    seed: int = knob(0, "Seed of every random number in the run: each source of randomness below takes it "
-                     "unless its own seed is set.", in_range(0, SEED_LIMIT))
-    init_seed: int | None = knob(None, "Seed of the parameter initialisation (default: --seed).", optional_seed())
-    order_seed: int | None = knob(None, "Seed of the data order, a new permutation each epoch (default: --seed).",
-                                  optional_seed())
-    augment_seed: int | None = knob(None, "Seed of the augmentation's crops and flips (default: --seed).",
-                                    optional_seed())
-    split_seed: int | None = knob(None, "Seed of the held-out part of an image folder without split folders "
-                                  "(default: --seed).", optional_seed())
-    num_devices: int = knob(0, "Local devices to use; 0 uses all of them.", at_least(0))
-    cpu_devices: int = knob(0, "CPU only: split the CPU into this many JAX devices before JAX starts, each "
-                            "training its share of the batch; 0: one per core (at most as many as divide "
-                            "batch_size), unless XLA_FLAGS or JAX_NUM_CPU_DEVICES sets a count "
-                            "or processes are joined (then one per process). The count changes float rounding.",
-                            at_least(0))
-    cpu_ynn: bool = knob(True, "XLA:CPU: keep convolutions on XLA's own kernels and matmuls on YNNPACK "
-                         "(--xla_cpu_experimental_ynn_fusion_type=dot in XLA_FLAGS, set before JAX starts on the "
-                         "jaxlib versions known to have it, unless XLA_FLAGS names it). XLA's default hands "
-                         "convolutions to YNNPACK, where they train about 2.5x slower; false leaves XLA's default. "
-                         "Changes float rounding.")
-    steps_per_call: int = knob(10, "Training steps compiled into one device call (lax.scan); "
-                               "more means less host overhead, 1 is the plain one-step loop.", at_least(1))
-    eval_every_epochs: int = knob(1, "Evaluate on eval_split every this many epochs (and always at the end).",
-                                  at_least(1))
-    top_k: int = knob(5, "Report top-k accuracy for this k (clipped to the number of classes).", at_least(1))
-    progress: bool = knob(True, "Show a progress bar per epoch.")
-    image_conv: ImageConv = knob("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
-                                 "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.models.kernels' table by "
-                                 "platform.")
-    eval_image_conv: ImageConv = knob("auto", "image_conv for evaluation and prediction (the forward pass alone, "
-                                      "where XLA:CPU's convolution is the faster one); auto: jaxrec.models.kernels' table.")
-    conv_grad: ConvGrad = knob("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
-                               "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.models.kernels' "
-                               "table by platform.")
-    pool: Pool = knob("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
-                      "gradient XLA:CPU runs far faster); auto: jaxrec.models.kernels' table by platform.")
-    batch_norm: BatchNormKernel = knob("auto", "airbench94's BatchNorm: flax (nn.BatchNorm) or matmul (the same, its "
-                                       "per-channel sums as matmuls, far faster on XLA:CPU); auto: jaxrec.models.kernels' "
-                                       "table by platform.")
-    steps_loop: StepsLoop = knob("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "
-                                 "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.models.kernels' table.")
-    save_predictions: bool = knob(False, "Also write the eval split's class probabilities and labels at the end "
-                                  "(test_predictions.npz; seed studies use them).")
-    tensorboard: bool = knob(False, "Also write TensorBoard event files to WORKDIR/tensorboard (train loss and "
-                             "accuracy per device call, test scores per evaluation); needs tensorboardX "
-                             "(pip install 'jaxrec[tensorboard]'). View with `tensorboard --logdir runs/`.")
-    workdir: str | None = knob(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).")
+    seed: int = run(0, "Seed of every random number in the run: each source of randomness below takes it unless its "
+                    "own seed is set.", in_range(0, SEED_LIMIT), also=("per_member",))
+    init_seed: int | None = run(None, "Seed of the parameter initialisation (default: --seed).",
+                                optional_seed(), also=("per_member", "untimed"))
+    order_seed: int | None = run(None, "Seed of the data order, a new permutation each epoch (default: --seed).",
+                                 optional_seed(), also=("per_member", "untimed"))
+    augment_seed: int | None = run(None, "Seed of the augmentation's crops and flips (default: --seed).",
+                                   optional_seed(), also=("per_member", "untimed"))
+    split_seed: int | None = run(None, "Seed of the held-out part of an image folder without split folders (default: "
+                                 "--seed).", optional_seed(), also=("per_member", "untimed"))
+    eval_every_epochs: int = run(1, "Evaluate on eval_split every this many epochs (and always at the end).",
+                                 at_least(1), also=("resume", "untimed"))
+    top_k: int = run(5, "Report top-k accuracy for this k (clipped to the number of classes).",
+                     at_least(1), also=("resume", "evaluation", "untimed"))
+    progress: bool = run(True, "Show a progress bar per epoch.",
+                         also=("execution", "resume", "study", "per_process", "untimed"))
+    save_predictions: bool = run(False, "Also write the eval split's class probabilities and labels at the end "
+                                 "(test_predictions.npz; seed studies use them).", also=("resume", "study", "untimed"))
+    tensorboard: bool = run(False, "Also write TensorBoard event files to WORKDIR/tensorboard (train loss and "
+                            "accuracy per device call, test scores per evaluation); needs tensorboardX (pip install "
+                            "'jaxrec[tensorboard]'). View with `tensorboard --logdir runs/`.",
+                            also=("execution", "resume", "study", "untimed"))
+    workdir: str | None = run(None, "Where outputs go (default: runs/<model>_<dataset>_seed<seed>).",
+                              also=("execution", "resume", "study", "per_member", "untimed"))
 
     # Checkpoints (Orbax, in <workdir>/checkpoints).
-    force_workdir: bool = knob(False, "Write into a --workdir that holds files not written by jaxrec (refused "
-                               "otherwise, so nobody's folder is overwritten by mistake).")
-    resume: bool = knob(True, "Continue from the latest checkpoint in the workdir if it holds one; false "
-                        "starts over (the previous run is moved to WORKDIR/replaced-<time>/, not deleted).")
-    checkpoint_every_steps: int = knob(0, "Also save a checkpoint every this many training steps (0: only at the "
-                                       "end of every epoch, which is always saved). A run also saves when "
-                                       "interrupted. Best a multiple of steps_per_call: other values give calls of "
-                                       "other lengths, each compiled once.", at_least(0))
-    checkpoint_keep: int = knob(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.",
-                                at_least(1))
+    force_workdir: bool = checkpoint(False, "Write into a --workdir that holds files not written by jaxrec (refused "
+                                     "otherwise, so nobody's folder is overwritten by mistake).")
+    resume: bool = checkpoint(True, "Continue from the latest checkpoint in the workdir if it holds one; false starts "
+                              "over (the previous run is moved to WORKDIR/replaced-<time>/, not deleted).")
+    checkpoint_every_steps: int = checkpoint(0, "Also save a checkpoint every this many training steps (0: only at "
+                                             "the end of every epoch, which is always saved). A run also saves when "
+                                             "interrupted. Best a multiple of steps_per_call: other values give calls "
+                                             "of other lengths, each compiled once.", at_least(0))
+    checkpoint_keep: int = checkpoint(3, "Keep this many most recent checkpoints, plus the best one by test accuracy.",
+                                      at_least(1))
+
+    # Execution: how the run computes, not what (beyond float rounding).
+    num_devices: int = execution(0, "Local devices to use; 0 uses all of them.", at_least(0), also=("evaluation",))
+    cpu_devices: int = execution(0, "CPU only: split the CPU into this many JAX devices before JAX starts, each "
+                                 "training its share of the batch; 0: one per core (at most as many as divide "
+                                 "batch_size), unless XLA_FLAGS or JAX_NUM_CPU_DEVICES sets a count or processes are "
+                                 "joined (then one per process). The count changes float rounding.",
+                                 at_least(0), also=("evaluation",))
+    cpu_ynn: bool = execution(True, "XLA:CPU: keep convolutions on XLA's own kernels and matmuls on YNNPACK "
+                              "(--xla_cpu_experimental_ynn_fusion_type=dot in XLA_FLAGS, set before JAX starts on the "
+                              "jaxlib versions known to have it, unless XLA_FLAGS names it). XLA's default hands "
+                              "convolutions to YNNPACK, where they train about 2.5x slower; false leaves XLA's "
+                              "default. Changes float rounding.")
+    steps_per_call: int = execution(10, "Training steps compiled into one device call (lax.scan); more means less "
+                                    "host overhead, 1 is the plain one-step loop.", at_least(1))
+    image_conv: ImageConv = execution("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
+                                      "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.models.kernels' "
+                                      "table by platform.")
+    eval_image_conv: ImageConv = execution("auto", "image_conv for evaluation and prediction (the forward pass alone, "
+                                           "where XLA:CPU's convolution is the faster one); auto: "
+                                           "jaxrec.models.kernels' table.")
+    conv_grad: ConvGrad = execution("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
+                                    "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: "
+                                    "jaxrec.models.kernels' table by platform.")
+    pool: Pool = execution("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
+                           "gradient XLA:CPU runs far faster); auto: jaxrec.models.kernels' table by platform.")
+    batch_norm: BatchNormKernel = execution("auto", "airbench94's BatchNorm: flax (nn.BatchNorm) or matmul (the same, "
+                                            "its per-channel sums as matmuls, far faster on XLA:CPU); auto: "
+                                            "jaxrec.models.kernels' table by platform.")
+    steps_loop: StepsLoop = execution("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "
+                                      "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.models.kernels' "
+                                      "table.")
 
     # Processes (one run over several hosts or processes with jax.distributed; docs/multi_host.md).
-    distributed: Distributed = knob("auto", "Join the run's processes with jax.distributed: auto (when "
-                                    "--coordinator_address or JAX_COORDINATOR_ADDRESS is set, or under srun or "
-                                    "mpirun with several tasks), on (always: JAX detects the cluster, e.g. a Cloud "
-                                    "TPU pod slice), off (one process).")
-    coordinator_address: str | None = knob(None, "HOST:PORT of process 0's coordinator, the same for every process "
-                                           "(default: JAX_COORDINATOR_ADDRESS, else detected).",
-                                           Rule(lambda v: v is None or is_host_port(v), "HOST:PORT, a port in 1-65535"))
-    num_processes: int = knob(0, "Processes in the run, with --coordinator_address (0: detected).", at_least(0))
-    process_id: int | None = knob(None, "This process's index in [0, num_processes), with --coordinator_address.",
-                                  Rule(lambda v: v is None or (is_number(v) and v >= 0), "unset or >= 0"))
-    heartbeat_timeout: int = knob(60, "Seconds without a heartbeat after which a process counts as dead: the "
-                                  "others then stop (non-zero exit) instead of waiting for it.", at_least(5))
-    join_timeout: int = knob(300, "Seconds a process waits at start-up for the run's other processes to join; "
-                             "then it stops with one line naming the flags to check.", at_least(1))
+    distributed: Distributed = process("auto", "Join the run's processes with jax.distributed: auto (when "
+                                       "--coordinator_address or JAX_COORDINATOR_ADDRESS is set, or under srun or "
+                                       "mpirun with several tasks), on (always: JAX detects the cluster, e.g. a Cloud "
+                                       "TPU pod slice), off (one process).")
+    coordinator_address: str | None = process(None, "HOST:PORT of process 0's coordinator, the same for every process "
+                                              "(default: JAX_COORDINATOR_ADDRESS, else detected).",
+                                              Rule(lambda v: v is None or is_host_port(v),
+                                                   "HOST:PORT, a port in 1-65535"))
+    num_processes: int = process(0, "Processes in the run, with --coordinator_address (0: detected).", at_least(0))
+    process_id: int | None = process(None, "This process's index in [0, num_processes), with --coordinator_address.",
+                                     Rule(lambda v: v is None or (is_number(v) and v >= 0), "unset or >= 0"),
+                                     also=("per_process",))
+    heartbeat_timeout: int = process(60, "Seconds without a heartbeat after which a process counts as dead: the "
+                                     "others then stop (non-zero exit) instead of waiting for it.", at_least(5))
+    join_timeout: int = process(300, "Seconds a process waits at start-up for the run's other processes to join; then "
+                                "it stops with one line naming the flags to check.", at_least(1))
 
     def __post_init__(self):
         # A recipe file is recorded by its absolute path: a resume, evaluation or prediction from another
@@ -343,24 +373,24 @@ class BenchmarkOptions:
 
 
 # airbench94's own layers, each with the value that leaves it out (what every other model must have).
-AIRBENCH_KNOBS = {"whiten": False, "dirac_init": False, "logit_scale": 1.0}
+AIRBENCH_KNOBS = only_for(Config, "airbench94")
 
 
 def has_batch_norm(config: Config) -> bool:
     """Whether the model config.model builds has BatchNorm layers (a recipe file may have them)."""
-    return is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20") or (config.model == "cnn" and config.norm != "none")
+    return (is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20")
+            or (config.model == "cnn" and config.norm != "none"))
 
 
-RNN_FIELDS = ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")
-# How a run executes, not what it computes (beyond float rounding): these may change when a run is
-# resumed (jaxrec.run.checkpoints) or a study continued (jaxrec.studies.study).
-EXECUTION_FIELDS = ("num_devices", "cpu_devices", "cpu_ynn", "steps_per_call", "image_conv", "eval_image_conv", "conv_grad",
-                    "pool", "batch_norm", "steps_loop", "progress", "tensorboard", "workdir", "resume", "checkpoint_every_steps",
-                    "checkpoint_keep", "force_workdir", "distributed", "coordinator_address", "num_processes",
-                    "process_id", "heartbeat_timeout", "join_timeout", "input", "data_workers")
-# What an evaluation of a trained run may set anew (jaxrec evaluate's flags); the rest is the run's.
-EVALUATION_FIELDS = ("dataset", "data_dir", "eval_split", "top_k", "tta", "num_devices", "cpu_devices",
-                     "eval_batch_size", "input", "data_workers")
+RNN_FIELDS = tuple(only_for(Config, "rnn"))
+# The field lists of the ROLES, each read where its role matters.
+EXECUTION_FIELDS = fields_with(Config, "execution")
+EVALUATION_FIELDS = fields_with(Config, "evaluation")  # what an evaluation of a trained run may set anew
+MAY_CHANGE_ON_RESUME = fields_with(Config, "resume")   # jaxrec.run.checkpoints
+MAY_CHANGE_IN_STUDY = fields_with(Config, "study")     # jaxrec.studies.study
+PER_PROCESS_FIELDS = fields_with(Config, "per_process")
+MEMBER_FIELDS = fields_with(Config, "per_member")
+BENCHMARK_UNUSED = fields_with(Config, "untimed")
 
 
 def unused_by_model(config: Config) -> dict[str, Any]:
@@ -408,7 +438,8 @@ def combination_problems(config: Config) -> list[str]:
         problems.append(f"--dtype bfloat16 with --model {config.model}: the {config.model} computes in float32; "
                         f"drop --dtype (bfloat16 is for airbench94 and the ResNets)")
     if config.augment and (config.translate or config.flip != "none"):
-        problems.append("--augment with --translate or --flip: --augment is its own crop and flip; use one or the other")
+        problems.append("--augment with --translate or --flip: --augment is its own crop and flip; use one or the "
+                        "other")
     if config.norm_bias_lr_scale != 1 and not has_batch_norm(config):
         problems.append(f"--norm_bias_lr_scale with --model {config.model}"
                         f"{' --norm none' if config.model == 'cnn' else ''}: the model has no BatchNorm; drop it")
@@ -459,6 +490,7 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     return settings
 
 
-__all__ = ["BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "MODELS", "MODEL_AXES", "RNN_FIELDS",
-           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems",
-           "is_recipe_file", "unused_by_model", "without_unused_defaults"]
+__all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
+           "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS",
+           "RNN_FIELDS", "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems", "is_recipe_file",
+           "unused_by_model", "without_unused_defaults"]

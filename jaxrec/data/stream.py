@@ -55,15 +55,19 @@ class FolderReader:
         return self.labels
 
 
+@dataclasses.dataclass
 class TfdsReader:
     """Reads example i of a prepared TFDS split (array_record, TFDS's data source: no TensorFlow),
     resized as the on-device path resizes. The data source is opened in each process that reads."""
 
-    def __init__(self, name: str, split: str, data_dir: str | None, size: tuple[int, int], channels: int,
-                 count: int, resize: str = "stretch"):
-        self.name, self.split, self.data_dir, self.size, self.channels, self.count, self.resize = (
-            name, split, data_dir, size, channels, count, resize)
-        self._source = None
+    name: str
+    split: str
+    data_dir: str | None
+    size: tuple[int, int]
+    channels: int
+    count: int
+    resize: str = "stretch"
+    _source: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_source": None}  # each worker opens its own

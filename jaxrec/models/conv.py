@@ -24,27 +24,27 @@ from jax import lax
 
 
 def patch_conv(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], padding: Any,
-               lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
-               dimension_numbers: Any = None, feature_group_count: int = 1, precision: Any = None) -> jax.Array:
-    """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels with stride 1, via im2col."""
-    kwargs = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                  feature_group_count=feature_group_count, precision=precision)
-    if not _is_simple(inputs, kernel, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
-                      feature_group_count):
-        return lax.conv_general_dilated(inputs, kernel, window_strides, padding, **kwargs)
+               **options: Any) -> jax.Array:
+    """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels with stride 1, via im2col; `options`:
+    lax's keyword arguments (dilations, dimension numbers, groups, precision)."""
+    if not _is_simple(inputs, kernel, window_strides, options):
+        return lax.conv_general_dilated(inputs, kernel, window_strides, padding, **options)
     kh, kw, cin, cout = kernel.shape
     patches = _patches(inputs, (kh, kw), _pads(inputs, kernel, padding))
-    out = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout), precision=precision)
+    out = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
+                  precision=options.get("precision"))
     return out.reshape(*patches.shape[:3], cout)
 
 
-def _is_simple(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], lhs_dilation: Any,
-               rhs_dilation: Any, dimension_numbers: Any, feature_group_count: int) -> bool:
-    """NHWC inputs, an HWIO kernel, stride 1, no dilation, no groups: what the patch forms cover."""
+def _is_simple(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], options: dict[str, Any]) -> bool:
+    """NHWC inputs, an HWIO kernel, stride 1, no dilation, no groups, no other output type: what the patch
+    forms cover (`options`: lax.conv_general_dilated's keyword arguments)."""
     nhwc = lax.conv_dimension_numbers(inputs.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
-    return (inputs.ndim == 4 and tuple(window_strides) == (1, 1) and feature_group_count == 1
-            and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
-            and lax.conv_dimension_numbers(inputs.shape, kernel.shape, dimension_numbers) == nhwc)
+    dilations = (options.get("lhs_dilation"), options.get("rhs_dilation"))
+    return (inputs.ndim == 4 and tuple(window_strides) == (1, 1) and options.get("feature_group_count", 1) == 1
+            and all(d is None or tuple(d) == (1, 1) for d in dilations)
+            and options.get("preferred_element_type") is None
+            and lax.conv_dimension_numbers(inputs.shape, kernel.shape, options.get("dimension_numbers")) == nhwc)
 
 
 def _pads(inputs: jax.Array, kernel: jax.Array, padding: Any) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -64,19 +64,14 @@ def _patches(inputs: jax.Array, window: tuple[int, int], pads: Any) -> jax.Array
 
 
 def patch_grad_conv(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], padding: Any,
-                    lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
-                    dimension_numbers: Any = None, feature_group_count: int = 1, precision: Any = None) -> jax.Array:
+                    **options: Any) -> jax.Array:
     """`lax.conv_general_dilated` (same forward, same input gradient) whose kernel gradient is one
     patch matmul: [kh*kw*in, b*h*w] x [b*h*w, out]. XLA:CPU computes that gradient as a convolution
-    whose window is the whole image, which spreads poorly over several cores: the article CNN trained
-    1.22x faster with this in layers 2-4 on one device over 2 cores, and as fast with one device per
-    core (results/benchmark.md). Same cases as patch_conv."""
-    if not _is_simple(inputs, kernel, window_strides, lhs_dilation, rhs_dilation, dimension_numbers,
-                      feature_group_count):
-        return lax.conv_general_dilated(inputs, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
-                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                        feature_group_count=feature_group_count, precision=precision)
-    return _conv_patch_grad(inputs, kernel, _pads(inputs, kernel, padding), precision)
+    whose window is the whole image, which spreads poorly over several cores (results/cpu_kernels.md).
+    Same cases as patch_conv."""
+    if not _is_simple(inputs, kernel, window_strides, options):
+        return lax.conv_general_dilated(inputs, kernel, window_strides, padding, **options)
+    return _conv_patch_grad(inputs, kernel, _pads(inputs, kernel, padding), options.get("precision"))
 
 
 def _nhwc_conv(inputs: jax.Array, kernel: jax.Array, pads: Any, precision: Any) -> jax.Array:

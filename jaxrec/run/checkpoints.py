@@ -36,7 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxrec.config import EXECUTION_FIELDS, Config
+from jaxrec.config import MAY_CHANGE_ON_RESUME, Config
 from jaxrec.data.pipeline import Preprocess
 from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.evaluation.tta import with_tta
@@ -54,11 +54,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "test_accuracy"
 
-# Settings that may differ between a checkpoint and the run resuming it: how the run is executed,
-# not what is being trained. Everything else (model, optimizer, batch, seed, ...) must match.
-MAY_CHANGE_ON_RESUME = frozenset(EXECUTION_FIELDS) | {
-    "dataset", "data_dir", "download", "eval_every_epochs", "eval_batch_size", "epochs", "max_steps", "top_k",
-    "save_predictions"}
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 import jax
 import numpy as np
 
-from jaxrec.config import Config
+from jaxrec.config import PER_PROCESS_FIELDS, Config
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import watch_signals
 from jaxrec.runtime.xla_flags import jaxlib_version
@@ -30,8 +30,6 @@ from jaxrec.runtime.xla_flags import jaxlib_version
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Settings each process of a run has its own value of; every other one must agree (`check_agreement`).
-PER_PROCESS_FIELDS = ("process_id", "progress")
 # Launchers that start several copies of a command, and the variable that counts them.
 LAUNCHER_TASKS = {"srun": "SLURM_STEP_NUM_TASKS", "mpirun": "OMPI_COMM_WORLD_SIZE"}
 LOST = 1  # exit code of a process that lost a peer
@@ -238,4 +236,4 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["LOST", "LOST_MARK", "PER_PROCESS_FIELDS", "barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]
+__all__ = ["LOST", "LOST_MARK", "barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]

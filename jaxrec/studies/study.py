@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import EXECUTION_FIELDS, SEED_LIMIT, SOURCES, Config, check
+from jaxrec.config import MAY_CHANGE_IN_STUDY, SEED_LIMIT, SOURCES, Config, check
 from jaxrec.data.sources import dataset_location, split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.run import outputs
@@ -142,16 +142,15 @@ def check_sources(spec: StudySpec) -> tuple[str, ...]:
     return varied
 
 
-# Settings that may differ when a study is continued, and between its seeds: how it runs, not what it
-# trains (the one registry, EXECUTION_FIELDS, plus where TFDS keeps its files). The data set is compared
-# by where it points (dataset_location) and by its content (DATA_IDENTITY of each seed's summary).
-MAY_CHANGE = (*EXECUTION_FIELDS, "data_dir", "dataset", "save_predictions")
+# Settings that may differ when a study is continued, and between its seeds, are the config's
+# MAY_CHANGE_IN_STUDY (how it runs, not what it trains). The data set is compared by where it points
+# (dataset_location) and by its content (DATA_IDENTITY of each seed's summary).
 
 
 def settings_differences(saved: dict[str, Any], config: dict[str, Any], names: tuple[str, str]) -> list[str]:
-    """The training settings (all but MAY_CHANGE) and the data set location that differ between two
+    """The training settings (all but MAY_CHANGE_IN_STUDY) and the data set location that differ between two
     Config.to_dict()s, one line each, labelled by `names`."""
-    different = field_differences(saved, config, MAY_CHANGE, names)
+    different = field_differences(saved, config, MAY_CHANGE_IN_STUDY, names)
     if dataset_location(saved["dataset"]) != dataset_location(config["dataset"]):
         different.insert(0, f"dataset ({names[0]}: {dataset_location(saved['dataset'])!r}, "
                             f"{names[1]}: {dataset_location(config['dataset'])!r})")

@@ -4,6 +4,7 @@ examples in the same order; `auto` takes the first where it fits the memory chec
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Sequence
 
@@ -31,8 +32,8 @@ def check_fits(config: Config, splits: Sequence, models: int, devices: Sequence[
     train, evaluation = splits
     size, channels = train.image_shape[:2], train.image_shape[2]
     memory.check_images_fit(len(train) + len(evaluation), size, channels, "the run's image size")
-    memory.check_training_fits(create_model(config, len(train.class_names)), train.image_shape,
-                               config.batch_size // jax.process_count(), local_devices(devices),
+    memory.check_training_fits(create_model(config, len(train.class_names)),
+                               (config.batch_size // jax.process_count(), *train.image_shape), local_devices(devices),
                                train.nbytes + evaluation.nbytes, models, evaluation_memory(config, train, devices))
 
 
@@ -78,21 +79,33 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     return load_data(config, splits)
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamLoad:
+    """What a streamed run holds at once: its global batches, its data workers, and the training images
+    the statistics pass reads."""
+
+    batch: int
+    eval_batch: int
+    workers: int
+    count: int
+
+
 def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int, devices: Sequence[jax.Device],
-                 batch: int, eval_batch: int, workers: int, count: int) -> tuple[int, int, int]:
+                 load: StreamLoad) -> tuple[int, int, int]:
     """A streamed run's memory: (the channel-statistics pass's, on the host; the run's on the host, its
     readers, their workers and their batches, with every CPU device's; one device's, its training
-    step or its evaluation call beside the training state). batch, eval_batch: global; devices: all."""
+    step or its evaluation call beside the training state). devices: all."""
     mine = local_devices(devices)
-    train_share, eval_share = batch // len(devices), -(-eval_batch // len(devices))
+    train_share, eval_share = load.batch // len(devices), -(-load.eval_batch // len(devices))
     image = int(np.prod(image_shape))
     model, evaluated = create_model(config, classes), create_model(config, classes, for_eval=True)
     device = max(memory.training_bytes(model, image_shape, train_share),
                  memory.state_bytes(model, image_shape)
                  + memory.evaluation_bytes(evaluated, image_shape, eval_share, VIEWS[config.tta]))
-    readers = sum(memory.reader_bytes(len(mine) * share * image, image, workers) for share in (train_share, eval_share))
+    readers = sum(memory.reader_bytes(len(mine) * share * image, image, load.workers)
+                  for share in (train_share, eval_share))
     host = readers + (device * len(mine) if mine[0].platform == "cpu" else 0)
-    return stats_bytes(image_shape, count), host, device
+    return stats_bytes(image_shape, load.count), host, device
 
 
 def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[jax.Device]) -> None:
@@ -102,11 +115,10 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     mine = local_devices(devices)
     host, device = memory.host_available(), memory.device_available(mine[0])
     classes, shape = len(train.class_names), tuple(train.image_shape)
-    settings = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=config.data_workers,
-                    count=len(train))
+    load = StreamLoad(config.batch_size, config.eval_batch_size, config.data_workers, len(train))
 
     def problem(size: tuple[int, int, int], **changed: int) -> str | None:
-        stats, running, one_device = stream_bytes(config, size, classes, devices, **{**settings, **changed})
+        stats, running, one_device = stream_bytes(config, size, classes, devices, dataclasses.replace(load, **changed))
         for need, have, what in ((stats, host, "the channel-statistics pass"), (running, host, "training"),
                                  (one_device, None if mine[0].platform == "cpu" else device, "one device")):
             if have is not None and need > have:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import MODEL_AXES, SOURCES, Config
+from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
 from jaxrec.data import DataSplits
 from jaxrec.data.pipeline import Preprocess, epoch_indices
 from jaxrec.data.sources import split_is_seeded
@@ -56,7 +56,6 @@ from jaxrec.training.steps import Objective
 log = logging.getLogger(__name__)
 
 # What may differ between the models of one program: the seeds and where each run is written.
-MEMBER_FIELDS = ("seed", *(f"{source}_seed" for source in SOURCES), "workdir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +223,18 @@ def start_over_if_asked(config: Config, workdir: Path) -> None:
         log.warning("--resume=false: starting over; the previous run's files were moved to %s", aside)
 
 
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """What one session of the loop (a start, or a resume) holds beside the train state and the runs: each
+    member's metric writers, the stop request signals set, when the run started (its earlier sessions
+    counted in) and the step this session resumed from (None: a fresh start)."""
+
+    writers: list[Writers]
+    stop: StopRequest | None
+    started: float
+    resumed_from: int | None = None
+
+
 def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
                       entered: float) -> list[TrainState]:
     """The loop, in claimed workdirs: one per config."""
@@ -234,15 +245,15 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
     trainer = create_trainer(configs, workdirs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start(trainer, data)
     writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
-    started = entered - runs[0].elapsed_seconds  # wall time counts the run's earlier sessions too
     compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
     state = trainer.program.stack(states)
     with stop_on_signals(processes=jax.process_count()) as stop:
+        # Wall time counts the run's earlier sessions too.
+        session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
         try:
             for _ in range(runs[0].epoch, trainer.epochs):
-                state, runs, calls = train_epoch(trainer, state, runs, writers, stop, started)
-                runs, results = finish_epoch(trainer, state, runs, results, writers, not calls <= compiled, started,
-                                             stop)
+                state, runs, calls = train_epoch(trainer, state, runs, session)
+                runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
                 compiled |= calls
                 if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
                     raise interrupted(trainer, runs[0], stop)
@@ -253,7 +264,7 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
                 writer.close()
     finals = trainer.program.unstack(state)
     for member, final, run, result in zip(trainer.members, finals, runs, results):
-        write_summary(trainer, member, data, final, run, result, resumed_from, time.time() - started)
+        write_summary(trainer, member, data, (final, run, result), session)
     distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
     return [unreplicate(final) for final in finals]
 
@@ -275,13 +286,13 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
              steps_per_epoch, f"; {models} models in one program" if models > 1 else "")
     preprocess = Preprocess.from_config(config, data.mean, data.std, steps_per_epoch)
     model = create_model(config, data.num_classes)
-    memory.check_training_fits(model, data.image_shape, config.batch_size // jax.process_count(),
+    memory.check_training_fits(model, (config.batch_size // jax.process_count(), *data.image_shape),
                                local_devices(devices), 0 if data.streamed else data.train.nbytes + data.eval.nbytes,
                                models, evaluation_memory(config, data.train, devices))
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
     objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
-    program = make_program(preprocess, devices, models, model_axis, objective, config.steps_loop, data.streamed)
+    program = make_program(preprocess, devices, (models, model_axis), objective, config.steps_loop, data.streamed)
     eval_apply = create_model(config, data.num_classes, for_eval=True).apply
     trainer = Trainer(
         members=members, devices=tuple(devices), model=model, num_train=len(data.train),
@@ -362,8 +373,8 @@ def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from
     return open_writers(member.workdir, run, resumed_from is not None, member.config.tensorboard, primary)
 
 
-def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
-                stop: StopRequest, started: float) -> tuple[TrainState, list[RunState], frozenset[int]]:
+def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState],
+                session: Session) -> tuple[TrainState, list[RunState], frozenset[int]]:
     """Trains the rest of the current epoch for every member, one device call at a time; saves when a
     checkpoint is due mid-epoch, and saves and raises TrainingInterrupted when a stop was requested.
     Also returns the lengths of the calls it made (each is a program of its own, compiled on first use)."""
@@ -379,30 +390,30 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], write
     feed = epoch_feed(trainer.program, trainer.images, trainer.labels, trainer.stream, run.epoch, plan)
     for before, end in plan:
         try:
-            state, runs = train_call(trainer, state, runs, writers, orders[before:end], feed)
+            state, runs = train_call(trainer, state, runs, session.writers, orders[before:end], feed)
         except StreamError as err:
-            raise stream_failed(trainer, state, runs, writers, stop, started, err) from err
+            raise stream_failed(trainer, state, runs, session, err) from err
         bar.update((end - before) * images_per_step)
         loss, accuracy = np.mean([r.epoch_means() for r in runs], axis=0)
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}")
         due = config.checkpoint_every_steps and runs[0].step % config.checkpoint_every_steps == 0
-        stopping = agreed_stop(stop)
+        stopping = agreed_stop(session.stop)
         if runs[0].position < steps and (due or stopping):
-            save(trainer, trainer.program.unstack(state), runs, writers, started)
+            save(trainer, trainer.program.unstack(state), runs, session)
             if stopping:
-                raise interrupted(trainer, runs[0], stop)
+                raise interrupted(trainer, runs[0], session.stop)
     bar.close()
     return state, runs, frozenset(end - before for before, end in plan)
 
 
-def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
-                  stop: StopRequest | None, started: float, err: StreamError) -> Exception:
+def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], session: Session,
+                  err: StreamError) -> Exception:
     """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and
     returns the error, saying how to go on; the interruption, if a signal came too (a signal to the
     process group, which the workers got as well)."""
-    save(trainer, trainer.program.unstack(state), runs, writers, started)
-    if stop is not None and stop.requested:
-        return interrupted(trainer, runs[0], stop)
+    save(trainer, trainer.program.unstack(state), runs, session)
+    if session.stop is not None and session.stop.requested:
+        return interrupted(trainer, runs[0], session.stop)
     return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint there; run the "
                        f"same command again to continue from it.")
 
@@ -491,12 +502,11 @@ def evaluate(trainer: Trainer, state: TrainState, record: Record) -> tuple[dict[
                                   test_macro_f1=result["macro_f1"], eval_seconds=time.perf_counter() - start)
 
 
-def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any],
-                 writers: list[Writers], includes_compilation: bool, started: float,
-                 stop: StopRequest | None = None) -> tuple[list[RunState], list[Any]]:
+def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any], session: Session,
+                 includes_compilation: bool) -> tuple[list[RunState], list[Any]]:
     """Each member's epoch record and evaluation when due; then the checkpoints of the finished epoch,
     and only then the records (so metrics.jsonl never holds an epoch a resume would not continue from).
-    stop: the run's stop request, so that an evaluation a signal cut short ends as that signal."""
+    An evaluation a signal cut short ends as that signal (session.stop)."""
     member_states = trainer.program.unstack(state)
     records, new_results = [], []
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
@@ -505,16 +515,15 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
             try:
                 result, record = evaluate(trainer, member_state, record)
             except StreamError as err:  # the epoch's training is kept: a rerun starts with this evaluation
-                raise stream_failed(trainer, state, runs, writers, stop, started, err) from err
-        records.append(record.replace(wall_seconds=time.time() - started))
+                raise stream_failed(trainer, state, runs, session, err) from err
+        records.append(record.replace(wall_seconds=time.time() - session.started))
         new_results.append(result)
     ended = [run.end_epoch(record) for run, record in zip(runs, records)]
     # A run that ends inside an epoch (--max_steps, a fractional --epochs) is saved there, not at the
     # epoch's end: a longer run resumed from it then finishes this epoch, as a straight one does.
     within = runs[0].position < trainer.steps_per_epoch
-    save(trainer, member_states, runs if within else ended, writers, started,
-         [record.test_accuracy for record in records])
-    for record, writer in zip(records, writers):
+    save(trainer, member_states, runs if within else ended, session, [record.test_accuracy for record in records])
+    for record, writer in zip(records, session.writers):
         writer.write_epoch(record)
         log_epoch(trainer, record)
     return ended, new_results
@@ -527,18 +536,18 @@ def log_epoch(trainer: Trainer, record: Record) -> None:
              "-" if record.test_accuracy is None else f"{record.test_accuracy:.4f}", record.images_per_second)
 
 
-def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], writers: Sequence[Writers],
-         started: float, test_accuracies: Sequence[float | None] | None = None) -> None:
+def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], session: Session,
+         test_accuracies: Sequence[float | None] | None = None) -> None:
     """Checkpoints every member's (replicated) state and run; RunCheckpointer.save waits until each is on
     disk. A step already saved is kept (a rerun of a run that ended inside an epoch comes back to it).
     The writers are flushed first: a checkpoint on disk never covers metrics a kill could still lose."""
-    for writer in writers:
+    for writer in session.writers:
         writer.flush()
     accuracies = test_accuracies or [None] * len(runs)
     for member, member_state, run, accuracy in zip(trainer.members, member_states, runs, accuracies):
         if member.checkpoints.has_step(run.step):
             continue
-        run = dataclasses.replace(run, elapsed_seconds=time.time() - started)
+        run = dataclasses.replace(run, elapsed_seconds=time.time() - session.started)
         member.checkpoints.save(unreplicate(member_state), run, trainer.dataset, accuracy)
 
 
@@ -559,11 +568,13 @@ def train_speed(records: Sequence[Record]) -> float:
     return sum(r.images_per_second * r.train_seconds for r in timed) / sum(r.train_seconds for r in timed)
 
 
-def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: TrainState, run: RunState,
-                  result: dict[str, Any] | None, resumed_from: int | None, wall_seconds: float) -> None:
+def write_summary(trainer: Trainer, member: Member, data: DataSplits,
+                  finished: tuple[TrainState, RunState, dict[str, Any] | None], session: Session) -> None:
     """summary.json, curves.png and the final evaluation (eval.json, eval.md, confusion.png) of one
-    member (state: its replicated train state). In a program of several models, the images/s are one
-    model's; the program's throughput is seeds_per_program times more."""
+    member, `finished` with its replicated train state, its run and its last evaluation (None: none in
+    this session). In a program of several models, the images/s are one model's; the program's
+    throughput is seeds_per_program times more."""
+    state, run, result = finished
     config, final = member.config, run.records[-1]
     result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
     # The run's own scores are with its test-time augmentation (--tta); the per-epoch ones are without.
@@ -588,7 +599,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
         "recipe": member.checkpoints.recipe,  # a recipe file's path and sha256; None: a built-in
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "peak_host_memory_mb": host.peak_host_memory_mb(),
-        "wall_seconds": wall_seconds, "resumed_from_step": resumed_from,
+        "wall_seconds": time.time() - session.started, "resumed_from_step": session.resumed_from,
         "test_accuracy_per_epoch": [r.test_accuracy for r in run.records],
         "dataset": data.describe(), "config": config.to_dict(), "versions": host.versions(),
         "machine": host.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -610,4 +621,4 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits, state: Tra
              f"{config.epochs:g} epochs ({run.step} steps)", member.workdir)
 
 
-__all__ = ["MEMBER_FIELDS", "Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]
+__all__ = ["Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]

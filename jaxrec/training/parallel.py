@@ -275,12 +275,14 @@ class Program:
         return {name: value[:, None] for name, value in metrics.items()} if self.models == 1 else metrics
 
 
-def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], models: int = 1, model_axis: str = "loop",
+def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
                  objective: Objective = Objective(), steps_loop: str | None = None,
                  streamed: bool = False) -> Program:
-    """The training program of `models` models on `devices` (see Program); the same settings give the
-    same compiled function, so the programs of one process (a study's) compile once. `streamed`: fed
-    each call's batches (one model only: each model of a group reads its own order)."""
+    """The training program of `group` = (models, model_axis): that many models on `devices`, held one after
+    another ("loop") or vmapped (see Program); the same settings give the same compiled function, so the
+    programs of one process (a study's) compile once. `streamed`: fed each call's batches (one model only:
+    each model of a group reads its own order)."""
+    models, model_axis = group
     if models == 1:
         fn = make_train_fn(preprocess, devices, objective, steps_loop, streamed)
     elif streamed:

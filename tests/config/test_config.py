@@ -10,7 +10,8 @@ from helpers import run_script
 from jaxrec.cli import commands as cli, flags
 from jaxrec.models import kernels
 from jaxrec.config.rules import cores_available
-from jaxrec.config import EXECUTION_FIELDS, MODELS, BenchmarkOptions, Config, check, choices
+from jaxrec.config import (EXECUTION_FIELDS, MAY_CHANGE_IN_STUDY, MAY_CHANGE_ON_RESUME, MEMBER_FIELDS, MODELS,
+                           PER_PROCESS_FIELDS, ROLES, SOURCES, BenchmarkOptions, Config, check, choices, fields_with)
 from jaxrec.errors import InputError
 from jaxrec.models import BUILT_IN, CELLS, create_model
 from jaxrec.training.optim import learning_rate_schedule
@@ -203,3 +204,31 @@ def test_data_workers_beyond_the_cores_or_with_input_device_are_refused_in_one_l
         check(Config(data_workers=cores + 1))
     with pytest.raises(InputError, match=r"^--data_workers 1 with --input device: .*drop --data_workers"):
         check(Config(data_workers=1, input="device"))
+
+
+def test_every_field_has_a_group_and_the_help_lists_the_flags_by_group(capsys):
+    groups = ["data", "model", "optimisation", "run", "checkpoints", "execution", "processes"]
+    assert [f.metadata["group"] for f in dataclasses.fields(Config)] == sorted(
+        (f.metadata["group"] for f in dataclasses.fields(Config)), key=groups.index)  # declared group by group
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    body = out[out.index("\ndata settings:"):]  # past the usage line
+    where = [body.index(f"\n{group} settings:") for group in groups]
+    assert where == sorted(where)
+    assert body.index("--learning_rate") > body.index("\noptimisation settings:") > body.index("--dense_features")
+
+
+def test_the_field_lists_are_derived_from_the_roles_each_field_declares():
+    """How a run computes (execution) may change on resume and when a study continues; what it computes may
+    not, but for the few that say so; the lists the package reads are exactly those declarations."""
+    execution = set(fields_with(Config, "execution"))
+    assert execution <= set(MAY_CHANGE_ON_RESUME) and execution <= set(MAY_CHANGE_IN_STUDY)
+    assert {"model", "learning_rate", "batch_size", "seed"}.isdisjoint(MAY_CHANGE_ON_RESUME)
+    assert set(MAY_CHANGE_ON_RESUME) - execution == {"dataset", "data_dir", "download", "eval_every_epochs",
+                                                     "eval_batch_size", "epochs", "max_steps", "top_k",
+                                                     "save_predictions"}
+    assert set(EXECUTION_FIELDS) == execution and set(MEMBER_FIELDS) == {"seed", "workdir", *(
+        f"{source}_seed" for source in SOURCES)}
+    assert set(PER_PROCESS_FIELDS) == {"process_id", "progress"}
+    assert {f.name for f in dataclasses.fields(Config) if f.metadata["roles"] - set(ROLES)} == set()

@@ -188,10 +188,10 @@ def test_every_pillow_mode_becomes_8_bit_gray_or_rgb(mode):
 def test_the_memory_check_counts_every_model_of_a_seed_group():
     model, device = create_model(Config(), 10), jax.devices()[:1]
     one = memory.training_bytes(model, (32, 32, 3), 8)
-    memory.check_training_fits(model, (32, 32, 3), 8, device, 0)  # one article CNN fits anywhere
+    memory.check_training_fits(model, (8, 32, 32, 3), device, 0)  # one article CNN fits anywhere
     models = 4 * memory.host_available() // one  # that many side by side need ~4x the free memory
     with pytest.raises(InputError, match=rf"training {models} model\(s\) .* or --seeds_per_program"):
-        memory.check_training_fits(model, (32, 32, 3), 8, device, 0, models=models)
+        memory.check_training_fits(model, (8, 32, 32, 3), device, 0, models=models)
 
 
 def _wide_photo(path):
