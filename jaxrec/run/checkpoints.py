@@ -483,12 +483,23 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
             if restored is not None:
                 if step != candidates[0][0]:
                     log.warning("using checkpoint step %d of %s instead", step, workdir)
-                return Trained(config=Config.from_dict(meta.config), variables=restored.state.eval_variables, step=step,
+                return Trained(config=as_trained(meta), variables=restored.state.eval_variables, step=step,
                                epoch=meta.run.epoch, dataset=meta.dataset, test_accuracy=meta.test_accuracy)
     finally:
         manager.close()
     raise InputError(f"none of the checkpoints in {directory} (steps {steps}) can be used (see the warnings "
                      f"above); train the run again, e.g. with --resume=false (they are moved aside, not deleted)")
+
+
+def as_trained(meta: CheckpointMeta) -> Config:
+    """A checkpoint's config as evaluation and prediction run it: in the type it trained in, where recorded,
+    so `--dtype auto` of a run made on a CPU (float32) does not evaluate in bfloat16 on an accelerator."""
+    config = Config.from_dict(meta.config)
+    if config.dtype == "auto" and meta.compute_dtype is not None and resolved_dtype(config) != meta.compute_dtype:
+        log.info("evaluating in %s, the type the run trained in (--dtype auto gives %s here)", meta.compute_dtype,
+                 resolved_dtype(config))
+        return config.replace(dtype=meta.compute_dtype)
+    return config
 
 
 def _preferred(manager: ocp.CheckpointManager, steps: list[int], which: str,
@@ -511,5 +522,5 @@ def _template(meta: CheckpointMeta) -> TrainState:
                                                      jax.random.key(0), steps_per_epoch=1))
 
 
-__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "Restored", "RunCheckpointer", "Trained", "check_resumable", "checkpoint_dir",
+__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "as_trained", "Restored", "RunCheckpointer", "Trained", "check_resumable", "checkpoint_dir",
            "config_differences", "DATA_IDENTITY", "data_differences", "field_differences", "load_trained", "state_items"]

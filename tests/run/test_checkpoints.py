@@ -24,7 +24,7 @@ import pytest
 from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after, without_fake_devices
 from jaxrec.cli import commands as cli
 from jaxrec.training import loop as train_lib
-from jaxrec.run.checkpoints import RunCheckpointer, checkpoint_dir, config_differences, load_trained
+from jaxrec.run.checkpoints import RunCheckpointer, as_trained, checkpoint_dir, config_differences, load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.models import config_for
@@ -421,3 +421,5 @@ def test_a_resume_where_dtype_auto_resolves_to_another_type_is_refused(tmp_path)
         RunCheckpointer(tmp_path, config).restore_latest(state, DATA)
     restored = RunCheckpointer(tmp_path, config.replace(dtype="bfloat16")).restore_latest(state, DATA)
     assert restored.step == 1
+    # Evaluation and prediction compute as the run trained, not as auto resolves where they run.
+    assert as_trained(restored.meta).dtype == "bfloat16" and restored.meta.config["dtype"] == "auto"
