@@ -34,7 +34,7 @@ def _unwindows(parts: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _pool_even(x: jax.Array) -> jax.Array:
-    # The forward stays reduce_window: at eval batch sizes it beat a reshape + max by ~1.3x.
+    # The forward stays reduce_window: at eval batch sizes it is the faster one on XLA:CPU.
     return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
 
 

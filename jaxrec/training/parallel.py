@@ -173,8 +173,8 @@ def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], m
 
     model_axis 'loop' writes the K models out one after another in the program, so each does exactly
     the single-model program's arithmetic; 'vmap' maps `jax.vmap` over the model axis, which makes
-    every convolution a grouped one (feature_group_count=K): 3x slower on XLA:CPU (docs/studies.md)
-    and slow in the backward pass on GPUs too (jax#13800).
+    every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md has
+    the figures) and slow in the backward pass on GPUs too (jax#13800).
     """
     if model_axis not in MODEL_AXES:
         raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
