@@ -257,7 +257,7 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
     try:
         return config_for(model)
     except InputError as err:
-        print(f"jaxrec: error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
