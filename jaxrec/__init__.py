@@ -7,7 +7,7 @@ library's entry points.
 
 from jaxrec.config import Config
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def train_and_evaluate(config: Config, workdir: str):
