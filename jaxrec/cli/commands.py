@@ -21,7 +21,7 @@ from jaxrec.cli import flags
 from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check,
                            is_recipe_file)
 from jaxrec.errors import InputError, SaveError
-from jaxrec.models import BUILT_IN, config_for
+from jaxrec.models import BUILT_IN, config_for, load
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
@@ -218,7 +218,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     def run() -> None:
         options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
-        config = model_defaults(["--model", args.model]).replace(progress=False, **flags.values_of(args, Config))
+        config = model_defaults(["--model", args.model]).replace(progress=False, **flags.values_of(args, Config),
+                                                                 knobs=config_of(args).knobs)
         config = start_jax(config)
         from jaxrec.benchmark import format_report, run_benchmark
 
@@ -261,11 +262,31 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
         sys.exit(2)
 
 
+def own_knobs(model: str) -> type | None:
+    """The Knobs dataclass of a recipe file (jaxrec.models.recipes), or None; a built-in has none."""
+    return load(model).knobs if is_recipe_file(model) else None
+
+
+def add_config_flags(parser: argparse.ArgumentParser, defaults: Config, only: Sequence[str] | None = None) -> None:
+    """The Config's flags, with `defaults`, and one per knob of the recipe file it names."""
+    flags.add_flags(parser, Config, defaults, only=only)
+    knobs = own_knobs(defaults.model)
+    if knobs is not None:
+        flags.add_flags(parser, knobs, knobs(**dict(defaults.knobs)))
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    """The Config the parsed flags give, the recipe file's knobs among them."""
+    knobs = own_knobs(args.model)
+    own = flags.values_of(args, knobs) if knobs is not None else {}
+    return Config(**flags.values_of(args, Config), knobs=tuple(own.items()))
+
+
 def _add_train(commands, defaults: Config) -> None:
     parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
                                  description=Config.__doc__)
-    flags.add_flags(parser, Config, defaults)
-    parser.set_defaults(main=lambda args: train(Config(**flags.values_of(args, Config))))
+    add_config_flags(parser, defaults)
+    parser.set_defaults(main=lambda args: train(config_of(args)))
 
 
 def _add_evaluate(commands, defaults: Config) -> None:
@@ -301,7 +322,7 @@ def _add_study(commands, defaults: Config) -> None:
         description="A seed study: every training flag, plus the seeds and the sources of randomness they set. "
                     "Each seed is a normal run in WORKDIR/seed_<n>; WORKDIR/study.json and study.md hold the "
                     "statistics. Rerun the same command to continue a stopped study.")
-    flags.add_flags(parser, Config, defaults)
+    add_config_flags(parser, defaults)
     parser.add_argument("--seeds", required=True, help="a range 0-9, a list 0,3,7, or both: 0-4,9")
     parser.add_argument("--vary", default="all", help="the sources that take each study seed: all, or a comma list "
                                                       "of init, order, augment, split (the others keep --base_seed)")
@@ -315,7 +336,7 @@ def _add_study(commands, defaults: Config) -> None:
                         help="how a program holds its models: loop (written out one after another: each model's "
                              "arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, float-rounding "
                              "differences, 3x slower on XLA:CPU)")
-    parser.set_defaults(main=lambda args: study(Config(**flags.values_of(args, Config)), args.seeds, args.vary,
+    parser.set_defaults(main=lambda args: study(config_of(args), args.seeds, args.vary,
                                                 args.base_seed, args.check_determinism,
                                                 (args.seeds_per_program, args.model_axis)))
 
@@ -325,8 +346,7 @@ def _add_benchmark(commands, defaults: Config) -> None:
         "benchmark", help="training and evaluation speed on random data",
         description="Times the training loop's own compiled train step and evaluator on random data: images/s, "
                     "compile time, FLOPs, fraction of a measured matmul peak, peak host memory.")
-    flags.add_flags(parser, Config, defaults, only=[f.name for f in dataclasses.fields(Config)
-                                                    if f.name not in BENCHMARK_UNUSED])
+    add_config_flags(parser, defaults, [f.name for f in dataclasses.fields(Config) if f.name not in BENCHMARK_UNUSED])
     flags.add_flags(parser, BenchmarkOptions)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.set_defaults(main=_benchmark)

@@ -117,7 +117,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
     wanted = set(only) if only is not None else None
     groups: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        if wanted is not None and field.name not in wanted:
+        if (wanted is not None and field.name not in wanted) or "no_flag" in field.metadata.get("roles", ()):
             continue
         base = _converter(hints[field.name])
         convert = _checked(base, field.metadata["rule"]) if field.metadata.get("rule") is not None else base

@@ -4,7 +4,8 @@ own `BenchmarkOptions` and the checks that refuse a bad value in one line (setti
 rules any settings dataclass can use (rules). Imports nothing heavy: the command line checks a
 config before JAX starts."""
 
-from jaxrec.config.rules import ROLES, Rule, choices, field_problems, fields_with, knob
+from jaxrec.config.rules import (ROLES, Rule, above, at_least, choices, field_problems, fields_with, in_range, knob,
+                                 sizes_at_least)
 from jaxrec.config.settings import (BENCHMARK_UNUSED, EVALUATION_FIELDS, EXECUTION_FIELDS, MAY_CHANGE_IN_STUDY,
                                     MAY_CHANGE_ON_RESUME, MEMBER_FIELDS, MODEL_AXES, MODELS, PER_PROCESS_FIELDS,
                                     RNN_FIELDS, SEED_LIMIT, SOURCES, BenchmarkOptions, Config, check,
@@ -12,5 +13,6 @@ from jaxrec.config.settings import (BENCHMARK_UNUSED, EVALUATION_FIELDS, EXECUTI
 
 __all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
            "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODEL_AXES", "MODELS", "PER_PROCESS_FIELDS",
-           "RNN_FIELDS", "ROLES", "Rule", "SEED_LIMIT", "SOURCES", "check", "choices", "combination_problems",
-           "config_problems", "field_problems", "fields_with", "is_recipe_file", "knob", "without_unused_defaults"]
+           "RNN_FIELDS", "ROLES", "Rule", "SEED_LIMIT", "SOURCES", "above", "at_least", "check", "choices",
+           "combination_problems", "config_problems", "field_problems", "fields_with", "in_range", "is_recipe_file",
+           "knob", "sizes_at_least", "without_unused_defaults"]

@@ -77,6 +77,7 @@ ROLES = {
     "per_process": "may differ between the processes of one run",
     "per_member": "differs between the models of one program (a study's seeds)",
     "untimed": "has no part in what the benchmark times (it offers no flag for it)",
+    "no_flag": "has no flag of its own (the recipe's knobs: each is one)",
 }
 
 

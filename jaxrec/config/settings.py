@@ -58,6 +58,11 @@ def is_host_port(value: Any) -> bool:
     return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
+def frozen(value: Any) -> Any:
+    """`value` with its lists (as JSON gives them back) as tuples."""
+    return tuple(frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def is_recipe_file(model: str) -> bool:
     """Whether --model names a recipe file (a path ending in .py) rather than a built-in."""
     return str(model).endswith(".py")
@@ -160,6 +165,8 @@ class Config:
     rnn_layers: int = network(1, "Stacked recurrent layers (model=rnn).", at_least(1), only_for="rnn")
     rnn_bidirectional: bool = network(False, "Also read the rows bottom-up and classify from both final states "
                                       "(model=rnn).", only_for="rnn")
+    # A recipe file's own knobs (its Knobs dataclass: jaxrec.models.recipes); each is a flag of its own.
+    knobs: tuple = network((), "The recipe file's own settings, as (name, value) pairs.", also=("no_flag",))
 
     # Optimisation.
     epochs: int | float = optim(10, "Number of passes over the training set; a fraction trains part of the last one "
@@ -304,6 +311,8 @@ class Config:
         # folder finds the same file, and one at another path is another recipe.
         if is_recipe_file(self.model) and not Path(self.model).is_absolute():
             object.__setattr__(self, "model", str(Path(self.model).absolute()))
+        # Pairs in name order, lists (from JSON) as tuples: equal knobs give equal, hashable configs.
+        object.__setattr__(self, "knobs", tuple(sorted((str(k), frozen(v)) for k, v in dict(self.knobs).items())))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

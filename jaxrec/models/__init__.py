@@ -18,7 +18,7 @@ import functools
 import importlib
 from typing import Any
 
-from jaxrec.models.recipes import BUILT_IN, config_for, load
+from jaxrec.models.recipes import BUILT_IN, config_for, load, recipe_knobs
 
 # The devices' named axis: the pmapped train and eval steps average their gradients and metrics over it,
 # and a model's BatchNorm layers their statistics (so a network takes it as its normalisation axis).
@@ -61,4 +61,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["AXIS", "ArticleCNN", "BUILT_IN", "CELLS", "RNN", "RowRNNClassifier", "config_for", "count_params", "create_model",
-           "load"]
+           "load", "recipe_knobs"]

@@ -3,7 +3,10 @@
 - `build(config, num_classes, kernels)`: its network, a Flax linen module whose `__call__(x, train=False)`
   maps float images [batch, H, W, C] to logits [batch, num_classes] (kernels: the CPU kernels jaxrec
   chose, jaxrec.models.kernels; a network with convolutions of its own may ignore them);
-- `DEFAULTS` (optional): the settings it changes, {Config field: value}; flags given still win.
+- `DEFAULTS` (optional): the settings it changes, {Config field: value}; flags given still win;
+- `Knobs` (optional): a dataclass of the recipe's own settings, each field a `jaxrec.config.knob(default,
+  help, rule)`; each becomes a flag (`--width 128`), travels in the config's `knobs` and is read back
+  with `recipe_knobs(config)`.
 
 A file is loaded from its path (`--model path/to/my_recipe.py`); the run records that path and a hash of
 the file's text, so a resume, evaluation or prediction with another file is refused
@@ -23,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from jaxrec.config import Config, is_recipe_file
+from jaxrec.config import Config, field_problems, is_recipe_file
 from jaxrec.errors import InputError
 
 # The built-in recipes' modules, by the name --model gives them (jaxrec.config.MODELS).
@@ -48,6 +51,11 @@ class Recipe:
     @property
     def defaults(self) -> dict[str, Any]:
         return dict(getattr(self.module, "DEFAULTS", {}))
+
+    @property
+    def knobs(self) -> type | None:
+        """The recipe's own settings (its `Knobs` dataclass), or None."""
+        return getattr(self.module, "Knobs", None)
 
     def record(self) -> dict[str, str] | None:
         """What a run writes down about a recipe file (None for a built-in)."""
@@ -106,7 +114,34 @@ def recipe_problem(recipe: Recipe) -> str | None:
     if unknown:
         return (f"DEFAULTS sets {', '.join(map(repr, unknown))}, which jaxrec has no setting for (jaxrec train --help "
                 f"lists them)")
+    if recipe.knobs is None:
+        return None
+    if not dataclasses.is_dataclass(recipe.knobs):
+        return "Knobs must be a dataclass whose fields are jaxrec.config.knob(default, help, rule)"
+    taken = sorted(known & {field.name for field in dataclasses.fields(recipe.knobs)})
+    if taken:
+        return f"Knobs names {', '.join(map(repr, taken))}, which jaxrec's own settings use; rename them"
+    bare = [field.name for field in dataclasses.fields(recipe.knobs) if "help" not in field.metadata]
+    if bare:
+        return f"Knobs.{bare[0]} has no help; declare each knob as jaxrec.config.knob(default, help, rule)"
     return None
+
+
+def recipe_knobs(config: Config) -> Any:
+    """The recipe's own settings for `config`: its Knobs with config.knobs set (the rest at their defaults)."""
+    knobs = load(config.model).knobs
+    return None if knobs is None else knobs(**dict(config.knobs))
+
+
+def knob_problems(config: Config) -> list[str]:
+    """The refusals of config.knobs: knobs the recipe does not have, values its rules do not allow."""
+    knobs = load(config.model).knobs
+    names = {field.name for field in dataclasses.fields(knobs)} if knobs else set()
+    unknown = sorted(set(dict(config.knobs)) - names)
+    if unknown:
+        have = f"its knobs are {', '.join(sorted(names))}" if names else "it has no knobs of its own"
+        return [f"--model {Path(config.model).name} has no knob {', '.join(unknown)}; {have}"]
+    return field_problems(recipe_knobs(config)) if knobs else []
 
 
 def where(err: BaseException, path: str) -> str:
@@ -136,7 +171,10 @@ def config_for(model: str, **changes: Any) -> Config:
     """The config of `model` with its recipe's DEFAULTS, then `changes` (what `--model` does on the command
     line). A recipe file's path is recorded absolute."""
     recipe = load(model)
-    return Config(**{**recipe.defaults, "model": recipe.path or model, **changes})
+    own = {field.name for field in dataclasses.fields(recipe.knobs)} if recipe.knobs else set()
+    knobs = {name: value for name, value in changes.items() if name in own}
+    settings = {name: value for name, value in changes.items() if name not in own}
+    return Config(**{**recipe.defaults, "model": recipe.path or model, **settings}, knobs=tuple(knobs.items()))
 
 
 def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) -> None:
@@ -188,11 +226,13 @@ def recipe_problems(config: Config) -> list[str]:
         load(config.model)
     except InputError as err:
         return [str(err)]
+    problems = knob_problems(config)
+    if problems:
+        return problems
     too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,
                                                          f"--image_size {config.image_size}")
     return [too_small] if too_small else []
 
 
-__all__ = ["BUILT_IN", "Recipe", "check_images", "check_model", "config_for", "image_size_problem", "load",
-           "recipe_problem", "recipe_problems",
-           "recorded_recipe_problem", "where"]
+__all__ = ["BUILT_IN", "Recipe", "check_images", "check_model", "config_for", "image_size_problem", "knob_problems",
+           "load", "recipe_knobs", "recipe_problem", "recipe_problems", "recorded_recipe_problem", "where"]

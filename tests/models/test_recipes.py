@@ -12,7 +12,7 @@ from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.evaluation.predict import Predictor
-from jaxrec.models import config_for
+from jaxrec.models import config_for, create_model
 from jaxrec.models.recipes import check_images, recipe_problems
 from jaxrec.run.checkpoints import load_trained
 from jaxrec.studies.study import StudySpec, run_study
@@ -131,3 +131,41 @@ def test_a_moved_recipe_folder_is_found_by_its_recorded_absolute_path(tmp_path, 
     copy.mkdir()
     shutil.copy(recipe, copy / "perceptron.py")
     assert Config(model=str(copy / "perceptron.py")) != config  # another file is another recipe
+
+
+KNOBBED = PERCEPTRON.replace("import flax.linen as nn", '''import dataclasses
+
+import flax.linen as nn
+
+from jaxrec.config import at_least, knob
+from jaxrec.models import recipe_knobs''').replace("class Perceptron(", '''@dataclasses.dataclass(frozen=True)
+class Knobs:
+    hidden: int = knob(16, "Width of the hidden layer.", at_least(1))
+
+
+class Perceptron(''').replace("return Perceptron(num_classes)",
+                              "return Perceptron(num_classes, recipe_knobs(config).hidden)")
+
+
+def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tmp_path, capsys):
+    recipe = write(tmp_path, KNOBBED)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", str(recipe), "--help"])
+    out = capsys.readouterr().out
+    assert "--hidden HIDDEN" in out and "Width of the hidden layer. (default: 16)" in out
+    args = cli.build_parser(cli.model_defaults(["train", "--model", str(recipe)])).parse_args(
+        ["train", "--model", str(recipe), "--hidden", "24"])
+    config = cli.config_of(args)
+    assert config.knobs == (("hidden", 24),) and config == config_for(str(recipe), hidden=24)
+    assert create_model(config, 10).hidden == 24 and create_model(config.replace(knobs=()), 10).hidden == 16
+    [too_small] = recipe_problems(config.replace(knobs=(("hidden", 0),)))
+    assert too_small == "--hidden 0: must be >= 1"
+    [unknown] = recipe_problems(config.replace(knobs=(("depth", 2),)))
+    assert unknown == "--model perceptron.py has no knob depth; its knobs are hidden"
+    workdir = tmp_path / "run"
+    train_and_evaluate(config.replace(**RUN), workdir)
+    assert json.loads((workdir / "config.json").read_text())["knobs"] == [["hidden", 24]]
+    with pytest.raises(InputError, match=r"another config: knobs \(checkpoint: \[\['hidden', 24\]\], now: "
+                                         r"\[\['hidden', 16\]\]\)"):
+        train_and_evaluate(config.replace(**{**RUN, "epochs": 2}, knobs=(("hidden", 16),)), workdir)
+    assert load_trained(workdir).config.knobs == (("hidden", 24),)
