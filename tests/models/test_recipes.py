@@ -46,6 +46,7 @@ def write(folder, text=PERCEPTRON, name="perceptron.py"):
     return path
 
 
+@pytest.mark.slow  # trains
 def test_a_recipe_file_trains_resumes_evaluates_and_predicts_as_a_built_in_does(tmp_path):
     recipe = write(tmp_path)
     config = config_for(str(recipe), **RUN)
@@ -72,6 +73,7 @@ def test_a_recipe_file_trains_resumes_evaluates_and_predicts_as_a_built_in_does(
         load_trained(workdir)
 
 
+@pytest.mark.slow  # trains
 def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path):
     config = config_for(str(write(tmp_path)), **RUN)
     study = run_study(StudySpec(config, seeds=(0, 1), vary=("init", "order")), tmp_path / "study",
@@ -147,6 +149,7 @@ class Perceptron(''').replace("return Perceptron(num_classes)",
                               "return Perceptron(num_classes, recipe_knobs(config).hidden)")
 
 
+@pytest.mark.slow  # trains
 def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tmp_path, capsys):
     recipe = write(tmp_path, KNOBBED)
     with pytest.raises(SystemExit):
