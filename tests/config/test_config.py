@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import run_script
+from helpers import ROOT, run_script
 from jaxrec.cli import commands as cli, flags
 from jaxrec.models import kernels
 from jaxrec.config.rules import cores_available
@@ -232,3 +232,9 @@ def test_the_field_lists_are_derived_from_the_roles_each_field_declares():
         f"{source}_seed" for source in SOURCES)}
     assert set(PER_PROCESS_FIELDS) == {"process_id", "progress"}
     assert {f.name for f in dataclasses.fields(Config) if f.metadata["roles"] - set(ROLES)} == set()
+
+
+def test_every_config_json_in_results_still_loads():
+    """Runs written by earlier versions (results/) load as configs: their fields keep their names."""
+    paths = sorted((ROOT / "results").rglob("config.json"))
+    assert paths and all(Config.load(path).model in MODELS for path in paths)
