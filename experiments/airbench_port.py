@@ -36,12 +36,12 @@ import numpy as np
 from flax import jax_utils
 
 from jaxrec.config import Config, check
-from jaxrec.data.pipeline import Preprocess
-from jaxrec.evaluation.tta import with_tta
+from jaxrec.core.pipeline import Preprocess
+from jaxrec.core.tta import with_tta
 from jaxrec.models import AXIS, config_for, create_model
 from jaxrec.models.airbench import Airbench94, whitening_kernel
-from jaxrec.training.state import create_train_state
-from jaxrec.training.steps import Objective, train_step
+from jaxrec.core.state import create_train_state
+from jaxrec.core.steps import Objective, train_step
 
 
 def load_peer(path: str):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from jaxrec.run.outputs import read_jsonl
-from jaxrec.training.run_state import TIMING_FIELDS as TIMING
+from jaxrec.core.run_state import TIMING_FIELDS as TIMING
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ settings (any kernel knob of jaxrec.models.kernels, and `devices`: how many of t
 trains on; a 1-device program in a 2-device process uses the same thread pool as a 1-device process).
 It trains the article CNN (batch 128, 10 steps per call, random CIFAR-shaped bytes), or the model a
 variant names (`model=airbench94`: its recipe's batch, one window of --calls calls of its steps per
-call), with the loop's own program (jaxrec.training.parallel.make_program), or with --eval times the
+call), with the loop's own program (jaxrec.core.parallel.make_program), or with --eval times the
 Evaluator, and prints each variant's median images/s and the median ratio of each variant to the
 first, window by window. XLA:CPU's flags are a run's (jaxrec.runtime.xla_flags). The A/Bs in
 results/benchmark.md and results/airbench94.md:
@@ -28,13 +28,13 @@ import numpy as np
 
 from jaxrec.cli import flags
 from jaxrec.config import Config, check
-from jaxrec.data.pipeline import Preprocess
+from jaxrec.core.pipeline import Preprocess
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import config_for, create_model
 from jaxrec.runtime import cpu_devices, xla_flags
-from jaxrec.training.parallel import make_program, replicate, select_devices
-from jaxrec.training.state import create_train_state
-from jaxrec.training.steps import Objective
+from jaxrec.core.parallel import make_program, replicate, select_devices
+from jaxrec.core.state import create_train_state
+from jaxrec.core.steps import Objective
 
 PRE = Preprocess(mean=(127.5,) * 3, std=(73.9,) * 3)  # uniform bytes; only the speed matters here
 

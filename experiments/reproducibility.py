@@ -42,11 +42,11 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     from jaxrec.cli import flags
     from jaxrec.config import Config, check
     from jaxrec.data import load_data
-    from jaxrec.data.pipeline import epoch_indices
+    from jaxrec.core.pipeline import epoch_indices
     from jaxrec.run.writers import Writers
     from jaxrec.training.feed import epoch_feed
     from jaxrec.training.loop import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
-    from jaxrec.training.parallel import select_devices, unreplicate
+    from jaxrec.core.parallel import select_devices, unreplicate
 
     _, _, models, axis = CASES[name]
     shutil.rmtree(workdir / name, ignore_errors=True)  # a case that did not finish starts over

@@ -2,7 +2,7 @@
 
 `run_benchmark(config, options)` builds the model named by `config.model` (any model of
 `jaxrec.models.create_model`), puts random uint8 images of `options.image_shape` on the devices
-and times the compiled functions the training loop uses: the program of `jaxrec.training.parallel.make_program`
+and times the compiled functions the training loop uses: the program of `jaxrec.core.parallel.make_program`
 (with `config.steps_per_call` steps per call) and `jaxrec.evaluation.evaluator.Evaluator`, with the same `Preprocess`.
 It reports images/s (the median of several timed windows after warm-up, each ended by
 `block_until_ready`), compile times, FLOPs per image from XLA's cost analysis, the achieved FLOP/s
@@ -22,17 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.config import BenchmarkOptions, Config, check
-from jaxrec.data.pipeline import Preprocess, epoch_indices
+from jaxrec.core.pipeline import Preprocess, epoch_indices
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
 from jaxrec.models.recipes import check_images
 from jaxrec.runtime import host
 from jaxrec.runtime.setup import prepare
-from jaxrec.training.optim import total_steps
-from jaxrec.training.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
-from jaxrec.training.state import create_train_state
-from jaxrec.training.steps import Objective
+from jaxrec.core.optim import total_steps
+from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
+from jaxrec.core.state import create_train_state
+from jaxrec.core.steps import Objective
 
 
 def _flops(compiled: Any) -> float:
@@ -89,7 +89,7 @@ def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
 
 def training_program(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
                      models: int) -> tuple[Program, Any, list[np.ndarray], jax.Array]:
-    """The program the training loop would run for `models` models (jaxrec.training.parallel.make_program), its
+    """The program the training loop would run for `models` models (jaxrec.core.parallel.make_program), its
     replicated state, the index batches of its calls and its keys; model k has its own
     initialisation and data order (the keys of seed `config.seed` folded with k; k = 0 unfolded)."""
     steps = config.steps_per_call

@@ -19,10 +19,10 @@ import numpy as np
 from jaxrec.training import loop as train_lib
 from jaxrec.run.checkpoints import checkpoint_dir
 from jaxrec.config import Config
-from jaxrec.data.pipeline import Preprocess
+from jaxrec.core.pipeline import Preprocess
 from jaxrec.models import create_model
-from jaxrec.training.run_state import TIMING_FIELDS
-from jaxrec.training.state import create_train_state
+from jaxrec.core.run_state import TIMING_FIELDS
+from jaxrec.core.state import create_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def run_script(script: str, *args: str, default_devices: bool = False, cwd: Path
 
 def sigterm_after(monkeypatch, stop_after: int):
     """Makes the training loop receive SIGTERM once `stop_after` steps have run (counted per call),
-    through the program jaxrec.training.parallel.make_program builds for it."""
+    through the program jaxrec.core.parallel.make_program builds for it."""
     real = train_lib.make_program
 
     def make_program(*args, **kwargs):

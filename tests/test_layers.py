@@ -1,6 +1,7 @@
 """The package's imports point downward: config at the bottom, then the models, the core (state, steps,
-optimizer, augmentation and test-time augmentation, device mapping), the runtime, data, run storage, evaluation, the training loop,
-studies, and the command line on top. An import from a layer to one above it fails here."""
+optimizer, augmentation, test-time augmentation, metrics, the pmapped program), the runtime, data, run
+storage, evaluation, the training loop, studies, and the command line on top. An import from a layer to
+one above it fails here, and so does a function with more than six parameters."""
 
 import ast
 from pathlib import Path
@@ -11,8 +12,7 @@ from helpers import ROOT
 LAYERS = (
     ("jaxrec.errors", "jaxrec.config"),
     ("jaxrec.models",),
-    ("jaxrec.training.state", "jaxrec.training.steps", "jaxrec.training.optim", "jaxrec.training.parallel",
-     "jaxrec.training.run_state", "jaxrec.data.pipeline", "jaxrec.data.types", "jaxrec.evaluation.tta"),
+    ("jaxrec.core",),
     ("jaxrec.runtime",),
     ("jaxrec.data",),
     ("jaxrec.run",),
@@ -68,3 +68,11 @@ def test_no_function_takes_more_than_six_parameters():
                for path in (ROOT / "jaxrec").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and parameter_count(node) > 6]
     assert crowded == []
+
+
+def test_the_core_imports_nothing_of_the_harness():
+    """What the program computes reads apart from the harness: the core needs only the config and the models."""
+    core = {(a, b) for path in (ROOT / "jaxrec" / "core").rglob("*.py")
+            for a, b in [(module_name(path), imported) for imported in jaxrec_imports(path)]}
+    assert {b for _, b in core if not b.startswith(("jaxrec.core", "jaxrec.models", "jaxrec.config",
+                                                    "jaxrec.errors"))} == set()

@@ -1,5 +1,5 @@
 """Data: loading splits into memory (sources: image folders, TFDS sets through tfds_source, the
-shipped sample), decoding images (decode), batching and preprocessing on the device (pipeline), and
+shipped sample), decoding images (decode), streaming (stream), and
 preparing TFDS sets (tfds_prepare, which imports no JAX: `jaxrec prepare` runs beside a separate
 TensorFlow). Nothing is imported until it is used, so tfds_prepare stays free of JAX."""
 

@@ -1,7 +1,7 @@
 """Streaming input (`--input stream`): examples read and decoded when a batch needs them, with Grain.
 
 The examples and their order are the on-device path's: the loop still draws each epoch's order from
-`fold_in(key, epoch)` (jaxrec.data.pipeline.epoch_indices), and each process reads only its own
+`fold_in(key, epoch)` (jaxrec.core.pipeline.epoch_indices), and each process reads only its own
 devices' columns of every global batch. Grain reads those rows ahead of the step, in threads of this
 process or in `--data_workers` processes. Where a batch comes from is then the only difference:
 the compiled step augments and normalises the batch it is given exactly as it would the one it

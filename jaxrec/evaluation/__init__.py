@@ -1,2 +1,2 @@
-"""Evaluation: the whole-split Evaluator (evaluator), the scores derived from its sums (metrics), and
+"""Evaluation: the whole-split Evaluator (evaluator, its scores from jaxrec.core.metrics), and
 classifying new images with a trained run (predict)."""

@@ -2,8 +2,8 @@
 
 `Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run: the split's
 uint8 images live on the devices, the host sends padded and masked index batches, and the pmapped
-eval step (jaxrec.training.steps.eval_step) returns sums (loss, confusion matrix, label ranks) from which
-jaxrec.evaluation.metrics derives accuracy, per-class precision/recall/F1 and top-k accuracy.
+eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion matrix, label ranks) from which
+jaxrec.core.metrics derives accuracy, per-class precision/recall/F1 and top-k accuracy.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import numpy as np
 
 from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.data import stream
-from jaxrec.data.pipeline import Preprocess, eval_indices
+from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data.sources import check_split_fits, decode_listed, is_image_folder, load_split, stream_split
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import ArrayDataset
 from jaxrec.errors import InputError
-from jaxrec.evaluation.metrics import report_with_tta, summarize_eval
+from jaxrec.core.metrics import report_with_tta, summarize_eval
 from jaxrec.run.checkpoints import Trained
 from jaxrec.runtime.setup import prepare
-from jaxrec.training.parallel import (local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices,
+from jaxrec.core.parallel import (local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices,
                                       unreplicate)
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Evaluator:
         with contextlib.closing(self._inputs()) as batches:
             for inputs, _ in batches:  # sums stay on the device until the end
                 # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
-                # pool per device, and two calls' psums could take them all (jaxrec.training.steps.train_step).
+                # pool per device, and two calls' psums could take them all (jaxrec.core.steps.train_step).
                 sums = jax.block_until_ready(self._fn(variables, *inputs))
                 totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
         return summarize_eval(jax.device_get(unreplicate(totals)))
@@ -132,7 +132,7 @@ def _all_processes(rows: np.ndarray) -> np.ndarray:
 
 
 def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str, Any]:
-    """The evaluation report (see jaxrec.evaluation.metrics.report) of a trained model (jaxrec.run.checkpoints.load_trained).
+    """The evaluation report (see jaxrec.core.metrics.report) of a trained model (jaxrec.run.checkpoints.load_trained).
 
     config: the run's config with what may differ for this evaluation (the EVALUATION_FIELDS:
     dataset, data_dir, eval_split, top_k, tta, num_devices, eval_batch_size, input, data_workers);

@@ -13,9 +13,9 @@ The recipe, top to bottom: its settings (DEFAULTS, the reference's values), the 
 takes, the whitening filters from the training images, the layers, the network and its builder. The
 ingredients any recipe may turn on are shared settings, each switchable in a study (`--tta 0
 --lookahead false --whiten false`): the optimizer's parameter groups (frozen whitening filters, their
-bias trained for whiten_bias_epochs, BatchNorm biases at a scaled learning rate, jaxrec.training.optim),
-lookahead (jaxrec.training.steps), translate and the alternating flip (jaxrec.data.pipeline) and
-test-time augmentation (jaxrec.evaluation.tta).
+bias trained for whiten_bias_epochs, BatchNorm biases at a scaled learning rate, jaxrec.core.optim),
+lookahead (jaxrec.core.steps), translate and the alternating flip (jaxrec.core.pipeline) and
+test-time augmentation (jaxrec.core.tta).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def pool(x: jax.Array, k: int, kind: str) -> jax.Array:
 
 class Whiten(nn.Module):
     """The 2x2 convolution (no padding, with bias) over the image. Frozen, its filters get no gradient
-    at all (not one computed and thrown away): the optimizer never moves them (jaxrec.training.optim)."""
+    at all (not one computed and thrown away): the optimizer never moves them (jaxrec.core.optim)."""
 
     features: int
     frozen: bool
@@ -171,7 +171,7 @@ class Airbench94(nn.Module):
     norm_axis: str | None = None
     logit_scale: float = 1.0 / 9.0
     dirac: bool = True
-    whiten: bool = True  # the first layer's filters come from the data (and stay frozen: jaxrec.training.optim)
+    whiten: bool = True  # the first layer's filters come from the data (and stay frozen: jaxrec.core.optim)
     image_conv: str = "lax"
     conv_grad: str = "lax"
     pool: str = "lax"

@@ -128,7 +128,7 @@ def scan_cell(cell: str, params: Params, xs: jax.Array, carry: Carry, lengths: j
             return carry, jnp.where(keep, h, jnp.zeros_like(h))
         scanned = (projected, valid)
 
-    # A rolled loop: unlike convolutions (see jaxrec.training.parallel), these small matmuls are not slowed
+    # A rolled loop: unlike convolutions (see jaxrec.core.parallel), these small matmuls are not slowed
     # down by XLA:CPU's while loop; in a check on the 2-core VM the rolled scan trained faster than
     # unroll=2, 8 or a full unroll, and compiles in a fraction of the time.
     carry, outputs = jax.lax.scan(body, carry, scanned)

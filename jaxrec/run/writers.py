@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 from jaxrec.config.settings import TENSORBOARDX_MISSING
 from jaxrec.errors import InputError
 from jaxrec.run import outputs
-from jaxrec.training.run_state import Record, RunState
+from jaxrec.core.run_state import Record, RunState
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -40,7 +40,7 @@ class MetricWriter(Protocol):
 
 
 class JsonlWriter:
-    """metrics.jsonl: one line per finished epoch (jaxrec.training.run_state.Record.to_json)."""
+    """metrics.jsonl: one line per finished epoch (jaxrec.core.run_state.Record.to_json)."""
 
     def __init__(self, workdir: Path, records: Sequence[Record]):
         self.path = Path(workdir) / METRICS_FILE

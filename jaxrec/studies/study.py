@@ -34,7 +34,7 @@ from jaxrec.run.workdir import STUDY_SPEC_FILE, check_workdir
 from jaxrec.runtime import distributed, host
 from jaxrec.studies import stats
 from jaxrec.training.loop import check_group, train_and_evaluate, train_group
-from jaxrec.training.run_state import TIMING_FIELDS
+from jaxrec.core.run_state import TIMING_FIELDS
 
 log = logging.getLogger(__name__)
 

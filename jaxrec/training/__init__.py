@@ -1,3 +1,2 @@
-"""Training: the train state (state), the pure steps (steps), the optimizer (optim), the steps compiled
-over devices (parallel), the loop that runs them for one model or several (loop), and where a run
-stands (run_state)."""
+"""Training: the loop that runs the core's compiled steps for one model or several (loop), the input
+decision and memory checks (inputs), and the feeds that hand each device call its batches (feed)."""

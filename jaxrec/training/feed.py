@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from jaxrec.data.stream import RowReader, StreamedDataset, StreamError
-from jaxrec.training.parallel import Program, local_devices, put_shares
+from jaxrec.core.parallel import Program, local_devices, put_shares
 
 log = logging.getLogger(__name__)
 Plan = Sequence[tuple[int, int]]  # the epoch's device calls: (first position, end position)
@@ -20,7 +20,7 @@ WINDOW = 1 << 24  # example indices one reader reads (64 MB of them): the epochs
 
 def process_columns(devices: Sequence[jax.Device], batch: int) -> slice:
     """This process's columns of a global batch: its devices' contiguous slices (devices are ordered
-    by process: jaxrec.training.parallel.select_devices)."""
+    by process: jaxrec.core.parallel.select_devices)."""
     per_device = batch // len(devices)
     mine = local_devices(devices)
     first = next(i for i, d in enumerate(devices) if d in mine)
@@ -31,7 +31,7 @@ class TrainStream:
     """A streamed run's training batches, this process's columns of each, read ahead across the ends
     of epochs: one reader (and its worker processes) serves as many epochs as WINDOW indices hold,
     so workers start once per window, not once per epoch. The order is the loop's own: order_of(epoch)
-    gives the epoch's [steps, batch] indices (jaxrec.data.pipeline.epoch_indices)."""
+    gives the epoch's [steps, batch] indices (jaxrec.core.pipeline.epoch_indices)."""
 
     def __init__(self, dataset: StreamedDataset, order_of: Callable[[int], np.ndarray],
                  steps_in_epoch: Callable[[int], int], epochs: int, columns: slice, workers: int):

@@ -17,11 +17,11 @@ from jaxrec.data.sources import stats_bytes, stream_data, stream_splits
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import DataError
 from jaxrec.errors import InputError
-from jaxrec.evaluation.tta import VIEWS
+from jaxrec.core.tta import VIEWS
 from jaxrec.models import create_model
 from jaxrec.models.recipes import check_images
 from jaxrec.runtime import distributed, memory
-from jaxrec.training.parallel import local_devices
+from jaxrec.core.parallel import local_devices
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 
 from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
 from jaxrec.data import DataSplits
-from jaxrec.data.pipeline import Preprocess, epoch_indices
+from jaxrec.core.pipeline import Preprocess, epoch_indices
 from jaxrec.data.sources import split_is_seeded
 from jaxrec.data.stream import StreamError
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
-from jaxrec.evaluation.metrics import report_with_tta
-from jaxrec.evaluation.tta import with_tta
+from jaxrec.core.metrics import report_with_tta
+from jaxrec.core.tta import with_tta
 from jaxrec.models import count_params, create_model
 from jaxrec.models.recipes import check_images
 from jaxrec.models.kernels import resolved_dtype
@@ -46,12 +46,12 @@ from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_s
 from jaxrec.runtime.setup import prepare
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
 from jaxrec.training.inputs import evaluation_memory, open_data
-from jaxrec.training.optim import check_lookahead, total_steps
-from jaxrec.training.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
+from jaxrec.core.optim import check_lookahead, total_steps
+from jaxrec.core.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
                                       unreplicate)
-from jaxrec.training.run_state import Record, RunState
-from jaxrec.training.state import TrainState, create_train_state, init_sample
-from jaxrec.training.steps import Objective
+from jaxrec.core.run_state import Record, RunState
+from jaxrec.core.state import TrainState, create_train_state, init_sample
+from jaxrec.core.steps import Objective
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Trainer:
     num_train: int
     steps_per_epoch: int
     preprocess: Preprocess  # uint8 images -> the model's input (augmentation, normalisation)
-    program: Program    # jaxrec.training.parallel.make_program
+    program: Program    # jaxrec.core.parallel.make_program
     rngs: jax.Array     # the members' training (augmentation) keys, [K]
     images: jax.Array | None  # the training split, uint8, replicated (None when streamed)
     labels: jax.Array | None

@@ -12,8 +12,8 @@ from PIL import Image
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT, DataError, load_data
 from jaxrec.errors import InputError
-from jaxrec.data.pipeline import Preprocess, epoch_indices, random_crop_flip
-from jaxrec.training.parallel import per_device_batch
+from jaxrec.core.pipeline import Preprocess, epoch_indices, random_crop_flip
+from jaxrec.core.parallel import per_device_batch
 
 
 def _write_folder(root, splits=("train", "test"), classes=("ann", "bob", "cyd"), per_class=3, size=(20, 16),

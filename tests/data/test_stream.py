@@ -27,7 +27,7 @@ from jaxrec.runtime import memory
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.training import inputs
 from jaxrec.training.loop import train_and_evaluate, train_group
-from jaxrec.training.parallel import replicate, select_devices
+from jaxrec.core.parallel import replicate, select_devices
 
 BASE = Config(dataset="cifar10_sample", epochs=2, batch_size=32, num_devices=2, progress=False, steps_per_call=5,
               **SMALL)

@@ -12,9 +12,9 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from helpers import PRE, random_batch, small_state
 from jaxrec.run import outputs
 from jaxrec.evaluation.evaluator import Evaluator
-from jaxrec.evaluation.metrics import from_confusion, per_class, report, summarize_eval
-from jaxrec.training.parallel import replicate, select_devices
-from jaxrec.training.steps import label_rank
+from jaxrec.core.metrics import from_confusion, per_class, report, summarize_eval
+from jaxrec.core.parallel import replicate, select_devices
+from jaxrec.core.steps import label_rank
 
 
 def _sklearn(labels, predicted, num_classes):

@@ -30,8 +30,8 @@ from jaxrec.data import SAMPLE_ROOT
 from jaxrec.models import config_for
 from jaxrec.errors import InputError, SaveError
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.training.run_state import RunState
-from jaxrec.training.state import TrainState
+from jaxrec.core.run_state import RunState
+from jaxrec.core.state import TrainState
 from jaxrec.training.loop import train_and_evaluate
 
 # The description of a data set, as DataSplits.describe() gives it, for checkpoints saved by hand.
@@ -133,10 +133,10 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
     # A state big enough (2 x 128 MB) that the second save is still being written when the process dies.
     script = textwrap.dedent(f"""
         import os, signal, threading, time, jax.numpy as jnp, optax
-        from jaxrec.training.state import TrainState
+        from jaxrec.core.state import TrainState
         from jaxrec.run.checkpoints import RunCheckpointer
         from jaxrec.config import Config
-        from jaxrec.training.run_state import Record, RunState
+        from jaxrec.core.run_state import Record, RunState
         config = Config()
         state = TrainState.create(apply_fn=None, params={{"w": jnp.zeros((32, 1024, 1024))}},
                                   tx=optax.sgd(0.1, momentum=0.9))

@@ -7,11 +7,11 @@ import pytest
 
 from helpers import PRE
 from jaxrec.config import Config
-from jaxrec.evaluation.tta import with_tta
+from jaxrec.core.tta import with_tta
 from jaxrec.models import create_model
 from jaxrec.runtime import memory
-from jaxrec.training.parallel import make_eval_fn, make_program
-from jaxrec.training.state import create_train_state
+from jaxrec.core.parallel import make_eval_fn, make_program
+from jaxrec.core.state import create_train_state
 
 SHAPE = (192, 192, 3)
 BATCH = 4

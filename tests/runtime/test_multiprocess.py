@@ -344,7 +344,7 @@ EVAL_SCRIPT = textwrap.dedent("""
     distributed.start(Config(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])))
     from helpers import PRE, small_state
     from jaxrec.evaluation.evaluator import Evaluator
-    from jaxrec.training.parallel import replicate, select_devices
+    from jaxrec.core.parallel import replicate, select_devices
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (1003, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, 1003).astype(np.int32)

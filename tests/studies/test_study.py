@@ -13,12 +13,12 @@ import pytest
 from helpers import SMALL, records, sigterm_after
 from jaxrec.run import outputs
 from jaxrec.config import SOURCES, Config
-from jaxrec.data.pipeline import epoch_indices
+from jaxrec.core.pipeline import epoch_indices
 from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import config_for, create_model
-from jaxrec.training.state import create_train_state
+from jaxrec.core.state import create_train_state
 from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, parse_seeds, parse_vary,
                                   run_study, spec_differences)
 from jaxrec.training.loop import RunKeys, train_and_evaluate

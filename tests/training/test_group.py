@@ -17,7 +17,7 @@ from jaxrec.run.checkpoints import checkpoint_dir, load_trained
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.studies.study import StudySpec, programs, run_study
 from jaxrec.training import loop as train_lib
-from jaxrec.training import parallel
+from jaxrec.core import parallel
 from jaxrec.training.loop import check_group, train_and_evaluate, train_group
 
 

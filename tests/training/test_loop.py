@@ -11,7 +11,7 @@ from helpers import records, run_script
 from jaxrec.runtime import cpu_devices
 from jaxrec.config import Config
 from jaxrec.errors import InputError
-from jaxrec.training.run_state import Record, RunState
+from jaxrec.core.run_state import Record, RunState
 from jaxrec.training.loop import RunKeys, call_end, train_and_evaluate, train_speed
 
 

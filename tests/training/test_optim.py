@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from jaxrec.config import Config
-from jaxrec.training.optim import create_optimizer, learning_rate_schedule
+from jaxrec.core.optim import create_optimizer, learning_rate_schedule
 
 
 def test_schedules():

@@ -9,14 +9,14 @@ import pytest
 
 from helpers import PRE
 from jaxrec.config import Config, check
-from jaxrec.data.pipeline import Preprocess, mirror
-from jaxrec.evaluation.tta import shifted_views, with_tta
+from jaxrec.core.pipeline import Preprocess, mirror
+from jaxrec.core.tta import shifted_views, with_tta
 from jaxrec.models import config_for, create_model
-from jaxrec.training.optim import (create_optimizer, learning_rate_schedule, param_labels, step_hyperparameters,
+from jaxrec.core.optim import (create_optimizer, learning_rate_schedule, param_labels, step_hyperparameters,
                                    total_steps)
-from jaxrec.training.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
-from jaxrec.training.state import create_train_state
-from jaxrec.training.steps import Lookahead, Objective
+from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.core.state import create_train_state
+from jaxrec.core.steps import Lookahead, Objective
 
 SMALL_AIRBENCH = dict(conv_features=(8, 16, 16))
 

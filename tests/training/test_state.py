@@ -1,4 +1,4 @@
-"""Model state end to end (jaxrec.training.state): BatchNorm's statistics are trained over the global batch,
+"""Model state end to end (jaxrec.core.state): BatchNorm's statistics are trained over the global batch,
 used by evaluation and prediction, checkpointed, resumed bit for bit, and never silently reset."""
 
 import json
@@ -17,10 +17,10 @@ from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import ArticleCNN, count_params
-from jaxrec.training.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
 from jaxrec.evaluation.predict import Predictor
-from jaxrec.training.run_state import RunState
-from jaxrec.training.steps import train_step
+from jaxrec.core.run_state import RunState
+from jaxrec.core.steps import train_step
 from jaxrec.training.loop import train_and_evaluate, train_group
 
 BN = dict(SMALL, norm="batch")

@@ -12,10 +12,10 @@ from jax.sharding import Mesh, PartitionSpec as P
 from helpers import PRE, SMALL, random_batch, small_state
 from jaxrec.models import kernels
 from jaxrec.config import Config
-from jaxrec.data.pipeline import Preprocess, eval_indices
+from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.evaluation.evaluator import Evaluator
-from jaxrec.training.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
-from jaxrec.training.steps import cross_entropy, eval_step, train_step
+from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.core.steps import cross_entropy, eval_step, train_step
 
 def test_cross_entropy_equals_hand_computed_log_softmax():
     rng = np.random.default_rng(1)

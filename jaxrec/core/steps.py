@@ -3,7 +3,7 @@
 They know nothing about devices. Cross-device averaging goes through `lax.pmean`/`lax.psum` over a
 named axis, so the same function runs under `jax.pmap`, under `jax.shard_map(..., check_vma=False)`
 (pmap's semantics: each device differentiates its own loss, the step averages the gradients), or
-with axis_name=None under plain `jax.jit` on one device. Wrappers live in `jaxrec.training.parallel`.
+with axis_name=None under plain `jax.jit` on one device. Wrappers live in `jaxrec.core.parallel`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec.data.pipeline import Preprocess
+from jaxrec.core.pipeline import Preprocess
 from jaxrec.models import AXIS
-from jaxrec.training.state import TrainState, Variables
+from jaxrec.core.state import TrainState, Variables
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrec.data.pipeline import mirror
+from jaxrec.core.pipeline import mirror
 
 LEVELS = (0, 1, 2)
 # How many views of an image each level runs the network on: the image; and its mirror; and both of

@@ -21,7 +21,7 @@ from flax import struct
 from flax.training import train_state
 
 from jaxrec.config import Config
-from jaxrec.training.optim import create_optimizer
+from jaxrec.core.optim import create_optimizer
 
 Variables = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""Data parallelism: the pure steps of `jaxrec.training.steps`, compiled with `jax.pmap` over local devices.
+"""Data parallelism: the pure steps of `jaxrec.core.steps`, compiled with `jax.pmap` over local devices.
 
 Each device holds a full copy of the (uint8) data set and of the train state. Per call the host
 sends only example indices, shaped [devices, steps, per_device_batch]; the compiled function
@@ -21,10 +21,10 @@ import numpy as np
 from flax import jax_utils
 
 from jaxrec.config import MODEL_AXES
-from jaxrec.data.pipeline import Preprocess
+from jaxrec.core.pipeline import Preprocess
 from jaxrec.errors import InputError
 from jaxrec.models import AXIS, kernels
-from jaxrec.training.steps import Objective, eval_step, train_step
+from jaxrec.core.steps import Objective, eval_step, train_step
 
 
 def select_devices(num_devices: int = 0) -> list[jax.Device]:
