@@ -2,7 +2,7 @@
 
 Every choice computes the same function as the plain one (lax's convolution, `nn.max_pool`, a rolled
 `lax.scan`), up to float rounding where stated, and is tested equal to it (tests/models/test_model.py,
-tests/training/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
+tests/core/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
 - image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
   (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels, in the backward pass
   above all. Float rounding differs. eval_image_conv "lax": evaluation and prediction run only the
@@ -17,7 +17,7 @@ tests/training/test_steps.py). The CPU row was measured on XLA:CPU (results/benc
   the windowed reductions XLA:CPU makes of them. Float rounding differs.
 - steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
   a while loop many times slower (jax#12868). Bit-identical to one step per call; the rolled loop
-  is not quite (its body is compiled on its own; tests/training/test_steps.py measures it).
+  is not quite (its body is compiled on its own; tests/core/test_steps.py measures it).
 GPUs and TPUs get lax's convolution and the rolled loop: their convolutions and loops have no such
 problems, and a rolled loop compiles once however many steps a call holds. GPUs keep pool
 "reshape_grad" for determinism, not speed: the gradient of `nn.max_pool` is a scatter that XLA's GPU
