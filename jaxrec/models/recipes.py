@@ -57,6 +57,10 @@ class Recipe:
         """The recipe's own settings (its `Knobs` dataclass), or None."""
         return getattr(self.module, "Knobs", None)
 
+    @property
+    def knob_names(self) -> set[str]:
+        return {field.name for field in dataclasses.fields(self.knobs)} if self.knobs else set()
+
     def record(self) -> dict[str, str] | None:
         """What a run writes down about a recipe file (None for a built-in)."""
         return None if self.path is None else {"path": self.path, "sha256": self.sha256}
@@ -72,11 +76,16 @@ def load(model: str) -> Recipe:
         return Recipe(importlib.import_module(BUILT_IN[model]))
     path = Path(model).absolute()
     try:
-        text = path.read_bytes()
+        sha256 = fingerprint(path)
     except OSError as err:
         raise InputError(f"--model {model}: cannot read the recipe file ({err.strerror or err}); pass the path of "
                          f"a .py file") from None
-    return _load_file(str(path), hashlib.sha256(text).hexdigest())
+    return _load_file(str(path), sha256)
+
+
+def fingerprint(path: Path) -> str:
+    """The sha256 of a recipe file's text: what a run records, and what resume and evaluation compare."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,7 +127,7 @@ def recipe_problem(recipe: Recipe) -> str | None:
         return None
     if not dataclasses.is_dataclass(recipe.knobs):
         return "Knobs must be a dataclass whose fields are jaxrec.config.knob(default, help, rule)"
-    taken = sorted(known & {field.name for field in dataclasses.fields(recipe.knobs)})
+    taken = sorted(known & recipe.knob_names)
     if taken:
         return f"Knobs names {', '.join(map(repr, taken))}, which jaxrec's own settings use; rename them"
     bare = [field.name for field in dataclasses.fields(recipe.knobs) if "help" not in field.metadata]
@@ -135,13 +144,12 @@ def recipe_knobs(config: Config) -> Any:
 
 def knob_problems(config: Config) -> list[str]:
     """The refusals of config.knobs: knobs the recipe does not have, values its rules do not allow."""
-    knobs = load(config.model).knobs
-    names = {field.name for field in dataclasses.fields(knobs)} if knobs else set()
+    names = load(config.model).knob_names
     unknown = sorted(set(dict(config.knobs)) - names)
     if unknown:
         have = f"its knobs are {', '.join(sorted(names))}" if names else "it has no knobs of its own"
         return [f"--model {Path(config.model).name} has no knob {', '.join(unknown)}; {have}"]
-    return field_problems(recipe_knobs(config)) if knobs else []
+    return field_problems(recipe_knobs(config)) if names else []
 
 
 def where(err: BaseException, path: str) -> str:
@@ -157,7 +165,7 @@ def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str |
         return None
     path = Path(recorded["path"])
     try:
-        now = hashlib.sha256(path.read_bytes()).hexdigest()
+        now = fingerprint(path)
     except OSError:
         return (f"{what} was trained by the recipe file {path}, which is not there any more (moved or deleted); put "
                 f"it back at that path")
@@ -171,9 +179,8 @@ def config_for(model: str, **changes: Any) -> Config:
     """The config of `model` with its recipe's DEFAULTS, then `changes` (what `--model` does on the command
     line). A recipe file's path is recorded absolute."""
     recipe = load(model)
-    own = {field.name for field in dataclasses.fields(recipe.knobs)} if recipe.knobs else set()
-    knobs = {name: value for name, value in changes.items() if name in own}
-    settings = {name: value for name, value in changes.items() if name not in own}
+    knobs = {name: value for name, value in changes.items() if name in recipe.knob_names}
+    settings = {name: value for name, value in changes.items() if name not in recipe.knob_names}
     return Config(**{**recipe.defaults, "model": recipe.path or model, **settings}, knobs=tuple(knobs.items()))
 
 
@@ -234,5 +241,6 @@ def recipe_problems(config: Config) -> list[str]:
     return [too_small] if too_small else []
 
 
-__all__ = ["BUILT_IN", "Recipe", "check_images", "check_model", "config_for", "image_size_problem", "knob_problems",
-           "load", "recipe_knobs", "recipe_problem", "recipe_problems", "recorded_recipe_problem", "where"]
+__all__ = ["BUILT_IN", "Recipe", "check_images", "check_model", "config_for", "fingerprint", "image_size_problem",
+           "knob_problems", "load", "recipe_knobs", "recipe_problem", "recipe_problems", "recorded_recipe_problem",
+           "where"]

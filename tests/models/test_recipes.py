@@ -123,7 +123,7 @@ def test_the_command_line_refuses_a_broken_or_missing_recipe_in_one_line(tmp_pat
         assert exited.value.code == 2 and says in err and err.count("\n") == 1, err
 
 
-def test_a_moved_recipe_folder_is_found_by_its_recorded_absolute_path(tmp_path, monkeypatch):
+def test_a_recipe_file_is_recorded_by_its_absolute_path_and_named_by_its_stem(tmp_path, monkeypatch):
     recipe = write(tmp_path)
     monkeypatch.chdir(tmp_path)
     config = Config(model="perceptron.py")
