@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from typing import Any
 
 import jax
@@ -14,9 +13,8 @@ import optax
 
 from jaxrec.config import Config
 from jaxrec.errors import InputError
+from jaxrec.models.norm import is_norm_bias, path_names
 
-# A BatchNorm layer's module name: flax's default (BatchNorm_0, ...) or airbench94's (norm1, norm2).
-NORM_MODULE = re.compile(r"^(BatchNorm_\d+|norm\d*)$")
 WHITEN_MODULE = "whiten"  # airbench94's whitening layer (jaxrec.models.airbench)
 
 
@@ -117,10 +115,10 @@ def param_labels(params: Any, config: Config) -> Any:
     is scaled) or 'plain'."""
 
     def label(path: tuple[Any, ...], _: Any) -> str:
-        names = [str(getattr(key, "key", key)) for key in path]
+        names = path_names(path)
         if config.whiten and names[0] == WHITEN_MODULE:
             return "frozen" if names[-1] == "kernel" else "whiten_bias"
-        if config.norm_bias_lr_scale != 1 and names[-1] == "bias" and len(names) > 1 and NORM_MODULE.match(names[-2]):
+        if config.norm_bias_lr_scale != 1 and is_norm_bias(names):
             return "norm_bias"
         return "plain"
 

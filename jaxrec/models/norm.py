@@ -12,11 +12,26 @@ product, ones[b h w] x x[b h w, c], which runs as a matmul.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+import re
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+# A BatchNorm layer's module name: flax's default (BatchNorm_0, ...) or airbench94's (norm1, norm2).
+# --norm_bias_lr_scale scales the learning rate of these layers' biases (jaxrec.core.optim).
+NORM_MODULE = re.compile(r"^(BatchNorm_\d+|norm\d*)$")
+
+
+def is_norm_bias(names: Sequence[str]) -> bool:
+    """Whether the parameter at the module path `names` is a BatchNorm layer's bias (NORM_MODULE)."""
+    return len(names) > 1 and names[-1] == "bias" and bool(NORM_MODULE.match(names[-2]))
+
+
+def path_names(path: Sequence[Any]) -> list[str]:
+    """A jax.tree_util key path as its module and parameter names."""
+    return [str(getattr(key, "key", key)) for key in path]
 
 
 @jax.custom_vjp

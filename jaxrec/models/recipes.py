@@ -194,6 +194,7 @@ def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) 
     import jax.numpy as jnp  # noqa: PLC0415
 
     from jaxrec.models import create_model  # noqa: PLC0415 - the package's __init__ imports this module
+    from jaxrec.models.norm import is_norm_bias, path_names  # noqa: PLC0415
 
     try:
         model = create_model(config, num_classes)
@@ -208,6 +209,11 @@ def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) 
     if tuple(logits.shape) != (2, num_classes):
         raise InputError(f"{recipe.path}: the network gives logits of shape {list(logits.shape)} for 2 images of "
                          f"{num_classes} classes; it must give [batch, num_classes], here [2, {num_classes}]")
+    biases = jax.tree_util.tree_flatten_with_path(variables.get("params", {}))[0]
+    if config.norm_bias_lr_scale != 1 and not any(is_norm_bias(path_names(path)) for path, _ in biases):
+        raise InputError(f"--norm_bias_lr_scale {config.norm_bias_lr_scale} with --model {recipe.path}: its network "
+                         f"has no BatchNorm bias to scale (a module named BatchNorm_N or normN); drop the flag, or "
+                         f"name the recipe's BatchNorm layers so")
 
 
 def image_size_problem(config: Config, height: int, width: int, where: str) -> str | None:

@@ -113,6 +113,17 @@ def test_a_recipe_whose_network_does_not_fit_the_data_is_refused_in_one_line(tmp
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_batchnorm_bias_learning_rate_for_a_recipe_without_batchnorm_is_refused(tmp_path):
+    plain = Config(model=str(write(tmp_path)), norm_bias_lr_scale=4.0)
+    with pytest.raises(InputError, match=r"^--norm_bias_lr_scale 4.0 with --model .*perceptron.py: its network has "
+                                         r"no BatchNorm bias"):
+        check_images(plain, (32, 32, 3), 10, "--dataset cifar10_sample")
+    with_norm = PERCEPTRON.replace("x = nn.relu(nn.Dense(self.hidden)(x.reshape((x.shape[0], -1))))",
+                                   "x = nn.relu(nn.BatchNorm(use_running_average=not train)("
+                                   "nn.Dense(self.hidden)(x.reshape((x.shape[0], -1)))))")
+    check_images(plain.replace(model=str(write(tmp_path, with_norm, "normed.py"))), (32, 32, 3), 10, "here")
+
+
 def test_the_command_line_refuses_a_broken_or_missing_recipe_in_one_line(tmp_path, capsys):
     broken = write(tmp_path, PERCEPTRON.replace("def build(", "def make("))
     for path, says in ((broken, f"{broken}: no build() function"),

@@ -380,7 +380,7 @@ def test_a_seed_study_with_two_seeds_per_program_runs_over_two_processes(tmp_pat
     for layout in ((2, 2), (1, 4)):
         workdir = tmp_path / f"{layout[0]}x{layout[1]}"
         outs = launch(lambda: start(script_command("jaxrec", *study, "--workdir", str(workdir)), *layout))
-        assert all(code == 0 for code, _, _ in outs), [(code, err[:3000]) for code, err, _ in outs]
+        assert all(code == 0 for code, _, _ in outs), "\n".join(f"process {i}: exit {code}\n{err[-2500:]}" for i, (code, err, _) in enumerate(outs))
         ended[layout] = [out for _, _, out in outs]
     assert "wrote" in ended[(2, 2)][0] and "wrote" not in ended[(2, 2)][1]  # the study's report is printed once
     for seed in (0, 1):
