@@ -18,7 +18,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Iterator
 
 from jaxrec.config import Config
@@ -71,7 +73,7 @@ def run_supervised(config: Config) -> int:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     if code != 0 and any(mark in text for mark in PEER_LOST):
-        sys.stderr.write(lost_peer_line(config, text) + "\n")
+        sys.stderr.write(lost_peer_line(config, text, keep_report(config, text)) + "\n")
         return LOST
     sys.stderr.write(text)  # a crash of another kind is a bug: its whole report stays
     return 128 - code if code < 0 else code
@@ -107,9 +109,21 @@ def pieces(stream) -> Iterator[str]:
         yield pending
 
 
-def lost_peer_line(config: Config, text: str) -> str:
+def keep_report(config: Config, text: str) -> Path | None:
+    """Writes `text`, the runtime's account of the child's end, to a file of its own in the temporary
+    folder (the one line leaves it out; a bug report needs it). None if it cannot be written."""
+    try:
+        handle, path = tempfile.mkstemp(prefix=f"jaxrec-process-{config.process_id}-", suffix=".log")
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        return Path(path)
+    except OSError:
+        return None
+
+
+def lost_peer_line(config: Config, text: str, report: Path | None = None) -> str:
     """The one line a process prints when another process of its run is gone; `text` is what the child
-    printed as it ended (the runtime's account, when it gave one)."""
+    printed as it ended (the runtime's account, when it gave one), kept in the file `report`."""
     me = "this process" if config.process_id is None else f"process {config.process_id}"
     silent = HEARTBEATS.search(text)
     if silent:
@@ -121,8 +135,9 @@ def lost_peer_line(config: Config, text: str) -> str:
     else:
         other = ({0, 1} - {config.process_id}) if config.num_processes == 2 else set()
         lost = f"{f'process {other.pop()}' if other else 'another process'} (a collective's connection broke"
-    return (f"error: {me} lost contact with {lost}: a process died or its host went away) and stopped. Rerun "
-            "every process with the same command to resume from the last checkpoint.")
+    kept = f" (the runtime's report: {report})" if report else ""
+    return (f"error: {me} lost contact with {lost}: a process died or its host went away) and stopped{kept}. "
+            "Rerun every process with the same command to resume from the last checkpoint.")
 
 
 def watch_lifeline(environ: dict[str, str] | os._Environ = os.environ) -> None:

@@ -61,6 +61,17 @@ def test_the_lost_process_is_named_from_the_runtime_or_the_layout():
         Config(process_id=1, num_processes=3), coordinator)
 
 
+def test_the_runtimes_report_is_kept_in_a_file_the_line_names():
+    config = Config(process_id=1, num_processes=2)
+    report = supervisor.keep_report(config, RUNTIME_ERROR + CRASH)
+    try:
+        assert report.read_text() == RUNTIME_ERROR + CRASH and report.name.startswith("jaxrec-process-1-")
+        line = supervisor.lost_peer_line(config, RUNTIME_ERROR + CRASH, report)
+        assert f"(the runtime's report: {report}). Rerun every process" in line and "\n" not in line
+    finally:
+        report.unlink()
+
+
 def test_only_a_command_line_process_that_joins_others_is_supervised():
     joined = Config(coordinator_address="localhost:1234", num_processes=2, process_id=0)
     assert supervisor.needed(joined, environ={})
