@@ -14,6 +14,11 @@ from jaxrec.config import Config  # noqa: E402 - no JAX
 from jaxrec.runtime.xla_flags import set_cpu_flags  # noqa: E402
 
 set_cpu_flags(Config())
+# The tests check what programs compute, not how fast they run, and they compile several hundred:
+# LLVM's optimisation passes are most of XLA:CPU's compile time (docs/development.md has the figures).
+# XLA's own passes, its fusions and YNNPACK's routing stay as a run has them.
+if "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests train the same small programs again (a straight run and a resumed one, 1 and 8 devices):
 # JAX's persistent compilation cache compiles each program once. It changes no result: a cached

@@ -57,7 +57,7 @@ def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Se
     core unless told otherwise) and joins a multi-process run's processes, once; then labels the log
     lines with the process. Returns the checked config."""
     setup_logging()
-    from jaxrec.runtime import supervisor  # imports JAX, whose backend only the child starts
+    from jaxrec.runtime import supervisor  # no JAX: a supervising parent never needs it
 
     if supervisor.needed(config):  # joins other processes: run it as a child that a lost peer cannot crash
         check(config, only)
@@ -213,13 +213,11 @@ def _predict(args: argparse.Namespace) -> int:
     return exit_code(run)
 
 
-
-
 def _benchmark(args: argparse.Namespace) -> int:
     def run() -> None:
         options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
-        config = model_defaults(["--model", args.model]).replace(progress=False, **flags.values_of(args, Config),
-                                                                 knobs=config_of(args).knobs)
+        # Its flags leave out the fields a benchmark does not time: those keep the recipe's defaults.
+        config = config_of(args, model_defaults(["--model", args.model])).replace(progress=False)
         config = start_jax(config)
         from jaxrec.benchmark import format_report, run_benchmark
 
@@ -275,11 +273,11 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config, only: Se
         flags.add_flags(parser, knobs, knobs(**dict(defaults.knobs)))
 
 
-def config_of(args: argparse.Namespace) -> Config:
-    """The Config the parsed flags give, the recipe file's knobs among them."""
+def config_of(args: argparse.Namespace, base: Config = Config()) -> Config:
+    """`base` with what the parsed flags give, the recipe file's knobs among them."""
     knobs = own_knobs(args.model)
     own = flags.values_of(args, knobs) if knobs is not None else {}
-    return Config(**flags.values_of(args, Config), knobs=tuple(own.items()))
+    return base.replace(**flags.values_of(args, Config), knobs=tuple(own.items()))
 
 
 def _add_train(commands, defaults: Config) -> None:

@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import jax
 import numpy as np
@@ -25,37 +25,16 @@ import numpy as np
 from jaxrec.config import PER_PROCESS_FIELDS, Config
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import watch_signals
+from jaxrec.runtime.launch import LOST, LOST_MARK, wanted
 from jaxrec.runtime.xla_flags import jaxlib_version
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Launchers that start several copies of a command, and the variable that counts them.
-LAUNCHER_TASKS = {"srun": "SLURM_STEP_NUM_TASKS", "mpirun": "OMPI_COMM_WORLD_SIZE"}
-LOST = 1  # exit code of a process that lost a peer
-# How a process says that a collective failed because a peer is gone; its supervisor
-# (jaxrec.runtime.supervisor) turns it into the one line the user sees.
-LOST_MARK = "jaxrec: lost contact with the run's other processes: "
 # From this jaxlib on, an XLA:CPU program that JAX's persistent compilation cache hands back hangs in
 # its first collective across processes (measured on 0.12.1: a resumed 2-process run, every time the
 # cache held its step; 0.10.2 runs the same cached programs fine; 0.11 not measured).
 CPU_CACHE_HANGS_FROM = (0, 11)
-
-
-def wanted(config: Config, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process should join others (see Config.distributed)."""
-    if config.distributed != "auto":
-        return config.distributed == "on"
-    if config.coordinator_address or environ.get("JAX_COORDINATOR_ADDRESS"):
-        return True
-    return any(_count(environ.get(variable)) > 1 for variable in LAUNCHER_TASKS.values())
-
-
-def _count(value: str | None) -> int:
-    try:
-        return int(value or 1)
-    except ValueError:
-        return 1
 
 
 def start(config: Config) -> None:

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jaxrec.config import Config
-from jaxrec.runtime import distributed  # imports JAX; its backend does not start in the parent
-from jaxrec.runtime.distributed import LOST, LOST_MARK
+from jaxrec.runtime.launch import LOST, LOST_MARK, wanted
 
 LIFELINE = "JAXREC_LIFELINE_FD"  # in the child: the read end of a pipe the parent holds open
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
@@ -46,7 +45,7 @@ HEARTBEATS = re.compile(r"stopped sending heartbeats\):\s*((?:\d+\s*)+)")
 def needed(config: Config, environ: dict[str, str] | os._Environ = os.environ) -> bool:
     """Whether this command should run under a supervisor: it joins other processes, from the command
     line, and is not the supervised child already."""
-    return LIFELINE not in environ and distributed.wanted(config, environ)
+    return LIFELINE not in environ and wanted(config, environ)
 
 
 def run_supervised(config: Config) -> int:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrec.config import Config, check
+from jaxrec.config import check
 from jaxrec.models import config_for, count_params, create_model
 from jaxrec.models.airbench import Airbench94, dirac_init, patch_covariance, whitening_kernel
 from jaxrec.models.norm import MatmulBatchNorm
