@@ -105,3 +105,32 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The smallest recipe file (jaxrec.models.recipes): what the tests of `--model path/to/recipe.py` train.
+PERCEPTRON = '''"""A two-layer perceptron: the smallest recipe."""
+import flax.linen as nn
+
+DEFAULTS = dict(batch_size=50, learning_rate=0.05, eval_batch_size=100)
+
+
+class Perceptron(nn.Module):
+    num_classes: int
+    hidden: int = 16
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(self.hidden)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(self.num_classes)(x)
+
+
+def build(config, num_classes, kernels):
+    return Perceptron(num_classes)
+'''
+
+
+def write_recipe(folder: Path, text: str = PERCEPTRON, name: str = "perceptron.py") -> Path:
+    """A recipe file of `text` in `folder`."""
+    path = folder / name
+    path.write_text(text)
+    return path

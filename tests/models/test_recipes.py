@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from helpers import PERCEPTRON, write_recipe
 from jaxrec.cli import commands as cli
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
@@ -18,37 +19,12 @@ from jaxrec.run.checkpoints import load_trained
 from jaxrec.studies.study import StudySpec, run_study
 from jaxrec.training.loop import train_and_evaluate
 
-PERCEPTRON = '''"""A two-layer perceptron: the smallest recipe."""
-import flax.linen as nn
-
-DEFAULTS = dict(batch_size=50, learning_rate=0.05, eval_batch_size=100)
-
-
-class Perceptron(nn.Module):
-    num_classes: int
-    hidden: int = 16
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.relu(nn.Dense(self.hidden)(x.reshape((x.shape[0], -1))))
-        return nn.Dense(self.num_classes)(x)
-
-
-def build(config, num_classes, kernels):
-    return Perceptron(num_classes)
-'''
 RUN = dict(dataset="cifar10_sample", epochs=1, progress=False, num_devices=1)
-
-
-def write(folder, text=PERCEPTRON, name="perceptron.py"):
-    path = folder / name
-    path.write_text(text)
-    return path
 
 
 @pytest.mark.slow  # trains
 def test_a_recipe_file_trains_resumes_evaluates_and_predicts_as_a_built_in_does(tmp_path):
-    recipe = write(tmp_path)
+    recipe = write_recipe(tmp_path)
     config = config_for(str(recipe), **RUN)
     assert (config.model, config.batch_size, config.learning_rate) == (str(recipe), 50, 0.05)  # its DEFAULTS
     workdir = tmp_path / "run"
@@ -75,7 +51,7 @@ def test_a_recipe_file_trains_resumes_evaluates_and_predicts_as_a_built_in_does(
 
 @pytest.mark.slow  # trains
 def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path):
-    config = config_for(str(write(tmp_path)), **RUN)
+    config = config_for(str(write_recipe(tmp_path)), **RUN)
     study = run_study(StudySpec(config, seeds=(0, 1), vary=("init", "order")), tmp_path / "study",
                       seeds_per_program=2)
     assert study["seeds"] == [0, 1] and study["seeds_per_program"] == [2, 2]
@@ -91,7 +67,7 @@ def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path)
      r"perceptron.py, line 3: importing the recipe raised ModuleNotFoundError: No module named 'no_such_module'"),
 ])
 def test_a_recipe_file_that_does_not_load_is_refused_in_one_line_naming_it(tmp_path, text, problem):
-    [refusal] = recipe_problems(Config(model=str(write(tmp_path, text))))
+    [refusal] = recipe_problems(Config(model=str(write_recipe(tmp_path, text))))
     assert refusal.startswith(str(tmp_path)) and "\n" not in refusal
     assert re.search(problem, refusal), refusal
 
@@ -104,7 +80,7 @@ def test_a_recipe_file_that_does_not_load_is_refused_in_one_line_naming_it(tmp_p
      r"perceptron.py, line 13: the network failed on 32x32x3 images: TypeError"),
 ])
 def test_a_recipe_whose_network_does_not_fit_the_data_is_refused_in_one_line(tmp_path, text, problem):
-    config = Config(model=str(write(tmp_path, text)))
+    config = Config(model=str(write_recipe(tmp_path, text)))
     with pytest.raises(InputError, match=problem) as refused:
         check_images(config, (32, 32, 3), 10, "--dataset cifar10_sample")
     assert "\n" not in str(refused.value)
@@ -114,18 +90,18 @@ def test_a_recipe_whose_network_does_not_fit_the_data_is_refused_in_one_line(tmp
 
 
 def test_a_batchnorm_bias_learning_rate_for_a_recipe_without_batchnorm_is_refused(tmp_path):
-    plain = Config(model=str(write(tmp_path)), norm_bias_lr_scale=4.0)
+    plain = Config(model=str(write_recipe(tmp_path)), norm_bias_lr_scale=4.0)
     with pytest.raises(InputError, match=r"^--norm_bias_lr_scale 4.0 with --model .*perceptron.py: its network has "
                                          r"no BatchNorm bias"):
         check_images(plain, (32, 32, 3), 10, "--dataset cifar10_sample")
     with_norm = PERCEPTRON.replace("x = nn.relu(nn.Dense(self.hidden)(x.reshape((x.shape[0], -1))))",
                                    "x = nn.relu(nn.BatchNorm(use_running_average=not train)("
                                    "nn.Dense(self.hidden)(x.reshape((x.shape[0], -1)))))")
-    check_images(plain.replace(model=str(write(tmp_path, with_norm, "normed.py"))), (32, 32, 3), 10, "here")
+    check_images(plain.replace(model=str(write_recipe(tmp_path, with_norm, "normed.py"))), (32, 32, 3), 10, "here")
 
 
 def test_the_command_line_refuses_a_broken_or_missing_recipe_in_one_line(tmp_path, capsys):
-    broken = write(tmp_path, PERCEPTRON.replace("def build(", "def make("))
+    broken = write_recipe(tmp_path, PERCEPTRON.replace("def build(", "def make("))
     for path, says in ((broken, f"{broken}: no build() function"),
                        (tmp_path / "missing.py", "cannot read the recipe file")):
         with pytest.raises(SystemExit) as exited:
@@ -135,7 +111,7 @@ def test_the_command_line_refuses_a_broken_or_missing_recipe_in_one_line(tmp_pat
 
 
 def test_a_recipe_file_is_recorded_by_its_absolute_path_and_named_by_its_stem(tmp_path, monkeypatch):
-    recipe = write(tmp_path)
+    recipe = write_recipe(tmp_path)
     monkeypatch.chdir(tmp_path)
     config = Config(model="perceptron.py")
     assert config.model == str(recipe) and config.model_tag == "perceptron"
@@ -162,7 +138,7 @@ class Perceptron(''').replace("return Perceptron(num_classes)",
 
 @pytest.mark.slow  # trains
 def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tmp_path, capsys):
-    recipe = write(tmp_path, KNOBBED)
+    recipe = write_recipe(tmp_path, KNOBBED)
     with pytest.raises(SystemExit):
         cli.main(["train", "--model", str(recipe), "--help"])
     out = capsys.readouterr().out

@@ -20,7 +20,7 @@ import chex
 import numpy as np
 import pytest
 
-from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command
+from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command, write_recipe
 from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.run.checkpoints import load_trained
 
@@ -373,9 +373,11 @@ def test_evaluation_over_two_processes_counts_every_example_once(tmp_path):
     assert np.array_equal(np.bincount(results[0]["predicted"], minlength=10), confusion.sum(axis=0))
 
 
-def test_a_seed_study_with_two_seeds_per_program_runs_over_two_processes(tmp_path):
-    study = ["study", "--seeds", "0-1", "--seeds_per_program", "2", "--dataset", "cifar10_sample", "--batch_size",
-             "32", "--progress", "false", "--epochs", "1", *SMALL_FLAGS]
+def test_a_seed_study_of_a_recipe_file_with_two_seeds_per_program_runs_over_two_processes(tmp_path):
+    # A recipe of one's own (a file outside the package) over processes, as a built-in: every process
+    # loads the same file (the settings check compares its path), and the result is the layout's.
+    study = ["study", "--model", str(write_recipe(tmp_path)), "--seeds", "0-1", "--seeds_per_program", "2",
+             "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", "--epochs", "1"]
     ended = {}
     for layout in ((2, 2), (1, 4)):
         workdir = tmp_path / f"{layout[0]}x{layout[1]}"
@@ -387,3 +389,5 @@ def test_a_seed_study_with_two_seeds_per_program_runs_over_two_processes(tmp_pat
         assert_same_training(tmp_path / "2x2" / f"seed_{seed}", tmp_path / "1x4" / f"seed_{seed}")
     study_json = json.loads((tmp_path / "2x2" / "study.json").read_text())
     assert study_json["seeds"] == [0, 1] and study_json["num_devices"] == [4, 4]
+    recorded = json.loads((tmp_path / "2x2" / "seed_1" / "summary.json").read_text())["recipe"]
+    assert recorded["path"] == str(tmp_path / "perceptron.py") and len(recorded["sha256"]) == 64
