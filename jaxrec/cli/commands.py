@@ -21,7 +21,7 @@ from jaxrec.cli import flags
 from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check,
                            is_recipe_file)
 from jaxrec.errors import InputError, SaveError
-from jaxrec.models import BUILT_IN, config_for, load
+from jaxrec.models import BUILT_IN, config_for
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
@@ -248,9 +248,7 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
     """The flags' defaults: Config's, with the DEFAULTS of the recipe named by --model in `argv`
     (jaxrec.models.recipes). So `jaxrec train --model airbench94` runs airbench's whole recipe, and its
     --help shows that recipe's values. A recipe file that cannot be used ends the command in one line."""
-    scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    scan.add_argument("--model")
-    model = scan.parse_known_args(list(sys.argv[1:] if argv is None else argv))[0].model
+    model = flags.model_in(argv)
     if model is None or (model not in BUILT_IN and not is_recipe_file(model)):
         return Config()  # an unknown name is refused by the parser, with the names it takes
     try:
@@ -260,22 +258,17 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
         sys.exit(2)
 
 
-def own_knobs(model: str) -> type | None:
-    """The Knobs dataclass of a recipe file (jaxrec.models.recipes), or None; a built-in has none."""
-    return load(model).knobs if is_recipe_file(model) else None
-
-
 def add_config_flags(parser: argparse.ArgumentParser, defaults: Config, only: Sequence[str] | None = None) -> None:
     """The Config's flags, with `defaults`, and one per knob of the recipe file it names."""
     flags.add_flags(parser, Config, defaults, only=only)
-    knobs = own_knobs(defaults.model)
+    knobs = flags.own_knobs(defaults.model)
     if knobs is not None:
         flags.add_flags(parser, knobs, knobs(**dict(defaults.knobs)))
 
 
 def config_of(args: argparse.Namespace, base: Config = Config()) -> Config:
     """`base` with what the parsed flags give, the recipe file's knobs among them."""
-    knobs = own_knobs(args.model)
+    knobs = flags.own_knobs(args.model)
     own = flags.values_of(args, knobs) if knobs is not None else {}
     return base.replace(**flags.values_of(args, Config), knobs=tuple(own.items()))
 

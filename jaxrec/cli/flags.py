@@ -14,7 +14,9 @@ import sys
 import typing
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
-from jaxrec.config import Config, choices, without_unused_defaults
+from jaxrec.config import Config, choices, is_recipe_file, without_unused_defaults
+from jaxrec.errors import InputError
+from jaxrec.models.recipes import load
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -157,12 +159,32 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
     """Command-line flags -> Config (not yet checked: see jaxrec.config.check). The defaults' values of
     fields the chosen model has no use for (a recipe's, run with another --model) are left out; the
     flags given are kept, to be refused by the check if they do not fit."""
-    namespace = config_parser(description, defaults, aliases).parse_args(argv)
+    parser = config_parser(description, defaults, aliases)
+    try:
+        knobs = own_knobs(model_in(argv) or (defaults or Config()).model)
+    except InputError as err:
+        parser.error(str(err))
+    if knobs is not None:
+        add_flags(parser, knobs)
+    namespace = parser.parse_args(argv)
     given = Parser(add_help=False)
     add_flags(given, Config, inherit=True, aliases=aliases)
-    return without_unused_defaults(Config(**values_of(namespace, Config)),
-                                   list(vars(given.parse_known_args(argv)[0])))
+    config = without_unused_defaults(Config(**values_of(namespace, Config)),
+                                     list(vars(given.parse_known_args(argv)[0])))
+    return config.replace(knobs=tuple(values_of(namespace, knobs).items())) if knobs is not None else config
 
 
-__all__ = ["Parser", "add_flags", "config_parser", "parse_bool", "parse_config", "parse_int_tuple", "parse_number",
-           "positive_int", "values_of"]
+def model_in(argv: Sequence[str] | None) -> str | None:
+    """The value of --model in `argv` (default: this process's arguments), None if not given."""
+    scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    scan.add_argument("--model")
+    return scan.parse_known_args(list(sys.argv[1:] if argv is None else argv))[0].model
+
+
+def own_knobs(model: str) -> type | None:
+    """The Knobs dataclass of a recipe file (jaxrec.models.recipes), or None; a built-in has none."""
+    return load(model).knobs if is_recipe_file(model) else None
+
+
+__all__ = ["Parser", "add_flags", "config_parser", "model_in", "own_knobs", "parse_bool", "parse_config",
+           "parse_int_tuple", "parse_number", "positive_int", "values_of"]

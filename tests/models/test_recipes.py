@@ -9,6 +9,7 @@ import pytest
 
 from helpers import PERCEPTRON, write_recipe
 from jaxrec.cli import commands as cli
+from jaxrec.cli.flags import parse_config
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError
@@ -148,6 +149,8 @@ def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tm
     config = cli.config_of(args)
     assert config.knobs == (("hidden", 24),) and config == config_for(str(recipe), hidden=24)
     assert create_model(config, 10).hidden == 24 and create_model(config.replace(knobs=()), 10).hidden == 16
+    # An experiment script (`jaxrec train` with defaults of its own) takes them as well.
+    assert parse_config(["--model", str(recipe), "--hidden", "24"], None, Config(model="rnn")).knobs == config.knobs
     [too_small] = recipe_problems(config.replace(knobs=(("hidden", 0),)))
     assert too_small == "--hidden 0: must be >= 1"
     [unknown] = recipe_problems(config.replace(knobs=(("depth", 2),)))
