@@ -6,7 +6,8 @@ config.model = "rnn", for the CNN-vs-RNN comparison.
     python experiments/cifar_rnn.py --dataset cifar10_sample --epochs 3
     python experiments/cifar_rnn.py --dataset ~/data/cifar10-jpeg --rnn_cell gru --rnn_hidden 128
 
-Every flag is a field of jaxrec.config.Config; see --help (the rnn_* flags choose the network).
+Every flag is a field of jaxrec.config.Config or, for the rnn_* flags that choose the network, a knob
+of the rnn recipe (jaxrec.models.rnn.Knobs); see --help.
 """
 
 import sys

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, NoReturn, Sequence
 
 from jaxrec.config import Config, choices, is_recipe_file, without_unused_defaults
 from jaxrec.errors import InputError
-from jaxrec.models.recipes import load
+from jaxrec.models.recipes import BUILT_IN, load
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -182,8 +182,12 @@ def model_in(argv: Sequence[str] | None) -> str | None:
 
 
 def own_knobs(model: str) -> type | None:
-    """The Knobs dataclass of a recipe file (jaxrec.models.recipes), or None; a built-in has none."""
-    return load(model).knobs if is_recipe_file(model) else None
+    """The Knobs dataclass of the recipe `model` names (jaxrec.models.recipes), or None if it has none
+    (or `model` names no recipe: the parser refuses it). The default model's settings are Config's own
+    (a test pins it), so a command that names no model parses without importing any network."""
+    if model == Config().model or not (model in BUILT_IN or is_recipe_file(model)):
+        return None
+    return load(model).knobs
 
 
 __all__ = ["Parser", "add_flags", "config_parser", "model_in", "own_knobs", "parse_bool", "parse_config",

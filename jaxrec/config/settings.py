@@ -27,7 +27,6 @@ from jaxrec.errors import InputError
 # The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
 MODELS = ("cnn", "rnn", "resnet18", "resnet20", "airbench94")
 Norm = Literal["none", "batch"]
-RnnCell = Literal["tanh", "lstm", "gru"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 Channels = Literal[0, 1, 3]
 Resize = Literal["stretch", "crop"]
@@ -83,6 +82,11 @@ run = knob_group("run")
 checkpoint = knob_group("checkpoints", *HOW, "untimed")
 execution = knob_group("execution", *HOW)
 process = knob_group("processes", *HOW)
+
+
+# Settings that were Config fields before they moved into a built-in recipe's own knobs, by recipe:
+# config.json files and checkpoints written before the move still load (another model never read them).
+MOVED_TO_KNOBS = {"rnn": ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,15 +162,8 @@ class Config:
                            "or bfloat16 (parameters, optimizer state, BatchNorm statistics and the loss stay "
                            "float32); auto: float32 on the CPU, bfloat16 on GPUs and TPUs. The cnn and rnn compute in "
                            "float32.")
-    rnn_cell: RnnCell = network("lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.",
-                                only_for="rnn")
-    rnn_hidden: int = network(256, "Hidden units per direction of each recurrent layer (model=rnn).",
-                              at_least(1), only_for="rnn")
-    rnn_layers: int = network(1, "Stacked recurrent layers (model=rnn).", at_least(1), only_for="rnn")
-    rnn_bidirectional: bool = network(False, "Also read the rows bottom-up and classify from both final states "
-                                      "(model=rnn).", only_for="rnn")
-    # A recipe file's own knobs (its Knobs dataclass: jaxrec.models.recipes); each is a flag of its own.
-    knobs: tuple = network((), "The recipe file's own settings, as (name, value) pairs.", also=("no_flag",))
+    # A recipe's own knobs (its Knobs dataclass: jaxrec.models.recipes); each is a flag of its own.
+    knobs: tuple = network((), "The recipe's own settings, as (name, value) pairs.", also=("no_flag",))
 
     # Optimisation.
     epochs: int | float = optim(10, "Number of passes over the training set; a fraction trains part of the last one "
@@ -349,7 +346,12 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Config":
-        """The inverse of to_dict (JSON lists become tuples again); unknown keys are ignored."""
+        """The inverse of to_dict (JSON lists become tuples again); unknown keys are ignored. A run
+        recorded before a setting moved into its recipe's knobs (MOVED_TO_KNOBS) reads as one after."""
+        values = dict(values)
+        moved = {name: values.pop(name) for names in MOVED_TO_KNOBS.values() for name in names if name in values}
+        if moved and values.get("model") in MOVED_TO_KNOBS:
+            values["knobs"] = {**moved, **dict(values.get("knobs") or ())}
         hints = typing.get_type_hints(cls)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
@@ -391,7 +393,6 @@ def has_batch_norm(config: Config) -> bool:
             or (config.model == "cnn" and config.norm != "none"))
 
 
-RNN_FIELDS = tuple(only_for(Config, "rnn"))
 # The field lists of the ROLES, each read where its role matters.
 EXECUTION_FIELDS = fields_with(Config, "execution")
 EVALUATION_FIELDS = fields_with(Config, "evaluation")  # what an evaluation of a trained run may set anew
@@ -476,10 +477,9 @@ def installation_problems(config: Config) -> list[str]:
 
 
 def config_problems(config: Config, only: Sequence[str] | None = None) -> list[str]:
-    """The refusals of a Config's fields (those in `only`, default all; the rnn_* fields only when
-    model=rnn) and, on a full check, of its combinations."""
-    skip = () if config.model == "rnn" else RNN_FIELDS
-    names = [f.name for f in dataclasses.fields(config) if f.name not in skip and (only is None or f.name in only)]
+    """The refusals of a Config's fields (those in `only`, default all) and, on a full check, of its
+    combinations."""
+    names = [f.name for f in dataclasses.fields(config) if only is None or f.name in only]
     if only is None:
         return field_problems(config, names) or combination_problems(config) + installation_problems(config)
     return field_problems(config, names)
@@ -501,5 +501,5 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
 
 __all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
            "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS",
-           "RNN_FIELDS", "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems", "is_recipe_file",
+           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems", "is_recipe_file",
            "unused_by_model", "without_unused_defaults"]

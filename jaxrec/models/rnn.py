@@ -13,13 +13,15 @@ is the same cell written step by step, with the input product inside, for refere
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+from typing import Any, Callable, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrec.config import Config
+from jaxrec.config import Config, at_least, knob
+from jaxrec.models.recipes import recipe_knobs
 
 Params = dict[str, jax.Array]
 Carry = Any  # h [batch, hidden] for tanh and GRU; (c, h) for the LSTM
@@ -249,7 +251,20 @@ class RowRNNClassifier(nn.Module):
         return nn.Dense(self.num_classes)(final)
 
 
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """The recipe's own settings (flags of `--model rnn`; jaxrec.models.recipes)."""
+
+    rnn_cell: Literal["tanh", "lstm", "gru"] = knob(
+        "lstm", "Recurrent cell of model=rnn: tanh (the article's simple RNN), lstm or gru.")
+    rnn_hidden: int = knob(256, "Hidden units per direction of each recurrent layer (model=rnn).", at_least(1))
+    rnn_layers: int = knob(1, "Stacked recurrent layers (model=rnn).", at_least(1))
+    rnn_bidirectional: bool = knob(False, "Also read the rows bottom-up and classify from both final states "
+                                          "(model=rnn).")
+
+
 def build(config: Config, num_classes: int, kernels: Any = None) -> RowRNNClassifier:
-    """The row-reading RNN as `config` sets it (the rnn_* knobs); it has no kernels to choose."""
-    return RowRNNClassifier(num_classes=num_classes, cell=config.rnn_cell, hidden=config.rnn_hidden,
-                            num_layers=config.rnn_layers, bidirectional=config.rnn_bidirectional)
+    """The row-reading RNN as the recipe's knobs set it; it has no kernels to choose."""
+    knobs = recipe_knobs(config)
+    return RowRNNClassifier(num_classes=num_classes, cell=knobs.rnn_cell, hidden=knobs.rnn_hidden,
+                            num_layers=knobs.rnn_layers, bidirectional=knobs.rnn_bidirectional)

@@ -8,12 +8,12 @@ import pytest
 
 from helpers import ROOT, run_script
 from jaxrec.cli import commands as cli, flags
-from jaxrec.models import kernels
+from jaxrec.models import kernels, rnn
 from jaxrec.config.rules import cores_available
 from jaxrec.config import (EXECUTION_FIELDS, MAY_CHANGE_IN_STUDY, MAY_CHANGE_ON_RESUME, MEMBER_FIELDS, MODELS,
                            PER_PROCESS_FIELDS, ROLES, SOURCES, BenchmarkOptions, Config, check, choices, fields_with)
 from jaxrec.errors import InputError
-from jaxrec.models import BUILT_IN, CELLS, create_model
+from jaxrec.models import BUILT_IN, CELLS, create_model, load
 from jaxrec.core.optim import learning_rate_schedule
 
 
@@ -76,7 +76,7 @@ def test_enumerated_fields_offer_exactly_what_the_code_implements():
     assert set(MODELS) == set(BUILT_IN)  # every name --model takes has a recipe module
     for model in MODELS:  # each builds a model
         assert create_model(Config(model=model), num_classes=10) is not None
-    assert set(choices(Config, "rnn_cell")) == set(CELLS)
+    assert set(choices(rnn.Knobs, "rnn_cell")) == set(CELLS)
     assert set(choices(Config, "lr_schedule")) == {"constant", "cosine", "step", "linear"}
     for schedule in choices(Config, "lr_schedule"):
         assert learning_rate_schedule(Config(lr_schedule=schedule), steps_per_epoch=10)(5) > 0
@@ -87,7 +87,6 @@ def test_enumerated_fields_offer_exactly_what_the_code_implements():
     (dict(conv_features=(0,)), "--conv_features 0: must be a non-empty comma-separated list of integers >= 1"),
     (dict(epochs="2"), "--epochs 2: must be of type int | float"),
     (dict(epochs=0), "--epochs 0: must be > 0"),
-    (dict(model="rnn", rnn_hidden=0), "--rnn_hidden 0: must be >= 1"),
     (dict(conv_features=()), "--conv_features '': must be a non-empty"),
     (dict(dense_features=0), "--dense_features 0: must be >= 1"),
     (dict(image_size=1), "--image_size 1: must be 0 or >= 8"),
@@ -137,8 +136,10 @@ def test_the_command_line_runs_as_the_cli_module_too():
     assert result.returncode == 0 and "train" in result.stdout
 
 
-def test_rnn_settings_are_only_checked_for_the_rnn():
-    assert check(Config(model="cnn", rnn_hidden=0, rnn_cell="elman"))
+def test_the_default_models_settings_are_configs_own():
+    # What lets a command that names no --model parse its flags without importing a network.
+    assert load(Config().model).knobs is None and not load(Config().model).defaults
+    assert flags.own_knobs("rnn") is load("rnn").knobs is not None
 
 
 def test_a_subset_of_fields_can_be_checked_alone():

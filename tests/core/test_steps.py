@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 from helpers import PRE, SMALL, random_batch, small_state
-from jaxrec.models import kernels
+from jaxrec.models import config_for, kernels
 from jaxrec.config import Config
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.evaluation.evaluator import Evaluator
@@ -64,7 +64,7 @@ def test_tiny_batch_is_overfit():
 
 # The RNN (a tiny one) trains through the same pmap step as the CNN.
 @pytest.mark.parametrize("config", [pytest.param(Config(**SMALL), id="cnn"),
-                                    pytest.param(Config(model="rnn", rnn_cell="tanh", rnn_hidden=8), id="rnn",
+                                    pytest.param(config_for("rnn", rnn_cell="tanh", rnn_hidden=8), id="rnn",
                                                  marks=pytest.mark.slow)])
 def test_pmap_over_8_devices_equals_one_device(config):
     assert jax.local_device_count() == 8, "conftest must create 8 fake CPU devices"

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from helpers import run_script
-from jaxrec.config import Config, check
-from jaxrec.errors import InputError
-from jaxrec.models import count_params, create_model
+from helpers import ROOT, run_script
+from jaxrec.config import Config
+from jaxrec.cli import commands as cli
+from jaxrec.models import config_for, count_params, create_model
+from jaxrec.models.recipes import recipe_problems
+from jaxrec.run.checkpoints import field_differences
 from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier, cell_step, hidden_state, zero_carry
 
 ALL_CELLS = sorted(CELLS)
@@ -212,8 +214,8 @@ def test_output_and_carry_shapes(cell, num_layers, bidirectional):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_classifier_logits_shape_and_parameter_count(cell, bidirectional):
     height, width, channels, hidden, classes = 32, 32, 3, 8, 10
-    model = create_model(Config(model="rnn", rnn_cell=cell, rnn_hidden=hidden,
-                                rnn_bidirectional=bidirectional), num_classes=classes)
+    model = create_model(config_for("rnn", rnn_cell=cell, rnn_hidden=hidden, rnn_bidirectional=bidirectional),
+                         num_classes=classes)
     images = jax.ShapeDtypeStruct((2, height, width, channels), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), images)
     chex.assert_shape(jax.eval_shape(model.apply, params, images), (2, classes))
@@ -254,15 +256,27 @@ def test_experiment_script_trains_the_rnn_on_8_devices(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     workdir = tmp_path / "runs" / "rnn_cifar10_sample_seed0"  # the default workdir names the model
     summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["config"]["model"] == "rnn" and summary["config"]["rnn_cell"] == "lstm"
+    assert summary["config"]["model"] == "rnn" and dict(summary["config"]["knobs"])["rnn_cell"] == "lstm"
     assert summary["num_devices"] == 8 and summary["steps"] == 400 // 128
     assert summary["param_count"] == 4 * 8 * (32 * 3 + 8 + 1) + 8 * 10 + 10
     assert 0 <= summary["test_accuracy"] <= 1 and np.isfinite(summary["test_loss"])
 
 
-def test_bad_rnn_settings_are_refused_with_the_fix():
-    with pytest.raises(InputError) as refused:
-        check(Config(model="rnn", rnn_cell="elman", rnn_hidden=0, rnn_layers=0))
-    assert str(refused.value).splitlines()[1:] == ["--rnn_cell elman: must be one of tanh, lstm, gru",
-                                                   "--rnn_hidden 0: must be >= 1", "--rnn_layers 0: must be >= 1"]
-    create_model(check(Config(model="cnn", rnn_hidden=0)), num_classes=10)  # rnn knobs only matter for the rnn
+def test_bad_rnn_settings_are_refused_with_the_fix(capsys):
+    assert recipe_problems(config_for("rnn", rnn_cell="elman", rnn_hidden=0, rnn_layers=0)) == [
+        "--rnn_cell elman: must be one of tanh, lstm, gru", "--rnn_hidden 0: must be >= 1",
+        "--rnn_layers 0: must be >= 1"]
+    # They are the rnn recipe's own knobs: flags of --model rnn only.
+    argv = ["train", "--model", "cnn", "--rnn_hidden", "8"]
+    with pytest.raises(SystemExit):
+        cli.build_parser(cli.model_defaults(argv)).parse_args(argv)
+    assert "unrecognized arguments: --rnn_hidden 8" in capsys.readouterr().err
+
+
+def test_a_run_recorded_while_the_rnn_settings_were_config_fields_loads_and_resumes():
+    saved = json.loads((ROOT / "results" / "cifar10_rnn_seed0" / "config.json").read_text())
+    moved = {name: saved[name] for name in ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")}
+    config = Config.from_dict(saved)
+    assert dict(config.knobs) == moved and create_model(config, 10).hidden == moved["rnn_hidden"]
+    assert field_differences(saved, config.to_dict(), ()) == []  # what a resume compares
+    assert field_differences(saved, config.replace(knobs=(("rnn_hidden", 7),)).to_dict(), ()) != []
