@@ -32,8 +32,17 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {message}{_knob_owners(message)} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def _knob_owners(message: str) -> str:
+    """For unrecognized flags that are a built-in recipe's own knobs, which --model has each."""
+    if not message.startswith("unrecognized arguments:"):
+        return ""
+    given = {word[2:] for word in message.split() if word.startswith("--")}
+    owners = {name: model for model in BUILT_IN for name in load(model).knob_names if name in given}
+    return "".join(f"; --{name} is a setting of --model {model}" for name, model in sorted(owners.items()))
 
 
 def parse_bool(text: str) -> bool:
