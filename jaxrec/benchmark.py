@@ -22,17 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.config import BenchmarkOptions, Config, check
+from jaxrec.core.optim import total_steps
+from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, epoch_indices
+from jaxrec.core.state import create_train_state
+from jaxrec.core.steps import Objective
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
 from jaxrec.models.recipes import check_images
 from jaxrec.runtime import host
 from jaxrec.runtime.setup import prepare
-from jaxrec.core.optim import total_steps
-from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
-from jaxrec.core.state import create_train_state
-from jaxrec.core.steps import Objective
 
 
 def _flops(compiled: Any) -> float:

@@ -8,8 +8,8 @@ from jaxrec.config.rules import (ROLES, Rule, above, at_least, choices, field_pr
                                  sizes_at_least)
 from jaxrec.config.settings import (BENCHMARK_UNUSED, EVALUATION_FIELDS, EXECUTION_FIELDS, MAY_CHANGE_IN_STUDY,
                                     MAY_CHANGE_ON_RESUME, MEMBER_FIELDS, MODEL_AXES, MODELS, PER_PROCESS_FIELDS,
-                                    SEED_LIMIT, SOURCES, BenchmarkOptions, Config, check,
-                                    combination_problems, config_problems, is_recipe_file, without_unused_defaults)
+                                    SEED_LIMIT, SOURCES, BenchmarkOptions, Config, check, combination_problems,
+                                    config_problems, is_recipe_file, without_unused_defaults)
 
 __all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
            "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODEL_AXES", "MODELS", "PER_PROCESS_FIELDS",

@@ -22,9 +22,9 @@ from flax import jax_utils
 
 from jaxrec.config import MODEL_AXES
 from jaxrec.core.pipeline import Preprocess
+from jaxrec.core.steps import Objective, eval_step, train_step
 from jaxrec.errors import InputError
 from jaxrec.models import AXIS, kernels
-from jaxrec.core.steps import Objective, eval_step, train_step
 
 
 def select_devices(num_devices: int = 0) -> list[jax.Device]:

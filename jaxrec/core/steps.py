@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxrec.core.pipeline import Preprocess
-from jaxrec.models import AXIS
 from jaxrec.core.state import TrainState, Variables
+from jaxrec.models import AXIS
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

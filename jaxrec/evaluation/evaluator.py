@@ -16,17 +16,16 @@ import jax
 import numpy as np
 
 from jaxrec.config import EVALUATION_FIELDS, Config
-from jaxrec.data import stream
+from jaxrec.core.metrics import report_with_tta, summarize_eval
+from jaxrec.core.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
+from jaxrec.data import stream
 from jaxrec.data.sources import check_split_fits, decode_listed, is_image_folder, load_split, stream_split
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import ArrayDataset
 from jaxrec.errors import InputError
-from jaxrec.core.metrics import report_with_tta, summarize_eval
 from jaxrec.run.checkpoints import Trained
 from jaxrec.runtime.setup import prepare
-from jaxrec.core.parallel import (local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices,
-                                      unreplicate)
 
 log = logging.getLogger(__name__)
 

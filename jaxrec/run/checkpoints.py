@@ -37,17 +37,17 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxrec.config import MAY_CHANGE_ON_RESUME, Config
+from jaxrec.core.optim import uses_total_steps
 from jaxrec.core.pipeline import Preprocess
-from jaxrec.errors import InputError, SaveError, os_error_cause
+from jaxrec.core.run_state import RunState
+from jaxrec.core.state import TrainState, Variables, create_train_state
 from jaxrec.core.tta import with_tta
+from jaxrec.errors import InputError, SaveError, os_error_cause
 from jaxrec.models import create_model
 from jaxrec.models.kernels import resolved_dtype
 from jaxrec.models.recipes import load, recorded_recipe_problem
 from jaxrec.run import storage_noise
 from jaxrec.runtime import host
-from jaxrec.core.optim import uses_total_steps
-from jaxrec.core.run_state import RunState
-from jaxrec.core.state import TrainState, Variables, create_train_state
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from jaxrec.config.settings import TENSORBOARDX_MISSING
+from jaxrec.core.run_state import Record, RunState
 from jaxrec.errors import InputError
 from jaxrec.run import outputs
-from jaxrec.core.run_state import Record, RunState
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"

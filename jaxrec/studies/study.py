@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxrec.config import MAY_CHANGE_IN_STUDY, SEED_LIMIT, SOURCES, Config, check
+from jaxrec.core.run_state import TIMING_FIELDS
 from jaxrec.data.sources import dataset_location, split_is_seeded
 from jaxrec.errors import InputError
 from jaxrec.run import outputs
@@ -34,7 +35,6 @@ from jaxrec.run.workdir import STUDY_SPEC_FILE, check_workdir
 from jaxrec.runtime import distributed, host
 from jaxrec.studies import stats
 from jaxrec.training.loop import check_group, train_and_evaluate, train_group
-from jaxrec.core.run_state import TIMING_FIELDS
 
 log = logging.getLogger(__name__)
 

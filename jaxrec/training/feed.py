@@ -10,8 +10,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from jaxrec.data.stream import RowReader, StreamedDataset, StreamError
 from jaxrec.core.parallel import Program, local_devices, put_shares
+from jaxrec.data.stream import RowReader, StreamedDataset, StreamError
 
 log = logging.getLogger(__name__)
 Plan = Sequence[tuple[int, int]]  # the epoch's device calls: (first position, end position)

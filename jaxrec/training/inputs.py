@@ -12,16 +12,16 @@ import jax
 import numpy as np
 
 from jaxrec.config import Config
+from jaxrec.core.parallel import local_devices
+from jaxrec.core.tta import VIEWS
 from jaxrec.data import DataSplits, load_data
 from jaxrec.data.sources import stats_bytes, stream_data, stream_splits
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import DataError
 from jaxrec.errors import InputError
-from jaxrec.core.tta import VIEWS
 from jaxrec.models import create_model
 from jaxrec.models.recipes import check_images
 from jaxrec.runtime import distributed, memory
-from jaxrec.core.parallel import local_devices
 
 log = logging.getLogger(__name__)
 

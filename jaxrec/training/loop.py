@@ -26,17 +26,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
-from jaxrec.data import DataSplits
+from jaxrec.core.metrics import report_with_tta
+from jaxrec.core.optim import check_lookahead, total_steps
+from jaxrec.core.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
+                                  unreplicate)
 from jaxrec.core.pipeline import Preprocess, epoch_indices
+from jaxrec.core.run_state import Record, RunState
+from jaxrec.core.state import TrainState, create_train_state, init_sample
+from jaxrec.core.steps import Objective
+from jaxrec.core.tta import with_tta
+from jaxrec.data import DataSplits
 from jaxrec.data.sources import split_is_seeded
 from jaxrec.data.stream import StreamError
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
-from jaxrec.core.metrics import report_with_tta
-from jaxrec.core.tta import with_tta
 from jaxrec.models import count_params, create_model
-from jaxrec.models.recipes import check_images
 from jaxrec.models.kernels import resolved_dtype
+from jaxrec.models.recipes import check_images
 from jaxrec.run import outputs
 from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
 from jaxrec.run.workdir import claim, move_previous_run, writable_folder
@@ -46,12 +52,6 @@ from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_s
 from jaxrec.runtime.setup import prepare
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
 from jaxrec.training.inputs import evaluation_memory, open_data
-from jaxrec.core.optim import check_lookahead, total_steps
-from jaxrec.core.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
-                                      unreplicate)
-from jaxrec.core.run_state import Record, RunState
-from jaxrec.core.state import TrainState, create_train_state, init_sample
-from jaxrec.core.steps import Objective
 
 log = logging.getLogger(__name__)
 
