@@ -59,6 +59,7 @@ class Recipe:
 
     @property
     def knob_names(self) -> set[str]:
+        """The names of the recipe's own settings (empty without Knobs)."""
         return {field.name for field in dataclasses.fields(self.knobs)} if self.knobs else set()
 
     def record(self) -> dict[str, str] | None:
@@ -209,8 +210,8 @@ def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) 
     if tuple(logits.shape) != (2, num_classes):
         raise InputError(f"{recipe.path}: the network gives logits of shape {list(logits.shape)} for 2 images of "
                          f"{num_classes} classes; it must give [batch, num_classes], here [2, {num_classes}]")
-    biases = jax.tree_util.tree_flatten_with_path(variables.get("params", {}))[0]
-    if config.norm_bias_lr_scale != 1 and not any(is_norm_bias(path_names(path)) for path, _ in biases):
+    params = jax.tree_util.tree_leaves_with_path(variables.get("params", {}))
+    if config.norm_bias_lr_scale != 1 and not any(is_norm_bias(path_names(path)) for path, _ in params):
         raise InputError(f"--norm_bias_lr_scale {config.norm_bias_lr_scale} with --model {recipe.path}: its network "
                          f"has no BatchNorm bias to scale (a module named BatchNorm_N or normN); drop the flag, or "
                          f"name the recipe's BatchNorm layers so")

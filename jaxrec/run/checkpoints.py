@@ -151,12 +151,11 @@ def field_differences(saved: dict[str, Any], current: dict[str, Any], may_change
     """The fields of two Config.to_dict()s that differ, but those in `may_change`, one line each
     labelled by `names`; a field `saved` lacks (added to jaxrec since) counts as its default, and one
     that moved into a recipe's knobs since counts as that knob (Config.from_dict)."""
-    defaults = json.loads(json.dumps(Config().to_dict()))
-    saved = {**saved, "knobs": Config.from_dict(saved).to_dict()["knobs"]}
-    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))  # tuples as JSON lists
+    saved = json.loads(json.dumps(Config.from_dict(saved).to_dict()))  # tuples as JSON lists
+    current = json.loads(json.dumps(current))
     skip = set(may_change)
-    return [f"{name} ({names[0]}: {saved.get(name, defaults[name])!r}, {names[1]}: {value!r})"
-            for name, value in current.items() if name not in skip and saved.get(name, defaults[name]) != value]
+    return [f"{name} ({names[0]}: {saved[name]!r}, {names[1]}: {value!r})"
+            for name, value in current.items() if name not in skip and saved[name] != value]
 
 
 def config_differences(saved: dict[str, Any], config: Config) -> list[str]:

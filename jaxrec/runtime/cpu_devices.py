@@ -20,7 +20,7 @@ import jax
 from jaxrec.config import Config
 from jaxrec.config.rules import cores_available
 from jaxrec.errors import InputError
-from jaxrec.runtime import distributed
+from jaxrec.runtime.launch import wanted
 
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 
@@ -52,7 +52,7 @@ def wanted_count(config: Config, batch_sizes: Sequence[int], environ: Mapping[st
     in a multi-process run, whose processes would otherwise share the cores many times over)."""
     if config.cpu_devices:
         return config.cpu_devices
-    if set_elsewhere(environ) or distributed.wanted(config, environ):
+    if set_elsewhere(environ) or wanted(config, environ):
         return None
     return per_core_count(cores() if num_cores is None else num_cores, batch_sizes)
 

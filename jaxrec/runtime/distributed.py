@@ -215,4 +215,4 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["LOST", "LOST_MARK", "barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start", "wanted"]
+__all__ = ["barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start"]

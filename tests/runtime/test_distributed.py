@@ -1,10 +1,11 @@
-"""When a process joins others (jaxrec.runtime.distributed.wanted), and the launch settings' checks. The
+"""When a process joins others (jaxrec.runtime.launch.wanted), and the launch settings' checks. The
 multi-process runs themselves are in test_multiprocess.py."""
 
 import pytest
 
 from helpers import run_script
 from jaxrec.runtime import distributed
+from jaxrec.runtime.launch import wanted
 from jaxrec.config import Config, check
 from jaxrec.errors import InputError
 
@@ -21,7 +22,7 @@ from jaxrec.errors import InputError
     (Config(distributed="on"), {}, True),
 ])
 def test_a_process_joins_others_only_when_launched_as_one_of_several(config, environ, joins):
-    assert distributed.wanted(config, environ) is joins
+    assert wanted(config, environ) is joins
 
 
 @pytest.mark.parametrize("changes,message", [
