@@ -81,21 +81,19 @@ ROLES = {
 }
 
 
-def knob(default: Any, help: str, rule: Rule | None = None, *, group: str = "", roles: Sequence[str] = (),
-         only_for: str | None = None) -> Any:
+def knob(default: Any, help: str, rule: Rule | None = None, *, group: str = "", roles: Sequence[str] = ()) -> Any:
     """A settings field: its default, its help text, (optionally) the values it allows, the group its flag
-    is listed in, its ROLES, and the one recipe that reads it (`only_for`; its default leaves it out)."""
+    is listed in and its ROLES."""
     unknown = set(roles) - set(ROLES)
     assert not unknown, f"unknown roles {unknown}"
     return dataclasses.field(default=default, metadata={"help": help, "rule": rule, "group": group,
-                                                        "roles": frozenset(roles), "only_for": only_for})
+                                                        "roles": frozenset(roles)})
 
 
 def knob_group(group: str, *roles: str) -> Callable[..., Any]:
     """`knob` for the fields of `group`, each with `roles` and those it adds (`also`)."""
-    def declare(default: Any, help: str, rule: Rule | None = None, *, also: Sequence[str] = (),
-                only_for: str | None = None) -> Any:
-        return knob(default, help, rule, group=group, roles=(*roles, *also), only_for=only_for)
+    def declare(default: Any, help: str, rule: Rule | None = None, *, also: Sequence[str] = ()) -> Any:
+        return knob(default, help, rule, group=group, roles=(*roles, *also))
 
     return declare
 
@@ -104,11 +102,6 @@ def fields_with(cls: type, role: str) -> tuple[str, ...]:
     """The names of the fields of the settings dataclass `cls` that have `role` (ROLES)."""
     assert role in ROLES, role
     return tuple(f.name for f in dataclasses.fields(cls) if role in f.metadata.get("roles", ()))
-
-
-def only_for(cls: type, recipe: str) -> dict[str, Any]:
-    """The fields of `cls` that only `recipe` reads, each with its default (the value that leaves it out)."""
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("only_for") == recipe}
 
 
 def choices(cls: type, name: str) -> tuple[Any, ...] | None:
@@ -163,5 +156,5 @@ def _refusal(name: str, value: Any, allowed: str) -> str:
 
 
 __all__ = ["ROLES", "Rule", "above", "at_least", "cores_at_most", "cores_available", "choices", "field_problems",
-           "fields_with", "in_range", "is_number", "knob", "knob_group", "only_for", "sizes_at_least",
+           "fields_with", "in_range", "is_number", "knob", "knob_group", "sizes_at_least",
            "zero_or_at_least"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, fields_with, in_range, is_number,
-                                 knob, knob_group, only_for, sizes_at_least, zero_or_at_least)
+                                 knob, knob_group, sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
 
 # The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
@@ -86,7 +86,8 @@ process = knob_group("processes", *HOW)
 
 # Settings that were Config fields before they moved into a built-in recipe's own knobs, by recipe:
 # config.json files and checkpoints written before the move still load (another model never read them).
-MOVED_TO_KNOBS = {"rnn": ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional")}
+MOVED_TO_KNOBS = {"rnn": ("rnn_cell", "rnn_hidden", "rnn_layers", "rnn_bidirectional"),
+                  "airbench94": ("whiten", "whiten_images", "whiten_bias_epochs", "dirac_init", "logit_scale")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +148,6 @@ class Config:
     norm_momentum: float = network(0.9, "BatchNorm's running statistics: running = m x running + (1 - m) x batch "
                                    "(PyTorch's momentum 0.1 is 0.9 here).", in_range(0, 1))
     norm_epsilon: float = network(1e-5, "BatchNorm's epsilon, added to the variance.", above(0))
-    whiten: bool = network(False, "airbench94: the first layer's 2x2 filters are the whitening filters of the patch "
-                           "covariance of --whiten_images training images, frozen (false: an ordinary learnt "
-                           "convolution). airbench94: true.", only_for="airbench94")
-    whiten_images: int = network(5000, "Training images (drawn with the init seed) whose 2x2 patches give the "
-                                 "whitening filters (--whiten).", at_least(1))
-    whiten_bias_epochs: float = network(3, "With --whiten: the whitening layer's bias trains for this many epochs, "
-                                        "then stays (airbench94: 3).", at_least(0))
-    dirac_init: bool = network(False, "airbench94: each convolution's first C_in filters start as the identity (the "
-                               "rest as PyTorch's default). airbench94: true.", only_for="airbench94")
-    logit_scale: float = network(1.0, "airbench94: the logits are multiplied by this (airbench94: 1/9).",
-                                 above(0), only_for="airbench94")
     dtype: Dtype = network("auto", "Compute type of airbench94's and the ResNets' convolutions and matmuls: float32, "
                            "or bfloat16 (parameters, optimizer state, BatchNorm statistics and the loss stay "
                            "float32); auto: float32 on the CPU, bfloat16 on GPUs and TPUs. The cnn and rnn compute in "
@@ -350,8 +340,9 @@ class Config:
         recorded before a setting moved into its recipe's knobs (MOVED_TO_KNOBS) reads as one after."""
         values = dict(values)
         moved = {name: values.pop(name) for names in MOVED_TO_KNOBS.values() for name in names if name in values}
-        if moved and values.get("model") in MOVED_TO_KNOBS:
-            values["knobs"] = {**moved, **dict(values.get("knobs") or ())}
+        own = {name: value for name, value in moved.items() if name in MOVED_TO_KNOBS.get(values.get("model"), ())}
+        if own:
+            values["knobs"] = {**own, **dict(values.get("knobs") or ())}
         hints = typing.get_type_hints(cls)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
@@ -383,10 +374,6 @@ class BenchmarkOptions:
     model_axis: ModelAxis = knob("loop", "How that program holds its models: loop (one after another) or vmap.")
 
 
-# airbench94's own layers, each with the value that leaves it out (what every other model must have).
-AIRBENCH_KNOBS = only_for(Config, "airbench94")
-
-
 def has_batch_norm(config: Config) -> bool:
     """Whether the model config.model builds has BatchNorm layers (a recipe file may have them)."""
     return (is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20")
@@ -406,9 +393,7 @@ BENCHMARK_UNUSED = fields_with(Config, "untimed")
 def unused_by_model(config: Config) -> dict[str, Any]:
     """The fields config's model has no use for that are not at the value that leaves them out, each
     with that value (combination_problems refuses them when a user sets them)."""
-    off = {name: value for name, value in AIRBENCH_KNOBS.items() if config.model != "airbench94"}
-    if not has_batch_norm(config):
-        off["norm_bias_lr_scale"] = 1.0
+    off: dict[str, Any] = {} if has_batch_norm(config) else {"norm_bias_lr_scale": 1.0}
     if config.model != "cnn":
         off["norm"] = "none"
     if config.model in ("cnn", "rnn"):
@@ -440,10 +425,6 @@ def combination_problems(config: Config) -> list[str]:
     if config.final_lr_fraction and config.lr_schedule != "linear":
         problems.append(f"--final_lr_fraction with --lr_schedule {config.lr_schedule}: only the linear schedule ends "
                         f"there; use --lr_schedule linear or drop --final_lr_fraction")
-    airbench_only = [f"--{name}" for name, off in AIRBENCH_KNOBS.items() if getattr(config, name) != off]
-    if airbench_only and config.model != "airbench94":
-        problems.append(f"{', '.join(airbench_only)} with --model {config.model}: only airbench94 has these layers; "
-                        f"drop them or use --model airbench94")
     if config.dtype == "bfloat16" and config.model in ("cnn", "rnn"):
         problems.append(f"--dtype bfloat16 with --model {config.model}: the {config.model} computes in float32; "
                         f"drop --dtype (bfloat16 is for airbench94 and the ResNets)")

@@ -1,12 +1,13 @@
 """The optimizer: optax SGD with momentum, optional weight decay, warm-up and schedule, and parameter
-groups for the recipes that need them (airbench94's frozen whitening filters, its bias trained for
-the first epochs, BatchNorm biases at a scaled learning rate)."""
+groups for the networks that need them: parameters a network trains for part of the run only
+(airbench94's frozen whitening filters, and their bias trained for the first epochs), and BatchNorm
+biases at a scaled learning rate."""
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
 import optax
@@ -14,8 +15,6 @@ import optax
 from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.models.norm import is_norm_bias, path_names
-
-WHITEN_MODULE = "whiten"  # airbench94's whitening layer (jaxrec.models.airbench)
 
 
 def total_steps(config: Config, steps_per_epoch: int) -> int:
@@ -79,11 +78,14 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
     return optax.join_schedules([optax.linear_schedule(peak * config.warmup_start, peak, warmup), main], [warmup])
 
 
-def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+def create_optimizer(config: Config, steps_per_epoch: int,
+                     partly_trained: Mapping[str, float] | None = None) -> optax.GradientTransformation:
     """SGD with momentum; weight decay is coupled L2 (added to the gradient), like torch.optim.SGD.
+    partly_trained: the parameters that train for part of the run only, by path ('module/name'), with
+    the epochs they train (0: frozen), as a network's `partly_trained()` names them.
     Configs that differ only in seeds get the same object: it is part of the train state's structure,
     so runs of one process (a study's seeds) reuse one compiled train step."""
-    return _optimizer(config.without_seeds(), steps_per_epoch)
+    return _optimizer(config.without_seeds(), steps_per_epoch, tuple(sorted((partly_trained or {}).items())))
 
 
 def _sgd(config: Config, schedule: optax.Schedule, decay: float) -> optax.GradientTransformation:
@@ -91,33 +93,48 @@ def _sgd(config: Config, schedule: optax.Schedule, decay: float) -> optax.Gradie
     return optax.chain(optax.add_decayed_weights(decay), sgd) if decay else sgd
 
 
+def _until(schedule: optax.Schedule, steps: int) -> Callable[[Any], Any]:
+    """`schedule` for the first `steps` steps, 0 after (the group's momentum is then never used again)."""
+    return lambda step: schedule(step) * (step < steps)
+
+
 @functools.lru_cache(maxsize=32)
-def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+def _optimizer(config: Config, steps_per_epoch: int,
+               partly_trained: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
     schedule, decay = learning_rate_schedule(config, steps_per_epoch), step_hyperparameters(config)[1]
     plain = _sgd(config, schedule, decay)
-    if not config.whiten and config.norm_bias_lr_scale == 1:
+    if not partly_trained and config.norm_bias_lr_scale == 1:
         return plain  # one group: the state and arithmetic of every run before parameter groups
-    scale, bias_steps = config.norm_bias_lr_scale, int(round(config.whiten_bias_epochs * steps_per_epoch))
+    scale = config.norm_bias_lr_scale
     groups = {
         "plain": plain,
         "frozen": optax.set_to_zero(),
-        # Until then it trains like any parameter; after that its updates are zero (the momentum is never used again).
-        "whiten_bias": _sgd(config, lambda step: schedule(step) * (step < bias_steps), decay),
         # The same learning rate x decay product as the other parameters.
         "norm_bias": _sgd(config, lambda step: schedule(step) * scale, decay / scale),
     }
-    return optax.multi_transform(groups, functools.partial(param_labels, config=config))
+    for path, epochs in partly_trained:
+        if epochs:
+            groups[group_of(path)] = _sgd(config, _until(schedule, int(round(epochs * steps_per_epoch))), decay)
+    return optax.multi_transform(groups, functools.partial(param_labels, config=config,
+                                                           partly_trained=dict(partly_trained)))
 
 
-def param_labels(params: Any, config: Config) -> Any:
-    """The optimizer group of every parameter (a tree like `params`): 'frozen' (the whitening
-    filters, with --whiten), 'whiten_bias', 'norm_bias' (BatchNorm biases, when their learning rate
-    is scaled) or 'plain'."""
+def group_of(path: str) -> str:
+    """The optimizer group of a parameter that trains for some epochs: its path, '/' as '_'."""
+    return path.replace("/", "_")
+
+
+def param_labels(params: Any, config: Config, partly_trained: Mapping[str, float] | None = None) -> Any:
+    """The optimizer group of every parameter (a tree like `params`): 'frozen' (partly_trained for 0
+    epochs), the parameter's own group (group_of: partly_trained for some epochs), 'norm_bias'
+    (BatchNorm biases, when their learning rate is scaled) or 'plain'."""
+    partly_trained = partly_trained or {}
 
     def label(path: tuple[Any, ...], _: Any) -> str:
         names = path_names(path)
-        if config.whiten and names[0] == WHITEN_MODULE:
-            return "frozen" if names[-1] == "kernel" else "whiten_bias"
+        epochs = partly_trained.get("/".join(names))
+        if epochs is not None:
+            return group_of("/".join(names)) if epochs else "frozen"
         if config.norm_bias_lr_scale != 1 and is_norm_bias(names):
             return "norm_bias"
         return "plain"
@@ -125,4 +142,5 @@ def param_labels(params: Any, config: Config) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-__all__ = ["check_lookahead", "create_optimizer", "learning_rate_schedule", "param_labels", "step_hyperparameters", "total_steps"]
+__all__ = ["check_lookahead", "create_optimizer", "group_of", "learning_rate_schedule", "param_labels",
+           "step_hyperparameters", "total_steps"]

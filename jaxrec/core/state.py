@@ -58,14 +58,17 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
     """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer.
 
     init_images: normalised training images [n, H, W, C] for a model whose initialisation reads data
-    (a module with `init_from_data(variables, images)`, such as airbench94's whitening layer). With
-    --lookahead the averaged copy starts as the initial variables."""
+    (a module with `init_from_data(variables, images)` and `init_examples`, how many it reads, such as
+    airbench94's whitening layer). A module with `partly_trained()` names the parameters that train
+    for part of the run only (jaxrec.core.optim). With --lookahead the averaged copy starts as the
+    initial variables."""
     variables = jax.jit(model.init)(rng, jnp.zeros((1, *image_shape), jnp.float32))
     if init_images is not None and hasattr(model, "init_from_data"):
         variables = model.init_from_data(variables, init_images)
     params, model_state = split_variables(variables)
+    partly_trained = model.partly_trained() if hasattr(model, "partly_trained") else None
     return TrainState.create(apply_fn=model.apply, params=params, model_state=model_state,
-                             tx=create_optimizer(config, steps_per_epoch),
+                             tx=create_optimizer(config, steps_per_epoch, partly_trained),
                              averaged=dict(variables) if config.lookahead else None,
                              evaluate_average=not config.lookahead)
 

@@ -9,17 +9,19 @@ x 1/9. BatchNorm has no scale (frozen at 1) and trains its bias; its running sta
 form, as torch.nn.GELU's default. 1,971,640 parameters for 10 classes, the frozen whitening filters
 included, as the reference counts them.
 
-The recipe, top to bottom: its settings (DEFAULTS, the reference's values), the smallest image it
-takes, the whitening filters from the training images, the layers, the network and its builder. The
-ingredients any recipe may turn on are shared settings, each switchable in a study (`--tta 0
---lookahead false --whiten false`): the optimizer's parameter groups (frozen whitening filters, their
-bias trained for whiten_bias_epochs, BatchNorm biases at a scaled learning rate, jaxrec.core.optim),
-lookahead (jaxrec.core.steps), translate and the alternating flip (jaxrec.core.pipeline) and
-test-time augmentation (jaxrec.core.tta).
+The recipe, top to bottom: the shared settings it changes (DEFAULTS, the reference's values), its own
+knobs (Knobs: the whitening, Dirac init and logit scale), the smallest image it takes, the whitening
+filters from the training images, the layers, the network and its builder. The ingredients any recipe
+may turn on are shared settings, each switchable in a study (`--tta 0 --lookahead false --whiten
+false`): parameters trained for part of the run (the network names them: frozen whitening filters,
+their bias trained for whiten_bias_epochs) and BatchNorm biases at a scaled learning rate
+(jaxrec.core.optim), lookahead (jaxrec.core.steps), translate and the alternating flip
+(jaxrec.core.pipeline) and test-time augmentation (jaxrec.core.tta).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -27,20 +29,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.config import Config
+from jaxrec.config import Config, above, at_least, knob
 from jaxrec.models import AXIS
 from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.kernels import Kernels, compute_dtype
 from jaxrec.models.norm import MatmulBatchNorm
 from jaxrec.models.pooling import max_pool_floor
+from jaxrec.models.recipes import recipe_knobs
 
 # The reference's settings (legacy/airbench94.py), the defaults of --model airbench94.
 DEFAULTS = dict(
     # Data and augmentation: batch 1024, last partial batch dropped (48 steps per epoch), 9.9 epochs.
     batch_size=1024, epochs=9.9, translate=2, flip="alternating",
-    # Network: whitening layer, conv groups of 64/256/256, BatchNorm without scale.
-    conv_features=(64, 256, 256), whiten=True, whiten_images=5000, whiten_bias_epochs=3, dirac_init=True,
-    logit_scale=1 / 9, norm_momentum=0.6, norm_epsilon=1e-12,
+    # Network: conv groups of 64/256/256, BatchNorm without scale (the whitening layer: Knobs).
+    conv_features=(64, 256, 256), norm_momentum=0.6, norm_epsilon=1e-12,
     # Loss and optimiser: summed label-smoothed cross-entropy, Nesterov SGD in decoupled form.
     label_smoothing=0.2, loss_reduction="sum", learning_rate=11.5, momentum=0.85, nesterov=True,
     weight_decay=0.0153, decoupled=True, norm_bias_lr_scale=64.0,
@@ -50,6 +52,23 @@ DEFAULTS = dict(
     # Evaluated in batches the reference uses; evaluation pads the last one.
     eval_batch_size=1000,
 )
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """airbench94's own settings (flags of `--model airbench94`), at the reference's values."""
+
+    whiten: bool = knob(True, "The first layer's 2x2 filters are the whitening filters of the patch covariance of "
+                              "--whiten_images training images, frozen (false: an ordinary learnt convolution).")
+    whiten_images: int = knob(5000, "Training images (drawn with the init seed) whose 2x2 patches give the "
+                                    "whitening filters (--whiten).", at_least(1))
+    whiten_bias_epochs: float = knob(3, "With --whiten: the whitening layer's bias trains for this many epochs, "
+                                        "then stays.", at_least(0))
+    dirac_init: bool = knob(True, "Each convolution's first C_in filters start as the identity (the rest as "
+                                  "PyTorch's default).")
+    logit_scale: float = knob(1 / 9, "The logits are multiplied by this.", above(0))
+
 
 AIRBENCH_WHITEN_SIZE = 2  # the whitening convolution's kernel, without padding: one pixel fewer per side
 AIRBENCH_GROUP_POOL = 2   # each conv group's max-pool, floor mode
@@ -171,7 +190,9 @@ class Airbench94(nn.Module):
     norm_axis: str | None = None
     logit_scale: float = 1.0 / 9.0
     dirac: bool = True
-    whiten: bool = True  # the first layer's filters come from the data (and stay frozen: jaxrec.core.optim)
+    whiten: bool = True  # the first layer's filters come from the data, and stay frozen
+    whiten_images: int = 5000
+    whiten_bias_epochs: float = 3
     image_conv: str = "lax"
     conv_grad: str = "lax"
     pool: str = "lax"
@@ -192,6 +213,16 @@ class Airbench94(nn.Module):
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.num_classes, use_bias=False, kernel_init=TORCH_INIT, name="head", dtype=self.dtype)(x)
         return x.astype(jnp.float32) * self.logit_scale
+
+    @property
+    def init_examples(self) -> int:
+        """How many training images init_from_data reads (0: none)."""
+        return self.whiten_images if self.whiten else 0
+
+    def partly_trained(self) -> dict[str, float]:
+        """The parameters that train for part of the run only, by path, with their epochs (0: frozen):
+        the whitening filters never move, their bias stops after whiten_bias_epochs (jaxrec.core.optim)."""
+        return {"whiten/kernel": 0, "whiten/bias": self.whiten_bias_epochs} if self.whiten else {}
 
     def init_from_data(self, variables: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
         """`variables` with the whitening filters computed from `images` (normalised, [n, H, W, C]);
@@ -235,15 +266,17 @@ def whitening_kernel(images: np.ndarray, size: int = 2, epsilon: float = WHITEN_
 
 
 def build(config: Config, num_classes: int, kernels: Kernels) -> Airbench94:
-    """airbench94 as `config` sets it (--conv_features for the widths, --norm_momentum, --norm_epsilon,
-    --whiten, --dirac_init, --logit_scale, --dtype), with the platform's kernels; BatchNorm's
-    statistics are averaged over the train step's device axis."""
+    """airbench94 as `config` and its knobs set it (--conv_features for the widths, --norm_momentum,
+    --norm_epsilon, --dtype), with the platform's kernels; BatchNorm's statistics are averaged over the
+    train step's device axis."""
+    knobs = recipe_knobs(config)
     return Airbench94(num_classes=num_classes, widths=tuple(config.conv_features),
                       norm_momentum=config.norm_momentum, norm_epsilon=config.norm_epsilon, norm_axis=AXIS,
-                      logit_scale=config.logit_scale, dirac=config.dirac_init, whiten=config.whiten,
+                      logit_scale=knobs.logit_scale, dirac=knobs.dirac_init, whiten=knobs.whiten,
+                      whiten_images=knobs.whiten_images, whiten_bias_epochs=knobs.whiten_bias_epochs,
                       image_conv=kernels.image_conv, conv_grad=kernels.conv_grad, pool=kernels.pool,
                       batch_norm=kernels.batch_norm, dtype=compute_dtype(config.dtype))
 
 
-__all__ = ["DEFAULTS", "Airbench94", "ConvGroup", "Whiten", "airbench_smallest_image", "build", "dirac_init",
+__all__ = ["DEFAULTS", "Airbench94", "Knobs", "ConvGroup", "Whiten", "airbench_smallest_image", "build", "dirac_init",
            "image_size_problem", "patch_covariance", "whitening_kernel"]

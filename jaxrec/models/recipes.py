@@ -178,9 +178,10 @@ def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str |
 
 def config_for(model: str, **changes: Any) -> Config:
     """The config of `model` with its recipe's DEFAULTS, then `changes` (what `--model` does on the command
-    line). A recipe file's path is recorded absolute."""
+    line, every knob recorded). A recipe file's path is recorded absolute."""
     recipe = load(model)
-    knobs = {name: value for name, value in changes.items() if name in recipe.knob_names}
+    knobs = dataclasses.asdict(recipe.knobs()) if recipe.knobs else {}
+    knobs.update({name: value for name, value in changes.items() if name in recipe.knob_names})
     settings = {name: value for name, value in changes.items() if name not in recipe.knob_names}
     return Config(**{**recipe.defaults, "model": recipe.path or model, **settings}, knobs=tuple(knobs.items()))
 

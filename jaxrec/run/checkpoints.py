@@ -124,7 +124,8 @@ def array_checksum(tree: Any) -> str:
 def _damage(arrays: dict[str, Any], checksum: str) -> str | None:
     """Why restored arrays cannot be trusted (None if they can): NaN/inf, or not the saved checksum."""
     arrays = jax.device_get(arrays)
-    if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(arrays) if np.issubdtype(x.dtype, np.floating)):
+    leaves = map(np.asarray, jax.tree_util.tree_leaves(arrays))
+    if not all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating)):
         return "its arrays hold NaN or inf"
     if array_checksum(arrays) != checksum:
         return "its arrays do not match the checksum saved with them"
@@ -354,18 +355,43 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
     if config is not None:
         check_resumable(meta, config, step, manager.directory)
     _check_items(meta, template, step, manager.directory)
+    target = _abstract(_arrays(template))
     try:
-        arrays = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(_arrays(template)))))["state"]
+        saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+        arrays = saved
     except Exception as err:  # noqa: BLE001
-        log.warning("checkpoint step %d in %s cannot be restored (%s); trying another", step, manager.directory,
-                    _short(err))
-        return None
-    damage = _damage(arrays, meta.checksum)
+        try:
+            saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+            arrays = _by_path(saved, target)
+        except Exception:  # noqa: BLE001 - the first error says why
+            log.warning("checkpoint step %d in %s cannot be restored (%s); trying another", step, manager.directory,
+                        _short(err))
+            return None
+    damage = _damage(saved, meta.checksum)
     if damage:
         log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
         return None
     return Restored(state=template.replace(**arrays), meta=meta)
+
+
+def _by_path(saved: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """`target`'s arrays read from `saved` (a checkpoint restored as written) by their paths, for a
+    checkpoint whose optimizer state holds groups this version no longer builds for the run (an older
+    jaxrec's empty groups): those are left; anything else missing or of another shape raises."""
+    if set(saved) != set(target) or any(len(jax.tree_util.tree_leaves(saved[name])) !=
+                                        len(jax.tree_util.tree_leaves(target[name])) for name in target if
+                                        name != "opt_state"):
+        raise ValueError("the checkpoint holds other arrays than the run's")
+
+    def read(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct) -> jax.Array:
+        node = saved
+        for key in path:  # a dict's key, a named tuple's field (saved as a dict), a tuple's index
+            node = node[key.key if hasattr(key, "key") else key.name if hasattr(key, "name") else key.idx]
+        if np.shape(node) != leaf.shape:
+            raise ValueError(f"{jax.tree_util.keystr(path)} has shape {np.shape(node)}, not {leaf.shape}")
+        return jax.device_put(np.asarray(node, leaf.dtype), leaf.sharding)
+
+    return jax.tree_util.tree_map_with_path(read, target)
 
 
 def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: Path) -> None:

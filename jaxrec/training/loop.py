@@ -355,11 +355,12 @@ def restore_or_start_member(trainer: Trainer, member: Member,
 
 
 def init_images(trainer: Trainer, member: Member, data: DataSplits) -> np.ndarray | None:
-    """The normalised training images a data-dependent initialisation reads (--whiten: --whiten_images of
-    them, drawn with the init key), or None when the model reads none."""
-    if not member.config.whiten:
+    """The normalised training images a data-dependent initialisation reads (the model's `init_examples`
+    of them, drawn with the init key), or None when the model reads none."""
+    count = getattr(trainer.model, "init_examples", 0)
+    if not count:
         return None
-    chosen = init_sample(len(data.train), member.config.whiten_images, member.keys.init)
+    chosen = init_sample(len(data.train), count, member.keys.init)
     return np.asarray(trainer.preprocess.normalize(data.train.take(chosen)))
 
 

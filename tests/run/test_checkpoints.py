@@ -404,6 +404,33 @@ def test_a_checkpoint_written_before_jaxrec_0_2_is_refused_in_one_line_and_kept(
     assert "\n" not in str(refused.value) and meta_file.exists()  # refused, not skipped or moved aside
 
 
+def grouped_state(groups):
+    """A tiny state whose optimizer has the parameter groups `groups` ('plain' holds the parameter)."""
+    labels = lambda params: jax.tree_util.tree_map(lambda _: "plain", params)  # noqa: E731
+    tx = optax.multi_transform({name: optax.sgd(optax.constant_schedule(0.1), momentum=0.9) for name in groups}, labels)
+    return TrainState.create(apply_fn=None, params={"w": jnp.arange(4.0)}, tx=tx)
+
+
+def test_a_checkpoint_with_an_optimizer_group_this_version_no_longer_builds_restores(tmp_path):
+    """An older jaxrec built every parameter group whenever any was used (airbench94's whitening-bias
+    group for a cnn with --norm_bias_lr_scale): its checkpoints resume and evaluate, the unused group's
+    entries left. A group the run needs that the checkpoint lacks is still refused."""
+    config = Config(**SMALL)
+    old = grouped_state(("plain", "frozen", "retired"))
+    old = old.apply_gradients(grads={"w": jnp.ones(4)})
+    writer = RunCheckpointer(tmp_path, config)
+    writer.save(old, RunState(step=1), DATA)
+    writer.close()
+    reader = RunCheckpointer(tmp_path, config)
+    restored = reader.restore_latest(grouped_state(("plain", "frozen")), DATA)
+    reader.close()
+    chex.assert_trees_all_equal(restored.state.params, old.params)
+    chex.assert_trees_all_equal(restored.state.opt_state.inner_states["plain"],
+                                old.opt_state.inner_states["plain"])
+    with pytest.raises(InputError, match="none of the checkpoints"):
+        RunCheckpointer(tmp_path, config).restore_latest(grouped_state(("plain", "norm_bias")), DATA)
+
+
 def test_a_resume_where_dtype_auto_resolves_to_another_type_is_refused(tmp_path):
     """--dtype auto is float32 on a CPU, bfloat16 on an accelerator: the checkpoint records what it
     resolved to, and a resume that would compute in another type is refused in one line. (A checkpoint

@@ -9,15 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import records as read_metrics, run_script, sigterm_after
+from helpers import ROOT, records as read_metrics, run_script, sigterm_after
 from jaxrec.cli import flags
-from jaxrec.cli.commands import build_parser, model_defaults
+from jaxrec.cli.commands import build_parser, config_of, model_defaults
 from jaxrec.config import Config, check
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import evaluate_trained
 from jaxrec.evaluation.predict import Predictor
-from jaxrec.models import config_for
-from jaxrec.run.checkpoints import load_trained
+from jaxrec.models import config_for, create_model
+from jaxrec.run.checkpoints import field_differences, load_trained
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.runtime.setup import check_recipe
 from jaxrec.training.loop import train_and_evaluate
@@ -34,27 +34,25 @@ def tiny(**changes) -> Config:
 def test_the_command_line_runs_the_whole_recipe_and_flags_still_win():
     args = build_parser(model_defaults(["train", "--model", "airbench94"])).parse_args(
         ["train", "--model", "airbench94", "--tta", "0", "--epochs", "2"])
-    config = Config(**flags.values_of(args, Config))
-    assert config == config_for("airbench94", tta=0, epochs=2)
+    assert config_of(args) == config_for("airbench94", tta=0, epochs=2)
     plain = build_parser(model_defaults(["train"])).parse_args(["train"])
     assert Config(**flags.values_of(plain, Config)) == Config()
 
 
 def test_help_shows_the_recipe_of_the_model_asked_for(capsys):
-    for argv, shown in ((["train", "--model", "airbench94", "--help"], "(default: 9.9)"),
-                        (["train", "--help"], "(default: 10)")):
+    for argv, shown, own in ((["train", "--model", "airbench94", "--help"], "(default: 9.9)", True),
+                             (["train", "--help"], "(default: 10)", False)):
         with pytest.raises(SystemExit):
             build_parser(model_defaults(argv)).parse_args(argv)
         out = capsys.readouterr().out
-        assert "--lookahead" in out and "--tta" in out and "--whiten" in out and "--translate" in out
+        assert "--lookahead" in out and "--tta" in out and "--translate" in out
+        assert ("--whiten " in out) is own  # airbench94's own knob
         start = out.index("\n  --epochs")
         epochs_help = out[start:out.index("\n  --", start + 1)]
         assert shown in " ".join(epochs_help.split())
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(model="cnn", whiten=True), "--whiten with --model cnn: only airbench94 has these layers"),
-    (dict(model="resnet20", logit_scale=0.5), "--logit_scale with --model resnet20"),
     (dict(warmup_epochs=1, warmup_fraction=0.2), "--warmup_epochs with --warmup_fraction"),
     (dict(final_lr_fraction=0.1), "--final_lr_fraction with --lr_schedule constant"),
     (dict(augment=True, flip="random"), "--augment with --translate or --flip"),
@@ -85,18 +83,36 @@ def test_a_run_shorter_than_its_lookahead_period_is_refused_before_training(tmp_
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_the_airbench_script_with_another_model_names_only_the_flags_given():
-    """The script's recipe defaults (--whiten, --dirac_init, --logit_scale, --norm_bias_lr_scale) do not
-    apply to a model without those layers; only what the user passed is refused."""
+def test_the_airbench_script_with_another_model_names_only_the_flags_given(capsys):
+    """The script's recipe defaults (its knobs, --norm_bias_lr_scale) do not apply to a model without
+    those layers; only what the user passed is refused, and airbench94's own knobs are its flags only."""
     recipe = config_for("airbench94")
     cnn = flags.parse_config(["--model", "cnn"], None, recipe)
-    assert check(cnn).whiten is False and cnn.norm_bias_lr_scale == 1 and cnn.learning_rate == recipe.learning_rate
+    assert check(cnn).knobs == () and cnn.norm_bias_lr_scale == 1 and cnn.learning_rate == recipe.learning_rate
     with pytest.raises(InputError) as refused:
-        check(flags.parse_config(["--model", "cnn", "--whiten"], None, recipe))
-    assert str(refused.value).startswith("--whiten with --model cnn") and "--dirac_init" not in str(refused.value)
-    assert "--norm_bias_lr_scale" not in str(refused.value)
+        check(flags.parse_config(["--model", "cnn", "--norm_bias_lr_scale", "8"], None, recipe))
+    assert str(refused.value).startswith("--norm_bias_lr_scale with --model cnn")
+    with pytest.raises(SystemExit):
+        flags.parse_config(["--model", "cnn", "--whiten", "--logit_scale", "0.5"], None, recipe)
+    assert "--whiten is a setting of --model airbench94" in capsys.readouterr().err
     resnet = flags.parse_config(["--model", "resnet20"], None, recipe)  # has BatchNorm: the recipe's scale applies
-    assert check(resnet).norm_bias_lr_scale == recipe.norm_bias_lr_scale and resnet.logit_scale == 1
+    assert check(resnet).norm_bias_lr_scale == recipe.norm_bias_lr_scale and resnet.knobs == ()
+    assert dict(flags.parse_config(["--whiten", "false"], None, recipe).knobs)["whiten"] is False
+
+
+def test_runs_recorded_while_airbench94s_settings_were_shared_ones_load_as_its_knobs():
+    """results/ holds config.json files from before --whiten and the rest became airbench94's knobs:
+    airbench94's read them as its knobs, what a resume compares is unchanged, and another model's
+    (a recipe file's, where they sat at their off values) has no knobs."""
+    saved = json.loads((ROOT / "results" / "airbench94" / "jaxrec_full_seed0" / "config.json").read_text())
+    config = Config.from_dict(saved)
+    assert dict(config.knobs) == {name: saved[name] for name in
+                                  ("whiten", "whiten_images", "whiten_bias_epochs", "dirac_init", "logit_scale")}
+    assert config.knobs == config_for("airbench94").knobs and create_model(config, 10).logit_scale == saved["logit_scale"]
+    assert field_differences(saved, config.to_dict(), ()) == []
+    assert field_differences(saved, config.replace(knobs=(("whiten", False),)).to_dict(), ()) != []
+    vit = json.loads((ROOT / "results" / "vit" / "cifar10_vit_seed0" / "config.json").read_text())
+    assert vit["whiten"] is False and Config.from_dict(vit).knobs == ()
 
 
 @pytest.mark.slow

@@ -60,8 +60,9 @@ def test_linear_schedule_warms_up_then_down():
 @pytest.mark.slow
 def test_parameter_groups():
     config = airbench()
-    state = create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 10)
-    labels = param_labels(state.params, config)
+    model = create_model(config, 10)
+    state = create_train_state(config, model, (32, 32, 3), jax.random.key(0), 10)
+    labels = param_labels(state.params, config, model.partly_trained())
     assert labels["whiten"] == {"kernel": "frozen", "bias": "whiten_bias"}
     assert labels["group1"]["norm1"]["bias"] == "norm_bias"
     assert labels["group1"]["conv1"]["kernel"] == labels["head"]["kernel"] == "plain"
@@ -70,7 +71,7 @@ def test_parameter_groups():
 
 
 def sgd_updates(config, params, grads, steps):
-    tx = create_optimizer(config, steps_per_epoch=2)
+    tx = create_optimizer(config, 2, create_model(config, 10).partly_trained())
     opt_state, out = tx.init(params), []
     for _ in range(steps):
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -80,7 +81,8 @@ def sgd_updates(config, params, grads, steps):
 
 def test_groups_move_as_the_recipe_says():
     """Frozen filters never move; the whitening bias stops after whiten_bias_epochs (here 1 epoch = 2
-    steps); BatchNorm biases move 64x as far for the same gradient, with the same decay product."""
+    steps); BatchNorm biases move 64x as far for the same gradient, with the same decay product. The
+    network names its partly trained parameters; without whitening there are none."""
     config = check(config_for("airbench94", whiten_bias_epochs=1, weight_decay=0.0))
     params = {"whiten": {"kernel": jnp.ones(3), "bias": jnp.ones(2)}, "norm1": {"bias": jnp.ones(2)},
               "conv": {"kernel": jnp.ones(2)}}
@@ -93,6 +95,8 @@ def test_groups_move_as_the_recipe_says():
     zero = jax.tree_util.tree_map(jnp.zeros_like, grads)  # decay alone: the same per-step shrink for both groups
     first = sgd_updates(decayed, params, zero, 1)[0]
     np.testing.assert_allclose(first["norm1"]["bias"], first["conv"]["kernel"], rtol=1e-6)
+    learnt = sgd_updates(check(config_for("airbench94", whiten=False, weight_decay=0.0)), params, grads, 3)
+    assert all(bool(jnp.all(u["whiten"]["kernel"] != 0)) for u in learnt)
 
 
 def test_plain_configs_keep_the_plain_optimizer():
