@@ -11,7 +11,8 @@ __version__ = "0.4.0"
 
 
 def train_and_evaluate(config: Config, workdir: str):
-    """Trains and evaluates `config`, writing outputs to `workdir`; returns the final state (see jaxrec.training.loop)."""
+    """Trains and evaluates `config`, writing outputs to `workdir`; returns the final state
+    (see jaxrec.training.loop)."""
     from jaxrec.training.loop import train_and_evaluate as _run  # not at import: `import jaxrec` stays light (no JAX)
 
     return _run(config, workdir)

@@ -1,7 +1,8 @@
 """The package's imports point downward: config at the bottom, then the models, the core (state, steps,
 optimizer, augmentation, test-time augmentation, metrics, the pmapped program), the runtime, data, run
 storage, evaluation, the training loop, studies, and the command line on top. An import from a layer to
-one above it fails here, and so does a function with more than six parameters."""
+one above it fails here, and so does a function with more than six parameters or a line over 120
+characters."""
 
 import ast
 from pathlib import Path
@@ -75,3 +76,10 @@ def test_the_core_imports_nothing_of_the_harness():
     imported = {name for path in (ROOT / "jaxrec" / "core").rglob("*.py") for name in jaxrec_imports(path)}
     assert {name for name in imported if not name.startswith(("jaxrec.core", "jaxrec.models", "jaxrec.config",
                                                               "jaxrec.errors"))} == set()
+
+
+def test_no_line_of_the_package_is_longer_than_120_characters():
+    """The package's formatting: its size is counted in lines, so none may hold two lines' worth."""
+    long = [f"{path.relative_to(ROOT)}:{number}" for path in (ROOT / "jaxrec").rglob("*.py")
+            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 120]
+    assert long == []

@@ -131,9 +131,9 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
 def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False,
           group: tuple[int, str] = (1, "loop")) -> int:
     """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
-    config.workdir (default runs/study_<model>_<dataset>), `group` = (seeds_per_program, model_axis):
-    that many models per compiled program, held as model_axis says; writes study.json/.md and plots. With `determinism`, first trains the first seed twice
-    and reports whether the runs are bit-identical."""
+    config.workdir (default runs/study_<model>_<dataset>), `group` = (seeds_per_program, model_axis): that
+    many models per compiled program, held as model_axis says; writes study.json/.md and plots. With
+    `determinism`, first trains the first seed twice and reports whether the runs are bit-identical."""
 
     def run() -> None:
         from jaxrec.studies.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
@@ -145,7 +145,8 @@ def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, det
         if determinism:
             same = check_determinism(spec, workdir)
             if distributed.is_primary():
-                print(f"seed {same['seed']} trained twice: {'bit-identical' if same['bit_identical'] else 'NOT identical'} "
+                identical = "bit-identical" if same["bit_identical"] else "NOT identical"
+                print(f"seed {same['seed']} trained twice: {identical} "
                       f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
                       f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
         run_study(spec, workdir, *group)
@@ -178,7 +179,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         config = trained.config.replace(**overrides)
         result = evaluate_trained(trained, config)
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
-        suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, "latest" if args.which == "latest" else None]))
+        latest = "latest" if args.which == "latest" else None
+        suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
         title = (f"{trained.config.model_tag} ({args.which} checkpoint, epoch {trained.epoch}) on "
                  f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
         paths = outputs.write_eval(out, result, suffix, title)

@@ -1,10 +1,10 @@
 """Classifies new images with a saved run's checkpoint: top-k class names and probabilities per image.
 
-The library behind `jaxrec predict` (jaxrec.cli). Each image gets exactly the training preprocessing: decoded by Pillow, converted to the model's
-channel count as a viewer shows it and resized to its input size (jaxrec.data.decode, as for training
-folders), then normalised with the training mean/std saved in the workdir. Folders are searched
-recursively for image files (by suffix). A file that is missing or not an image is reported on its
-own entry and the others are still classified.
+The library behind `jaxrec predict` (jaxrec.cli). Each image gets exactly the training preprocessing:
+decoded by Pillow, converted to the model's channel count as a viewer shows it and resized to its input
+size (jaxrec.data.decode, as for training folders), then normalised with the training mean/std saved in
+the workdir. Folders are searched recursively for image files (by suffix). A file that is missing or not
+an image is reported on its own entry and the others are still classified.
 """
 
 from __future__ import annotations

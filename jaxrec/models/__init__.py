@@ -60,5 +60,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'jaxrec.models' has no attribute {name!r}")
 
 
-__all__ = ["AXIS", "ArticleCNN", "BUILT_IN", "CELLS", "RNN", "RowRNNClassifier", "config_for", "count_params", "create_model",
+__all__ = ["AXIS", "ArticleCNN", "BUILT_IN", "CELLS", "RNN", "RowRNNClassifier", "config_for", "count_params",
+           "create_model",
            "load", "recipe_knobs"]

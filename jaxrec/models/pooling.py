@@ -1,10 +1,11 @@
 """2x2 max-pooling with stride 2 and 'SAME' padding, with a fast custom gradient.
 
-`max_pool_2x2(x)` computes exactly what `nn.max_pool(x, (2, 2), (2, 2), 'SAME')` computes, forward
-and backward (for finite inputs: a window holding a NaN gets no gradient), but faster on XLA:CPU: the gradient of `reduce_window` is a `select_and_scatter`,
-which XLA:CPU runs as a slow scalar loop (about a third of the article CNN's training step). The
-forward is `nn.max_pool` itself; the custom backward takes the four positions of each window as
-strided views of one reshape and routes the gradient with a few fused elementwise selects.
+`max_pool_2x2(x)` computes exactly what `nn.max_pool(x, (2, 2), (2, 2), 'SAME')` computes, forward and
+backward (for finite inputs: a window holding a NaN gets no gradient), but faster on XLA:CPU: the
+gradient of `reduce_window` is a `select_and_scatter`, which XLA:CPU runs as a slow scalar loop (about a
+third of the article CNN's training step). The forward is `nn.max_pool` itself; the custom backward
+takes the four positions of each window as strided views of one reshape and routes the gradient with a
+few fused elementwise selects.
 
 The gradient follows `select_and_scatter`'s rule: in a window with several equal maxima, the whole
 gradient goes to the first one in row-major order (not split between them, as `jnp.max`'s would be).

@@ -278,7 +278,8 @@ class RunCheckpointer:
         if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(learnt)):  # the host copy, every item
             raise FloatingPointError(
                 f"the parameters or model state hold NaN or inf at step {run.step}; no checkpoint was written (the "
-                f"last good one is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add --warmup_epochs.")
+                f"last good one is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add "
+                f"--warmup_epochs.")
         meta = CheckpointMeta(run=run, config=self.config.to_dict(), dataset=dataset, test_accuracy=test_accuracy,
                               versions=host.versions(), saved=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               checksum=array_checksum(arrays), items=state_items(state),
@@ -549,5 +550,6 @@ def _template(meta: CheckpointMeta) -> TrainState:
                                                      jax.random.key(0), steps_per_epoch=1))
 
 
-__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "as_trained", "Restored", "RunCheckpointer", "Trained", "check_resumable", "checkpoint_dir",
-           "config_differences", "DATA_IDENTITY", "data_differences", "field_differences", "load_trained", "state_items"]
+__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "as_trained", "Restored", "RunCheckpointer", "Trained",
+           "check_resumable", "checkpoint_dir", "config_differences", "DATA_IDENTITY", "data_differences",
+           "field_differences", "load_trained", "state_items"]

@@ -160,7 +160,8 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
         ax.annotate(str(seed), (100 * value, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(100 * final["mean"], color="black", lw=1, label=f"mean {100 * final['mean']:.2f}%")
     if final["ci95"] is not None:  # None: one seed, or no spread (final["note"])
-        ax.axvspan(100 * final["ci95"][0], 100 * final["ci95"][1], alpha=0.15, color="black", label="95% CI of the mean")
+        ax.axvspan(100 * final["ci95"][0], 100 * final["ci95"][1], alpha=0.15, color="black",
+                   label="95% CI of the mean")
     ax.set(xlabel="final test accuracy (%)", yticks=[], ylim=(-0.5, 0.5), title=f"{n} seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()

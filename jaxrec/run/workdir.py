@@ -116,4 +116,5 @@ def move_previous_run(workdir: Path) -> Path | None:
     return aside
 
 
-__all__ = ["LOCK_FILE", "STUDY_SPEC_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run", "writable_folder"]
+__all__ = ["LOCK_FILE", "STUDY_SPEC_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run",
+           "writable_folder"]

@@ -215,4 +215,5 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-__all__ = ["barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label", "max_over_processes", "start"]
+__all__ = ["barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label",
+           "max_over_processes", "start"]

@@ -161,9 +161,10 @@ def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
 def check_training_fits(model: nn.Module, batch_shape: tuple[int, int, int, int], devices: list[jax.Device],
                         data_bytes: int, models: int = 1, evaluation: tuple[nn.Module, int, int] | None = None) -> None:
     """Refuses a training run whose `models` models (a seed group trains several side by side), batch
-    (`batch_shape`: this process's, [batch, H, W, C]), evaluation call (`evaluation`: the eval model, its batch per device and its views, one model at a
-    time beside every model's state) and on-device data set (`data_bytes`, every split, held once)
-    would not fit on its devices. CPU devices share the host's RAM, each with its own copy of the data."""
+    (`batch_shape`: this process's, [batch, H, W, C]), evaluation call (`evaluation`: the eval model, its
+    batch per device and its views, one model at a time beside every model's state) and on-device data set
+    (`data_bytes`, every split, held once) would not fit on its devices. CPU devices share the host's RAM,
+    each with its own copy of the data."""
     batch_size, image_shape = batch_shape[0], tuple(batch_shape[1:])
     per_device = models * training_bytes(model, image_shape, max(batch_size // len(devices), 1)) + data_bytes
     if evaluation is not None:
@@ -174,7 +175,8 @@ def check_training_fits(model: nn.Module, batch_shape: tuple[int, int, int, int]
     need = per_device * len(devices) if on_cpu else per_device
     where = f"{len(devices)} CPU device(s)" if on_cpu else f"each {devices[0].platform} device"
     flags = (["--batch_size"] + (["--eval_batch_size"] if evaluation else []) + ["--image_size"]
-             + (["--num_devices"] if on_cpu and len(devices) > 1 else []) + (["--seeds_per_program"] if models > 1 else []))
+             + (["--num_devices"] if on_cpu and len(devices) > 1 else [])
+             + (["--seeds_per_program"] if models > 1 else []))
     require(need, device_available(devices[0]),
             f"training {models} model(s) on {'x'.join(map(str, image_shape))} images in batches of {batch_size} "
             f"on {where}", f"lower {', '.join(flags[:-1])} or {flags[-1]}")

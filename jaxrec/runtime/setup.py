@@ -30,7 +30,8 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     check(config, only)
     check_recipe(config, only)
     warn_if_recipe_left_out(config)
-    from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415 - JAX: a refused setting must not wait
+    # Imported here: they import JAX, and a refused setting must not wait for it.
+    from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415
 
     xla_flags.set_cpu_flags(config)
     cpu_devices.split_host(config, sizes)

@@ -4,8 +4,8 @@ XLA:CPU can hand operations to the YNNPACK library. `--xla_cpu_experimental_ynn_
 list of what it hands over; since jaxlib 0.10.2 the default list is
 `individual_dot,individual_convolution,reduce`, which sends float32 convolutions of more than 16
 channels to YNNPACK. On a CPU those train several times slower than XLA's own convolution kernels
-(results/conv_timing/README.md, from experiments/airbench_conv_timing.py). `=dot` replaces the list: matmuls still go to YNNPACK,
-convolutions go back to XLA's kernels.
+(results/conv_timing/README.md, from experiments/airbench_conv_timing.py). `=dot` replaces the list:
+matmuls still go to YNNPACK, convolutions go back to XLA's kernels.
 
 The flag is experimental, and an XLA that does not know a flag refuses to start, so it is set only on
 the jaxlib versions listed, only when XLA_FLAGS does not already name it, and only with --cpu_ynn

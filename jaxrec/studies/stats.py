@@ -161,5 +161,5 @@ def verdict(result: dict[str, Any]) -> str:
     return f"No detectable difference at {n}: {difference}, P(A>B)={result['p_a_beats_b']:.2f}{more}."
 
 
-__all__ = ["bootstrap_mean_interval", "compare", "describe", "prob_a_beats_b", "seeds_needed", "spread_note", "untestable",
-           "verdict", "welch"]
+__all__ = ["bootstrap_mean_interval", "compare", "describe", "prob_a_beats_b", "seeds_needed", "spread_note",
+           "untestable", "verdict", "welch"]

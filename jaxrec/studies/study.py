@@ -210,7 +210,8 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "summary.json"
     try:
         summary = json.loads(path.read_text())
-        problem = None if isinstance(summary, dict) and {"config", "dataset"} <= set(summary) else "no config or dataset"
+        readable = isinstance(summary, dict) and {"config", "dataset"} <= set(summary)
+        problem = None if readable else "no config or dataset"
     except (OSError, ValueError) as error:
         problem = f"{type(error).__name__}: {error}"
     if problem:

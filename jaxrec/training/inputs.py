@@ -129,8 +129,9 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     if found is None:
         return
     square = lambda side: (side, side, shape[2])
-    fixes = [f"--batch_size {memory.largest(lambda b: not problem(shape, batch=b), config.batch_size - 1, len(devices))}",
-             f"--eval_batch_size {memory.largest(lambda e: not problem(shape, eval_batch=e), config.eval_batch_size - 1)}",
+    batch = memory.largest(lambda b: not problem(shape, batch=b), config.batch_size - 1, len(devices))
+    eval_batch = memory.largest(lambda e: not problem(shape, eval_batch=e), config.eval_batch_size - 1)
+    fixes = [f"--batch_size {batch}", f"--eval_batch_size {eval_batch}",
              f"--data_workers {memory.largest(lambda w: not problem(shape, workers=w), config.data_workers - 1)}"
              if config.data_workers else "--data_workers 0",
              f"--image_size {memory.largest(lambda side: not problem(square(side)), max(shape[:2]) - 1)}"]
@@ -139,7 +140,8 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     way = f"pass {', '.join(usable[:-1])} or {usable[-1]}" if len(usable) > 1 else (
         f"pass {usable[0]}" if usable else "use a machine with more memory")
     raise InputError(f"training 1 model(s) on {'x'.join(map(str, shape))} images in batches of {config.batch_size}, "
-                     f"streamed (evaluation batches of {config.eval_batch_size}, {config.data_workers} --data_workers): "
+                     f"streamed (evaluation batches of {config.eval_batch_size}, {config.data_workers} "
+                     f"--data_workers): "
                      f"{found}; {way}")
 
 

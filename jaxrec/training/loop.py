@@ -415,8 +415,8 @@ def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], ses
     save(trainer, trainer.program.unstack(state), runs, session)
     if session.stop is not None and session.stop.requested:
         return interrupted(trainer, runs[0], session.stop)
-    return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint there; run the "
-                       f"same command again to continue from it.")
+    return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint "
+                       f"there; run the same command again to continue from it.")
 
 
 def agreed_stop(stop: StopRequest) -> bool:
