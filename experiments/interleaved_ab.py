@@ -30,6 +30,7 @@ from jaxrec.cli import flags
 from jaxrec.config import Config, check
 from jaxrec.core.pipeline import Preprocess
 from jaxrec.evaluation.evaluator import Evaluator
+from jaxrec.data.types import ArrayDataset
 from jaxrec.models import config_for, create_model
 from jaxrec.runtime import cpu_devices, xla_flags
 from jaxrec.core.parallel import make_program, replicate, select_devices
@@ -71,7 +72,8 @@ def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.n
 def eval_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
     model = create_model(config, 10, for_eval=True)
     variables = replicate(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)), devices)
-    evaluator = Evaluator(model.apply, images, labels, PRE, devices, config.eval_batch_size)
+    split = ArrayDataset(images, labels, tuple(map(str, range(int(labels.max()) + 1))))
+    evaluator = Evaluator(model.apply, split, PRE, devices, config.eval_batch_size)
     evaluator(variables)  # compiles
 
     def run() -> int:

@@ -27,6 +27,7 @@ from jaxrec.core.parallel import Program, make_program, per_device_batch, replic
 from jaxrec.core.pipeline import Preprocess, epoch_indices
 from jaxrec.core.state import create_train_state
 from jaxrec.core.steps import Objective
+from jaxrec.data.types import ArrayDataset
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
@@ -69,8 +70,7 @@ class RandomData:
 
     images: np.ndarray
     labels: np.ndarray
-    eval_images: np.ndarray
-    eval_labels: np.ndarray
+    eval: ArrayDataset
     preprocess: Preprocess
 
 
@@ -79,12 +79,13 @@ def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
     shape, classes = options.image_shape, options.num_classes
     images = rng.integers(0, 256, (options.train_examples, *shape), dtype=np.uint8)
     labels = rng.integers(0, classes, options.train_examples).astype(np.int32)
-    eval_images = rng.integers(0, 256, (options.eval_examples, *shape), dtype=np.uint8)
-    eval_labels = rng.integers(0, classes, options.eval_examples).astype(np.int32)
+    evaluated = ArrayDataset(rng.integers(0, 256, (options.eval_examples, *shape), dtype=np.uint8),
+                             rng.integers(0, classes, options.eval_examples).astype(np.int32),
+                             tuple(map(str, range(classes))))
     # Mean and std of uniform bytes; the values only matter for the numerics, not for the speed.
     preprocess = Preprocess.from_config(config, (127.5,) * shape[-1], (73.9,) * shape[-1],
                                         options.train_examples // config.batch_size)
-    return RandomData(images, labels, eval_images, eval_labels, preprocess)
+    return RandomData(images, labels, evaluated, preprocess)
 
 
 def training_program(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
@@ -141,8 +142,8 @@ def time_training(config: Config, options: BenchmarkOptions, data: RandomData,
 def time_evaluation(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
                     state: Any) -> dict[str, Any]:
     """Evaluation figures of one model (state: its replicated train state) with the loop's Evaluator."""
-    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, data.eval_images,
-                         data.eval_labels, data.preprocess, devices, config.eval_batch_size)
+    evaluate = Evaluator(create_model(config, options.num_classes, for_eval=True).apply, data.eval, data.preprocess,
+                         devices, config.eval_batch_size)
     variables = state.eval_variables
     start = time.perf_counter()
     compiled = evaluate.lower(variables).compile()

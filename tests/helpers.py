@@ -23,6 +23,7 @@ from jaxrec.core.pipeline import Preprocess
 from jaxrec.models import create_model
 from jaxrec.core.run_state import TIMING_FIELDS
 from jaxrec.core.state import create_train_state
+from jaxrec.data.types import ArrayDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +46,11 @@ def random_batch(n: int, seed: int = 0, num_classes: int = 10, shape=(32, 32, 3)
     return {"image": jnp.asarray(rng.integers(0, 256, (n, *shape), dtype=np.uint8)),
             "label": jnp.asarray(rng.integers(0, num_classes, n, dtype=np.int32)),
             "index": jnp.arange(n, dtype=jnp.int32)}
+
+
+def as_split(images, labels, num_classes: int = 10) -> ArrayDataset:
+    """Images and labels (arrays of any kind) as a split an Evaluator takes."""
+    return ArrayDataset(np.asarray(images), np.asarray(labels), tuple(map(str, range(num_classes))))
 
 
 def records(workdir: Path) -> list[dict]:

@@ -292,34 +292,28 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
     return Program(models=models, devices=tuple(devices), fn=fn)
 
 
-def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
-                          streamed: bool = False) -> Callable:
-    """(variables, images, indices) -> softmax class probabilities [devices, per_device, classes]; pmapped.
-    variables: the model's in eval mode (TrainState.eval_variables), replicated. With `streamed`,
-    (variables, batch) where batch is the examples themselves, [devices, per_device, H, W, C]."""
+def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+    """(variables, images, indices) -> softmax class probabilities of images[indices], [devices, per_device,
+    classes]; pmapped. variables: the model's in eval mode (TrainState.eval_variables), replicated."""
 
-    def probabilities(variables, images):
-        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images), train=False), axis=-1)
+    def probabilities(variables, images, indices):
+        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
 
-    gathered = probabilities if streamed else lambda variables, images, indices: probabilities(variables,
-                                                                                                 images[indices])
-    return jax.pmap(gathered, axis_name=AXIS, devices=list(devices))
+    return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
 
 
-def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
-                 streamed: bool = False) -> Callable:
-    """(variables, images, labels, indices, mask) -> eval sums of one batch, summed over devices; pmapped.
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+    """(variables, images, labels, indices, mask) -> eval sums of the batch images[indices], summed over
+    devices; pmapped.
 
-    variables (TrainState.eval_variables), images, labels: replicated; indices and mask: [devices,
-    per_device]; padding has mask 0 and is not counted. With `streamed`, (variables, images, labels,
-    mask), the batch's examples themselves ([devices, per_device, ...]). The caller loops over
-    batches (a rolled scan would be slow on XLA:CPU, see make_train_fn).
+    variables (TrainState.eval_variables): replicated; images and labels: the examples each device
+    holds (a whole split, or just the batch), indices and mask: [devices, per_device]; padding has mask
+    0 and is not counted. The gather is part of the call (a split on the devices never leaves them).
+    The caller loops over batches (a rolled scan would be slow on XLA:CPU, see make_train_fn).
     """
     step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
-    def evaluate(variables, images, labels, mask):
-        return step(variables, {"image": images, "label": labels, "mask": mask})
+    def evaluate(variables, images, labels, indices, mask):
+        return step(variables, {"image": images[indices], "label": labels[indices], "mask": mask})
 
-    gathered = evaluate if streamed else lambda variables, images, labels, indices, mask: evaluate(
-        variables, images[indices], labels[indices], mask)
-    return jax.pmap(gathered, axis_name=AXIS, devices=list(devices))
+    return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))

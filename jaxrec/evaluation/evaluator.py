@@ -1,9 +1,11 @@
 """Evaluation over a whole split: every example counted once, on all devices, sums kept on the device.
 
-`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run: the split's
-uint8 images live on the devices, the host sends padded and masked index batches, and the pmapped
-eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion matrix, label ranks) from which
-jaxrec.core.metrics derives accuracy, per-class precision/recall/F1 and top-k accuracy.
+`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run, whatever holds the
+split: each call gathers a padded and masked batch of example indices from the examples the devices
+hold, the whole split (put on the devices once) or, streamed (`--input stream`), the batch itself,
+read from the files. The pmapped eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion
+matrix, label ranks) from which jaxrec.core.metrics derives accuracy, per-class precision/recall/F1
+and top-k accuracy.
 """
 
 from __future__ import annotations
@@ -31,45 +33,58 @@ log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    """Evaluates a model's replicated variables (TrainState.eval_variables) over a split kept on `devices`.
+    """Evaluates a model's replicated variables (TrainState.eval_variables) over `split` on `devices`.
 
-    apply_fn: the model's apply; images uint8 [N, H, W, C] and labels int32 [N] on the host;
-    global_batch: examples per call over all devices (padding makes any size work). In a
-    multi-process run every process holds the split, evaluates its devices' rows of each batch, and
-    the sums span every process: each example counts once.
+    apply_fn: the model's apply; split: an ArrayDataset (uint8 images and int32 labels, put on the
+    devices once) or a StreamedDataset (each batch read as it is needed, by `workers` processes);
+    global_batch: examples per call over all devices (padding makes any size work). In a multi-process
+    run every process evaluates its devices' rows of each batch (a streamed split: reads only those),
+    and the sums span every process: each example counts once.
     """
 
-    streamed = False
-
-    def __init__(self, apply_fn: Callable, images: np.ndarray, labels: np.ndarray, preprocess: Preprocess,
-                 devices: Sequence[jax.Device], global_batch: int):
-        self._setup(apply_fn, preprocess, devices, len(labels), global_batch)
-        self._images = replicate(images, devices)
-        self._labels = replicate(labels, devices)
-
-    def _setup(self, apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device], count: int,
-               global_batch: int) -> None:
-        """The compiled calls, and this process's rows [local devices, per_device] of every padded
-        batch's indices and mask."""
-        self._fn = make_eval_fn(apply_fn, preprocess, devices, self.streamed)
-        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices, self.streamed)
-        self._count = count
+    def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
+                 devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
+        self._fn = make_eval_fn(apply_fn, preprocess, devices)
+        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
+        self._count = len(split)
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)
-        indices, mask = eval_indices(count, self.per_device_batch * n)
+        indices, mask = eval_indices(self._count, self.per_device_batch * n)
         self._batches = [(local_rows(i.reshape(n, -1), devices), local_rows(m.reshape(n, -1), devices))
                          for i, m in zip(indices, mask)]
+        if isinstance(split, StreamedDataset):
+            # Every evaluation reads the same rows: one reader repeats them, its workers kept between evaluations.
+            self._reader = stream.RowReader(split.reader, np.stack([i.reshape(-1) for i, _ in self._batches]),
+                                            workers, repeat=True)
+            # A read batch is all the devices hold: each gathers its rows in order.
+            self._in_order = np.broadcast_to(np.arange(self.per_device_batch, dtype=np.int32),
+                                             self._batches[0][0].shape)
+        else:
+            self._reader = None
+            self._split = (replicate(split.images, devices), replicate(split.labels, devices))
 
-    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-        """Per batch: the eval call's arguments after the variables, and the probabilities call's."""
-        for indices, mask in self._batches:
-            yield (self._images, self._labels, indices, mask), (self._images, indices)
+    def _inputs(self) -> Iterator[tuple[Any, Any, Any, Any]]:
+        """Per batch: the eval call's (images, labels, indices, mask), [local devices, ...]. A streamed
+        split's batches are all read, also when the caller stops early (lower), so the next call starts
+        at the first."""
+        for read, (indices, mask) in enumerate(self._batches):
+            if self._reader is None:
+                yield (*self._split, indices, mask)
+                continue
+            batch = next(self._reader)
+            try:
+                yield (batch["image"].reshape(*indices.shape, *batch["image"].shape[1:]),
+                       batch["label"].reshape(indices.shape), self._in_order, mask)
+            except GeneratorExit:
+                for _ in range(len(self._batches) - read - 1):
+                    next(self._reader)
+                raise
 
     def __call__(self, variables: Any) -> dict[str, Any]:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
         totals = None
         with contextlib.closing(self._inputs()) as batches:
-            for inputs, _ in batches:  # sums stay on the device until the end
+            for inputs in batches:  # sums stay on the device until the end
                 # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
                 # pool per device, and two calls' psums could take them all (jaxrec.core.steps.train_step).
                 sums = jax.block_until_ready(self._fn(variables, *inputs))
@@ -79,47 +94,20 @@ class Evaluator:
     def probabilities(self, variables: Any) -> np.ndarray:
         """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
         with contextlib.closing(self._inputs()) as batches:
-            rows = [_all_processes(np.asarray(self._probabilities_fn(variables, *inputs))) for _, inputs in batches]
+            rows = [_all_processes(np.asarray(self._probabilities_fn(variables, images, indices)))
+                    for images, _, indices, _ in batches]
         flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in rows])  # device d holds a contiguous slice
         return flat[:self._count]  # padding comes last
 
     def lower(self, variables: Any) -> Any:
         """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
         with contextlib.closing(self._inputs()) as batches:
-            return self._fn.lower(variables, *next(batches)[0])
+            return self._fn.lower(variables, *next(batches))
 
     def close(self) -> None:
-        """Ends what reads the split (nothing here: it is on the devices)."""
-
-
-class StreamedEvaluator(Evaluator):
-    """An Evaluator of a split read as its batches need it (`--input stream`, jaxrec.data.stream): the
-    same padded and masked batches, each process reading only its devices' rows of each."""
-
-    streamed = True
-
-    def __init__(self, apply_fn: Callable, dataset: StreamedDataset, preprocess: Preprocess,
-                 devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
-        self._setup(apply_fn, preprocess, devices, len(dataset), global_batch)
-        # Every evaluation reads the same rows: one reader repeats them, its workers kept between evaluations.
-        self._reader = stream.RowReader(dataset.reader, np.stack([i.reshape(-1) for i, _ in self._batches]),
-                                        workers, repeat=True)
-
-    def _inputs(self) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-        """Reads every batch, also when the caller stops early (lower), so the next call starts at the first."""
-        for read, (indices, mask) in enumerate(self._batches):
-            batch = next(self._reader)
-            images = batch["image"].reshape(*indices.shape, *batch["image"].shape[1:])
-            try:
-                yield (images, batch["label"].reshape(indices.shape), mask), (images,)
-            except GeneratorExit:
-                for _ in range(len(self._batches) - read - 1):
-                    next(self._reader)
-                raise
-
-    def close(self) -> None:
-        """Ends the reading of the split; its worker processes stop."""
-        self._reader.close()
+        """Ends the reading of a streamed split; its worker processes stop."""
+        if self._reader is not None:
+            self._reader.close()
 
 
 def _all_processes(rows: np.ndarray) -> np.ndarray:
@@ -146,12 +134,8 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     variables = replicate(trained.variables, devices)
 
     def scores(level: int) -> dict[str, Any]:
-        if isinstance(data, StreamedDataset):
-            evaluator = StreamedEvaluator(trained.apply_fn(level), data, trained.preprocess(), devices,
-                                          config.eval_batch_size, config.data_workers)
-        else:
-            evaluator = Evaluator(trained.apply_fn(level), data.images, data.labels, trained.preprocess(), devices,
-                                  config.eval_batch_size)
+        evaluator = Evaluator(trained.apply_fn(level), data, trained.preprocess(), devices, config.eval_batch_size,
+                              config.data_workers)
         try:
             return evaluator(variables)
         finally:
@@ -180,4 +164,4 @@ def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | Stream
     return decode_listed(listed)
 
 
-__all__ = ["Evaluator", "StreamedEvaluator", "evaluate_trained"]
+__all__ = ["Evaluator", "evaluate_trained"]

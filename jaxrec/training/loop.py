@@ -39,7 +39,7 @@ from jaxrec.data import DataSplits
 from jaxrec.data.sources import split_is_seeded
 from jaxrec.data.stream import StreamError
 from jaxrec.errors import InputError
-from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
+from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
 from jaxrec.models.kernels import resolved_dtype
 from jaxrec.models.recipes import check_images
@@ -315,10 +315,7 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
 def make_evaluator(apply_fn: Any, data: DataSplits, preprocess: Preprocess, devices: list[jax.Device],
                    config: Config) -> Evaluator:
     """The evaluator of the eval split: on the devices, or streamed as the training split is."""
-    if data.streamed:
-        return StreamedEvaluator(apply_fn, data.eval, preprocess, devices, config.eval_batch_size,
-                                 config.data_workers)
-    return Evaluator(apply_fn, data.eval.images, data.eval.labels, preprocess, devices, config.eval_batch_size)
+    return Evaluator(apply_fn, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers)
 
 
 def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from helpers import PRE, random_batch, small_state
+from helpers import PRE, as_split, random_batch, small_state
 from jaxrec.run import outputs
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.core.metrics import from_confusion, per_class, report, summarize_eval
@@ -67,7 +67,7 @@ def test_eval_on_8_devices_with_padding_equals_sklearn(num_examples, global_batc
     data = random_batch(num_examples, seed=11, num_classes=num_classes)
     images, labels = np.asarray(data["image"]), np.asarray(data["label"])
     devices = select_devices(8)
-    result = Evaluator(state.apply_fn, images, labels, PRE, devices, global_batch)(replicate(state.variables, devices))
+    result = Evaluator(state.apply_fn, as_split(images, labels), PRE, devices, global_batch)(replicate(state.variables, devices))
     # Reference: logits of the whole set on the host, scored by scikit-learn.
     logits = np.asarray(state.apply_fn({"params": state.params}, PRE.eval(data["image"])))
     predicted = logits.argmax(-1)

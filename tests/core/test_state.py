@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import PRE, SMALL, random_batch, records, sigterm_after, small_state
+from helpers import PRE, SMALL, as_split, random_batch, records, sigterm_after, small_state
 from jaxrec.run.checkpoints import RunCheckpointer, Trained, checkpoint_dir, load_trained
 from jaxrec.config import Config, check
 from jaxrec.errors import InputError
@@ -110,7 +110,7 @@ def test_evaluation_and_prediction_use_the_running_statistics():
     batch_stats_logits, _ = SMALL_BN_MODEL.apply(state.variables, x, train=True, mutable=["batch_stats"])
     assert not np.allclose(running, batch_stats_logits, atol=1e-3)  # the two modes tell apart
     devices = select_devices(8)
-    result = Evaluator(state.apply_fn, images, labels, PRE, devices, 16)(replicate(state.eval_variables, devices))
+    result = Evaluator(state.apply_fn, as_split(images, labels), PRE, devices, 16)(replicate(state.eval_variables, devices))
     expected_loss = float(np.mean(-jax.nn.log_softmax(running)[np.arange(40), labels]))
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert result["accuracy"] == pytest.approx(float(np.mean(running.argmax(-1) == labels)))
@@ -128,7 +128,7 @@ def test_evaluation_applies_the_averaged_weights_when_the_state_keeps_them():
     # The evaluator scores whatever eval_variables holds: halved weights score differently.
     data = random_batch(40, seed=7)
     devices = select_devices(8)
-    evaluate = Evaluator(state.apply_fn, np.asarray(data["image"]), np.asarray(data["label"]), PRE, devices, 16)
+    evaluate = Evaluator(state.apply_fn, as_split(data["image"], data["label"]), PRE, devices, 16)
     assert (evaluate(replicate(state.replace(averaged=averaged).eval_variables, devices))["loss"]
             != evaluate(replicate(state.eval_variables, devices))["loss"])
 

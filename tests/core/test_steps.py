@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from helpers import PRE, SMALL, random_batch, small_state
+from helpers import PRE, SMALL, as_split, random_batch, small_state
 from jaxrec.models import config_for, kernels
 from jaxrec.config import Config
 from jaxrec.core.pipeline import Preprocess, eval_indices
@@ -144,7 +144,7 @@ def test_eval_counts_every_example_exactly_once_on_8_devices(num_examples, globa
     state = small_state()
     data = random_batch(num_examples, seed=7)
     images, labels = np.asarray(data["image"]), np.asarray(data["label"])
-    evaluate = Evaluator(state.apply_fn, images, labels, PRE, select_devices(8), global_batch)
+    evaluate = Evaluator(state.apply_fn, as_split(images, labels), PRE, select_devices(8), global_batch)
     result = evaluate(replicate(state.variables, select_devices(8)))
     assert result["count"] == num_examples
     # Reference: the whole set in one unpadded batch on one device.

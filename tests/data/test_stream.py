@@ -21,7 +21,7 @@ from jaxrec.data import SAMPLE_ROOT, load_data
 from jaxrec.data.sources import stream_splits
 from jaxrec.data.stream import StreamError
 from jaxrec.errors import InputError
-from jaxrec.evaluation.evaluator import Evaluator, StreamedEvaluator
+from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import create_model
 from jaxrec.runtime import memory
 from jaxrec.runtime.interrupt import TrainingInterrupted
@@ -84,8 +84,8 @@ def test_streamed_evaluation_counts_every_example_once_with_an_uneven_last_batch
     apply = create_model(config, 10, for_eval=True).apply
     variables = replicate(small_state(config).eval_variables, devices)
     # 100 examples in batches of 48: the last one holds 4, and 44 padding examples that must not count.
-    on_device = Evaluator(apply, data.eval.images, data.eval.labels, PRE, devices, 48)
-    reader = StreamedEvaluator(apply, streamed, PRE, devices, 48, workers=0)
+    on_device = Evaluator(apply, data.eval, PRE, devices, 48)
+    reader = Evaluator(apply, streamed, PRE, devices, 48, workers=0)
     try:
         first, again = reader(variables), reader(variables)  # the second reads the split anew, from its start
         probabilities = reader.probabilities(variables)

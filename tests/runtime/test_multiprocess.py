@@ -342,7 +342,7 @@ EVAL_SCRIPT = textwrap.dedent("""
     from jaxrec.runtime import distributed
     from jaxrec.config import Config
     distributed.start(Config(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])))
-    from helpers import PRE, small_state
+    from helpers import PRE, as_split, small_state
     from jaxrec.evaluation.evaluator import Evaluator
     from jaxrec.core.parallel import replicate, select_devices
     rng = np.random.default_rng(0)
@@ -350,7 +350,7 @@ EVAL_SCRIPT = textwrap.dedent("""
     labels = rng.integers(0, 10, 1003).astype(np.int32)
     state = small_state()
     devices = select_devices(0)
-    evaluator = Evaluator(state.apply_fn, images, labels, PRE, devices, 96)
+    evaluator = Evaluator(state.apply_fn, as_split(images, labels), PRE, devices, 96)
     result = evaluator(replicate(state.variables, devices))
     probabilities = evaluator.probabilities(replicate(state.variables, devices))
     print(json.dumps({"confusion": np.asarray(result["confusion"]).tolist(), "loss": float(result["loss"]),
