@@ -16,6 +16,7 @@ from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
+from jaxrec.errors import InputError
 from jaxrec.runtime import memory
 
 SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
@@ -133,13 +134,10 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
 
     Only this split needs to exist. An image folder without split folders gives the same seeded split
     as in training: `split` == config.train_split is its training part, any other name its held-out
-    part. Images of classes not in `class_names` are left out with a warning. Refused (InputError,
-    naming --input stream) when an image folder's split cannot fit in memory.
+    part. Images of classes not in `class_names` are left out with a warning.
     """
     if is_image_folder(config.dataset):
-        listed = stream_split(config, split, class_names, image_shape)
-        check_split_fits(listed)
-        return decode_listed(listed)
+        return decode_listed(stream_split(config, split, class_names, image_shape))
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
     size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
@@ -169,11 +167,25 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
     return _listed(paths, labels, class_names, image_shape, config.resize)
 
 
-def check_split_fits(split: StreamedDataset) -> None:
-    """Raises InputError when decoding `split` whole (at the model's input size) cannot fit in memory."""
-    memory.require(split.nbytes, memory.host_available(),
-                   f"decoding {len(split)} images at {'x'.join(map(str, split.image_shape))} (the model's input size)",
-                   "pass --input stream to read them as batches need them")
+def decode_problem(split: StreamedDataset) -> str | None:
+    """Why decoding `split` whole (at the model's input size) cannot fit in memory, or None."""
+    shape = "x".join(map(str, split.image_shape))
+    return memory.shortfall(split.nbytes, memory.host_available(),
+                            f"decoding {len(split)} images at {shape} (the model's input size)")
+
+
+def streams(config: Config, problem: str | None, way: str = "pass --input stream") -> bool:
+    """The input decision `jaxrec train` and `jaxrec evaluate` share: whether the data is streamed.
+    problem: why the in-memory path cannot hold it (None: it can). --input stream streams; device
+    refuses a problem in one line that names `way`; auto streams where any process has one, so that
+    the processes of a run agree."""
+    if config.input == "stream":
+        return True
+    if problem is not None and config.input == "device":
+        raise InputError(f"{problem}; or {way} to read the data as batches need it")
+    from jaxrec.runtime import distributed  # noqa: PLC0415 - JAX: listing a data set does not need it
+
+    return config.input == "auto" and bool(distributed.max_over_processes(int(problem is not None)))
 
 
 STATS_LIMIT = 50_000  # training images the channel statistics read: all of CIFAR-10's, a spread of larger sets

@@ -22,10 +22,9 @@ from jaxrec.core.metrics import report_with_tta, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
-from jaxrec.data.sources import check_split_fits, decode_listed, is_image_folder, load_split, stream_split
+from jaxrec.data.sources import decode_listed, decode_problem, is_image_folder, load_split, stream_split, streams
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import ArrayDataset
-from jaxrec.errors import InputError
 from jaxrec.run.checkpoints import Trained
 from jaxrec.runtime.setup import prepare
 
@@ -147,21 +146,19 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
 
 
 def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | StreamedDataset:
-    """config.eval_split of config.dataset for `trained`: decoded into memory (--input device), read as
-    batches need it (stream), or, for auto, in memory where it fits and streamed otherwise (logged).
-    A TFDS set is read into memory."""
+    """config.eval_split of config.dataset for `trained`: decoded into memory or read as batches need
+    it, as `jaxrec.data.sources.streams` decides for training (logged when streamed). A TFDS set is read
+    into memory."""
     args = (config, config.eval_split, trained.class_names, trained.image_shape)
-    if config.input == "device" or (config.input == "auto" and not is_image_folder(config.dataset)):
-        return load_split(*args)
-    listed = stream_split(*args)  # a TFDS set with --input stream: refused, naming --input device
-    if config.input == "stream":
-        return listed
-    try:
-        check_split_fits(listed)
-    except InputError as err:
-        log.info("evaluating %s streamed (--input auto): %s", config.eval_split, err)
-        return listed
-    return decode_listed(listed)
+    if not is_image_folder(config.dataset):
+        return stream_split(*args) if config.input == "stream" else load_split(*args)  # stream: refused
+    listed = stream_split(*args)
+    problem = decode_problem(listed)
+    if not streams(config, problem):
+        return decode_listed(listed)
+    log.info("evaluating %s streamed (--input %s)%s", config.eval_split, config.input,
+             f": {problem}" if problem else "")
+    return listed
 
 
 __all__ = ["Evaluator", "evaluate_trained"]

@@ -80,10 +80,18 @@ def device_available(device: jax.Device) -> int | None:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
 
 
+def shortfall(need: int, have: int | None, what: str) -> str | None:
+    """The line that says `what` needs more than the `have` bytes available (unknown: no check), or None."""
+    if have is not None and need > have:
+        return f"{what} needs about {human(need)} of memory and {human(have)} is available"
+    return None
+
+
 def require(need: int, have: int | None, what: str, fix: str) -> None:
     """Raises InputError when `need` bytes exceed `have` (unknown: no check)."""
-    if have is not None and need > have:
-        raise InputError(f"{what} needs about {human(need)} of memory and {human(have)} is available; {fix}")
+    problem = shortfall(need, have, what)
+    if problem:
+        raise InputError(f"{problem}; {fix}")
 
 
 def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by: str) -> None:

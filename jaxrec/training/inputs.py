@@ -15,7 +15,7 @@ from jaxrec.config import Config
 from jaxrec.core.parallel import local_devices
 from jaxrec.core.tta import VIEWS
 from jaxrec.data import DataSplits, load_data
-from jaxrec.data.sources import stats_bytes, stream_data, stream_splits
+from jaxrec.data.sources import stats_bytes, stream_data, stream_splits, streams
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import DataError
 from jaxrec.errors import InputError
@@ -67,11 +67,10 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         check_fits(config, splits, models, devices)
         problem = None
     except InputError as err:
-        if config.input == "device" or models > 1:
-            way = "pass --input stream" if models == 1 else "pass --seeds_per_program 1 --input stream"
-            raise InputError(f"{err}; or {way} to read the data as batches need it") from None
         problem = str(err)
-    if config.input == "auto" and distributed.max_over_processes(int(problem is not None)):
+    if problem and models > 1:  # a seed group cannot stream (above)
+        raise InputError(f"{problem}; or pass --seeds_per_program 1 --input stream to read the data as batches need it")
+    if streams(config, problem):
         check_stream_fits(config, splits[0], devices)
         log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")
         return stream_data(config, splits, _shows_progress(config))

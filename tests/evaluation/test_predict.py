@@ -155,4 +155,4 @@ def test_evaluate_streams_a_split_that_does_not_fit_and_scores_it_the_same(workd
     assert "evaluating test streamed (--input auto): decoding 100 images at 32x32x3" in capsys.readouterr().err
     assert json.loads((tmp_path / "auto" / "eval_test.json").read_text()) == on_device
     assert evaluate("--workdir", workdir, "--input", "device") == 2
-    assert capsys.readouterr().err.strip().endswith("pass --input stream to read them as batches need them")
+    assert capsys.readouterr().err.strip().endswith("; or pass --input stream to read the data as batches need it")
