@@ -44,7 +44,6 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     from jaxrec.data import load_data
     from jaxrec.core.pipeline import epoch_indices
     from jaxrec.run.writers import Writers
-    from jaxrec.training.feed import epoch_feed
     from jaxrec.training.loop import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
     from jaxrec.core.parallel import select_devices, unreplicate
 
@@ -61,7 +60,7 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     states, runs, _ = restore_or_start(trainer, data)
     orders = np.stack([epoch_indices(m.keys.shuffle, 0, trainer.num_train, config.batch_size)[:1]
                        for m in trainer.members], axis=1)  # the first step: [1, K, batch]
-    feed = epoch_feed(trainer.program, trainer.images, trainer.labels, trainer.stream, 0, [(0, 1)])
+    feed = trainer.inputs.for_epoch(0, [(0, 1)], trainer.program)
     state, _ = train_call(trainer, trainer.program.stack(states), runs, [Writers()] * models, orders, feed)
     params = unreplicate(trainer.program.unstack(state)[0]).params
     leaves = jax.tree_util.tree_leaves(params)

@@ -131,28 +131,27 @@ def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
 
 
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
-                  objective: Objective = Objective(), steps_loop: str | None = None,
-                  streamed: bool = False) -> Callable:
+                  objective: Objective = Objective(), steps_loop: str | None = None) -> Callable:
     """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
 
     state: replicated; indices: [devices, steps, per_device]; rng: the run's training key
     (broadcast). images, labels: the whole training split, replicated, from which each step gathers
-    its examples; or with `streamed` the call's batches, [devices, steps, per_device, H, W, C] and
-    [devices, steps, per_device] (jaxrec.data.stream). metrics: {'loss', 'accuracy'} of shape
-    [devices, steps]. The same settings give the same function, so the runs of one process (a
-    study's seeds) compile it once. steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or
+    its examples; or a streamed call's batches, [devices, steps, per_device, H, W, C] and
+    [devices, steps, per_device] (jaxrec.training.feed), each shape compiled on its own. metrics:
+    {'loss', 'accuracy'} of shape [devices, steps]. The same settings give the same function, so the
+    runs of one process (a study's seeds) compile it once. steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or
     'auto': the platform's (jaxrec.models.kernels).
     """
-    return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices), streamed)
+    return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
 def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective: Objective,
-              steps_loop: str, streamed: bool) -> Callable:
+              steps_loop: str) -> Callable:
     one = _train_steps_fn(preprocess, objective)
 
     def train_steps(state, images, labels, indices, rng):
-        if streamed:
+        if images.ndim == indices.ndim + 3:  # the call's own batches: nothing to gather
             return _scan_steps(lambda state, x: one(state, *x, rng), state, (images, labels, indices), steps_loop)
         return _scan_steps(lambda state, idx: one(state, images[idx], labels[idx], idx, rng), state, indices,
                            steps_loop)
@@ -276,17 +275,14 @@ class Program:
 
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
-                 objective: Objective = Objective(), steps_loop: str | None = None,
-                 streamed: bool = False) -> Program:
+                 objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
     """The training program of `group` = (models, model_axis): that many models on `devices`, held one after
     another ("loop") or vmapped (see Program); the same settings give the same compiled function, so the
-    programs of one process (a study's) compile once. `streamed`: fed each call's batches (one model only:
-    each model of a group reads its own order)."""
+    programs of one process (a study's) compile once. Only a one-model program takes streamed batches
+    (each model of a group reads its own order)."""
     models, model_axis = group
     if models == 1:
-        fn = make_train_fn(preprocess, devices, objective, steps_loop, streamed)
-    elif streamed:
-        raise ValueError(f"a streamed program trains one model, not {models} (jaxrec.training.inputs refuses it)")
+        fn = make_train_fn(preprocess, devices, objective, steps_loop)
     else:
         fn = make_group_train_fn(preprocess, devices, models, model_axis, objective, steps_loop)
     return Program(models=models, devices=tuple(devices), fn=fn)

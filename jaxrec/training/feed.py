@@ -1,6 +1,8 @@
-"""What each device call of an epoch is fed: the training split already on the devices (with the
-call's example indices), or, streamed (`--input stream`), the call's batches read by Grain and put
-on the devices one call ahead, so that reading the next call overlaps the device computing this one."""
+"""What each device call of an epoch is fed, behind one interface (`for_epoch`, then per call `take`
+and `advance`): the training split already on the devices, from which the call gathers its examples
+(DeviceFeed), or, streamed (`--input stream`), the call's batches read by Grain and put on the
+devices one call ahead, so that reading the next call overlaps the device computing this one
+(TrainStream, StreamFeed)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,10 @@ class TrainStream:
                  f"{self._workers} worker processes decoding" if self._workers else "decoded in threads")
         self._at, self._window_end = (epoch, position), (last, 0)
 
+    def for_epoch(self, epoch: int, plan: Plan, program: Program) -> StreamFeed:
+        """The feed of epoch `epoch`'s device calls `plan`."""
+        return StreamFeed(self, epoch, plan, program)
+
     def _columns_width(self) -> int:
         return self._columns.stop - self._columns.start
 
@@ -75,10 +81,14 @@ class TrainStream:
 
 
 class DeviceFeed:
-    """The on-device path: every call gathers from the split the devices hold."""
+    """The on-device path: the training split, put on the devices once; every call gathers from it."""
 
     def __init__(self, images: jax.Array, labels: jax.Array):
         self._inputs = (images, labels)
+
+    def for_epoch(self, epoch: int, plan: Plan, program: Program) -> DeviceFeed:
+        """The feed of any epoch's calls: the same split."""
+        return self
 
     def take(self) -> tuple[Any, Any]:
         """The next call's (images, labels) argument."""
@@ -86,6 +96,9 @@ class DeviceFeed:
 
     def advance(self) -> None:
         """Prepares the call after the one just dispatched (nothing to prepare here)."""
+
+    def close(self) -> None:
+        """Nothing reads: the split stays on the devices for the run."""
 
 
 class StreamFeed:
@@ -120,11 +133,3 @@ class StreamFeed:
             except StreamError as err:
                 self._failed = err
             self._next_call += 1
-
-
-def epoch_feed(program: Program, images: jax.Array | None, labels: jax.Array | None, stream: TrainStream | None,
-               epoch: int, plan: Plan) -> DeviceFeed | StreamFeed:
-    """The feed of epoch `epoch`'s calls `plan`."""
-    if stream is None or not plan:  # not plan: a run resumed at the end of an epoch only evaluates
-        return DeviceFeed(images, labels)
-    return StreamFeed(stream, epoch, plan, program)

@@ -50,7 +50,7 @@ from jaxrec.run.writers import Writers, open_writers
 from jaxrec.runtime import distributed, host, memory
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.runtime.setup import prepare
-from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, epoch_feed, process_columns
+from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, process_columns
 from jaxrec.training.inputs import evaluation_memory, open_data
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,7 @@ class Trainer:
     preprocess: Preprocess  # uint8 images -> the model's input (augmentation, normalisation)
     program: Program    # jaxrec.core.parallel.make_program
     rngs: jax.Array     # the members' training (augmentation) keys, [K]
-    images: jax.Array | None  # the training split, uint8, replicated (None when streamed)
-    labels: jax.Array | None
-    stream: TrainStream | None  # --input stream: the training batches, read as the calls need them
+    inputs: DeviceFeed | TrainStream  # the training split on the devices, or its batches read as calls need them
     evaluator: Evaluator
     final_evaluator: Evaluator | None  # with test-time augmentation (--tta), for the run's final scores
     dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
@@ -136,7 +134,7 @@ class Trainer:
 
     def close(self) -> None:
         """Ends what reads the data while the run goes (a streamed run's readers and their workers)."""
-        for reader in (self.stream, self.evaluator, self.final_evaluator):
+        for reader in (self.inputs, self.evaluator, self.final_evaluator):
             if reader is not None:
                 reader.close()
 
@@ -292,22 +290,21 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
     objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
-    program = make_program(preprocess, devices, (models, model_axis), objective, config.steps_loop, data.streamed)
+    program = make_program(preprocess, devices, (models, model_axis), objective, config.steps_loop)
     eval_apply = create_model(config, data.num_classes, for_eval=True).apply
     trainer = Trainer(
         members=members, devices=tuple(devices), model=model, num_train=len(data.train),
         steps_per_epoch=steps_per_epoch, preprocess=preprocess, program=program,
         rngs=jax.numpy.stack([m.keys.train for m in members]),
-        images=None if data.streamed else replicate(data.train.images, devices),
-        labels=None if data.streamed else replicate(data.train.labels, devices),
-        stream=None,
+        inputs=None if data.streamed else DeviceFeed(replicate(data.train.images, devices),
+                                                     replicate(data.train.labels, devices)),
         evaluator=make_evaluator(eval_apply, data, preprocess, devices, config),
         final_evaluator=make_evaluator(with_tta(eval_apply, config.tta), data, preprocess, devices, config)
         if config.tta else None,
         dataset=data.describe())
     if not data.streamed:
         return trainer
-    return dataclasses.replace(trainer, stream=TrainStream(
+    return dataclasses.replace(trainer, inputs=TrainStream(
         data.train, lambda epoch: trainer.order(epoch)[:, 0], trainer.steps_in_epoch, trainer.epochs,
         process_columns(devices, config.batch_size), config.data_workers))
 
@@ -385,7 +382,7 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState],
                desc=f"epoch {run.epoch + 1}/{trainer.epochs}" + (f", {models} models" if models > 1 else ""),
                disable=not (config.progress and distributed.is_primary()), leave=False)
     plan = call_plan(run, steps, config.steps_per_call, config.checkpoint_every_steps)
-    feed = epoch_feed(trainer.program, trainer.images, trainer.labels, trainer.stream, run.epoch, plan)
+    feed = trainer.inputs.for_epoch(run.epoch, plan, trainer.program)
     for before, end in plan:
         try:
             state, runs = train_call(trainer, state, runs, session.writers, orders[before:end], feed)

@@ -41,7 +41,7 @@ def test_the_training_estimate_covers_the_compiled_step_s_peak(widths):
     model = create_model(config, 10)
     state = jax.eval_shape(lambda: create_train_state(config, model, SHAPE, jax.random.key(0), steps_per_epoch=10))
     labels = jax.ShapeDtypeStruct((1, 1, BATCH), jnp.int32)
-    program = make_program(PRE, jax.devices()[:1], streamed=True)
+    program = make_program(PRE, jax.devices()[:1])
     peak = compiled_peak(program.fn.lower(on_one_device(state), images(1, 1, BATCH), labels, labels,
                                           jax.random.key(0)))
     estimate = memory.training_bytes(model, SHAPE, BATCH)
