@@ -28,20 +28,17 @@ log = logging.getLogger(__name__)
 
 def check_fits(config: Config, splits: Sequence, models: int, devices: Sequence[jax.Device]) -> None:
     """Raises InputError (the memory module's line) when the on-device path cannot hold these splits:
-    decoding them into host memory, or training with them on every device."""
+    decoding them into host memory, or training with them on every device beside the evaluation call
+    (every device evaluates its share of the eval batch, with test-time augmentation's views)."""
     train, evaluation = splits
     size, channels = train.image_shape[:2], train.image_shape[2]
     memory.check_images_fit(len(train) + len(evaluation), size, channels, "the run's image size")
-    memory.check_training_fits(create_model(config, len(train.class_names)),
-                               (config.batch_size // jax.process_count(), *train.image_shape), local_devices(devices),
-                               train.nbytes + evaluation.nbytes, models, evaluation_memory(config, train, devices))
-
-
-def evaluation_memory(config: Config, train, devices: Sequence[jax.Device]) -> tuple:
-    """What memory.check_training_fits needs to count the evaluation call: the eval model, its batch
-    per device (of all devices: every process evaluates its share) and test-time augmentation's views."""
-    return (create_model(config, len(train.class_names), for_eval=True), -(-config.eval_batch_size // len(devices)),
-            VIEWS[config.tta])
+    classes = len(train.class_names)
+    evaluated = (create_model(config, classes, for_eval=True), -(-config.eval_batch_size // len(devices)),
+                 VIEWS[config.tta])
+    batch = (config.batch_size // jax.process_count(), *train.image_shape)  # this process's
+    memory.check_training_fits(create_model(config, classes), batch, local_devices(devices),
+                               train.nbytes + evaluation.nbytes, models, evaluated)
 
 
 def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> DataSplits:
@@ -60,7 +57,10 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     try:
         splits = stream_splits(config)
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
-        return load_data(config)
+        data = load_data(config)
+        check_images(config, data.image_shape, data.num_classes, f"--dataset {config.dataset}")
+        check_fits(config, (data.train, data.eval), models, devices)
+        return data
     # Before a model is built for them.
     check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
     try:
@@ -118,11 +118,9 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
 
     def problem(size: tuple[int, int, int], **changed: int) -> str | None:
         stats, running, one_device = stream_bytes(config, size, classes, devices, dataclasses.replace(load, **changed))
-        for need, have, what in ((stats, host, "the channel-statistics pass"), (running, host, "training"),
-                                 (one_device, None if mine[0].platform == "cpu" else device, "one device")):
-            if have is not None and need > have:
-                return f"{what} needs about {memory.human(need)} of memory and {memory.human(have)} is available"
-        return None
+        checks = ((stats, host, "the channel-statistics pass"), (running, host, "training"),
+                  (one_device, None if mine[0].platform == "cpu" else device, "one device"))
+        return next(filter(None, (memory.shortfall(*check) for check in checks)), None)
 
     found = problem(shape)
     if found is None:

@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
 from jaxrec.core.metrics import report_with_tta
 from jaxrec.core.optim import check_lookahead, total_steps
-from jaxrec.core.parallel import (Program, local_devices, make_program, per_device_batch, replicate, select_devices,
-                                  unreplicate)
+from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, epoch_indices
 from jaxrec.core.run_state import Record, RunState
 from jaxrec.core.state import TrainState, create_train_state, init_sample
@@ -42,16 +41,15 @@ from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import count_params, create_model
 from jaxrec.models.kernels import resolved_dtype
-from jaxrec.models.recipes import check_images
 from jaxrec.run import outputs
 from jaxrec.run.checkpoints import DATA_IDENTITY, RunCheckpointer
 from jaxrec.run.workdir import claim, move_previous_run, writable_folder
 from jaxrec.run.writers import Writers, open_writers
-from jaxrec.runtime import distributed, host, memory
+from jaxrec.runtime import distributed, host
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.runtime.setup import prepare
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, process_columns
-from jaxrec.training.inputs import evaluation_memory, open_data
+from jaxrec.training.inputs import open_data
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +274,6 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     if steps_per_epoch == 0:
         raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
-    check_images(config, data.image_shape, data.num_classes, f"--dataset {config.dataset}")
     check_lookahead(config, steps_per_epoch)
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s%s), %d steps per epoch%s",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
@@ -284,9 +281,6 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
              steps_per_epoch, f"; {models} models in one program" if models > 1 else "")
     preprocess = Preprocess.from_config(config, data.mean, data.std, steps_per_epoch)
     model = create_model(config, data.num_classes)
-    memory.check_training_fits(model, (config.batch_size // jax.process_count(), *data.image_shape),
-                               local_devices(devices), 0 if data.streamed else data.train.nbytes + data.eval.nbytes,
-                               models, evaluation_memory(config, data.train, devices))
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
     objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
