@@ -44,7 +44,7 @@ def device_run(tmp_path_factory):
     return train_and_evaluate(BASE.replace(augment=True, input="device"), workdir), workdir
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 0: the fast subset's
 def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(device_run, tmp_path, workers):
     reference, reference_dir = device_run
     state = train_and_evaluate(BASE.replace(augment=True, input="stream", data_workers=workers), tmp_path)
@@ -53,6 +53,7 @@ def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(devic
     assert json.loads((tmp_path / "summary.json").read_text())["input"] == "stream"
 
 
+@pytest.mark.slow
 def test_airbench_augmentation_and_batchnorm_stream_bit_for_bit_too(tmp_path):
     config = BASE.replace(epochs=1, translate=2, flip="alternating", tta=2, norm="batch")
     device = train_and_evaluate(config.replace(input="device"), tmp_path / "device")
@@ -157,6 +158,7 @@ def test_max_steps_ends_mid_epoch_evaluates_and_a_larger_one_continues_exactly(t
         train_and_evaluate(config.replace(max_steps=3), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_file_unreadable_mid_run_stops_it_in_one_line_saved_and_the_rerun_finishes(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(SAMPLE_ROOT, data)

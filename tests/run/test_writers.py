@@ -55,6 +55,7 @@ def test_tensorboard_without_tensorboardx_is_refused_in_one_line(tmp_path, monke
         TensorBoardWriter(tmp_path, resumed=None)
 
 
+@pytest.mark.slow
 def test_a_rerun_of_a_run_that_ended_inside_an_epoch_shows_each_step_once(small_config, tmp_path):
     """--max_steps 6 ends inside the 12-step epoch; running the same command again evaluates that
     checkpoint again (for the summary) but TensorBoard still holds one evaluation at step 6."""

@@ -59,7 +59,7 @@ def test_a_source_that_cannot_vary_is_refused_before_training(small_config, tmp_
     assert "\n" not in str(refused.value) and not (tmp_path / "seed_0").exists()
 
 
-def test_vary_all_varies_what_can_vary_and_records_it(small_config, tmp_path):
+def test_vary_all_varies_only_what_can_vary(small_config, tmp_path):
     # cifar10_sample has split folders and no augmentation here: only init and order move.
     assert check_sources(StudySpec(small_config, (0,), SOURCES)) == ("init", "order")
     assert check_sources(StudySpec(small_config.replace(init_seed=3, augment=True), (0,), SOURCES)) == ("order", "augment")
@@ -69,6 +69,10 @@ def test_vary_all_varies_what_can_vary_and_records_it(small_config, tmp_path):
     for name in ("cat", "dog"):
         (unsplit / name).mkdir(parents=True)
     assert check_sources(StudySpec(small_config.replace(dataset=str(unsplit)), (0,), ("split",))) == ("split",)
+
+
+@pytest.mark.slow
+def test_a_study_of_every_source_records_the_ones_it_varied(small_config, tmp_path):
     study = run_study(StudySpec(small_config.replace(init_seed=3), seeds=(0, 1), vary=SOURCES), tmp_path / "study")
     assert study["varied"] == ["order"] and study["vary"] == list(SOURCES)
     assert "varying order" in (tmp_path / "study" / "study.md").read_text()
@@ -138,6 +142,7 @@ def test_a_study_seed_is_the_plain_run_and_a_rerun_trains_nothing(small_config, 
         run_study(StudySpec(small_config.replace(learning_rate=0.1), seeds=(0,), vary=SOURCES), tmp_path / "study")
 
 
+@pytest.mark.slow
 def test_a_study_never_mixes_runs_of_other_data_or_settings(small_config, tmp_path):
     """Another --dataset of the same layout, a seed folder left by another run, data changed in place,
     a damaged seed summary: each refused in one line naming what differs, never folded in."""
