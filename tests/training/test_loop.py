@@ -125,3 +125,20 @@ def test_a_plain_seed_gives_the_keys_it_always_gave_and_each_source_its_own():
     assert same(order_only.init, keys.init) and same(order_only.train, keys.train)
     assert not same(order_only.shuffle, keys.shuffle)
     assert Config(seed=7, split_seed=2).source_seeds() == {"init": 7, "order": 7, "augment": 7, "split": 2}
+
+
+def test_a_tfds_set_that_trains_beyond_memory_is_refused_before_training(tmp_path, monkeypatch):
+    """A TFDS set only TensorFlow reads cannot stream: it is decoded, then checked as the other paths
+    are (training on every device beside the evaluation call), and refused naming what to lower."""
+    import tensorflow_datasets as tfds
+
+    from jaxrec.runtime import memory
+
+    config = Config(dataset="mnist", download=True, epochs=1, batch_size=8, num_devices=1, progress=False,
+                    conv_features=(8, 16), dense_features=32)
+    monkeypatch.setattr(memory, "host_available", lambda: 24 * 2 * 28 * 28)  # the data, and nothing to train with
+    with tfds.testing.mock_data(num_examples=24), pytest.raises(InputError) as refused:
+        train_and_evaluate(config, tmp_path)
+    assert str(refused.value).startswith("training 1 model(s) on 28x28x1 images in batches of 8")
+    assert "lower --batch_size, --eval_batch_size or --image_size" in str(refused.value)
+    assert not (tmp_path / "checkpoints").exists()
