@@ -139,8 +139,8 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
     its examples; or a streamed call's batches, [devices, steps, per_device, H, W, C] and
     [devices, steps, per_device] (jaxrec.training.feed), each shape compiled on its own. metrics:
     {'loss', 'accuracy'} of shape [devices, steps]. The same settings give the same function, so the
-    runs of one process (a study's seeds) compile it once. steps_loop: 'rolled' or 'unrolled' (see _scan_steps); None or
-    'auto': the platform's (jaxrec.models.kernels).
+    runs of one process (a study's seeds) compile it once. steps_loop: 'rolled' or 'unrolled' (see
+    _scan_steps); None or 'auto': the platform's (jaxrec.models.kernels).
     """
     return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices))
 

@@ -127,17 +127,12 @@ def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Se
     return keep, new[keep]
 
 
-def load_split(config: Config, split: str, class_names: Sequence[str],
-               image_shape: Sequence[int]) -> ArrayDataset:
-    """One split of `config.dataset`, decoded to `image_shape` (H, W, C) and labelled by `class_names`,
-    e.g. a trained model's: to evaluate it on this split or on another data set with the same classes.
-
-    Only this split needs to exist. An image folder without split folders gives the same seeded split
-    as in training: `split` == config.train_split is its training part, any other name its held-out
-    part. Images of classes not in `class_names` are left out with a warning.
-    """
-    if is_image_folder(config.dataset):
-        return decode_listed(stream_split(config, split, class_names, image_shape))
+def load_tfds_split(config: Config, split: str, class_names: Sequence[str],
+                    image_shape: Sequence[int]) -> ArrayDataset:
+    """One split of the TFDS set `config.dataset`, decoded to `image_shape` (H, W, C) and labelled by
+    `class_names`, e.g. a trained model's: to evaluate it on this split or on another data set with the
+    same classes. Only this split needs to exist; images of classes not in `class_names` are left out
+    with a warning. (An image folder's split: `stream_split`, then `decode_listed` where it fits.)"""
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
     size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
@@ -148,8 +143,11 @@ def load_split(config: Config, split: str, class_names: Sequence[str],
 
 def stream_split(config: Config, split: str, class_names: Sequence[str],
                  image_shape: Sequence[int]) -> StreamedDataset:
-    """`load_split`'s split of an image folder, listed but not decoded: read as batches need it
-    (`jaxrec evaluate --input stream`), or decoded whole by `decode_listed`."""
+    """One split of the image folder `config.dataset` for a model of `class_names` and `image_shape`,
+    listed but not decoded: read as batches need it (`jaxrec evaluate --input stream`), or decoded whole
+    by `decode_listed`. Only this split needs to exist. A folder without split folders gives the same
+    seeded split as in training: `split` == config.train_split is its training part, any other name
+    its held-out part. Images of classes not in `class_names` are left out with a warning."""
     if not is_image_folder(config.dataset):
         raise DataError(f"{config.dataset}: a TFDS data set is evaluated in memory; pass --input device")
     where = f"{config.dataset}/{split}"
@@ -174,15 +172,15 @@ def decode_problem(split: StreamedDataset) -> str | None:
                             f"decoding {len(split)} images at {shape} (the model's input size)")
 
 
-def streams(config: Config, problem: str | None, way: str = "pass --input stream") -> bool:
+def streams(config: Config, problem: str | None) -> bool:
     """The input decision `jaxrec train` and `jaxrec evaluate` share: whether the data is streamed.
     problem: why the in-memory path cannot hold it (None: it can). --input stream streams; device
-    refuses a problem in one line that names `way`; auto streams where any process has one, so that
-    the processes of a run agree."""
+    refuses a problem in one line that names --input stream; auto streams where any process has one,
+    so that the processes of a run agree."""
     if config.input == "stream":
         return True
     if problem is not None and config.input == "device":
-        raise InputError(f"{problem}; or {way} to read the data as batches need it")
+        raise InputError(f"{problem}; or pass --input stream to read the data as batches need it")
     from jaxrec.runtime import distributed  # noqa: PLC0415 - JAX: listing a data set does not need it
 
     return config.input == "auto" and bool(distributed.max_over_processes(int(problem is not None)))

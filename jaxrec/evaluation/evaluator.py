@@ -22,7 +22,7 @@ from jaxrec.core.metrics import report_with_tta, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
-from jaxrec.data.sources import decode_listed, decode_problem, is_image_folder, load_split, stream_split, streams
+from jaxrec.data.sources import decode_listed, decode_problem, is_image_folder, load_tfds_split, stream_split, streams
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import ArrayDataset
 from jaxrec.run.checkpoints import Trained
@@ -151,7 +151,7 @@ def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | Stream
     into memory."""
     args = (config, config.eval_split, trained.class_names, trained.image_shape)
     if not is_image_folder(config.dataset):
-        return stream_split(*args) if config.input == "stream" else load_split(*args)  # stream: refused
+        return stream_split(*args) if config.input == "stream" else load_tfds_split(*args)  # stream: refused
     listed = stream_split(*args)
     problem = decode_problem(listed)
     if not streams(config, problem):

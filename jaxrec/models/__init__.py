@@ -61,5 +61,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["AXIS", "ArticleCNN", "BUILT_IN", "CELLS", "RNN", "RowRNNClassifier", "config_for", "count_params",
-           "create_model",
-           "load", "recipe_knobs"]
+           "create_model", "load", "recipe_knobs"]

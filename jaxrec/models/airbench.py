@@ -54,7 +54,6 @@ DEFAULTS = dict(
 )
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Knobs:
     """airbench94's own settings (flags of `--model airbench94`), at the reference's values."""
