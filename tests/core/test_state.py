@@ -21,7 +21,7 @@ from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.core.run_state import RunState
 from jaxrec.core.steps import train_step
-from jaxrec.training.loop import train_and_evaluate, train_group
+from jaxrec.training.loop import train_and_evaluate
 
 BN = dict(SMALL, norm="batch")
 # The model of Config(**BN) without a device axis (norm_axis None): for references under plain jit.
@@ -212,17 +212,3 @@ def test_a_batchnorm_run_stopped_by_sigterm_resumes_bit_for_bit(monkeypatch, tmp
 
 def _described(workdir):
     return json.loads((workdir / "dataset.json").read_text())
-
-
-@pytest.mark.slow
-def test_a_2_seed_group_with_batchnorm_equals_the_two_plain_runs(tmp_path):
-    config = Config(dataset="cifar10_sample", epochs=1, batch_size=32, num_devices=2, progress=False,
-                    steps_per_call=4, augment=True, **BN)
-    configs = [config.replace(seed=seed, workdir=str(tmp_path / f"seed_{seed}")) for seed in (0, 1)]
-    train_group(configs)
-    for member in configs:
-        plain = member.replace(workdir=str(tmp_path / f"plain_{member.seed}"))
-        train_and_evaluate(plain, plain.workdir)
-        assert records(member.workdir) == records(plain.workdir)
-        chex.assert_trees_all_equal(load_trained(member.workdir, "latest").variables,
-                                    load_trained(plain.workdir, "latest").variables)

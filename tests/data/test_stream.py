@@ -44,10 +44,10 @@ def device_run(tmp_path_factory):
     return train_and_evaluate(BASE.replace(augment=True, input="device"), workdir), workdir
 
 
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 0: the fast subset's
-def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(device_run, tmp_path, workers):
+def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(device_run, tmp_path):
+    # In this process; with worker processes: the stopped-and-resumed run below.
     reference, reference_dir = device_run
-    state = train_and_evaluate(BASE.replace(augment=True, input="stream", data_workers=workers), tmp_path)
+    state = train_and_evaluate(BASE.replace(augment=True, input="stream", data_workers=0), tmp_path)
     chex.assert_trees_all_equal(state.params, reference.params)
     assert outputs(tmp_path) == outputs(reference_dir)
     assert json.loads((tmp_path / "summary.json").read_text())["input"] == "stream"
@@ -55,7 +55,8 @@ def test_a_streamed_run_trains_and_scores_bit_for_bit_as_the_on_device_run(devic
 
 @pytest.mark.slow
 def test_airbench_augmentation_and_batchnorm_stream_bit_for_bit_too(tmp_path):
-    config = BASE.replace(epochs=1, translate=2, flip="alternating", tta=2, norm="batch")
+    # Calls of 4 steps (4, 4, 4): one program per path to compile; the calls cut short are BASE's, above.
+    config = BASE.replace(epochs=1, translate=2, flip="alternating", tta=2, norm="batch", steps_per_call=4)
     device = train_and_evaluate(config.replace(input="device"), tmp_path / "device")
     streamed = train_and_evaluate(config.replace(input="stream"), tmp_path / "stream")
     chex.assert_trees_all_equal(streamed.params, device.params)
@@ -66,7 +67,7 @@ def test_airbench_augmentation_and_batchnorm_stream_bit_for_bit_too(tmp_path):
 @pytest.mark.slow
 def test_a_streamed_run_stopped_mid_epoch_resumes_at_the_same_example(device_run, monkeypatch, tmp_path):
     reference, reference_dir = device_run
-    config = BASE.replace(augment=True, input="stream", data_workers=1)
+    config = BASE.replace(augment=True, input="stream", data_workers=2)
     sigterm_after(monkeypatch, 7)
     with pytest.raises(TrainingInterrupted):
         train_and_evaluate(config, tmp_path)
@@ -227,18 +228,6 @@ def test_a_killed_worker_ends_the_run_in_one_line_and_the_rerun_resumes(tmp_path
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["resumed_from_step"] is not None
 
 
-@pytest.mark.slow
-def test_ctrl_c_while_workers_decode_saves_stops_them_and_prints_no_traceback(tmp_path):
-    process = start_streaming(tmp_path / "run")
-    workers = wait_for_workers(process, tmp_path / "run")
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-2000:]
-    assert "stopped by SIGINT" in err and "Traceback" not in err
-    assert not any(Path(f"/proc/{w}").exists() for w in workers)
-    assert checkpoint_steps(tmp_path / "run")
-
-
 def refused_stream(monkeypatch, config: Config, have: int) -> str:
     """The one line a streamed run of `config` is refused with when `have` bytes are free; fails if it
     got as far as the channel statistics (reading images)."""
@@ -316,7 +305,8 @@ def test_a_signal_to_the_group_at_any_moment_of_a_streamed_run_ends_it_as_that_s
                                                                                        moments):
     """Signals while the training workers start (at once), while they train, and while the evaluation's
     workers start and read (after an epoch, its evaluation with 10 batches): each ends the run as
-    the signal, saved where training had begun, never as a dead worker, never hanging."""
+    the signal, saved where training had begun, never as a dead worker, never hanging, and no worker
+    outlives it. The signal goes to the whole process group, as a terminal's Ctrl-C does."""
     for moment, delay in moments:
         workdir = tmp_path / f"{moment}-{delay}"
         process = start_streaming(workdir, "--eval_batch_size", "10", "--max_steps", "60")
@@ -325,10 +315,11 @@ def test_a_signal_to_the_group_at_any_moment_of_a_streamed_run_ends_it_as_that_s
         else:
             wait_for_workers(process, workdir)
         time.sleep(delay)
+        workers = workers_of(process.pid)
         os.killpg(process.pid, signum)
         _, err = process.communicate(timeout=60)
         name = signal.Signals(signum).name
         assert process.returncode == code, (moment, delay, err[-2000:])
         assert f"stopped by {name}" in err and "data worker" not in err and "Traceback" not in err, err[-2000:]
         assert moment == "start" or checkpoint_steps(workdir)
-        assert not workers_of(process.pid)
+        assert not workers_of(process.pid) and not any(Path(f"/proc/{w}").exists() for w in workers)

@@ -302,7 +302,7 @@ def test_arrays_that_do_not_match_their_checksum_are_not_restored(tmp_path, capl
 def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_rerun_resumes(tmp_path):
     common = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", *SMALL_FLAGS]
     run = ["--workdir", str(tmp_path / "run")]
-    assert run_script("jaxrec", *common, *run, "--epochs", "1", default_devices=True).returncode == 0
+    assert cli.main([*common, *run, "--epochs", "1"]) == 0  # only the limited run needs a process of its own
     env = without_fake_devices(os.environ)
     limit = 64 * 1024  # a file-size limit smaller than the checkpoint's array file, as a full disk would be
     started = time.time()
@@ -318,7 +318,7 @@ def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_reru
     assert "Traceback" not in limited.stderr and "Event loop is closed" not in limited.stderr
     assert checkpoint_steps(tmp_path / "run") == [12]
     assert [r["epoch"] for r in records(tmp_path / "run")] == [1]  # no line for the epoch that was not saved
-    assert run_script("jaxrec", *common, *run, "--epochs", "3", default_devices=True).returncode == 0
+    assert cli.main([*common, *run, "--epochs", "3"]) == 0
     # From the last good checkpoint; that a resumed run equals a straight one is tested above.
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["resumed_from_step"] == 12 and summary["steps"] == 36

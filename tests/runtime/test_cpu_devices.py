@@ -51,5 +51,4 @@ def test_the_command_line_splits_the_cpu_per_core_or_as_told():
     told = run_script("jaxrec", *TINY_BENCHMARK, "--batch_size", "9", "--cpu_devices", "3", default_devices=True)
     assert told.returncode == 0, told.stderr[-2000:]
     assert json.loads(told.stdout)["num_devices"] == 3
-    flags = run_script("jaxrec", *TINY_BENCHMARK, "--batch_size", "8")  # the tests' XLA_FLAGS: 8 devices
-    assert flags.returncode == 0 and json.loads(flags.stdout)["num_devices"] == 8
+    # A device count the user's XLA_FLAGS set is kept: tests/models/test_rnn.py's script test (8 devices).

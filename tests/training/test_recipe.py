@@ -158,13 +158,13 @@ def train_steps(config, devices, steps=2, seed=0):
 def test_summed_loss_is_the_global_batchs_whatever_the_devices():
     """loss_reduction sum: the gradient of the sum over the whole batch, on 1 device or 4 alike."""
     config = airbench(batch_size=16, lookahead=False)
-    one, loss_one = train_steps(config, select_devices(1))
-    four, loss_four = train_steps(config, select_devices(4))
+    one, loss_one = train_steps(config, select_devices(1), steps=1)  # one step: its gradient is the point
+    four, loss_four = train_steps(config, select_devices(4), steps=1)
     np.testing.assert_allclose(loss_four, loss_one, rtol=1e-4)
     for a, b in zip(jax.tree_util.tree_leaves(four.params), jax.tree_util.tree_leaves(one.params)):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
     mean = airbench(batch_size=16, lookahead=False, loss_reduction="mean")
-    meaned, _ = train_steps(mean, select_devices(1))
+    meaned, _ = train_steps(mean, select_devices(1), steps=1)
     start = create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 4).params
 
     def moved(state):
