@@ -4,6 +4,7 @@ text, and the per-field checks (type, choices, rule) of any settings dataclass. 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import typing
@@ -104,9 +105,15 @@ def fields_with(cls: type, role: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if role in f.metadata.get("roles", ()))
 
 
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The type hints of a settings dataclass, resolved once per class (the parser asks per flag)."""
+    return typing.get_type_hints(cls)
+
+
 def choices(cls: type, name: str) -> tuple[Any, ...] | None:
     """The values of an enumerated (Literal) field, or None for any other field."""
-    hint = typing.get_type_hints(cls)[name]
+    hint = field_types(cls)[name]
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
@@ -130,7 +137,7 @@ def field_problems(settings: Any, only: Sequence[str] | None = None) -> list[str
     """One line per field of a dataclass (or per field named in `only`) whose value has the wrong
     type, is not among its choices, or breaks its rule."""
     problems = []
-    hints = typing.get_type_hints(type(settings))
+    hints = field_types(type(settings))
     for field in dataclasses.fields(settings):
         if only is not None and field.name not in only:
             continue

@@ -288,9 +288,11 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
     return Program(models=models, devices=tuple(devices), fn=fn)
 
 
-def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+@functools.lru_cache(maxsize=16)
+def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
     """(variables, images, indices) -> softmax class probabilities of images[indices], [devices, per_device,
-    classes]; pmapped. variables: the model's in eval mode (TrainState.eval_variables), replicated."""
+    classes]; pmapped. variables: the model's in eval mode (TrainState.eval_variables), replicated. The same
+    model (jaxrec.models.create_model keeps one per config) gets the same function: it compiles once."""
 
     def probabilities(variables, images, indices):
         return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
@@ -298,9 +300,10 @@ def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: S
     return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
 
 
-def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+@functools.lru_cache(maxsize=16)
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
     """(variables, images, labels, indices, mask) -> eval sums of the batch images[indices], summed over
-    devices; pmapped.
+    devices; pmapped, and kept per (apply_fn, preprocess, devices) as make_probabilities_fn.
 
     variables (TrainState.eval_variables): replicated; images and labels: the examples each device
     holds (a whole split, or just the batch), indices and mask: [devices, per_device]; padding has mask

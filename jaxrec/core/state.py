@@ -11,6 +11,7 @@ the state it stopped in.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -53,6 +54,23 @@ def split_variables(variables: Variables) -> tuple[Any, Variables]:
     return variables["params"], {name: value for name, value in variables.items() if name != "params"}
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model: nn.Module, rng: jax.Array, images: jax.Array) -> Variables:
+    return model.init(rng, images)
+
+
+def init_variables(model: nn.Module, rng: jax.Array, image_shape: tuple[int, int, int]) -> Variables:
+    """`model.init` on a batch of one zero image, compiled once per (model, shape) in a process: runs,
+    seeds and tests that build equal models reuse it. A model with an unhashable field is compiled each
+    time."""
+    images = jnp.zeros((1, *image_shape), jnp.float32)
+    try:
+        hash(model)
+    except TypeError:
+        return jax.jit(model.init)(rng, images)
+    return _init(model, rng, images)
+
+
 def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int, int, int],
                        rng: jax.Array, steps_per_epoch: int, init_images: np.ndarray | None = None) -> TrainState:
     """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer.
@@ -62,7 +80,7 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
     airbench94's whitening layer). A module with `partly_trained()` names the parameters that train
     for part of the run only (jaxrec.core.optim). With --lookahead the averaged copy starts as the
     initial variables."""
-    variables = jax.jit(model.init)(rng, jnp.zeros((1, *image_shape), jnp.float32))
+    variables = init_variables(model, rng, image_shape)
     if init_images is not None and hasattr(model, "init_from_data"):
         variables = model.init_from_data(variables, init_images)
     params, model_state = split_variables(variables)

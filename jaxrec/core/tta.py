@@ -8,6 +8,7 @@ model's apply function, so evaluation, prediction and the benchmark run it uncha
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -28,8 +29,10 @@ def shifted_views(images: jax.Array) -> tuple[jax.Array, jax.Array]:
     return padded[:, :height, :width], padded[:, 2:height + 2, 2:width + 2]
 
 
+@functools.lru_cache(maxsize=16)
 def with_tta(apply_fn: Callable, level: int) -> Callable:
-    """`apply_fn(variables, images, train=False)` as test-time augmentation of `level` computes it."""
+    """`apply_fn(variables, images, train=False)` as test-time augmentation of `level` computes it; the same
+    arguments give the same function, so the programs that apply it compile once in a process."""
     if level not in LEVELS:
         raise ValueError(f"test-time augmentation level {level}: choose one of {LEVELS}")
     if level == 0:
