@@ -1,8 +1,6 @@
 """jaxrec: a functional JAX/Flax research codebase for image recognition.
 
-The package is laid out by role (docs/design.md): cli/, config/, data/, models/, training/,
-evaluation/, run/, runtime/ and studies/. `jaxrec.train_and_evaluate` and `jaxrec.Config` are the
-library's entry points.
+`jaxrec.train_and_evaluate` and `jaxrec.Config` are the library's entry points; docs/design.md gives the layout.
 """
 
 from jaxrec.config import Config
@@ -11,8 +9,7 @@ __version__ = "0.4.0"
 
 
 def train_and_evaluate(config: Config, workdir: str):
-    """Trains and evaluates `config`, writing outputs to `workdir`; returns the final state
-    (see jaxrec.training.loop)."""
+    """Trains and evaluates `config`, writing outputs to `workdir`; returns the final state."""
     from jaxrec.training.loop import train_and_evaluate as _run  # not at import: `import jaxrec` stays light (no JAX)
 
     return _run(config, workdir)

@@ -1,13 +1,9 @@
 """Training and evaluation speed of a model on random data, through the training loop's own code.
 
-`run_benchmark(config, options)` builds the model named by `config.model` (any model of
-`jaxrec.models.create_model`), puts random uint8 images of `options.image_shape` on the devices
-and times the compiled functions the training loop uses: the program of `jaxrec.core.parallel.make_program`
-(with `config.steps_per_call` steps per call) and `jaxrec.evaluation.evaluator.Evaluator`, with the same `Preprocess`.
-It reports images/s (the median of several timed windows after warm-up, each ended by
-`block_until_ready`), compile times, FLOPs per image from XLA's cost analysis, the achieved FLOP/s
-as a fraction of a float32 matmul measured on the same device, peak host memory and the device.
-Nothing here is CPU-specific: the same call runs on GPU or TPU.
+`run_benchmark` times the compiled functions the training loop uses (jaxrec.core.parallel.make_program's program
+and the Evaluator, with the same `Preprocess`) on random uint8 images: images/s (the median of timed windows after
+warm-up), compile times, FLOPs per image (XLA's cost analysis), the achieved FLOP/s as a fraction of a float32
+matmul's on the same device, and peak host memory. Nothing here is CPU-specific.
 """
 
 from __future__ import annotations
@@ -90,9 +86,8 @@ def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
 
 def training_program(config: Config, options: BenchmarkOptions, data: RandomData, devices: list[jax.Device],
                      models: int) -> tuple[Program, Any, list[np.ndarray], jax.Array]:
-    """The program the training loop would run for `models` models (jaxrec.core.parallel.make_program), its
-    replicated state, the index batches of its calls and its keys; model k has its own
-    initialisation and data order (the keys of seed `config.seed` folded with k; k = 0 unfolded)."""
+    """The program the training loop would run for `models` models, its replicated state, the index batches of
+    its calls and its keys; model k's keys are seed `config.seed`'s folded with k (k = 0: unfolded)."""
     steps = config.steps_per_call
     keys = jax.random.split(jax.random.key(config.seed), 3)
     fold = lambda key, k: key if k == 0 else jax.random.fold_in(key, k)  # noqa: E731

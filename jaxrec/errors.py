@@ -9,8 +9,7 @@ class InputError(ValueError):
 
 
 class SaveError(InputError):
-    """A checkpoint could not be written (no space, no permission, a file-size limit); the message
-    names the path, the cause and the last good checkpoint."""
+    """A checkpoint could not be written; the message names the path, the cause and the last good checkpoint."""
 
 
 def os_error_cause(number: int | None) -> str:

@@ -1,6 +1,5 @@
-"""The command line: `jaxrec train|evaluate|predict|study|benchmark|prepare` (commands) and the flags
-generated from the settings dataclasses (flags). Imports no JAX, so `--help` and a refused setting
-answer at once."""
+"""The `jaxrec` command line (commands) and its flags, generated from the settings dataclasses (flags).
+Imports no JAX, so `--help` and a refused setting answer at once."""
 
 from jaxrec.cli.commands import exit_code, main, run_experiment, setup_logging, start_jax, study, train
 

@@ -1,9 +1,8 @@
-"""The `jaxrec` command line: `jaxrec train|evaluate|predict|study|benchmark` (also `python -m jaxrec ...`).
+"""The `jaxrec` command line: `jaxrec train|evaluate|predict|study|benchmark|prepare` (also `python -m jaxrec`).
 
-Every flag that sets something a run has is generated from `Config` (jaxrec.cli.flags), so the
-subcommands share one spelling, one help text and one set of checks.
-A settings error is refused before JAX starts and before any data is loaded. The experiment
-scripts are recipes over `train`: `run_experiment(argv, description, defaults)`.
+Every flag that sets something a run has is generated from `Config` (jaxrec.cli.flags), so the subcommands
+share one spelling, one help text and one set of checks. The experiment scripts are recipes over `train`
+(`run_experiment`).
 """
 
 from __future__ import annotations
@@ -53,9 +52,8 @@ def setup_logging(label: str = "") -> None:
 
 
 def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None) -> Config:
-    """jaxrec.runtime.setup.prepare: checks `config` (the fields in `only`), splits the CPU into devices (one per
-    core unless told otherwise) and joins a multi-process run's processes, once; then labels the log
-    lines with the process. Returns the checked config."""
+    """jaxrec.runtime.setup.prepare (`config` checked, the CPU split into devices, the processes joined), then
+    labels the log lines with the process; returns the checked config."""
     setup_logging()
     from jaxrec.runtime import supervisor  # no JAX: a supervising parent never needs it
 
@@ -70,15 +68,10 @@ def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Se
 
 
 def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout) -> int:
-    """Runs a command; returns its exit code (None counts as 0).
-
-    Bad input (InputError) and a diverged run (FloatingPointError) print one line and return 2:
-    their messages say what to do, a traceback would not. A run stopped by SIGTERM/SIGINT (after
-    saving a checkpoint) prints how to resume and returns 128 + the signal number; outside the
-    training loop a signal ends the process at once with that code (interrupt.exit_on_signals). In
-    a multi-process run, losing another process ends this one within `heartbeat_timeout` seconds
-    (jaxrec.runtime.distributed.leave_after_lost_process).
-    """
+    """Runs a command; returns its exit code (None counts as 0). Bad input (InputError) and a diverged run
+    (FloatingPointError) print one line and return 2: their messages say what to do, a traceback would not. A
+    run stopped by SIGTERM/SIGINT (after saving a checkpoint) prints how to resume and returns 128 + the signal
+    number. In a multi-process run, losing another process ends this one within `heartbeat_timeout` seconds."""
     try:
         with exit_on_signals():  # a signal outside training ends the process at once, with one line
             return command() or 0
@@ -99,11 +92,9 @@ def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config
 
 
 def _leave_after_failed_save(err: SaveError) -> None:
-    """Writes the error as one line to the real stderr and ends the process at once.
-
-    After a failed save the storage layer's threads are in an unknown state (their noise is dropped
-    by jaxrec.run.storage_noise), and a normal exit would wait on their clean-up.
-    """
+    """Writes the error as one line to the real stderr and ends the process at once: after a failed save the
+    storage layer's threads (their noise dropped by jaxrec.run.storage_noise) are in an unknown state, and a
+    normal exit would wait on their clean-up."""
     sys.stdout.flush()
     os.write(2, f"error: {err}\n".encode())
     os._exit(2)
@@ -123,16 +114,14 @@ def train(config: Config) -> int:
 
 def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: Config,
                    aliases: dict[str, str] | None = None) -> int:
-    """An experiment script's main: training flags over the recipe's `defaults` (plus `aliases`, see
-    jaxrec.cli.flags.add_flags), then `train`. Returns the process exit code."""
+    """An experiment script's main: training flags over the recipe's `defaults` (and `aliases`), then `train`."""
     return train(flags.parse_config(argv, description, defaults, aliases))
 
 
 def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False,
           group: tuple[int, str] = (1, "loop")) -> int:
-    """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, in
-    config.workdir (default runs/study_<model>_<dataset>), `group` = (seeds_per_program, model_axis): that
-    many models per compiled program, held as model_axis says; writes study.json/.md and plots. With
+    """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, `group` =
+    (seeds_per_program, model_axis) models per compiled program; writes study.json/.md and plots. With
     `determinism`, first trains the first seed twice and reports whether the runs are bit-identical."""
 
     def run() -> None:
@@ -247,9 +236,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def model_defaults(argv: Sequence[str] | None) -> Config:
-    """The flags' defaults: Config's, with the DEFAULTS of the recipe named by --model in `argv`
-    (jaxrec.models.recipes). So `jaxrec train --model airbench94` runs airbench's whole recipe, and its
-    --help shows that recipe's values. A recipe file that cannot be used ends the command in one line."""
+    """The flags' defaults: Config's with the DEFAULTS of the recipe --model names in `argv`, so --help shows that
+    recipe's values. A recipe file that cannot be used ends the command in one line."""
     model = flags.model_in(argv)
     if model is None or (model not in BUILT_IN and not is_recipe_file(model)):
         return Config()  # an unknown name is refused by the parser, with the names it takes

@@ -1,9 +1,8 @@
 """Command-line flags generated from dataclass fields (`Config`, `BenchmarkOptions`, ...).
 
-Each field becomes a `--name` flag with the field's help text, a converter for its type, `choices`
-for a `Literal` type and, for booleans, a bare `--flag` meaning true; `--help` lists them by the
-field's group (data, model, optimisation, ...). A parse error is one line
-(`jaxrec train: error: argument --epochs: invalid int value: 'x'`), not a usage dump.
+Each field becomes a `--name` flag with the field's help text, a converter for its type, `choices` for a
+`Literal` type and, for booleans, a bare `--flag` meaning true; `--help` lists them by the field's group. A
+parse error is one line, not a usage dump.
 """
 
 from __future__ import annotations
@@ -113,13 +112,9 @@ def _checked(convert: Any, rule: Any) -> Any:
 def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, *,
               only: Iterable[str] | None = None, inherit: bool = False,
               aliases: dict[str, str] | None = None) -> None:
-    """Adds one flag per field of the dataclass `cls` (or per field named in `only`).
-
-    defaults: an instance whose values are the flags' defaults (default: cls()). inherit: the flags
-    have no default and are left out of the parsed namespace unless given (for commands whose
-    defaults come from elsewhere, e.g. a saved run's config). aliases: extra flag names for fields,
-    e.g. {"data": "dataset"} makes `--data` mean `--dataset`.
-    """
+    """Adds one flag per field of the dataclass `cls` (or per field named in `only`), its default from `defaults`
+    (default: cls()). `inherit`: no defaults, a flag not given stays out of the namespace (for defaults from
+    elsewhere, e.g. a saved run's config). `aliases`: e.g. {"data": "dataset"} makes `--data` mean `--dataset`."""
     defaults = defaults if defaults is not None else cls()
     extra: dict[str, list[str]] = {}
     for alias, name in (aliases or {}).items():
@@ -165,9 +160,8 @@ def config_parser(description: str | None = None, defaults: Config | None = None
 
 def parse_config(argv: Sequence[str] | None = None, description: str | None = None,
                  defaults: Config | None = None, aliases: dict[str, str] | None = None) -> Config:
-    """Command-line flags -> Config (not yet checked: see jaxrec.config.check). The defaults' values of
-    fields the chosen model has no use for (a recipe's, run with another --model) are left out; the
-    flags given are kept, to be refused by the check if they do not fit."""
+    """Command-line flags -> Config, not yet checked (jaxrec.config.check). Defaults the chosen model has no use
+    for are left out (without_unused_defaults); the flags given are kept, for the check to refuse."""
     parser = config_parser(description, defaults, aliases)
     try:
         knobs = own_knobs(model_in(argv) or (defaults or Config()).model)
@@ -191,9 +185,8 @@ def model_in(argv: Sequence[str] | None) -> str | None:
 
 
 def own_knobs(model: str) -> type | None:
-    """The Knobs dataclass of the recipe `model` names (jaxrec.models.recipes), or None if it has none
-    (or `model` names no recipe: the parser refuses it). The default model's settings are Config's own
-    (a test pins it), so a command that names no model parses without importing any network."""
+    """The Knobs dataclass of the recipe `model` names, or None (none, or no such recipe: the parser refuses it).
+    The default model has no knobs (a test pins it), so a command that names no model imports no network."""
     if model == Config().model or not (model in BUILT_IN or is_recipe_file(model)):
         return None
     return load(model).knobs

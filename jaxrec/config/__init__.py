@@ -1,8 +1,6 @@
-"""Settings: every knob of a run in one frozen dataclass, `Config`, its fields grouped (data, model,
-optimisation, run, checkpoints, execution, processes) and each declaring its roles, with the benchmark's
-own `BenchmarkOptions` and the checks that refuse a bad value in one line (settings), built from field
-rules any settings dataclass can use (rules). Imports nothing heavy: the command line checks a
-config before JAX starts."""
+"""Settings: every knob of a run in one frozen dataclass, `Config`, with the benchmark's `BenchmarkOptions` and
+the checks that refuse a bad value in one line (settings), built from field rules any settings dataclass can use
+(rules). Imports nothing heavy: the command line checks a config before JAX starts."""
 
 from jaxrec.config.rules import (ROLES, Rule, above, at_least, choices, field_problems, fields_with, in_range, knob,
                                  sizes_at_least)

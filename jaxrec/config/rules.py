@@ -57,8 +57,7 @@ def cores_available() -> int:
 
 
 def cores_at_most() -> Rule:
-    """0 up to the cores available: a process more than there are cores only competes for them, and
-    costs its own memory."""
+    """0 up to the cores available: processes beyond the cores only compete for them, and cost memory."""
     cores = cores_available()
     return Rule(lambda v: is_number(v) and 0 <= v <= cores,
                 f"in [0, {cores}] (the CPU cores this process may use; more workers only compete for them)")
@@ -83,8 +82,7 @@ ROLES = {
 
 
 def knob(default: Any, help: str, rule: Rule | None = None, *, group: str = "", roles: Sequence[str] = ()) -> Any:
-    """A settings field: its default, its help text, (optionally) the values it allows, the group its flag
-    is listed in and its ROLES."""
+    """A settings field: its default, help text, (optionally) the values it allows, its flag's group and ROLES."""
     unknown = set(roles) - set(ROLES)
     assert not unknown, f"unknown roles {unknown}"
     return dataclasses.field(default=default, metadata={"help": help, "rule": rule, "group": group,

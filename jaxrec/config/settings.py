@@ -1,14 +1,10 @@
 """The one config object: every knob of a run, with its default, what it does and what it allows.
 
-`Config` is a frozen dataclass. Each field carries its help text and, where not every value of its
-type makes sense, a `Rule`; enumerated fields are `Literal` types. `check(config)` applies the
-rules and the checks that involve several fields, so every setting is refused (one line each,
-naming the field, the value and what is allowed) before any data is loaded. The command line
-(`jaxrec.cli.flags`) is generated from the same fields, so a new knob is added in exactly one place
-and shows up in `--help`, in the saved `config.json` and in `summary.json`.
-
-The rules and per-field checks are in jaxrec.config.rules. This module imports nothing heavy, so the command
-line can check a config before JAX starts.
+Each field of the frozen dataclass `Config` carries its help text and, where not every value of its type makes
+sense, a `Rule` (jaxrec.config.rules); enumerated fields are `Literal` types. `check(config)` refuses a bad
+setting or combination, one line each, before any data is loaded. The command line (jaxrec.cli.flags) is
+generated from the same fields, so a new knob is added in one place and shows up in `--help`, in the saved
+`config.json` and in `summary.json`.
 """
 
 from __future__ import annotations
@@ -324,8 +320,7 @@ class Config:
         return {source: self.seed if value is None else value for source, value in own.items()}
 
     def without_seeds(self) -> "Config":
-        """This config with its seeds and workdir cleared: runs that differ only in those build equal
-        models and optimizers, so they share one compiled program (a study's seeds)."""
+        """This config with its seeds and workdir cleared: runs that differ only in those share one compiled program."""
         return self.replace(seed=0, workdir=None, **{f"{source}_seed": None for source in SOURCES})
 
     def default_workdir(self) -> str:
@@ -380,7 +375,6 @@ def has_batch_norm(config: Config) -> bool:
             or (config.model == "cnn" and config.norm != "none"))
 
 
-# The field lists of the ROLES, each read where its role matters.
 EXECUTION_FIELDS = fields_with(Config, "execution")
 EVALUATION_FIELDS = fields_with(Config, "evaluation")  # what an evaluation of a trained run may set anew
 MAY_CHANGE_ON_RESUME = fields_with(Config, "resume")   # jaxrec.run.checkpoints
@@ -402,9 +396,8 @@ def unused_by_model(config: Config) -> dict[str, Any]:
 
 
 def without_unused_defaults(config: Config, given: Sequence[str]) -> Config:
-    """`config` with the fields its model has no use for, but those in `given` (what the user set),
-    back at the values that leave them out: a recipe's defaults (an experiment script's) do not
-    apply to another model, and only what the user passed is refused."""
+    """`config` with the fields its model has no use for, but those in `given` (what the user set), back at the
+    values that leave them out: a recipe's defaults do not apply to another model; only what the user set is refused."""
     return config.replace(**{name: value for name, value in unused_by_model(config).items() if name not in given})
 
 
@@ -450,16 +443,14 @@ TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installe
 
 
 def installation_problems(config: Config) -> list[str]:
-    """Settings that need a package this install lacks; found without importing it, so the check stays
-    light and refuses them before any data is loaded."""
+    """Settings that need a package this install lacks, found without importing it: the check stays light."""
     if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:
         return [TENSORBOARDX_MISSING]
     return []
 
 
 def config_problems(config: Config, only: Sequence[str] | None = None) -> list[str]:
-    """The refusals of a Config's fields (those in `only`, default all) and, on a full check, of its
-    combinations."""
+    """The refusals of a Config's fields (those in `only`, default all) and, on a full check, of its combinations."""
     names = [f.name for f in dataclasses.fields(config) if only is None or f.name in only]
     if only is None:
         return field_problems(config, names) or combination_problems(config) + installation_problems(config)
@@ -467,9 +458,8 @@ def config_problems(config: Config, only: Sequence[str] | None = None) -> list[s
 
 
 def check(settings: Any, only: Sequence[str] | None = None) -> Any:
-    """Returns `settings` (a Config, or another settings dataclass such as BenchmarkOptions) if every
-    value (of the fields named in `only`, default all) is usable; raises InputError with one line per
-    refusal otherwise."""
+    """Returns `settings` (a Config or another settings dataclass) if every value (of the fields in `only`) is
+    usable; otherwise raises InputError with one line per refusal."""
     if isinstance(settings, Config):
         problems = config_problems(settings, only)
     else:

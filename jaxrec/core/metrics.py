@@ -1,9 +1,7 @@
 """Classification metrics derived on the host from device-side sums.
 
-The eval step sums two small arrays over the whole split: the confusion matrix [true, predicted]
-and a histogram of the true label's rank among the logits. Everything here (accuracy, per-class
-precision/recall/F1/support, their macro and weighted averages, top-k accuracy for any k) is
-derived from those, so no logit ever leaves the device.
+The eval step sums two small arrays over the whole split: the confusion matrix [true, predicted] and a histogram
+of the true label's rank among the logits. Every score here derives from those, so no logit leaves the device.
 """
 
 from __future__ import annotations
@@ -19,10 +17,8 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1 and support from a confusion matrix [true, predicted].
-
-    A class with no predictions (or no examples) has precision (recall) 0, not NaN.
-    """
+    """Per-class precision, recall, F1 and support from a confusion matrix [true, predicted]; 0, not NaN, for a
+    class with no predictions (precision) or no examples (recall)."""
     confusion = np.asarray(confusion, np.float64)
     true_pos = np.diag(confusion)
     predicted = confusion.sum(axis=0)
@@ -46,20 +42,16 @@ def from_confusion(confusion: np.ndarray) -> dict[str, float]:
 
 
 def top_k_accuracy(rank_counts: np.ndarray, k: int) -> float:
-    """Fraction of examples whose true label is among the k highest logits.
-
-    rank_counts[r] is the number of examples whose true label ranked r (0 = the argmax); k is
-    clipped to the number of classes.
-    """
+    """Fraction of examples whose true label is among the k highest logits; rank_counts[r] counts the examples
+    whose true label ranked r (0: the argmax). A k above the number of classes counts them all."""
     rank_counts = np.asarray(rank_counts, np.float64)
     total = rank_counts.sum()
     return float(rank_counts[:max(k, 1)].sum() / total) if total else 0.0
 
 
 def summarize_eval(sums: dict, top_k: int = 5) -> dict[str, Any]:
-    """Turns summed eval outputs (loss_sum, count, confusion, label_rank) into loss, accuracy,
-    macro/weighted scores and top-k accuracy; the confusion matrix and rank counts come along
-    (as int arrays) for `report`."""
+    """Summed eval outputs (loss_sum, count, confusion, label_rank) -> loss, accuracy, macro/weighted scores and
+    top-k accuracy, with the confusion matrix and rank counts as int arrays for `report`."""
     count = float(sums["count"])
     confusion = np.rint(np.asarray(sums["confusion"])).astype(np.int64)
     ranks = np.rint(np.asarray(sums["label_rank"])).astype(np.int64)
@@ -69,10 +61,8 @@ def summarize_eval(sums: dict, top_k: int = 5) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None = None) -> dict[str, Any]:
-    """A JSON-ready evaluation report: the summary scores, a per-class table and the confusion matrix.
-
-    result: the output of `summarize_eval`; top_k (if given) overrides the k it was summarised with.
-    """
+    """A JSON-ready report of a `summarize_eval` result: summary scores, a per-class table and the confusion
+    matrix; top_k, if given, overrides the k it was summarised with."""
     confusion = np.asarray(result["confusion"])
     if len(class_names) != len(confusion):
         raise ValueError(f"{len(class_names)} class names for a {len(confusion)}-class confusion matrix")
@@ -90,8 +80,8 @@ def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None
 
 
 def absent_classes_note(absent: Sequence[str], num_classes: int) -> str:
-    """The line that names the classes with no examples in the evaluated split: they count 0 in the
-    macro averages (as scikit-learn counts them), which a reader of the scores must know."""
+    """The line naming the classes without examples in the evaluated split: a reader of the scores must know that
+    they count 0 in the macro averages (as in scikit-learn)."""
     return (f"{len(absent)} of {num_classes} classes have no examples in the evaluated split and count 0 in the "
             f"macro precision, recall and F1 (a perfect classifier's macro F1 is {1 - len(absent) / num_classes:.3f}): "
             f"{', '.join(absent)}")
@@ -99,9 +89,8 @@ def absent_classes_note(absent: Sequence[str], num_classes: int) -> str:
 
 def report_with_tta(result: dict[str, Any], plain: dict[str, Any] | None, class_names: Sequence[str],
                     top_k: int | None = None, level: int = 0) -> dict[str, Any]:
-    """`report(result)` of an evaluation with test-time augmentation of `level`, with the main scores
-    of the same model without it (`plain`, a summarize_eval output) under 'without_tta'. Level 0 (or
-    plain None) is `report` alone."""
+    """`report(result)` of an evaluation with test-time augmentation `level`, with the model's main scores without
+    it (`plain`, a summarize_eval output) under 'without_tta'; level 0 or plain None gives `report` alone."""
     full = report(result, class_names, top_k)
     if not level or plain is None:
         return full

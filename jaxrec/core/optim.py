@@ -1,7 +1,6 @@
-"""The optimizer: optax SGD with momentum, optional weight decay, warm-up and schedule, and parameter
-groups for the networks that need them: parameters a network trains for part of the run only
-(airbench94's frozen whitening filters, and their bias trained for the first epochs), and BatchNorm
-biases at a scaled learning rate."""
+"""The optimizer: optax SGD with momentum, optional weight decay, warm-up and schedule, and parameter groups for the
+networks that need them: parameters trained for part of the run only (airbench94's frozen whitening filters, and
+their bias trained for the first epochs), and BatchNorm biases at a scaled learning rate."""
 
 from __future__ import annotations
 
@@ -29,10 +28,8 @@ def uses_total_steps(config: Config) -> bool:
 
 
 def check_lookahead(config: Config, steps_per_epoch: int) -> None:
-    """Refuses (InputError, one line) a lookahead run shorter than its averaging period: its average
-    would never be synced, and the network, set to the average at the end, would be the initial one.
-    The run's length is that of --epochs (the average replaces the network only there: a shorter
-    --max_steps run ends on the trained network)."""
+    """Refuses (InputError) a lookahead run whose --epochs are shorter than its averaging period: the average would
+    never sync, and the network, set to it at the end of --epochs (not of --max_steps), would be the initial one."""
     steps = total_steps(config, steps_per_epoch)
     if not config.lookahead or steps >= config.lookahead_every:
         return
@@ -44,10 +41,9 @@ def check_lookahead(config: Config, steps_per_epoch: int) -> None:
 
 
 def step_hyperparameters(config: Config) -> tuple[float, float]:
-    """The learning rate and the decay coefficient added to the gradient that SGD applies. Plainly
-    the config's own; with --decoupled airbench's form: both given per 1,024 examples and the
-    momentum's gain divided out, so the decay per step (learning rate x coefficient) is
-    weight_decay x batch_size / (1024 x (1 + 1/(1 - momentum)))."""
+    """The learning rate and the decay coefficient (added to the gradient) SGD applies: the config's own, or with
+    --decoupled airbench's, both per 1,024 examples with the momentum's gain divided out, so the decay per step
+    (learning rate x coefficient) is weight_decay x batch_size / (1024 x (1 + 1/(1 - momentum)))."""
     if not config.decoupled:
         return config.learning_rate, config.weight_decay
     per_step = 1024 * (1 + 1 / (1 - config.momentum))
@@ -80,11 +76,9 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
 
 def create_optimizer(config: Config, steps_per_epoch: int,
                      partly_trained: Mapping[str, float] | None = None) -> optax.GradientTransformation:
-    """SGD with momentum; weight decay is coupled L2 (added to the gradient), like torch.optim.SGD.
-    partly_trained: the parameters that train for part of the run only, by path ('module/name'), with
-    the epochs they train (0: frozen), as a network's `partly_trained()` names them.
-    Configs that differ only in seeds get the same object: it is part of the train state's structure,
-    so runs of one process (a study's seeds) reuse one compiled train step."""
+    """SGD with momentum and coupled L2 weight decay (added to the gradient, as torch.optim.SGD). partly_trained: the
+    epochs (0: frozen) of the parameters trained for part of the run, by path ('module/name'). Configs differing only
+    in seeds share one object (part of the train state's structure), so a study's seeds reuse one compiled step."""
     return _optimizer(config.without_seeds(), steps_per_epoch, tuple(sorted((partly_trained or {}).items())))
 
 
@@ -104,7 +98,7 @@ def _optimizer(config: Config, steps_per_epoch: int,
     schedule, decay = learning_rate_schedule(config, steps_per_epoch), step_hyperparameters(config)[1]
     plain = _sgd(config, schedule, decay)
     if not partly_trained and config.norm_bias_lr_scale == 1:
-        return plain  # one group: the state and arithmetic of every run before parameter groups
+        return plain  # one group: plain SGD's own state and arithmetic, no multi_transform
     scale = config.norm_bias_lr_scale
     groups = {
         "plain": plain,
@@ -125,9 +119,8 @@ def group_of(path: str) -> str:
 
 
 def param_labels(params: Any, config: Config, partly_trained: Mapping[str, float] | None = None) -> Any:
-    """The optimizer group of every parameter (a tree like `params`): 'frozen' (partly_trained for 0
-    epochs), the parameter's own group (group_of: partly_trained for some epochs), 'norm_bias'
-    (BatchNorm biases, when their learning rate is scaled) or 'plain'."""
+    """The optimizer group of every parameter (a tree like `params`): 'frozen' (partly_trained for 0 epochs), its own
+    (group_of: for some epochs), 'norm_bias' (BatchNorm biases, when their rate is scaled) or 'plain'."""
     partly_trained = partly_trained or {}
 
     def label(path: tuple[Any, ...], _: Any) -> str:

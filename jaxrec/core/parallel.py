@@ -1,12 +1,11 @@
 """Data parallelism: the pure steps of `jaxrec.core.steps`, compiled with `jax.pmap` over local devices.
 
-Each device holds a full copy of the (uint8) data set and of the train state. Per call the host
-sends only example indices, shaped [devices, steps, per_device_batch]; the compiled function
-gathers, preprocesses and trains `steps` steps, so Python runs once per call, not once per step.
-
-In a multi-process run (jaxrec.runtime.distributed) the functions map over every device of every process,
-ordered by process; each process passes the rows of its own devices (`local_rows`), and the
-collectives (gradient mean, evaluation sums) span them all.
+Each device holds a full copy of the (uint8) data set and of the train state. Per call the host sends only example
+indices [devices, steps, per_device_batch]; the compiled function gathers, preprocesses and trains `steps` steps, so
+Python runs once per call, not once per step. The compiled functions are cached by their arguments (create_model
+keeps one model per config), so the runs of one process (a study's seeds) compile each once. In a multi-process run
+the functions map over every device of every process, ordered by process; each process passes its own devices' rows
+(`local_rows`), and the collectives span them all.
 """
 
 from __future__ import annotations
@@ -69,17 +68,13 @@ def local_rows(x: np.ndarray, devices: Sequence[jax.Device]) -> np.ndarray:
 
 
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
-    """One copy of every array per (local) device, stacked on a leading device axis.
-
-    The copies go through an identity pmap so they carry the same sharding as pmap's own outputs;
-    otherwise the train step compiles twice (once for these inputs, once for its returned state).
-    """
+    """One copy of every array per (local) device, on a leading device axis, with the sharding of pmap's own outputs
+    (put_shares): otherwise the train step compiles twice, for these inputs and for its returned state."""
     return put_shares(jax_utils.replicate(tree, devices=local_devices(devices)), devices)
 
 
 def put_shares(tree: Any, devices: Sequence[jax.Device]) -> Any:
-    """Host arrays [local devices, ...] onto the devices, row d on device d, with the sharding of
-    pmap's own outputs (an identity pmap; asynchronous, as every device call)."""
+    """Host arrays [local devices, ...] onto the devices, row d on device d, with pmap's output sharding (async)."""
     return _identity(tuple(devices))(tree)
 
 
@@ -107,18 +102,16 @@ def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
 
 
 def _train_steps_fn(preprocess: Preprocess, objective: Objective) -> Callable:
-    """step(state, images, labels, idx, rng): one model's training step on the batch (images, labels)
-    of the examples `idx`."""
+    """step(state, images, labels, idx, rng): one model's training step on the examples `idx`."""
     step = functools.partial(train_step, preprocess=preprocess, objective=objective, axis_name=AXIS)
     return lambda state, images, labels, idx, rng: step(state, {"image": images, "label": labels, "index": idx}, rng)
 
 
 def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
-    """`body` over the leading (steps) axis of `xs` (indices, or a streamed call's batches) with
-    `lax.scan`: rolled (a loop), or unrolled, because XLA:CPU runs convolutions inside a while loop
-    far slower than the same convolutions at the top level (jax#12868). Unrolled steps give the bits
-    of one-step calls; a rolled loop's body is compiled on its own, so its float rounding may differ.
-    One step is called directly (a one-step scan would stay a loop)."""
+    """`body` over the leading (steps) axis of `xs` with `lax.scan`, rolled or unrolled: XLA:CPU runs convolutions
+    in a while loop far slower than at the top level (jax#12868). Unrolled steps give the bits of one-step calls; a
+    rolled body is compiled on its own, so its rounding may differ. One step is called directly (a one-step scan
+    would stay a loop)."""
     if jax.tree_util.tree_leaves(xs)[0].shape[0] == 1:
         state, metrics = body(state, jax.tree_util.tree_map(lambda x: x[0], xs))
         return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
@@ -134,13 +127,10 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
                   objective: Objective = Objective(), steps_loop: str | None = None) -> Callable:
     """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
 
-    state: replicated; indices: [devices, steps, per_device]; rng: the run's training key
-    (broadcast). images, labels: the whole training split, replicated, from which each step gathers
-    its examples; or a streamed call's batches, [devices, steps, per_device, H, W, C] and
-    [devices, steps, per_device] (jaxrec.training.feed), each shape compiled on its own. metrics:
-    {'loss', 'accuracy'} of shape [devices, steps]. The same settings give the same function, so the
-    runs of one process (a study's seeds) compile it once. steps_loop: 'rolled' or 'unrolled' (see
-    _scan_steps); None or 'auto': the platform's (jaxrec.models.kernels).
+    state: replicated; indices: [devices, steps, per_device]; rng: the run's training key (broadcast). images,
+    labels: the replicated training split, which each step gathers from; or a streamed call's batches [devices,
+    steps, per_device, ...], each shape compiled on its own. metrics: {'loss', 'accuracy'} [devices, steps].
+    steps_loop: 'rolled', 'unrolled' (_scan_steps), or None/'auto' for the platform's.
     """
     return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices))
 
@@ -163,17 +153,13 @@ def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective
 def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
                         model_axis: str = "loop", objective: Objective = Objective(),
                         steps_loop: str | None = None) -> Callable:
-    """K = `models` models trained side by side in one program: (states, images, labels, indices, rngs)
-    -> (states, metrics per step and model), pmapped over devices, states donated.
+    """K = `models` models side by side: (states, images, labels, indices, rngs) -> (states, metrics), pmapped,
+    states donated. As make_train_fn, with a model axis: states stacked (`stack_states`), leaves [devices, K, ...];
+    indices [devices, steps, K, per_device] (each model its own data order); rngs [K]; metrics [devices, steps, K].
 
-    states: the K train states stacked on a model axis (`stack_states`), replicated: leaves
-    [devices, K, ...]; indices: [devices, steps, K, per_device] (each model its own data order);
-    rngs: the K training keys [K] (broadcast). metrics: {'loss', 'accuracy'} [devices, steps, K].
-
-    model_axis 'loop' writes the K models out one after another in the program, so each does exactly
-    the single-model program's arithmetic; 'vmap' maps `jax.vmap` over the model axis, which makes
-    every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md has
-    the figures) and slow in the backward pass on GPUs too (jax#13800).
+    model_axis 'loop' writes the K models out one after another, so each does exactly the single-model arithmetic;
+    'vmap' makes every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md)
+    and slow in the backward pass on GPUs too (jax#13800).
     """
     if model_axis not in MODEL_AXES:
         raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
@@ -206,8 +192,7 @@ def member(states: Any, k: int) -> Any:
 
 
 def stack_states(states: Sequence[Any]) -> Any:
-    """K train states of one config (the same model and optimizer objects: see create_model) as one,
-    every array with a leading model axis [K, ...]."""
+    """K train states of one config (the same model and optimizer objects) as one, every array [K, ...]."""
     return jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *states)
 
 
@@ -232,11 +217,9 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
 class Program:
     """The compiled training program of K models (1 for a plain run), and how the loop talks to it.
 
-    The loop holds one `state` for the whole program and sends, per call, the models' index batches
-    [steps, K, global_batch] and their training keys [K]. With K = 1 the program is the plain
-    single-model function (make_train_fn), fed the one model's share, so a plain run computes
-    exactly what one model's pmapped step computes; with K > 1, make_group_train_fn over states stacked on a
-    model axis.
+    The loop holds one `state` and sends, per call, the models' index batches [steps, K, global_batch] and training
+    keys [K]. With K = 1 the program is make_train_fn's, fed the one model's share, so a plain run computes exactly
+    one model's pmapped step; with K > 1, make_group_train_fn's.
     """
 
     models: int
@@ -258,8 +241,8 @@ class Program:
         return local_rows(split_models_over_devices(indices, len(self.devices)), self.devices)
 
     def batch_shares(self, batches: np.ndarray) -> np.ndarray:
-        """A streamed call's batches of this process, [steps, local_batch, ...] (this process's columns of
-        each global batch) -> [local devices, steps, per_device, ...], each device its contiguous slice."""
+        """This process's streamed batches [steps, local_batch, ...] (its columns of each global batch) ->
+        [local devices, steps, per_device, ...], each device its contiguous slice."""
         steps, batch = batches.shape[:2]
         count = len(local_devices(self.devices))
         return batches.reshape(steps, count, batch // count, *batches.shape[2:]).swapaxes(0, 1)
@@ -276,10 +259,8 @@ class Program:
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
                  objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
-    """The training program of `group` = (models, model_axis): that many models on `devices`, held one after
-    another ("loop") or vmapped (see Program); the same settings give the same compiled function, so the
-    programs of one process (a study's) compile once. Only a one-model program takes streamed batches
-    (each model of a group reads its own order)."""
+    """The training program of `group` = (models, model_axis) on `devices` (make_group_train_fn). Only a one-model
+    program takes streamed batches: each model of a group reads its own order."""
     models, model_axis = group
     if models == 1:
         fn = make_train_fn(preprocess, devices, objective, steps_loop)
@@ -290,9 +271,8 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
 
 @functools.lru_cache(maxsize=16)
 def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
-    """(variables, images, indices) -> softmax class probabilities of images[indices], [devices, per_device,
-    classes]; pmapped. variables: the model's in eval mode (TrainState.eval_variables), replicated. The same
-    model (jaxrec.models.create_model keeps one per config) gets the same function: it compiles once."""
+    """(variables, images, indices) -> softmax probabilities of images[indices], [devices, per_device, classes];
+    pmapped. variables: TrainState.eval_variables, replicated."""
 
     def probabilities(variables, images, indices):
         return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
@@ -302,14 +282,10 @@ def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: t
 
 @functools.lru_cache(maxsize=16)
 def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
-    """(variables, images, labels, indices, mask) -> eval sums of the batch images[indices], summed over
-    devices; pmapped, and kept per (apply_fn, preprocess, devices) as make_probabilities_fn.
-
-    variables (TrainState.eval_variables): replicated; images and labels: the examples each device
-    holds (a whole split, or just the batch), indices and mask: [devices, per_device]; padding has mask
-    0 and is not counted. The gather is part of the call (a split on the devices never leaves them).
-    The caller loops over batches (a rolled scan would be slow on XLA:CPU, see make_train_fn).
-    """
+    """(variables, images, labels, indices, mask) -> eval sums (eval_step) of images[indices], over all devices;
+    pmapped. variables: TrainState.eval_variables, replicated; images, labels: what each device holds (a whole
+    split, or the batch); indices, mask: [devices, per_device], mask 0 on padding. The gather is in the call, so a
+    split on the devices never leaves them; the caller loops over batches (a rolled scan is slow on XLA:CPU)."""
     step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
     def evaluate(variables, images, labels, indices, mask):

@@ -18,11 +18,8 @@ CROP_PADDING = 4
 
 
 def epoch_indices(key: jax.Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
-    """Example indices of every step of an epoch, int32 [steps, batch_size].
-
-    A fresh permutation per epoch, derived from `key` and the epoch number only, so a resumed run
-    draws the same order. The last incomplete batch is dropped, so every step has the same shape.
-    """
+    """Example indices of every step of an epoch, int32 [steps, batch_size]: a permutation from `key` and the epoch
+    only, so a resumed run draws the same order; the last incomplete batch is dropped, so every step has one shape."""
     steps = num_examples // batch_size
     order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
     return np.asarray(order[: steps * batch_size], np.int32).reshape(steps, batch_size)
@@ -62,11 +59,10 @@ def mirror(images: jax.Array) -> jax.Array:
 class Preprocess:
     """Turns uint8 images into the model's float input; hashable, so it can close over a jitted step.
 
-    Training augmentation: `augment` (random crop of the zero-padded image and a random flip, a new
-    draw per step and example), or airbench's `translate` (reflect-pad, random crop) and `flip`
-    ('random' per example and epoch, or 'alternating': each example flipped at random once, and
-    the whole set flipped again on odd epochs, which needs `steps_per_epoch`). airbench's flip is
-    drawn once, before the crop, as its reference does: flip(crop(pad(maybe_flip(x)))).
+    Training augmentation: `augment` (random crop of the zero-padded image and a random flip, per step and example),
+    or airbench's `translate` (reflect-pad, random crop) and `flip` ('random': per example and epoch; 'alternating':
+    each example flipped at random once, and the whole set again on odd epochs, which needs `steps_per_epoch`).
+    airbench's flip is drawn before the crop, as its reference does: flip(crop(pad(maybe_flip(x)))).
     """
 
     mean: tuple[float, ...]
@@ -89,9 +85,8 @@ class Preprocess:
         return (images.astype(jnp.float32) - mean) * scale
 
     def train(self, images: jax.Array, example_ids: jax.Array, key: jax.Array, step: jax.Array) -> jax.Array:
-        """Training input of the examples `example_ids` at training step `step` (counted from 0).
-        `key` is the run's augmentation key; each example's draw is folded from its id in the data
-        set, so the result does not depend on how a batch is split across devices."""
+        """Training input of the examples `example_ids` at step `step` (from 0), with the run's augmentation `key`;
+        each example's draw folds in its id, so it does not depend on how a batch is split across devices."""
         if self.augment:
             step_key = jax.random.fold_in(key, step)
             keys = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(example_ids)

@@ -1,9 +1,7 @@
 """Where a training run stands: the part of a run that is not arrays, saved with every checkpoint.
 
-The train state (parameters, optimizer state) is what the model has learnt; `RunState` is where the
-loop is: the global step, the epoch, the position in it, the epoch's running sums, the per-epoch
-records so far and the wall time spent. Together they are everything a resumed run needs to
-continue exactly; the random keys are not stored, they are derived from the config's seed.
+The train state is what the model has learnt; `RunState` is where the loop is. Together they are everything a
+resumed run needs to continue exactly; the random keys are derived from the config's seeds, not stored.
 """
 
 from __future__ import annotations
@@ -11,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-# The fields of a record that measure time rather than what was computed: two runs that compute the
-# same thing agree on every other field.
+# The record fields that measure time, not what was computed: two runs computing the same agree on all others.
 TIMING_FIELDS = ("train_seconds", "images_per_second", "eval_seconds", "wall_seconds", "includes_compilation")
 
 
@@ -63,8 +60,8 @@ class RunState:
     train_seconds: float = 0.0  # device-call time of the current epoch
     records: tuple[Record, ...] = ()  # one per finished epoch, as in metrics.jsonl
     elapsed_seconds: float = 0.0  # wall time of the run up to the last save, all sessions together
-    # The mean training loss and accuracy of the device call that ended at `step` (None: no call yet, or
-    # a checkpoint written before they were kept): what TensorBoard shows at `step`, rewritten on resume.
+    # Mean training loss and accuracy of the device call that ended at `step` (None: no call yet, or a checkpoint
+    # without them): what TensorBoard shows at `step`, rewritten on resume.
     call_loss: float | None = None
     call_accuracy: float | None = None
 

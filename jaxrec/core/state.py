@@ -1,12 +1,8 @@
-"""The train state: parameters, the model's other collections, optimizer state, step, and room for
-an averaged copy of the weights.
+"""The train state: parameters, the model's other collections, optimizer state, step, and room for an averaged copy.
 
-`params` are what the optimizer trains. `model_state` holds the model's other variable collections
-(BatchNorm's `batch_stats`), which the train step updates in train mode and evaluation reads; it is
-`{}` for a model without any. `averaged` is an averaged copy of the variables ({'params', and the
-collections of model_state}) that a weight-averaging recipe (EMA, lookahead) keeps, None when none
-is kept. All of it is checkpointed (jaxrec.run.checkpoints), so a resumed run continues from exactly
-the state it stopped in.
+`model_state` holds the model's other variable collections (BatchNorm's `batch_stats`; `{}` for none), which the
+train step updates and evaluation reads. `averaged` is the averaged copy of the variables that a weight-averaging
+recipe (EMA, lookahead) keeps, None when none is. All of it is checkpointed, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -28,8 +24,7 @@ Variables = dict[str, Any]
 
 
 class TrainState(train_state.TrainState):
-    """flax's TrainState (step, apply_fn, params, tx, opt_state) plus the model's other collections
-    and an optional averaged copy of the variables."""
+    """flax's TrainState (step, apply_fn, params, tx, opt_state) plus `model_state` and `averaged`."""
 
     model_state: Variables = struct.field(default_factory=dict)
     averaged: Variables | None = None
@@ -44,8 +39,7 @@ class TrainState(train_state.TrainState):
 
     @property
     def eval_variables(self) -> Variables:
-        """What evaluation and prediction apply: the averaged copy when one is kept for evaluation,
-        else `variables`."""
+        """What evaluation and prediction apply: `averaged` when kept for evaluation, else `variables`."""
         return self.averaged if self.averaged is not None and self.evaluate_average else self.variables
 
 
@@ -60,9 +54,8 @@ def _init(model: nn.Module, rng: jax.Array, images: jax.Array) -> Variables:
 
 
 def init_variables(model: nn.Module, rng: jax.Array, image_shape: tuple[int, int, int]) -> Variables:
-    """`model.init` on a batch of one zero image, compiled once per (model, shape) in a process: runs,
-    seeds and tests that build equal models reuse it. A model with an unhashable field is compiled each
-    time."""
+    """`model.init` on one zero image, compiled once per (model, shape) in a process so that runs, seeds and tests
+    with equal models reuse it; a model with an unhashable field is compiled each time."""
     images = jnp.zeros((1, *image_shape), jnp.float32)
     try:
         hash(model)
@@ -73,13 +66,9 @@ def init_variables(model: nn.Module, rng: jax.Array, image_shape: tuple[int, int
 
 def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int, int, int],
                        rng: jax.Array, steps_per_epoch: int, init_images: np.ndarray | None = None) -> TrainState:
-    """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer.
-
-    init_images: normalised training images [n, H, W, C] for a model whose initialisation reads data
-    (a module with `init_from_data(variables, images)` and `init_examples`, how many it reads, such as
-    airbench94's whitening layer). A module with `partly_trained()` names the parameters that train
-    for part of the run only (jaxrec.core.optim). With --lookahead the averaged copy starts as the
-    initial variables."""
+    """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer. init_images:
+    normalised training images [n, H, W, C] for a model whose `init_from_data(variables, images)` reads
+    `init_examples` of them (airbench94's whitening); a model's `partly_trained()` names its partly trained params."""
     variables = init_variables(model, rng, image_shape)
     if init_images is not None and hasattr(model, "init_from_data"):
         variables = model.init_from_data(variables, init_images)

@@ -1,9 +1,8 @@
 """Pure step functions: (state, batch, rng) -> (state, metrics), and the evaluation step.
 
-They know nothing about devices. Cross-device averaging goes through `lax.pmean`/`lax.psum` over a
-named axis, so the same function runs under `jax.pmap`, under `jax.shard_map(..., check_vma=False)`
-(pmap's semantics: each device differentiates its own loss, the step averages the gradients), or
-with axis_name=None under plain `jax.jit` on one device. Wrappers live in `jaxrec.core.parallel`.
+They know nothing about devices: cross-device averaging is `lax.pmean`/`lax.psum` over a named axis, so the same
+function runs under `jax.pmap` (jaxrec.core.parallel), under `jax.shard_map(..., check_vma=False)` (pmap's semantics:
+each device differentiates its own loss, the step averages the gradients), or with axis_name=None under `jax.jit`.
 """
 
 from __future__ import annotations
@@ -70,9 +69,8 @@ def _select(condition: jax.Array, yes: Any, no: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """What a train step minimises and what follows the optimizer update: label smoothing, the batch
-    loss as a mean or a sum (Config.loss_reduction), and lookahead (None: none). Hashable, so the
-    compiled step is cached by it."""
+    """What a train step minimises and what follows the update: label smoothing, the batch loss as a mean or a sum
+    (Config.loss_reduction), and lookahead (None: none). Hashable, so the compiled step is cached by it."""
 
     label_smoothing: float = 0.0
     loss_reduction: str = "mean"
@@ -88,12 +86,9 @@ class Objective:
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: Preprocess,
                objective: Objective = Objective(), axis_name: str | None = AXIS) -> tuple[TrainState, Metrics]:
-    """One SGD step on this device's share of the global batch.
-
-    batch: 'image' uint8 [b, H, W, C], 'label' int32 [b], 'index' int32 [b] (the examples' ids in
-    the data set, which seed their augmentation). rng: the run's training key; the preprocessing
-    folds in the step, so a resumed run draws the same augmentations.
-    """
+    """One SGD step on this device's share of the global batch. batch: 'image' uint8 [b, H, W, C], 'label' int32
+    [b], 'index' int32 [b] (the examples' ids, which seed their augmentation); rng: the run's training key, into
+    which the step is folded, so a resumed run draws the same augmentations."""
     images = preprocess.train(batch["image"], batch["index"], rng, state.step)
     # A summed loss is the global batch's: each device's sum, times the device count, averages to it below.
     scale = 1.0 if objective.loss_reduction == "mean" else _psum(1.0, axis_name)
@@ -106,11 +101,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
 
     (_, (logits, model_state, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-    # One all-reduce per step, for the gradients and the metrics together. On XLA:CPU a collective
-    # waiting for the other devices holds a worker of the one thread pool they all compute on; two
-    # independent ones (as separate pmeans were) could hold every worker on a 2-core machine, and the
-    # other device, with no worker left for its convolution, never arrived: a hang, then an abort.
-    # (BatchNorm's statistics are already global: its own pmeans run inside the forward pass.)
+    # One all-reduce for gradients and metrics together: on XLA:CPU a collective waiting for the other devices holds
+    # a worker of the thread pool they all compute on, and two could hold every worker of a 2-core machine, leaving
+    # the other device none for its convolution: a hang. BatchNorm's statistics are already global (forward pmeans).
     grads, metrics = _pmean((grads, metrics), axis_name)
     state = state.apply_gradients(grads=grads, model_state=model_state)
     return (state if objective.lookahead is None else objective.lookahead(state)), metrics
@@ -126,11 +119,8 @@ def apply_train(state: TrainState, params: Any, images: jax.Array) -> tuple[jax.
 
 
 def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Rank of each true label among its logits, 0 for the top one.
-
-    Ties break as argmax and lax.top_k do (the lower class index ranks first), so rank 0 means
-    exactly "argmax is right" and rank < k means "the label is in lax.top_k(logits, k)".
-    """
+    """Rank of each true label among its logits, 0 for the top one. Ties break as argmax and lax.top_k do (lower
+    class index first), so rank 0 means exactly "argmax is right" and rank < k "label in lax.top_k(logits, k)"."""
     true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
     classes = jnp.arange(logits.shape[-1])
     ahead = (logits > true_logit) | ((logits == true_logit) & (classes < labels[:, None]))
@@ -139,14 +129,9 @@ def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def eval_step(variables: Variables, batch: Batch, *, apply_fn: Callable, preprocess: Preprocess,
               axis_name: str | None = AXIS) -> Metrics:
-    """Sums over this batch, ignoring padded examples (batch['mask'] == 0).
-
-    variables: the model's variables in eval mode (TrainState.eval_variables: the parameters and
-    the running statistics); apply_fn: the model's apply (e.g. `model.apply`). Returns,
-    summed across devices: loss_sum, count, the confusion matrix [true, predicted] (which gives
-    accuracy, precision, recall and F1) and label_rank, a histogram of the true label's rank among
-    the logits (its cumulative sum is the top-k hit count for every k).
-    """
+    """Sums over this batch and the devices, ignoring padding (batch['mask'] == 0): loss_sum, count, the confusion
+    matrix [true, predicted] and label_rank, a histogram of the true label's rank among the logits (its cumulative
+    sum is the top-k hit count for every k). variables: TrainState.eval_variables; apply_fn: the model's apply."""
     logits = apply_fn(variables, preprocess.eval(batch["image"]), train=False)
     mask = batch["mask"]
     num_classes = logits.shape[-1]

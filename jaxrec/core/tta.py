@@ -1,8 +1,7 @@
 """Test-time augmentation (airbench's): the model's logits averaged over flipped and shifted views.
 
-Level 0 is the model itself; level 1, mirror(f)(x) = (f(x) + f(flip(x))) / 2; level 2,
-0.5 x mirror(f)(x) + 0.25 x mirror(f) of each of the two views shifted by one pixel: the image
-reflect-padded by 1 and cropped at (0, 0) and (2, 2). Each level is one more wrapping of the
+Level 0 is the model itself; level 1, mirror(f)(x) = (f(x) + f(flip(x))) / 2; level 2, 0.5 x mirror(f)(x) + 0.25 x
+mirror(f) of each of the two views shifted by one pixel (`shifted_views`). Each level is one more wrapping of the
 model's apply function, so evaluation, prediction and the benchmark run it unchanged.
 """
 
@@ -17,8 +16,7 @@ import jax.numpy as jnp
 from jaxrec.core.pipeline import mirror
 
 LEVELS = (0, 1, 2)
-# How many views of an image each level runs the network on: the image; and its mirror; and both of
-# two shifted copies.
+# Views of an image each level runs the network on: the image; and its mirror; and both of two shifted copies.
 VIEWS = {0: 1, 1: 2, 2: 6}
 
 
@@ -31,8 +29,8 @@ def shifted_views(images: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @functools.lru_cache(maxsize=16)
 def with_tta(apply_fn: Callable, level: int) -> Callable:
-    """`apply_fn(variables, images, train=False)` as test-time augmentation of `level` computes it; the same
-    arguments give the same function, so the programs that apply it compile once in a process."""
+    """`apply_fn(variables, images, train=False)` with test-time augmentation `level`; cached, so the programs that
+    apply it compile once in a process."""
     if level not in LEVELS:
         raise ValueError(f"test-time augmentation level {level}: choose one of {LEVELS}")
     if level == 0:

@@ -1,12 +1,9 @@
 """Turns any image file Pillow opens into the 8-bit gray or RGB pixels a person sees in a viewer.
 
-Pillow's own `convert("L")` clips wider data (a 16-bit PNG becomes almost white) and drops
-transparency onto black. Here instead:
-- 16-bit images are scaled by 255/65535; 32-bit integer images with values in 0..65535 are read as
-  16-bit (Pillow stores 16-bit data from some formats that way), others are stretched min..max;
-- float images in [0, 1] are scaled by 255, others stretched min..max (NaN and inf become 0);
-- transparency (RGBA, LA, a palette's or a single transparent colour) is composited on white;
-- the EXIF orientation a camera wrote is applied, as viewers do.
+Pillow's own `convert("L")` clips wider data (a 16-bit PNG becomes almost white) and drops transparency onto
+black. Here instead 16-bit images are scaled by 255/65535, as are 32-bit integer ones within 0..65535 (Pillow
+stores some formats' 16-bit data so); floats in [0, 1] are scaled by 255; other wide images are stretched min..max
+(NaN and inf become 0). Transparency is composited on white and the EXIF orientation is applied, as viewers do.
 Each such change is named in a note, so a data set's loader can say what it did once.
 """
 
@@ -76,7 +73,6 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _upright(image: Image.Image) -> tuple[Image.Image, str | None]:
-    """The image turned by its EXIF orientation, if it is not upright."""
     if _orientation(image) == 1:
         return image, None
     return ImageOps.exif_transpose(image), "turned by its EXIF orientation"
@@ -98,10 +94,8 @@ def to_viewable(image: Image.Image) -> tuple[Image.Image, list[str]]:
 
 
 def fit(image: Image.Image, size: tuple[int, int], resize: str = "stretch") -> Image.Image:
-    """The image at `size` (height, width), bilinear: `stretch` scales it to exactly that (a photo of
-    another aspect ratio is squashed); `crop` keeps its aspect ratio, cutting the largest centred box
-    of the wanted shape and scaling that (ImageNet's resize and centre crop: a square image of the
-    shorter side)."""
+    """The image at `size` (height, width), bilinear: `stretch` scales it to exactly that (squashing another
+    aspect ratio); `crop` scales the largest centred box of that shape (ImageNet's resize and centre crop)."""
     wanted = (size[1], size[0])  # Pillow's (width, height)
     if image.size == wanted:
         return image
@@ -112,9 +106,8 @@ def fit(image: Image.Image, size: tuple[int, int], resize: str = "stretch") -> I
 
 def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None,
             resize: str = "stretch") -> tuple[np.ndarray, list[str]]:
-    """A Pillow image as uint8 [height, width, channels] and the notes of `to_viewable`: converted to 1
-    (gray) or 3 (RGB) channels and brought to `size` by `fit` when asked; by default gray stays gray
-    and the rest becomes RGB."""
+    """A Pillow image as uint8 [height, width, channels] and the notes of `to_viewable`, at `channels` (1: gray,
+    3: RGB) and `size` where given; by default gray stays gray and the rest becomes RGB."""
     image, notes = to_viewable(image)
     wanted = "L" if (channels or (1 if image.mode == "L" else 3)) == 1 else "RGB"
     if image.mode != wanted:
@@ -138,10 +131,7 @@ READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionB
 
 def read_image(path: Path, size: tuple[int, int] | None, channels: int | None,
                resize: str = "stretch") -> tuple[np.ndarray, list[str]]:
-    """Decodes one file to uint8 [height, width, channels] (see `convert`) and its notes.
-
-    Raises DataError naming the file when it cannot be decoded, a decompression bomb included.
-    """
+    """Decodes one file as `convert` does; raises DataError naming the file if it cannot (a decompression bomb too)."""
     try:
         with Image.open(path) as image:
             image.load()
@@ -151,8 +141,7 @@ def read_image(path: Path, size: tuple[int, int] | None, channels: int | None,
 
 
 def probe(path: Path) -> tuple[tuple[int, int], bool]:
-    """(height, width) as a viewer shows the image (EXIF orientation applied) and whether it is gray,
-    from the file's header: nothing is decoded."""
+    """(height, width) as a viewer shows it (EXIF orientation applied) and whether it is gray, from the header alone."""
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -1,5 +1,4 @@
-"""Reads an image folder laid out `<root>/<split>/<class>/<image>` (or `<root>/<class>/<image>`, split
-here) into uint8 arrays."""
+"""Reads an image folder, `<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`, into uint8 arrays."""
 
 from __future__ import annotations
 
@@ -61,9 +60,8 @@ class ImageShape:
 
 
 def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
-    """The median height and width of the images and their majority channel count (ties: RGB), read
-    from the file headers of all of them, or of `limit` spread evenly over a larger set: one odd file
-    cannot set the shape of a whole data set (when most images share a size, it is that size)."""
+    """The images' median height and width and majority channel count (ties: RGB), from the headers of all of
+    them or of `limit` spread evenly: one odd file cannot set the shape of a whole data set."""
     probed = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)] if len(paths) > limit else paths
     probes = map_in_threads(decode.probe, probed)
     heights = sorted(size[0] for size, _ in probes)
@@ -89,9 +87,7 @@ def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list
 
 def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], size: tuple[int, int],
                 channels: int, resize: str = "stretch") -> ArrayDataset:
-    """Decodes images into one preallocated array (another size brought to `size` by `resize`:
-    jaxrec.data.decode.fit), and logs once what decoding changed (e.g. 16-bit scaled, transparency
-    composited; see jaxrec.data.decode)."""
+    """Decodes images into one preallocated array at `size` (by `resize`), logging once what decoding changed."""
     images = np.empty((len(paths), *size, channels), np.uint8)
 
     def read(index: int) -> list[str]:
@@ -121,12 +117,9 @@ class FolderListing:
 
 def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], test_fraction: float,
                      seed: int) -> tuple[Files, Files]:
-    """Splits each class's images into train and test: round(n * test_fraction) of them, at least one
-    and at most n - 1, go to test (0 < test_fraction < 1, see jaxrec.config).
-
-    Deterministic: each class is shuffled by a generator seeded with (seed, crc32 of its name), so a
-    class's split does not change when other classes are added or dropped.
-    """
+    """Splits each class's n images into train and test, round(n * test_fraction) of them (at least 1, at most
+    n - 1) to test. Each class is shuffled by a generator seeded with (seed, crc32 of its name), so its split does
+    not change when other classes are added or dropped."""
     train_idx, test_idx = [], []
     for label, name in enumerate(classes):
         members = np.flatnonzero(labels == label)
@@ -159,12 +152,9 @@ def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: 
 
 def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: float = 0.2,
                 min_images_per_class: int = 1, seed: int = 0) -> FolderListing:
-    """Lists an image folder laid out <root>/<split>/<class>/<image>, or <root>/<class>/<image> with no
-    split on disk, in which case `stratified_split` draws the eval split (seeded).
-
-    Classes with fewer than `min_images_per_class` images (in the train split, or in the whole class
-    without a split on disk) are dropped with a warning.
-    """
+    """Lists <root>/<split>/<class>/<image>, or <root>/<class>/<image>, where `stratified_split` draws the eval
+    split. Classes with fewer than `min_images_per_class` images (in the train split, or in all with no split on
+    disk) are dropped with a warning."""
     if (root / train_split).is_dir():
         classes = list_classes(root, train_split)
         unknown = sorted(set(list_classes(root, eval_split)) - set(classes))

@@ -48,8 +48,7 @@ def _list_folder(config: Config) -> image_folder.FolderListing:
 
 
 def dataset_location(dataset: str) -> str:
-    """Where a --dataset value points: a folder's absolute path (so ~/x and /home/me/x agree), the
-    shipped sample's or a TFDS set's name."""
+    """Where a --dataset value points: a folder's absolute path (so ~/x and /home/me/x agree), else its name."""
     if dataset in SAMPLES or not is_image_folder(dataset):
         return dataset
     return str(Path(dataset).expanduser().resolve())
@@ -89,8 +88,7 @@ def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
 
 
 def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int, resize: str) -> ArrayDataset:
-    """Applies a size / channel count (None / 0: keep) to arrays that came from TFDS, as the image-folder
-    reader does (`resize`: --resize)."""
+    """Brings TFDS arrays to a size / channel count (None / 0: keep) as the image-folder reader does."""
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
     size = size or data.images.shape[1:3]
@@ -109,11 +107,8 @@ def _config_size(config: Config) -> tuple[int, int] | None:
 
 def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Sequence[str],
                      where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Maps labels over `classes` to indices into `class_names`; returns (keep mask, new labels).
-
-    Examples of classes the model does not know (e.g. ones dropped by min_images_per_class in
-    training) are left out with a warning; none at all left is an error.
-    """
+    """(keep mask, labels as indices into `class_names`) for labels over `classes`. Examples of classes the model
+    does not know (e.g. dropped by --min_images_per_class) are left out with a warning; none left is a DataError."""
     mapping = np.asarray([list(class_names).index(c) if c in class_names else -1 for c in classes], np.int32)
     new = mapping[labels] if len(labels) else np.zeros(0, np.int32)
     keep = new >= 0
@@ -129,10 +124,9 @@ def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Se
 
 def load_tfds_split(config: Config, split: str, class_names: Sequence[str],
                     image_shape: Sequence[int]) -> ArrayDataset:
-    """One split of the TFDS set `config.dataset`, decoded to `image_shape` (H, W, C) and labelled by
-    `class_names`, e.g. a trained model's: to evaluate it on this split or on another data set with the
-    same classes. Only this split needs to exist; images of classes not in `class_names` are left out
-    with a warning. (An image folder's split: `stream_split`, then `decode_listed` where it fits.)"""
+    """One split of the TFDS set `config.dataset` (only it needs to exist), decoded to `image_shape` (H, W, C) and
+    labelled by `class_names`, e.g. a trained model's; images of other classes are left out. For an image folder's
+    split: `stream_split`."""
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
     size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
@@ -143,11 +137,9 @@ def load_tfds_split(config: Config, split: str, class_names: Sequence[str],
 
 def stream_split(config: Config, split: str, class_names: Sequence[str],
                  image_shape: Sequence[int]) -> StreamedDataset:
-    """One split of the image folder `config.dataset` for a model of `class_names` and `image_shape`,
-    listed but not decoded: read as batches need it (`jaxrec evaluate --input stream`), or decoded whole
-    by `decode_listed`. Only this split needs to exist. A folder without split folders gives the same
-    seeded split as in training: `split` == config.train_split is its training part, any other name
-    its held-out part. Images of classes not in `class_names` are left out with a warning."""
+    """One split of the image folder `config.dataset` (only it needs to exist) for a model of `class_names` and
+    `image_shape`, listed but not decoded; images of other classes are left out. A folder without split folders
+    gives training's seeded split: its training part for config.train_split, its held-out part for any other."""
     if not is_image_folder(config.dataset):
         raise DataError(f"{config.dataset}: a TFDS data set is evaluated in memory; pass --input device")
     where = f"{config.dataset}/{split}"
@@ -173,10 +165,9 @@ def decode_problem(split: StreamedDataset) -> str | None:
 
 
 def streams(config: Config, problem: str | None) -> bool:
-    """The input decision `jaxrec train` and `jaxrec evaluate` share: whether the data is streamed.
-    problem: why the in-memory path cannot hold it (None: it can). --input stream streams; device
-    refuses a problem in one line that names --input stream; auto streams where any process has one,
-    so that the processes of a run agree."""
+    """Whether `jaxrec train` and `evaluate` stream the data: always with --input stream; never with device, which
+    refuses a `problem` (why the in-memory path cannot hold the data, or None); with auto, where any process has a
+    problem, so that the processes of a run agree."""
     if config.input == "stream":
         return True
     if problem is not None and config.input == "device":
@@ -206,9 +197,8 @@ def stats_chunk(image_shape: Sequence[int]) -> int:
 
 
 def stats_bytes(image_shape: Sequence[int], count: int, threads: int = 0) -> int:
-    """Host memory of the channel-statistics pass over a split of `count` images: one chunk of decoded
-    images, the pixels it widens at a time, and each decoding thread's source and resized image
-    (default: image_folder's threads)."""
+    """Host memory of the channel-statistics pass over `count` images: one chunk of decoded images, the pixels it
+    widens at a time, and each decoding thread's source and resized image (default threads: image_folder's)."""
     image, chunk = int(np.prod(image_shape)), min(stats_chunk(image_shape), len(stats_indices(count)))
     threads = threads or min(32, os.cpu_count() or 1)
     widened = min(STATS_PIXELS, chunk * image // int(image_shape[-1])) * int(image_shape[-1])
@@ -216,8 +206,7 @@ def stats_bytes(image_shape: Sequence[int], count: int, threads: int = 0) -> int
 
 
 def _pixel_sums(block: np.ndarray) -> tuple[list[int], list[int]]:
-    """Per-channel sums of the uint8 pixels of `block` and of their squares, exact (Python integers),
-    widening STATS_PIXELS pixels at a time: the pass's memory does not grow with the image size."""
+    """Exact per-channel sums of `block`'s pixels and their squares, widening STATS_PIXELS pixels at a time."""
     pixels = block.reshape(-1, block.shape[-1])
     total, total_sq = [0] * pixels.shape[1], [0] * pixels.shape[1]
     for start in range(0, len(pixels), STATS_PIXELS):
@@ -229,10 +218,8 @@ def _pixel_sums(block: np.ndarray) -> tuple[list[int], list[int]]:
 
 def channel_stats(train: ArrayDataset | StreamedDataset,
                   progress: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 training images, in [0, 255], over
-    `stats_indices`. The sums are exact integers, so a split in memory and the same split streamed
-    give the same bits, and the pass holds one chunk of images (stats_bytes), not a float copy of it.
-    progress: a bar over the images (a streamed split decodes them here: minutes for a large set)."""
+    """Per-channel mean and standard deviation of the `stats_indices` training images, in [0, 255], from exact integer
+    sums: a split in memory and streamed give the same bits. `progress`: a bar (a big streamed split takes minutes)."""
     chosen = stats_indices(len(train))
     chunk = stats_chunk(train.image_shape)
     channels = train.image_shape[-1]
@@ -253,10 +240,8 @@ def channel_stats(train: ArrayDataset | StreamedDataset,
 
 
 def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | None = None) -> DataSplits:
-    """Loads the train and eval splits named by a checked config (jaxrec.config.check; the training loop
-    checks it once, in jaxrec.runtime.setup.prepare) into memory as uint8 arrays. listed: the same
-    splits from `stream_splits`, whose files and shape an image folder then decodes (not listing and
-    probing them again)."""
+    """The train and eval splits of a checked config in memory as uint8 arrays. `listed`: the same splits from
+    `stream_splits`, whose files and shape an image folder then decodes without listing and probing them again."""
     name = config.dataset
     if is_image_folder(name):
         train, evaluation = _from_folder(config, listed)
@@ -314,16 +299,15 @@ def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
 
 
 def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
-    """The train and eval splits of a checked config, listed and measured but not decoded: what
-    `--input auto` weighs, and what `--input stream` reads."""
+    """The train and eval splits of a checked config, listed and measured but not decoded: what `--input auto`
+    weighs and `--input stream` reads."""
     return (_streamed_folder if is_image_folder(config.dataset) else _streamed_tfds)(config)
 
 
 def stream_data(config: Config, splits: tuple[StreamedDataset, StreamedDataset] | None = None,
                 progress: bool = False) -> DataSplits:
-    """The train and eval splits of a checked config (`splits`, if already listed), read as batches
-    need them (`--input stream`, jaxrec.data.stream). The channel statistics decode the images
-    `stats_indices` names, once (with a progress bar if `progress`)."""
+    """The train and eval splits of a checked config (`splits`, if already listed), read as batches need them;
+    the channel statistics decode the `stats_indices` images once."""
     train, evaluation = splits or stream_splits(config)
     log.info("streaming %s: %d train / %d eval images, %s decoded; channel statistics from %d training images",
              config.dataset, len(train), len(evaluation), memory.human(train.nbytes + evaluation.nbytes),

@@ -1,11 +1,8 @@
 """Streaming input (`--input stream`): examples read and decoded when a batch needs them, with Grain.
 
-The examples and their order are the on-device path's: the loop still draws each epoch's order from
-`fold_in(key, epoch)` (jaxrec.core.pipeline.epoch_indices), and each process reads only its own
-devices' columns of every global batch. Grain reads those rows ahead of the step, in threads of this
-process or in `--data_workers` processes. Where a batch comes from is then the only difference:
-the compiled step augments and normalises the batch it is given exactly as it would the one it
-gathers from the on-device copy.
+The examples and their order are the on-device path's (jaxrec.core.pipeline.epoch_indices): each process reads
+its own devices' columns of every global batch, ahead of the step, in threads or `--data_workers` processes, and
+the compiled step augments and normalises that batch exactly as one gathered from the on-device copy.
 
 Nothing here imports JAX itself (Grain does): its worker processes import this module to read.
 """
@@ -34,8 +31,7 @@ BUFFER = 4  # batches Grain keeps ready per reader (thread pool or worker proces
 
 @dataclasses.dataclass(frozen=True)
 class FolderReader:
-    """Reads example i of an image folder's split: the file decoded to `size` and `channels` by the
-    same rules as the on-device path (jaxrec.data.decode.read_image; `resize`: --resize)."""
+    """Reads example i of an image folder's split, decoded by the on-device path's rules (decode.read_image)."""
 
     paths: tuple[str, ...]
     labels: np.ndarray
@@ -57,8 +53,7 @@ class FolderReader:
 
 @dataclasses.dataclass
 class TfdsReader:
-    """Reads example i of a prepared TFDS split (array_record, TFDS's data source: no TensorFlow),
-    resized as the on-device path resizes. The data source is opened in each process that reads."""
+    """Reads example i of a prepared TFDS split (array_record data source: no TensorFlow), resized as on device."""
 
     name: str
     split: str
@@ -100,8 +95,7 @@ class TfdsReader:
 
 @dataclasses.dataclass(frozen=True)
 class StreamedDataset:
-    """One split read on demand: the counterpart of jaxrec.data.types.ArrayDataset, without the images
-    in memory. `take` decodes a few (an initialisation's sample, the channel statistics)."""
+    """One split read on demand: an ArrayDataset without the images in memory; `take` decodes a few."""
 
     reader: Any  # FolderReader or TfdsReader
     class_names: tuple[str, ...]
@@ -132,8 +126,7 @@ class StreamedDataset:
 
 @dataclasses.dataclass(frozen=True)
 class ReadBatch:
-    """A row of example indices -> {'image' [b, H, W, C], 'label' [b]}; what Grain maps. (The step's
-    example ids come from the loop's own order, not from here.)"""
+    """A row of example indices -> {'image' [b, H, W, C], 'label' [b]}; what Grain maps."""
 
     reader: Any
 
@@ -146,13 +139,10 @@ GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what a terminal or a schedule
 
 
 def _worker_init(worker: int, workers: int) -> None:
-    """In each worker process. Ctrl-C and SIGTERM reach the whole process group, and the training
-    process, not the workers, decides what they mean (finish the call, save, stop the workers, exit):
-    a worker that died of one mid-start or mid-evaluation left the training process writing to a
-    pipe no one read, or reporting a dead worker instead of the signal (RowReader.__next__ keeps
-    them blocked until this runs). Grain stops workers through
-    its own channel, and SIGKILL where they do not stop. And a worker ends when the training
-    process is gone, even killed (SIGKILL leaves no one to stop it): it checks every second."""
+    """In each worker: ignores Ctrl-C and SIGTERM, which reach the whole process group, as the training process
+    decides what they mean (a worker that died of one mid-start or mid-evaluation left it writing to a pipe no one
+    read, or reporting a dead worker instead of the signal). Grain stops workers through its own channel, or
+    SIGKILL; a worker whose training process is gone (SIGKILL leaves no one to stop it) ends within a second."""
     del worker, workers
     for signum in GROUP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
@@ -167,9 +157,8 @@ def _worker_init(worker: int, workers: int) -> None:
 
 
 def _quiet_resource_tracker() -> None:
-    """Python's resource tracker, which Grain's workers share, counts shared memory a worker created and
-    this process released as leaked, and says so at exit (bpo-38119; Python 3.13 lets shared memory go untracked). It
-    takes this interpreter's warning options when it starts, with the first worker."""
+    """Silences Python's resource tracker, shared by Grain's workers, which reports at exit shared memory a worker
+    created and this process released as leaked (bpo-38119). It takes this interpreter's warning options at start."""
     quiet = "ignore:resource_tracker:UserWarning"
     if quiet not in sys.warnoptions:
         sys.warnoptions.append(quiet)
@@ -188,10 +177,9 @@ class StreamError(DataError):
 
 
 class RowReader:
-    """The batches of `rows` (int [n, b]: each a batch's example indices), in order, read ahead by
-    Grain: in threads of this process (workers 0) or in `workers` processes, which start with the
-    first batch and end with `close` (or with this process). `repeat`: the rows over and over (an
-    eval split, read whole at every evaluation, by the same workers)."""
+    """The batches of `rows` (int [n, b]: each a batch's example indices), in order, read ahead by Grain in
+    threads (`workers` 0) or in `workers` processes, which start with the first batch and end with `close` or this
+    process. `repeat`: the rows over and over (an eval split read at every evaluation by the same workers)."""
 
     def __init__(self, reader: Any, rows: np.ndarray, workers: int, repeat: bool = False):
         self._reader, self._rows, self._workers, self._repeat = reader, np.asarray(rows), workers, repeat
@@ -218,13 +206,12 @@ class RowReader:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        # Ctrl-C and SIGTERM reach the whole process group. Blocked in this thread while it reads, they
-        # stay blocked in every thread Grain creates here and every worker process those start (a
-        # signal mask is inherited), so no worker dies of one mid-start. This process still hears
-        # them: another thread takes the signal and the loop acts on it after the call.
+        # Ctrl-C and SIGTERM reach the whole process group. Blocked in this thread while it reads, they stay blocked
+        # in every thread and worker process Grain starts (a signal mask is inherited), so no worker dies of one
+        # mid-start (_worker_init then ignores them). Another thread here takes them; the loop acts after the call.
         if self._iterator is None and self._workers:
-            # Started later, inside the block, the resource tracker would unblock them (it unblocks,
-            # rather than restores, the signals it blocks while it starts).
+            # Started inside the block, the resource tracker would unblock them: it unblocks, rather than restores,
+            # the signals it blocks while it starts.
             _quiet_resource_tracker()
             resource_tracker.ensure_running()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
@@ -244,8 +231,7 @@ class RowReader:
 
 
 def _checked_next(iterator: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The next batch, with a worker's failure as one line: a DataError naming the file as it is, a
-    dead worker as what it is."""
+    """The next batch, raising a worker's unreadable file or its death as a one-line StreamError."""
     try:
         batch = next(iterator)
     except StopIteration:

@@ -1,10 +1,8 @@
 """Preparing a TFDS data set once, as array_record: the format jaxrec reads without TensorFlow.
 
-Preparing needs TensorFlow (TFDS encodes the images with it) and internet; reading the prepared set
-(jaxrec.data.tfds_source) needs neither. This module imports no JAX, and `jaxrec prepare` imports
-nothing else of jaxrec that does, so it can run with TensorFlow's CPU build in a separate folder
-(PYTHONPATH), away from the environment JAX trains in: installing TensorFlow on a TPU runtime breaks
-JAX's TPU start-up (docs/install.md).
+Preparing needs TensorFlow and internet; reading the prepared set (tfds_source) needs neither. `jaxrec prepare`
+imports no JAX, here or elsewhere in jaxrec, so it can run with TensorFlow's CPU build from a separate folder
+(PYTHONPATH): installing TensorFlow on a TPU runtime breaks JAX's TPU start-up (docs/install.md).
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ HOW = "`jaxrec prepare {name} --data_dir DIR`"  # the command, in messages
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """TFDS warns while it looks for a data set ('Variant folder ... has no dataset_info.json', also
-    when it is simply not prepared) and recommends OpenCV when Pillow decodes: jaxrec's own messages
-    say what matters, so only errors are shown."""
+    """Shows only TFDS's errors: it warns while looking for a set ('... has no dataset_info.json', also when it is
+    simply not prepared) and recommends OpenCV, where jaxrec's own messages say what matters."""
     absl_log = logging.getLogger("absl")
     level = absl_log.level
     absl_log.setLevel(logging.ERROR)
@@ -71,8 +68,7 @@ def readable_without_tensorflow(prepared: Any) -> bool:
 
 
 def check_prepared(prepared: Any, name: str) -> None:
-    """After `prepare`: TFDS returns without a word over a version folder left by an unfinished
-    preparation, so `jaxrec prepare` checks again before it says the set is prepared."""
+    """Raises InputError if `prepare` left `name` unprepared: TFDS returns without a word over an unfinished one."""
     if not ready(name, str(prepared.data_dir_root)):
         raise InputError(f"TFDS returned without preparing {name!r}: {prepared.data_dir} holds files of an "
                          f"unfinished preparation (no dataset_info.json); delete that folder and run again")

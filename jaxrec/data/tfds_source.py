@@ -1,9 +1,7 @@
 """Loads a TensorFlow Datasets image classification set into uint8 arrays.
 
-A data set prepared in TFDS's array_record format (`jaxrec prepare`, jaxrec.data.tfds_prepare) is read
-without TensorFlow (TFDS's random-access data source, images decoded by Pillow), so training never
-needs it. A set prepared in the older tfrecord format is read with TensorFlow (the `tfds` extra
-installs its CPU build: docs/install.md).
+A set prepared as array_record (`jaxrec prepare`) is read without TensorFlow, through TFDS's random-access data
+source, so training never needs it; one prepared as tfrecord is read with TensorFlow (the `tfds` extra).
 """
 
 from __future__ import annotations
@@ -66,8 +64,7 @@ def _read_data_source(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _read_with_tensorflow(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a split prepared as tfrecord, which only TensorFlow reads, in file order as the data source
-    reads (TFDS would otherwise interleave the shards)."""
+    """Reads a tfrecord split with TensorFlow, in file order as the data source reads (TFDS would interleave shards)."""
     import tensorflow_datasets as tfds
 
     tfds_prepare.hide_accelerators_from_tensorflow()

@@ -1,11 +1,9 @@
 """Evaluation over a whole split: every example counted once, on all devices, sums kept on the device.
 
-`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run, whatever holds the
-split: each call gathers a padded and masked batch of example indices from the examples the devices
-hold, the whole split (put on the devices once) or, streamed (`--input stream`), the batch itself,
-read from the files. The pmapped eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion
-matrix, label ranks) from which jaxrec.core.metrics derives accuracy, per-class precision/recall/F1
-and top-k accuracy.
+`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run. Each call gathers a padded,
+masked batch of example indices from what the devices hold: the whole split, or a streamed (`--input stream`)
+batch read from the files. The eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion matrix,
+label ranks) from which jaxrec.core.metrics derives the scores.
 """
 
 from __future__ import annotations
@@ -32,14 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    """Evaluates a model's replicated variables (TrainState.eval_variables) over `split` on `devices`.
-
-    apply_fn: the model's apply; split: an ArrayDataset (uint8 images and int32 labels, put on the
-    devices once) or a StreamedDataset (each batch read as it is needed, by `workers` processes);
-    global_batch: examples per call over all devices (padding makes any size work). In a multi-process
-    run every process evaluates its devices' rows of each batch (a streamed split: reads only those),
-    and the sums span every process: each example counts once.
-    """
+    """Evaluates a model's replicated variables (TrainState.eval_variables) over `split` on `devices`, `global_batch`
+    examples per call over all devices (padding makes any size work). An ArrayDataset is put on the devices once, a
+    StreamedDataset read by `workers` processes. In a multi-process run each process evaluates (and reads) only its
+    devices' rows of each batch, and the sums span every process."""
 
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
@@ -63,9 +57,8 @@ class Evaluator:
             self._split = (replicate(split.images, devices), replicate(split.labels, devices))
 
     def _inputs(self) -> Iterator[tuple[Any, Any, Any, Any]]:
-        """Per batch: the eval call's (images, labels, indices, mask), [local devices, ...]. A streamed
-        split's batches are all read, also when the caller stops early (lower), so the next call starts
-        at the first."""
+        """Per batch, the eval call's (images, labels, indices, mask), [local devices, ...]; a streamed split's
+        batches are all read even when the caller stops early (lower), so the next call starts at the first."""
         for read, (indices, mask) in enumerate(self._batches):
             if self._reader is None:
                 yield (*self._split, indices, mask)
@@ -118,15 +111,9 @@ def _all_processes(rows: np.ndarray) -> np.ndarray:
 
 
 def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str, Any]:
-    """The evaluation report (see jaxrec.core.metrics.report) of a trained model (jaxrec.run.checkpoints.load_trained).
-
-    config: the run's config with what may differ for this evaluation (the EVALUATION_FIELDS:
-    dataset, data_dir, eval_split, top_k, tta, num_devices, eval_batch_size, input, data_workers);
-    default the run's own. The split is read as `split_to_evaluate` says. The data set may be
-    another one with the same classes; the training mean/std are used. With
-    test-time augmentation (--tta) the report's scores are with it, and 'without_tta' holds the
-    scores without.
-    """
+    """The evaluation report (jaxrec.core.metrics.report) of a trained model, normalised with the training mean/std.
+    `config` (default the run's own) may change only the EVALUATION_FIELDS, e.g. another data set with the same
+    classes. With --tta the scores are with test-time augmentation, and 'without_tta' holds those without."""
     config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
     data = split_to_evaluate(config, trained)
     devices = select_devices(config.num_devices)
@@ -146,9 +133,8 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
 
 
 def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | StreamedDataset:
-    """config.eval_split of config.dataset for `trained`: decoded into memory or read as batches need
-    it, as `jaxrec.data.sources.streams` decides for training (logged when streamed). A TFDS set is read
-    into memory."""
+    """config.eval_split of config.dataset for `trained`: in memory or streamed, as jaxrec.data.sources.streams
+    decides for training (logged when streamed); a TFDS set is read into memory."""
     args = (config, config.eval_split, trained.class_names, trained.image_shape)
     if not is_image_folder(config.dataset):
         return stream_split(*args) if config.input == "stream" else load_tfds_split(*args)  # stream: refused

@@ -1,10 +1,8 @@
 """Classifies new images with a saved run's checkpoint: top-k class names and probabilities per image.
 
-The library behind `jaxrec predict` (jaxrec.cli). Each image gets exactly the training preprocessing:
-decoded by Pillow, converted to the model's channel count as a viewer shows it and resized to its input
-size (jaxrec.data.decode, as for training folders), then normalised with the training mean/std saved in
-the workdir. Folders are searched recursively for image files (by suffix). A file that is missing or not
-an image is reported on its own entry and the others are still classified.
+The library behind `jaxrec predict`. Each image gets exactly the training preprocessing: decoded and resized as
+training folders are (jaxrec.data.decode), normalised with the training mean/std saved in the workdir. A file that
+is missing or not an image is reported on its own entry and the others are still classified.
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ from jaxrec.run.checkpoints import Trained
 
 
 def expand(inputs: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
-    """Files to classify, each with an error message or None: folders become their image files
-    (recursively, sorted); a missing path or an empty folder becomes an error entry."""
+    """Files to classify, each with an error message or None: folders become their image files (recursively, sorted,
+    hidden ones skipped); a missing path or an empty folder becomes an error entry."""
     found: list[tuple[Path, str | None]] = []
     for item in map(Path, inputs):
         if item.is_dir():

@@ -1,14 +1,9 @@
 """Models: the recipes `--model` names, one module each (jaxrec.models.recipes: the built-ins, or a file of
-your own), and the layers and CPU kernels they share.
+your own), and the layers and CPU kernels they share (kernels, conv, pooling, norm).
 
-A recipe's network is a Flax linen module whose `__call__(x, train=False)` maps float images
-[batch, H, W, C] to logits [batch, classes], made by the recipe's `build(config, num_classes,
-kernels)`; its `DEFAULTS` are the settings it changes (docs/recipes.md). Layers with state, such
-as BatchNorm, keep it in their own collections (`batch_stats`); the train state, the train step,
-checkpoints, evaluation and prediction carry every collection the model has. The CPU kernels the
-article CNN can swap in are in `kernels` and `conv`/`pooling`.
-
-This module imports nothing heavy; a recipe's module loads when its model is built or its defaults read.
+Layers with state, such as BatchNorm, keep it in their own collections (`batch_stats`); the train state, the
+train step, checkpoints, evaluation and prediction carry every collection the model has. This module imports
+nothing heavy; a recipe's module loads when its model is built or its defaults read.
 """
 
 from __future__ import annotations
@@ -20,8 +15,7 @@ from typing import Any
 
 from jaxrec.models.recipes import BUILT_IN, config_for, load, recipe_knobs
 
-# The devices' named axis: the pmapped train and eval steps average their gradients and metrics over it,
-# and a model's BatchNorm layers their statistics (so a network takes it as its normalisation axis).
+# The devices' named axis: train and eval steps average over it; a network's BatchNorm takes it as its axis_name.
 AXIS = "batch"
 # Names this package exports from the modules that hold them, loaded on first use.
 _LAZY = {"ArticleCNN": "jaxrec.models.cnn", "CELLS": "jaxrec.models.rnn", "RNN": "jaxrec.models.rnn",
@@ -29,11 +23,9 @@ _LAZY = {"ArticleCNN": "jaxrec.models.cnn", "CELLS": "jaxrec.models.rnn", "RNN":
 
 
 def create_model(config: Any, num_classes: int, *, for_eval: bool = False) -> Any:
-    """Builds the module named by `config.model` (a checked Config: see jaxrec.config.check).
-    Configs that differ only in seeds get the same module, so the train states of a study's seeds
-    share their structure (apply_fn) and one compiled train step. The kernels are the platform's
-    (jaxrec.models.kernels.choose); `for_eval`: the module evaluation and prediction run (the same
-    parameters and function; only kernels chosen for the forward pass alone may differ)."""
+    """The module a checked `config.model` names, with the platform's kernels. Configs that differ only in seeds
+    get the same module, so a study's seeds share one compiled train step. `for_eval`: the module evaluation and
+    prediction run (the same parameters and function; only forward-pass kernels may differ)."""
     from jaxrec.models import kernels  # noqa: PLC0415 - imports JAX
 
     chosen = kernels.choose(config)

@@ -1,22 +1,21 @@
 """airbench94 (Keller Jordan, cifar10-airbench, legacy/airbench94.py): 94% on CIFAR-10 in seconds on a GPU.
 
-The network: a frozen 2x2 whitening convolution (its filters from the training images' patch
-covariance, `whitening_kernel`) -> GELU -> three conv groups (3x3 conv -> 2x2 max-pool -> BN -> GELU
--> 3x3 conv -> BN -> GELU; widths 64/256/256) -> 3x3 max-pool -> a bias-free linear layer -> logits
-x 1/9. BatchNorm has no scale (frozen at 1) and trains its bias; its running statistics move by
-1 - momentum (0.4) per step. Convolutions start from PyTorch's default initialisation (uniform in
-+-1/sqrt(fan_in)) with their first C_in filters set to the identity (Dirac). GELU is the exact erf
-form, as torch.nn.GELU's default. 1,971,640 parameters for 10 classes, the frozen whitening filters
-included, as the reference counts them.
+The network: a frozen 2x2 whitening convolution (its filters from the training images' patch covariance,
+`whitening_kernel`) -> GELU -> three conv groups (3x3 conv -> 2x2 max-pool -> BN -> GELU -> 3x3 conv -> BN ->
+GELU; widths 64/256/256) -> 3x3 max-pool -> a bias-free linear layer -> logits x 1/9. BatchNorm has no scale
+(frozen at 1) and trains its bias; its running statistics move by 1 - momentum (0.4) per step. Convolutions
+start from PyTorch's default initialisation (uniform in +-1/sqrt(fan_in)) with their first C_in filters set to
+the identity (Dirac). GELU is the exact erf form, as torch.nn.GELU's default. 1,971,640 parameters for 10
+classes, the frozen whitening filters included, as the reference counts them.
 
-The recipe, top to bottom: the shared settings it changes (DEFAULTS, the reference's values), its own
-knobs (Knobs: the whitening, Dirac init and logit scale), the smallest image it takes, the whitening
-filters from the training images, the layers, the network and its builder. The ingredients any recipe
-may turn on are shared settings, each switchable in a study (`--tta 0 --lookahead false --whiten
-false`): parameters trained for part of the run (the network names them: frozen whitening filters,
-their bias trained for whiten_bias_epochs) and BatchNorm biases at a scaled learning rate
-(jaxrec.core.optim), lookahead (jaxrec.core.steps), translate and the alternating flip
-(jaxrec.core.pipeline) and test-time augmentation (jaxrec.core.tta).
+The recipe, top to bottom: the shared settings it changes (DEFAULTS), its own knobs (Knobs), the smallest image
+it takes, the whitening filters from the training images, the layers, the network and its builder.
+
+Its training ingredients are settings any recipe may turn on, each switchable in a study (`--tta 0 --lookahead
+false --whiten false`): parameters trained for part of the run (the network names them: the frozen whitening
+filters, their bias trained for whiten_bias_epochs), BatchNorm biases at a scaled learning rate
+(jaxrec.core.optim), lookahead (jaxrec.core.steps), translate and the alternating flip (jaxrec.core.pipeline)
+and test-time augmentation (jaxrec.core.tta).
 """
 
 from __future__ import annotations
@@ -75,15 +74,13 @@ AIRBENCH_FINAL_POOL = 3   # the max-pool before the classifier, floor mode
 
 
 def airbench_smallest_image(groups: int) -> int:
-    """The smallest side airbench94 takes with `groups` conv groups: the final pool needs a full
-    window, each group's pool halves the side before it (so doubles what it needs), and the
-    whitening convolution takes one pixel more."""
+    """The smallest side airbench94 takes with `groups` conv groups: the final pool needs a full window, each
+    group's pool halves the side (so doubles what it needs), and the whitening convolution takes one pixel."""
     return AIRBENCH_FINAL_POOL * AIRBENCH_GROUP_POOL ** groups + AIRBENCH_WHITEN_SIZE - 1
 
 
 def image_size_problem(config: Config, height: int, width: int, where: str) -> str | None:
-    """The line that refuses `height` x `width` images (`where`: the flag or data set they come from):
-    the floor-mode pools leave no features of too small an image (PyTorch's floor mode). None: taken."""
+    """recipes.image_size_problem for airbench94: its floor-mode pools leave no features of too small an image."""
     smallest = airbench_smallest_image(len(config.conv_features))
     if min(height, width) >= smallest:
         return None
@@ -178,9 +175,8 @@ class ConvGroup(nn.Module):
 
 
 class Airbench94(nn.Module):
-    """airbench94's network; see the module docstring. `init_from_data` sets the whitening filters. Its
-    floor-mode pools need images of at least airbench_smallest_image(len(widths)) pixels a side (25 for
-    three groups); image_size_problem refuses smaller ones."""
+    """airbench94's network (the module docstring); `init_from_data` sets the whitening filters. It takes images
+    of at least airbench_smallest_image(len(widths)) pixels a side (25 for three groups)."""
 
     num_classes: int
     widths: Sequence[int] = (64, 256, 256)
@@ -219,13 +215,11 @@ class Airbench94(nn.Module):
         return self.whiten_images if self.whiten else 0
 
     def partly_trained(self) -> dict[str, float]:
-        """The parameters that train for part of the run only, by path, with their epochs (0: frozen):
-        the whitening filters never move, their bias stops after whiten_bias_epochs (jaxrec.core.optim)."""
+        """The parameters that train for part of the run only, by path, with their epochs (0: frozen)."""
         return {"whiten/kernel": 0, "whiten/bias": self.whiten_bias_epochs} if self.whiten else {}
 
     def init_from_data(self, variables: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
-        """`variables` with the whitening filters computed from `images` (normalised, [n, H, W, C]);
-        unchanged when whiten is off."""
+        """`variables` with the whitening filters computed from `images` (normalised, [n, H, W, C]) if whiten is on."""
         if not self.whiten:
             return variables
         params = dict(variables["params"])
@@ -250,10 +244,9 @@ def patch_covariance(images: np.ndarray, size: int = 2, chunk: int = 500) -> np.
 
 
 def whitening_kernel(images: np.ndarray, size: int = 2, epsilon: float = WHITEN_EPSILON) -> np.ndarray:
-    """The whitening filters, HWIO float32 [size, size, C, 2 * C * size^2]: the eigenvectors of the
-    patch covariance (largest eigenvalue first), each scaled by 1/sqrt(eigenvalue + epsilon),
-    followed by their negatives. An eigenvector's sign is arbitrary (LAPACK's choice); it is fixed
-    here so that its largest entry is positive, which makes the filters one function of the images."""
+    """The whitening filters, HWIO float32 [size, size, C, 2 * C * size^2]: the patch covariance's eigenvectors
+    (largest eigenvalue first), each scaled by 1/sqrt(eigenvalue + epsilon), then their negatives. Each sign
+    (LAPACK's choice) is fixed by making the largest entry positive, so the filters are one function of the images."""
     eigenvalues, eigenvectors = np.linalg.eigh(patch_covariance(images, size))
     eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1].T  # rows, largest first
     signs = np.sign(eigenvectors[np.arange(len(eigenvectors)), np.argmax(np.abs(eigenvectors), axis=1)])
@@ -265,9 +258,7 @@ def whitening_kernel(images: np.ndarray, size: int = 2, epsilon: float = WHITEN_
 
 
 def build(config: Config, num_classes: int, kernels: Kernels) -> Airbench94:
-    """airbench94 as `config` and its knobs set it (--conv_features for the widths, --norm_momentum,
-    --norm_epsilon, --dtype), with the platform's kernels; BatchNorm's statistics are averaged over the
-    train step's device axis."""
+    """airbench94 as `config` and its knobs set it (--conv_features for the widths), with the platform's kernels."""
     knobs = recipe_knobs(config)
     return Airbench94(num_classes=num_classes, widths=tuple(config.conv_features),
                       norm_momentum=config.norm_momentum, norm_epsilon=config.norm_epsilon, norm_axis=AXIS,

@@ -23,24 +23,16 @@ class ArticleCNN(nn.Module):
     With the defaults (32, 64, 128, 128 channels, 512 hidden units) this is the article's network:
     508,618 parameters for 32x32x3 inputs and 10 classes.
 
-    The article's PyTorch code flattens `128 * 4 * 4` features before `fc1`, which is a bug: four
-    2x2 poolings take a 32x32 image down to 2x2, so there are 128 * 2 * 2 = 512 features and the
-    original raises a shape error. Here the first dense layer infers its input size, which fixes
-    that and lets the same module take any image size and channel count (MNIST's 28x28x1, ...).
+    The article's PyTorch code flattens `128 * 4 * 4` features before `fc1`, a bug: four 2x2 poolings take
+    a 32x32 image down to 2x2 (512 features), so the original raises a shape error. Here the first dense
+    layer infers its input size, which fixes that and lets the module take any image size and channel count.
 
-    Pooling uses 'SAME' padding (ceil mode): on even sizes it is the usual 2x2 pool; on odd sizes
-    the last row/column is kept instead of dropped, so images as small as 1x1 still leave a 1x1 map
-    after four pools rather than an empty one.
+    Pooling uses 'SAME' padding (ceil mode), so images as small as 1x1 still leave a 1x1 map after four pools.
 
-    norm "batch" puts BatchNorm after each convolution (which then has no bias, as BatchNorm's own
-    bias takes its place): in train mode it normalises with the batch's statistics, averaged over
-    the devices' named axis `norm_axis` (jaxrec.models.AXIS under the train step; None for one
-    device under plain jit), and updates the running statistics (collection `batch_stats`) that
-    eval mode normalises with. running = norm_momentum x running + (1 - norm_momentum) x batch.
-
-    image_conv, conv_grad and pool pick implementations that compute the same function
-    (jaxrec.models.kernels): the defaults are the plain ones (lax's convolution and its gradient,
-    `nn.max_pool`); create_model takes the platform's.
+    norm "batch" puts BatchNorm after each convolution (which then has no bias: BatchNorm's takes its
+    place), its train-mode statistics averaged over the devices' axis `norm_axis` (None: one device under
+    plain jit). image_conv, conv_grad and pool pick implementations of the same function
+    (jaxrec.models.kernels); the defaults are the plain ones.
     """
 
     num_classes: int
@@ -56,8 +48,7 @@ class ArticleCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Maps float images [batch, height, width, channels] to logits [batch, num_classes];
-        `train`: BatchNorm (norm "batch") uses and updates the batch's statistics."""
+        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]."""
         batch_norm = self.norm == "batch"
         for features in self.conv_features:
             x = nn.Conv(features, kernel_size=(3, 3), padding="SAME", use_bias=not batch_norm,
@@ -79,8 +70,7 @@ class ArticleCNN(nn.Module):
 
 
 def build(config: Config, num_classes: int, kernels: Kernels) -> ArticleCNN:
-    """The article's CNN as `config` sets it (--conv_features, --dense_features, --norm ...), with the
-    platform's `kernels`; BatchNorm's statistics are averaged over the train step's device axis."""
+    """The article's CNN as `config` sets it, with the platform's `kernels`."""
     return ArticleCNN(num_classes=num_classes, conv_features=tuple(config.conv_features),
                       dense_features=config.dense_features, image_conv=kernels.image_conv,
                       conv_grad=kernels.conv_grad, pool=kernels.pool, norm=config.norm, norm_axis=AXIS,

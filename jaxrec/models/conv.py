@@ -1,16 +1,11 @@
-"""Convolutions through one matrix multiply over image patches (im2col), where XLA:CPU's are slow.
+"""Convolutions through one matrix multiply over image patches (im2col), where XLA:CPU's are slow: on inputs of
+few channels (an RGB or grayscale image), its kernel gradient above all (results/benchmark.md).
 
-`patch_conv`: the whole convolution as a patch matmul, for layers with few input channels.
-`patch_grad_conv`: XLA's convolution, with only its kernel gradient as a patch matmul.
-
-XLA:CPU's convolution is slow when the input has only a few channels (an RGB or grayscale image),
-its kernel gradient above all, while the same contraction written as a matmul is not
-(results/benchmark.md). `patch_conv` computes the same
-convolution as `lax.conv_general_dilated` (up to float rounding: the sums run in another order) by
-stacking the kh*kw shifted copies of the padded input along the channels and multiplying by the
-kernel reshaped to [kh*kw*in, out]. It has lax's signature, so it plugs into
-`nn.Conv(conv_general_dilated=...)` and keeps the layer's parameters unchanged; cases it does not
-cover (strides, dilation, groups, other layouts) fall through to lax.
+`patch_conv`: the whole convolution as a patch matmul; `patch_grad_conv`: XLA's convolution, with only its
+kernel gradient as one. Both have `lax.conv_general_dilated`'s signature, so they plug into
+`nn.Conv(conv_general_dilated=...)` and keep the layer's parameters; they compute the same up to float rounding
+(the sums run in another order). Cases they do not cover (strides, dilation, groups, other layouts) fall
+through to lax.
 """
 
 from __future__ import annotations
@@ -25,8 +20,7 @@ from jax import lax
 
 def patch_conv(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], padding: Any,
                **options: Any) -> jax.Array:
-    """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels with stride 1, via im2col; `options`:
-    lax's keyword arguments (dilations, dimension numbers, groups, precision)."""
+    """`lax.conv_general_dilated` as one patch matmul (for NHWC inputs, HWIO kernels and stride 1)."""
     if not _is_simple(inputs, kernel, window_strides, options):
         return lax.conv_general_dilated(inputs, kernel, window_strides, padding, **options)
     kh, kw, cin, cout = kernel.shape
@@ -37,8 +31,7 @@ def patch_conv(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[in
 
 
 def _is_simple(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], options: dict[str, Any]) -> bool:
-    """NHWC inputs, an HWIO kernel, stride 1, no dilation, no groups, no other output type: what the patch
-    forms cover (`options`: lax.conv_general_dilated's keyword arguments)."""
+    """Whether the patch forms cover the call: NHWC, HWIO, stride 1, no dilation, groups or other output type."""
     nhwc = lax.conv_dimension_numbers(inputs.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
     dilations = (options.get("lhs_dilation"), options.get("rhs_dilation"))
     return (inputs.ndim == 4 and tuple(window_strides) == (1, 1) and options.get("feature_group_count", 1) == 1
@@ -65,10 +58,9 @@ def _patches(inputs: jax.Array, window: tuple[int, int], pads: Any) -> jax.Array
 
 def patch_grad_conv(inputs: jax.Array, kernel: jax.Array, window_strides: Sequence[int], padding: Any,
                     **options: Any) -> jax.Array:
-    """`lax.conv_general_dilated` (same forward, same input gradient) whose kernel gradient is one
-    patch matmul: [kh*kw*in, b*h*w] x [b*h*w, out]. XLA:CPU computes that gradient as a convolution
-    whose window is the whole image, which spreads poorly over several cores (results/cpu_kernels.md).
-    Same cases as patch_conv."""
+    """`lax.conv_general_dilated` whose kernel gradient is one patch matmul, [kh*kw*in, b*h*w] x [b*h*w, out]:
+    XLA:CPU computes it as a convolution whose window is the whole image, which spreads poorly over cores
+    (results/cpu_kernels.md)."""
     if not _is_simple(inputs, kernel, window_strides, options):
         return lax.conv_general_dilated(inputs, kernel, window_strides, padding, **options)
     return _conv_patch_grad(inputs, kernel, _pads(inputs, kernel, padding), options.get("precision"))

@@ -4,25 +4,21 @@ Every choice computes the same function as the plain one (lax's convolution, `nn
 `lax.scan`), up to float rounding where stated, and is tested equal to it (tests/models/test_model.py,
 tests/core/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
 - image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
-  (jaxrec.models.conv): XLA:CPU's convolution is slow on so few channels, in the backward pass
-  above all. Float rounding differs. eval_image_conv "lax": evaluation and prediction run only the
-  forward pass, where XLA's convolution is the faster one at these batch sizes.
-- conv_grad "lax": with jaxrec's XLA flags (jaxrec.runtime.xla_flags) XLA's own kernel gradient is
-  the faster one on airbench94's layers (results/airbench94.md); the article CNN trains as fast either
-  way. "patch" (the kernel gradient as one patch matmul) stays a choice for XLAs without those
-  kernels. Float rounding of the kernel gradient differs.
-- pool "reshape_grad": max-pooling with a gradient built from a reshape or strided views
-  (jaxrec.models.pooling), not `select_and_scatter`, a scalar loop on XLA:CPU. Bit-identical.
+  (jaxrec.models.conv); float rounding differs. eval_image_conv "lax": the forward pass alone, where
+  XLA's convolution is the faster one at evaluation's batch sizes.
+- conv_grad "lax": with jaxrec's XLA flags (jaxrec.runtime.xla_flags) XLA's own kernel gradient is the
+  faster one on airbench94's layers (results/airbench94.md) and as fast on the article CNN's; "patch" stays a
+  choice for XLAs without those kernels.
+- pool "reshape_grad": max-pooling whose gradient is not `select_and_scatter`, a scalar loop on XLA:CPU
+  (jaxrec.models.pooling). Bit-identical.
 - batch_norm "matmul" (airbench94): BatchNorm's per-channel sums as matmuls (jaxrec.models.norm), not
   the windowed reductions XLA:CPU makes of them. Float rounding differs.
-- steps_loop "unrolled": the steps of one device call unrolled, since XLA:CPU runs convolutions in
-  a while loop many times slower (jax#12868). Bit-identical to one step per call; the rolled loop
-  is not quite (its body is compiled on its own; tests/core/test_steps.py measures it).
-GPUs and TPUs get lax's convolution and the rolled loop: their convolutions and loops have no such
-problems, and a rolled loop compiles once however many steps a call holds. GPUs keep pool
-"reshape_grad" for determinism, not speed: the gradient of `nn.max_pool` is a scatter that XLA's GPU
-backend has no deterministic version of, while this one is elementwise selects. None of the GPU/TPU
-choices is measured here (no accelerator was at hand).
+- steps_loop "unrolled": XLA:CPU runs convolutions in a while loop many times slower (jax#12868).
+  Bit-identical to one step per call; the rolled loop is not quite (its body is compiled on its own).
+GPUs and TPUs, whose convolutions and loops have no such problems, get lax's convolution and the rolled loop
+(compiled once however many steps a call holds). GPUs keep pool "reshape_grad" for determinism, not speed: XLA's
+GPU backend has no deterministic version of `nn.max_pool`'s scatter gradient; this one is elementwise selects.
+The GPU and TPU rows are not measured.
 """
 
 from __future__ import annotations
@@ -58,8 +54,7 @@ def for_platform(platform: str) -> Kernels:
 
 
 def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
-    """--dtype as a jnp dtype: 'auto' is float32 on the CPU (no fast bfloat16 there) and bfloat16 on GPUs
-    and TPUs (platform: default JAX's default backend)."""
+    """--dtype as a jnp dtype: 'auto' is float32 on the CPU (no fast bfloat16 there), bfloat16 elsewhere."""
     if name == "auto":
         name = "float32" if (platform or jax.default_backend()) == "cpu" else "bfloat16"
     return jnp.dtype(name)
@@ -70,16 +65,14 @@ FLOAT32_MODELS = ("cnn", "rnn")
 
 
 def resolved_dtype(config: Config, platform: str | None = None) -> str:
-    """The name of the type config's model computes in on `platform` (default: JAX's default backend):
-    what --dtype auto stands for there, recorded with the run so that it says what it did."""
+    """The dtype name config's model computes in on `platform`: what --dtype auto meant, recorded with the run."""
     if config.model in FLOAT32_MODELS:
         return "float32"
     return compute_dtype(config.dtype, platform).name
 
 
 def choose(config: Config, platform: str | None = None) -> Kernels:
-    """The kernels a run of `config` uses on `platform` (default: JAX's default backend): the table's
-    row, with every knob not left at 'auto' taking its place."""
+    """The kernels a run of `config` uses on `platform`: the table's row, overridden by every knob not 'auto'."""
     row = for_platform(platform or jax.default_backend())
     chosen = {field.name: getattr(config, field.name) for field in dataclasses.fields(Kernels)}
     return dataclasses.replace(row, **{name: value for name, value in chosen.items() if value != "auto"})

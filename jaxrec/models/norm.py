@@ -1,12 +1,10 @@
 """BatchNorm whose per-channel sums are matrix products, for XLA:CPU (jaxrec.models.kernels' batch_norm).
 
-It computes what `flax.linen.BatchNorm` computes over NHWC inputs (the same variables: params
-`bias` and `scale`, batch_stats `mean` and `var`; the same statistics, E[x^2] - E[x]^2 clipped at
-0, averaged over `axis_name` in one pmean; the same running averages), up to float rounding. The
-difference is how the sums over batch and space run. XLA:CPU rewrites such a reduction into
-windowed partial sums, a slow loop on this shape ([b, h, w, c] -> [c], and the same again in the
-backward pass for every per-channel vector the layer broadcasts); here each one is a vector-matrix
-product, ones[b h w] x x[b h w, c], which runs as a matmul.
+It computes what `flax.linen.BatchNorm` computes over NHWC inputs, with the same variables, statistics
+(E[x^2] - E[x]^2 clipped at 0, averaged over `axis_name` in one pmean) and running averages, up to float
+rounding. XLA:CPU rewrites a reduction [b, h, w, c] -> [c] (and in the backward pass the same for every
+per-channel vector the layer broadcasts) into windowed partial sums, a slow loop; here each one is a
+vector-matrix product, ones[b h w] x x[b h w, c], which runs as a matmul.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
-"""2x2 max-pooling with stride 2 and 'SAME' padding, with a fast custom gradient.
+"""Max-pooling with fast custom gradients: the gradient of `nn.max_pool` is a `select_and_scatter`, which
+XLA:CPU runs as a slow scalar loop.
 
 `max_pool_2x2(x)` computes exactly what `nn.max_pool(x, (2, 2), (2, 2), 'SAME')` computes, forward and
-backward (for finite inputs: a window holding a NaN gets no gradient), but faster on XLA:CPU: the
-gradient of `reduce_window` is a `select_and_scatter`, which XLA:CPU runs as a slow scalar loop (about a
-third of the article CNN's training step). The forward is `nn.max_pool` itself; the custom backward
-takes the four positions of each window as strided views of one reshape and routes the gradient with a
-few fused elementwise selects.
-
-The gradient follows `select_and_scatter`'s rule: in a window with several equal maxima, the whole
-gradient goes to the first one in row-major order (not split between them, as `jnp.max`'s would be).
+backward (for finite inputs: a window holding a NaN gets no gradient). Its forward is `nn.max_pool` itself;
+its backward takes the four positions of each window as strided views of one reshape and routes the gradient
+with a few fused elementwise selects. Both pools follow `select_and_scatter`'s rule: in a window with several
+equal maxima, the whole gradient goes to the first one in row-major order (not split, as `jnp.max`'s would be).
 """
 
 from __future__ import annotations
@@ -59,11 +56,8 @@ _pool_even.defvjp(_pool_even_fwd, _pool_even_bwd)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 max-pool, stride 2, 'SAME' padding (ceil mode) over [batch, height, width, channels].
-
-    An odd height or width is padded with -inf at the end, as 'SAME' pooling does, so the last
-    row/column forms its own (half) window instead of being dropped.
-    """
+    """2x2 max-pool, stride 2, 'SAME' padding (ceil mode) over [batch, height, width, channels]: an odd side
+    is padded with -inf, so its last row/column forms its own (half) window instead of being dropped."""
     _, height, width, _ = x.shape
     if height % 2 or width % 2:
         x = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), constant_values=-jnp.inf)
@@ -71,9 +65,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def _window_views(x: jax.Array, k: int) -> list[jax.Array]:
-    """The k * k strided views [b, h, w, c] of x [b, >= k h, >= k w, c], one per window position in
-    row-major order: view (dy, dx) holds x[:, k i + dy, k j + dx]. Strided slices, no copies, so
-    XLA fuses them into what reads them."""
+    """The k * k strided views [b, h, w, c] of x [b, >= k h, >= k w, c], one per window position in row-major
+    order: no copies, so XLA fuses them into what reads them."""
     _, height, width, _ = x.shape
     h, w = height // k, width // k
     return [x[:, dy:dy + k * h:k, dx:dx + k * w:k, :] for dy in range(k) for dx in range(k)]
@@ -110,9 +103,7 @@ _pool_floor.defvjp(_pool_floor_fwd, _pool_floor_bwd)
 
 
 def max_pool_floor(x: jax.Array, k: int) -> jax.Array:
-    """k x k max-pool, stride k, 'VALID' padding (floor mode, PyTorch's MaxPool2d(k)): rows and columns
-    past the last whole window are dropped. The same values and gradient as
-    nn.max_pool(x, (k, k), (k, k), 'VALID') (the first maximum of a window takes its gradient, as
-    `select_and_scatter` gives it), from strided views and interior padding that XLA fuses into
+    """k x k max-pool, stride k, 'VALID' padding (floor mode, PyTorch's MaxPool2d(k)): the values and gradient
+    of nn.max_pool(x, (k, k), (k, k), 'VALID'), from strided views and interior padding that XLA fuses into
     elementwise loops: no window reduction, no scatter, no copy of the cropped input."""
     return _pool_floor(x, k)

@@ -8,9 +8,9 @@
   help, rule)`; each becomes a flag (`--width 128`), travels in the config's `knobs` and is read back
   with `recipe_knobs(config)`.
 
-A file is loaded from its path (`--model path/to/my_recipe.py`); the run records that path and a hash of
-the file's text, so a resume, evaluation or prediction with another file is refused
-(docs/recipes.md). Loading a recipe imports its module (and with it JAX, but not its backend).
+A file is loaded from its path (`--model path/to/my_recipe.py`); the run records that path and a hash of the
+file's text, so a resume, evaluation or prediction with another file is refused (docs/recipes.md). Loading a
+recipe imports its module (and with it JAX, but not its backend).
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ class Recipe:
 
 
 def load(model: str) -> Recipe:
-    """The recipe `model` names: a built-in (BUILT_IN) or a .py file. A file that cannot be used is
-    refused with InputError, one line naming the file and what is wrong."""
+    """The recipe `model` names, a built-in or a .py file; one that cannot be used raises InputError (one line)."""
     if not is_recipe_file(model):
         if model not in BUILT_IN:
             raise InputError(f"--model {model}: no built-in recipe of that name ({', '.join(BUILT_IN)}); a recipe "
@@ -177,8 +176,8 @@ def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str |
 
 
 def config_for(model: str, **changes: Any) -> Config:
-    """The config of `model` with its recipe's DEFAULTS, then `changes` (what `--model` does on the command
-    line, every knob recorded). A recipe file's path is recorded absolute."""
+    """The config of `model` with its recipe's DEFAULTS and knobs, then `changes`: what `--model` does. A recipe
+    file's path is recorded absolute."""
     recipe = load(model)
     knobs = dataclasses.asdict(recipe.knobs()) if recipe.knobs else {}
     knobs.update({name: value for name, value in changes.items() if name in recipe.knob_names})
@@ -226,9 +225,8 @@ def image_size_problem(config: Config, height: int, width: int, where: str) -> s
 
 
 def check_images(config: Config, image_shape: Sequence[int], num_classes: int, where: str) -> None:
-    """Raises InputError (one line) when config's recipe cannot classify images of `image_shape` (height,
-    width, channels) from `where` into `num_classes`: too small for it, or a recipe file's network fails
-    on them (check_model)."""
+    """Raises InputError (one line) when config's recipe cannot take images of `image_shape` (H, W, C) from
+    `where`: too small for it, or a recipe file's network fails on them (check_model)."""
     problem = image_size_problem(config, image_shape[0], image_shape[1], where)
     if problem:
         raise InputError(problem)

@@ -7,8 +7,7 @@
   identity shortcuts that subsample and zero-pad the channels ("option A"); 269,722 parameters.
 
 Convolutions have no bias (BatchNorm's takes its place) and He initialisation (fan-out, normal), as
-torchvision's ResNets do. BatchNorm's statistics are those of the global batch in train mode
-(`norm_axis`, the train step's device axis) and the running ones in eval mode.
+torchvision's ResNets do. BatchNorm's train-mode statistics are the global batch's (over the device axis).
 """
 
 from __future__ import annotations
@@ -29,8 +28,7 @@ HE_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 @dataclasses.dataclass(frozen=True)
 class Norm:
-    """BatchNorm's settings: its running-statistics momentum and epsilon, and the device axis its
-    train-mode statistics are averaged over."""
+    """BatchNorm's settings; `axis`: the device axis its train-mode statistics are averaged over."""
 
     axis: str | None = None
     momentum: float = 0.9
@@ -100,8 +98,7 @@ SHAPES = {
 
 
 def build(config: Config, num_classes: int, kernels: Any = None) -> CifarResNet:
-    """The ResNet named by config.model, its BatchNorm set by --norm_momentum and --norm_epsilon, computing
-    in --dtype."""
+    """The ResNet config.model names, its BatchNorm set by --norm_momentum and --norm_epsilon, in --dtype."""
     return CifarResNet(num_classes=num_classes, **SHAPES[config.model],
                        norm=Norm(axis=AXIS, momentum=config.norm_momentum, epsilon=config.norm_epsilon),
                        dtype=compute_dtype(config.dtype))

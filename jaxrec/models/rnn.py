@@ -1,14 +1,13 @@
 """Recurrent networks run over time with `jax.lax.scan`, and an image classifier that reads rows.
 
 Three cells, the article's simple (Elman) tanh RNN, the LSTM and the GRU, are pure functions of
-(params, carry, input). `RecurrentLayer` declares one cell's parameters in Flax linen and scans the
-cell over the time axis with `jax.lax.scan`; `RNN` stacks layers, optionally in both directions.
-Linen submodules cannot be called inside a raw `jax.lax.scan` (their scope would leak into the
-trace), so the scanned body only sees plain arrays: the module declares, the pure function runs.
+(params, carry, input). `RecurrentLayer` declares one cell's parameters in Flax linen and scans the pure
+function over time, since linen submodules cannot be called inside a raw `jax.lax.scan` (their scope would
+leak into the trace); `RNN` stacks layers, optionally in both directions.
 
-The input half of every gate (x_t @ W) does not depend on the carry, so it is computed for all
-time steps in one matrix product before the scan; the scanned body only does h @ U. `cell_step`
-is the same cell written step by step, with the input product inside, for reference and tests.
+The input half of every gate (x_t @ W) does not depend on the carry, so it is computed for all time steps
+in one matrix product before the scan, which only does h @ U. `cell_step` is one step with the input
+product inside, for reference and tests.
 """
 
 from __future__ import annotations
@@ -89,10 +88,8 @@ def cell_step(cell: str, params: Params, carry: Carry, x: jax.Array) -> tuple[Ca
 
 
 def reverse_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
-    """Reverses time-major xs [time, batch, ...] within each example's length; padding stays put.
-
-    Applying it twice gives xs back, so it also puts a reversed run's outputs back in order.
-    """
+    """Reverses time-major xs [time, batch, ...] within each example's length, padding in place; its own
+    inverse, so it also puts a reversed run's outputs back in order."""
     if lengths is None:
         return xs[::-1]
     t = jnp.arange(xs.shape[0])[:, None]
@@ -103,13 +100,9 @@ def reverse_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
 
 def scan_cell(cell: str, params: Params, xs: jax.Array, carry: Carry, lengths: jax.Array | None = None,
               reverse: bool = False) -> tuple[jax.Array, Carry]:
-    """Runs `cell` over xs [batch, time, features] with `jax.lax.scan`.
-
-    Returns the outputs [batch, time, hidden] and the final carry. With `lengths` [batch], steps at
-    t >= lengths[b] leave example b's carry unchanged and output zeros, so the final carry is the one
-    after its last valid step. `reverse` reads each sequence from its last valid step back to t=0
-    (outputs stay aligned with the input positions).
-    """
+    """Runs `cell` over xs [batch, time, features]: outputs [batch, time, hidden] and the final carry. Steps
+    at t >= lengths[b] leave example b's carry unchanged and output zeros. `reverse` reads each sequence from
+    its last valid step back to t=0 (outputs stay aligned with the input positions)."""
     step = CELLS[cell].step
     projected = jnp.swapaxes(input_projection(params, xs), 0, 1)  # time-major for scan
     if reverse:
@@ -130,9 +123,8 @@ def scan_cell(cell: str, params: Params, xs: jax.Array, carry: Carry, lengths: j
             return carry, jnp.where(keep, h, jnp.zeros_like(h))
         scanned = (projected, valid)
 
-    # A rolled loop: unlike convolutions (see jaxrec.core.parallel), these small matmuls are not slowed
-    # down by XLA:CPU's while loop; in a check on the 2-core VM the rolled scan trained faster than
-    # unroll=2, 8 or a full unroll, and compiles in a fraction of the time.
+    # A rolled loop: unlike convolutions (jaxrec.core.parallel), these small matmuls are not slowed down by
+    # XLA:CPU's while loop; unrolling trained no faster, and the rolled scan compiles in a fraction of the time.
     carry, outputs = jax.lax.scan(body, carry, scanned)
     if reverse:
         outputs = reverse_sequences(outputs, lengths)
@@ -154,12 +146,7 @@ def _forget_bias_one(key: jax.Array, shape: tuple[int], dtype=jnp.float32) -> ja
 
 
 class RecurrentLayer(nn.Module):
-    """One recurrent layer in one direction: declares the cell's parameters, scans it over time.
-
-    Parameters: input_kernel [features, gates * hidden] (LeCun normal), recurrent_kernel
-    [hidden, gates * hidden] (orthogonal per gate), bias [gates * hidden] (zero; LSTM forget gate
-    1), and for the GRU recurrent_bias [hidden], the candidate's recurrent bias.
-    """
+    """One recurrent layer in one direction: declares the cell's parameters, scans it over time."""
 
     cell: str
     hidden: int
@@ -183,14 +170,10 @@ class RecurrentLayer(nn.Module):
 
 
 class RNN(nn.Module):
-    """Stacked, optionally bidirectional recurrent network over xs [batch, time, features].
-
-    Returns (outputs, carry): outputs [batch, time, hidden * directions] of the top layer (zero past
-    each example's length), and the final carry, a tuple with one entry per layer, each a tuple with
-    one entry per direction (forward, then backward), each a cell carry (see `zero_carry`). The
-    backward direction's final carry is its state after reading back to t=0. `initial_carry`, when
-    given, has the same structure.
-    """
+    """Stacked, optionally bidirectional recurrent network over xs [batch, time, features]. Returns outputs
+    [batch, time, hidden * directions] of the top layer (zero past each example's length) and the final carry:
+    per layer, per direction (forward, then backward), a cell carry, the backward one after reading back to t=0.
+    `initial_carry` has the same structure."""
 
     cell: str = "lstm"
     hidden: int = 128
@@ -226,12 +209,11 @@ class RNN(nn.Module):
 
 
 class RowRNNClassifier(nn.Module):
-    """Reads an image as a sequence, one row per time step (the row's pixels x channels as
-    features), and classifies it with a dense head on the top layer's final hidden state(s).
+    """Reads an image as a sequence, one row per time step (the row's pixels x channels as features), and
+    classifies it with a dense head on the top layer's final hidden state(s).
 
-    The defaults are jaxrec.config.Config's: one LSTM layer of 256 units, which for 32x32x3 images
-    has 364,042 parameters and about 11.5M multiply-adds per image, the order of the article's CNN
-    (508,618 and 13M), so a comparison of the two is about structure, not size.
+    The defaults, one LSTM layer of 256 units, give 364,042 parameters and about 11.5M multiply-adds per
+    32x32x3 image, the order of the article's CNN (508,618 and 13M): a comparison is about structure, not size.
     """
 
     num_classes: int
@@ -242,8 +224,7 @@ class RowRNNClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]
-        (`train` changes nothing: the network has no train-mode layers)."""
+        """Maps float images [batch, height, width, channels] to logits [batch, num_classes]; `train` is unused."""
         batch, height, width, channels = images.shape
         rows = images.reshape(batch, height, width * channels)
         _, carry = RNN(self.cell, self.hidden, self.num_layers, self.bidirectional)(rows)

@@ -1,3 +1,2 @@
-"""What a run keeps on disk: Orbax checkpoints of the whole train state (checkpoints), the workdir and
-its lock (workdir), the output files (outputs) and the metric writers, metrics.jsonl and TensorBoard
-(writers)."""
+"""What a run keeps on disk: checkpoints of the whole train state (checkpoints), the workdir and its lock
+(workdir), the output files (outputs) and the metric writers, metrics.jsonl and TensorBoard (writers)."""

@@ -1,22 +1,10 @@
 """Orbax checkpoints of a whole run, so that an interrupted run resumes exactly where it stopped.
 
-A checkpoint lives in `<workdir>/checkpoints/<step>/` and holds two Orbax items:
-
-- `state`: the train state's arrays (params, the model's other collections such as BatchNorm's
-  `batch_stats`, the averaged weights if kept, optimizer state, step), saved from the first device
-  as ordinary global arrays, so a checkpoint written with N devices restores with M; a checkpoint
-  that lacks an item the model needs is refused, never filled in with fresh values;
-- `meta` (JSON, a `CheckpointMeta`): where the loop stands (a `RunState`: step, epoch, position in
-  it, running sums, per-epoch records), the resolved config, the data set description (class
-  names, normalisation), the test accuracy if the checkpoint was evaluated, and the library
-  versions. The random keys are not saved: they are derived from the config's seed.
-
-The manager keeps the `checkpoint_keep` latest checkpoints *and* the best one by test accuracy.
-(Orbax's `max_to_keep` with a `best_fn` would keep only the best k and delete the newest ones, so
-resume could go back in time; a preservation policy that ORs "latest k" with "best 1" keeps both.)
-Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash
-mid-save leaves the previous checkpoints intact; a checkpoint that still fails to read is skipped,
-with a warning, in favour of the one before it.
+A checkpoint `<workdir>/checkpoints/<step>/` holds the train state's arrays (`state`, saved from the first device
+as global arrays, so it restores on any number of devices) and a JSON `CheckpointMeta` (`meta`). Random keys are
+not saved: they derive from the config's seed. The manager keeps the `checkpoint_keep` latest checkpoints *and*
+the best by test accuracy (Orbax's `max_to_keep` with a `best_fn` would delete the newest, so resume could go back
+in time). Orbax renames each checkpoint into place when complete, so a crash mid-save leaves the earlier ones intact.
 """
 
 from __future__ import annotations
@@ -55,7 +43,6 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "test_accuracy"
 
 
-
 def checkpoint_dir(workdir: str | Path) -> Path:
     return Path(workdir).expanduser().absolute() / CHECKPOINT_DIR
 
@@ -91,8 +78,7 @@ def _manager(directory: Path, keep: int = 1, read_only: bool = False) -> ocp.Che
 
 
 def _arrays(state: TrainState) -> dict[str, Any]:
-    """The part of a train state that is data (apply_fn and tx are code, rebuilt from the config);
-    model state and averaged weights only where the model has them."""
+    """A train state's data (apply_fn, tx: code, rebuilt from the config); model state and averaged weights if any."""
     arrays = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
     if state.model_state:
         arrays["model_state"] = state.model_state
@@ -102,8 +88,7 @@ def _arrays(state: TrainState) -> dict[str, Any]:
 
 
 def state_items(state: TrainState) -> list[str]:
-    """The names of what a checkpoint of `state` holds: its arrays' items, with the model state's
-    collections by name (e.g. ['averaged', 'model_state/batch_stats', 'opt_state', 'params', 'step'])."""
+    """The items a checkpoint of `state` holds, the model state's by collection (e.g. 'model_state/batch_stats')."""
     arrays = _arrays(state)
     names = [name for name in arrays if name != "model_state"]
     return sorted(names + [f"model_state/{name}" for name in arrays.get("model_state", {})])
@@ -140,8 +125,7 @@ def _short(err: Exception) -> str:
 
 
 def _abstract(tree: Any) -> Any:
-    """Shapes, dtypes and a single-device sharding: restores onto the first local device, whatever
-    the number of devices the checkpoint was written with."""
+    """Shapes and dtypes on the first local device, whatever the number of devices the checkpoint was written with."""
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
@@ -149,9 +133,8 @@ def _abstract(tree: Any) -> Any:
 
 def field_differences(saved: dict[str, Any], current: dict[str, Any], may_change: Iterable[str],
                       names: tuple[str, str] = ("checkpoint", "now")) -> list[str]:
-    """The fields of two Config.to_dict()s that differ, but those in `may_change`, one line each
-    labelled by `names`; a field `saved` lacks (added to jaxrec since) counts as its default, and one
-    that moved into a recipe's knobs since counts as that knob (Config.from_dict)."""
+    """The fields of two Config.to_dict()s that differ, but those in `may_change`, one line each labelled by
+    `names`; `saved` is read with Config.from_dict, so a field it lacks counts as its default."""
     saved = json.loads(json.dumps(Config.from_dict(saved).to_dict()))  # tuples as JSON lists
     current = json.loads(json.dumps(current))
     skip = set(may_change)
@@ -171,16 +154,14 @@ DATA_IDENTITY = ("class_names", "image_shape", "train_examples", "mean", "std") 
 
 def data_differences(saved: dict[str, Any], current: dict[str, Any],
                      names: tuple[str, str] = ("checkpoint", "now")) -> list[str]:
-    """What differs between the data set a checkpoint was trained on and the one loaded now (its path
-    may move; its classes, image shape, size and statistics, the content's fingerprint, may not);
-    `names` label the two in the lines."""
+    """The DATA_IDENTITY fields that differ between the data set a checkpoint was trained on and the one loaded now
+    (its path may move), one line each labelled by `names`."""
     return [f"{key} ({names[0]}: {saved.get(key)!r}, {names[1]}: {current[key]!r})" for key in DATA_IDENTITY
             if not _same_value(key, json.loads(json.dumps(current[key])), saved.get(key))]
 
 
 def _same_value(key: str, current: Any, saved: Any) -> bool:
-    """Equal; the statistics to 1e-9 relative, past the rounding of summing in another order (another
-    chunking: jaxrec.data.sources.channel_stats) and within any change of the pixels."""
+    """Equal; mean and std to 1e-9 relative: past the rounding of summing in another order, within any pixel change."""
     if key in ("mean", "std") and isinstance(saved, list) and len(saved) == len(current):
         return bool(np.allclose(current, saved, rtol=1e-9, atol=0))
     return current == saved
@@ -206,8 +187,7 @@ class CheckpointMeta:
     recipe: dict[str, str] | None = None  # a recipe file's path and sha256 (Recipe.record); None: a built-in
 
     def to_json(self) -> dict[str, Any]:
-        # A JSON round trip: a snapshot the loop cannot change while Orbax serialises it on its thread,
-        # and a non-JSON value fails here rather than in the background.
+        # JSON round trip: a snapshot the loop cannot change while Orbax serialises it; non-JSON fails here, not later.
         return json.loads(json.dumps({**dataclasses.asdict(self), "run": self.run.to_json()}))
 
     @classmethod
@@ -233,8 +213,7 @@ class Restored:
 
 
 class _OrbaxSaveErrors(logging.Filter):
-    """Drops the tracebacks Orbax logs from its save threads: a failed save is reported once, by
-    RunCheckpointer.save, as one line."""
+    """Drops the tracebacks Orbax logs from its save threads: RunCheckpointer.save reports a failure in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
@@ -267,15 +246,12 @@ class RunCheckpointer:
 
     def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
              test_accuracy: float | None = None) -> None:
-        """Saves `state` (unreplicated) and `run` at run.step, and waits until it is on disk: a save
-        that fails stops the run at once (SaveError, one line), not an epoch later or at exit.
-
-        Refuses a state with NaN/inf parameters, model state or averaged weights, so a diverged run
-        never replaces a good checkpoint.
-        """
+        """Saves `state` (unreplicated) and `run` at run.step and waits until it is on disk, so a failed save stops
+        the run at once (SaveError). Refuses NaN/inf parameters, model state or averaged weights (FloatingPointError),
+        so a diverged run never replaces a good checkpoint."""
         arrays = jax.device_get(_arrays(state))  # one host copy for the checks, the checksum and Orbax
         learnt = {name: value for name, value in arrays.items() if name not in ("opt_state", "step")}
-        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(learnt)):  # the host copy, every item
+        if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(learnt)):
             raise FloatingPointError(
                 f"the parameters or model state hold NaN or inf at step {run.step}; no checkpoint was written (the "
                 f"last good one is step {self.last_saved_step} in {self.directory}). Lower --learning_rate or add "
@@ -300,11 +276,8 @@ class RunCheckpointer:
         self.last_saved_step = run.step
 
     def restore_latest(self, template: TrainState, dataset: dict[str, Any]) -> Restored | None:
-        """The newest usable checkpoint restored into `template`'s structure, or None if there is none.
-
-        Raises InputError if the checkpoint was written for another model or optimizer config, or
-        for other data than `dataset` (a DataSplits.describe()).
-        """
+        """The newest usable checkpoint restored into `template`'s structure, or None if there is none. Raises
+        InputError if none can be read, or it was written with another config or other data than `dataset`."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         for i, step in enumerate(steps):
             restored = _restore(self.manager, step, template, self.config)
@@ -323,9 +296,8 @@ class RunCheckpointer:
         return None
 
     def _move_aside(self, steps: list[int]) -> None:
-        """Moves unusable checkpoints out of the manager's way (the run will save those steps again),
-        keeping them for a post-mortem rather than deleting them. In a multi-process run process 0
-        moves them (the others skip them too: they restored the same step)."""
+        """Moves unusable checkpoints aside (the run saves those steps again), kept for a post-mortem. Only process 0
+        moves them; the others restored the same step and skip them too."""
         if not steps or jax.process_index() != 0:
             return
         aside = self.directory.with_name(f"{CHECKPOINT_DIR}.unreadable")
@@ -376,9 +348,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
 
 
 def _by_path(saved: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
-    """`target`'s arrays read from `saved` (a checkpoint restored as written) by their paths, for a
-    checkpoint whose optimizer state holds groups this version no longer builds for the run (an older
-    jaxrec's empty groups): those are left; anything else missing or of another shape raises."""
+    """`target`'s arrays read by path from `saved` (restored as written), for an optimizer state holding groups the run
+    no longer builds (an older jaxrec's empty groups): those are left; anything else missing or reshaped raises."""
     if set(saved) != set(target) or any(len(jax.tree_util.tree_leaves(saved[name])) !=
                                         len(jax.tree_util.tree_leaves(target[name])) for name in target if
                                         name != "opt_state"):
@@ -396,10 +367,9 @@ def _by_path(saved: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: Path) -> None:
-    """Refuses (InputError, one line) to resume a checkpoint with `config` where it trained with other
-    settings, or computed in another type than config's --dtype gives here (auto is float32 on a CPU,
-    bfloat16 on an accelerator). Where the checkpoint recorded its type, that type is compared and
-    --dtype itself may change (--dtype float32 resumes an 'auto' run made on a CPU)."""
+    """Raises InputError if the checkpoint trained with other settings or recipe than `config`, or in another type than
+    --dtype gives here (auto: float32 on a CPU, bfloat16 on an accelerator). Where the type was recorded, it alone is
+    compared, so --dtype itself may change (float32 resumes an 'auto' run made on a CPU)."""
     saved = meta.config if meta.compute_dtype is None else {**meta.config, "dtype": config.dtype}
     different = config_differences(saved, config)
     if different:
@@ -480,17 +450,12 @@ class Trained:
 
     def apply_fn(self, tta: int | None = None) -> Any:
         """The model's apply with test-time augmentation of level `tta` (default: the run's --tta)."""
-
         return with_tta(self.model().apply, self.config.tta if tta is None else tta)
 
 
 def load_trained(workdir: str | Path, which: str = "best") -> Trained:
-    """The best (by test accuracy) or latest checkpoint of a run's workdir. A checkpoint that cannot
-    be read or fails its check (NaN/inf, checksum) is skipped with a warning for the next best (or
-    next latest) one, as training does.
-
-    Raises InputError, naming the fix, if the workdir holds no checkpoint or no usable one.
-    """
+    """The best (by test accuracy) or latest checkpoint of a run's workdir; one that cannot be read or fails its check
+    (NaN/inf, checksum) is skipped with a warning for the next. Raises InputError if none is usable."""
     if which not in ("best", "latest"):
         raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
     directory = checkpoint_dir(workdir)

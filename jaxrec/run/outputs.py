@@ -119,8 +119,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
 
 
 def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title: str = "") -> list[Path]:
-    """Writes eval{suffix}.json (the full report), eval{suffix}.md (per-class table) and
-    confusion{suffix}.png (heat map) into `directory`; returns their paths."""
+    """Writes eval{suffix}.json, eval{suffix}.md and confusion{suffix}.png into `directory`; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"eval{suffix}.json", directory / f"eval{suffix}.md", directory / f"confusion{suffix}.png"]
     write_json(paths[0], report)
@@ -130,8 +129,7 @@ def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title:
 
 
 def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> list[Path]:
-    """A seed study's plots: test accuracy per epoch (mean, ±std band, min-max envelope),
-    the final accuracy of each seed, and per-class accuracy (mean ± std)."""
+    """A seed study's plots: test accuracy per epoch (mean, ±std, min-max), each seed's final accuracy, per class."""
     metrics, n = study["metrics"], len(runs)
     paths = [directory / name for name in ("study_curves.png", "study_accuracy.png", "study_per_class.png")]
 

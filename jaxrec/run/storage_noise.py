@@ -1,11 +1,9 @@
-"""Quiets the storage layer's noise after a failed checkpoint read or write, where it is made.
+"""Quiets the storage layer's noise after a failed checkpoint read or write.
 
-When TensorStore fails to read or write an array, Orbax's asyncio loop is closed while TensorStore's
-threads still complete its futures. Each then prints a traceback through Python's unraisable-exception
-hook ("Exception ignored in <coroutine ...>", "RuntimeError: Event loop is closed") or asyncio's logger
-("_GatheringFuture exception was never retrieved"): hundreds of lines after jaxrec has already said,
-in one line, what failed and what it did about it. Only those are dropped; every other unraisable
-exception and log record, and sys.stderr itself, are left alone.
+When TensorStore fails, Orbax's asyncio loop is closed while TensorStore's threads still complete its futures;
+each prints a traceback through sys.unraisablehook ("Event loop is closed") or asyncio's logger ("exception was
+never retrieved"): hundreds of lines after jaxrec's own one-line report. Only those are dropped; every other
+unraisable exception and log record, and sys.stderr itself, are left alone.
 """
 
 from __future__ import annotations

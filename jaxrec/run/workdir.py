@@ -1,11 +1,9 @@
 """A run's workdir: claimed by one training run at a time, never someone else's folder, writable.
 
-`claim(workdir, force=False)` is a context manager that training holds for the whole run: it
-refuses a path that is a file, a folder it cannot write to, and a non-empty folder that is not a
-jaxrec workdir (unless forced), then takes an OS lock on `WORKDIR/.lock` (released by the OS if the
-process dies) so a second training run in the same workdir is refused naming the first one's pid.
-Evaluation and prediction only read a workdir and take no lock. `move_previous_run` moves a
-finished or stopped run's files aside when a run starts over (--resume=false), deleting nothing.
+Training holds `claim` for the whole run: an OS lock on `WORKDIR/.lock` (released by the OS if the process dies),
+so a second training run in the same workdir is refused naming the first one's pid. Evaluation and prediction only
+read a workdir and take no lock. `move_previous_run` moves a run's files aside when it starts over (--resume=false),
+deleting nothing.
 """
 
 from __future__ import annotations
@@ -38,9 +36,8 @@ def _only_folders(path: Path) -> bool:
 
 
 def is_jaxrec_workdir(path: Path) -> bool:
-    """Whether `path` is empty but for what a starting run makes before its config.json (the lock, an
-    empty checkpoints folder: a run stopped while loading data left just these), or holds a jaxrec run
-    or study."""
+    """Whether `path` holds a jaxrec run or study, or only what a run stopped before writing its config.json
+    leaves (the lock, an empty checkpoints folder)."""
     entries = {p.name for p in path.iterdir()} - {LOCK_FILE}
     if not entries or STUDY_SPEC_FILE in entries:
         return True
@@ -53,8 +50,7 @@ def is_jaxrec_workdir(path: Path) -> bool:
 
 
 def writable_folder(folder: str | Path, flag: str = "--workdir") -> Path:
-    """Creates `folder` if needed; refuses a file or a folder it cannot write to, in one line naming
-    `flag` (the option that chose it) and the cause."""
+    """Creates `folder` if needed; raises InputError, naming `flag` and the cause, if it is a file or unwritable."""
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise InputError(f"{flag} {path} is a file, not a folder; choose another {flag}")

@@ -1,12 +1,9 @@
 """Where a run's metrics go as it trains: metrics.jsonl always, TensorBoard event files with --tensorboard.
 
-Every writer takes the training metrics of each device call (`write_train`) and each finished
-epoch's record (`write_epoch`), and is flushed before every checkpoint is saved, so a checkpoint
-never covers a step its writers lost. Only process 0 writes. A resumed run rewrites metrics.jsonl
-with the epochs its checkpoint holds; TensorBoard drops every event at or past the checkpoint's step
-(tensorboardX's purge_step) and writes that step's again from the checkpoint. So neither shows an
-epoch or a step twice, and none that the checkpoint covers is missing, whether a session was killed
-(even by SIGKILL) or ended inside an epoch and was run again.
+Only process 0 writes, and writers are flushed before every checkpoint, so a checkpoint never covers a step its
+writers lost. A resumed run rewrites metrics.jsonl with its checkpoint's epochs; TensorBoard drops every event
+from the checkpoint's step on (purge_step) and writes that step's again. So neither shows a step twice or misses
+one the checkpoint covers, even after a SIGKILL or a session ended inside an epoch.
 """
 
 from __future__ import annotations
@@ -120,14 +117,12 @@ class Writers:
 
 
 def open_writers(workdir: Path, run: RunState, resumed: bool, tensorboard: bool, primary: bool = True) -> Writers:
-    """A run's writers: metrics.jsonl (rewritten with run.records, the epochs the run resumes with),
-    and TensorBoard's if asked (resumed: `run` is a checkpoint's); none where `primary` is false
-    (every process but 0)."""
+    """A run's writers: metrics.jsonl (rewritten with run.records) and, if asked, TensorBoard's (`resumed`: `run` is
+    a checkpoint's); none unless `primary` (process 0)."""
     if not primary:
         return Writers()
     jsonl = JsonlWriter(workdir, run.records)
     return Writers([jsonl, TensorBoardWriter(workdir, run if resumed else None)] if tensorboard else [jsonl])
-
 
 
 __all__ = ["JsonlWriter", "METRICS_FILE", "MetricWriter", "TENSORBOARD_DIR", "TensorBoardWriter", "Writers",

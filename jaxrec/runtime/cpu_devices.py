@@ -1,13 +1,10 @@
-"""How many JAX devices the CPU is split into: one per core by default, set before JAX starts.
+"""How many JAX devices the CPU is split into: one per core by default, set before JAX's backend starts.
 
-XLA:CPU runs one program over all cores with one shared thread pool, and loses much of the second
-core that way (results/benchmark.md). Splitting the CPU into one device
-per core and training each device's share of the batch with the existing pmap step keeps every
-core busy on its own work. The count must be set before JAX's backend starts (`jax_num_cpu_devices`),
-so the command line and `train_and_evaluate` call `split_host` first. A count the user set wins:
-`--cpu_devices N`, `--xla_force_host_platform_device_count` in XLA_FLAGS, or `jax_num_cpu_devices`
-(also the JAX_NUM_CPU_DEVICES variable). The device count changes the float rounding of a run,
-not its math (docs/reproducibility.md). On a GPU or TPU the CPU devices are not used for training.
+XLA:CPU runs one program over all cores with one shared thread pool, and loses much of the second core that way
+(results/benchmark.md); one device per core, each training its share of the batch with the pmap step, keeps every
+core busy on its own work. A count the user set wins: `--cpu_devices N`, `--xla_force_host_platform_device_count`
+in XLA_FLAGS, or `jax_num_cpu_devices` (also JAX_NUM_CPU_DEVICES). The device count changes a run's float
+rounding, not its math (docs/reproducibility.md). On a GPU or TPU the CPU devices do not train.
 """
 
 from __future__ import annotations
@@ -41,8 +38,7 @@ def configured_count() -> int:
 
 
 def set_elsewhere(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the user already set the CPU device count: in XLA_FLAGS, or as jax_num_cpu_devices
-    (in code, or through the JAX_NUM_CPU_DEVICES variable)."""
+    """Whether the user already set the CPU device count (in XLA_FLAGS, or as jax_num_cpu_devices)."""
     return COUNT_FLAG in environ.get("XLA_FLAGS", "") or configured_count() != -1
 
 
@@ -58,11 +54,8 @@ def wanted_count(config: Config, batch_sizes: Sequence[int], environ: Mapping[st
 
 
 def split_host(config: Config, batch_sizes: Sequence[int], environ: Mapping[str, str] = os.environ) -> None:
-    """Sets the CPU device count for `config` (see `wanted_count`) if JAX has not started yet.
-
-    Once JAX has started the count is fixed: an explicit --cpu_devices that differs from it is refused
-    with one line (a notebook must restart its runtime); the automatic count keeps what JAX has.
-    """
+    """Sets the `wanted_count` CPU device count if JAX has not started. Once it has, the count is fixed: a differing
+    --cpu_devices is refused in one line (a notebook must restart its runtime); the automatic count keeps JAX's."""
     count = wanted_count(config, batch_sizes, environ)
     if count is None or count == configured_count():
         return

@@ -1,10 +1,9 @@
 """One run over several processes: joining them with jax.distributed, and what the loop asks of them.
 
-The runtime is JAX's own. Every process runs the same command; `start` joins them (before any other
-JAX call), after which `jax.devices()` lists every process's devices, the pmapped steps' collectives
-span them all, and Orbax checkpoints with every process taking part. The loop asks this module only
-whether it is the primary process (the one that writes outputs), whether any process was asked to
-stop (`max_over_processes` of their signals), and to wait for the others (`barrier`). See docs/multi_host.md.
+Every process runs the same command; once `start` has joined them, `jax.devices()` lists every process's devices
+and the pmapped steps' collectives and Orbax checkpoints span them all. The loop asks this module only whether
+it is the primary process (it writes outputs), whether any process was asked to stop (`max_over_processes`),
+and to wait for the others (`barrier`). See docs/multi_host.md.
 """
 
 from __future__ import annotations
@@ -31,24 +30,18 @@ from jaxrec.runtime.xla_flags import jaxlib_version
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# From this jaxlib on, an XLA:CPU program that JAX's persistent compilation cache hands back hangs in
-# its first collective across processes (measured on 0.12.1: a resumed 2-process run, every time the
-# cache held its step; 0.10.2 runs the same cached programs fine; 0.11 not measured).
+# From this jaxlib on, an XLA:CPU program that JAX's persistent compilation cache hands back hangs in its first
+# collective across processes (on 0.12.1, every resumed run whose step was cached; 0.10.2 runs them fine; 0.11 untried).
 CPU_CACHE_HANGS_FROM = (0, 11)
 
 
 def start(config: Config) -> None:
-    """Joins the run's processes with jax.distributed.initialize when `wanted`; else does nothing.
-
-    Must run before anything else uses JAX (the command line calls it first). A process that cannot
-    join (a wrong or taken address, a missing or duplicate process) stops with one line within
-    --join_timeout seconds; SIGINT and SIGTERM stop it at once while it waits. Once joined, the
-    processes check that they were started with the same settings (`check_agreement`).
-    """
+    """Joins the run's processes with jax.distributed.initialize when `wanted`, before anything else uses JAX, and
+    checks they share their settings. A process that cannot join (a wrong or taken address, a missing or duplicate
+    process) stops with one line within --join_timeout seconds; SIGINT and SIGTERM stop it at once while it waits."""
     if not wanted(config) or jax.distributed.is_initialized():
         return
-    # CPU devices of different processes exchange their collectives through gloo (over TCP);
-    # accelerators use their own links and ignore this setting.
+    # CPU devices of different processes run their collectives over gloo (TCP); accelerators ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     explicit = {"coordinator_address": config.coordinator_address, "process_id": config.process_id,
                 "num_processes": config.num_processes or None}
@@ -76,9 +69,8 @@ def start(config: Config) -> None:
 
 
 def _skip_cache_if_it_hangs() -> None:
-    """Turns JAX's persistent compilation cache off in a multi-process CPU run on the jaxlibs where a
-    cached program hangs (CPU_CACHE_HANGS_FROM). JAX decides on the cache at its first compile, so
-    this runs before any."""
+    """Turns JAX's persistent compilation cache off in a multi-process CPU run where a cached program hangs
+    (CPU_CACHE_HANGS_FROM); before any compile, as JAX decides on the cache at its first."""
     if jax.default_backend() != "cpu" or jaxlib_version() < CPU_CACHE_HANGS_FROM:
         return
     if jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir:
@@ -103,9 +95,8 @@ def _check_port_free(address: str) -> None:
 
 @contextlib.contextmanager
 def _join_watch(config: Config) -> Iterator[None]:
-    """While jax.distributed.initialize blocks in C++, Python's signal handlers cannot run and JAX's
-    own timeout ends in an abort. A thread watches instead (jaxrec.runtime.interrupt.watch_signals): a
-    SIGINT or SIGTERM ends the process at once, and so does --join_timeout, each with one line."""
+    """While jax.distributed.initialize blocks in C++, Python's signal handlers cannot run and JAX's own timeout
+    ends in an abort, so a thread watches: SIGINT, SIGTERM or --join_timeout end the process at once, in one line."""
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover - signals are the main thread's
         yield
         return
@@ -177,11 +168,9 @@ def max_over_processes(value: int) -> int:
 
 
 def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None:
-    """If `err` is a failed collective of a multi-process run (another process died or its host went
-    away), says so in a line its supervisor recognises (jaxrec.runtime.supervisor) and waits for JAX's
-    runtime, which ends this process within `heartbeat_timeout` seconds naming the lost process; exits
-    itself if it has not by then. The supervisor turns either ending into one line. Returns (doing
-    nothing) for any other error."""
+    """If `err` is a failed collective of a multi-process run (a process died or its host went away), says so in a
+    line the supervisor recognises and waits for JAX's runtime to end this process, naming the lost one, within
+    `heartbeat_timeout` seconds; exits itself if it has not by then. Returns for any other error."""
     lost = ("UNAVAILABLE", "heartbeat", "Connection reset", "Connection closed", "Gloo")
     if type(err).__name__ != "JaxRuntimeError" or jax.process_count() == 1 or not any(w in str(err) for w in lost):
         return
@@ -194,9 +183,8 @@ def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None
 
 
 def on_primary(work: Callable[[], T], what: str) -> T | None:
-    """Runs `work` on process 0 only (its result there, None elsewhere). If it refuses (InputError),
-    every process stops with an InputError, not only process 0: the others would otherwise wait
-    for it in their next collective until the heartbeat timeout. Every process must call it."""
+    """Runs `work` on process 0 only (its result there, None elsewhere); an InputError there stops every process,
+    as the others would otherwise wait in their next collective until the heartbeat timeout. All must call it."""
     result, refused = None, None
     if is_primary():
         try:

@@ -1,9 +1,8 @@
 """Stopping a run cleanly on SIGTERM/SIGINT (preemption, a Colab disconnect, Ctrl-C).
 
-The handler only records the request; the training loop checks it between device calls (and after
-an epoch's evaluation), saves a checkpoint (on disk before it goes on) and raises `TrainingInterrupted`. A second
-signal of the same kind gets the previous handler back: a second Ctrl-C stops at once (in the
-command line, through `exit_on_signals`, which also covers everything outside the training loop).
+The handler only records the request; the training loop checks it between device calls (and after an epoch's
+evaluation), saves a checkpoint (on disk before it goes on) and raises `TrainingInterrupted`. A second signal
+stops at once, as does the first outside the training loop in the command line (`exit_on_signals`).
 """
 
 from __future__ import annotations
@@ -55,16 +54,11 @@ STUCK_AFTER_SECONDS = 300.0
 
 @contextlib.contextmanager
 def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1) -> Iterator[StopRequest]:
-    """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process.
-
-    The loop acts on the request once the device call it waits for comes back, which a collective
-    waiting for a process that will not come never does. A thread hears the signal at once
-    (signal.set_wakeup_fd) and, if the block has not ended `stuck_after` seconds later (the call
-    finished, a checkpoint saved), ends the process with one line: a signal is never ignored.
-    `processes`: the run's (the line blames a collective only where there are others to wait for).
-    A second signal ends the process at once, saying that it came while the run was stopping.
-    Outside the main thread (where Python cannot install handlers) the request simply never fires.
-    """
+    """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process. The loop acts on it
+    once its device call comes back, which a collective waiting for a process that is gone never does, so a thread
+    hears the signal at once and ends the process with one line if the block has not ended `stuck_after` seconds
+    later: a signal is never ignored. `processes`: the run's (the line blames a collective only where there are
+    others). A second signal ends the process at once. Outside the main thread the request never fires."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -114,10 +108,9 @@ def _stuck_watch(stuck_after: float, processes: int = 1) -> Iterator[None]:
 @contextlib.contextmanager
 def watch_signals(on_signal: Callable[[int, threading.Event], None],
                   on_tick: Callable[[threading.Event], None] | None = None) -> Iterator[None]:
-    """Within the block, a thread hears every signal that has a Python handler at once (through
-    signal.set_wakeup_fd, whichever thread the OS delivers it to, even while the main thread is
-    blocked in C++, where Python cannot run the handler) and calls on_signal(signum, done); on_tick(done)
-    runs about every 0.25 s. `done` is set when the block ends. Main thread only."""
+    """Within the block, a thread hears at once every signal that has a Python handler (signal.set_wakeup_fd: even
+    while the main thread is blocked in C++, where Python cannot run the handler) and calls on_signal(signum, done);
+    on_tick(done) runs about every 0.25 s. `done` is set when the block ends. Main thread only."""
     receive, send = socket.socketpair()
     send.setblocking(False)
     previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
@@ -144,11 +137,9 @@ def watch_signals(on_signal: Callable[[int, threading.Event], None],
 
 @contextlib.contextmanager
 def exit_on_signals() -> Iterator[None]:
-    """For a command-line process only: within the block, SIGTERM/SIGINT end the process at once
-    with exit code 128 + the signal and one line, wherever it is (loading data, compiling, writing
-    outputs), so a Ctrl-C is never swallowed by a library and never prints a traceback. While the
-    training loop trains, its `stop_on_signals` takes over (it saves a checkpoint first). Not for
-    notebooks: the process ends."""
+    """For a command-line process, not a notebook: within the block, SIGTERM/SIGINT end the process at once with
+    one line and exit code 128 + the signal, so no library swallows a Ctrl-C and no traceback is printed. While
+    the loop trains, its `stop_on_signals` takes over (it saves a checkpoint first)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,8 +1,5 @@
-"""How this process was launched: whether it joins other processes, and how it says it lost them.
-
-No JAX here: a multi-process command's supervisor (jaxrec.runtime.supervisor) reads this before any
-backend starts, and importing JAX would cost it a second or more of every launch.
-"""
+"""How this process was launched: whether it joins other processes, and how it says it lost them. No JAX here:
+a multi-process command's supervisor reads this, and JAX would add a second or more to its launch."""
 
 from __future__ import annotations
 
@@ -14,8 +11,7 @@ from jaxrec.config import Config
 # Launchers that start several copies of a command, and the variable that counts them.
 LAUNCHER_TASKS = {"srun": "SLURM_STEP_NUM_TASKS", "mpirun": "OMPI_COMM_WORLD_SIZE"}
 LOST = 1  # exit code of a process that lost a peer
-# How a process says that a collective failed because a peer is gone; its supervisor turns it into
-# the one line the user sees.
+# How a process says that a collective failed because a peer is gone; its supervisor makes it the user's one line.
 LOST_MARK = "jaxrec: lost contact with the run's other processes: "
 
 

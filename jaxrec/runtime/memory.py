@@ -37,8 +37,7 @@ def human(count: float) -> str:
 
 
 def host_available() -> int | None:
-    """Bytes of RAM the OS can give without swapping (MemAvailable), or None where unknown; less where
-    the process's address space is capped (`ulimit -v`) and the cap leaves less."""
+    """Bytes of RAM the OS can give without swapping (MemAvailable), or None if unknown; less if `ulimit -v` caps it."""
     known = [left for left in (_ram_available(), _address_space_left()) if left is not None]
     return min(known) if known else None
 
@@ -95,8 +94,8 @@ def require(need: int, have: int | None, what: str, fix: str) -> None:
 
 
 def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by: str) -> None:
-    """Refuses to decode `count` images at `size` x `channels` (uint8) when they cannot fit in RAM,
-    naming the largest --image_size that would."""
+    """Refuses to decode `count` uint8 images at `size` x `channels` beyond RAM, naming the largest --image_size
+    that fits."""
     have = host_available()
     need = count * size[0] * size[1] * channels
     if have is None or need <= have:
@@ -109,10 +108,9 @@ def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by
 @functools.lru_cache(maxsize=64)
 def layer_floats(model: nn.Module, image_shape: tuple[int, int, int],
                  forward_only: bool = False) -> tuple[int, int, int]:
-    """Per image: the floats of every layer's output, and of the largest patch matrix (im2col) a
-    convolution builds (kernel window x input channels, per output pixel: in training, any
-    convolution's kernel gradient may; a forward pass, only jaxrec.models.conv.patch_conv's); and
-    the parameter count. From shapes only: nothing is computed."""
+    """Per image, from shapes only: the floats of every layer's output and of the largest patch matrix (im2col) a
+    convolution builds (in training any convolution's kernel gradient may; forward, only patch_conv's); and the
+    parameter count."""
     patches = [0]
 
     def builds_patches(module: nn.Module) -> bool:
@@ -135,9 +133,8 @@ def layer_floats(model: nn.Module, image_shape: tuple[int, int, int],
 
 
 def training_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int) -> int:
-    """An estimate of one device's memory for training `model`: parameters, gradients and momentum;
-    every layer's output and its gradient for a batch; and the largest convolution's patch matrix and
-    its gradient (which dominate a narrow network's memory on large images)."""
+    """One device's memory for training `model`, estimated: parameters, gradients and momentum; each layer's output
+    and its gradient; the largest patch matrix and its gradient (which dominate a narrow network on large images)."""
     activations, patches, params = layer_floats(model, image_shape)
     per_image = ACTIVATION_COPIES * activations + PATCH_COPIES * patches
     return FLOAT_BYTES * (PARAMETER_COPIES * params + batch_per_device * per_image)
@@ -145,10 +142,8 @@ def training_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_pe
 
 def evaluation_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int,
                      views: int = 1) -> int:
-    """An estimate of one device's memory for an evaluation call (the forward pass alone; the training
-    state it runs beside is `state_bytes`): the parameters, and for each of the `views` of an image
-    that test-time augmentation computes, the view itself (the batch as given, then normalised), every
-    layer's output and the largest patch matrix."""
+    """One device's memory for an evaluation call's forward pass (beside `state_bytes`), estimated: the parameters,
+    and per test-time-augmentation view the view itself, every layer's output and the largest patch matrix."""
     activations, patches, params = layer_floats(model, image_shape, forward_only=True)
     per_view = activations + patches + int(np.prod(image_shape))
     return FLOAT_BYTES * (params + batch_per_device * views * per_view)
@@ -168,11 +163,10 @@ def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
 
 def check_training_fits(model: nn.Module, batch_shape: tuple[int, int, int, int], devices: list[jax.Device],
                         data_bytes: int, models: int = 1, evaluation: tuple[nn.Module, int, int] | None = None) -> None:
-    """Refuses a training run whose `models` models (a seed group trains several side by side), batch
-    (`batch_shape`: this process's, [batch, H, W, C]), evaluation call (`evaluation`: the eval model, its
-    batch per device and its views, one model at a time beside every model's state) and on-device data set
-    (`data_bytes`, every split, held once) would not fit on its devices. CPU devices share the host's RAM,
-    each with its own copy of the data."""
+    """Refuses (InputError) a training run that would not fit on its devices: `models` models side by side, this
+    process's `batch_shape` [batch, H, W, C], an `evaluation` call (eval model, batch per device, views; one model
+    at a time beside every model's state) and the on-device data (`data_bytes`, every split, held once). CPU
+    devices share the host's RAM, each with its own copy of the data."""
     batch_size, image_shape = batch_shape[0], tuple(batch_shape[1:])
     per_device = models * training_bytes(model, image_shape, max(batch_size // len(devices), 1)) + data_bytes
     if evaluation is not None:
@@ -191,8 +185,7 @@ def check_training_fits(model: nn.Module, batch_shape: tuple[int, int, int, int]
 
 
 def largest(fits: Callable[[int], bool], high: int, step: int = 1) -> int:
-    """The largest multiple of `step` up to `high` for which `fits` (true below some value, false
-    above) holds, or 0 when none does."""
+    """The largest multiple of `step` up to `high` where `fits` (true below some value, false above) holds, or 0."""
     low, high = 0, high // step
     while low < high:
         middle = (low + high + 1) // 2

@@ -1,10 +1,6 @@
-"""Set-up at the boundary, once: check the config, set XLA:CPU's flags, split the CPU into devices, join
-the processes.
-
-The command line and the library entry points (train_and_evaluate, train_group, evaluate, the
-benchmark) all call `prepare`; a config it has prepared passes through a second call untouched, so
-`jaxrec train` checks its settings once, however many layers it goes through.
-"""
+"""Set-up at the boundary, once: check the config, set XLA:CPU's flags, split the CPU into devices, join processes.
+The command line and the library entry points all call `prepare`, which passes a config it has prepared through
+untouched, so `jaxrec train` checks its settings once, however many layers it goes through."""
 
 from __future__ import annotations
 
@@ -20,9 +16,8 @@ _prepared: set[tuple[Config, tuple[str, ...] | None, tuple[int, ...]]] = set()
 
 
 def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None) -> Config:
-    """`config`, checked (jaxrec.config.check, of the fields in `only`, default all), with the CPU split
-    into devices for `batch_sizes` (default: its training batch; jaxrec.runtime.cpu_devices) and the run's
-    processes joined (jaxrec.runtime.distributed), both before JAX's backend starts. Idempotent."""
+    """`config`, checked (the fields in `only`, default all), with the CPU split into devices for `batch_sizes`
+    (default: its training batch) and the run's processes joined, both before JAX's backend starts. Idempotent."""
     sizes = (config.batch_size,) if batch_sizes is None else tuple(batch_sizes)
     key = (config, None if only is None else tuple(only), sizes)
     if key in _prepared:

@@ -1,14 +1,11 @@
-"""A multi-process run's command runs in a child process watched by a thin parent, so that losing a peer
-ends it with one line.
+"""A multi-process command runs in a child watched by a thin parent, so that losing a peer ends it with one line.
 
-When another process of the run dies, this one cannot end cleanly by itself: gloo aborts the process
-from its own thread when a peer's connection breaks mid-collective, and JAX's runtime aborts it with
-a C++ stack dump when the peer's heartbeats stop. Neither can be caught in Python. The parent holds
-no JAX backend and survives both: it relays the child's stderr, keeps back the runtime's log and
-crash lines, and when the child was ended by a lost peer it prints one line naming the peer and how to
-resume (the checkpoints are as the last save left them). Signals sent to the parent reach the child
-once (it is in a session of its own, so a terminal's Ctrl-C is not delivered twice); the child ends
-with the parent if the parent is killed (its lifeline pipe closes).
+When a peer dies, this process cannot end cleanly by itself: gloo aborts it from its own thread when a connection
+breaks mid-collective, and JAX's runtime aborts it with a C++ stack dump when heartbeats stop; neither can be
+caught in Python. The parent, holding no JAX backend, survives both: it relays the child's stderr, keeps back the
+runtime's log and crash lines, and on a lost peer prints one line naming it and how to resume. Signals sent to the
+parent reach the child once (it is in a session of its own, so a terminal's Ctrl-C is not delivered twice); the
+child ends with the parent if that is killed (its lifeline pipe closes).
 """
 
 from __future__ import annotations
@@ -29,8 +26,7 @@ from jaxrec.runtime.launch import LOST, LOST_MARK, wanted
 LIFELINE = "JAXREC_LIFELINE_FD"  # in the child: the read end of a pipe the parent holds open
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
              signal.SIGUSR2)
-# Lines of XLA's and absl's C++ logging ("E1206 08:31:33.437402 6551 file.cc:1549] ..."), held back
-# until a normal line shows the run went on.
+# XLA's and absl's C++ log lines ("E1206 08:31:33.437402 6551 file.cc:1549] ..."), held until the run goes on.
 RUNTIME_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
 # jaxrec's own log lines (jaxrec.cli.commands.setup_logging) and progress bars.
 GOING_ON = re.compile(r"^\d\d:\d\d:\d\d |.*\r$", re.DOTALL)
@@ -43,14 +39,12 @@ HEARTBEATS = re.compile(r"stopped sending heartbeats\):\s*((?:\d+\s*)+)")
 
 
 def needed(config: Config, environ: dict[str, str] | os._Environ = os.environ) -> bool:
-    """Whether this command should run under a supervisor: it joins other processes, from the command
-    line, and is not the supervised child already."""
+    """Whether this command should run under a supervisor: it joins other processes and is not the child already."""
     return LIFELINE not in environ and wanted(config, environ)
 
 
 def run_supervised(config: Config) -> int:
-    """Runs this process's command line again as a child and relays it; returns its exit code (or ends
-    this process by the signal that ended the child)."""
+    """Reruns this command line as a child and relays it; returns its exit code, or ends by the signal that ended it."""
     read_end, write_end = os.pipe()
     child = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], stderr=subprocess.PIPE, pass_fds=(read_end,),
                              env={**os.environ, LIFELINE: str(read_end)}, start_new_session=True)
@@ -79,10 +73,9 @@ def run_supervised(config: Config) -> int:
 
 
 def relay(stream) -> list[str]:
-    """Copies the child's stderr to ours as it comes, piece by piece (a piece ends at a newline or a
-    progress bar's carriage return); returns what it kept back at the end. From a runtime log line on
-    (its message may span lines), pieces are kept back until one of jaxrec's own log lines or a progress
-    bar shows the run went on, and are then written out; from a crash line on, all are kept back."""
+    """Copies the child's stderr to ours piece by piece (`pieces`); returns what it kept back at the end. From a
+    runtime log line on (its message may span lines), pieces are kept back until one of jaxrec's own log lines or
+    a progress bar shows the run went on, and are then written out; from a crash line on, all are kept back."""
     held: list[str] = []
     crashed = False
     for piece in pieces(stream):

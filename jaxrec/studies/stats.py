@@ -1,11 +1,5 @@
-"""Statistics of results over seeds, the way seed studies report them.
-
-`describe(values)` summarises one metric over a study's seeds (mean, sample std and its interval, standard error,
-Student-t and bootstrap 95% intervals of the mean, median, range); `compare(a, b)` decides between
-two studies: the difference of means with Welch's interval and p-value, P(A>B) (the chance that a
-random seed of A beats a random seed of B, ties counting half) with a bootstrap interval, and how
-many seeds per arm would detect a difference of the observed size. Bootstraps are seeded, so a
-study's statistics are reproducible.
+"""Statistics of results over seeds, the way seed studies report them: `describe` summarises one metric over a
+study's seeds, `compare` decides between two studies. Bootstraps are seeded, so a study's statistics are reproducible.
 """
 
 from __future__ import annotations
@@ -37,9 +31,8 @@ def std_interval(std: float, n: int) -> list[float]:
 
 
 def variance_ratio(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """var(a) / var(b) and its two-sided F-test p-value (normal samples): whether one source of
-    randomness moves a result more than another, e.g. a study varying one source against one
-    varying all of them."""
+    """var(a) / var(b) and its two-sided F-test p-value (normal samples), e.g. whether one source of randomness
+    moves a result as much as all of them; None for both under 2 values or where b has no spread."""
     if min(len(a), len(b)) < 2 or spread_note(b):
         return {"ratio": None, "p": None}  # no spread to compare with: a ratio would be inf or nan
     var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))

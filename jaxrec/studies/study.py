@@ -1,12 +1,9 @@
 """Seed studies: one training config run over many seeds, and what the spread says.
 
-A study lives in a workdir W: `W/study_spec.json` (what was asked), one normal run per seed in
-`W/seed_<n>/` (metrics.jsonl, summary.json, eval.json, checkpoints, and the eval split's class
-probabilities in test_predictions.npz), and the aggregate `W/study.json`, `W/study.md` and plots.
-`--vary` names the sources of randomness (jaxrec.config.SOURCES) that take each study seed; the
-others keep `--base_seed`. With `--vary all`, seed n of a study is exactly `jaxrec train --seed n`.
-Rerunning the same command continues a stopped study: finished seeds are kept, the running one
-resumes from its checkpoint.
+A study's workdir W holds `W/study_spec.json` (what was asked), one normal run per seed in `W/seed_<n>/` (with the
+eval split's class probabilities) and the aggregate `W/study.json`, `W/study.md` and plots. `--vary` names the
+sources of randomness (jaxrec.config.SOURCES) that take each study seed; the others keep `--base_seed`. Rerunning
+the same command continues a stopped study: finished seeds are kept, the running one resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ from jaxrec.training.loop import check_group, train_and_evaluate, train_group
 log = logging.getLogger(__name__)
 
 SPEC_FILE = STUDY_SPEC_FILE
-
 
 MAX_SEEDS = 1000  # a study trains every seed: more is a typo (0-100000) rather than a plan
 
@@ -109,9 +105,8 @@ class StudySpec:
 
 
 def fixed_sources(config: Config) -> dict[str, str]:
-    """The sources of randomness (SOURCES) that no study seed can move in runs of `config`, each with
-    the reason: pinned by its own seed flag, no augmentation to draw, or an eval split of the data
-    set's own."""
+    """The sources of randomness no study seed can move in runs of `config`, each with the reason (pinned by its
+    seed flag, no augmentation to draw, the data set's own eval split)."""
     fixed = {source: f"--{source}_seed {seed} pins it" for source in SOURCES
              if (seed := getattr(config, f"{source}_seed")) is not None}
     if not (config.augment or config.translate or config.flip != "none"):
@@ -123,8 +118,8 @@ def fixed_sources(config: Config) -> dict[str, str]:
 
 
 def check_sources(spec: StudySpec) -> tuple[str, ...]:
-    """The sources the study's seeds actually vary; refuses a source asked for by name that cannot
-    vary, and --vary all when none can. --vary all varies those that can."""
+    """The sources the study's seeds actually vary (--vary all: those that can); refuses --seed, a source named in
+    --vary that cannot vary, and --vary all when none can."""
     if spec.config.seed != 0:
         raise InputError(f"--seed {spec.config.seed}: a study sets each run's seed from --seeds (and --base_seed "
                          f"for the sources it does not vary); drop --seed, or pass --seeds {spec.config.seed}")
@@ -142,14 +137,9 @@ def check_sources(spec: StudySpec) -> tuple[str, ...]:
     return varied
 
 
-# Settings that may differ when a study is continued, and between its seeds, are the config's
-# MAY_CHANGE_IN_STUDY (how it runs, not what it trains). The data set is compared by where it points
-# (dataset_location) and by its content (DATA_IDENTITY of each seed's summary).
-
-
 def settings_differences(saved: dict[str, Any], config: dict[str, Any], names: tuple[str, str]) -> list[str]:
-    """The training settings (all but MAY_CHANGE_IN_STUDY) and the data set location that differ between two
-    Config.to_dict()s, one line each, labelled by `names`."""
+    """The training settings (all but MAY_CHANGE_IN_STUDY: how a run runs, not what it trains) and the data set
+    location that differ between two Config.to_dict()s, one line each, labelled by `names`."""
     different = field_differences(saved, config, MAY_CHANGE_IN_STUDY, names)
     if dataset_location(saved["dataset"]) != dataset_location(config["dataset"]):
         different.insert(0, f"dataset ({names[0]}: {dataset_location(saved['dataset'])!r}, "
@@ -160,8 +150,7 @@ def settings_differences(saved: dict[str, Any], config: dict[str, Any], names: t
 def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
     """What differs between a workdir's study and the one asked for (seeds may be added)."""
     old, new = saved.to_json(), spec.to_json()
-    # The spec's own --seed never reaches a run (seed_config sets every run's), and studies made before
-    # study --seed was refused may record one: it must not keep them from being continued.
+    # The spec's --seed never reaches a run (seed_config sets each run's); an older spec may record one: ignore it.
     different = settings_differences({**old["config"], "seed": 0}, new["config"], ("study", "now"))
     for key in ("vary", "base_seed"):
         if old[key] != new[key]:
@@ -199,8 +188,7 @@ def _write_spec(spec: StudySpec, workdir: Path) -> None:
 
 
 def finished(config: Config) -> bool:
-    """Whether the run of `config` is complete in its workdir: its summary and predictions exist (a
-    seed folder whose summary has other settings is refused: `check_seed_folders`)."""
+    """Whether the run of `config` is complete in its workdir: its summary and predictions exist."""
     run_dir = Path(config.workdir)
     return (run_dir / "summary.json").exists() and (run_dir / outputs.PREDICTIONS_FILE).exists()
 
@@ -221,9 +209,8 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
-    """Every seed folder that holds a finished run must be the study's: the same training settings
-    and data set location as the seed's config, and the same data content as the other seeds. A
-    folder left by another run is refused, never folded in."""
+    """Refuses a seed folder whose finished run is not the study's (other training settings or data set location
+    than the seed's config, other data content than the other seeds), rather than fold it in."""
     reference = None
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
@@ -271,9 +258,8 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
 
 def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
               model_axis: str = "loop") -> dict[str, Any]:
-    """Trains every seed of `spec` not finished yet (resuming a stopped one), `seeds_per_program` at a
-    time in one program (jaxrec.training.loop.train_group, with `model_axis`), then writes and returns the study's
-    statistics (study.json, study.md, study_*.png)."""
+    """Trains every unfinished seed of `spec` (resuming a stopped one), `seeds_per_program` per program (train_group,
+    with `model_axis`), then writes and returns the study's statistics (write_study)."""
     workdir = Path(workdir)
     if seeds_per_program < 1:
         raise InputError(f"--seeds_per_program {seeds_per_program}: must be 1 or more (models trained in one program)")
@@ -309,9 +295,8 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
 
 
 def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[list[int]]:
-    """The seeds to train, in programs of up to `seeds_per_program`: only seeds whose checkpoints
-    reached the same step share a program (so a stopped program's seeds resume together and no
-    seed's progress is thrown away), the furthest first."""
+    """The seeds to train in programs of up to `seeds_per_program`, the furthest first: only seeds whose checkpoints
+    reached the same step share one, so a stopped program's seeds resume together and none loses progress."""
     by_step: dict[int, list[int]] = {}
     for seed in seeds:
         by_step.setdefault(latest_checkpoint_step(workdir / f"seed_{seed}"), []).append(seed)
@@ -320,9 +305,8 @@ def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[li
 
 
 def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
-    """Trains the study's first seed twice (WORKDIR/determinism/first, second) and reports whether
-    the two runs are bit-identical: metrics, variables (parameters and BatchNorm statistics) and test
-    predictions. Writes determinism.json."""
+    """Trains the study's first seed twice (WORKDIR/determinism/first, second); returns, and writes to
+    determinism.json, whether their metrics, variables and test predictions are bit-identical."""
     prepare(spec, Path(workdir))  # the study's own checks first: nothing is trained for a study that is refused
     root = Path(workdir) / "determinism"
     runs = []

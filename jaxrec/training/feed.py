@@ -1,8 +1,7 @@
-"""What each device call of an epoch is fed, behind one interface (`for_epoch`, then per call `take`
-and `advance`): the training split already on the devices, from which the call gathers its examples
-(DeviceFeed), or, streamed (`--input stream`), the call's batches read by Grain and put on the
-devices one call ahead, so that reading the next call overlaps the device computing this one
-(TrainStream, StreamFeed)."""
+"""What each device call of an epoch is fed, behind one interface (`for_epoch`, then per call `take` and `advance`):
+the training split already on the devices, from which the call gathers (DeviceFeed), or, streamed (`--input
+stream`), the call's batches read by Grain and put on the devices one call ahead, so that reading the next call
+overlaps the device computing this one (TrainStream, StreamFeed)."""
 
 from __future__ import annotations
 
@@ -21,8 +20,7 @@ WINDOW = 1 << 24  # example indices one reader reads (64 MB of them): the epochs
 
 
 def process_columns(devices: Sequence[jax.Device], batch: int) -> slice:
-    """This process's columns of a global batch: its devices' contiguous slices (devices are ordered
-    by process: jaxrec.core.parallel.select_devices)."""
+    """This process's columns of a global batch: its devices' contiguous slices (select_devices orders by process)."""
     per_device = batch // len(devices)
     mine = local_devices(devices)
     first = next(i for i, d in enumerate(devices) if d in mine)
@@ -30,10 +28,9 @@ def process_columns(devices: Sequence[jax.Device], batch: int) -> slice:
 
 
 class TrainStream:
-    """A streamed run's training batches, this process's columns of each, read ahead across the ends
-    of epochs: one reader (and its worker processes) serves as many epochs as WINDOW indices hold,
-    so workers start once per window, not once per epoch. The order is the loop's own: order_of(epoch)
-    gives the epoch's [steps, batch] indices (jaxrec.core.pipeline.epoch_indices)."""
+    """A streamed run's training batches (this process's columns of each), read ahead across epoch ends: one reader
+    and its worker processes serve as many epochs as WINDOW indices hold, so workers start once per window, not per
+    epoch. order_of(epoch) gives the loop's [steps, batch] indices of the epoch."""
 
     def __init__(self, dataset: StreamedDataset, order_of: Callable[[int], np.ndarray],
                  steps_in_epoch: Callable[[int], int], epochs: int, columns: slice, workers: int):
@@ -125,8 +122,8 @@ class StreamFeed:
         return ready
 
     def advance(self) -> None:
-        """Reads the next call's batches. A failure waits for `take`: the call in flight has already
-        taken the state, and the loop must first get it back (to save it) before it stops."""
+        """Reads the next call's batches. A failure waits for `take`: the call in flight has taken the state, and
+        the loop must get it back (to save it) before it stops."""
         if self._ready is None and self._failed is None and self._next_call < len(self._plan):
             try:
                 self._ready = self._read(*self._plan[self._next_call])

@@ -36,9 +36,8 @@ def check_fits(config: Config, splits: Sequence, models: int, devices: Sequence[
 
 
 def check_training_fits(config: Config, splits: Sequence, models: int, devices: Sequence[jax.Device]) -> None:
-    """Raises InputError when training `models` models with these splits on every device cannot fit,
-    beside the evaluation call (every device evaluates its share of the eval batch, with test-time
-    augmentation's views)."""
+    """Raises InputError when training `models` models with these splits on every device cannot fit beside the
+    evaluation call (each device's share of the eval batch, with test-time augmentation's views)."""
     train, evaluation = splits
     classes = len(train.class_names)
     evaluated = (create_model(config, classes, for_eval=True), -(-config.eval_batch_size // len(devices)),
@@ -98,9 +97,9 @@ class StreamLoad:
 
 def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int, devices: Sequence[jax.Device],
                  load: StreamLoad) -> tuple[int, int, int]:
-    """A streamed run's memory: (the channel-statistics pass's, on the host; the run's on the host, its
-    readers, their workers and their batches, with every CPU device's; one device's, its training
-    step or its evaluation call beside the training state). devices: all."""
+    """A streamed run's memory in bytes: (the channel-statistics pass's, on the host; the run's on the host: readers,
+    workers and batches, with every CPU device's; one device's: its training step or its evaluation call beside the
+    training state). devices: all."""
     mine = local_devices(devices)
     train_share, eval_share = load.batch // len(devices), -(-load.eval_batch // len(devices))
     image = int(np.prod(image_shape))

@@ -1,13 +1,9 @@
-"""The training loop: `train_and_evaluate(config, workdir)` for one model, `train_group(configs)` for
-several seeds of one config in one compiled program. A plain run is a program of one model: one loop
-serves both.
+"""The training loop: `train_and_evaluate(config, workdir)` for one model, `train_group(configs)` for several seeds
+of one config in one compiled program; a plain run is a program of one model, so one loop serves both.
 
-It reads top to bottom: load the data, build the `Trainer`, restore or start every model's run,
-then per epoch `train_epoch` (device calls, mid-epoch saves), `finish_epoch` (evaluate when due,
-save, write the records); at the end `write_summary`. What changes as the run goes is explicit: the
-program's train state (arrays, on the devices) and each model's `RunState` (where its loop stands);
-what does not is the `Trainer` (the compiled program, the data on the devices, each model's keys,
-checkpoints and writers).
+What changes as the run goes is explicit: the program's train state (on the devices) and each model's `RunState`
+(where its loop stands); what does not is the `Trainer` (the compiled program, the data on the devices, each
+model's keys, checkpoints and writers).
 """
 
 from __future__ import annotations
@@ -53,8 +49,6 @@ from jaxrec.training.inputs import open_data
 
 log = logging.getLogger(__name__)
 
-# What may differ between the models of one program: the seeds and where each run is written.
-
 
 @dataclasses.dataclass(frozen=True)
 class RunKeys:
@@ -66,8 +60,7 @@ class RunKeys:
 
     @classmethod
     def from_config(cls, config: Config) -> "RunKeys":
-        """Each key from its own source's seed. With one seed for all (a plain --seed), they are the
-        three parts of split(key(seed), 3), as they have been since the first release."""
+        """Each key from its own source's seed; one seed for all (a plain --seed) gives split(key(seed), 3)."""
         seeds = config.source_seeds()
         return cls(init=_part(seeds["init"], 0), shuffle=_part(seeds["order"], 1), train=_part(seeds["augment"], 2))
 
@@ -78,8 +71,7 @@ def _part(seed: int, index: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One model of a program: its config, keys, workdir and checkpoints (its metric writers open
-    with its run files: open_run_files)."""
+    """One model of a program; its metric writers open with its run files (open_run_files)."""
 
     config: Config
     keys: RunKeys
@@ -138,12 +130,9 @@ class Trainer:
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
-    """Trains `config.model` on `config.dataset`, evaluates it, and writes the run's outputs to `workdir`.
-
-    If the workdir holds a checkpoint (and config.resume), the run continues from the latest one
-    exactly as if it had not stopped. SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted.
-    Returns the final train state (on the first device); the summary is in workdir/summary.json.
-    """
+    """Trains `config.model` on `config.dataset`, evaluates it, writes the run's outputs to `workdir` and returns
+    the final train state (the first device's). With config.resume, continues from the workdir's latest checkpoint
+    exactly as if it had not stopped; SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted."""
     entered = time.time()
     configs, devices = prepare_run([config])
     with claimed(workdir, configs[0]) as path:
@@ -151,13 +140,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
 
 
 def train_group(configs: Sequence[Config], model_axis: str = "loop") -> list[TrainState]:
-    """Trains and evaluates every config in one program and writes each run's outputs to its workdir;
-    returns the final train states. The configs differ only in their seeds and workdirs (check_group).
-
-    Each model has its own parameters, optimizer state, data order and augmentation, and with
-    model_axis 'loop' does exactly the arithmetic of its plain run. Resumes from the members'
-    checkpoints (all at one step); SIGTERM/SIGINT save every member and raise TrainingInterrupted.
-    """
+    """`train_and_evaluate` for configs that differ only in seeds and workdirs (check_group), in one program; returns
+    the final train states. Each model has its own parameters, optimizer state, data order and augmentation, and
+    with model_axis 'loop' does exactly its plain run's arithmetic. The members' checkpoints must be at one step."""
     entered = time.time()
     configs, devices = prepare_run(configs, model_axis)
     with contextlib.ExitStack() as held:
@@ -221,9 +206,8 @@ def start_over_if_asked(config: Config, workdir: Path) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Session:
-    """What one session of the loop (a start, or a resume) holds beside the train state and the runs: each
-    member's metric writers, the stop request signals set, when the run started (its earlier sessions
-    counted in) and the step this session resumed from (None: a fresh start)."""
+    """What one session of the loop (a start, or a resume) holds beside the train state and the runs; `started`
+    counts the run's earlier sessions in, and `resumed_from` is None for a fresh start."""
 
     writers: list[Writers]
     stop: StopRequest | None
@@ -310,10 +294,8 @@ def make_evaluator(apply_fn: Any, data: DataSplits, preprocess: Preprocess, devi
 
 
 def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
-    """Every member's fresh or restored state and run, and the step resumed from (None if fresh).
-    They must stand at one step (jaxrec.studies.study puts only seeds whose checkpoints reached the same step
-    into one program); seeds with other progress are refused rather than sent back, which would
-    throw training away."""
+    """Every member's fresh or restored state and run, and the step resumed from (None if fresh). They must stand at
+    one step (a study groups only such seeds): others are refused rather than sent back, which would lose training."""
     states, runs, resumed = zip(*(restore_or_start_member(trainer, member, data) for member in trainer.members))
     if len({run.step for run in runs}) > 1:
         steps = ", ".join(f"{m.workdir.name}: {run.step}" for m, run in zip(trainer.members, runs))
@@ -343,8 +325,7 @@ def restore_or_start_member(trainer: Trainer, member: Member,
 
 
 def init_images(trainer: Trainer, member: Member, data: DataSplits) -> np.ndarray | None:
-    """The normalised training images a data-dependent initialisation reads (the model's `init_examples`
-    of them, drawn with the init key), or None when the model reads none."""
+    """The normalised training images the model's data-dependent initialisation reads (init_sample), or None."""
     count = getattr(trainer.model, "init_examples", 0)
     if not count:
         return None
@@ -364,9 +345,8 @@ def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from
 
 def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState],
                 session: Session) -> tuple[TrainState, list[RunState], frozenset[int]]:
-    """Trains the rest of the current epoch for every member, one device call at a time; saves when a
-    checkpoint is due mid-epoch, and saves and raises TrainingInterrupted when a stop was requested.
-    Also returns the lengths of the calls it made (each is a program of its own, compiled on first use)."""
+    """Trains the rest of the epoch for every member, one device call at a time; saves mid-epoch where a checkpoint
+    is due or on a stop (then raises TrainingInterrupted). Also returns its calls' lengths (a new length compiles)."""
     config, run = trainer.config, runs[0]
     steps = trainer.steps_in_epoch(run.epoch)
     orders = trainer.order(run.epoch)  # [steps, K, batch]
@@ -397,9 +377,8 @@ def train_epoch(trainer: Trainer, state: TrainState, runs: list[RunState],
 
 def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], session: Session,
                   err: StreamError) -> Exception:
-    """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and
-    returns the error, saying how to go on; the interruption, if a signal came too (a signal to the
-    process group, which the workers got as well)."""
+    """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and returns the
+    error saying how to go on; or the interruption, if a signal came too (to the process group, workers included)."""
     save(trainer, trainer.program.unstack(state), runs, session)
     if session.stop is not None and session.stop.requested:
         return interrupted(trainer, runs[0], session.stop)
@@ -438,9 +417,8 @@ def call_plan(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoi
 
 def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
                indices: np.ndarray, feed: DeviceFeed | StreamFeed) -> tuple[TrainState, list[RunState]]:
-    """One device call: len(indices) training steps of every member (indices [steps, K, batch]), fed
-    by `feed`, which prepares the next call while this one runs. Stops the run if a member's loss is
-    not finite."""
+    """One device call: len(indices) training steps of every member (indices [steps, K, batch]), fed by `feed`,
+    which prepares the next call while this one runs. Stops the run if a member's loss is not finite."""
     start = time.perf_counter()
     program = trainer.program
     state, metrics = program.fn(state, *feed.take(), program.shares(indices), program.keys(trainer.rngs))
@@ -457,8 +435,7 @@ def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writer
 
 
 def check_finite(losses: np.ndarray, first_step: int, workdir: Path | None = None) -> None:
-    """Stops the run (FloatingPointError, naming the step, and the model's workdir in a program of
-    several) if a loss is NaN or inf."""
+    """Raises FloatingPointError (naming the step, and in a program of several the workdir) if a loss is NaN or inf."""
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         step = first_step + int(bad[0]) + 1
@@ -468,14 +445,12 @@ def check_finite(losses: np.ndarray, first_step: int, workdir: Path | None = Non
 
 
 def evaluation_due(config: Config, epoch: int, epochs: int) -> bool:
-    """Whether epoch `epoch` (counted from 1) of `epochs` ends with an evaluation: every eval_every_epochs,
-    and the last."""
+    """Whether epoch `epoch` (from 1) of `epochs` ends with an evaluation: every eval_every_epochs, and the last."""
     return epoch % config.eval_every_epochs == 0 or epoch == epochs
 
 
 def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) -> Record:
-    """The finished epoch's line of metrics.jsonl, training part. includes_compilation: the epoch
-    made a device call of a length this process had not run before (its time includes compiling)."""
+    """The training part of the finished epoch's metrics.jsonl line."""
     loss, accuracy = run.epoch_means()
     images = run.position * trainer.config.batch_size
     return Record(epoch=run.epoch + 1, step=run.step, train_loss=loss, train_accuracy=accuracy,
@@ -559,10 +534,9 @@ def train_speed(records: Sequence[Record]) -> float:
 
 def write_summary(trainer: Trainer, member: Member, data: DataSplits,
                   finished: tuple[TrainState, RunState, dict[str, Any] | None], session: Session) -> None:
-    """summary.json, curves.png and the final evaluation (eval.json, eval.md, confusion.png) of one
-    member, `finished` with its replicated train state, its run and its last evaluation (None: none in
-    this session). In a program of several models, the images/s are one model's; the program's
-    throughput is seeds_per_program times more."""
+    """Writes one member's summary.json, curves.png and final evaluation (eval.json, eval.md, confusion.png);
+    `finished`: its replicated train state, its run and its last evaluation (None: none this session). In a program
+    of several models the images/s are one model's; the program's throughput is seeds_per_program times more."""
     state, run, result = finished
     config, final = member.config, run.records[-1]
     result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
