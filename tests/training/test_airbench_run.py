@@ -157,31 +157,36 @@ def test_a_fractional_schedule_trains_resumes_and_scores_with_tta(tmp_path, monk
 @pytest.fixture(scope="module")
 def airbench_study(tmp_path_factory):
     """`jaxrec study --model airbench94 --seeds 0-1`, both seeds in one program (seeds side by side:
-    train_group), and each seed's plain run with the same settings: what the three tests below compare.
-    Shared because each run compiles its own airbench94 programs, the study's for two models."""
+    train_group), and each seed's plain run with the same settings, seed 0's from the experiment script:
+    what the tests below compare. Shared because each run compiles its own airbench94 programs, the
+    study's for two models. Returns the workdir, the script's process and each plain run's variables."""
     from jaxrec.cli.commands import main
 
     workdir = tmp_path_factory.mktemp("airbench_study")
-    argv = ["study", "--model", "airbench94", "--dataset", "cifar10_sample", "--epochs", "1", "--seeds", "0-1",
-            "--seeds_per_program", "2", "--workdir", str(workdir / "study"), "--conv_features", "8,16,16",
-            "--batch_size", "32", "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
-            "--steps_per_call", "2"]  # 12 steps: 6 calls of a short unrolled loop, quick to compile for 2 models
-    assert main(argv) == 0
-    plain = {seed: train_and_evaluate(tiny(epochs=1, seed=seed, whiten_bias_epochs=3, eval_batch_size=1000),
-                                      workdir / f"plain{seed}") for seed in (0, 1)}
-    return workdir, plain
+    small = ["--dataset", "cifar10_sample", "--epochs", "1", "--conv_features", "8,16,16", "--batch_size", "32",
+             "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
+             "--steps_per_call", "2"]  # 12 steps: 6 calls of a short unrolled loop, quick to compile for 2 models
+    assert main(["study", "--model", "airbench94", "--seeds", "0-1", "--seeds_per_program", "2",
+                 "--workdir", str(workdir / "study"), *small]) == 0
+    plain_flags = ["--whiten_bias_epochs", "3", "--eval_batch_size", "1000"]
+    script = run_script("experiments/airbench94.py", *small, *plain_flags, "--seed", "0",
+                        "--workdir", workdir / "plain0")
+    plain = {1: train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000),
+                                   workdir / "plain1").eval_variables}
+    if script.returncode == 0:
+        plain[0] = load_trained(workdir / "plain0", "latest").variables
+    return workdir, script, plain
 
 
 @pytest.mark.slow
 def test_bfloat16_steps_stay_finite_and_close_to_float32(airbench_study, tmp_path):
     # float32: the study's plain run of seed 0; the same training but the dtype (tta=0 changes only
     # the final evaluation, which this test does not read: one program less to compile).
-    workdir, plain = airbench_study
+    workdir, _, plain = airbench_study
     state = train_and_evaluate(tiny(epochs=1, seed=0, whiten_bias_epochs=3, eval_batch_size=1000, tta=0,
                                     dtype="bfloat16"), tmp_path / "bfloat16")
-    for trained in (state, plain[0]):
-        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(trained.params))
-        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(trained.model_state))
+    for variables in (state.variables, plain[0]):  # params and batch_stats
+        assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(variables))
     losses = {name: [r["train_loss"] for r in read_metrics(path)]
               for name, path in (("bfloat16", tmp_path / "bfloat16"), ("float32", workdir / "plain0"))}
     assert np.all(np.isfinite(losses["bfloat16"]))
@@ -190,34 +195,33 @@ def test_bfloat16_steps_stay_finite_and_close_to_float32(airbench_study, tmp_pat
 
 @pytest.mark.slow
 def test_seeds_side_by_side_equal_their_plain_runs(airbench_study):
-    workdir, plain = airbench_study
+    workdir, _, plain = airbench_study
     for seed in (0, 1):
         member = load_trained(workdir / "study" / f"seed_{seed}", "latest")
-        for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain[seed].eval_variables)):
+        leaves = zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain[seed]), strict=True)
+        for a, b in leaves:
             np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
-def test_the_experiment_script_runs_airbench(tmp_path):
-    result = run_script("experiments/airbench94.py", "--dataset", "cifar10_sample", "--epochs", "1", "--workdir",
-                        tmp_path, "--conv_features", "8,16,16", "--batch_size", "64", "--whiten_images", "50",
-                        "--progress", "false", "--steps_per_call", "2")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_the_experiment_script_runs_airbench(airbench_study):
+    workdir, script, _ = airbench_study
+    assert script.returncode == 0, script.stderr
+    summary = json.loads((workdir / "plain0" / "summary.json").read_text())
     assert summary["config"]["model"] == "airbench94" and summary["config"]["lookahead"] and summary["tta"] == 2
 
 
 @pytest.mark.slow
 def test_a_seed_study_of_airbench(airbench_study):
     """The study's scores are the runs' (with test-time augmentation) and each seed is its plain run."""
-    workdir, plain = airbench_study
+    workdir, _, plain = airbench_study
     study = json.loads((workdir / "study" / "study.json").read_text())
     summaries = [json.loads((workdir / "study" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
     assert study["seeds"] == [0, 1]
     assert study["metrics"]["test_accuracy"]["mean"] == pytest.approx(np.mean([s["test_accuracy"] for s in summaries]))
     assert all(s["tta"] == 2 and s["config"]["lookahead"] for s in summaries)
     member = load_trained(workdir / "study" / "seed_1", "latest")
-    for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain[1].eval_variables)):
+    for a, b in zip(jax.tree_util.tree_leaves(member.variables), jax.tree_util.tree_leaves(plain[1]), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
