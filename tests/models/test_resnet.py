@@ -1,6 +1,9 @@
 """The ResNet family (jaxrec.models.resnet): shapes and parameter counts of the published networks,
 the shortcuts, and short runs that train, resume and evaluate through the loop."""
 
+import json
+import shutil
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -65,11 +68,15 @@ def test_logits_have_the_classes_and_train_mode_updates_the_statistics():
 def test_resnet20_trains_resumes_and_evaluates(small_config, tmp_path):
     config = small_config.replace(model="resnet20", conv_features=Config.conv_features, epochs=1,
                                   dense_features=Config.dense_features, checkpoint_keep=5, num_devices=2,
-                                  steps_per_call=2)  # 2 copies of ResNet-20's step to compile, not 4
+                                  steps_per_call=2,  # 2 copies of ResNet-20's step to compile, not 4
+                                  checkpoint_every_steps=6)
     straight = train_and_evaluate(config, tmp_path / "straight")
     assert int(straight.step) == 12 and np.isfinite(records(tmp_path / "straight")[-1]["test_loss"])
-    train_and_evaluate(config.replace(max_steps=6), tmp_path / "resumed")  # stops mid-epoch, saved
+    # The run as if it had died after its mid-epoch save: a copy without the later checkpoint.
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    shutil.rmtree(checkpoint_dir(tmp_path / "resumed") / "12")
     resumed = train_and_evaluate(config, tmp_path / "resumed")
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_from_step"] == 6
     chex.assert_trees_all_equal(resumed.variables, straight.variables)
     ends = [records(tmp_path / w)[-1] for w in ("resumed", "straight")]
     assert [(r["step"], r["test_loss"], r["test_accuracy"]) for r in ends] == [(12, ends[1]["test_loss"],
