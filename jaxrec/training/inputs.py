@@ -26,16 +26,7 @@ from jaxrec.runtime import distributed, memory
 log = logging.getLogger(__name__)
 
 
-def check_fits(config: Config, splits: Sequence, models: int, devices: Sequence[jax.Device]) -> None:
-    """Raises InputError (the memory module's line) when the on-device path cannot hold these splits:
-    decoding them into host memory, or training with them on every device (check_training_fits)."""
-    train, evaluation = splits
-    memory.check_images_fit(len(train) + len(evaluation), train.image_shape[:2], train.image_shape[2],
-                            "the run's image size")
-    check_training_fits(config, splits, models, devices)
-
-
-def check_training_fits(config: Config, splits: Sequence, models: int, devices: Sequence[jax.Device]) -> None:
+def check_devices_fit(config: Config, splits: Sequence, models: int, devices: Sequence[jax.Device]) -> None:
     """Raises InputError when training `models` models with these splits on every device cannot fit beside the
     evaluation call (each device's share of the eval batch, with test-time augmentation's views)."""
     train, evaluation = splits
@@ -65,12 +56,15 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
         data = load_data(config)  # decoded already: what is left to check is training with it
         check_images(config, data.image_shape, data.num_classes, f"--dataset {config.dataset}")
-        check_training_fits(config, (data.train, data.eval), models, devices)
+        check_devices_fit(config, (data.train, data.eval), models, devices)
         return data
     # Before a model is built for them.
     check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
-    try:
-        check_fits(config, splits, models, devices)
+    try:  # decoding the splits into host memory, then training with them on every device
+        train, evaluation = splits
+        memory.check_images_fit(len(train) + len(evaluation), train.image_shape[:2], train.image_shape[2],
+                                "the run's image size")
+        check_devices_fit(config, splits, models, devices)
         problem = None
     except InputError as err:
         problem = str(err)
