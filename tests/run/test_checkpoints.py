@@ -121,10 +121,11 @@ def test_sigterm_stops_the_script_cleanly_and_the_rerun_finishes_identically(sma
     stopped_at = checkpoint_steps(tmp_path / "run")[-1]
     assert 12 <= stopped_at < 96
 
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # The rerun goes 12 steps past the stop (--max_steps may change on resume; the schedule stays --epochs').
+    rerun = subprocess.run([*command, "--max_steps", str(stopped_at + 12)], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resuming from the checkpoint at step {stopped_at}" in rerun.stderr
-    straight = train_and_evaluate(config, tmp_path / "straight")
+    straight = train_and_evaluate(config.replace(max_steps=stopped_at + 12), tmp_path / "straight")
     chex.assert_trees_all_equal(load_trained(tmp_path / "run", "latest").params, straight.params)
     assert records(tmp_path / "run") == records(tmp_path / "straight")
 
