@@ -37,8 +37,8 @@ class Evaluator:
 
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
-        self._fn = make_eval_fn(apply_fn, preprocess, tuple(devices))
-        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, tuple(devices))
+        self._fn = make_eval_fn(apply_fn, preprocess, devices)
+        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
         self._count = len(split)
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)

@@ -56,7 +56,7 @@ def test_the_evaluation_estimate_covers_the_compiled_eval_call_s_peak(views):
     apply = with_tta(evaluated.apply, views - 1)  # level 1: the image and its mirror
     labels = indices = jax.ShapeDtypeStruct((1, BATCH * 4), jnp.int32)
     mask = jax.ShapeDtypeStruct((1, BATCH * 4), jnp.float32)
-    fn = make_eval_fn(apply, PRE, tuple(jax.devices()[:1]))  # as a streamed batch comes: the batch, gathered in order
+    fn = make_eval_fn(apply, PRE, jax.devices()[:1])  # as a streamed batch comes: the batch, gathered in order
     peak = compiled_peak(fn.lower(on_one_device(state.eval_variables), images(1, BATCH * 4), labels, indices, mask))
     estimate = memory.evaluation_bytes(evaluated, SHAPE, BATCH * 4, views)
     assert peak <= estimate <= 3 * peak, (peak, estimate)

@@ -157,24 +157,25 @@ def test_a_fractional_schedule_trains_resumes_and_scores_with_tta(tmp_path, monk
 @pytest.fixture(scope="module")
 def airbench_study(tmp_path_factory):
     """`jaxrec study --model airbench94 --seeds 0-1`, both seeds in one program (seeds side by side:
-    train_group), and each seed's plain run with the same settings, seed 0's from the experiment script:
-    what the tests below compare. Shared because each run compiles its own airbench94 programs, the
+    train_group), and each seed's plain run with the same settings, seed 0's from the experiment script,
+    all on 2 devices: what the tests below compare. Shared because each run compiles its own airbench94 programs, the
     study's for two models. Returns the workdir, the script's process and each plain run's variables."""
     from jaxrec.cli.commands import main
 
     workdir = tmp_path_factory.mktemp("airbench_study")
     small = ["--dataset", "cifar10_sample", "--epochs", "1", "--conv_features", "8,16,16", "--batch_size", "32",
-             "--whiten_images", "100", "--num_devices", "1", "--progress", "false",
+             "--whiten_images", "100", "--num_devices", "2", "--progress", "false",
              "--steps_per_call", "2"]  # 12 steps: 6 calls of a short unrolled loop, quick to compile for 2 models
     assert main(["study", "--model", "airbench94", "--seeds", "0-1", "--seeds_per_program", "2",
                  "--workdir", str(workdir / "study"), *small]) == 0
     plain_flags = ["--whiten_bias_epochs", "3", "--eval_batch_size", "1000"]
     script = run_script("experiments/airbench94.py", *small, *plain_flags, "--seed", "0",
                         "--workdir", workdir / "plain0")
-    plain = {1: train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000),
+    if script.returncode != 0:
+        pytest.fail(f"experiments/airbench94.py failed: {script.stderr[-3000:]}")
+    plain = {0: load_trained(workdir / "plain0", "latest").variables,
+             1: train_and_evaluate(tiny(epochs=1, seed=1, whiten_bias_epochs=3, eval_batch_size=1000, num_devices=2),
                                    workdir / "plain1").eval_variables}
-    if script.returncode == 0:
-        plain[0] = load_trained(workdir / "plain0", "latest").variables
     return workdir, script, plain
 
 
@@ -184,7 +185,7 @@ def test_bfloat16_steps_stay_finite_and_close_to_float32(airbench_study, tmp_pat
     # the final evaluation, which this test does not read: one program less to compile).
     workdir, _, plain = airbench_study
     state = train_and_evaluate(tiny(epochs=1, seed=0, whiten_bias_epochs=3, eval_batch_size=1000, tta=0,
-                                    dtype="bfloat16"), tmp_path / "bfloat16")
+                                    dtype="bfloat16", num_devices=2), tmp_path / "bfloat16")
     for variables in (state.variables, plain[0]):  # params and batch_stats
         assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(variables))
     losses = {name: [r["train_loss"] for r in read_metrics(path)]
