@@ -14,6 +14,7 @@ import typing
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
 from jaxrec.config import Config, choices, is_recipe_file, without_unused_defaults
+from jaxrec.config.rules import field_types
 from jaxrec.errors import InputError
 from jaxrec.models.recipes import BUILT_IN, load
 
@@ -119,7 +120,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
     extra: dict[str, list[str]] = {}
     for alias, name in (aliases or {}).items():
         extra.setdefault(name, []).append(f"--{alias}")
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     wanted = set(only) if only is not None else None
     groups: dict[str, Any] = {}
     for field in dataclasses.fields(cls):

@@ -16,8 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, fields_with, in_range, is_number,
-                                 knob, knob_group, sizes_at_least, zero_or_at_least)
+from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, field_types, fields_with,
+                                 in_range, is_number, knob, knob_group, sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
 
 # The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
@@ -338,7 +338,7 @@ class Config:
         own = {name: value for name, value in moved.items() if name in MOVED_TO_KNOBS.get(values.get("model"), ())}
         if own:
             values["knobs"] = {**own, **dict(values.get("knobs") or ())}
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
                       for k, v in values.items() if k in known})
