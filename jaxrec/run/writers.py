@@ -9,7 +9,6 @@ one the checkpoint covers, even after a SIGKILL or a session ended inside an epo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
 
 from jaxrec.config.settings import TENSORBOARDX_MISSING
 from jaxrec.core.run_state import Record, RunState
@@ -18,42 +17,6 @@ from jaxrec.run import outputs
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-
-
-class MetricWriter(Protocol):
-    """What the training loop writes metrics to."""
-
-    def write_train(self, step: int, loss: float, accuracy: float) -> None:
-        """The mean training loss and accuracy of the device call that ended at `step`."""
-
-    def write_epoch(self, record: Record) -> None:
-        """A finished epoch (with its evaluation, if it had one)."""
-
-    def flush(self) -> None:
-        """Puts what was written on disk (called before every checkpoint is saved)."""
-
-    def close(self) -> None:
-        """Flushes what is buffered."""
-
-
-class JsonlWriter:
-    """metrics.jsonl: one line per finished epoch (jaxrec.core.run_state.Record.to_json)."""
-
-    def __init__(self, workdir: Path, records: Sequence[Record]):
-        self.path = Path(workdir) / METRICS_FILE
-        outputs.write_jsonl(self.path, [r.to_json() for r in records])  # a lost epoch's line goes
-
-    def write_train(self, step: int, loss: float, accuracy: float) -> None:
-        pass  # the file holds epochs
-
-    def write_epoch(self, record: Record) -> None:
-        outputs.append_jsonl(self.path, record.to_json())
-
-    def flush(self) -> None:
-        pass  # each line is written as it comes
-
-    def close(self) -> None:
-        pass
 
 
 class TensorBoardWriter:
@@ -94,26 +57,34 @@ class TensorBoardWriter:
 
 
 class Writers:
-    """Several writers as one (none at all on processes other than 0)."""
+    """A run's metric writers (none at all on processes other than 0): metrics.jsonl, one line per finished epoch
+    (jaxrec.core.run_state.Record.to_json), and TensorBoard's if the run has one."""
 
-    def __init__(self, writers: Sequence[MetricWriter] = ()):
-        self.writers = tuple(writers)
+    def __init__(self, jsonl: Path | None = None, tensorboard: TensorBoardWriter | None = None):
+        self.jsonl = jsonl
+        self.tensorboard = tensorboard
 
     def write_train(self, step: int, loss: float, accuracy: float) -> None:
-        for writer in self.writers:
-            writer.write_train(step, loss, accuracy)
+        """The mean training loss and accuracy of the device call that ended at `step` (metrics.jsonl holds epochs)."""
+        if self.tensorboard is not None:
+            self.tensorboard.write_train(step, loss, accuracy)
 
     def write_epoch(self, record: Record) -> None:
-        for writer in self.writers:
-            writer.write_epoch(record)
+        """A finished epoch (with its evaluation, if it had one)."""
+        if self.jsonl is not None:
+            outputs.append_jsonl(self.jsonl, record.to_json())
+        if self.tensorboard is not None:
+            self.tensorboard.write_epoch(record)
 
     def flush(self) -> None:
-        for writer in self.writers:
-            writer.flush()
+        """Puts what was written on disk (called before every checkpoint; JSONL lines are written as they come)."""
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
 
     def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
+        """Flushes what is buffered."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def open_writers(workdir: Path, run: RunState, resumed: bool, tensorboard: bool, primary: bool = True) -> Writers:
@@ -121,9 +92,9 @@ def open_writers(workdir: Path, run: RunState, resumed: bool, tensorboard: bool,
     a checkpoint's); none unless `primary` (process 0)."""
     if not primary:
         return Writers()
-    jsonl = JsonlWriter(workdir, run.records)
-    return Writers([jsonl, TensorBoardWriter(workdir, run if resumed else None)] if tensorboard else [jsonl])
+    jsonl = Path(workdir) / METRICS_FILE
+    outputs.write_jsonl(jsonl, [r.to_json() for r in run.records])  # a lost epoch's line goes
+    return Writers(jsonl, TensorBoardWriter(workdir, run if resumed else None) if tensorboard else None)
 
 
-__all__ = ["JsonlWriter", "METRICS_FILE", "MetricWriter", "TENSORBOARD_DIR", "TensorBoardWriter", "Writers",
-           "open_writers"]
+__all__ = ["METRICS_FILE", "TENSORBOARD_DIR", "TensorBoardWriter", "Writers", "open_writers"]
