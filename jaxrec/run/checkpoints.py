@@ -212,14 +212,9 @@ class Restored:
         return self.meta.run.step
 
 
-class _OrbaxSaveErrors(logging.Filter):
-    """Drops the tracebacks Orbax logs from its save threads: RunCheckpointer.save reports a failure in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
-
-
-_ORBAX_SAVE_ERRORS = _OrbaxSaveErrors()
+def _orbax_save_errors(record: logging.LogRecord) -> bool:
+    """Log filter: drops the tracebacks Orbax logs from its save threads (RunCheckpointer.save reports one line)."""
+    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
 
 
 def _save_failure(err: Exception) -> str:
@@ -236,7 +231,7 @@ class RunCheckpointer:
         self.config = config
         self.recipe = load(config.model).record()  # the text this run's model was built from, at its start
         self.manager = _manager(self.directory, keep=max(1, config.checkpoint_keep))
-        logging.getLogger("absl").addFilter(_ORBAX_SAVE_ERRORS)
+        logging.getLogger("absl").addFilter(_orbax_save_errors)  # once: addFilter skips one it holds
         self.failed = False  # a save failed: the manager's threads are in an unknown state, do not wait on them
         self.last_saved_step: int | None = self.manager.latest_step()
 

@@ -38,21 +38,17 @@ class _UnraisableFilter:
             self.previous(unraisable)
 
 
-class _AsyncioFilter(logging.Filter):
-    """asyncio's "exception was never retrieved" for the storage layer's futures."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not ("never retrieved" in record.getMessage() and _from_storage(exc))
+def _asyncio_filter(record: logging.LogRecord) -> bool:
+    """A log filter dropping asyncio's "exception was never retrieved" for the storage layer's futures."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not ("never retrieved" in record.getMessage() and _from_storage(exc))
 
 
 def install() -> None:
     """Installs both filters, once per process (jaxrec.run.checkpoints does on first use)."""
     if not isinstance(sys.unraisablehook, _UnraisableFilter):
         sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)
-    asyncio_log = logging.getLogger("asyncio")
-    if not any(isinstance(f, _AsyncioFilter) for f in asyncio_log.filters):
-        asyncio_log.addFilter(_AsyncioFilter())
+    logging.getLogger("asyncio").addFilter(_asyncio_filter)  # addFilter skips a filter it already holds
 
 
 __all__ = ["STORAGE_LIBRARIES", "install"]
