@@ -235,10 +235,6 @@ class RunCheckpointer:
         self.failed = False  # a save failed: the manager's threads are in an unknown state, do not wait on them
         self.last_saved_step: int | None = self.manager.latest_step()
 
-    def has_step(self, step: int) -> bool:
-        """Whether a checkpoint of `step` is on disk (one of the finished saves Orbax tracks)."""
-        return step in self.manager.all_steps()
-
     def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
              test_accuracy: float | None = None) -> None:
         """Saves `state` (unreplicated) and `run` at run.step and waits until it is on disk, so a failed save stops

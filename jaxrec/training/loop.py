@@ -509,7 +509,7 @@ def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunSt
         writer.flush()
     accuracies = test_accuracies or [None] * len(runs)
     for member, member_state, run, accuracy in zip(trainer.members, member_states, runs, accuracies):
-        if member.checkpoints.has_step(run.step):
+        if run.step in member.checkpoints.manager.all_steps():  # Orbax's finished saves
             continue
         run = dataclasses.replace(run, elapsed_seconds=time.time() - session.started)
         member.checkpoints.save(unreplicate(member_state), run, trainer.dataset, accuracy)
