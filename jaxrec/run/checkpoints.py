@@ -420,7 +420,6 @@ class Trained:
 
     @property
     def params(self) -> Any:
-        """The trained parameters alone (variables['params'])."""
         return self.variables["params"]
 
     @property
@@ -435,13 +434,10 @@ class Trained:
         """Evaluation preprocessing with the training set's statistics."""
         return Preprocess(mean=tuple(self.dataset["mean"]), std=tuple(self.dataset["std"]))
 
-    def model(self):
-        """The Flax module these variables belong to, as evaluation and prediction run it."""
-        return create_model(self.config, len(self.class_names), for_eval=True)
-
     def apply_fn(self, tta: int | None = None) -> Any:
-        """The model's apply with test-time augmentation of level `tta` (default: the run's --tta)."""
-        return with_tta(self.model().apply, self.config.tta if tta is None else tta)
+        """The eval model's apply (for_eval) with test-time augmentation of level `tta` (default: the run's --tta)."""
+        model = create_model(self.config, len(self.class_names), for_eval=True)
+        return with_tta(model.apply, self.config.tta if tta is None else tta)
 
 
 def load_trained(workdir: str | Path, which: str = "best") -> Trained:
