@@ -271,15 +271,20 @@ class RunCheckpointer:
         InputError if none can be read, or it was written with another config or other data than `dataset`."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         for i, step in enumerate(steps):
-            restored = _restore(self.manager, step, template, self.config)
-            if restored is not None:
-                different = data_differences(restored.meta.dataset, dataset)
-                if different:
-                    raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
-                                     f"{'; '.join(different)}. Pass the same data set, or start over with "
-                                     f"--resume=false (or another --workdir).")
-                self._move_aside(steps[:i])
-                return restored
+            meta = _read_meta_or_none(self.manager, step)
+            if meta is None:
+                continue
+            check_resumable(meta, self.config, step, self.directory)
+            restored = _restore(self.manager, step, template, meta)
+            if restored is None:
+                continue
+            different = data_differences(meta.dataset, dataset)
+            if different:
+                raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
+                                 f"{'; '.join(different)}. Pass the same data set, or start over with "
+                                 f"--resume=false (or another --workdir).")
+            self._move_aside(steps[:i])
+            return restored
         if steps:  # more likely an incompatible jaxrec version than every save having failed
             raise InputError(f"none of the checkpoints in {self.directory} (steps {steps}) can be read (see the "
                              f"warnings above). Start over with --resume=false (they are moved aside, not "
@@ -310,14 +315,8 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta:
     return CheckpointMeta.from_json(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState,
-             config: Config | None) -> Restored | None:
-    """Restores one step; None (with a warning) if it cannot be read. Checks the config first."""
-    meta = _read_meta_or_none(manager, step)
-    if meta is None:
-        return None
-    if config is not None:
-        check_resumable(meta, config, step, manager.directory)
+def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState, meta: CheckpointMeta) -> Restored | None:
+    """Restores one step, whose meta is `meta`; None (with a warning) if it cannot be read. Checks the items first."""
     _check_items(meta, template, step, manager.directory)
     target = _abstract(_arrays(template))
     try:
@@ -459,7 +458,7 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
         if changed:
             raise InputError(changed)
         for step, meta in candidates:
-            restored = _restore(manager, step, _template(meta), config=None)
+            restored = _restore(manager, step, _template(meta), meta)
             if restored is not None:
                 if step != candidates[0][0]:
                     log.warning("using checkpoint step %d of %s instead", step, workdir)
