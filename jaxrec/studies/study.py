@@ -35,8 +35,6 @@ from jaxrec.training.loop import check_group, train_and_evaluate, train_group
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = STUDY_SPEC_FILE
-
 MAX_SEEDS = 1000  # a study trains every seed: more is a typo (0-100000) rather than a plan
 
 
@@ -171,7 +169,7 @@ def prepare(spec: StudySpec, workdir: Path) -> None:
 
 
 def _write_spec(spec: StudySpec, workdir: Path) -> None:
-    path = workdir / SPEC_FILE
+    path = workdir / STUDY_SPEC_FILE
     if path.exists():
         try:
             saved = StudySpec.from_json(json.loads(path.read_text()))
@@ -227,20 +225,15 @@ def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
         reference = reference or (seed, summary["dataset"])
 
 
-def _over_seeds(runs: list[dict[str, Any]], get) -> dict[str, Any]:
-    return stats.describe([get(run) for run in runs])
-
-
 def metric_statistics(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-metric statistics over the seeds' runs ({'summary', 'eval'} each; see stats.describe)."""
-    metrics = {name: _over_seeds(runs, lambda r, name=name: r["summary"][name])
+    metrics = {name: stats.describe([r["summary"][name] for r in runs])
                for name in ("test_accuracy", "test_loss", "test_macro_f1")}
     per_epoch = [r["summary"]["test_accuracy_per_epoch"] for r in runs]
-    metrics["test_accuracy_per_epoch"] = [
-        _over_seeds(runs, lambda r, e=e: r["summary"]["test_accuracy_per_epoch"][e])
-        for e in range(len(per_epoch[0])) if all(p[e] is not None for p in per_epoch)]
+    metrics["test_accuracy_per_epoch"] = [stats.describe([p[e] for p in per_epoch])
+                                          for e in range(len(per_epoch[0])) if all(p[e] is not None for p in per_epoch)]
     metrics["per_class_accuracy"] = {  # a class's accuracy is its recall
-        name: _over_seeds(runs, lambda r, i=i: r["eval"]["per_class"][i]["recall"])
+        name: stats.describe([r["eval"]["per_class"][i]["recall"] for r in runs])
         for i, name in enumerate(runs[0]["eval"]["class_names"])}
     return metrics
 
@@ -277,10 +270,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
         configs = [spec.seed_config(seed, workdir) for seed in seeds]
         log.info("study: seed %s (%d-%d of %d to train)%s", ", ".join(map(str, seeds)), done + 1,
                  done + len(seeds), len(todo), _eta(started, done, len(todo)))
-        if len(configs) == 1:
-            train_and_evaluate(configs[0], configs[0].workdir)
-        else:
-            train_group(configs, model_axis)
+        train_group(configs, model_axis if len(configs) > 1 else "loop")  # one seed trains as its plain run does
         for seed, config in zip(seeds, configs):
             summary = json.loads((Path(config.workdir) / "summary.json").read_text())
             bar.set_postfix(seed=seed, acc=f"{summary['test_accuracy']:.4f}",
@@ -394,6 +384,5 @@ def _interval(bounds: list[float] | None) -> str:
     return "-" if bounds is None else f"{bounds[0]:.4f}-{bounds[1]:.4f}"
 
 
-__all__ = ["SPEC_FILE", "StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds",
-           "parse_vary",
+__all__ = ["StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds", "parse_vary",
            "prepare", "run_study", "spec_differences", "write_study"]
