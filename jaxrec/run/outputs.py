@@ -52,24 +52,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train and test, side by side."""
     epochs = [r["epoch"] for r in records]
     evaluated = [r for r in records if "test_loss" in r]
     fig = Figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
-    ax_loss.plot([r["epoch"] for r in evaluated], [r["test_loss"] for r in evaluated], "s-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in records], "o-", label="train")
-    ax_acc.plot([r["epoch"] for r in evaluated], [100 * r["test_accuracy"] for r in evaluated], "s-", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    panels = (("loss", 1, "cross-entropy loss"), ("accuracy", 100, "accuracy (%)"))  # metric, scale, y label
+    for ax, (metric, scale, ylabel) in zip(fig.subplots(1, 2), panels):
+        ax.plot(epochs, [scale * r[f"train_{metric}"] for r in records], "o-", label="train")
+        ax.plot([r["epoch"] for r in evaluated], [scale * r[f"test_{metric}"] for r in evaluated], "s-", label="test")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
