@@ -419,6 +419,7 @@ class Trained:
 
     @property
     def params(self) -> Any:
+        """The trained parameters alone."""
         return self.variables["params"]
 
     @property
