@@ -19,7 +19,6 @@ import jax
 import numpy as np
 from flax import jax_utils
 
-from jaxrec.config import MODEL_AXES
 from jaxrec.core.pipeline import Preprocess
 from jaxrec.core.steps import Objective, eval_step, train_step
 from jaxrec.errors import InputError
@@ -150,26 +149,17 @@ def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective
                     devices=list(devices))
 
 
-def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
-                        model_axis: str = "loop", objective: Objective = Objective(),
-                        steps_loop: str | None = None) -> Callable:
+@functools.lru_cache(maxsize=16)
+def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
+                    objective: Objective, steps_loop: str) -> Callable:
     """K = `models` models side by side: (states, images, labels, indices, rngs) -> (states, metrics), pmapped,
-    states donated. As make_train_fn, with a model axis: states stacked (`stack_states`), leaves [devices, K, ...];
+    states donated. As make_train_fn, with a model axis: states stacked (`Program.stack`), leaves [devices, K, ...];
     indices [devices, steps, K, per_device] (each model its own data order); rngs [K]; metrics [devices, steps, K].
 
     model_axis 'loop' writes the K models out one after another, so each does exactly the single-model arithmetic;
     'vmap' makes every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md)
     and slow in the backward pass on GPUs too (jax#13800).
     """
-    if model_axis not in MODEL_AXES:
-        raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
-    return _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
-                           _steps_loop(steps_loop, devices))
-
-
-@functools.lru_cache(maxsize=16)
-def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
-                    objective: Objective, steps_loop: str) -> Callable:
     one = _train_steps_fn(preprocess, objective)
 
     def group_steps(states, images, labels, indices, rngs):
@@ -219,7 +209,7 @@ class Program:
 
     The loop holds one `state` and sends, per call, the models' index batches [steps, K, global_batch] and training
     keys [K]. With K = 1 the program is make_train_fn's, fed the one model's share, so a plain run computes exactly
-    one model's pmapped step; with K > 1, make_group_train_fn's.
+    one model's pmapped step; with K > 1, _group_train_fn's.
     """
 
     models: int
@@ -259,13 +249,14 @@ class Program:
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
                  objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
-    """The training program of `group` = (models, model_axis) on `devices` (make_group_train_fn). Only a one-model
+    """The training program of `group` = (models, model_axis) on `devices` (_group_train_fn). Only a one-model
     program takes streamed batches: each model of a group reads its own order."""
     models, model_axis = group
     if models == 1:
         fn = make_train_fn(preprocess, devices, objective, steps_loop)
     else:
-        fn = make_group_train_fn(preprocess, devices, models, model_axis, objective, steps_loop)
+        fn = _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
+                             _steps_loop(steps_loop, devices))
     return Program(models=models, devices=tuple(devices), fn=fn)
 
 
