@@ -181,18 +181,9 @@ def member(states: Any, k: int) -> Any:
     return jax.tree_util.tree_map(lambda x: x[k], states)
 
 
-def stack_states(states: Sequence[Any]) -> Any:
-    """K train states of one config (the same model and optimizer objects) as one, every array [K, ...]."""
-    return jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *states)
-
-
-def make_unstack_fn(models: int, devices: Sequence[jax.Device]) -> Callable:
-    """Replicated stacked states [devices, K, ...] -> K replicated states [devices, ...], on the devices."""
-    return _unstack_fn(models, tuple(devices))
-
-
 @functools.lru_cache(maxsize=16)
 def _unstack_fn(models: int, devices: tuple[jax.Device, ...]) -> Callable:
+    """Replicated stacked states [devices, K, ...] -> K replicated states [devices, ...], on the devices."""
     return jax.pmap(lambda states: tuple(member(states, k) for k in range(models)), axis_name=AXIS,
                     devices=list(devices))
 
@@ -218,11 +209,13 @@ class Program:
 
     def stack(self, states: Sequence[Any]) -> Any:
         """The K models' (unreplicated) train states as the program's one replicated state."""
-        return replicate(states[0] if self.models == 1 else stack_states(states), self.devices)
+        # K states of one config (the same model and optimizer objects) as one, every array [K, ...].
+        stacked = states[0] if self.models == 1 else jax.tree_util.tree_map(lambda *x: np.stack(x), *states)
+        return replicate(stacked, self.devices)
 
     def unstack(self, state: Any) -> tuple[Any, ...]:
         """The program's state as the K models' replicated states, on the devices."""
-        return (state,) if self.models == 1 else make_unstack_fn(self.models, self.devices)(state)
+        return (state,) if self.models == 1 else _unstack_fn(self.models, self.devices)(state)
 
     def shares(self, indices: np.ndarray) -> np.ndarray:
         """[steps, K, global_batch] -> this process's rows of the program's index argument."""
