@@ -253,33 +253,26 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
     return Program(models=models, devices=tuple(devices), fn=fn)
 
 
-def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
-    """(variables, images, indices) -> softmax probabilities of images[indices], [devices, per_device, classes];
-    pmapped. variables: TrainState.eval_variables, replicated."""
-    return _probabilities_fn(apply_fn, preprocess, tuple(devices))
-
-
-@functools.lru_cache(maxsize=16)
-def _probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
-    def probabilities(variables, images, indices):
-        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
-
-    return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
-
-
-def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
+                 probabilities: bool = False) -> Callable:
     """(variables, images, labels, indices, mask) -> eval sums (eval_step) of images[indices], over all devices;
     pmapped. variables: TrainState.eval_variables, replicated; images, labels: what each device holds (a whole
     split, or the batch); indices, mask: [devices, per_device], mask 0 on padding. The gather is in the call, so a
-    split on the devices never leaves them; the caller loops over batches (a rolled scan is slow on XLA:CPU)."""
-    return _eval_fn(apply_fn, preprocess, tuple(devices))
+    split on the devices never leaves them; the caller loops over batches (a rolled scan is slow on XLA:CPU).
+    With `probabilities`: (variables, images, indices) -> softmax probabilities of images[indices],
+    [devices, per_device, classes]."""
+    return _eval_fn(apply_fn, preprocess, tuple(devices), probabilities)
 
 
-@functools.lru_cache(maxsize=16)
-def _eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
+@functools.lru_cache(maxsize=32)
+def _eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...],
+             probabilities: bool) -> Callable:
     step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
     def evaluate(variables, images, labels, indices, mask):
         return step(variables, {"image": images[indices], "label": labels[indices], "mask": mask})
 
-    return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))
+    def probabilities_of(variables, images, indices):
+        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
+
+    return jax.pmap(probabilities_of if probabilities else evaluate, axis_name=AXIS, devices=list(devices))

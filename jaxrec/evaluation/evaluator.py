@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.core.metrics import report_with_tta, summarize_eval
-from jaxrec.core.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
+from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
 from jaxrec.data.sources import decode_listed, decode_problem, is_image_folder, load_tfds_split, stream_split, streams
@@ -38,7 +38,7 @@ class Evaluator:
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
         self._fn = make_eval_fn(apply_fn, preprocess, devices)
-        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
+        self._probabilities_fn = make_eval_fn(apply_fn, preprocess, devices, probabilities=True)
         self._count = len(split)
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)
