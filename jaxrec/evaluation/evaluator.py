@@ -120,12 +120,9 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     variables = replicate(trained.variables, devices)
 
     def scores(level: int) -> dict[str, Any]:
-        evaluator = Evaluator(trained.apply_fn(level), data, trained.preprocess(), devices, config.eval_batch_size,
-                              config.data_workers)
-        try:
+        with contextlib.closing(Evaluator(trained.apply_fn(level), data, trained.preprocess(), devices,
+                                          config.eval_batch_size, config.data_workers)) as evaluator:
             return evaluator(variables)
-        finally:
-            evaluator.close()
 
     plain = scores(0)
     augmented = scores(config.tta) if config.tta else plain
