@@ -251,8 +251,8 @@ def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
                    devices: list[jax.Device], model_axis: str = "loop") -> Trainer:
-    """Puts the data on the devices and builds the compiled program and the evaluator; refuses a run
-    that cannot fit in memory with its models trained side by side."""
+    """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluators;
+    refuses a training split smaller than one batch, or a lookahead the run is too short for (check_lookahead)."""
     config, models = configs[0], len(configs)
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
@@ -276,21 +276,15 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
         rngs=jax.numpy.stack([m.keys.train for m in members]),
         inputs=None if data.streamed else DeviceFeed(replicate(data.train.images, devices),
                                                      replicate(data.train.labels, devices)),
-        evaluator=make_evaluator(eval_apply, data, preprocess, devices, config),
-        final_evaluator=make_evaluator(with_tta(eval_apply, config.tta), data, preprocess, devices, config)
-        if config.tta else None,
+        evaluator=Evaluator(eval_apply, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers),
+        final_evaluator=Evaluator(with_tta(eval_apply, config.tta), data.eval, preprocess, devices,
+                                  config.eval_batch_size, config.data_workers) if config.tta else None,
         dataset=data.describe())
     if not data.streamed:
         return trainer
     return dataclasses.replace(trainer, inputs=TrainStream(
         data.train, lambda epoch: trainer.order(epoch)[:, 0], trainer.steps_in_epoch, trainer.epochs,
         process_columns(devices, config.batch_size), config.data_workers))
-
-
-def make_evaluator(apply_fn: Any, data: DataSplits, preprocess: Preprocess, devices: list[jax.Device],
-                   config: Config) -> Evaluator:
-    """The evaluator of the eval split: on the devices, or streamed as the training split is."""
-    return Evaluator(apply_fn, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers)
 
 
 def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
