@@ -1,12 +1,6 @@
-"""Data parallelism: the pure steps of `jaxrec.core.steps`, compiled with `jax.pmap` over local devices.
-
-Each device holds a full copy of the (uint8) data set and of the train state. Per call the host sends only example
-indices [devices, steps, per_device_batch]; the compiled function gathers, preprocesses and trains `steps` steps, so
-Python runs once per call, not once per step. The compiled functions are cached by their arguments (create_model
-keeps one model per config), so the runs of one process (a study's seeds) compile each once. In a multi-process run
-the functions map over every device of every process, ordered by process; each process passes its own devices' rows
-(`local_rows`), and the collectives span them all.
-"""
+"""Data parallelism: jaxrec.core.steps under `jax.pmap`, several steps per call (Python runs once per call), each
+device gathering its examples from its copy of the data. Cached by their arguments (create_model keeps one model per
+config), so a study's seeds compile each once; a multi-process run maps over every device of every process."""
 
 from __future__ import annotations
 
@@ -196,12 +190,8 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The compiled training program of K models (1 for a plain run), and how the loop talks to it.
-
-    The loop holds one `state` and sends, per call, the models' index batches [steps, K, global_batch] and training
-    keys [K]. With K = 1 the program is make_train_fn's, fed the one model's share, so a plain run computes exactly
-    one model's pmapped step; with K > 1, _group_train_fn's.
-    """
+    """The compiled training program of K models, and how the loop talks to it. A plain run is K = 1: make_train_fn's
+    program, fed the one model's share, so it computes exactly one model's pmapped step."""
 
     models: int
     devices: tuple[jax.Device, ...]

@@ -1,10 +1,6 @@
-"""Evaluation over a whole split: every example counted once, on all devices, sums kept on the device.
-
-`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run. Each call gathers a padded,
-masked batch of example indices from what the devices hold: the whole split, or a streamed (`--input stream`)
-batch read from the files. The eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion matrix,
-label ranks) from which jaxrec.core.metrics derives the scores.
-"""
+"""Evaluation over a whole split, every example counted once (padded, masked batches): the `Evaluator` that the
+training loop, `jaxrec evaluate` and the benchmark all run. Its sums (jaxrec.core.steps.eval_step) stay on the
+devices until jaxrec.core.metrics derives the scores."""
 
 from __future__ import annotations
 
