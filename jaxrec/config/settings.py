@@ -43,7 +43,7 @@ Input = Literal["auto", "device", "stream"]
 SEED_LIMIT = 2**32  # jax.random.key wraps larger seeds around (2**32 gives key 0's numbers)
 # The independent sources of randomness of a run, each with a seed of its own (`<source>_seed`).
 SOURCES = ("init", "order", "augment", "split")
-# How a program that trains several models holds them (jaxrec.core.parallel.make_group_train_fn).
+# How a program that trains several models holds them (jaxrec.core.parallel.make_program).
 MODEL_AXES = typing.get_args(ModelAxis)
 
 

@@ -1,12 +1,6 @@
-"""Data parallelism: the pure steps of `jaxrec.core.steps`, compiled with `jax.pmap` over local devices.
-
-Each device holds a full copy of the (uint8) data set and of the train state. Per call the host sends only example
-indices [devices, steps, per_device_batch]; the compiled function gathers, preprocesses and trains `steps` steps, so
-Python runs once per call, not once per step. The compiled functions are cached by their arguments (create_model
-keeps one model per config), so the runs of one process (a study's seeds) compile each once. In a multi-process run
-the functions map over every device of every process, ordered by process; each process passes its own devices' rows
-(`local_rows`), and the collectives span them all.
-"""
+"""Data parallelism: jaxrec.core.steps under `jax.pmap`, several steps per call (Python runs once per call), each
+device gathering its examples from its copy of the data. Cached by their arguments (create_model keeps one model per
+config), so a study's seeds compile each once; a multi-process run maps over every device of every process."""
 
 from __future__ import annotations
 
@@ -19,7 +13,6 @@ import jax
 import numpy as np
 from flax import jax_utils
 
-from jaxrec.config import MODEL_AXES
 from jaxrec.core.pipeline import Preprocess
 from jaxrec.core.steps import Objective, eval_step, train_step
 from jaxrec.errors import InputError
@@ -150,26 +143,17 @@ def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective
                     devices=list(devices))
 
 
-def make_group_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device], models: int,
-                        model_axis: str = "loop", objective: Objective = Objective(),
-                        steps_loop: str | None = None) -> Callable:
+@functools.lru_cache(maxsize=16)
+def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
+                    objective: Objective, steps_loop: str) -> Callable:
     """K = `models` models side by side: (states, images, labels, indices, rngs) -> (states, metrics), pmapped,
-    states donated. As make_train_fn, with a model axis: states stacked (`stack_states`), leaves [devices, K, ...];
+    states donated. As make_train_fn, with a model axis: states stacked (`Program.stack`), leaves [devices, K, ...];
     indices [devices, steps, K, per_device] (each model its own data order); rngs [K]; metrics [devices, steps, K].
 
     model_axis 'loop' writes the K models out one after another, so each does exactly the single-model arithmetic;
     'vmap' makes every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md)
     and slow in the backward pass on GPUs too (jax#13800).
     """
-    if model_axis not in MODEL_AXES:
-        raise ValueError(f"model_axis {model_axis!r}: choose one of {MODEL_AXES}")
-    return _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
-                           _steps_loop(steps_loop, devices))
-
-
-@functools.lru_cache(maxsize=16)
-def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
-                    objective: Objective, steps_loop: str) -> Callable:
     one = _train_steps_fn(preprocess, objective)
 
     def group_steps(states, images, labels, indices, rngs):
@@ -191,18 +175,9 @@ def member(states: Any, k: int) -> Any:
     return jax.tree_util.tree_map(lambda x: x[k], states)
 
 
-def stack_states(states: Sequence[Any]) -> Any:
-    """K train states of one config (the same model and optimizer objects) as one, every array [K, ...]."""
-    return jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *states)
-
-
-def make_unstack_fn(models: int, devices: Sequence[jax.Device]) -> Callable:
-    """Replicated stacked states [devices, K, ...] -> K replicated states [devices, ...], on the devices."""
-    return _unstack_fn(models, tuple(devices))
-
-
 @functools.lru_cache(maxsize=16)
 def _unstack_fn(models: int, devices: tuple[jax.Device, ...]) -> Callable:
+    """Replicated stacked states [devices, K, ...] -> K replicated states [devices, ...], on the devices."""
     return jax.pmap(lambda states: tuple(member(states, k) for k in range(models)), axis_name=AXIS,
                     devices=list(devices))
 
@@ -215,12 +190,8 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The compiled training program of K models (1 for a plain run), and how the loop talks to it.
-
-    The loop holds one `state` and sends, per call, the models' index batches [steps, K, global_batch] and training
-    keys [K]. With K = 1 the program is make_train_fn's, fed the one model's share, so a plain run computes exactly
-    one model's pmapped step; with K > 1, make_group_train_fn's.
-    """
+    """The compiled training program of K models, and how the loop talks to it. A plain run is K = 1: make_train_fn's
+    program, fed the one model's share, so it computes exactly one model's pmapped step."""
 
     models: int
     devices: tuple[jax.Device, ...]
@@ -228,11 +199,13 @@ class Program:
 
     def stack(self, states: Sequence[Any]) -> Any:
         """The K models' (unreplicated) train states as the program's one replicated state."""
-        return replicate(states[0] if self.models == 1 else stack_states(states), self.devices)
+        # K states of one config (the same model and optimizer objects) as one, every array [K, ...].
+        stacked = states[0] if self.models == 1 else jax.tree_util.tree_map(lambda *x: np.stack(x), *states)
+        return replicate(stacked, self.devices)
 
     def unstack(self, state: Any) -> tuple[Any, ...]:
         """The program's state as the K models' replicated states, on the devices."""
-        return (state,) if self.models == 1 else make_unstack_fn(self.models, self.devices)(state)
+        return (state,) if self.models == 1 else _unstack_fn(self.models, self.devices)(state)
 
     def shares(self, indices: np.ndarray) -> np.ndarray:
         """[steps, K, global_batch] -> this process's rows of the program's index argument."""
@@ -259,43 +232,37 @@ class Program:
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
                  objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
-    """The training program of `group` = (models, model_axis) on `devices` (make_group_train_fn). Only a one-model
+    """The training program of `group` = (models, model_axis) on `devices` (_group_train_fn). Only a one-model
     program takes streamed batches: each model of a group reads its own order."""
     models, model_axis = group
     if models == 1:
         fn = make_train_fn(preprocess, devices, objective, steps_loop)
     else:
-        fn = make_group_train_fn(preprocess, devices, models, model_axis, objective, steps_loop)
+        fn = _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
+                             _steps_loop(steps_loop, devices))
     return Program(models=models, devices=tuple(devices), fn=fn)
 
 
-def make_probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
-    """(variables, images, indices) -> softmax probabilities of images[indices], [devices, per_device, classes];
-    pmapped. variables: TrainState.eval_variables, replicated."""
-    return _probabilities_fn(apply_fn, preprocess, tuple(devices))
-
-
-@functools.lru_cache(maxsize=16)
-def _probabilities_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
-    def probabilities(variables, images, indices):
-        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
-
-    return jax.pmap(probabilities, axis_name=AXIS, devices=list(devices))
-
-
-def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device]) -> Callable:
+def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
+                 probabilities: bool = False) -> Callable:
     """(variables, images, labels, indices, mask) -> eval sums (eval_step) of images[indices], over all devices;
     pmapped. variables: TrainState.eval_variables, replicated; images, labels: what each device holds (a whole
     split, or the batch); indices, mask: [devices, per_device], mask 0 on padding. The gather is in the call, so a
-    split on the devices never leaves them; the caller loops over batches (a rolled scan is slow on XLA:CPU)."""
-    return _eval_fn(apply_fn, preprocess, tuple(devices))
+    split on the devices never leaves them; the caller loops over batches (a rolled scan is slow on XLA:CPU).
+    With `probabilities`: (variables, images, indices) -> softmax probabilities of images[indices],
+    [devices, per_device, classes]."""
+    return _eval_fn(apply_fn, preprocess, tuple(devices), probabilities)
 
 
-@functools.lru_cache(maxsize=16)
-def _eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...]) -> Callable:
+@functools.lru_cache(maxsize=32)
+def _eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: tuple[jax.Device, ...],
+             probabilities: bool) -> Callable:
     step = functools.partial(eval_step, apply_fn=apply_fn, preprocess=preprocess, axis_name=AXIS)
 
     def evaluate(variables, images, labels, indices, mask):
         return step(variables, {"image": images[indices], "label": labels[indices], "mask": mask})
 
-    return jax.pmap(evaluate, axis_name=AXIS, devices=list(devices))
+    def probabilities_of(variables, images, indices):
+        return jax.nn.softmax(apply_fn(variables, preprocess.eval(images[indices]), train=False), axis=-1)
+
+    return jax.pmap(probabilities_of if probabilities else evaluate, axis_name=AXIS, devices=list(devices))

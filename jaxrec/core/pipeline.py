@@ -1,9 +1,5 @@
-"""Device-side input pipeline: which examples each step sees, and how they are preprocessed.
-
-The data set lives on the device(s) as uint8 arrays. The host only decides *indices*: a seeded
-permutation per epoch (`epoch_indices`), or a padded, masked sweep for evaluation
-(`eval_indices`). Gathering, augmentation and normalisation run inside the compiled step.
-"""
+"""Device-side input pipeline: the host decides only which examples each step sees (`epoch_indices`,
+`eval_indices`); gathering, augmentation and normalisation (`Preprocess`) run inside the compiled step."""
 
 from __future__ import annotations
 

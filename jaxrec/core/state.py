@@ -1,9 +1,6 @@
-"""The train state: parameters, the model's other collections, optimizer state, step, and room for an averaged copy.
-
-`model_state` holds the model's other variable collections (BatchNorm's `batch_stats`; `{}` for none), which the
-train step updates and evaluation reads. `averaged` is the averaged copy of the variables that a weight-averaging
-recipe (EMA, lookahead) keeps, None when none is. All of it is checkpointed, so a resumed run continues exactly.
-"""
+"""The train state: flax's, with the model's other collections (`model_state`, e.g. BatchNorm's `batch_stats`) and a
+weight-averaging recipe's copy of the variables (`averaged`: EMA, lookahead; None without one). All of it is
+checkpointed, so a resumed run continues exactly."""
 
 from __future__ import annotations
 

@@ -31,10 +31,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def _pmean(tree: Any, axis_name: str | None) -> Any:
-    return jax.lax.pmean(tree, axis_name) if axis_name else tree
-
-
 def _psum(tree: Any, axis_name: str | None) -> Any:
     return jax.lax.psum(tree, axis_name) if axis_name else tree
 
@@ -104,7 +100,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
     # One all-reduce for gradients and metrics together: on XLA:CPU a collective waiting for the other devices holds
     # a worker of the thread pool they all compute on, and two could hold every worker of a 2-core machine, leaving
     # the other device none for its convolution: a hang. BatchNorm's statistics are already global (forward pmeans).
-    grads, metrics = _pmean((grads, metrics), axis_name)
+    grads, metrics = jax.lax.pmean((grads, metrics), axis_name) if axis_name else (grads, metrics)
     state = state.apply_gradients(grads=grads, model_state=model_state)
     return (state if objective.lookahead is None else objective.lookahead(state)), metrics
 

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 
 from jaxrec.core.pipeline import mirror
 
-LEVELS = (0, 1, 2)
-# Views of an image each level runs the network on: the image; and its mirror; and both of two shifted copies.
+# Each level, and the views of an image it runs the network on: the image; and its mirror; and two shifted copies.
 VIEWS = {0: 1, 1: 2, 2: 6}
 
 
@@ -31,8 +30,8 @@ def shifted_views(images: jax.Array) -> tuple[jax.Array, jax.Array]:
 def with_tta(apply_fn: Callable, level: int) -> Callable:
     """`apply_fn(variables, images, train=False)` with test-time augmentation `level`; cached, so the programs that
     apply it compile once in a process."""
-    if level not in LEVELS:
-        raise ValueError(f"test-time augmentation level {level}: choose one of {LEVELS}")
+    if level not in VIEWS:
+        raise ValueError(f"test-time augmentation level {level}: choose one of {tuple(VIEWS)}")
     if level == 0:
         return apply_fn
 
@@ -50,4 +49,4 @@ def with_tta(apply_fn: Callable, level: int) -> Callable:
     return level2
 
 
-__all__ = ["LEVELS", "VIEWS", "shifted_views", "with_tta"]
+__all__ = ["VIEWS", "shifted_views", "with_tta"]

@@ -1,10 +1,6 @@
-"""Evaluation over a whole split: every example counted once, on all devices, sums kept on the device.
-
-`Evaluator` is what the training loop, `jaxrec evaluate` and the benchmark all run. Each call gathers a padded,
-masked batch of example indices from what the devices hold: the whole split, or a streamed (`--input stream`)
-batch read from the files. The eval step (jaxrec.core.steps.eval_step) returns sums (loss, confusion matrix,
-label ranks) from which jaxrec.core.metrics derives the scores.
-"""
+"""Evaluation over a whole split, every example counted once (padded, masked batches): the `Evaluator` that the
+training loop, `jaxrec evaluate` and the benchmark all run. Its sums (jaxrec.core.steps.eval_step) stay on the
+devices until jaxrec.core.metrics derives the scores."""
 
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ import numpy as np
 
 from jaxrec.config import EVALUATION_FIELDS, Config
 from jaxrec.core.metrics import report_with_tta, summarize_eval
-from jaxrec.core.parallel import local_rows, make_eval_fn, make_probabilities_fn, replicate, select_devices, unreplicate
+from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
 from jaxrec.data.sources import decode_listed, decode_problem, is_image_folder, load_tfds_split, stream_split, streams
@@ -38,7 +34,7 @@ class Evaluator:
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
         self._fn = make_eval_fn(apply_fn, preprocess, devices)
-        self._probabilities_fn = make_probabilities_fn(apply_fn, preprocess, devices)
+        self._probabilities_fn = make_eval_fn(apply_fn, preprocess, devices, probabilities=True)
         self._count = len(split)
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)
@@ -120,12 +116,9 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     variables = replicate(trained.variables, devices)
 
     def scores(level: int) -> dict[str, Any]:
-        evaluator = Evaluator(trained.apply_fn(level), data, trained.preprocess(), devices, config.eval_batch_size,
-                              config.data_workers)
-        try:
+        with contextlib.closing(Evaluator(trained.apply_fn(level), data, trained.preprocess(), devices,
+                                          config.eval_batch_size, config.data_workers)) as evaluator:
             return evaluator(variables)
-        finally:
-            evaluator.close()
 
     plain = scores(0)
     augmented = scores(config.tta) if config.tta else plain

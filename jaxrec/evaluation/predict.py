@@ -1,9 +1,5 @@
-"""Classifies new images with a saved run's checkpoint: top-k class names and probabilities per image.
-
-The library behind `jaxrec predict`. Each image gets exactly the training preprocessing: decoded and resized as
-training folders are (jaxrec.data.decode), normalised with the training mean/std saved in the workdir. A file that
-is missing or not an image is reported on its own entry and the others are still classified.
-"""
+"""Classifies new images with a saved run's checkpoint (the library behind `jaxrec predict`), each with exactly the
+training preprocessing: decoded and resized as training folders are, normalised with the saved training mean/std."""
 
 from __future__ import annotations
 

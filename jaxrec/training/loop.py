@@ -133,30 +133,14 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
     """Trains `config.model` on `config.dataset`, evaluates it, writes the run's outputs to `workdir` and returns
     the final train state (the first device's). With config.resume, continues from the workdir's latest checkpoint
     exactly as if it had not stopped; SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted."""
-    entered = time.time()
-    configs, devices = prepare_run([config])
-    with claimed(workdir, configs[0]) as path:
-        return train_in_workdirs(configs, [path], devices, "loop", entered)[0]
+    return train_in_workdirs([config], [workdir])[0]
 
 
 def train_group(configs: Sequence[Config], model_axis: str = "loop") -> list[TrainState]:
     """`train_and_evaluate` for configs that differ only in seeds and workdirs (check_group), in one program; returns
     the final train states. Each model has its own parameters, optimizer state, data order and augmentation, and
     with model_axis 'loop' does exactly its plain run's arithmetic. The members' checkpoints must be at one step."""
-    entered = time.time()
-    configs, devices = prepare_run(configs, model_axis)
-    with contextlib.ExitStack() as held:
-        workdirs = [held.enter_context(claimed(config.workdir, config)) for config in configs]
-        return train_in_workdirs(configs, workdirs, devices, model_axis, entered)
-
-
-def prepare_run(configs: Sequence[Config], model_axis: str = "loop") -> tuple[list[Config], list[jax.Device]]:
-    """The checked configs (jaxrec.runtime.setup.prepare: devices split and processes joined, once) and the
-    devices; refuses what cannot train before any data is loaded."""
-    configs = check_group([prepare(config) for config in configs], model_axis)
-    devices = select_devices(configs[0].num_devices)
-    per_device_batch(configs[0].batch_size, len(devices))
-    return configs, devices
+    return train_in_workdirs(configs, [config.workdir for config in configs], model_axis)
 
 
 def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Config]:
@@ -215,44 +199,51 @@ class Session:
     resumed_from: int | None = None
 
 
-def train_in_workdirs(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
-                      entered: float) -> list[TrainState]:
-    """The loop, in claimed workdirs: one per config."""
-    data = open_data(configs[0], len(configs), devices)
-    described = data.describe()
-    distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
-                                "give every process the same --dataset, with the same files")
-    trainer = create_trainer(configs, workdirs, data, devices, model_axis)
-    states, runs, resumed_from = restore_or_start(trainer, data)
-    writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
-    compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
-    state = trainer.program.stack(states)
-    with stop_on_signals(processes=jax.process_count()) as stop:
-        # Wall time counts the run's earlier sessions too.
-        session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
-        try:
-            for _ in range(runs[0].epoch, trainer.epochs):
-                state, runs, calls = train_epoch(trainer, state, runs, session)
-                runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
-                compiled |= calls
-                if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
-                    raise interrupted(trainer, runs[0], stop)
-        finally:
-            trainer.close()
-            for member, writer in zip(trainer.members, writers):
-                member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
-                writer.close()
-    finals = trainer.program.unstack(state)
-    for member, final, run, result in zip(trainer.members, finals, runs, results):
-        write_summary(trainer, member, data, (final, run, result), session)
-    distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
-    return [unreplicate(final) for final in finals]
+def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
+                      model_axis: str = "loop") -> list[TrainState]:
+    """The loop, each config in its workdir. Refuses what cannot train (prepare, which also splits the CPU into devices
+    and joins the processes; check_group) and claims the workdirs before any data is loaded or file written."""
+    entered = time.time()
+    configs = check_group([prepare(config) for config in configs], model_axis)
+    devices = select_devices(configs[0].num_devices)
+    per_device_batch(configs[0].batch_size, len(devices))
+    with contextlib.ExitStack() as held:
+        workdirs = [held.enter_context(claimed(workdir, config)) for workdir, config in zip(workdirs, configs)]
+        data = open_data(configs[0], len(configs), devices)
+        described = data.describe()
+        distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
+                                    "give every process the same --dataset, with the same files")
+        trainer = create_trainer(configs, workdirs, data, devices, model_axis)
+        states, runs, resumed_from = restore_or_start(trainer, data)
+        writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
+        compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
+        state = trainer.program.stack(states)
+        with stop_on_signals(processes=jax.process_count()) as stop:
+            # Wall time counts the run's earlier sessions too.
+            session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
+            try:
+                for _ in range(runs[0].epoch, trainer.epochs):
+                    state, runs, calls = train_epoch(trainer, state, runs, session)
+                    runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
+                    compiled |= calls
+                    if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
+                        raise interrupted(trainer, runs[0], stop)
+            finally:
+                trainer.close()
+                for member, writer in zip(trainer.members, writers):
+                    member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
+                    writer.close()
+        finals = trainer.program.unstack(state)
+        for member, final, run, result in zip(trainer.members, finals, runs, results):
+            write_summary(trainer, member, data, (final, run, result), session)
+        distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
+        return [unreplicate(final) for final in finals]
 
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
                    devices: list[jax.Device], model_axis: str = "loop") -> Trainer:
-    """Puts the data on the devices and builds the compiled program and the evaluator; refuses a run
-    that cannot fit in memory with its models trained side by side."""
+    """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluators;
+    refuses a training split smaller than one batch, or a lookahead the run is too short for (check_lookahead)."""
     config, models = configs[0], len(configs)
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
@@ -276,21 +267,15 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
         rngs=jax.numpy.stack([m.keys.train for m in members]),
         inputs=None if data.streamed else DeviceFeed(replicate(data.train.images, devices),
                                                      replicate(data.train.labels, devices)),
-        evaluator=make_evaluator(eval_apply, data, preprocess, devices, config),
-        final_evaluator=make_evaluator(with_tta(eval_apply, config.tta), data, preprocess, devices, config)
-        if config.tta else None,
+        evaluator=Evaluator(eval_apply, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers),
+        final_evaluator=Evaluator(with_tta(eval_apply, config.tta), data.eval, preprocess, devices,
+                                  config.eval_batch_size, config.data_workers) if config.tta else None,
         dataset=data.describe())
     if not data.streamed:
         return trainer
     return dataclasses.replace(trainer, inputs=TrainStream(
         data.train, lambda epoch: trainer.order(epoch)[:, 0], trainer.steps_in_epoch, trainer.epochs,
         process_columns(devices, config.batch_size), config.data_workers))
-
-
-def make_evaluator(apply_fn: Any, data: DataSplits, preprocess: Preprocess, devices: list[jax.Device],
-                   config: Config) -> Evaluator:
-    """The evaluator of the eval split: on the devices, or streamed as the training split is."""
-    return Evaluator(apply_fn, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers)
 
 
 def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
