@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec.cli import flags
-from jaxrec.config import BENCHMARK_UNUSED, EVALUATION_FIELDS, BenchmarkOptions, Config, at_least, check, is_recipe_file
+from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODELS, BenchmarkOptions, Config, at_least, check,
+                           is_recipe_file)
 from jaxrec.errors import InputError, SaveError
-from jaxrec.models import BUILT_IN, config_for
+from jaxrec.models import config_for
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
@@ -234,7 +235,7 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
     """The flags' defaults: Config's with the DEFAULTS of the recipe --model names in `argv`, so --help shows that
     recipe's values. A recipe file that cannot be used ends the command in one line."""
     model = flags.model_in(argv)
-    if model is None or (model not in BUILT_IN and not is_recipe_file(model)):
+    if model is None or (model not in MODELS and not is_recipe_file(model)):
         return Config()  # an unknown name is refused by the parser, with the names it takes
     try:
         return config_for(model)

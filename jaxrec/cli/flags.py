@@ -10,10 +10,10 @@ import sys
 import typing
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
-from jaxrec.config import Config, choices, is_recipe_file, without_unused_defaults
+from jaxrec.config import MODELS, Config, choices, is_recipe_file, without_unused_defaults
 from jaxrec.config.rules import field_types
 from jaxrec.errors import InputError
-from jaxrec.models.recipes import BUILT_IN, load
+from jaxrec.models.recipes import load
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -38,7 +38,7 @@ def _knob_owners(message: str) -> str:
     if not message.startswith("unrecognized arguments:"):
         return ""
     given = {word[2:] for word in message.split() if word.startswith("--")}
-    owners = {name: model for model in BUILT_IN for name in load(model).knob_names if name in given}
+    owners = {name: model for model in MODELS for name in load(model).knob_names if name in given}
     return "".join(f"; --{name} is a setting of --model {model}" for name, model in sorted(owners.items()))
 
 
@@ -175,7 +175,7 @@ def model_in(argv: Sequence[str] | None) -> str | None:
 def own_knobs(model: str) -> type | None:
     """The Knobs dataclass of the recipe `model` names, or None (none, or no such recipe: the parser refuses it).
     The default model has no knobs (a test pins it), so a command that names no model imports no network."""
-    if model == Config().model or not (model in BUILT_IN or is_recipe_file(model)):
+    if model == Config().model or not (model in MODELS or is_recipe_file(model)):
         return None
     return load(model).knobs
 

@@ -16,8 +16,10 @@ from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_pro
                                  in_range, is_number, knob, knob_group, sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
 
-# The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
-MODELS = ("cnn", "rnn", "resnet18", "resnet20", "airbench94")
+# The built-in recipes by the name --model gives them, with their modules (jaxrec.models.recipes loads them);
+# --model also takes a recipe file.
+MODELS = {"cnn": "jaxrec.models.cnn", "rnn": "jaxrec.models.rnn", "resnet18": "jaxrec.models.resnet",
+          "resnet20": "jaxrec.models.resnet", "airbench94": "jaxrec.models.airbench"}
 # Models that compute in float32 whatever --dtype says (the check refuses bfloat16 for them).
 FLOAT32_MODELS = ("cnn", "rnn")
 Norm = Literal["none", "batch"]
