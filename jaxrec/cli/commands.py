@@ -1,9 +1,6 @@
-"""The `jaxrec` command line: `jaxrec train|evaluate|predict|study|benchmark|prepare` (also `python -m jaxrec`).
-
-Every flag that sets something a run has is generated from `Config` (jaxrec.cli.flags), so the subcommands
-share one spelling, one help text and one set of checks. The experiment scripts are recipes over `train`
-(`run_experiment`).
-"""
+"""The `jaxrec` subcommands: train|evaluate|predict|study|benchmark|prepare (also `python -m jaxrec`). Their run
+flags come from `Config` (jaxrec.cli.flags): one spelling, help text and check; experiment scripts are recipes
+over `train` (`run_experiment`)."""
 
 from __future__ import annotations
 
@@ -17,16 +14,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jaxrec.cli import flags
-from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODEL_AXES, BenchmarkOptions, Config, check,
+from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODELS, BenchmarkOptions, Config, at_least, check,
                            is_recipe_file)
 from jaxrec.errors import InputError, SaveError
-from jaxrec.models import BUILT_IN, config_for
+from jaxrec.models import config_for
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
 
-# Heavy modules (JAX, Flax, Orbax, TensorFlow) are imported inside the commands that need them, so
-# that `--help` and a refused setting answer at once.
+# JAX, Flax, Orbax and TensorFlow are imported inside the commands that need them (jaxrec.cli's docstring).
 
 USAGE = """Train, evaluate and reproduce image classifiers with JAX.
 
@@ -239,7 +235,7 @@ def model_defaults(argv: Sequence[str] | None) -> Config:
     """The flags' defaults: Config's with the DEFAULTS of the recipe --model names in `argv`, so --help shows that
     recipe's values. A recipe file that cannot be used ends the command in one line."""
     model = flags.model_in(argv)
-    if model is None or (model not in BUILT_IN and not is_recipe_file(model)):
+    if model is None or (model not in MODELS and not is_recipe_file(model)):
         return Config()  # an unknown name is refused by the parser, with the names it takes
     try:
         return config_for(model)
@@ -293,7 +289,8 @@ def _add_predict(commands, defaults: Config) -> None:
     _add_checkpoint_flags(parser)
     flags.add_flags(parser, Config, only=("top_k",))
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
-    parser.add_argument("--batch_size", type=flags.positive_int, default=256, help="images per device call")
+    parser.add_argument("--batch_size", type=flags.checked(int, at_least(1)), default=256,
+                        help="images per device call")
     parser.set_defaults(main=_predict)
 
 
@@ -310,13 +307,7 @@ def _add_study(commands, defaults: Config) -> None:
     parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
     parser.add_argument("--check_determinism", action="store_true",
                         help="first train the first seed twice and report whether the runs are bit-identical")
-    parser.add_argument("--seeds_per_program", type=flags.positive_int, default=1,
-                        help="models trained side by side in one compiled program (same results with --model_axis "
-                             "loop; on a CPU one at a time is as fast, see docs/studies.md)")
-    parser.add_argument("--model_axis", choices=MODEL_AXES, default="loop",
-                        help="how a program holds its models: loop (written out one after another: each model's "
-                             "arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, float-rounding "
-                             "differences, 3x slower on XLA:CPU)")
+    flags.add_flags(parser, BenchmarkOptions, only=("seeds_per_program", "model_axis"))
     parser.set_defaults(main=lambda args: study(config_of(args), args.seeds, args.vary,
                                                 args.base_seed, args.check_determinism,
                                                 (args.seeds_per_program, args.model_axis)))

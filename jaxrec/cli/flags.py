@@ -1,9 +1,6 @@
-"""Command-line flags generated from dataclass fields (`Config`, `BenchmarkOptions`, ...).
-
-Each field becomes a `--name` flag with the field's help text, a converter for its type, `choices` for a
-`Literal` type and, for booleans, a bare `--flag` meaning true; `--help` lists them by the field's group. A
-parse error is one line, not a usage dump.
-"""
+"""One `--name` flag per field of a settings dataclass (`Config`, `BenchmarkOptions`, a recipe's `Knobs`): its help
+text, a converter for its type, `choices` for a `Literal` type and, for booleans, a bare `--flag` meaning true;
+`--help` lists them by the field's group. A parse error is one line, not a usage dump."""
 
 from __future__ import annotations
 
@@ -13,10 +10,10 @@ import sys
 import typing
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
-from jaxrec.config import Config, choices, is_recipe_file, without_unused_defaults
+from jaxrec.config import MODELS, Config, choices, is_recipe_file, without_unused_defaults
 from jaxrec.config.rules import field_types
 from jaxrec.errors import InputError
-from jaxrec.models.recipes import BUILT_IN, load
+from jaxrec.models.recipes import load
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -41,7 +38,7 @@ def _knob_owners(message: str) -> str:
     if not message.startswith("unrecognized arguments:"):
         return ""
     given = {word[2:] for word in message.split() if word.startswith("--")}
-    owners = {name: model for model in BUILT_IN for name in load(model).knob_names if name in given}
+    owners = {name: model for model in MODELS for name in load(model).knob_names if name in given}
     return "".join(f"; --{name} is a setting of --model {model}" for name, model in sorted(owners.items()))
 
 
@@ -59,16 +56,6 @@ def parse_int_tuple(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def parse_number(text: str) -> int | float:
@@ -97,17 +84,17 @@ def _converter(annotation: Any):
     return {bool: parse_bool, int: int, float: float, str: str}[annotation]
 
 
-def _checked(convert: Any, rule: Any) -> Any:
-    """`convert` that also refuses values outside a field's rule, so the error names the flag as typed
+def checked(convert: Any, rule: Any) -> Any:
+    """`convert` that also refuses the values `rule` does not allow, so the error names the flag as typed
     (e.g. `--batch_size`, an alias of evaluate's `--eval_batch_size`)."""
-    def checked(text: str) -> Any:
+    def check(text: str) -> Any:
         value = convert(text)
         if not rule(value):
             raise argparse.ArgumentTypeError(f"must be {rule.wording}, got {text!r}")
         return value
 
-    checked.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid int value" wording
-    return checked
+    check.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid int value" wording
+    return check
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, *,
@@ -127,7 +114,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
         if (wanted is not None and field.name not in wanted) or "no_flag" in field.metadata.get("roles", ()):
             continue
         base = _converter(hints[field.name])
-        convert = _checked(base, field.metadata["rule"]) if field.metadata.get("rule") is not None else base
+        convert = checked(base, field.metadata["rule"]) if field.metadata.get("rule") is not None else base
         help_text = field.metadata["help"].replace("%", "%%")
         kwargs: dict[str, Any] = dict(type=convert, metavar=field.name.upper(), dest=field.name,
                                       choices=choices(cls, field.name))
@@ -188,10 +175,10 @@ def model_in(argv: Sequence[str] | None) -> str | None:
 def own_knobs(model: str) -> type | None:
     """The Knobs dataclass of the recipe `model` names, or None (none, or no such recipe: the parser refuses it).
     The default model has no knobs (a test pins it), so a command that names no model imports no network."""
-    if model == Config().model or not (model in BUILT_IN or is_recipe_file(model)):
+    if model == Config().model or not (model in MODELS or is_recipe_file(model)):
         return None
     return load(model).knobs
 
 
-__all__ = ["Parser", "add_flags", "config_parser", "model_in", "own_knobs", "parse_bool", "parse_config",
-           "parse_int_tuple", "parse_number", "positive_int", "values_of"]
+__all__ = ["Parser", "add_flags", "checked", "config_parser", "model_in", "own_knobs", "parse_bool", "parse_config",
+           "parse_int_tuple", "parse_number", "values_of"]

@@ -142,17 +142,15 @@ def field_problems(settings: Any, only: Sequence[str] | None = None) -> list[str
         value = getattr(settings, field.name)
         allowed = choices(type(settings), field.name)
         rule = field.metadata.get("rule")
-        if not _has_type(hints[field.name], value):
-            problems.append(_refusal(field.name, value, f"of type {_type_name(hints[field.name])}"))
+        hint = hints[field.name]
+        if not _has_type(hint, value):
+            name = {int: "int", float: "float", bool: "bool", str: "str"}.get(hint, str(hint).replace("typing.", ""))
+            problems.append(_refusal(field.name, value, f"of type {name}"))
         elif allowed is not None and value not in allowed:
             problems.append(_refusal(field.name, value, "one of " + ", ".join(map(str, allowed))))
         elif rule is not None and not rule(value):
             problems.append(_refusal(field.name, value, rule.wording))
     return problems
-
-
-def _type_name(hint: Any) -> str:
-    return {int: "int", float: "float", bool: "bool", str: "str"}.get(hint, str(hint).replace("typing.", ""))
 
 
 def _refusal(name: str, value: Any, allowed: str) -> str:

@@ -1,10 +1,6 @@
-"""The one config object: every knob of a run, with its default, what it does and what it allows.
-
-Each field of the frozen dataclass `Config` carries its help text and, where not every value of its type makes
-sense, a `Rule` (jaxrec.config.rules); enumerated fields are `Literal` types. `check(config)` refuses a bad
-setting or combination, one line each, before any data is loaded. The command line (jaxrec.cli.flags) is
-generated from the same fields, so a new knob is added in one place and shows up in `--help`, in the saved
-`config.json` and in `summary.json`.
+"""`Config`'s fields each carry their help text and, where not every value of their type makes sense, a `Rule`
+(jaxrec.config.rules); enumerated fields are `Literal` types. The command line (jaxrec.cli.flags) is generated from
+the same fields, so a new knob is added in one place and shows up in `--help`, `config.json` and `summary.json`.
 """
 
 from __future__ import annotations
@@ -20,8 +16,12 @@ from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_pro
                                  in_range, is_number, knob, knob_group, sizes_at_least, zero_or_at_least)
 from jaxrec.errors import InputError
 
-# The built-in recipes (jaxrec.models.recipes.BUILT_IN holds their modules); --model also takes a recipe file.
-MODELS = ("cnn", "rnn", "resnet18", "resnet20", "airbench94")
+# The built-in recipes by the name --model gives them, with their modules (jaxrec.models.recipes loads them);
+# --model also takes a recipe file.
+MODELS = {"cnn": "jaxrec.models.cnn", "rnn": "jaxrec.models.rnn", "resnet18": "jaxrec.models.resnet",
+          "resnet20": "jaxrec.models.resnet", "airbench94": "jaxrec.models.airbench"}
+# Models that compute in float32 whatever --dtype says (the check refuses bfloat16 for them).
+FLOAT32_MODELS = ("cnn", "rnn")
 Norm = Literal["none", "batch"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 Channels = Literal[0, 1, 3]
@@ -65,7 +65,6 @@ def is_recipe_file(model: str) -> bool:
 
 def optional_seed() -> Rule:
     return Rule(lambda v: v is None or (is_number(v) and 0 <= v < SEED_LIMIT), f"unset or in [0, {SEED_LIMIT})")
-
 
 
 # How a field takes part in a run, declared once with the field (its `also=` and its group's roles): every
@@ -137,7 +136,7 @@ class Config:
                               f"file ending in .py"))
     conv_features: tuple[int, ...] = network((32, 64, 128, 128), "Output channels of the conv blocks (3x3 conv -> "
                                              "ReLU -> 2x2 max-pool each), comma separated; airbench94: the widths of "
-                                             "its conv groups (64,256,256).", sizes_at_least(1))
+                                             "its conv groups.", sizes_at_least(1))
     dense_features: int = network(512, "Width of the hidden dense layer.", at_least(1))
     norm: Norm = network("none", "Normalisation after each convolution of model=cnn: none (the article's network) or "
                          "batch (BatchNorm, its statistics over the global batch, across devices and processes).")
@@ -152,8 +151,8 @@ class Config:
     knobs: tuple = network((), "The recipe's own settings, as (name, value) pairs.", also=("no_flag",))
 
     # Optimisation.
-    epochs: int | float = optim(10, "Number of passes over the training set; a fraction trains part of the last one "
-                                "(airbench94: 9.9, ceil(9.9 x 48) = 476 steps).", above(0), also=("resume", "untimed"))
+    epochs: int | float = optim(10, "Number of passes over the training set; a fraction trains part of the last one.",
+                                above(0), also=("resume", "untimed"))
     max_steps: int = optim(0, "End training after this many optimizer steps, wherever that falls in an epoch, then "
                            "evaluate and write the summary (0: train every --epochs). The schedule stays that of "
                            "--epochs: for smoke runs.", at_least(0), also=("resume", "untimed"))
@@ -166,40 +165,37 @@ class Config:
     weight_decay: float = optim(0.0, "L2 weight decay added to the gradient, as PyTorch's SGD does.", at_least(0))
     decoupled: bool = optim(False, "airbench's form of learning_rate and weight_decay: both per 1,024 examples, the "
                             "step's learning rate is learning_rate / (1024 x (1 + 1/(1 - momentum))) and the decay "
-                            "added to the gradient weight_decay x batch_size / learning_rate. airbench94: true.")
+                            "added to the gradient weight_decay x batch_size / learning_rate.")
     norm_bias_lr_scale: float = optim(1.0, "BatchNorm biases train at this times the learning rate, with the same "
-                                      "learning rate x decay product (airbench94: 64).", above(0))
+                                      "learning rate x decay product.", above(0))
     lr_schedule: Schedule = optim("constant", "Learning-rate schedule: constant, cosine, step (x0.1 at 50% and 75% of "
                                   "training) or linear (after the warm-up, linearly down to final_lr_fraction x "
-                                  "learning_rate at the last step). airbench94: linear.")
+                                  "learning_rate at the last step).")
     warmup_epochs: float = optim(0.0, "Linear warm-up from warmup_start x learning_rate to learning_rate over this "
                                  "many epochs.", at_least(0))
-    warmup_fraction: float = optim(0.0, "The same warm-up over this fraction of all steps instead (int(steps x f), "
-                                   "airbench94: 0.23).", in_range(0, 1))
-    warmup_start: float = optim(0.0, "Where the warm-up starts, as a fraction of learning_rate (airbench94: 0.2).",
-                                in_range(0, 1))
-    final_lr_fraction: float = optim(0.0, "lr_schedule linear: the learning rate it ends at, as a fraction of "
-                                     "learning_rate (airbench94: 0.07).", in_range(0, 1))
-    label_smoothing: float = optim(0.0, "Label smoothing of the cross-entropy targets (0 = none; airbench94: 0.2).",
+    warmup_fraction: float = optim(0.0, "The same warm-up over this fraction of all steps instead (int(steps x f)).",
                                    in_range(0, 1))
-    loss_reduction: LossReduction = optim("mean", "The training loss over the batch: mean, or sum (airbench94's; the "
-                                          "gradient grows with the batch). Reported losses are means either way.")
+    warmup_start: float = optim(0.0, "Where the warm-up starts, as a fraction of learning_rate.", in_range(0, 1))
+    final_lr_fraction: float = optim(0.0, "lr_schedule linear: the learning rate it ends at, as a fraction of "
+                                     "learning_rate.", in_range(0, 1))
+    label_smoothing: float = optim(0.0, "Label smoothing of the cross-entropy targets (0 = none).", in_range(0, 1))
+    loss_reduction: LossReduction = optim("mean", "The training loss over the batch: mean, or sum (the gradient "
+                                          "grows with the batch). Reported losses are means either way.")
     lookahead: bool = optim(False, "airbench94's lookahead: every lookahead_every steps an average of every float "
                             "variable (BatchNorm statistics too) moves toward the network, ema = lerp(ema, net, 1 - "
                             "a), and the network is set to it; a = lookahead_decay^every x (step/steps)^3; at the end "
-                            "the network becomes the average. airbench94: true.")
+                            "the network becomes the average.")
     lookahead_every: int = optim(5, "Steps between lookahead updates.", at_least(1))
     lookahead_decay: float = optim(0.95, "Per-step decay of the lookahead average at the end of training.",
                                    in_range(0, 1))
     augment: bool = optim(False, "Random crop with 4-pixel zero padding and horizontal flip, on the device.")
     translate: int = optim(0, "Reflect-pad each training image by this many pixels and crop it back at a random "
-                           "offset, a new one every epoch (airbench94: 2).", at_least(0))
+                           "offset, a new one every epoch.", at_least(0))
     flip: Flip = optim("none", "Horizontal flips of training images: none, random (each image, every epoch), or "
-                       "alternating (each image flipped at random once, the whole set flipped again on odd epochs: "
-                       "airbench94's).")
+                       "alternating (each image flipped at random once, the whole set flipped again on odd epochs).")
     tta: Tta = optim(0, "Test-time augmentation of the final evaluation and of predict: 0 none, 1 the mean of the "
-                     "image and its mirror, 2 also the mirrored views shifted by one pixel (airbench94: 2). The "
-                     "per-epoch evaluations use none.", also=("evaluation", "untimed"))
+                     "image and its mirror, 2 also the mirrored views shifted by one pixel. The per-epoch "
+                     "evaluations use none.", also=("evaluation", "untimed"))
 
     # Run.
     seed: int = run(0, "Seed of every random number in the run: each source of randomness below takes it unless its "
@@ -254,22 +250,17 @@ class Config:
     steps_per_call: int = execution(10, "Training steps compiled into one device call (lax.scan); more means less "
                                     "host overhead, 1 is the plain one-step loop.", at_least(1))
     image_conv: ImageConv = execution("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
-                                      "patch (one patch matmul, faster on XLA:CPU); auto: jaxrec.models.kernels' "
-                                      "table by platform.")
+                                      "patch (one patch matmul, faster on XLA:CPU); auto: by platform (docs/speed.md).")
     eval_image_conv: ImageConv = execution("auto", "image_conv for evaluation and prediction (the forward pass alone, "
-                                           "where XLA:CPU's convolution is the faster one); auto: "
-                                           "jaxrec.models.kernels' table.")
+                                           "where XLA:CPU's convolution is the faster one); auto: by platform.")
     conv_grad: ConvGrad = execution("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
-                                    "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: "
-                                    "jaxrec.models.kernels' table by platform.")
+                                    "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: by platform.")
     pool: Pool = execution("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
-                           "gradient XLA:CPU runs far faster); auto: jaxrec.models.kernels' table by platform.")
+                           "gradient XLA:CPU runs far faster); auto: by platform.")
     batch_norm: BatchNormKernel = execution("auto", "airbench94's BatchNorm: flax (nn.BatchNorm) or matmul (the same, "
-                                            "its per-channel sums as matmuls, far faster on XLA:CPU); auto: "
-                                            "jaxrec.models.kernels' table by platform.")
+                                            "its per-channel sums as matmuls, faster on XLA:CPU); auto: by platform.")
     steps_loop: StepsLoop = execution("auto", "The steps of one device call: rolled (lax.scan's loop) or unrolled "
-                                      "(XLA:CPU runs convolutions in a loop far slower); auto: jaxrec.models.kernels' "
-                                      "table.")
+                                      "(XLA:CPU runs convolutions in a loop far slower); auto: by platform.")
 
     # Processes (one run over several hosts or processes with jax.distributed; docs/multi_host.md).
     distributed: Distributed = process("auto", "Join the run's processes with jax.distributed: auto (when "
@@ -315,8 +306,7 @@ class Config:
 
     def source_seeds(self) -> dict[str, int]:
         """The seed of each source of randomness (SOURCES): its own if set, else `seed`."""
-        own = {"init": self.init_seed, "order": self.order_seed, "augment": self.augment_seed,
-               "split": self.split_seed}
+        own = {source: getattr(self, f"{source}_seed") for source in SOURCES}
         return {source: self.seed if value is None else value for source, value in own.items()}
 
     def without_seeds(self) -> "Config":
@@ -364,9 +354,13 @@ class BenchmarkOptions:
     warmup_calls: int = knob(2, "Untimed training calls after compilation.", at_least(0))
     matmul_size: int = knob(0, "Side of the square float32 matmul that measures the peak FLOP/s "
                             "(0: 2048 on CPU, 8192 else).", at_least(0))
-    seeds_per_program: int = knob(1, "Models trained side by side in one program, as jaxrec study's; the training "
-                                  "images/s count every model's images.", at_least(1))
-    model_axis: ModelAxis = knob("loop", "How that program holds its models: loop (one after another) or vmap.")
+    # Also jaxrec study's flags.
+    seeds_per_program: int = knob(1, "Models trained side by side in one compiled program (same results with "
+                                  "--model_axis loop; on a CPU one at a time is as fast, see docs/studies.md); the "
+                                  "benchmark's training images/s count every model's images.", at_least(1))
+    model_axis: ModelAxis = knob("loop", "How a program holds its models: loop (written out one after another: each "
+                                 "model's arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, "
+                                 "float-rounding differences, 3x slower on XLA:CPU).")
 
 
 def has_batch_norm(config: Config) -> bool:
@@ -384,21 +378,15 @@ MEMBER_FIELDS = fields_with(Config, "per_member")
 BENCHMARK_UNUSED = fields_with(Config, "untimed")
 
 
-def unused_by_model(config: Config) -> dict[str, Any]:
-    """The fields config's model has no use for that are not at the value that leaves them out, each
-    with that value (combination_problems refuses them when a user sets them)."""
-    off: dict[str, Any] = {} if has_batch_norm(config) else {"norm_bias_lr_scale": 1.0}
-    if config.model != "cnn":
-        off["norm"] = "none"
-    if config.model in ("cnn", "rnn"):
-        off["dtype"] = "auto"
-    return {name: value for name, value in off.items() if getattr(config, name) != value}
-
-
 def without_unused_defaults(config: Config, given: Sequence[str]) -> Config:
     """`config` with the fields its model has no use for, but those in `given` (what the user set), back at the
     values that leave them out: a recipe's defaults do not apply to another model; only what the user set is refused."""
-    return config.replace(**{name: value for name, value in unused_by_model(config).items() if name not in given})
+    off: dict[str, Any] = {} if has_batch_norm(config) else {"norm_bias_lr_scale": 1.0}
+    if config.model != "cnn":
+        off["norm"] = "none"
+    if config.model in FLOAT32_MODELS:
+        off["dtype"] = "auto"
+    return config.replace(**{name: value for name, value in off.items() if name not in given})
 
 
 def combination_problems(config: Config) -> list[str]:
@@ -418,7 +406,7 @@ def combination_problems(config: Config) -> list[str]:
     if config.final_lr_fraction and config.lr_schedule != "linear":
         problems.append(f"--final_lr_fraction with --lr_schedule {config.lr_schedule}: only the linear schedule ends "
                         f"there; use --lr_schedule linear or drop --final_lr_fraction")
-    if config.dtype == "bfloat16" and config.model in ("cnn", "rnn"):
+    if config.dtype == "bfloat16" and config.model in FLOAT32_MODELS:
         problems.append(f"--dtype bfloat16 with --model {config.model}: the {config.model} computes in float32; "
                         f"drop --dtype (bfloat16 is for airbench94 and the ResNets)")
     if config.augment and (config.translate or config.flip != "none"):
@@ -442,35 +430,21 @@ TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installe
                         "(or drop --tensorboard)")
 
 
-def installation_problems(config: Config) -> list[str]:
-    """Settings that need a package this install lacks, found without importing it: the check stays light."""
-    if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:
-        return [TENSORBOARDX_MISSING]
-    return []
-
-
-def config_problems(config: Config, only: Sequence[str] | None = None) -> list[str]:
-    """The refusals of a Config's fields (those in `only`, default all) and, on a full check, of its combinations."""
-    names = [f.name for f in dataclasses.fields(config) if only is None or f.name in only]
-    if only is None:
-        return field_problems(config, names) or combination_problems(config) + installation_problems(config)
-    return field_problems(config, names)
-
-
 def check(settings: Any, only: Sequence[str] | None = None) -> Any:
     """Returns `settings` (a Config or another settings dataclass) if every value (of the fields in `only`) is
-    usable; otherwise raises InputError with one line per refusal."""
-    if isinstance(settings, Config):
-        problems = config_problems(settings, only)
-    else:
-        problems = field_problems(settings, only)
+    usable; otherwise raises InputError with one line per refusal. A full check of a Config also refuses its
+    combinations and the packages its settings need, found without importing them: the check stays light."""
+    problems = field_problems(settings, only)
+    if isinstance(settings, Config) and only is None and not problems:
+        problems = combination_problems(settings)
+        if settings.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+            problems.append(TENSORBOARDX_MISSING)
     if problems:
         raise InputError("\n".join(problems) if len(problems) == 1 else
                          f"{len(problems)} settings cannot be used:\n" + "\n".join(problems))
     return settings
 
 
-__all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS",
+__all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "FLOAT32_MODELS",
            "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS",
-           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "config_problems", "is_recipe_file",
-           "unused_by_model", "without_unused_defaults"]
+           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "is_recipe_file", "without_unused_defaults"]

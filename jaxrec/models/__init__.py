@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 from typing import Any
 
-from jaxrec.models.recipes import BUILT_IN, config_for, load, recipe_knobs
+from jaxrec.models.recipes import config_for, load, recipe_knobs
 
 # The devices' named axis: train and eval steps average over it; a network's BatchNorm takes it as its axis_name.
 AXIS = "batch"
-# Names this package exports from the modules that hold them, loaded on first use.
-_LAZY = {"ArticleCNN": "jaxrec.models.cnn", "CELLS": "jaxrec.models.rnn", "RNN": "jaxrec.models.rnn",
-         "RowRNNClassifier": "jaxrec.models.rnn"}
 
 
 def create_model(config: Any, num_classes: int, *, for_eval: bool = False) -> Any:
@@ -46,11 +42,4 @@ def count_params(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'jaxrec.models' has no attribute {name!r}")
-
-
-__all__ = ["AXIS", "ArticleCNN", "BUILT_IN", "CELLS", "RNN", "RowRNNClassifier", "config_for", "count_params",
-           "create_model", "load", "recipe_knobs"]
+__all__ = ["AXIS", "config_for", "count_params", "create_model", "load", "recipe_knobs"]

@@ -1,21 +1,6 @@
-"""airbench94 (Keller Jordan, cifar10-airbench, legacy/airbench94.py): 94% on CIFAR-10 in seconds on a GPU.
-
-The network: a frozen 2x2 whitening convolution (its filters from the training images' patch covariance,
-`whitening_kernel`) -> GELU -> three conv groups (3x3 conv -> 2x2 max-pool -> BN -> GELU -> 3x3 conv -> BN ->
-GELU; widths 64/256/256) -> 3x3 max-pool -> a bias-free linear layer -> logits x 1/9. BatchNorm has no scale
-(frozen at 1) and trains its bias; its running statistics move by 1 - momentum (0.4) per step. Convolutions
-start from PyTorch's default initialisation (uniform in +-1/sqrt(fan_in)) with their first C_in filters set to
-the identity (Dirac). GELU is the exact erf form, as torch.nn.GELU's default. 1,971,640 parameters for 10
-classes, the frozen whitening filters included, as the reference counts them.
-
-The recipe, top to bottom: the shared settings it changes (DEFAULTS), its own knobs (Knobs), the smallest image
-it takes, the whitening filters from the training images, the layers, the network and its builder.
-
-Its training ingredients are settings any recipe may turn on, each switchable in a study (`--tta 0 --lookahead
-false --whiten false`): parameters trained for part of the run (the network names them: the frozen whitening
-filters, their bias trained for whiten_bias_epochs), BatchNorm biases at a scaled learning rate
-(jaxrec.core.optim), lookahead (jaxrec.core.steps), translate and the alternating flip (jaxrec.core.pipeline)
-and test-time augmentation (jaxrec.core.tta).
+"""airbench94 (Keller Jordan, cifar10-airbench, legacy/airbench94.py): 94% on CIFAR-10 in seconds on a GPU. Its
+network and recipe, ingredient by ingredient: docs/models.md. GELU is the exact erf form (torch.nn.GELU's default);
+the 1,971,640 parameters for 10 classes count the frozen whitening filters, as the reference does.
 """
 
 from __future__ import annotations
@@ -97,12 +82,12 @@ TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 WHITEN_EPSILON = 5e-4  # added to the patch covariance's eigenvalues before the 1/sqrt
 
 
-def dirac_init(base: Any = TORCH_INIT) -> Any:
-    """`base`, then the first C_in filters of an HWIO kernel set to the identity (torch.nn.init.dirac_
+def dirac_init() -> Any:
+    """TORCH_INIT, then the first C_in filters of an HWIO kernel set to the identity (torch.nn.init.dirac_
     on weight[:C_in]): the filter for output channel i passes input channel i through unchanged."""
 
     def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-        kernel = base(key, shape, dtype)
+        kernel = TORCH_INIT(key, shape, dtype)
         kh, kw, cin, cout = shape
         n = min(cin, cout)
         identity = jnp.zeros((kh, kw, cin, n), dtype).at[kh // 2, kw // 2, jnp.arange(n), jnp.arange(n)].set(1)
@@ -175,7 +160,7 @@ class ConvGroup(nn.Module):
 
 
 class Airbench94(nn.Module):
-    """airbench94's network (the module docstring); `init_from_data` sets the whitening filters. It takes images
+    """airbench94's network (docs/models.md); `init_from_data` sets the whitening filters. It takes images
     of at least airbench_smallest_image(len(widths)) pixels a side (25 for three groups)."""
 
     num_classes: int

@@ -18,22 +18,10 @@ PATCH_CONV_MAX_CHANNELS = 4
 
 
 class ArticleCNN(nn.Module):
-    """Four [3x3 conv -> ReLU -> 2x2 max-pool] blocks, then Dense -> ReLU -> Dense.
-
-    With the defaults (32, 64, 128, 128 channels, 512 hidden units) this is the article's network:
-    508,618 parameters for 32x32x3 inputs and 10 classes.
-
-    The article's PyTorch code flattens `128 * 4 * 4` features before `fc1`, a bug: four 2x2 poolings take
-    a 32x32 image down to 2x2 (512 features), so the original raises a shape error. Here the first dense
-    layer infers its input size, which fixes that and lets the module take any image size and channel count.
-
-    Pooling uses 'SAME' padding (ceil mode), so images as small as 1x1 still leave a 1x1 map after four pools.
-
-    norm "batch" puts BatchNorm after each convolution (which then has no bias: BatchNorm's takes its
-    place), its train-mode statistics averaged over the devices' axis `norm_axis` (None: one device under
-    plain jit). image_conv, conv_grad and pool pick implementations of the same function
-    (jaxrec.models.kernels); the defaults are the plain ones.
-    """
+    """Four [3x3 conv -> ReLU -> 2x2 max-pool] blocks, then Dense -> ReLU -> Dense: with the defaults the article's
+    network, whose first dense layer infers its input size (README). Pooling is 'SAME' (ceil mode), so images as
+    small as 1x1 leave a 1x1 map after four pools. `norm_axis`: the device axis BatchNorm's train-mode statistics
+    average over (None: one device under plain jit)."""
 
     num_classes: int
     conv_features: Sequence[int] = (32, 64, 128, 128)

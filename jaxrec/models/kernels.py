@@ -1,25 +1,7 @@
-"""Which implementation of each speed-critical piece a platform runs: one table, overridable by config.
-
-Every choice computes the same function as the plain one (lax's convolution, `nn.max_pool`, a rolled
-`lax.scan`), up to float rounding where stated, and is tested equal to it (tests/models/test_model.py,
-tests/core/test_steps.py). The CPU row was measured on XLA:CPU (results/benchmark.md):
-- image_conv "patch": a convolution over the image itself (at most 4 channels) as one patch matmul
-  (jaxrec.models.conv); float rounding differs. eval_image_conv "lax": the forward pass alone, where
-  XLA's convolution is the faster one at evaluation's batch sizes.
-- conv_grad "lax": with jaxrec's XLA flags (jaxrec.runtime.xla_flags) XLA's own kernel gradient is the
-  faster one on airbench94's layers (results/airbench94.md) and as fast on the article CNN's; "patch" stays a
-  choice for XLAs without those kernels.
-- pool "reshape_grad": max-pooling whose gradient is not `select_and_scatter`, a scalar loop on XLA:CPU
-  (jaxrec.models.pooling). Bit-identical.
-- batch_norm "matmul" (airbench94): BatchNorm's per-channel sums as matmuls (jaxrec.models.norm), not
-  the windowed reductions XLA:CPU makes of them. Float rounding differs.
-- steps_loop "unrolled": XLA:CPU runs convolutions in a while loop many times slower (jax#12868).
-  Bit-identical to one step per call; the rolled loop is not quite (its body is compiled on its own).
-GPUs and TPUs, whose convolutions and loops have no such problems, get lax's convolution and the rolled loop
-(compiled once however many steps a call holds). GPUs keep pool "reshape_grad" for determinism, not speed: XLA's
-GPU backend has no deterministic version of `nn.max_pool`'s scatter gradient; this one is elementwise selects.
-The GPU and TPU rows are not measured.
-"""
+"""Which implementation of each speed-critical piece a platform runs: one table (BY_PLATFORM), each choice
+overridable by the Config knob of its name. Every choice computes the plain one's function (lax's convolution,
+`nn.max_pool`, a rolled `lax.scan`), up to float rounding where stated: docs/speed.md ("Kernels per platform")
+says which and why, and what was measured."""
 
 from __future__ import annotations
 
@@ -29,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.config import Config
+from jaxrec.config.settings import FLOAT32_MODELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +41,6 @@ def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
     if name == "auto":
         name = "float32" if (platform or jax.default_backend()) == "cpu" else "bfloat16"
     return jnp.dtype(name)
-
-
-# Models that compute in float32 whatever --dtype says (the settings check refuses bfloat16 for them).
-FLOAT32_MODELS = ("cnn", "rnn")
 
 
 def resolved_dtype(config: Config, platform: str | None = None) -> str:

@@ -73,7 +73,6 @@ class MatmulBatchNorm(nn.Module):
     use_running_average: bool = False
     momentum: float = 0.99
     epsilon: float = 1e-5
-    use_bias: bool = True
     use_scale: bool = True
     axis_name: str | None = None
 
@@ -98,9 +97,7 @@ class MatmulBatchNorm(nn.Module):
         if self.use_scale:
             multiplier = multiplier * self.param("scale", nn.initializers.ones, (features,), jnp.float32)
         y = (x - broadcast_channels(batch_mean, x.shape)) * broadcast_channels(multiplier, x.shape)
-        if self.use_bias:
-            y = y + broadcast_channels(self.param("bias", nn.initializers.zeros, (features,), jnp.float32), x.shape)
-        return y
+        return y + broadcast_channels(self.param("bias", nn.initializers.zeros, (features,), jnp.float32), x.shape)
 
 
 __all__ = ["MatmulBatchNorm", "broadcast_channels", "channel_sum"]

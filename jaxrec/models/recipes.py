@@ -26,18 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from jaxrec.config import Config, field_problems, is_recipe_file
+from jaxrec.config import MODELS, Config, field_problems, is_recipe_file
 from jaxrec.errors import InputError
-
-# The built-in recipes' modules, by the name --model gives them (jaxrec.config.MODELS).
-BUILT_IN = {
-    "cnn": "jaxrec.models.cnn",
-    "rnn": "jaxrec.models.rnn",
-    "resnet18": "jaxrec.models.resnet",
-    "resnet20": "jaxrec.models.resnet",
-    "airbench94": "jaxrec.models.airbench",
-}
-HOW = "a recipe defines build(config, num_classes, kernels) returning a Flax module (docs/recipes.md)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +60,10 @@ class Recipe:
 def load(model: str) -> Recipe:
     """The recipe `model` names, a built-in or a .py file; one that cannot be used raises InputError (one line)."""
     if not is_recipe_file(model):
-        if model not in BUILT_IN:
-            raise InputError(f"--model {model}: no built-in recipe of that name ({', '.join(BUILT_IN)}); a recipe "
+        if model not in MODELS:
+            raise InputError(f"--model {model}: no built-in recipe of that name ({', '.join(MODELS)}); a recipe "
                              f"of your own is a path ending in .py")
-        return Recipe(importlib.import_module(BUILT_IN[model]))
+        return Recipe(importlib.import_module(MODELS[model]))
     path = Path(model).absolute()
     try:
         sha256 = fingerprint(path)
@@ -114,7 +104,8 @@ def _load_file(path: str, sha256: str) -> Recipe:
 def recipe_problem(recipe: Recipe) -> str | None:
     """What makes a loaded recipe unusable (no builder, DEFAULTS that are not settings), or None."""
     if not callable(getattr(recipe.module, "build", None)):
-        return f"no build() function; {HOW}"
+        return ("no build() function; a recipe defines build(config, num_classes, kernels) returning a Flax module "
+                "(docs/recipes.md)")
     defaults = getattr(recipe.module, "DEFAULTS", {})
     if not isinstance(defaults, dict):
         return f"DEFAULTS is a {type(defaults).__name__}; it must be a dict of settings, e.g. dict(epochs=20)"
@@ -140,16 +131,6 @@ def recipe_knobs(config: Config) -> Any:
     """The recipe's own settings for `config`: its Knobs with config.knobs set (the rest at their defaults)."""
     knobs = load(config.model).knobs
     return None if knobs is None else knobs(**dict(config.knobs))
-
-
-def knob_problems(config: Config) -> list[str]:
-    """The refusals of config.knobs: knobs the recipe does not have, values its rules do not allow."""
-    names = load(config.model).knob_names
-    unknown = sorted(set(dict(config.knobs)) - names)
-    if unknown:
-        have = f"its knobs are {', '.join(sorted(names))}" if names else "it has no knobs of its own"
-        return [f"--model {Path(config.model).name} has no knob {', '.join(unknown)}; {have}"]
-    return field_problems(recipe_knobs(config)) if names else []
 
 
 def where(err: BaseException, path: str) -> str:
@@ -185,9 +166,20 @@ def config_for(model: str, **changes: Any) -> Config:
     return Config(**{**recipe.defaults, "model": recipe.path or model, **settings}, knobs=tuple(knobs.items()))
 
 
-def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) -> None:
-    """Refuses (InputError, one line) a recipe file whose network fails on one image of `image_shape`
-    or gives logits of another shape than [batch, num_classes]; a built-in is trusted."""
+def image_size_problem(config: Config, height: int, width: int, where: str) -> str | None:
+    """The line that refuses `height` x `width` images (`where`: the flag or data set they come from) for
+    config's recipe, from its own `image_size_problem` if it has one (airbench94's pools need 25 pixels)."""
+    own = getattr(load(config.model).module, "image_size_problem", None)
+    return own(config, height, width, where) if own else None
+
+
+def check_images(config: Config, image_shape: Sequence[int], num_classes: int, source: str) -> None:
+    """Raises InputError (one line) when config's recipe cannot take images of `image_shape` (H, W, C) from
+    `source`: too small for it, or a recipe file's network fails on one or gives logits of another shape than
+    [batch, num_classes] (a built-in is trusted)."""
+    problem = image_size_problem(config, image_shape[0], image_shape[1], source)
+    if problem:
+        raise InputError(problem)
     recipe = load(config.model)
     if recipe.path is None:
         return
@@ -217,29 +209,18 @@ def check_model(config: Config, num_classes: int, image_shape: tuple[int, ...]) 
                          f"name the recipe's BatchNorm layers so")
 
 
-def image_size_problem(config: Config, height: int, width: int, where: str) -> str | None:
-    """The line that refuses `height` x `width` images (`where`: the flag or data set they come from) for
-    config's recipe, from its own `image_size_problem` if it has one (airbench94's pools need 25 pixels)."""
-    own = getattr(load(config.model).module, "image_size_problem", None)
-    return own(config, height, width, where) if own else None
-
-
-def check_images(config: Config, image_shape: Sequence[int], num_classes: int, where: str) -> None:
-    """Raises InputError (one line) when config's recipe cannot take images of `image_shape` (H, W, C) from
-    `where`: too small for it, or a recipe file's network fails on them (check_model)."""
-    problem = image_size_problem(config, image_shape[0], image_shape[1], where)
-    if problem:
-        raise InputError(problem)
-    check_model(config, num_classes, tuple(image_shape))
-
-
 def recipe_problems(config: Config) -> list[str]:
-    """The refusals of config's recipe: a file that cannot be used, an --image_size it does not take."""
+    """The refusals of config's recipe: a file that cannot be used, knobs the recipe does not have or values its
+    rules do not allow, an --image_size it does not take."""
     try:
-        load(config.model)
+        names = load(config.model).knob_names
     except InputError as err:
         return [str(err)]
-    problems = knob_problems(config)
+    unknown = sorted(set(dict(config.knobs)) - names)
+    if unknown:
+        have = f"its knobs are {', '.join(sorted(names))}" if names else "it has no knobs of its own"
+        return [f"--model {Path(config.model).name} has no knob {', '.join(unknown)}; {have}"]
+    problems = field_problems(recipe_knobs(config)) if names else []
     if problems:
         return problems
     too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,
@@ -247,6 +228,5 @@ def recipe_problems(config: Config) -> list[str]:
     return [too_small] if too_small else []
 
 
-__all__ = ["BUILT_IN", "Recipe", "check_images", "check_model", "config_for", "fingerprint", "image_size_problem",
-           "knob_problems", "load", "recipe_knobs", "recipe_problem", "recipe_problems", "recorded_recipe_problem",
-           "where"]
+__all__ = ["Recipe", "check_images", "config_for", "fingerprint", "image_size_problem", "load", "recipe_knobs",
+           "recipe_problem", "recipe_problems", "recorded_recipe_problem", "where"]

@@ -1,13 +1,7 @@
-"""Residual networks for CIFAR-sized images, the baselines researchers compare against.
-
-- `resnet18`: the ImageNet ResNet-18 with the usual CIFAR stem (one 3x3 convolution, no max-pool):
-  four stages of two basic blocks, widths 64/128/256/512, projection shortcuts (1x1 convolution
-  and BatchNorm) where the shape changes; 11,173,962 parameters for 10 classes.
-- `resnet20`: He et al. 2016's CIFAR network: three stages of three basic blocks, widths 16/32/64,
-  identity shortcuts that subsample and zero-pad the channels ("option A"); 269,722 parameters.
-
-Convolutions have no bias (BatchNorm's takes its place) and He initialisation (fan-out, normal), as
-torchvision's ResNets do. BatchNorm's train-mode statistics are the global batch's (over the device axis).
+"""Residual networks for CIFAR-sized images, the baselines researchers compare against (docs/models.md):
+`resnet18`, the ImageNet ResNet-18 with the CIFAR stem, and `resnet20`, He et al. 2016's CIFAR network with
+"option A" shortcuts. Convolutions have no bias (BatchNorm's takes its place) and He initialisation (fan-out,
+normal), as torchvision's ResNets do.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""Recurrent networks run over time with `jax.lax.scan`, and an image classifier that reads rows.
-
-Three cells, the article's simple (Elman) tanh RNN, the LSTM and the GRU, are pure functions of
-(params, carry, input). `RecurrentLayer` declares one cell's parameters in Flax linen and scans the pure
-function over time, since linen submodules cannot be called inside a raw `jax.lax.scan` (their scope would
-leak into the trace); `RNN` stacks layers, optionally in both directions.
-
-The input half of every gate (x_t @ W) does not depend on the carry, so it is computed for all time steps
-in one matrix product before the scan, which only does h @ U. `cell_step` is one step with the input
-product inside, for reference and tests.
+"""Recurrent networks run over time with `jax.lax.scan`, and an image classifier that reads rows (docs/rnn.md):
+the tanh, LSTM and GRU cells are pure functions of (params, carry, input), which `RecurrentLayer` scans after one
+matrix product for the input half of every gate over all time steps.
 """
 
 from __future__ import annotations
@@ -80,11 +73,6 @@ def hidden_state(cell: str, carry: Carry) -> jax.Array:
 def input_projection(params: Params, xs: jax.Array) -> jax.Array:
     """x_t @ W + b for every time step at once: [..., features] -> [..., gates * hidden]."""
     return xs @ params["input_kernel"] + params["bias"]
-
-
-def cell_step(cell: str, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
-    """One step of `cell` on input x [batch, features]: (new carry, output h)."""
-    return CELLS[cell].step(params, carry, input_projection(params, x))
 
 
 def reverse_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
@@ -210,11 +198,7 @@ class RNN(nn.Module):
 
 class RowRNNClassifier(nn.Module):
     """Reads an image as a sequence, one row per time step (the row's pixels x channels as features), and
-    classifies it with a dense head on the top layer's final hidden state(s).
-
-    The defaults, one LSTM layer of 256 units, give 364,042 parameters and about 11.5M multiply-adds per
-    32x32x3 image, the order of the article's CNN (508,618 and 13M): a comparison is about structure, not size.
-    """
+    classifies it with a dense head on the top layer's final hidden state(s); the defaults' size: docs/rnn.md."""
 
     num_classes: int
     cell: str = "lstm"

@@ -16,7 +16,8 @@ from jaxrec.config import Config, check
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.models import ArticleCNN, count_params
+from jaxrec.models import count_params
+from jaxrec.models.cnn import ArticleCNN
 from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.core.run_state import RunState

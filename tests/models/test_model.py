@@ -10,7 +10,8 @@ import pytest
 from jaxrec.models import kernels
 from jaxrec.config import Config
 from jaxrec.errors import InputError
-from jaxrec.models import ArticleCNN, count_params, create_model
+from jaxrec.models import count_params, create_model
+from jaxrec.models.cnn import ArticleCNN
 from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.pooling import max_pool_2x2
 

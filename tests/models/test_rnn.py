@@ -17,9 +17,16 @@ from jaxrec.cli import commands as cli
 from jaxrec.models import config_for, count_params, create_model
 from jaxrec.models.recipes import recipe_problems
 from jaxrec.run.checkpoints import field_differences
-from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier, cell_step, hidden_state, zero_carry
+from jaxrec.models.rnn import CELLS, RNN, RowRNNClassifier, hidden_state, input_projection, zero_carry
 
 ALL_CELLS = sorted(CELLS)
+
+
+def cell_step(cell, params, carry, x):
+    """One step of `cell` on input x [batch, features], the input product inside: (new carry, output h)."""
+    return CELLS[cell].step(params, carry, input_projection(params, x))
+
+
 _cell_step = jax.jit(cell_step, static_argnums=0)  # the reference loops: one dispatch per step
 
 
