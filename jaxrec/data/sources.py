@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 
 from jaxrec.config import Config
 from jaxrec.data import image_folder
-from jaxrec.data.decode import IMAGE_SUFFIXES, convert
+from jaxrec.data.decode import IMAGE_SUFFIXES, convert, read_image
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
 from jaxrec.errors import InputError
@@ -256,10 +257,20 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
 
 
 def decode_listed(split: StreamedDataset) -> ArrayDataset:
-    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory."""
-    reader = split.reader
-    return image_folder.read_images([Path(p) for p in reader.paths], reader.labels, split.class_names, reader.size,
-                                    reader.channels, reader.resize)
+    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory in threads; what
+    decoding changed is logged once."""
+    reader, images = split.reader, np.empty((len(split), *split.image_shape), np.uint8)
+
+    def read(index: int) -> list[str]:
+        images[index], notes = read_image(Path(reader.paths[index]), reader.size, reader.channels, reader.resize)
+        return notes
+
+    counts = collections.Counter(note for notes in image_folder.map_in_threads(read, range(len(split)))
+                                 for note in notes)
+    if counts:
+        log.info("decoding %s as a viewer shows it: %s", Path(reader.paths[0]).parent.parent,
+                 "; ".join(f"{n} image(s) {note}" for note, n in sorted(counts.items())))
+    return ArrayDataset(images, reader.labels, split.class_names)
 
 
 def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
