@@ -206,17 +206,6 @@ def stats_bytes(image_shape: Sequence[int], count: int, threads: int = 0) -> int
     return chunk * image + 2 * 8 * widened + 2 * threads * image
 
 
-def _pixel_sums(block: np.ndarray) -> tuple[list[int], list[int]]:
-    """Exact per-channel sums of `block`'s pixels and their squares, widening STATS_PIXELS pixels at a time."""
-    pixels = block.reshape(-1, block.shape[-1])
-    total, total_sq = [0] * pixels.shape[1], [0] * pixels.shape[1]
-    for start in range(0, len(pixels), STATS_PIXELS):
-        part = pixels[start:start + STATS_PIXELS].astype(np.int64)
-        total = [t + int(s) for t, s in zip(total, part.sum(axis=0))]
-        total_sq = [t + int(s) for t, s in zip(total_sq, np.einsum("pc,pc->c", part, part))]
-    return total, total_sq
-
-
 def channel_stats(train: ArrayDataset | StreamedDataset,
                   progress: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of the `stats_indices` training images, in [0, 255], from exact integer
@@ -224,17 +213,19 @@ def channel_stats(train: ArrayDataset | StreamedDataset,
     chosen = stats_indices(len(train))
     chunk = stats_chunk(train.image_shape)
     channels = train.image_shape[-1]
-    total, total_sq, count = [0] * channels, [0] * channels, 0
+    total, total_sq = [0] * channels, [0] * channels
     bar = tqdm(total=len(chosen), unit="img", unit_scale=True, desc="channel statistics", disable=not progress,
                leave=False)
     for start in range(0, len(chosen), chunk):
         block = train.take(chosen[start:start + chunk])
-        sums, squares = _pixel_sums(block)
-        total = [t + s for t, s in zip(total, sums)]
-        total_sq = [t + s for t, s in zip(total_sq, squares)]
-        count += block.shape[0] * block.shape[1] * block.shape[2]
+        pixels = block.reshape(-1, channels)
+        for first in range(0, len(pixels), STATS_PIXELS):  # exact sums, widening STATS_PIXELS pixels at a time
+            part = pixels[first:first + STATS_PIXELS].astype(np.int64)
+            total = [t + int(s) for t, s in zip(total, part.sum(axis=0))]
+            total_sq = [t + int(s) for t, s in zip(total_sq, np.einsum("pc,pc->c", part, part))]
         bar.update(len(block))
     bar.close()
+    count = len(chosen) * int(np.prod(train.image_shape[:2]))  # pixels per channel
     mean = np.asarray([t / count for t in total])  # int / int: the correctly rounded float
     std = np.sqrt(np.maximum(np.asarray([t / count for t in total_sq]) - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
