@@ -66,15 +66,6 @@ def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> No
                         f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
 
 
-def _from_folder(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | None) -> tuple[ArrayDataset, ...]:
-    """An image folder's train and eval splits decoded into memory (`listed`: already listed)."""
-    listed = listed or _streamed_folder(config)
-    train = listed[0]
-    memory.check_images_fit(len(train) + len(listed[1]), train.image_shape[:2], train.image_shape[2],
-                            "--image_size" if config.image_size else "the training images' median size")
-    return tuple(decode_listed(split) for split in listed)
-
-
 def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
     """--image_size and --channels where given, the rest from the training images; logged."""
     found = image_folder.choose_shape(paths) if not (config.image_size and config.channels) else None
@@ -236,7 +227,10 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
     `stream_splits`, whose files and shape an image folder then decodes without listing and probing them again."""
     name = config.dataset
     if is_image_folder(name):
-        train, evaluation = _from_folder(config, listed)
+        train, evaluation = listed or _streamed_folder(config)
+        memory.check_images_fit(len(train) + len(evaluation), train.image_shape[:2], train.image_shape[2],
+                                "--image_size" if config.image_size else "the training images' median size")
+        train, evaluation = decode_listed(train), decode_listed(evaluation)
     else:
         from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
