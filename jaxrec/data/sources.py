@@ -79,8 +79,11 @@ def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
     return shape
 
 
-def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int, resize: str) -> ArrayDataset:
-    """Brings TFDS arrays to a size / channel count (None / 0: keep) as the image-folder reader does."""
+def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
+    """A TFDS split in memory, at a size / channel count (None / 0: keep) as the image-folder reader decodes."""
+    from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
+
+    data = load_tfds(config.dataset, split, config.data_dir, config.download)
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
     size = size or data.images.shape[1:3]
@@ -89,7 +92,7 @@ def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int, res
     images = np.empty((len(data.images), *size, channels), np.uint8)
     for index, image in enumerate(data.images):
         pillow = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        images[index] = convert(pillow, size, channels, resize)[0]
+        images[index] = convert(pillow, size, channels, config.resize)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
@@ -119,10 +122,7 @@ def load_tfds_split(config: Config, split: str, class_names: Sequence[str],
     """One split of the TFDS set `config.dataset` (only it needs to exist), decoded to `image_shape` (H, W, C) and
     labelled by `class_names`, e.g. a trained model's; images of other classes are left out. For an image folder's
     split: `stream_split`."""
-    from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
-
-    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
-    data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels, config.resize)
+    data = _load_tfds(config, split, (int(image_shape[0]), int(image_shape[1])), int(image_shape[2]))
     keep, labels = _to_model_labels(data.labels, data.class_names, class_names, f"{config.dataset}/{split}")
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
 
@@ -232,11 +232,8 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
                                 "--image_size" if config.image_size else "the training images' median size")
         train, evaluation = decode_listed(train), decode_listed(evaluation)
     else:
-        from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
-
-        size = _config_size(config)
-        train, evaluation = (_resize(load_tfds(name, split, config.data_dir, config.download), size, config.channels,
-                                     config.resize) for split in (config.train_split, config.eval_split))
+        train, evaluation = (_load_tfds(config, split, _config_size(config), config.channels)
+                             for split in (config.train_split, config.eval_split))
     mean, std = channel_stats(train)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
 
