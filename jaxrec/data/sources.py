@@ -149,13 +149,6 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
     return _listed(paths, labels, class_names, image_shape, config.resize)
 
 
-def decode_problem(split: StreamedDataset) -> str | None:
-    """Why decoding `split` whole (at the model's input size) cannot fit in memory, or None."""
-    shape = "x".join(map(str, split.image_shape))
-    return memory.shortfall(split.nbytes, memory.host_available(),
-                            f"decoding {len(split)} images at {shape} (the model's input size)")
-
-
 def streams(config: Config, problem: str | None) -> bool:
     """Whether `jaxrec train` and `evaluate` stream the data: always with --input stream; never with device, which
     refuses a `problem` (why the in-memory path cannot hold the data, or None); with auto, where any process has a
