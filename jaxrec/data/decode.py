@@ -51,10 +51,6 @@ def _wide_to_8bit(image: Image.Image) -> tuple[Image.Image, str]:
     return Image.fromarray(_scaled(values, low, high)), f"{kind} stretched from its own min..max"
 
 
-def _has_transparency(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
-
-
 def _on_white(image: Image.Image) -> Image.Image:
     """A transparent image composited on the white background, as RGB (or L if it was gray)."""
     gray = image.mode in ("LA", "La", "L", "1")
@@ -72,20 +68,16 @@ def _orientation(image: Image.Image) -> int:
     return orientation if orientation in range(2, 9) else 1
 
 
-def _upright(image: Image.Image) -> tuple[Image.Image, str | None]:
-    if _orientation(image) == 1:
-        return image, None
-    return ImageOps.exif_transpose(image), "turned by its EXIF orientation"
-
-
 def to_viewable(image: Image.Image) -> tuple[Image.Image, list[str]]:
     """The image as mode L (gray) or RGB as a viewer shows it, and notes naming what that changed."""
-    image, turned = _upright(image)
-    notes = [turned] if turned else []
+    notes = []
+    if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+        notes.append("turned by its EXIF orientation")
     if image.mode in SIXTEEN_BIT + ("I", "F"):
         image, note = _wide_to_8bit(image)
         notes.append(note)
-    elif _has_transparency(image):
+    elif image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
         image = _on_white(image)
         notes.append("transparency composited on white")
     elif image.mode not in ("L", "RGB"):

@@ -1,8 +1,7 @@
-"""Reads an image folder, `<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`, into uint8 arrays."""
+"""Lists an image folder, `<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`, and picks its decoded shape."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import os
@@ -15,7 +14,7 @@ import numpy as np
 
 from jaxrec.data import decode
 from jaxrec.data.decode import IMAGE_SUFFIXES
-from jaxrec.data.types import ArrayDataset, DataError
+from jaxrec.data.types import DataError
 
 log = logging.getLogger(__name__)
 PROBE_LIMIT = 5000  # file headers read to choose a data set's shape: all of a large set's would cost seconds
@@ -83,23 +82,6 @@ def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list
     workers = min(32, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(function, items, chunksize=256))
-
-
-def read_images(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], size: tuple[int, int],
-                channels: int, resize: str = "stretch") -> ArrayDataset:
-    """Decodes images into one preallocated array at `size` (by `resize`), logging once what decoding changed."""
-    images = np.empty((len(paths), *size, channels), np.uint8)
-
-    def read(index: int) -> list[str]:
-        images[index], notes = decode.read_image(paths[index], size, channels, resize)
-        return notes
-
-    counts = collections.Counter(note for notes in map_in_threads(read, range(len(paths))) for note in notes)
-    if counts:
-        where = paths[0].parent.parent if paths else ""
-        log.info("decoding %s as a viewer shows it: %s", where,
-                 "; ".join(f"{n} image(s) {note}" for note, n in sorted(counts.items())))
-    return ArrayDataset(images, np.asarray(labels, np.int32), tuple(classes))
 
 
 Files = tuple[list[Path], np.ndarray]  # image paths and their labels

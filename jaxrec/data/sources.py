@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 
 from jaxrec.config import Config
 from jaxrec.data import image_folder
-from jaxrec.data.decode import IMAGE_SUFFIXES, convert
+from jaxrec.data.decode import IMAGE_SUFFIXES, convert, read_image
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
 from jaxrec.data.types import ArrayDataset, DataError, DataSplits
 from jaxrec.errors import InputError
@@ -65,15 +66,6 @@ def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> No
                         f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
 
 
-def _from_folder(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | None) -> tuple[ArrayDataset, ...]:
-    """An image folder's train and eval splits decoded into memory (`listed`: already listed)."""
-    listed = listed or _streamed_folder(config)
-    train = listed[0]
-    memory.check_images_fit(len(train) + len(listed[1]), train.image_shape[:2], train.image_shape[2],
-                            "--image_size" if config.image_size else "the training images' median size")
-    return tuple(decode_listed(split) for split in listed)
-
-
 def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
     """--image_size and --channels where given, the rest from the training images; logged."""
     found = image_folder.choose_shape(paths) if not (config.image_size and config.channels) else None
@@ -87,8 +79,11 @@ def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
     return shape
 
 
-def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int, resize: str) -> ArrayDataset:
-    """Brings TFDS arrays to a size / channel count (None / 0: keep) as the image-folder reader does."""
+def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
+    """A TFDS split in memory, at a size / channel count (None / 0: keep) as the image-folder reader decodes."""
+    from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
+
+    data = load_tfds(config.dataset, split, config.data_dir, config.download)
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
     size = size or data.images.shape[1:3]
@@ -97,7 +92,7 @@ def _resize(data: ArrayDataset, size: tuple[int, int] | None, channels: int, res
     images = np.empty((len(data.images), *size, channels), np.uint8)
     for index, image in enumerate(data.images):
         pillow = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        images[index] = convert(pillow, size, channels, resize)[0]
+        images[index] = convert(pillow, size, channels, config.resize)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
@@ -127,10 +122,7 @@ def load_tfds_split(config: Config, split: str, class_names: Sequence[str],
     """One split of the TFDS set `config.dataset` (only it needs to exist), decoded to `image_shape` (H, W, C) and
     labelled by `class_names`, e.g. a trained model's; images of other classes are left out. For an image folder's
     split: `stream_split`."""
-    from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
-
-    size, channels = (int(image_shape[0]), int(image_shape[1])), int(image_shape[2])
-    data = _resize(load_tfds(config.dataset, split, config.data_dir, config.download), size, channels, config.resize)
+    data = _load_tfds(config, split, (int(image_shape[0]), int(image_shape[1])), int(image_shape[2]))
     keep, labels = _to_model_labels(data.labels, data.class_names, class_names, f"{config.dataset}/{split}")
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
 
@@ -155,13 +147,6 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
     paths = [p for p, k in zip(paths, keep) if k]
     _check_nonempty((paths, labels), config, split)
     return _listed(paths, labels, class_names, image_shape, config.resize)
-
-
-def decode_problem(split: StreamedDataset) -> str | None:
-    """Why decoding `split` whole (at the model's input size) cannot fit in memory, or None."""
-    shape = "x".join(map(str, split.image_shape))
-    return memory.shortfall(split.nbytes, memory.host_available(),
-                            f"decoding {len(split)} images at {shape} (the model's input size)")
 
 
 def streams(config: Config, problem: str | None) -> bool:
@@ -205,17 +190,6 @@ def stats_bytes(image_shape: Sequence[int], count: int, threads: int = 0) -> int
     return chunk * image + 2 * 8 * widened + 2 * threads * image
 
 
-def _pixel_sums(block: np.ndarray) -> tuple[list[int], list[int]]:
-    """Exact per-channel sums of `block`'s pixels and their squares, widening STATS_PIXELS pixels at a time."""
-    pixels = block.reshape(-1, block.shape[-1])
-    total, total_sq = [0] * pixels.shape[1], [0] * pixels.shape[1]
-    for start in range(0, len(pixels), STATS_PIXELS):
-        part = pixels[start:start + STATS_PIXELS].astype(np.int64)
-        total = [t + int(s) for t, s in zip(total, part.sum(axis=0))]
-        total_sq = [t + int(s) for t, s in zip(total_sq, np.einsum("pc,pc->c", part, part))]
-    return total, total_sq
-
-
 def channel_stats(train: ArrayDataset | StreamedDataset,
                   progress: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of the `stats_indices` training images, in [0, 255], from exact integer
@@ -223,17 +197,19 @@ def channel_stats(train: ArrayDataset | StreamedDataset,
     chosen = stats_indices(len(train))
     chunk = stats_chunk(train.image_shape)
     channels = train.image_shape[-1]
-    total, total_sq, count = [0] * channels, [0] * channels, 0
+    total, total_sq = [0] * channels, [0] * channels
     bar = tqdm(total=len(chosen), unit="img", unit_scale=True, desc="channel statistics", disable=not progress,
                leave=False)
     for start in range(0, len(chosen), chunk):
         block = train.take(chosen[start:start + chunk])
-        sums, squares = _pixel_sums(block)
-        total = [t + s for t, s in zip(total, sums)]
-        total_sq = [t + s for t, s in zip(total_sq, squares)]
-        count += block.shape[0] * block.shape[1] * block.shape[2]
+        pixels = block.reshape(-1, channels)
+        for first in range(0, len(pixels), STATS_PIXELS):  # exact sums, widening STATS_PIXELS pixels at a time
+            part = pixels[first:first + STATS_PIXELS].astype(np.int64)
+            total = [t + int(s) for t, s in zip(total, part.sum(axis=0))]
+            total_sq = [t + int(s) for t, s in zip(total_sq, np.einsum("pc,pc->c", part, part))]
         bar.update(len(block))
     bar.close()
+    count = len(chosen) * int(np.prod(train.image_shape[:2]))  # pixels per channel
     mean = np.asarray([t / count for t in total])  # int / int: the correctly rounded float
     std = np.sqrt(np.maximum(np.asarray([t / count for t in total_sq]) - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
@@ -244,22 +220,32 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
     `stream_splits`, whose files and shape an image folder then decodes without listing and probing them again."""
     name = config.dataset
     if is_image_folder(name):
-        train, evaluation = _from_folder(config, listed)
+        train, evaluation = listed or _streamed_folder(config)
+        memory.check_images_fit(len(train) + len(evaluation), train.image_shape[:2], train.image_shape[2],
+                                "--image_size" if config.image_size else "the training images' median size")
+        train, evaluation = decode_listed(train), decode_listed(evaluation)
     else:
-        from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
-
-        size = _config_size(config)
-        train, evaluation = (_resize(load_tfds(name, split, config.data_dir, config.download), size, config.channels,
-                                     config.resize) for split in (config.train_split, config.eval_split))
+        train, evaluation = (_load_tfds(config, split, _config_size(config), config.channels)
+                             for split in (config.train_split, config.eval_split))
     mean, std = channel_stats(train)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
 
 
 def decode_listed(split: StreamedDataset) -> ArrayDataset:
-    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory."""
-    reader = split.reader
-    return image_folder.read_images([Path(p) for p in reader.paths], reader.labels, split.class_names, reader.size,
-                                    reader.channels, reader.resize)
+    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory in threads; what
+    decoding changed is logged once."""
+    reader, images = split.reader, np.empty((len(split), *split.image_shape), np.uint8)
+
+    def read(index: int) -> list[str]:
+        images[index], notes = read_image(Path(reader.paths[index]), reader.size, reader.channels, reader.resize)
+        return notes
+
+    counts = collections.Counter(note for notes in image_folder.map_in_threads(read, range(len(split)))
+                                 for note in notes)
+    if counts:
+        log.info("decoding %s as a viewer shows it: %s", Path(reader.paths[0]).parent.parent,
+                 "; ".join(f"{n} image(s) {note}" for note, n in sorted(counts.items())))
+    return ArrayDataset(images, reader.labels, split.class_names)
 
 
 def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:

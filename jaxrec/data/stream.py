@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxrec.data import decode, image_folder
 from jaxrec.data.types import DataError
+from jaxrec.runtime.interrupt import SIGNALS  # what a terminal or a scheduler sends the whole process group
 
 log = logging.getLogger(__name__)
 BUFFER = 4  # batches Grain keeps ready per reader (thread pool or worker process)
@@ -46,9 +47,6 @@ class FolderReader:
         """(image uint8 [H, W, C], label)."""
         image = decode.read_image(Path(self.paths[index]), self.size, self.channels, self.resize)[0]
         return image, int(self.labels[index])
-
-    def all_labels(self) -> np.ndarray:
-        return self.labels
 
 
 @dataclasses.dataclass
@@ -89,7 +87,8 @@ class TfdsReader:
                                    self.channels, self.resize)[0]
         return image, int(record["label"])
 
-    def all_labels(self) -> np.ndarray:
+    @property
+    def labels(self) -> np.ndarray:
         return np.asarray([self._record(i)["label"] for i in range(self.count)], np.int32)
 
 
@@ -106,7 +105,7 @@ class StreamedDataset:
 
     @property
     def labels(self) -> np.ndarray:
-        return self.reader.all_labels()
+        return self.reader.labels
 
     @property
     def nbytes(self) -> int:
@@ -135,16 +134,13 @@ class ReadBatch:
         return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
 
-GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what a terminal or a scheduler sends the whole process group
-
-
 def _worker_init(worker: int, workers: int) -> None:
     """In each worker: ignores Ctrl-C and SIGTERM, which reach the whole process group, as the training process
     decides what they mean (a worker that died of one mid-start or mid-evaluation left it writing to a pipe no one
     read, or reporting a dead worker instead of the signal). Grain stops workers through its own channel, or
     SIGKILL; a worker whose training process is gone (SIGKILL leaves no one to stop it) ends within a second."""
     del worker, workers
-    for signum in GROUP_SIGNALS:
+    for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     parent = os.getppid()
 
@@ -154,22 +150,6 @@ def _worker_init(worker: int, workers: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="jaxrec-parent-watch").start()
-
-
-def _quiet_resource_tracker() -> None:
-    """Silences Python's resource tracker, shared by Grain's workers, which reports at exit shared memory a worker
-    created and this process released as leaked (bpo-38119). It takes this interpreter's warning options at start."""
-    quiet = "ignore:resource_tracker:UserWarning"
-    if quiet not in sys.warnoptions:
-        sys.warnoptions.append(quiet)
-
-
-def _absl_flags_parsed() -> None:
-    """Grain's worker processes read absl flags, which only an absl app parses: take their defaults."""
-    from absl import flags  # noqa: PLC0415
-
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 class StreamError(DataError):
@@ -195,8 +175,10 @@ class RowReader:
                                                              prefetch_buffer_size=BUFFER))
         if not self._workers:
             return iter(iterable)
-        _absl_flags_parsed()
-        _quiet_resource_tracker()
+        from absl import flags  # noqa: PLC0415 - Grain's workers read absl flags, which only an absl app parses
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers,
                                                                      per_worker_buffer_size=BUFFER),
                                         worker_init_fn=_worker_init)
@@ -211,10 +193,14 @@ class RowReader:
         # mid-start (_worker_init then ignores them). Another thread here takes them; the loop acts after the call.
         if self._iterator is None and self._workers:
             # Started inside the block, the resource tracker would unblock them: it unblocks, rather than restores,
-            # the signals it blocks while it starts.
-            _quiet_resource_tracker()
+            # the signals it blocks while it starts. Shared by Grain's workers, it reports at exit shared memory a
+            # worker created and this process released as leaked (bpo-38119); it takes this interpreter's warning
+            # options when it starts.
+            quiet = "ignore:resource_tracker:UserWarning"
+            if quiet not in sys.warnoptions:
+                sys.warnoptions.append(quiet)
             resource_tracker.ensure_running()
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             if self._iterator is None:
                 self._iterator = self._start()
@@ -234,8 +220,6 @@ def _checked_next(iterator: Iterator[dict[str, np.ndarray]]) -> dict[str, np.nda
     """The next batch, raising a worker's unreadable file or its death as a one-line StreamError."""
     try:
         batch = next(iterator)
-    except StopIteration:
-        raise
     except DataError as err:  # Grain adds lines of its own to the message
         raise StreamError(str(err).strip().splitlines()[0]) from err
     except Exception as err:  # noqa: BLE001 - Grain re-raises what a worker hit as it can

@@ -7,7 +7,7 @@ source, so training never needs it; one prepared as tfrecord is read with Tensor
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,39 +17,6 @@ from jaxrec.data.types import ArrayDataset, DataError
 _CHUNK = 4096
 
 log = logging.getLogger(__name__)
-
-
-def _ways_out(name: str, data_dir: str | None) -> str:
-    return (f"Ways out: (1) prepare it where there is internet ({tfds_prepare.HOW.format(name=name)}) and pass "
-            f"--data_dir with that directory (now: {data_dir or 'TFDS default ~/tensorflow_datasets'}); (2) pass "
-            f"--download to let TFDS fetch it now (needs internet and TensorFlow); (3) pass an image-folder path "
-            f"laid out <root>/<split>/<class>/<image> as --dataset; (4) try the pipeline offline with the shipped "
-            f"sample: --dataset cifar10_sample.")
-
-
-def _check_features(builder: Any, name: str) -> None:
-    """An `image` of one fixed shape and a `label`: what jaxrec's arrays hold."""
-    features = builder.info.features
-    if "image" not in features or "label" not in features:
-        raise DataError(f"TFDS data set {name!r} has features {list(features)}; jaxrec needs 'image' and 'label'")
-    shape = features["image"].shape
-    if None in shape:
-        raise DataError(f"TFDS data set {name!r} has images of different sizes ({shape}); jaxrec reads TFDS sets "
-                        f"whose images share one size. Save it as an image folder <root>/<split>/<class>/<image> "
-                        f"and pass that: jaxrec decodes a folder to one size (--image_size)")
-
-
-def _reader(builder: Any, name: str) -> Callable[[Any, str], tuple[np.ndarray, np.ndarray]]:
-    """The function that reads this set's splits: the data source, or TensorFlow for tfrecord files."""
-    if tfds_prepare.readable_without_tensorflow(builder):
-        return _read_data_source
-    if not tfds_prepare.tensorflow_installed():
-        raise DataError(f"TFDS data set {name!r} is prepared in {builder.data_dir} as "
-                        f"{builder.info.file_format.value}, which only TensorFlow reads, and this install leaves it "
-                        f"out: `pip install \"jaxrec[tfds]\"` (the CPU build), or prepare it as "
-                        f"{tfds_prepare.FORMAT} in another directory ({tfds_prepare.HOW.format(name=name)}) and pass "
-                        f"--data_dir DIR")
-    return _read_with_tensorflow
 
 
 def _read_data_source(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +52,21 @@ def _prepared(name: str, data_dir: str | None, download: bool) -> Any:
     if not prepared:
         if not download:
             raise DataError(f"TFDS data set {name!r} is not prepared in {builder.data_dir} and this run may not "
-                            f"download it. " + _ways_out(name, data_dir))
+                            f"download it. Ways out: (1) prepare it where there is internet "
+                            f"({tfds_prepare.HOW.format(name=name)}) and pass --data_dir with that directory (now: "
+                            f"{data_dir or 'TFDS default ~/tensorflow_datasets'}); (2) pass --download to let TFDS "
+                            f"fetch it now (needs internet and TensorFlow); (3) pass an image-folder path laid out "
+                            f"<root>/<split>/<class>/<image> as --dataset; (4) try the pipeline offline with the "
+                            f"shipped sample: --dataset cifar10_sample.")
         tfds_prepare.prepare(builder, name)
-    _check_features(builder, name)
+    features = builder.info.features  # an `image` of one fixed shape and a `label`: what jaxrec's arrays hold
+    if "image" not in features or "label" not in features:
+        raise DataError(f"TFDS data set {name!r} has features {list(features)}; jaxrec needs 'image' and 'label'")
+    shape = features["image"].shape
+    if None in shape:
+        raise DataError(f"TFDS data set {name!r} has images of different sizes ({shape}); jaxrec reads TFDS sets "
+                        f"whose images share one size. Save it as an image folder <root>/<split>/<class>/<image> "
+                        f"and pass that: jaxrec decodes a folder to one size (--image_size)")
     return builder
 
 
@@ -105,12 +84,18 @@ def check_prepared_for_stream(name: str, data_dir: str | None, download: bool) -
 def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> ArrayDataset:
     """Reads a whole TFDS split with an `image` and a `label` feature into memory."""
     builder = _prepared(name, data_dir, download)
-    read = _reader(builder, name)
+    direct = tfds_prepare.readable_without_tensorflow(builder)  # else a tfrecord set, which TensorFlow reads
+    if not direct and not tfds_prepare.tensorflow_installed():
+        raise DataError(f"TFDS data set {name!r} is prepared in {builder.data_dir} as "
+                        f"{builder.info.file_format.value}, which only TensorFlow reads, and this install leaves it "
+                        f"out: `pip install \"jaxrec[tfds]\"` (the CPU build), or prepare it as "
+                        f"{tfds_prepare.FORMAT} in another directory ({tfds_prepare.HOW.format(name=name)}) and pass "
+                        f"--data_dir DIR")
     log.info("reading TFDS %s/%s from %s (%s)", name, split, builder.data_dir,
-             "data source" if read is _read_data_source else "TensorFlow")
+             "data source" if direct else "TensorFlow")
     try:
         with tfds_prepare.quiet():
-            images, labels = read(builder, split)
+            images, labels = (_read_data_source if direct else _read_with_tensorflow)(builder, split)
     except (KeyError, ValueError) as err:
         raise DataError(f"TFDS data set {name!r} cannot read split {split!r} ({err}); it has "
                         f"{list(builder.info.splits) or 'no recorded splits'}") from err

@@ -16,10 +16,11 @@ from jaxrec.core.metrics import report_with_tta, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
-from jaxrec.data.sources import decode_listed, decode_problem, is_image_folder, load_tfds_split, stream_split, streams
+from jaxrec.data.sources import decode_listed, is_image_folder, load_tfds_split, stream_split, streams
 from jaxrec.data.stream import StreamedDataset
 from jaxrec.data.types import ArrayDataset
 from jaxrec.run.checkpoints import Trained
+from jaxrec.runtime import memory
 from jaxrec.runtime.setup import prepare
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | Stream
     if not is_image_folder(config.dataset):
         return stream_split(*args) if config.input == "stream" else load_tfds_split(*args)  # stream: refused
     listed = stream_split(*args)
-    problem = decode_problem(listed)
+    shape = "x".join(map(str, listed.image_shape))
+    problem = memory.shortfall(listed.nbytes, memory.host_available(),
+                               f"decoding {len(listed)} images at {shape} (the model's input size)")
     if not streams(config, problem):
         return decode_listed(listed)
     log.info("evaluating %s streamed (--input %s)%s", config.eval_split, config.input,

@@ -22,9 +22,7 @@ from jaxrec.runtime.launch import wanted
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
-def cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
-    return cores_available()
+cores = cores_available  # the CPU cores this process may run on (its affinity mask, e.g. taskset, a cpuset)
 
 
 def per_core_count(num_cores: int, batch_sizes: Sequence[int]) -> int:

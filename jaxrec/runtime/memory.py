@@ -98,9 +98,7 @@ def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by
     that fits."""
     have = host_available()
     need = count * size[0] * size[1] * channels
-    if have is None or need <= have:
-        return
-    largest = math.isqrt(have // max(count * channels, 1))
+    largest = math.isqrt((have or 0) // max(count * channels, 1))  # named only where `need` does not fit
     require(need, have, f"decoding {count} images at {size[0]}x{size[1]}x{channels} ({chosen_by})",
             f"pass --image_size {largest} or less" if largest >= 1 else "use fewer images")
 
