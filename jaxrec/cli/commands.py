@@ -350,6 +350,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `jaxrec` console script."""
     args = build_parser(model_defaults(argv)).parse_args(argv)
     return args.main(args)
-
-
-__all__ = ["build_parser", "exit_code", "main", "run_experiment", "setup_logging", "study", "train"]

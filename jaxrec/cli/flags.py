@@ -178,7 +178,3 @@ def own_knobs(model: str) -> type | None:
     if model == Config().model or not (model in MODELS or is_recipe_file(model)):
         return None
     return load(model).knobs
-
-
-__all__ = ["Parser", "add_flags", "checked", "config_parser", "model_in", "own_knobs", "parse_bool", "parse_config",
-           "parse_int_tuple", "parse_number", "values_of"]

@@ -156,8 +156,3 @@ def field_problems(settings: Any, only: Sequence[str] | None = None) -> list[str
 def _refusal(name: str, value: Any, allowed: str) -> str:
     text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return f"--{name} {text or repr(text)}: must be {allowed}"
-
-
-__all__ = ["ROLES", "Rule", "above", "at_least", "cores_at_most", "cores_available", "choices", "field_problems",
-           "fields_with", "in_range", "is_number", "knob", "knob_group", "sizes_at_least",
-           "zero_or_at_least"]

@@ -443,8 +443,3 @@ def check(settings: Any, only: Sequence[str] | None = None) -> Any:
         raise InputError("\n".join(problems) if len(problems) == 1 else
                          f"{len(problems)} settings cannot be used:\n" + "\n".join(problems))
     return settings
-
-
-__all__ = ["BENCHMARK_UNUSED", "BenchmarkOptions", "Config", "EVALUATION_FIELDS", "EXECUTION_FIELDS", "FLOAT32_MODELS",
-           "MAY_CHANGE_IN_STUDY", "MAY_CHANGE_ON_RESUME", "MEMBER_FIELDS", "MODELS", "MODEL_AXES", "PER_PROCESS_FIELDS",
-           "SEED_LIMIT", "SOURCES", "check", "combination_problems", "is_recipe_file", "without_unused_defaults"]

@@ -133,7 +133,3 @@ def param_labels(params: Any, config: Config, partly_trained: Mapping[str, float
         return "plain"
 
     return jax.tree_util.tree_map_with_path(label, params)
-
-
-__all__ = ["check_lookahead", "create_optimizer", "group_of", "learning_rate_schedule", "param_labels",
-           "step_hyperparameters", "total_steps"]

@@ -97,6 +97,3 @@ class RunState:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         return cls(**{**values, "records": tuple(Record.from_json(r) for r in values.get("records", ()))})
-
-
-__all__ = ["Record", "RunState", "TIMING_FIELDS"]

@@ -47,6 +47,3 @@ def with_tta(apply_fn: Callable, level: int) -> Callable:
                 + 0.25 * (mirrored(variables, first, **kwargs) + mirrored(variables, second, **kwargs)))
 
     return level2
-
-
-__all__ = ["VIEWS", "shifted_views", "with_tta"]

@@ -141,6 +141,3 @@ def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | Stream
     log.info("evaluating %s streamed (--input %s)%s", config.eval_split, config.input,
              f": {problem}" if problem else "")
     return listed
-
-
-__all__ = ["Evaluator", "evaluate_trained"]

@@ -251,7 +251,3 @@ def build(config: Config, num_classes: int, kernels: Kernels) -> Airbench94:
                       whiten_images=knobs.whiten_images, whiten_bias_epochs=knobs.whiten_bias_epochs,
                       image_conv=kernels.image_conv, conv_grad=kernels.conv_grad, pool=kernels.pool,
                       batch_norm=kernels.batch_norm, dtype=compute_dtype(config.dtype))
-
-
-__all__ = ["DEFAULTS", "Airbench94", "Knobs", "ConvGroup", "Whiten", "airbench_smallest_image", "build", "dirac_init",
-           "image_size_problem", "patch_covariance", "whitening_kernel"]

@@ -98,6 +98,3 @@ class MatmulBatchNorm(nn.Module):
             multiplier = multiplier * self.param("scale", nn.initializers.ones, (features,), jnp.float32)
         y = (x - broadcast_channels(batch_mean, x.shape)) * broadcast_channels(multiplier, x.shape)
         return y + broadcast_channels(self.param("bias", nn.initializers.zeros, (features,), jnp.float32), x.shape)
-
-
-__all__ = ["MatmulBatchNorm", "broadcast_channels", "channel_sum"]

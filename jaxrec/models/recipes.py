@@ -226,7 +226,3 @@ def recipe_problems(config: Config) -> list[str]:
     too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,
                                                          f"--image_size {config.image_size}")
     return [too_small] if too_small else []
-
-
-__all__ = ["Recipe", "check_images", "config_for", "fingerprint", "image_size_problem", "load", "recipe_knobs",
-           "recipe_problem", "recipe_problems", "recorded_recipe_problem", "where"]

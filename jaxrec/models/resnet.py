@@ -96,6 +96,3 @@ def build(config: Config, num_classes: int, kernels: Any = None) -> CifarResNet:
     return CifarResNet(num_classes=num_classes, **SHAPES[config.model],
                        norm=Norm(axis=AXIS, momentum=config.norm_momentum, epsilon=config.norm_epsilon),
                        dtype=compute_dtype(config.dtype))
-
-
-__all__ = ["BasicBlock", "CifarResNet", "Norm", "SHAPES", "build"]

@@ -500,8 +500,3 @@ def _template(meta: CheckpointMeta) -> TrainState:
     model = create_model(config, len(meta.dataset["class_names"]))
     return jax.eval_shape(lambda: create_train_state(config, model, tuple(meta.dataset["image_shape"]),
                                                      jax.random.key(0), steps_per_epoch=1))
-
-
-__all__ = ["CHECKPOINT_DIR", "CheckpointMeta", "as_trained", "Restored", "RunCheckpointer", "Trained",
-           "check_resumable", "checkpoint_dir", "config_differences", "DATA_IDENTITY", "data_differences",
-           "field_differences", "load_trained", "state_items"]

@@ -49,6 +49,3 @@ def install() -> None:
     if not isinstance(sys.unraisablehook, _UnraisableFilter):
         sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)
     logging.getLogger("asyncio").addFilter(_asyncio_filter)  # addFilter skips a filter it already holds
-
-
-__all__ = ["STORAGE_LIBRARIES", "install"]

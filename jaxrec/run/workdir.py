@@ -110,7 +110,3 @@ def move_previous_run(workdir: Path) -> Path | None:
     for entry in entries:
         entry.rename(aside / entry.name)
     return aside
-
-
-__all__ = ["LOCK_FILE", "STUDY_SPEC_FILE", "check_workdir", "claim", "is_jaxrec_workdir", "move_previous_run",
-           "writable_folder"]

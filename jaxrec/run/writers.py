@@ -95,6 +95,3 @@ def open_writers(workdir: Path, run: RunState, resumed: bool, tensorboard: bool,
     jsonl = Path(workdir) / METRICS_FILE
     outputs.write_jsonl(jsonl, [r.to_json() for r in run.records])  # a lost epoch's line goes
     return Writers(jsonl, TensorBoardWriter(workdir, run if resumed else None) if tensorboard else None)
-
-
-__all__ = ["METRICS_FILE", "TENSORBOARD_DIR", "TensorBoardWriter", "Writers", "open_writers"]

@@ -201,7 +201,3 @@ def barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # noqa: PLC0415
         multihost_utils.sync_global_devices(name)
-
-
-__all__ = ["barrier", "check_agreement", "leave_after_lost_process", "on_primary", "is_primary", "label",
-           "max_over_processes", "start"]

@@ -29,6 +29,3 @@ def _count(value: str | None) -> int:
         return int(value or 1)
     except ValueError:
         return 1
-
-
-__all__ = ["LAUNCHER_TASKS", "LOST", "LOST_MARK", "wanted"]

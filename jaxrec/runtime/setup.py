@@ -70,6 +70,3 @@ def warn_if_recipe_left_out(config: Config) -> None:
             "--model %s runs with none of its recipe (batch, optimizer, schedule, augmentation, TTA are the article "
             "CNN's); jaxrec.models.config_for(%r) gives the recipe, as `jaxrec train --model %s` does", config.model,
             config.model, config.model)
-
-
-__all__ = ["LONG_UNROLLED_LOOP", "check_recipe", "prepare", "warn_if_long_unrolled_loop", "warn_if_recipe_left_out"]

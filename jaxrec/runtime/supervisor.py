@@ -145,6 +145,3 @@ def watch_lifeline(environ: dict[str, str] | os._Environ = os.environ) -> None:
         os._exit(128 + signal.SIGKILL)
 
     threading.Thread(target=watch, name="jaxrec-lifeline", daemon=True).start()
-
-
-__all__ = ["LIFELINE", "lost_peer_line", "needed", "run_supervised", "watch_lifeline"]

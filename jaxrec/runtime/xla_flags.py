@@ -40,6 +40,3 @@ def set_cpu_flags(config: Config, environ: MutableMapping[str, str] = os.environ
     flags = wanted(config, environ)
     if flags:
         environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {flags}".strip()
-
-
-__all__ = ["CPU_FLAGS", "YNN_FLAG", "set_cpu_flags", "wanted"]

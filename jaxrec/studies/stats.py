@@ -152,7 +152,3 @@ def verdict(result: dict[str, Any]) -> str:
         return f"A is {word} than B: {difference}, P(A>B)={result['p_a_beats_b']:.2f} at {n}."
     more = f"; a difference this size needs about {needed} seeds per arm to detect" if needed else ""
     return f"No detectable difference at {n}: {difference}, P(A>B)={result['p_a_beats_b']:.2f}{more}."
-
-
-__all__ = ["bootstrap_mean_interval", "compare", "describe", "prob_a_beats_b", "seeds_needed", "spread_note",
-           "untestable", "verdict", "welch"]

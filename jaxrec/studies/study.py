@@ -382,7 +382,3 @@ def _number(value: float | None) -> str:
 
 def _interval(bounds: list[float] | None) -> str:
     return "-" if bounds is None else f"{bounds[0]:.4f}-{bounds[1]:.4f}"
-
-
-__all__ = ["StudySpec", "agreement", "check_determinism", "finished", "metric_statistics", "parse_seeds", "parse_vary",
-           "prepare", "run_study", "spec_differences", "write_study"]

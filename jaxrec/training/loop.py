@@ -208,36 +208,42 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
     devices = select_devices(configs[0].num_devices)
     per_device_batch(configs[0].batch_size, len(devices))
     with contextlib.ExitStack() as held:
-        workdirs = [held.enter_context(claimed(workdir, config)) for workdir, config in zip(workdirs, configs)]
-        data = open_data(configs[0], len(configs), devices)
-        described = data.describe()
-        distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
-                                    "give every process the same --dataset, with the same files")
-        trainer = create_trainer(configs, workdirs, data, devices, model_axis)
-        states, runs, resumed_from = restore_or_start(trainer, data)
-        writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
-        compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
-        state = trainer.program.stack(states)
-        with stop_on_signals(processes=jax.process_count()) as stop:
-            # Wall time counts the run's earlier sessions too.
-            session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
-            try:
-                for _ in range(runs[0].epoch, trainer.epochs):
-                    state, runs, calls = train_epoch(trainer, state, runs, session)
-                    runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
-                    compiled |= calls
-                    if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
-                        raise interrupted(trainer, runs[0], stop)
-            finally:
-                trainer.close()
-                for member, writer in zip(trainer.members, writers):
-                    member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
-                    writer.close()
-        finals = trainer.program.unstack(state)
-        for member, final, run, result in zip(trainer.members, finals, runs, results):
-            write_summary(trainer, member, data, (final, run, result), session)
-        distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
-        return [unreplicate(final) for final in finals]
+        paths = [held.enter_context(claimed(workdir, config)) for workdir, config in zip(workdirs, configs)]
+        return train_claimed(configs, paths, devices, model_axis, entered)
+
+
+def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
+                  entered: float) -> list[TrainState]:
+    """Loads the data, trains every epoch (or stops at a signal, saved), evaluates and writes the outputs."""
+    data = open_data(configs[0], len(configs), devices)
+    described = data.describe()
+    distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
+                                "give every process the same --dataset, with the same files")
+    trainer = create_trainer(configs, workdirs, data, devices, model_axis)
+    states, runs, resumed_from = restore_or_start(trainer, data)
+    writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
+    compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
+    state = trainer.program.stack(states)
+    with stop_on_signals(processes=jax.process_count()) as stop:
+        # Wall time counts the run's earlier sessions too.
+        session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
+        try:
+            for _ in range(runs[0].epoch, trainer.epochs):
+                state, runs, calls = train_epoch(trainer, state, runs, session)
+                runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
+                compiled |= calls
+                if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
+                    raise interrupted(trainer, runs[0], stop)
+        finally:
+            trainer.close()
+            for member, writer in zip(trainer.members, writers):
+                member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
+                writer.close()
+    finals = trainer.program.unstack(state)
+    for member, final, run, result in zip(trainer.members, finals, runs, results):
+        write_summary(trainer, member, data, (final, run, result), session)
+    distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
+    return [unreplicate(final) for final in finals]
 
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
@@ -567,6 +573,3 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
              f" with test-time augmentation ({final.test_accuracy:.4f} without)" if augmented else "",
              f"{run.step} steps (--max_steps; the schedule is {config.epochs:g} epochs)" if cut else
              f"{config.epochs:g} epochs ({run.step} steps)", member.workdir)
-
-
-__all__ = ["Member", "RunKeys", "Trainer", "check_group", "train_and_evaluate", "train_group"]
