@@ -35,8 +35,6 @@ from jaxrec.runtime.setup import prepare
 def _flops(compiled: Any) -> float:
     """Total FLOPs of a compiled computation from XLA's cost analysis (per device under pmap)."""
     analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
-        analysis = analysis[0]
     return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
 
 
