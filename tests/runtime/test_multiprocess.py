@@ -24,7 +24,7 @@ from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command
 from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.run.checkpoints import checkpoint_dir, load_trained
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 COMMON = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", "--steps_per_call",
           "1", *SMALL_FLAGS]
 # One process's view of the 4 devices after a few steps differs from 2 x 2's only by the order gloo
