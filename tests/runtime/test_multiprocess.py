@@ -24,7 +24,7 @@ from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command
 from jaxrec.data.sources import SAMPLE_ROOT
 from jaxrec.run.checkpoints import checkpoint_dir, load_trained
 
-pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+pytestmark = pytest.mark.slow
 COMMON = ["train", "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", "--steps_per_call",
           "1", *SMALL_FLAGS]
 # One process's view of the 4 devices after a few steps differs from 2 x 2's only by the order gloo
@@ -152,6 +152,7 @@ def two_processes(tmp_path_factory):
     return workdir, train(workdir, 2, 2, 2, "--save_predictions", "true")
 
 
+@pytest.mark.across_versions
 def test_two_processes_of_two_devices_train_as_one_process_of_four(one_process, two_processes):
     tmp_path, ended = two_processes
     assert_same_training(tmp_path, one_process)
@@ -206,6 +207,7 @@ def test_a_checkpoint_resumes_in_another_process_layout(one_process, two_process
     assert_same_training(tmp_path / "run", one_process)
 
 
+@pytest.mark.across_versions
 def test_a_signal_to_one_process_stops_all_after_the_same_step_and_the_rerun_resumes(tmp_path):
     command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path / "run"), "--epochs", "8")
     procs = start(command, 2, 2)
@@ -223,6 +225,7 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step_and_the_rerun_res
     assert records(tmp_path / "run") == records(tmp_path / "straight")  # same layout: bit-identical
 
 
+@pytest.mark.across_versions
 @pytest.mark.parametrize("victim", [1, 0])  # 0 also hosts the coordinator
 def test_a_killed_process_ends_the_others_in_one_line_within_the_heartbeat_timeout(tmp_path, victim):
     command = script_command("jaxrec", *COMMON, "--workdir", str(tmp_path), "--epochs", "40",
