@@ -356,8 +356,8 @@ class BenchmarkOptions:
                             "(0: 2048 on CPU, 8192 else).", at_least(0))
     # Also jaxrec study's flags.
     seeds_per_program: int = knob(1, "Models trained side by side in one compiled program (same results with "
-                                  "--model_axis loop; on a CPU one at a time is as fast, see docs/studies.md); the "
-                                  "benchmark's training images/s count every model's images.", at_least(1))
+                                  "--model_axis loop; on a CPU one at a time is as fast, see docs/studies.md); in a "
+                                  "benchmark, training images/s count every model's images.", at_least(1))
     model_axis: ModelAxis = knob("loop", "How a program holds its models: loop (written out one after another: each "
                                  "model's arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, "
                                  "float-rounding differences, 3x slower on XLA:CPU).")

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from flax import jax_utils
 
+from jaxrec.config import MODEL_AXES
 from jaxrec.core.pipeline import Preprocess
 from jaxrec.core.steps import Objective, eval_step, train_step
 from jaxrec.errors import InputError
@@ -235,6 +236,8 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
     """The training program of `group` = (models, model_axis) on `devices` (_group_train_fn). Only a one-model
     program takes streamed batches: each model of a group reads its own order."""
     models, model_axis = group
+    if model_axis not in MODEL_AXES:  # callers check it as the user's input; this guards a direct call
+        raise ValueError(f"model_axis {model_axis!r}: one of {MODEL_AXES}")
     if models == 1:
         fn = make_train_fn(preprocess, devices, objective, steps_loop)
     else:

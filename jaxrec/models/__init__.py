@@ -1,5 +1,5 @@
-"""Models: the recipes `--model` names, one module each (jaxrec.models.recipes: the built-ins, or a file of
-your own), and the layers and CPU kernels they share (kernels, conv, pooling, norm).
+"""Models: the recipes `--model` names, one module each (the built-ins in jaxrec.config.MODELS, or a file of
+your own, loaded by jaxrec.models.recipes), and the layers and CPU kernels they share (kernels, conv, pooling, norm).
 
 Layers with state, such as BatchNorm, keep it in their own collections (`batch_stats`); the train state, the
 train step, checkpoints, evaluation and prediction carry every collection the model has. This module imports
