@@ -195,6 +195,7 @@ def test_batchnorm_statistics_span_the_processes(streaming):
     chex.assert_trees_all_close(two, one, **TOLERANCE)
 
 
+@pytest.mark.across_versions  # on jaxlib 0.12 without LLVM's passes its 2x2 run drifted from 1x4
 @pytest.mark.parametrize("first", ["2x2", "1x4"])
 def test_a_checkpoint_resumes_in_another_process_layout(one_process, two_processes, tmp_path, first):
     # A run of one layout as if its processes had died after the first epoch (its later checkpoint
