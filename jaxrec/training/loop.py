@@ -386,21 +386,15 @@ def agreed_stop(stop: StopRequest) -> bool:
     return bool(signum)
 
 
-def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> int:
-    """Where the device call starting at run.position ends: after steps_per_call steps, at the end of
-    the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint is due there)."""
-    end = min(run.position + steps_per_call, steps_per_epoch)
-    if checkpoint_every:
-        end = min(end, run.position + checkpoint_every - run.step % checkpoint_every)
-    return end
-
-
 def call_plan(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> list[tuple[int, int]]:
-    """The device calls that finish the epoch from run.position, as (start, end) positions (call_end)."""
+    """The device calls that finish the epoch from run.position, as (start, end) positions: each ends after
+    steps_per_call steps, at the end of the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint
+    is due there)."""
     plan, position, step = [], run.position, run.step
     while position < steps_per_epoch:
-        end = call_end(dataclasses.replace(run, position=position, step=step), steps_per_epoch, steps_per_call,
-                       checkpoint_every)
+        end = min(position + steps_per_call, steps_per_epoch)
+        if checkpoint_every:
+            end = min(end, position + checkpoint_every - step % checkpoint_every)
         plan.append((position, end))
         position, step = end, step + end - position
     return plan
