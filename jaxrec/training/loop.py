@@ -150,8 +150,6 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
         raise InputError("a group of seeds needs at least one config")
     if model_axis not in MODEL_AXES:
         raise InputError(f"--model_axis {model_axis!r}: choose one of {', '.join(MODEL_AXES)}")
-    if len(configs) == 1:
-        return list(configs)
     lead, other = configs[0].to_dict(), [c.to_dict() for c in configs[1:]]
     different = sorted({k for c in other for k, v in c.items() if k not in MEMBER_FIELDS and v != lead[k]})
     if different:
@@ -414,7 +412,7 @@ def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writer
     for k, member in enumerate(trainer.members):
         check_finite(losses[:, k], runs[0].step, member.workdir if len(trainer.members) > 1 else None)
     runs = [run.after_steps(losses[:, k].tolist(), accuracies[:, k].tolist(), seconds) for k, run in enumerate(runs)]
-    for k, (run, writer) in enumerate(zip(runs, writers)):
+    for run, writer in zip(runs, writers):
         writer.write_train(run.step, run.call_loss, run.call_accuracy)
     return state, runs
 
