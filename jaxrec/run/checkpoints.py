@@ -311,10 +311,6 @@ class RunCheckpointer:
         self.manager.close()
 
 
-def _read_meta(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta:
-    return CheckpointMeta.from_json(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-
-
 def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState, meta: CheckpointMeta) -> Restored | None:
     """Restores one step, whose meta is `meta`; None (with a warning) if it cannot be read. Checks the items first."""
     _check_items(meta, template, step, manager.directory)
@@ -395,7 +391,8 @@ def _check_items(meta: CheckpointMeta, template: TrainState, step: int, director
 
 def _read_meta_or_none(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta | None:
     try:
-        return _read_meta(manager, step)
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return CheckpointMeta.from_json(meta)
     except TooOld:
         raise InputError(f"the checkpoint at step {step} in {manager.directory} was written by jaxrec before 0.2, "
                          f"whose checkpoints this version does not read; train the run again (--resume=false keeps "

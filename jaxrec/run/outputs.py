@@ -34,13 +34,12 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 PREDICTIONS_FILE = "test_predictions.npz"
 
 
-def write_predictions(workdir: Path, probabilities: np.ndarray, labels: np.ndarray) -> Path:
+def write_predictions(workdir: Path, probabilities: np.ndarray, labels: np.ndarray) -> None:
     """The eval split's class probabilities (float16, [N, classes]) and labels, compressed, atomically."""
     path = workdir / PREDICTIONS_FILE
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), labels=labels.astype(np.int32))
     tmp.replace(path)
-    return path
 
 
 def read_predictions(workdir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +123,7 @@ def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title:
     return paths
 
 
-def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> list[Path]:
+def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> None:
     """A seed study's plots: test accuracy per epoch (mean, ±std, min-max), each seed's final accuracy, per class."""
     metrics, n = study["metrics"], len(runs)
     paths = [directory / name for name in ("study_curves.png", "study_accuracy.png", "study_per_class.png")]
@@ -172,4 +171,3 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(paths[2], dpi=120)
-    return paths

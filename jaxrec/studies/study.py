@@ -348,11 +348,10 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
              "config": spec.config.to_dict(), "versions": host.versions(), "machine": host.machine(),
              "xla_flags": os.environ.get("XLA_FLAGS", ""),  # of the process that wrote this summary
              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    if not write:
-        return study
-    outputs.write_json(workdir / "study.json", study)
-    (workdir / "study.md").write_text(study_markdown(study))
-    outputs.plot_study(runs, study, workdir)
+    if write:
+        outputs.write_json(workdir / "study.json", study)
+        (workdir / "study.md").write_text(study_markdown(study))
+        outputs.plot_study(runs, study, workdir)
     return study
 
 

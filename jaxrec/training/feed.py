@@ -51,8 +51,8 @@ class TrainStream:
 
     def _open(self, epoch: int, position: int) -> None:
         self.close()
-        rows, last, size = [], epoch, 0
-        while last < self._epochs and (not rows or size + self._steps_in_epoch(last) * self._columns_width() <= WINDOW):
+        rows, last, size, width = [], epoch, 0, self._columns.stop - self._columns.start
+        while last < self._epochs and (not rows or size + self._steps_in_epoch(last) * width <= WINDOW):
             first = position if last == epoch else 0
             rows.append(self._order_of(last)[first:self._steps_in_epoch(last), self._columns])
             size += rows[-1].size
@@ -66,9 +66,6 @@ class TrainStream:
     def for_epoch(self, epoch: int, plan: Plan, program: Program) -> StreamFeed:
         """The feed of epoch `epoch`'s device calls `plan`."""
         return StreamFeed(self, epoch, plan, program)
-
-    def _columns_width(self) -> int:
-        return self._columns.stop - self._columns.start
 
     def close(self) -> None:
         """Ends the reading; its worker processes stop."""

@@ -138,8 +138,7 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
         f"pass {usable[0]}" if usable else "use a machine with more memory")
     raise InputError(f"training 1 model(s) on {'x'.join(map(str, shape))} images in batches of {config.batch_size}, "
                      f"streamed (evaluation batches of {config.eval_batch_size}, {config.data_workers} "
-                     f"--data_workers): "
-                     f"{found}; {way}")
+                     f"--data_workers): {found}; {way}")
 
 
 def _shows_progress(config: Config) -> bool:

@@ -150,8 +150,6 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
         raise InputError("a group of seeds needs at least one config")
     if model_axis not in MODEL_AXES:
         raise InputError(f"--model_axis {model_axis!r}: choose one of {', '.join(MODEL_AXES)}")
-    if len(configs) == 1:
-        return list(configs)
     lead, other = configs[0].to_dict(), [c.to_dict() for c in configs[1:]]
     different = sorted({k for c in other for k, v in c.items() if k not in MEMBER_FIELDS and v != lead[k]})
     if different:
@@ -386,21 +384,15 @@ def agreed_stop(stop: StopRequest) -> bool:
     return bool(signum)
 
 
-def call_end(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> int:
-    """Where the device call starting at run.position ends: after steps_per_call steps, at the end of
-    the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint is due there)."""
-    end = min(run.position + steps_per_call, steps_per_epoch)
-    if checkpoint_every:
-        end = min(end, run.position + checkpoint_every - run.step % checkpoint_every)
-    return end
-
-
 def call_plan(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> list[tuple[int, int]]:
-    """The device calls that finish the epoch from run.position, as (start, end) positions (call_end)."""
+    """The device calls that finish the epoch from run.position, as (start, end) positions: each ends after
+    steps_per_call steps, at the end of the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint
+    is due there)."""
     plan, position, step = [], run.position, run.step
     while position < steps_per_epoch:
-        end = call_end(dataclasses.replace(run, position=position, step=step), steps_per_epoch, steps_per_call,
-                       checkpoint_every)
+        end = min(position + steps_per_call, steps_per_epoch)
+        if checkpoint_every:
+            end = min(end, position + checkpoint_every - step % checkpoint_every)
         plan.append((position, end))
         position, step = end, step + end - position
     return plan
@@ -420,7 +412,7 @@ def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writer
     for k, member in enumerate(trainer.members):
         check_finite(losses[:, k], runs[0].step, member.workdir if len(trainer.members) > 1 else None)
     runs = [run.after_steps(losses[:, k].tolist(), accuracies[:, k].tolist(), seconds) for k, run in enumerate(runs)]
-    for k, (run, writer) in enumerate(zip(runs, writers)):
+    for run, writer in zip(runs, writers):
         writer.write_train(run.step, run.call_loss, run.call_accuracy)
     return state, runs
 

@@ -12,7 +12,7 @@ from jaxrec.runtime import cpu_devices
 from jaxrec.config import Config
 from jaxrec.errors import InputError
 from jaxrec.core.run_state import Record, RunState
-from jaxrec.training.loop import RunKeys, call_end, train_and_evaluate, train_speed
+from jaxrec.training.loop import RunKeys, call_plan, train_and_evaluate, train_speed
 
 
 @pytest.mark.slow
@@ -70,9 +70,9 @@ def test_run_state_sums_do_not_depend_on_how_steps_are_grouped_into_calls():
 def test_device_calls_stop_where_a_checkpoint_is_due():
     # Epoch of 12 steps, 5 steps per call, a checkpoint every 4 global steps; the run is at step 14.
     run = RunState(step=14, epoch=1, position=2)
-    assert call_end(run, 12, 5, 4) == 4  # global step 16
-    assert call_end(run, 12, 5, 0) == 7
-    assert call_end(RunState(step=22, epoch=1, position=10), 12, 5, 0) == 12  # the end of the epoch
+    assert call_plan(run, 12, 5, 4) == [(2, 4), (4, 8), (8, 12)]  # global steps 16 and 20
+    assert call_plan(run, 12, 5, 0) == [(2, 7), (7, 12)]
+    assert call_plan(RunState(step=22, epoch=1, position=10), 12, 5, 0) == [(10, 12)]  # the end of the epoch
 
 
 def test_the_speed_figure_leaves_out_every_epoch_that_compiled():
