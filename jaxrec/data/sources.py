@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from jaxrec.config import Config
@@ -91,8 +90,7 @@ def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channel
     memory.check_images_fit(len(data.images), size, channels, "--image_size")
     images = np.empty((len(data.images), *size, channels), np.uint8)
     for index, image in enumerate(data.images):
-        pillow = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        images[index] = convert(pillow, size, channels, config.resize)[0]
+        images[index] = convert(image, size, channels, config.resize)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
