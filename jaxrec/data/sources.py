@@ -228,8 +228,7 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
 
 
 def decode_listed(split: StreamedDataset) -> ArrayDataset:
-    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory in threads; what
-    decoding changed is logged once."""
+    """An image folder's split listed by `stream_splits` or `stream_split`, decoded in threads; notes logged once."""
     reader, images = split.reader, np.empty((len(split), *split.image_shape), np.uint8)
 
     def read(index: int) -> list[str]:
