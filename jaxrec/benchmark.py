@@ -105,8 +105,7 @@ def training_program(config: Config, options: BenchmarkOptions, data: RandomData
 
 def time_training(config: Config, options: BenchmarkOptions, data: RandomData,
                   devices: list[jax.Device]) -> tuple[dict[str, Any], Any]:
-    """Training figures: images/s (every model's images), compile seconds, FLOPs of one model's step;
-    and the program's state after the timed calls."""
+    """Training figures (images/s of every model, compile seconds, one model's step FLOPs) and the state after them."""
     one, one_state, one_calls, one_key = training_program(config.replace(steps_per_call=1), options, data, devices, 1)
     train_images, train_labels = replicate(data.images, devices), replicate(data.labels, devices)
     one_step = one.fn.lower(one_state, train_images, train_labels, one_calls[0], one_key).compile()

@@ -48,8 +48,7 @@ def setup_logging(label: str = "") -> None:
 
 
 def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None) -> Config:
-    """jaxrec.runtime.setup.prepare (`config` checked, the CPU split into devices, the processes joined), then
-    labels the log lines with the process; returns the checked config."""
+    """jaxrec.runtime.setup.prepare, then labels log lines with the process; one that joins others runs supervised."""
     setup_logging()
     from jaxrec.runtime import supervisor  # no JAX: a supervising parent never needs it
 

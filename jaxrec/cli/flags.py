@@ -138,19 +138,12 @@ def values_of(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {k: v for k, v in vars(namespace).items() if k in names}
 
 
-def config_parser(description: str | None = None, defaults: Config | None = None,
-                  aliases: dict[str, str] | None = None, prog: str | None = None) -> Parser:
-    """A parser with one flag per Config field (see add_flags for defaults and aliases)."""
-    parser = Parser(prog=prog, description=description)
-    add_flags(parser, Config, defaults, aliases=aliases)
-    return parser
-
-
 def parse_config(argv: Sequence[str] | None = None, description: str | None = None,
                  defaults: Config | None = None, aliases: dict[str, str] | None = None) -> Config:
     """Command-line flags -> Config, not yet checked (jaxrec.config.check). Defaults the chosen model has no use
     for are left out (without_unused_defaults); the flags given are kept, for the check to refuse."""
-    parser = config_parser(description, defaults, aliases)
+    parser = Parser(description=description)
+    add_flags(parser, Config, defaults, aliases=aliases)
     try:
         knobs = own_knobs(model_in(argv) or (defaults or Config()).model)
     except InputError as err:

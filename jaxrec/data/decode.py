@@ -96,10 +96,12 @@ def fit(image: Image.Image, size: tuple[int, int], resize: str = "stretch") -> I
     return image.resize(wanted, Image.BILINEAR)
 
 
-def convert(image: Image.Image, size: tuple[int, int] | None, channels: int | None,
+def convert(image: Image.Image | np.ndarray, size: tuple[int, int] | None, channels: int | None,
             resize: str = "stretch") -> tuple[np.ndarray, list[str]]:
-    """A Pillow image as uint8 [height, width, channels] and the notes of `to_viewable`, at `channels` (1: gray,
-    3: RGB) and `size` where given; by default gray stays gray and the rest becomes RGB."""
+    """A Pillow image (or uint8 [H, W, C] array) as uint8 [height, width, channels] and the notes of `to_viewable`,
+    at `channels` (1: gray, 3: RGB) and `size` where given; by default gray stays gray and the rest becomes RGB."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     image, notes = to_viewable(image)
     wanted = "L" if (channels or (1 if image.mode == "L" else 3)) == 1 else "RGB"
     if image.mode != wanted:

@@ -18,6 +18,7 @@ from jaxrec.data.types import DataError
 
 log = logging.getLogger(__name__)
 PROBE_LIMIT = 5000  # file headers read to choose a data set's shape: all of a large set's would cost seconds
+THREADS = min(32, os.cpu_count() or 1)  # map_in_threads' threads
 
 
 def list_classes(root: Path, split: str) -> list[str]:
@@ -79,8 +80,7 @@ def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
 def map_in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """function over items (paths, indices) in threads, one per core: Pillow releases the GIL while it
     decodes, but more threads than cores only contend for it (results/streaming_speed.md)."""
-    workers = min(32, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(THREADS) as pool:
         return list(pool.map(function, items, chunksize=256))
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from jaxrec.config import Config
@@ -91,8 +89,7 @@ def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channel
     memory.check_images_fit(len(data.images), size, channels, "--image_size")
     images = np.empty((len(data.images), *size, channels), np.uint8)
     for index, image in enumerate(data.images):
-        pillow = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        images[index] = convert(pillow, size, channels, config.resize)[0]
+        images[index] = convert(image, size, channels, config.resize)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
@@ -134,7 +131,6 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
     gives training's seeded split: its training part for config.train_split, its held-out part for any other."""
     if not is_image_folder(config.dataset):
         raise DataError(f"{config.dataset}: a TFDS data set is evaluated in memory; pass --input device")
-    where = f"{config.dataset}/{split}"
     root = _folder_root(config.dataset)
     if (root / split).is_dir():
         classes = image_folder.list_classes(root, split)
@@ -143,7 +139,7 @@ def stream_split(config: Config, split: str, class_names: Sequence[str],
         listing = _list_folder(config.replace(eval_split=split))
         classes = listing.classes
         paths, labels = listing.train if split == config.train_split else listing.eval
-    keep, labels = _to_model_labels(labels, classes, class_names, where)
+    keep, labels = _to_model_labels(labels, classes, class_names, f"{config.dataset}/{split}")
     paths = [p for p, k in zip(paths, keep) if k]
     _check_nonempty((paths, labels), config, split)
     return _listed(paths, labels, class_names, image_shape, config.resize)
@@ -185,7 +181,7 @@ def stats_bytes(image_shape: Sequence[int], count: int, threads: int = 0) -> int
     """Host memory of the channel-statistics pass over `count` images: one chunk of decoded images, the pixels it
     widens at a time, and each decoding thread's source and resized image (default threads: image_folder's)."""
     image, chunk = int(np.prod(image_shape)), min(stats_chunk(image_shape), len(stats_indices(count)))
-    threads = threads or min(32, os.cpu_count() or 1)
+    threads = threads or image_folder.THREADS
     widened = min(STATS_PIXELS, chunk * image // int(image_shape[-1])) * int(image_shape[-1])
     return chunk * image + 2 * 8 * widened + 2 * threads * image
 
@@ -232,8 +228,7 @@ def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | 
 
 
 def decode_listed(split: StreamedDataset) -> ArrayDataset:
-    """An image folder's split listed by `stream_splits` or `stream_split`, decoded into memory in threads; what
-    decoding changed is logged once."""
+    """An image folder's split listed by `stream_splits` or `stream_split`, decoded in threads; notes logged once."""
     reader, images = split.reader, np.empty((len(split), *split.image_shape), np.uint8)
 
     def read(index: int) -> list[str]:

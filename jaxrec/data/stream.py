@@ -81,10 +81,7 @@ class TfdsReader:
         record = self._record(index)
         image = np.asarray(record["image"], np.uint8)
         if image.shape[:2] != tuple(self.size) or image.shape[-1] != self.channels:
-            from PIL import Image  # noqa: PLC0415
-
-            image = decode.convert(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), self.size,
-                                   self.channels, self.resize)[0]
+            image = decode.convert(image, self.size, self.channels, self.resize)[0]
         return image, int(record["label"])
 
     @property

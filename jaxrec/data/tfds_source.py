@@ -7,7 +7,7 @@ source, so training never needs it; one prepared as tfrecord is read with Tensor
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -19,29 +19,24 @@ _CHUNK = 4096
 log = logging.getLogger(__name__)
 
 
-def _read_data_source(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a split through TFDS's data source, chunk by chunk, in file order: no TensorFlow."""
+def _read_data_source(builder: Any, split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A split's (images, labels) chunks through TFDS's data source, in file order: no TensorFlow."""
     source = builder.as_data_source(split=split)
-    images, labels = [], []
     for start in range(0, len(source), _CHUNK):
         examples = source.__getitems__(range(start, min(start + _CHUNK, len(source))))
-        images.append(np.stack([example["image"] for example in examples]))
-        labels.append(np.asarray([example["label"] for example in examples]))
-    return (np.concatenate(images), np.concatenate(labels)) if images else (np.zeros(0), np.zeros(0))
+        yield (np.stack([example["image"] for example in examples]),
+               np.asarray([example["label"] for example in examples]))
 
 
-def _read_with_tensorflow(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a tfrecord split with TensorFlow, in file order as the data source reads (TFDS would interleave shards)."""
+def _read_with_tensorflow(builder: Any, split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A tfrecord split's chunks with TensorFlow, in the data source's file order (TFDS would interleave shards)."""
     import tensorflow_datasets as tfds
 
     tfds_prepare.hide_accelerators_from_tensorflow()
     read_config = tfds.ReadConfig(interleave_cycle_length=1)
     dataset = builder.as_dataset(split=split, as_supervised=True, read_config=read_config)
     # Fixed-size chunks rather than batch_size=-1, which needs the split's size in dataset_info.
-    chunks = list(tfds.as_numpy(dataset.batch(_CHUNK)))
-    if not chunks:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+    return tfds.as_numpy(dataset.batch(_CHUNK))
 
 
 def _prepared(name: str, data_dir: str | None, download: bool) -> Any:
@@ -95,10 +90,11 @@ def load_tfds(name: str, split: str, data_dir: str | None, download: bool) -> Ar
              "data source" if direct else "TensorFlow")
     try:
         with tfds_prepare.quiet():
-            images, labels = (_read_data_source if direct else _read_with_tensorflow)(builder, split)
+            chunks = list((_read_data_source if direct else _read_with_tensorflow)(builder, split))
     except (KeyError, ValueError) as err:
         raise DataError(f"TFDS data set {name!r} cannot read split {split!r} ({err}); it has "
                         f"{list(builder.info.splits) or 'no recorded splits'}") from err
-    if not len(images):
+    if not chunks:
         raise DataError(f"TFDS split {name}/{split} is empty")
+    images, labels = (np.concatenate(part) for part in zip(*chunks))
     return ArrayDataset(images.astype(np.uint8), labels.astype(np.int32), tuple(builder.info.features["label"].names))

@@ -22,9 +22,6 @@ from jaxrec.runtime.launch import wanted
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
-cores = cores_available  # the CPU cores this process may run on (its affinity mask, e.g. taskset, a cpuset)
-
-
 def per_core_count(num_cores: int, batch_sizes: Sequence[int]) -> int:
     """The most devices, at most one per core, over which every batch size splits evenly."""
     return max(d for d in range(1, max(num_cores, 1) + 1) if all(size % d == 0 for size in batch_sizes))
@@ -48,7 +45,7 @@ def wanted_count(config: Config, batch_sizes: Sequence[int], environ: Mapping[st
         return config.cpu_devices
     if set_elsewhere(environ) or wanted(config, environ):
         return None
-    return per_core_count(cores() if num_cores is None else num_cores, batch_sizes)
+    return per_core_count(cores_available() if num_cores is None else num_cores, batch_sizes)
 
 
 def split_host(config: Config, batch_sizes: Sequence[int], environ: Mapping[str, str] = os.environ) -> None:

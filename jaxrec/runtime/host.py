@@ -10,7 +10,7 @@ from typing import Any
 
 import jax
 
-from jaxrec.runtime import cpu_devices
+from jaxrec.config.rules import cores_available
 
 # Pillow decodes every image jaxrec reads (folders, and TFDS sets through their data source).
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets", "numpy", "pillow")
@@ -32,7 +32,7 @@ def machine() -> dict[str, Any]:
     devices = jax.local_devices()
     return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
             "local_devices": len(devices), "processor": platform.processor() or platform.machine(),
-            "cpu_cores": cpu_devices.cores(), "host": platform.node()}
+            "cpu_cores": cores_available(), "host": platform.node()}
 
 
 def peak_host_memory_mb() -> float:

@@ -94,8 +94,7 @@ def require(need: int, have: int | None, what: str, fix: str) -> None:
 
 
 def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by: str) -> None:
-    """Refuses to decode `count` uint8 images at `size` x `channels` beyond RAM, naming the largest --image_size
-    that fits."""
+    """Refuses to decode `count` images (uint8) beyond RAM, naming the largest --image_size that fits."""
     have = host_available()
     need = count * size[0] * size[1] * channels
     largest = math.isqrt((have or 0) // max(count * channels, 1))  # named only where `need` does not fit

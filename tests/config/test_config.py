@@ -38,7 +38,9 @@ def test_every_field_is_a_flag_of_the_right_type():
                             "--data_dir", "/data", "--channels", "1", "--model", "rnn"])
     assert c.augment is True and c.progress is False and c.channels == 1 and c.model == "rnn"
     assert c.conv_features == (16, 32) and c.learning_rate == 0.1 and c.data_dir == "/data"
-    flag_names = {a.dest for a in flags.config_parser()._actions}
+    parser = flags.Parser()
+    flags.add_flags(parser, Config)
+    flag_names = {a.dest for a in parser._actions}
     assert FLAGGED <= flag_names and "knobs" not in flag_names  # a recipe's knobs are flags of their own
 
 

@@ -10,6 +10,7 @@ import pytest
 from helpers import records, run_script
 from jaxrec.runtime import cpu_devices
 from jaxrec.config import Config
+from jaxrec.config.rules import cores_available
 from jaxrec.errors import InputError
 from jaxrec.core.run_state import Record, RunState
 from jaxrec.training.loop import RunKeys, call_plan, train_and_evaluate, train_speed
@@ -98,8 +99,8 @@ def test_experiment_script_end_to_end_on_the_shipped_sample(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["param_count"] == 508_618 and summary["seed"] == 3 and summary["steps"] == 3
     # One device per core, as many as divide the batch (128).
-    assert summary["num_devices"] == cpu_devices.per_core_count(cpu_devices.cores(), [128])
-    assert summary["machine"]["cpu_cores"] == cpu_devices.cores() and summary["config"]["dataset"] == "cifar10_sample"
+    assert summary["num_devices"] == cpu_devices.per_core_count(cores_available(), [128])
+    assert summary["machine"]["cpu_cores"] == cores_available() and summary["config"]["dataset"] == "cifar10_sample"
     assert summary["test_accuracy"] == record["test_accuracy"] and summary["epochs"] == 1
     assert {"jax", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(summary["versions"])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
