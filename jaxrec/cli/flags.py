@@ -10,10 +10,10 @@ import sys
 import typing
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
-from jaxrec.config import MODELS, Config, choices, is_recipe_file, without_unused_defaults
+from jaxrec.config import MODELS, Config, choices, is_recipe_file
 from jaxrec.config.rules import field_types
 from jaxrec.errors import InputError
-from jaxrec.models.recipes import load
+from jaxrec.models.recipes import load, without_unused_defaults
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -20,8 +20,6 @@ from jaxrec.errors import InputError
 # --model also takes a recipe file.
 MODELS = {"cnn": "jaxrec.models.cnn", "rnn": "jaxrec.models.rnn", "resnet18": "jaxrec.models.resnet",
           "resnet20": "jaxrec.models.resnet", "airbench94": "jaxrec.models.airbench"}
-# Models that compute in float32 whatever --dtype says (the check refuses bfloat16 for them).
-FLOAT32_MODELS = ("cnn", "rnn")
 Norm = Literal["none", "batch"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 Channels = Literal[0, 1, 3]
@@ -363,12 +361,6 @@ class BenchmarkOptions:
                                  "float-rounding differences, 3x slower on XLA:CPU).")
 
 
-def has_batch_norm(config: Config) -> bool:
-    """Whether the model config.model builds has BatchNorm layers (a recipe file may have them)."""
-    return (is_recipe_file(config.model) or config.model in ("airbench94", "resnet18", "resnet20")
-            or (config.model == "cnn" and config.norm != "none"))
-
-
 EXECUTION_FIELDS = fields_with(Config, "execution")
 EVALUATION_FIELDS = fields_with(Config, "evaluation")  # what an evaluation of a trained run may set anew
 MAY_CHANGE_ON_RESUME = fields_with(Config, "resume")   # jaxrec.run.checkpoints
@@ -376,17 +368,6 @@ MAY_CHANGE_IN_STUDY = fields_with(Config, "study")     # jaxrec.studies.study
 PER_PROCESS_FIELDS = fields_with(Config, "per_process")
 MEMBER_FIELDS = fields_with(Config, "per_member")
 BENCHMARK_UNUSED = fields_with(Config, "untimed")
-
-
-def without_unused_defaults(config: Config, given: Sequence[str]) -> Config:
-    """`config` with the fields its model has no use for, but those in `given` (what the user set), back at the
-    values that leave them out: a recipe's defaults do not apply to another model; only what the user set is refused."""
-    off: dict[str, Any] = {} if has_batch_norm(config) else {"norm_bias_lr_scale": 1.0}
-    if config.model != "cnn":
-        off["norm"] = "none"
-    if config.model in FLOAT32_MODELS:
-        off["dtype"] = "auto"
-    return config.replace(**{name: value for name, value in off.items() if name not in given})
 
 
 def combination_problems(config: Config) -> list[str]:
@@ -406,18 +387,9 @@ def combination_problems(config: Config) -> list[str]:
     if config.final_lr_fraction and config.lr_schedule != "linear":
         problems.append(f"--final_lr_fraction with --lr_schedule {config.lr_schedule}: only the linear schedule ends "
                         f"there; use --lr_schedule linear or drop --final_lr_fraction")
-    if config.dtype == "bfloat16" and config.model in FLOAT32_MODELS:
-        problems.append(f"--dtype bfloat16 with --model {config.model}: the {config.model} computes in float32; "
-                        f"drop --dtype (bfloat16 is for airbench94 and the ResNets)")
     if config.augment and (config.translate or config.flip != "none"):
         problems.append("--augment with --translate or --flip: --augment is its own crop and flip; use one or the "
                         "other")
-    if config.norm_bias_lr_scale != 1 and not has_batch_norm(config):
-        problems.append(f"--norm_bias_lr_scale with --model {config.model}"
-                        f"{' --norm none' if config.model == 'cnn' else ''}: the model has no BatchNorm; drop it")
-    if config.norm != "none" and config.model != "cnn":
-        problems.append(f"--norm {config.norm} with --model {config.model}: only the cnn has normalisation layers; "
-                        f"drop --norm")
     if config.data_workers and config.input == "device":
         problems.append(f"--data_workers {config.data_workers} with --input device: workers only read streamed data; "
                         f"drop --data_workers, or pass --input stream (or auto, which streams what does not fit)")

@@ -13,6 +13,9 @@ from jaxrec.models.conv import patch_conv, patch_grad_conv
 from jaxrec.models.kernels import Kernels
 from jaxrec.models.pooling import max_pool_2x2
 
+FLOAT32 = True  # it takes no --dtype: its layers compute in float32
+READS_NORM = True  # --norm batch puts BatchNorm after each convolution
+
 # image_conv="patch" applies to convolutions over inputs with at most this many channels (the image itself).
 PATCH_CONV_MAX_CHANNELS = 4
 

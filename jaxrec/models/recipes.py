@@ -7,6 +7,9 @@
 - `Knobs` (optional): a dataclass of the recipe's own settings, each field a `jaxrec.config.knob(default,
   help, rule)`; each becomes a flag (`--width 128`), travels in the config's `knobs` and is read back
   with `recipe_knobs(config)`.
+- `FLOAT32 = True`, `READS_NORM = True`, `BATCH_NORM = False` (optional): which shared settings its network has
+  no use for: it computes in float32 whatever --dtype says; --norm sets its normalisation layers (the cnn's);
+  it has no BatchNorm for --norm_bias_lr_scale (a file's network is looked at once built: check_images).
 
 A file is loaded from its path (`--model path/to/my_recipe.py`); the run records that path and a hash of the
 file's text, so a resume, evaluation or prediction with another file is refused (docs/recipes.md). Loading a
@@ -156,6 +159,57 @@ def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str |
     return None
 
 
+def has_batch_norm(config: Config) -> bool:
+    """Whether config's network has BatchNorm layers, as its recipe declares (READS_NORM, BATCH_NORM)."""
+    module = load(config.model).module
+    if getattr(module, "READS_NORM", False):
+        return config.norm != "none"
+    return getattr(module, "BATCH_NORM", True)
+
+
+def computes_in_float32(config: Config) -> bool:
+    """Whether config's network computes in float32 whatever --dtype says (its recipe's FLOAT32)."""
+    return getattr(load(config.model).module, "FLOAT32", False)
+
+
+# The shared settings a recipe may have no use for; each one's default leaves it out.
+MAY_BE_UNUSED = ("dtype", "norm", "norm_bias_lr_scale")
+
+
+def unused(config: Config) -> list[str]:
+    """The settings of MAY_BE_UNUSED that config's network has no use for."""
+    off = {"dtype": computes_in_float32(config), "norm": not getattr(load(config.model).module, "READS_NORM", False),
+           "norm_bias_lr_scale": not has_batch_norm(config)}
+    return [name for name in MAY_BE_UNUSED if off[name]]
+
+
+def without_unused_defaults(config: Config, given: Sequence[str]) -> Config:
+    """`config` with the settings its network has no use for, but those in `given` (what the user set), back at
+    their defaults: a recipe's defaults do not apply to another model; only what the user set is refused. The
+    recipe is loaded only when one of them is away from its default (a plain command imports no network)."""
+    plain = Config()
+    if all(getattr(config, name) == getattr(plain, name) for name in MAY_BE_UNUSED if name not in given):
+        return config
+    return config.replace(**{name: getattr(plain, name) for name in unused(config) if name not in given})
+
+
+def unused_problems(config: Config) -> list[str]:
+    """The settings config sets that its network has no use for (unused), each in one line."""
+    model, off = config.model, unused(config)
+    problems = []
+    if "dtype" in off and config.dtype == "bfloat16":
+        problems.append(f"--dtype bfloat16 with --model {model}: the {model} computes in float32; drop --dtype "
+                        f"(bfloat16 is for airbench94, the ResNets, and recipes that read it)")
+    if "norm_bias_lr_scale" in off and config.norm_bias_lr_scale != 1:
+        reads_norm = "norm" not in off
+        problems.append(f"--norm_bias_lr_scale with --model {model}{' --norm none' if reads_norm else ''}: the "
+                        f"model has no BatchNorm; drop it")
+    if "norm" in off and config.norm != "none":
+        problems.append(f"--norm {config.norm} with --model {model}: only the cnn has normalisation layers; drop "
+                        f"--norm")
+    return problems
+
+
 def config_for(model: str, **changes: Any) -> Config:
     """The config of `model` with its recipe's DEFAULTS and knobs, then `changes`: what `--model` does. A recipe
     file's path is recorded absolute."""
@@ -211,7 +265,7 @@ def check_images(config: Config, image_shape: Sequence[int], num_classes: int, s
 
 def recipe_problems(config: Config) -> list[str]:
     """The refusals of config's recipe: a file that cannot be used, knobs the recipe does not have or values its
-    rules do not allow, an --image_size it does not take."""
+    rules do not allow, shared settings its network has no use for, an --image_size it does not take."""
     try:
         names = load(config.model).knob_names
     except InputError as err:
@@ -220,7 +274,7 @@ def recipe_problems(config: Config) -> list[str]:
     if unknown:
         have = f"its knobs are {', '.join(sorted(names))}" if names else "it has no knobs of its own"
         return [f"--model {Path(config.model).name} has no knob {', '.join(unknown)}; {have}"]
-    problems = field_problems(recipe_knobs(config)) if names else []
+    problems = (field_problems(recipe_knobs(config)) if names else []) + unused_problems(config)
     if problems:
         return problems
     too_small = config.image_size and image_size_problem(config, config.image_size, config.image_size,

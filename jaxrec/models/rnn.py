@@ -15,6 +15,9 @@ import jax.numpy as jnp
 from jaxrec.config import Config, at_least, knob
 from jaxrec.models.recipes import recipe_knobs
 
+FLOAT32 = True  # it takes no --dtype: its cells compute in float32
+BATCH_NORM = False
+
 Params = dict[str, jax.Array]
 Carry = Any  # h [batch, hidden] for tanh and GRU; (c, h) for the LSTM
 

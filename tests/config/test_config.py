@@ -143,6 +143,12 @@ def test_the_default_models_settings_are_configs_own():
     assert flags.own_knobs("rnn") is load("rnn").knobs is not None
 
 
+def test_a_command_that_names_no_model_parses_its_flags_without_importing_a_network():
+    code = "import sys; from jaxrec.cli import flags; flags.parse_config(['--epochs', '2']); print('flax' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False"], result.stderr
+
+
 def test_a_subset_of_fields_can_be_checked_alone():
     saved = Config(nesterov=True, momentum=0.0)  # e.g. a run from before the checks: evaluate it anyway
     assert check(saved, only=["top_k", "num_devices"]) is saved

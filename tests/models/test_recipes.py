@@ -15,6 +15,7 @@ from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.models import config_for, create_model
+from jaxrec.models.kernels import resolved_dtype
 from jaxrec.models.recipes import check_images, recipe_problems
 from jaxrec.run.checkpoints import load_trained
 from jaxrec.studies.study import StudySpec, run_study
@@ -99,6 +100,27 @@ def test_a_batchnorm_bias_learning_rate_for_a_recipe_without_batchnorm_is_refuse
                                    "x = nn.relu(nn.BatchNorm(use_running_average=not train)("
                                    "nn.Dense(self.hidden)(x.reshape((x.shape[0], -1)))))")
     check_images(plain.replace(model=str(write_recipe(tmp_path, with_norm, "normed.py"))), (32, 32, 3), 10, "here")
+
+
+def test_what_a_recipe_declares_its_network_has_no_use_for_is_refused_when_set_and_reset_when_defaulted(tmp_path):
+    plain = str(write_recipe(tmp_path))
+    declared = str(write_recipe(tmp_path, PERCEPTRON + "FLOAT32 = True\nBATCH_NORM = False\n", "declared.py"))
+    reads_norm = str(write_recipe(tmp_path, PERCEPTRON + "READS_NORM = True\n", "reads_norm.py"))
+    assert (resolved_dtype(Config(model=plain), "gpu"), resolved_dtype(Config(model=declared), "gpu")) == \
+        ("bfloat16", "float32")
+    assert recipe_problems(Config(model=plain, dtype="bfloat16", norm_bias_lr_scale=4.0)) == []
+    assert recipe_problems(Config(model=declared, dtype="bfloat16", norm_bias_lr_scale=4.0)) == [
+        f"--dtype bfloat16 with --model {declared}: the {declared} computes in float32; drop --dtype (bfloat16 is "
+        f"for airbench94, the ResNets, and recipes that read it)",
+        f"--norm_bias_lr_scale with --model {declared}: the model has no BatchNorm; drop it"]
+    assert recipe_problems(Config(model=reads_norm, norm="batch")) == []
+    [refusal] = recipe_problems(Config(model=plain, norm="batch"))
+    assert refusal.startswith(f"--norm batch with --model {plain}: only the cnn")
+    # Defaults from another recipe (here airbench94's) that the network has no use for go back to Config's.
+    airbench = config_for("airbench94")
+    for model, scale in ((declared, 1.0), (plain, airbench.norm_bias_lr_scale)):
+        parsed = parse_config(["--model", model], defaults=airbench.replace(knobs=()))
+        assert parsed.norm_bias_lr_scale == scale and recipe_problems(parsed) == []
 
 
 def test_the_command_line_refuses_a_broken_or_missing_recipe_in_one_line(tmp_path, capsys):

@@ -61,7 +61,7 @@ def test_help_shows_the_recipe_of_the_model_asked_for(capsys):
 ])
 def test_recipe_knobs_that_do_not_fit_the_model_are_refused(changes, message):
     with pytest.raises(InputError, match=message):
-        check(Config(**changes))
+        check_recipe(check(Config(**changes)))
 
 
 def test_images_too_small_for_the_pools_are_refused_in_one_line_before_training(tmp_path):
@@ -90,7 +90,7 @@ def test_the_airbench_script_with_another_model_names_only_the_flags_given(capsy
     cnn = flags.parse_config(["--model", "cnn"], None, recipe)
     assert check(cnn).knobs == () and cnn.norm_bias_lr_scale == 1 and cnn.learning_rate == recipe.learning_rate
     with pytest.raises(InputError) as refused:
-        check(flags.parse_config(["--model", "cnn", "--norm_bias_lr_scale", "8"], None, recipe))
+        check_recipe(check(flags.parse_config(["--model", "cnn", "--norm_bias_lr_scale", "8"], None, recipe)))
     assert str(refused.value).startswith("--norm_bias_lr_scale with --model cnn")
     with pytest.raises(SystemExit):
         flags.parse_config(["--model", "cnn", "--whiten", "--logit_scale", "0.5"], None, recipe)
