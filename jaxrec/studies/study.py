@@ -26,6 +26,7 @@ from jaxrec.config import MAY_CHANGE_IN_STUDY, SEED_LIMIT, SOURCES, Config, chec
 from jaxrec.core.run_state import TIMING_FIELDS
 from jaxrec.data.sources import dataset_location, split_is_seeded
 from jaxrec.errors import InputError
+from jaxrec.models.recipes import recorded_recipe_problem
 from jaxrec.run import outputs
 from jaxrec.run.checkpoints import data_differences, field_differences, latest_checkpoint_step, load_trained
 from jaxrec.run.workdir import STUDY_SPEC_FILE, check_workdir
@@ -208,7 +209,8 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
 
 def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
     """Refuses a seed folder whose finished run is not the study's (other training settings or data set location
-    than the seed's config, other data content than the other seeds), rather than fold it in."""
+    than the seed's config, other data content than the other seeds, another text of its recipe file), rather
+    than fold it in."""
     reference = None
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
@@ -222,6 +224,9 @@ def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
         if different:
             raise InputError(f"{run_dir} holds a run that is not this study's seed {seed}: {different[0]}; move it "
                              "away (the same command then retrains it) or use another --workdir")
+        edited = recorded_recipe_problem(summary.get("recipe"), f"seed {seed} of the study in {workdir}")
+        if edited:  # its seeds would pool two networks
+            raise InputError(edited)
         reference = reference or (seed, summary["dataset"])
 
 
@@ -345,7 +350,8 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
              "num_devices": [run["summary"]["num_devices"] for run in runs],
              "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],
              "seed_xla_flags": [run["summary"].get("xla_flags") for run in runs],  # None: not recorded then
-             "config": spec.config.to_dict(), "versions": host.versions(), "machine": host.machine(),
+             "config": spec.config.to_dict(), "recipe": runs[0]["summary"].get("recipe"),  # a file's path, sha256
+             "versions": host.versions(), "machine": host.machine(),
              "xla_flags": os.environ.get("XLA_FLAGS", ""),  # of the process that wrote this summary
              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if write:

@@ -4,6 +4,7 @@ recorded by path and hash, and a broken one is refused in one line that names th
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,13 @@ def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path)
     study = run_study(StudySpec(config, seeds=(0, 1), vary=("init", "order")), tmp_path / "study",
                       seeds_per_program=2)
     assert study["seeds"] == [0, 1] and study["seeds_per_program"] == [2, 2]
+    assert study["recipe"]["path"] == config.model and len(study["recipe"]["sha256"]) == 64
+    # Continued after an edit of the file, the study would pool two networks: refused before seed 2 trains.
+    Path(config.model).write_text(PERCEPTRON.replace("hidden: int = 16", "hidden: int = 17"))
+    with pytest.raises(InputError, match=rf"^the recipe file {config.model} changed since it trained seed 0 of the "
+                                         rf"study in {tmp_path / 'study'} \(sha256 "):
+        run_study(StudySpec(config, seeds=(0, 1, 2), vary=("init", "order")), tmp_path / "study")
+    assert not (tmp_path / "study" / "seed_2").exists()
 
 
 @pytest.mark.parametrize("text,problem", [
