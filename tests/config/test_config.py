@@ -144,7 +144,8 @@ def test_the_default_models_settings_are_configs_own():
 
 
 def test_a_command_that_names_no_model_parses_its_flags_without_importing_a_network():
-    code = "import sys; from jaxrec.cli import flags; flags.parse_config(['--epochs', '2']); print('flax' in sys.modules)"
+    code = ("import sys; from jaxrec.cli import flags; flags.parse_config(['--epochs', '2']); "
+            "print('flax' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False"], result.stderr
 

@@ -59,9 +59,11 @@ def test_compare_gives_a_verdict_and_the_seeds_a_difference_needs():
     assert unclear["verdict"].startswith("No detectable difference at n=4 vs 4 seeds")
     needed = unclear["seeds_per_arm_for_80pct_power"]
     assert needed > 4 and f"about {needed} seeds per arm" in unclear["verdict"]
-    # The usual formula: 2 (z_0.975 + z_0.8)^2 (sigma / delta)^2 per arm; sigma = delta gives 16.
+    # Any power calculator's two-sample t-test (G*Power, R's power.t.test): an effect of 1 std needs 17 per arm for
+    # 80% power at alpha 0.05 (the normal approximation's 16 falls short), 0.5 std needs 64.
     root2 = 2**0.5  # two values root 2 apart: sample std 1
-    assert stats.seeds_needed([0.0, root2], [1.0, 1.0 + root2]) == 16
+    assert stats.seeds_needed([0.0, root2], [1.0, 1.0 + root2]) == 17
+    assert stats.seeds_needed([0.0, root2], [0.5, 0.5 + root2]) == 64
 
 
 def test_the_std_interval_matches_the_chi_square_table():
