@@ -3,7 +3,7 @@
     python experiments/seed_study.py --seeds 0-9 --workdir runs/study_all                  # vary everything
     python experiments/seed_study.py --seeds 0-4 --vary init --workdir runs/study_init     # only the init
     python experiments/seed_study.py --seeds 0-4 --augment --vary augment --workdir runs/study_aug
-    python experiments/compare_studies.py runs/study_aug runs/study_all                     # A better than B?
+    jaxrec compare runs/study_aug runs/study_all                                            # A better than B?
 
 Every training flag applies to every seed. Rerun the same command to continue a stopped study.
 """

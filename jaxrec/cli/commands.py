@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from jaxrec.cli import flags
 from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODELS, BenchmarkOptions, Config, at_least, check,
@@ -21,6 +21,7 @@ from jaxrec.models import config_for
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
+from jaxrec.studies.compare import METRICS, compare_studies, read_study
 
 # JAX, Flax, Orbax and TensorFlow are imported inside the commands that need them (jaxrec.cli's docstring).
 
@@ -33,6 +34,7 @@ examples:
   jaxrec evaluate --workdir runs/seed0
   jaxrec predict --workdir runs/seed0 photo.jpg photos/
   jaxrec study --dataset cifar10_sample --epochs 3 --seeds 0-4 --workdir runs/study
+  jaxrec compare runs/study_augment runs/study
   jaxrec benchmark
   jaxrec prepare cifar10 --data_dir DIR
 
@@ -113,32 +115,56 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
     return train(flags.parse_config(argv, description, defaults, aliases))
 
 
-def study(config: Config, seeds: str, vary: str = "all", base_seed: int = 0, determinism: bool = False,
-          group: tuple[int, str] = (1, "loop")) -> int:
-    """Trains `config` once per seed of `seeds` ('0-9', '0,3,7'), varying the sources in `vary`, `group` =
-    (seeds_per_program, model_axis) models per compiled program; writes study.json/.md and plots. With
-    `determinism`, first trains the first seed twice and reports whether the runs are bit-identical."""
+def _study(args: argparse.Namespace) -> int:
+    """`jaxrec study`: `config` once per seed of --seeds ('0-9', '0,3,7'), varying the sources in --vary,
+    --seeds_per_program models per compiled program; writes study.json/.md and plots. With --check_determinism,
+    first trains the first seed twice and reports whether the runs are bit-identical; with --compare_with W, ends
+    with this study against W's (jaxrec compare), whose study.json is read before anything trains."""
+    config = config_of(args)
 
     def run() -> None:
         from jaxrec.studies.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
 
-        spec = StudySpec(config.replace(workdir=None), parse_seeds(seeds), parse_vary(vary), base_seed)
+        spec = StudySpec(config.replace(workdir=None), parse_seeds(args.seeds), parse_vary(args.vary), args.base_seed)
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model_tag}_{config.dataset_tag}")
+        if args.compare_with:
+            read_study(args.compare_with, "test_accuracy")
         start_jax(config)
         from jaxrec.runtime import distributed
-        if determinism:
+        if args.check_determinism:
             same = check_determinism(spec, workdir)
             if distributed.is_primary():
                 identical = "bit-identical" if same["bit_identical"] else "NOT identical"
                 print(f"seed {same['seed']} trained twice: {identical} "
                       f"(metrics {same['metrics_identical']}, parameters {same['parameters_identical']}, "
                       f"predictions {same['predictions_identical']}); {workdir / 'determinism.json'}")
-        run_study(spec, workdir, *group)
+        run_study(spec, workdir, args.seeds_per_program, args.model_axis)
         if distributed.is_primary():  # the one process that wrote them
             print((workdir / "study.md").read_text(), end="")
             print(f"wrote {workdir / 'study.json'}, {workdir / 'study.md'} and {workdir}/study_*.png")
+            if args.compare_with:
+                print_comparison(compare_studies(workdir, args.compare_with), as_json=False)
 
     return exit_code(run, config.heartbeat_timeout)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    def run() -> None:
+        print_comparison(compare_studies(args.a, args.b, args.metric), args.json)
+
+    return exit_code(run)
+
+
+def print_comparison(result: dict[str, Any], as_json: bool) -> None:
+    """A comparison of two studies (jaxrec.studies.compare), led by a warning where their data differ."""
+    if result["warnings"]:  # first, so that nobody reads the verdict without it
+        print(f"warning: A and B were scored on different data: {'; '.join(result['warnings'])}. The comparison "
+              f"below mixes data sets or splits.", file=sys.stderr)
+    if as_json:
+        print(json.dumps(result, indent=2, allow_nan=False))  # undefined statistics are null, never NaN
+    else:
+        print(f"{result['metric']}: A = {result['a']} (n={result['n_a']}), B = {result['b']} (n={result['n_b']})")
+        print(result["verdict"])
 
 
 def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -306,10 +332,24 @@ def _add_study(commands, defaults: Config) -> None:
     parser.add_argument("--base_seed", type=int, default=0, help="the seed of the sources not varied")
     parser.add_argument("--check_determinism", action="store_true",
                         help="first train the first seed twice and report whether the runs are bit-identical")
+    parser.add_argument("--compare_with", type=Path, metavar="WORKDIR",
+                        help="end with this study against the study in WORKDIR (as jaxrec compare): is it better?")
     flags.add_flags(parser, BenchmarkOptions, only=("seeds_per_program", "model_axis"))
-    parser.set_defaults(main=lambda args: study(config_of(args), args.seeds, args.vary,
-                                                args.base_seed, args.check_determinism,
-                                                (args.seeds_per_program, args.model_axis)))
+    parser.set_defaults(main=_study)
+
+
+def _add_compare(commands, defaults: Config) -> None:
+    parser = commands.add_parser(
+        "compare", help="is study A better than study B? Welch's test, P(A>B), the seeds a difference needs",
+        description="Compares two seed studies (their workdirs' study.json) on a metric: the difference of means "
+                    "with Welch's 95%% interval and p-value, P(A>B) (a random seed of A beats a random seed of B) "
+                    "with a bootstrap interval, the seeds per arm a difference of this size needs, and a verdict "
+                    "line. For test_loss, lower is better. A warning comes first where their data differ.")
+    parser.add_argument("a", type=Path, help="study A's workdir")
+    parser.add_argument("b", type=Path, help="study B's workdir")
+    parser.add_argument("--metric", default="test_accuracy", choices=METRICS)
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    parser.set_defaults(main=_compare)
 
 
 def _add_benchmark(commands, defaults: Config) -> None:
@@ -340,7 +380,7 @@ def build_parser(defaults: Config | None = None) -> flags.Parser:
     """The `jaxrec` parser with its subcommands; `defaults`: the training flags' (model_defaults)."""
     parser = flags.Parser(prog="jaxrec", description=USAGE)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_benchmark, _add_prepare):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_compare, _add_benchmark, _add_prepare):
         add(commands, defaults or Config())
     return parser
 

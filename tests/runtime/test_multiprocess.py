@@ -378,12 +378,14 @@ def test_a_seed_study_of_a_recipe_file_with_two_seeds_per_program_runs_over_two_
     study = ["study", "--model", str(write_recipe(tmp_path)), "--seeds", "0-1", "--seeds_per_program", "2",
              "--dataset", "cifar10_sample", "--batch_size", "32", "--progress", "false", "--epochs", "1"]
     ended = {}
-    for layout in ((2, 2), (1, 4)):
+    for layout, extra in (((2, 2), ()), ((1, 4), ("--compare_with", str(tmp_path / "2x2")))):
         workdir = tmp_path / f"{layout[0]}x{layout[1]}"
-        outs = launch(lambda: start(script_command("jaxrec", *study, "--workdir", str(workdir)), *layout))
+        outs = launch(lambda: start(script_command("jaxrec", *study, "--workdir", str(workdir), *extra), *layout))
         assert all(code == 0 for code, _, _ in outs), "\n".join(f"process {i}: exit {code}\n{err[-2500:]}" for i, (code, err, _) in enumerate(outs))
         ended[layout] = [out for _, _, out in outs]
     assert "wrote" in ended[(2, 2)][0] and "wrote" not in ended[(2, 2)][1]  # the study's report is printed once
+    # Ended with the comparison against the first layout's study: the same seeds, so no difference to find.
+    assert f"test_accuracy: A = {tmp_path / '1x4'} (n=2), B = {tmp_path / '2x2'} (n=2)" in ended[(1, 4)][0]
     for seed in (0, 1):
         assert_same_training(tmp_path / "2x2" / f"seed_{seed}", tmp_path / "1x4" / f"seed_{seed}")
     study_json = json.loads((tmp_path / "2x2" / "study.json").read_text())

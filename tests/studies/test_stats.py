@@ -8,6 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from helpers import load_script
+from jaxrec.cli import main
 from jaxrec.config import Config
 from jaxrec.studies import stats
 ACCURACIES = [0.7179, 0.7205, 0.7223, 0.7150, 0.7262, 0.7191, 0.7240, 0.7168]
@@ -167,6 +168,20 @@ def test_compare_studies_leads_with_a_warning_when_the_data_differ(tmp_path, cap
     same = _study(tmp_path, "same", ["init"], [0.74, 0.75, 0.73])
     monkeypatch.setattr(sys, "argv", ["compare_studies.py", str(a), str(same)])
     assert script.main() == 0 and capsys.readouterr().err == ""
+
+
+def test_jaxrec_compare_gives_the_verdict_and_study_refuses_a_missing_comparison_before_training(tmp_path, capsys):
+    a = _study(tmp_path, "a", ["init"], [0.70, 0.71, 0.72, 0.705])
+    b = _study(tmp_path, "b", ["init"], [0.74, 0.75, 0.73, 0.745])
+    assert main(["compare", str(a), str(b)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"test_accuracy: A = {a} (n=4), B = {b} (n=4)",
+                                                    stats.compare([0.70, 0.71, 0.72, 0.705],
+                                                                  [0.74, 0.75, 0.73, 0.745])["verdict"]]
+    assert main(["study", "--dataset", "cifar10_sample", "--seeds", "0-1", "--workdir", str(tmp_path / "s"),
+                 "--compare_with", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'nowhere' / 'study.json'} does not exist; run the study "
+                                       f"first (jaxrec study ... --workdir {tmp_path / 'nowhere'})\n")
+    assert not (tmp_path / "s").exists()
 
 
 def test_compare_studies_names_a_damaged_study_file(tmp_path, capsys, monkeypatch):
