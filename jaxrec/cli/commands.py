@@ -382,10 +382,14 @@ def build_parser(defaults: Config | None = None) -> flags.Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=flags.Parser)
     for add in (_add_train, _add_evaluate, _add_predict, _add_study, _add_compare, _add_benchmark, _add_prepare):
         add(commands, defaults or Config())
+    parser.commands = commands.choices
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `jaxrec` console script."""
-    args = build_parser(model_defaults(argv)).parse_args(argv)
+    parser = build_parser(model_defaults(argv))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # refused by the command's parser, whose --help lists its flags
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.main(args)
