@@ -274,7 +274,7 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config, only: Se
     flags.add_flags(parser, Config, defaults, only=only)
     knobs = flags.own_knobs(defaults.model)
     if knobs is not None:
-        flags.add_flags(parser, knobs, knobs(**dict(defaults.knobs)))
+        flags.add_knob_flags(parser, defaults.model, knobs, knobs(**dict(defaults.knobs)))
 
 
 def config_of(args: argparse.Namespace, base: Config = Config()) -> Config:

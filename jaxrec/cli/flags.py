@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
 from jaxrec.config import MODELS, Config, choices, is_recipe_file
@@ -149,7 +150,7 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
     except InputError as err:
         parser.error(str(err))
     if knobs is not None:
-        add_flags(parser, knobs)
+        add_knob_flags(parser, model_in(argv) or (defaults or Config()).model, knobs)
     namespace = parser.parse_args(argv)
     given = Parser(add_help=False)
     add_flags(given, Config, inherit=True, aliases=aliases)
@@ -163,6 +164,12 @@ def model_in(argv: Sequence[str] | None) -> str | None:
     scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     scan.add_argument("--model")
     return scan.parse_known_args(list(sys.argv[1:] if argv is None else argv))[0].model
+
+
+def add_knob_flags(parser: argparse.ArgumentParser, model: str, knobs: type, defaults: Any = None) -> None:
+    """The flags of a recipe's own `knobs`, in a --help group of their own."""
+    group = parser.add_argument_group(f"--model {Path(model).name}'s own settings")
+    add_flags(group, knobs, defaults)
 
 
 def own_knobs(model: str) -> type | None:

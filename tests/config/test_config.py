@@ -232,6 +232,11 @@ def test_every_field_has_a_group_and_the_help_lists_the_flags_by_group(capsys):
     where = [body.index(f"\n{group} settings:") for group in groups]
     assert where == sorted(where)
     assert body.index("--learning_rate") > body.index("\noptimisation settings:") > body.index("--dense_features")
+    with pytest.raises(SystemExit):  # a recipe's own knobs: a group of their own, after jaxrec's
+        cli.main(["train", "--model", "rnn", "--help"])
+    body = capsys.readouterr().out
+    assert body.index("\n  --rnn_hidden") > body.index("\n--model rnn's own settings:") > \
+        body.index("\n  --join_timeout")
 
 
 def test_the_field_lists_are_derived_from_the_roles_each_field_declares():
