@@ -1,4 +1,4 @@
-"""A run's workdir: claimed by one training run at a time, never someone else's folder, writable.
+"""A run's workdir: claimed by one training run at a time, never someone else's folder or a study's, writable.
 
 Training holds `claim` for the whole run: an OS lock on `WORKDIR/.lock` (released by the OS if the process dies),
 so a second training run in the same workdir is refused naming the first one's pid. Evaluation and prediction only
@@ -35,18 +35,20 @@ def _only_folders(path: Path) -> bool:
     return path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
 
 
-def is_jaxrec_workdir(path: Path) -> bool:
-    """Whether `path` holds a jaxrec run or study, or only what a run stopped before writing its config.json
-    leaves (the lock, an empty checkpoints folder)."""
+def workdir_kind(path: Path) -> str | None:
+    """What `path` holds: nothing ('empty'), a jaxrec 'run' (or what one stopped before writing its config.json
+    leaves: the lock, an empty checkpoints folder), a seed 'study', or other files (None)."""
     entries = {p.name for p in path.iterdir()} - {LOCK_FILE}
-    if not entries or STUDY_SPEC_FILE in entries:
-        return True
+    if not entries:
+        return "empty"
+    if STUDY_SPEC_FILE in entries:
+        return "study"
     if entries == {"checkpoints"} and _only_folders(path / "checkpoints"):
-        return True
+        return "run"
     try:
-        return CONFIG_KEYS <= set(json.loads((path / "config.json").read_text()))
+        return "run" if CONFIG_KEYS <= set(json.loads((path / "config.json").read_text())) else None
     except (OSError, ValueError, TypeError):
-        return False
+        return None
 
 
 def writable_folder(folder: str | Path, flag: str = "--workdir") -> Path:
@@ -64,12 +66,17 @@ def writable_folder(folder: str | Path, flag: str = "--workdir") -> Path:
     return path
 
 
-def check_workdir(workdir: str | Path, force: bool = False) -> Path:
-    """A writable workdir (`writable_folder`) that is empty or a jaxrec run's (unless `force`)."""
+def check_workdir(workdir: str | Path, force: bool = False, kind: str = "run") -> Path:
+    """A writable workdir (`writable_folder`) that is empty or holds a jaxrec `kind` ('run' or 'study'), unless
+    `force`: never someone else's folder, and never a run and a study in one."""
     path = writable_folder(workdir)
-    if not force and not is_jaxrec_workdir(path):
+    found = "empty" if force else workdir_kind(path)
+    if found is None:
         raise InputError(f"--workdir {path} holds files that are not a jaxrec run (no jaxrec config.json); "
                          f"choose another --workdir, or pass --force_workdir to write into it anyway")
+    if found not in ("empty", kind):
+        raise InputError(f"--workdir {path} holds a jaxrec {found}, and a {kind} is written into a folder of its "
+                         f"own; choose another --workdir")
     return path
 
 

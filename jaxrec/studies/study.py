@@ -182,7 +182,7 @@ def _write_spec(spec: StudySpec, workdir: Path) -> None:
         if different:
             raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
                              f"study's settings to continue it, or another --workdir.")
-    check_workdir(workdir, spec.config.force_workdir)
+    check_workdir(workdir, spec.config.force_workdir, kind="study")
     outputs.write_json(path, spec.to_json())
 
 

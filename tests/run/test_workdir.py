@@ -1,4 +1,4 @@
-"""A workdir: one training run at a time, never someone else's folder, writable, and a run started
+"""A workdir: one training run at a time, never someone else's folder or a study's, writable, and a run started
 over (--resume=false) keeps the previous one."""
 
 import json
@@ -13,8 +13,9 @@ import pytest
 from helpers import SMALL_FLAGS, script_command
 from jaxrec.errors import InputError
 from jaxrec.run.checkpoints import RunCheckpointer
+from jaxrec.run.workdir import LOCK_FILE, STUDY_SPEC_FILE, check_workdir, claim, move_previous_run
+from jaxrec.studies.study import StudySpec, run_study
 from jaxrec.training.loop import train_and_evaluate
-from jaxrec.run.workdir import LOCK_FILE, check_workdir, claim, move_previous_run
 
 
 def test_a_claimed_workdir_is_refused_naming_the_holder_and_free_again_after(tmp_path):
@@ -59,6 +60,22 @@ def test_someone_elses_folder_is_never_written_unless_forced(tmp_path, small_con
     assert check_workdir(tmp_path, force=True) == tmp_path
     small_config.save(tmp_path / "config.json")
     assert check_workdir(tmp_path) == tmp_path  # a jaxrec run's folder
+
+
+def test_a_run_and_a_study_never_share_a_workdir(tmp_path, small_config):
+    study, run = tmp_path / "study", tmp_path / "run"
+    study.mkdir()
+    (study / STUDY_SPEC_FILE).write_text("{}")
+    with pytest.raises(InputError, match=f"^--workdir {study} holds a jaxrec study, and a run is written into a "
+                                         f"folder of its own; choose another --workdir$"):
+        train_and_evaluate(small_config, study)
+    assert sorted(p.name for p in study.iterdir()) == [STUDY_SPEC_FILE]
+    run.mkdir()
+    small_config.save(run / "config.json")
+    with pytest.raises(InputError, match=f"^--workdir {run} holds a jaxrec run, and a study is written"):
+        run_study(StudySpec(small_config, seeds=(0, 1), vary=("init",)), run)
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+    assert check_workdir(run, force=True, kind="study") == run
 
 
 def test_a_run_stopped_during_start_up_continues_with_the_same_command(tmp_path, small_config):
