@@ -261,9 +261,9 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
     workdir = Path(workdir)
     if seeds_per_program < 1:
         raise InputError(f"--seeds_per_program {seeds_per_program}: must be 1 or more (models trained in one program)")
-    prepare(spec, workdir)
-    if seeds_per_program > 1:
+    if seeds_per_program > 1:  # before the spec is written: a refused study leaves nothing behind
         check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
+    prepare(spec, workdir)
     check_seed_folders(spec, workdir)
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),

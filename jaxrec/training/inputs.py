@@ -42,10 +42,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     """The run's data: decoded into memory (`--input device`), streamed (`stream`), or, for `auto`, on
     the devices where it fits and streamed otherwise; the log line says which and why. In a
     multi-process run the processes agree: if one host must stream, they all do."""
-    if config.input == "stream":
-        if models > 1:  # each model of a seed group reads its own order: one stream cannot feed them
-            raise InputError(f"--input stream trains one model per program, and this one has {models}; use "
-                             f"--seeds_per_program 1, or --input device where the data fits")
+    if config.input == "stream":  # one model: check_group refuses a group
         splits = stream_splits(config)
         check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
         check_stream_fits(config, splits[0], devices)

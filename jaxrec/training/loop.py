@@ -145,7 +145,8 @@ def train_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Tra
 
 def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Config]:
     """The configs, if they can train in one program: the same settings but for seeds and workdirs,
-    distinct workdirs, and one data split (a seeded split of an image folder differs per split seed)."""
+    distinct workdirs, data in memory, and one data split (a seeded split of an image folder differs per split
+    seed)."""
     if not configs:
         raise InputError("a group of seeds needs at least one config")
     if model_axis not in MODEL_AXES:
@@ -157,6 +158,9 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
                          f"{', '.join(different)} differ")
     if len({c.workdir for c in configs}) < len(configs):
         raise InputError("seeds trained in one program need a workdir each")
+    if len(configs) > 1 and configs[0].input == "stream":  # each model reads its own order: one stream cannot
+        raise InputError(f"--input stream trains one model per program, and this one has {len(configs)}; use "
+                         f"--seeds_per_program 1, or --input device where the data fits")
     if len({c.source_seeds()["split"] for c in configs}) > 1 and split_is_seeded(configs[0]):
         raise InputError(f"{configs[0].dataset} has no split folders, so each split seed draws its own eval split "
                          f"and the seeds cannot share one copy of the data; use --seeds_per_program 1")

@@ -25,6 +25,7 @@ from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.models import create_model
 from jaxrec.runtime import memory
 from jaxrec.runtime.interrupt import TrainingInterrupted
+from jaxrec.studies.study import StudySpec, run_study
 from jaxrec.training import inputs
 from jaxrec.training.loop import train_and_evaluate, train_group
 from jaxrec.core.parallel import replicate, select_devices
@@ -120,10 +121,14 @@ def test_auto_streams_what_does_not_fit_and_device_is_refused_naming_stream(monk
     assert json.loads((tmp_path / "auto" / "summary.json").read_text())["input"] == "stream"
 
 
-def test_a_seed_group_is_refused_streaming_before_any_data_is_read(tmp_path):
+def test_a_seed_group_is_refused_streaming_before_anything_is_read_or_written(tmp_path):
     configs = [BASE.replace(seed=s, input="stream", workdir=str(tmp_path / str(s))) for s in (0, 1)]
     with pytest.raises(InputError, match="--input stream trains one model per program, and this one has 2"):
         train_group(configs)
+    with pytest.raises(InputError, match="--input stream trains one model per program, and this one has 2"):
+        run_study(StudySpec(BASE.replace(input="stream"), seeds=(0, 1), vary=("init",)), tmp_path / "study",
+                  seeds_per_program=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
