@@ -399,7 +399,7 @@ def combination_problems(config: Config) -> list[str]:
 
 
 TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installed; pip install 'jaxrec[tensorboard]' "
-                        "(or drop --tensorboard)")
+                        "(from a clone: pip install -e '.[tensorboard]'), or drop --tensorboard")
 
 
 def check(settings: Any, only: Sequence[str] | None = None) -> Any:

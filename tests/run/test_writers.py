@@ -112,5 +112,6 @@ def test_tensorboard_without_tensorboardx_is_refused_before_any_data_is_loaded(t
                             env={**os.environ, "JAXREC_TEST_HIDDEN": "tensorboardX", "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.splitlines() == ["error: --tensorboard needs tensorboardX, which is not installed; pip "
-                                          "install 'jaxrec[tensorboard]' (or drop --tensorboard)"]
+                                          "install 'jaxrec[tensorboard]' (from a clone: pip install -e "
+                                          "'.[tensorboard]'), or drop --tensorboard"]
     assert not (tmp_path / "run").exists()
