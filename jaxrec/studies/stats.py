@@ -49,22 +49,22 @@ def bootstrap_mean_interval(values: Sequence[float], seed: int = 0, resamples: i
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def spread_note(values: Sequence[float]) -> str | None:
-    """Why a spread, interval or test cannot be had from `values`, or None: one seed has no spread,
-    and identical values show none (an interval from them would claim certainty it does not have)."""
+def spread_note(values: Sequence[float], unit: str = "seed") -> str | None:
+    """Why a spread, interval or test cannot be had from `values` (one per `unit`), or None: one value has no
+    spread, and identical values show none (an interval from them would claim certainty it does not have)."""
     if len(values) < 2:
-        return f"{len(values)} seed{'s' if len(values) != 1 else ''}: a spread needs at least 2"
+        return f"{len(values)} {unit}{'s' if len(values) != 1 else ''}: a spread needs at least 2"
     if float(np.ptp(np.asarray(values, np.float64))) == 0:
-        return f"no spread observed: {len(values)} seeds identical"
+        return f"no spread observed: {len(values)} {unit}s identical"
     return None
 
 
-def describe(values: Sequence[float], seed: int = 0) -> dict[str, Any]:
+def describe(values: Sequence[float], seed: int = 0, unit: str = "seed") -> dict[str, Any]:
     """n, mean, std (ddof 1), std_ci95 (chi-square), sem, ci95 (Student t), bootstrap_ci95, median,
-    min, max, range, values, and note: why the intervals are None (`spread_note`), else None."""
+    min, max, range, values, and note: why the intervals are None (`spread_note`, of one value per `unit`)."""
     values = [float(v) for v in values]
     array = np.asarray(values, np.float64)
-    n, note = len(values), spread_note(values)
+    n, note = len(values), spread_note(values, unit)
     mean = float(array.mean())
     std = None if n < 2 else 0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))  # identical: exactly 0
     sem = std / math.sqrt(n) if std is not None else None

@@ -250,7 +250,7 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
     predicted = {s: probabilities[s].argmax(-1) for s in seeds}
     pairs = [float(np.mean(predicted[a] != predicted[b])) for a, b in itertools.combinations(seeds, 2)]
     ensemble = np.mean([probabilities[s].astype(np.float64) for s in seeds], axis=0).argmax(-1)
-    return {"disagreement": stats.describe(pairs) if pairs else None,  # None: one seed has no pair
+    return {"disagreement": stats.describe(pairs, unit="pair") if pairs else None,  # None: one seed has no pair
             "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
 
 
@@ -371,8 +371,12 @@ def study_markdown(study: dict[str, Any]) -> str:
         d = m[name]
         lines.append(f"| {name} | {d['mean']:.4f} | {_number(d['std'])} ({_interval(d['std_ci95'])}) | "
                      f"{_interval(d['ci95'])} | {_interval(d['bootstrap_ci95'])} | {d['min']:.4f} | {d['max']:.4f} |")
-    notes = sorted({m[name]["note"] for name in ("test_accuracy", "test_loss", "test_macro_f1") if m[name].get("note")})
-    lines += ["", *(f"No intervals: {note}." for note in notes)] if notes else []
+    notes: dict[str, list[str]] = {}
+    for name in ("test_accuracy", "test_loss", "test_macro_f1"):
+        if m[name].get("note"):
+            notes.setdefault(m[name]["note"], []).append(name)
+    lines += ["", *(f"No intervals for {', '.join(names)}: {note}." for note, names in sorted(notes.items()))] \
+        if notes else []
     if study["disagreement"]:
         lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over "
                   f"pairs); ensemble of {study['ensemble_size']} seeds: accuracy {study['ensemble_accuracy']:.4f}."]

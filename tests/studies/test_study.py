@@ -19,8 +19,9 @@ from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import config_for, create_model
 from jaxrec.core.state import create_train_state
+from jaxrec.studies import stats
 from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, parse_seeds, parse_vary,
-                                  run_study, spec_differences)
+                                  run_study, spec_differences, study_markdown)
 from jaxrec.training.loop import RunKeys, train_and_evaluate
 
 
@@ -110,12 +111,21 @@ def test_each_seed_sets_the_varied_sources_and_only_those(tmp_path):
     assert everything == Config(**SMALL, seed=3, workdir=str(tmp_path / "seed_3"), save_predictions=True)
 
 
+def test_the_study_table_says_which_metrics_have_no_intervals_and_why():
+    metrics = {"test_accuracy": stats.describe([0.5, 0.5]), "test_loss": stats.describe([1.0, 1.2]),
+               "test_macro_f1": stats.describe([0.4, 0.4]), "per_class_accuracy": {}}
+    table = study_markdown({"metrics": metrics, "seeds": [0, 1], "vary": ["init"], "disagreement": None})
+    assert "\nNo intervals for test_accuracy, test_macro_f1: no spread observed: 2 seeds identical.\n" in table
+    assert "test_loss:" not in table
+
+
 def test_disagreement_and_ensemble_on_a_hand_case():
     labels = np.array([0, 1, 1])
     probabilities = {0: np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]),   # predicts 0, 0, 1
                      1: np.array([[0.6, 0.4], [0.1, 0.9], [0.3, 0.7]])}   # predicts 0, 1, 1
     result = agreement(probabilities, labels)
     assert result["disagreement"]["values"] == [pytest.approx(1 / 3)]  # one pair, one image of three
+    assert result["disagreement"]["note"] == "1 pair: a spread needs at least 2"  # of two seeds
     assert result["ensemble_accuracy"] == 1.0  # averaged: 0 (0.75), 1 (0.65), 1 (0.75)
     assert agreement({0: probabilities[0]}, labels)["disagreement"] is None  # one seed has no pair
 
