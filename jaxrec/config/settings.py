@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -54,6 +55,11 @@ def is_host_port(value: Any) -> bool:
 def frozen(value: Any) -> Any:
     """`value` with its lists (as JSON gives them back) as tuples."""
     return tuple(frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def is_folder_path(dataset: str) -> bool:
+    """Whether --dataset is written as a path (data/x, ./x, ~/x, /x) rather than a name (cifar10, a sample's)."""
+    return "/" in str(dataset) or str(dataset).startswith((".", "~"))
 
 
 def is_recipe_file(model: str) -> bool:
@@ -283,6 +289,9 @@ class Config:
         # folder finds the same file, and one at another path is another recipe.
         if is_recipe_file(self.model) and not Path(self.model).is_absolute():
             object.__setattr__(self, "model", str(Path(self.model).absolute()))
+        # So is a data set given as a path: a run or study continued or evaluated from another folder reads it.
+        if is_folder_path(self.dataset) and not Path(self.dataset).is_absolute():
+            object.__setattr__(self, "dataset", os.path.abspath(os.path.expanduser(self.dataset)))
         # Pairs in name order, lists (from JSON) as tuples: equal knobs give equal, hashable configs.
         object.__setattr__(self, "knobs", tuple(sorted((str(k), frozen(v)) for k, v in dict(self.knobs).items())))
 

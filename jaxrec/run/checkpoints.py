@@ -35,6 +35,7 @@ from jaxrec.models import create_model
 from jaxrec.models.kernels import resolved_dtype
 from jaxrec.models.recipes import load, recorded_recipe_problem
 from jaxrec.run import storage_noise
+from jaxrec.run.workdir import STUDY_SPEC_FILE
 from jaxrec.runtime import host
 
 log = logging.getLogger(__name__)
@@ -443,6 +444,9 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
     if which not in ("best", "latest"):
         raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
     directory = checkpoint_dir(workdir)
+    if not directory.is_dir() and (Path(workdir) / STUDY_SPEC_FILE).exists():
+        raise InputError(f"{workdir} holds a seed study, whose runs are its seed folders: pass one of them, "
+                         f"--workdir {Path(workdir) / 'seed_<n>'}")
     if not directory.is_dir():
         raise InputError(f"{workdir} holds no checkpoints ({directory} does not exist); train first, e.g. "
                          f"`jaxrec train --workdir {workdir}`, or pass the workdir of a finished run")

@@ -158,7 +158,7 @@ def spec_differences(saved: StudySpec, spec: StudySpec) -> list[str]:
 
 
 def prepare(spec: StudySpec, workdir: Path) -> None:
-    """Checks the spec and the workdir; writes the spec. A workdir of another study is refused."""
+    """Checks the spec, the workdir and its finished seeds; writes the spec. A workdir of another study is refused."""
     check(spec.config)
     check_sources(spec)
     if not 0 <= spec.base_seed < SEED_LIMIT:
@@ -183,6 +183,7 @@ def _write_spec(spec: StudySpec, workdir: Path) -> None:
             raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
                              f"study's settings to continue it, or another --workdir.")
     check_workdir(workdir, spec.config.force_workdir, kind="study")
+    check_seed_folders(spec, workdir)  # before the spec is written: a refused study's spec stays as it was
     outputs.write_json(path, spec.to_json())
 
 
@@ -264,7 +265,6 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
     if seeds_per_program > 1:  # before the spec is written: a refused study leaves nothing behind
         check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
     prepare(spec, workdir)
-    check_seed_folders(spec, workdir)
     todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
              len(spec.seeds) - len(todo), ", ".join(check_sources(spec)), seeds_per_program)

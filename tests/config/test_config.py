@@ -1,6 +1,7 @@
 """The config, its checks, and the command line generated from it."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -160,6 +161,12 @@ def test_a_subset_of_fields_can_be_checked_alone():
         check(saved.replace(top_k=0), only=["top_k"])
 
 
+def test_a_data_set_given_as_a_path_is_recorded_absolute_and_a_name_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert [Config(dataset=d).dataset for d in ("data/x", "./x", "../x", "cifar10", "cifar10_sample")] == [
+        str(tmp_path / "data" / "x"), str(tmp_path / "x"), str(tmp_path.parent / "x"), "cifar10", "cifar10_sample"]
+
+
 def test_config_round_trips_through_json(tmp_path):
     c = Config(conv_features=(4, 8), seed=7, augment=True)
     c.save(tmp_path / "config.json")
@@ -191,11 +198,11 @@ def test_subcommand_help_names_its_own_flags(capsys):
 
 
 def test_aliases_add_flag_names_without_shadowing_prefixes():
-    aliases = {"data": "dataset"}
-    assert flags.parse_config(["--data", "faces/"], aliases=aliases).dataset == "faces/"
-    assert flags.parse_config(["--dataset", "faces/"], aliases=aliases).dataset == "faces/"
+    aliases, faces = {"data": "dataset"}, os.path.abspath("faces")  # a path is recorded absolute
+    assert flags.parse_config(["--data", "faces/"], aliases=aliases).dataset == faces
+    assert flags.parse_config(["--dataset", "faces/"], aliases=aliases).dataset == faces
     both = flags.parse_config(["--data", "faces/", "--data_dir", "/tfds"], aliases=aliases)
-    assert (both.dataset, both.data_dir) == ("faces/", "/tfds")
+    assert (both.dataset, both.data_dir) == (faces, "/tfds")
     with pytest.raises(SystemExit):  # without the alias, --data is an ambiguous prefix
         flags.parse_config(["--data", "faces/"])
 

@@ -392,6 +392,10 @@ def test_after_a_failed_save_only_the_storage_layers_noise_is_dropped(tmp_path, 
 def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
     with pytest.raises(InputError, match="holds no checkpoints"):
         load_trained(tmp_path)
+    (tmp_path / "study_spec.json").write_text("{}")  # a seed study's folder: its runs are its seed folders
+    with pytest.raises(InputError, match=rf"^{tmp_path} holds a seed study, whose runs are its seed folders: pass "
+                                         rf"one of them, --workdir {tmp_path}/seed_<n>$"):
+        load_trained(tmp_path)
 
 
 @pytest.mark.parametrize("missing", ["run", "checksum", "items"])  # what the metas of jaxrec before 0.2 lacked

@@ -153,7 +153,7 @@ def test_a_study_seed_is_the_plain_run_and_a_rerun_trains_nothing(small_config, 
 
 
 @pytest.mark.slow
-def test_a_study_never_mixes_runs_of_other_data_or_settings(small_config, tmp_path):
+def test_a_study_never_mixes_runs_of_other_data_or_settings(small_config, tmp_path, monkeypatch):
     """Another --dataset of the same layout, a seed folder left by another run, data changed in place,
     a damaged seed summary: each refused in one line naming what differs, never folded in."""
     data = tmp_path / "data"
@@ -163,14 +163,21 @@ def test_a_study_never_mixes_runs_of_other_data_or_settings(small_config, tmp_pa
     with pytest.raises(InputError, match=r"holds a study with other settings: dataset \(study: '.*data', now: "
                                          r"'cifar10_sample'\)"):
         run_study(StudySpec(small_config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
-    # The same folder named another way is the same data set.
+    # The same folder named another way is the same data set, from any folder: a path is recorded absolute.
     relative = os.path.relpath(data)
     run_study(StudySpec(config.replace(dataset=relative), seeds=(0,), vary=SOURCES), tmp_path / "study")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_study(StudySpec(config.replace(dataset="../data"), seeds=(0,), vary=SOURCES), tmp_path / "study")
+    monkeypatch.undo()
     # A seed folder another run left behind, with other settings.
     train_and_evaluate(config.replace(seed=1, learning_rate=0.05, save_predictions=True), tmp_path / "study" / "seed_1")
+    spec_text = (tmp_path / "study" / "study_spec.json").read_text()
     with pytest.raises(InputError, match=r"seed_1 holds a run that is not this study's seed 1: learning_rate "
                                          r"\(seed_1: 0.05, study: 0.01\); move it away"):
-        run_study(StudySpec(config, seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+        run_study(StudySpec(config.replace(steps_per_call=2), seeds=(0, 1), vary=SOURCES), tmp_path / "study")
+    assert (tmp_path / "study" / "study_spec.json").read_text() == spec_text  # refused: the spec as it was
     shutil.rmtree(tmp_path / "study" / "seed_1")
     # The data set changed in place after seed 0: seed 1 reads other images and the study says so.
     victim = sorted((data / "train").rglob("*.jpg"))[0]
