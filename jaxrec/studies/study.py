@@ -364,7 +364,8 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
 def study_markdown(study: dict[str, Any]) -> str:
     """The study's table: each metric's mean, std, intervals and range over the seeds."""
     m = study["metrics"]
-    lines = [f"# Seed study: {len(study['seeds'])} seeds, varying {', '.join(study.get('varied', study['vary']))}", "",
+    seeds = f"{len(study['seeds'])} seed{'' if len(study['seeds']) == 1 else 's'}"
+    lines = [f"# Seed study: {seeds}, varying {', '.join(study.get('varied', study['vary']))}", "",
              "| metric | mean | std (95% CI) | mean's 95% CI (t) | mean's 95% CI (bootstrap) | min | max |",
              "|---|---:|---:|---|---|---:|---:|"]
     for name in ("test_accuracy", "test_loss", "test_macro_f1"):

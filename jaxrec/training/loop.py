@@ -568,4 +568,4 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
     log.info("done: test accuracy %.4f%s after %s; outputs in %s", summary["test_accuracy"],
              f" with test-time augmentation ({final.test_accuracy:.4f} without)" if augmented else "",
              f"{run.step} steps (--max_steps; the schedule is {config.epochs:g} epochs)" if cut else
-             f"{config.epochs:g} epochs ({run.step} steps)", member.workdir)
+             f"{config.epochs:g} epoch{'' if config.epochs == 1 else 's'} ({run.step} steps)", member.workdir)
