@@ -187,7 +187,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         trained = load_trained(args.workdir, args.which)
         config = trained.config.replace(**overrides)
-        result = evaluate_trained(trained, config)
+        # What was scored, in the report itself: reports of several runs may share one --out.
+        scored = {"workdir": str(Path(args.workdir).absolute()), "which": args.which, "step": trained.step,
+                  "epoch": trained.epoch, "dataset": config.dataset, "split": config.eval_split}
+        result = {"scored": scored, **evaluate_trained(trained, config)}
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
         latest = "latest" if args.which == "latest" else None
         suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))

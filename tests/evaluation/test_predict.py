@@ -45,6 +45,9 @@ def test_evaluate_reproduces_the_training_evaluation_without_overwriting_it(work
                     "--top_k", "3") == 0
     again = json.loads((workdir / "eval_test_latest.json").read_text())
     assert again["confusion"] == saved["confusion"] and again["top_k"] == 3  # the final state, on 8 devices
+    final = json.loads((workdir / "summary.json").read_text())["steps"]
+    assert again["scored"] == {"workdir": str(workdir), "which": "latest", "step": final, "epoch": 2,
+                               "dataset": "cifar10_sample", "split": "test"}  # what it scored, in the report
     assert (workdir / "eval.json").read_text() == before
     assert (workdir / "confusion_test_latest.png").exists() and "| airplane |" in capsys.readouterr().out
     assert evaluate("--workdir", workdir, "--split", "train") == 0  # the best checkpoint
