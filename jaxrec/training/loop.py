@@ -312,8 +312,12 @@ def restore_or_start_member(trainer: Trainer, member: Member,
                  f"--epochs {config.epochs} ({trainer.total_steps} steps)")
         raise InputError(f"the checkpoint in {member.checkpoints.directory} has trained {run.step} steps ({run.epoch} "
                          f"epochs), more than {limit}; pass a larger {limit.split()[0]}, or another --workdir")
-    log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
-             run.position, trainer.steps_per_epoch, member.checkpoints.directory)
+    if run.step == trainer.total_steps:  # a finished run: epoch + 1 would name one past its last
+        log.info("resuming from the checkpoint at step %d in %s, the run's last: nothing left to train, evaluating "
+                 "it again", run.step, member.checkpoints.directory)
+    else:
+        log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
+                 run.position, trainer.steps_per_epoch, member.checkpoints.directory)
     return restored.state, run, run.step
 
 

@@ -1,6 +1,7 @@
 """The training loop end to end: outputs, determinism, the run state, failure modes."""
 
 import json
+import logging
 
 import chex
 import jax
@@ -17,12 +18,15 @@ from jaxrec.training.loop import RunKeys, call_plan, train_and_evaluate, train_s
 
 
 @pytest.mark.slow
-def test_same_seed_is_bit_identical_and_another_seed_differs(small_config, tmp_path):
+def test_same_seed_is_bit_identical_and_another_seed_differs(small_config, tmp_path, caplog):
     first = train_and_evaluate(small_config, tmp_path / "a")
     again = train_and_evaluate(small_config, tmp_path / "b")
     other = train_and_evaluate(small_config.replace(seed=1), tmp_path / "c")
     chex.assert_trees_all_equal(first.params, again.params)
     assert records(tmp_path / "a") == records(tmp_path / "b")
+    with caplog.at_level(logging.INFO, logger="jaxrec"):  # rerun when finished: nothing trains, it says so
+        chex.assert_trees_all_equal(train_and_evaluate(small_config, tmp_path / "a").params, first.params)
+    assert "the run's last: nothing left to train, evaluating it again" in caplog.text
     assert records(tmp_path / "a")[0]["train_loss"] != records(tmp_path / "c")[0]["train_loss"]
     assert not np.array_equal(first.params["Dense_1"]["kernel"], other.params["Dense_1"]["kernel"])
 
