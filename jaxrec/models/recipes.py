@@ -33,6 +33,11 @@ from jaxrec.config import MODELS, Config, field_problems, is_recipe_file
 from jaxrec.errors import InputError
 
 
+# What a recipe may declare of its network, with the defaults of one that declares nothing: it honours --dtype,
+# ignores --norm, and may have BatchNorm (a file's network is looked at once built: check_images).
+FACTS = {"FLOAT32": False, "READS_NORM": False, "BATCH_NORM": True}
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A loaded recipe: its module, and for a file its path and the sha256 of its text."""
@@ -54,6 +59,11 @@ class Recipe:
     def knob_names(self) -> set[str]:
         """The names of the recipe's own settings (empty without Knobs)."""
         return {field.name for field in dataclasses.fields(self.knobs)} if self.knobs else set()
+
+    @property
+    def facts(self) -> dict[str, bool]:
+        """What it declares of its network (FACTS), each at its default where it declares nothing."""
+        return {name: getattr(self.module, name, default) for name, default in FACTS.items()}
 
     def record(self) -> dict[str, str] | None:
         """What a run writes down about a recipe file (None for a built-in)."""
@@ -117,6 +127,9 @@ def recipe_problem(recipe: Recipe) -> str | None:
     if unknown:
         return (f"DEFAULTS sets {', '.join(map(repr, unknown))}, which jaxrec has no setting for (jaxrec train --help "
                 f"lists them)")
+    not_bool = [name for name, value in recipe.facts.items() if not isinstance(value, bool)]
+    if not_bool:
+        return f"{not_bool[0]} is {recipe.facts[not_bool[0]]!r}; it must be True or False"
     if recipe.knobs is None:
         return None
     if not dataclasses.is_dataclass(recipe.knobs):
@@ -159,17 +172,9 @@ def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str |
     return None
 
 
-def has_batch_norm(config: Config) -> bool:
-    """Whether config's network has BatchNorm layers, as its recipe declares (READS_NORM, BATCH_NORM)."""
-    module = load(config.model).module
-    if getattr(module, "READS_NORM", False):
-        return config.norm != "none"
-    return getattr(module, "BATCH_NORM", True)
-
-
 def computes_in_float32(config: Config) -> bool:
     """Whether config's network computes in float32 whatever --dtype says (its recipe's FLOAT32)."""
-    return getattr(load(config.model).module, "FLOAT32", False)
+    return load(config.model).facts["FLOAT32"]
 
 
 # The shared settings a recipe may have no use for; each one's default leaves it out.
@@ -177,9 +182,10 @@ MAY_BE_UNUSED = ("dtype", "norm", "norm_bias_lr_scale")
 
 
 def unused(config: Config) -> list[str]:
-    """The settings of MAY_BE_UNUSED that config's network has no use for."""
-    off = {"dtype": computes_in_float32(config), "norm": not getattr(load(config.model).module, "READS_NORM", False),
-           "norm_bias_lr_scale": not has_batch_norm(config)}
+    """The settings of MAY_BE_UNUSED that config's network has no use for, as its recipe declares (FACTS)."""
+    facts = load(config.model).facts
+    batch_norm = config.norm != "none" if facts["READS_NORM"] else facts["BATCH_NORM"]
+    off = {"dtype": facts["FLOAT32"], "norm": not facts["READS_NORM"], "norm_bias_lr_scale": not batch_norm}
     return [name for name in MAY_BE_UNUSED if off[name]]
 
 

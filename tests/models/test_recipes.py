@@ -75,6 +75,7 @@ def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path)
      r"perceptron.py: DEFAULTS sets 'learning_rte', which jaxrec has no setting for"),
     (PERCEPTRON.replace("import flax.linen as nn", "import flax.linen as nn\nimport no_such_module"),
      r"perceptron.py, line 3: importing the recipe raised ModuleNotFoundError: No module named 'no_such_module'"),
+    (PERCEPTRON + "BATCH_NORM = 'no'\n", r"perceptron.py: BATCH_NORM is 'no'; it must be True or False$"),
 ])
 def test_a_recipe_file_that_does_not_load_is_refused_in_one_line_naming_it(tmp_path, text, problem):
     [refusal] = recipe_problems(Config(model=str(write_recipe(tmp_path, text))))
