@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import Config
+from jaxrec.config import Config, is_folder_path
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert, read_image
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
@@ -29,7 +29,7 @@ RESIZE_NOTES = {"stretch": "images of another size are stretched to it (pass --r
 
 def is_image_folder(dataset: str) -> bool:
     """The shipped sample or a path (anything else is a TFDS name)."""
-    return dataset in SAMPLES or "/" in dataset or dataset.startswith((".", "~")) or Path(dataset).exists()
+    return dataset in SAMPLES or is_folder_path(dataset) or Path(dataset).exists()
 
 
 def _folder_root(dataset: str) -> Path:
