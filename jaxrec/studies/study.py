@@ -372,12 +372,12 @@ def study_markdown(study: dict[str, Any]) -> str:
         d = m[name]
         lines.append(f"| {name} | {d['mean']:.4f} | {_number(d['std'])} ({_interval(d['std_ci95'])}) | "
                      f"{_interval(d['ci95'])} | {_interval(d['bootstrap_ci95'])} | {d['min']:.4f} | {d['max']:.4f} |")
-    notes: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}  # metrics by why they have no intervals
     for name in ("test_accuracy", "test_loss", "test_macro_f1"):
         if m[name].get("note"):
             notes.setdefault(m[name]["note"], []).append(name)
-    lines += ["", *(f"No intervals for {', '.join(names)}: {note}." for note, names in sorted(notes.items()))] \
-        if notes else []
+    for note, names in sorted(notes.items()):
+        lines += ["", f"No intervals for {', '.join(names)}: {note}."]
     if study["disagreement"]:
         lines += ["", f"Between-seed disagreement: {study['disagreement']['mean']:.4f} of test images (mean over "
                   f"pairs); ensemble of {study['ensemble_size']} seeds: accuracy {study['ensemble_accuracy']:.4f}."]
