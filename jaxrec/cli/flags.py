@@ -24,6 +24,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line that points to --help."""
 
+    commands: dict[str, argparse.ArgumentParser] | None = None  # a command line's parser by command (build_parser)
+
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", HelpFormatter)
         kwargs.setdefault("allow_abbrev", False)  # --learn must not silently mean --learning_rate
