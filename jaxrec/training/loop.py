@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -123,10 +124,13 @@ class Trainer:
                          for m in self.members], axis=1)
 
     def close(self) -> None:
-        """Ends what reads the data while the run goes (a streamed run's readers and their workers)."""
+        """Ends what reads the data while the run goes (a streamed run's readers and their workers) and the
+        checkpointers, which wait for saves in flight: an exit never leaves half a checkpoint."""
         for reader in (self.inputs, self.evaluator, self.final_evaluator):
             if reader is not None:
                 reader.close()
+        for member in self.members:
+            member.checkpoints.close()
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
@@ -223,6 +227,11 @@ def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax
                                 "give every process the same --dataset, with the same files")
     trainer = create_trainer(configs, workdirs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start(trainer, data)
+    if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
+        log.info("the outputs in %s are this finished run's, with these settings: nothing to do (jaxrec evaluate "
+                 "scores it again; --resume=false trains it anew)", ", ".join(str(m.workdir) for m in trainer.members))
+        trainer.close()
+        return states
     writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
     compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
     state = trainer.program.stack(states)
@@ -238,14 +247,26 @@ def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax
                     raise interrupted(trainer, runs[0], stop)
         finally:
             trainer.close()
-            for member, writer in zip(trainer.members, writers):
-                member.checkpoints.close()  # waits for saves in flight: an exit never leaves half a checkpoint
+            for writer in writers:
                 writer.close()
     finals = trainer.program.unstack(state)
     for member, final, run, result in zip(trainer.members, finals, runs, results):
         write_summary(trainer, member, data, (final, run, result), session)
     distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
     return [unreplicate(final) for final in finals]
+
+
+def outputs_written(trainer: Trainer, step: int) -> bool:
+    """Whether every member's summary.json is of its run finished at `step` and of its config as given now (a rerun
+    of the command that finished it), as process 0 sees them: then nothing is evaluated and no file rewritten."""
+    def written(member: Member) -> bool:
+        try:
+            summary = json.loads((member.workdir / "summary.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return summary.get("steps") == step and summary.get("config") == json.loads(json.dumps(member.config.to_dict()))
+
+    return bool(distributed.max_over_processes(int(distributed.is_primary() and all(map(written, trainer.members)))))
 
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
@@ -313,8 +334,8 @@ def restore_or_start_member(trainer: Trainer, member: Member,
         raise InputError(f"the checkpoint in {member.checkpoints.directory} has trained {run.step} steps ({run.epoch} "
                          f"epochs), more than {limit}; pass a larger {limit.split()[0]}, or another --workdir")
     if run.step == trainer.total_steps:  # a finished run: epoch + 1 would name one past its last
-        log.info("resuming from the checkpoint at step %d in %s, the run's last: nothing left to train, evaluating "
-                 "it again", run.step, member.checkpoints.directory)
+        log.info("resuming from the checkpoint at step %d in %s, the run's last: nothing left to train", run.step,
+                 member.checkpoints.directory)
     else:
         log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
                  run.position, trainer.steps_per_epoch, member.checkpoints.directory)

@@ -24,9 +24,14 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(small_config, tmp_p
     other = train_and_evaluate(small_config.replace(seed=1), tmp_path / "c")
     chex.assert_trees_all_equal(first.params, again.params)
     assert records(tmp_path / "a") == records(tmp_path / "b")
-    with caplog.at_level(logging.INFO, logger="jaxrec"):  # rerun when finished: nothing trains, it says so
+    summary = (tmp_path / "a" / "summary.json").read_bytes()
+    with caplog.at_level(logging.INFO, logger="jaxrec"):  # rerun when finished: nothing trains or is rewritten
         chex.assert_trees_all_equal(train_and_evaluate(small_config, tmp_path / "a").params, first.params)
-    assert "the run's last: nothing left to train, evaluating it again" in caplog.text
+    assert "nothing left to train" in caplog.text and "with these settings: nothing to do" in caplog.text
+    assert (tmp_path / "a" / "summary.json").read_bytes() == summary
+    # With another setting that may change on resume, the finished run is evaluated and its files written again.
+    train_and_evaluate(small_config.replace(save_predictions=True), tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["config"]["save_predictions"]
     assert records(tmp_path / "a")[0]["train_loss"] != records(tmp_path / "c")[0]["train_loss"]
     assert not np.array_equal(first.params["Dense_1"]["kernel"], other.params["Dense_1"]["kernel"])
 
