@@ -187,13 +187,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         trained = load_trained(args.workdir, args.which)
         config = trained.config.replace(**overrides)
-        # What was scored, in the report itself: reports of several runs may share one --out.
-        scored = {"workdir": str(Path(args.workdir).absolute()), "which": args.which, "step": trained.step,
-                  "epoch": trained.epoch, "dataset": config.dataset, "split": config.eval_split}
-        result = {"scored": scored, **evaluate_trained(trained, config)}
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
         latest = "latest" if args.which == "latest" else None
         suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
+        # What was scored, in the report itself: reports of several runs may share one --out.
+        scored = {"workdir": str(Path(args.workdir).absolute()), "which": args.which, "step": trained.step,
+                  "epoch": trained.epoch, "dataset": config.dataset, "split": config.eval_split}
+        outputs.check_report_free(out, suffix, scored["workdir"])
+        result = {"scored": scored, **evaluate_trained(trained, config)}
         title = (f"{trained.config.model_tag} ({args.which} checkpoint, epoch {trained.epoch}) on "
                  f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
         paths = outputs.write_eval(out, result, suffix, title)

@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure  # drawn straight to files: no pyplot, no backend switched for the user
 from matplotlib.ticker import MaxNLocator
 
+from jaxrec.errors import InputError
+
 
 def write_json(path: Path, payload: Any) -> None:
     """Writes JSON atomically (temp file + rename), so a crash never leaves half a file."""
@@ -121,6 +123,21 @@ def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title:
     paths[1].write_text(eval_markdown(report, title))
     plot_confusion(report["confusion"], report["class_names"], paths[2], title)
     return paths
+
+
+def check_report_free(directory: Path, suffix: str, workdir: str) -> None:
+    """Refuses to replace eval{suffix}.json in a folder other than the run's own if it scored another run (or says
+    nothing of what it scored): several runs' reports may share one --out, and each is a user's result."""
+    path = directory / f"eval{suffix}.json"
+    if not path.exists() or directory.resolve() == Path(workdir).resolve():
+        return
+    try:
+        scored = json.loads(path.read_text()).get("scored", {}).get("workdir")
+    except (OSError, ValueError, AttributeError):
+        scored = None
+    if scored != workdir:
+        raise InputError(f"--out {directory} already holds {path.name}, a report of {scored or 'another run'}; pass "
+                         f"another --out for this run, or move that report away first")
 
 
 def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> None:

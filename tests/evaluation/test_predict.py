@@ -131,6 +131,19 @@ def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(
     assert not list(tmp_path.glob("eval_*")) and (tmp_path / "report").read_text() == "a file"
 
 
+def test_a_shared_out_keeps_another_run_s_report_and_replaces_this_run_s_own(workdir, tmp_path, capsys):
+    other = {"scored": {"workdir": str(tmp_path / "another_run")}, "accuracy": 0.5}
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "eval_test.json").write_text(json.dumps(other))
+    assert evaluate("--workdir", workdir, "--out", tmp_path / "shared") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"a report of {tmp_path / 'another_run'}; pass another --out" in err
+    assert json.loads((tmp_path / "shared" / "eval_test.json").read_text()) == other
+    assert not (tmp_path / "shared" / "eval_test.md").exists()
+    assert evaluate("--workdir", workdir, "--out", tmp_path / "mine") == 0
+    assert evaluate("--workdir", workdir, "--out", tmp_path / "mine") == 0  # its own report: evaluated anew
+
+
 def test_new_images_are_brought_to_the_model_s_size_as_its_training_images_were(workdir, tmp_path):
     pixels = np.zeros((32, 96, 3), np.uint8)  # a wide photo: its centre square red, the sides blue
     pixels[..., 2] = 255
