@@ -6,8 +6,13 @@ With no convolutional prior it leans on crop and flip augmentation, label smooth
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
+
+from jaxrec.config import at_least, knob
+from jaxrec.models import recipe_knobs
 
 DEFAULTS = {
     "epochs": 30,
@@ -22,6 +27,17 @@ DEFAULTS = {
     "augment": True,  # random crop + flip: a ViT has no translation prior of its own
     "tta": 1,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """The network's size, as flags of `--model vit.py` (e.g. --width 32 --depth 1 for a smoke test)."""
+
+    patch: int = knob(4, "Side of the square patches that become tokens.", at_least(1))
+    width: int = knob(96, "Token width: a multiple of --heads.", at_least(1))
+    depth: int = knob(4, "Transformer blocks.", at_least(1))
+    # Heads of 32: no less accurate than more, narrower heads in pilots, and faster.
+    heads: int = knob(3, "Attention heads per block.", at_least(1))
 
 
 class Block(nn.Module):
@@ -42,10 +58,10 @@ class ViT(nn.Module):
     """Patch embedding, position embedding, `depth` blocks, mean pooling and a linear classifier."""
 
     num_classes: int
-    patch: int = 4
-    width: int = 96
-    depth: int = 4
-    heads: int = 3  # heads of 32: no less accurate than more, narrower heads in pilots, and faster
+    patch: int
+    width: int
+    depth: int
+    heads: int
     mlp_ratio: int = 2
 
     @nn.compact
@@ -66,5 +82,9 @@ class ViT(nn.Module):
 
 
 def build(config: object, num_classes: int, kernels: object) -> nn.Module:
-    """The ViT above; config and kernels are not read (its size is fixed here, its settings are DEFAULTS)."""
-    return ViT(num_classes=num_classes)
+    """The ViT above, of the size its knobs give; kernels are not read (the CPU kernel choices are for convolutions
+    of many layers)."""
+    size = recipe_knobs(config)
+    if size.width % size.heads:
+        raise ValueError(f"--width {size.width} is not a multiple of --heads {size.heads}")
+    return ViT(num_classes, size.patch, size.width, size.depth, size.heads)
