@@ -193,3 +193,20 @@ def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tm
                                          r"\[\['hidden', 16\]\]\)"):
         train_and_evaluate(config.replace(**{**RUN, "epochs": 2}, knobs=(("hidden", 16),)), workdir)
     assert load_trained(workdir).config.knobs == (("hidden", 24),)
+
+
+def test_the_vit_example_is_the_documented_size_and_its_knobs_shrink_or_refuse_it():
+    import jax
+
+    vit = str(Path(__file__).parents[2] / "experiments" / "recipes" / "vit.py")
+    images = jax.numpy.zeros((2, 32, 32, 3))
+
+    def params(**knobs) -> int:
+        model = create_model(config_for(vit, **knobs), 10)
+        return sum(x.size for x in jax.tree_util.tree_leaves(jax.eval_shape(model.init, jax.random.key(0), images)))
+
+    assert params() == 311_146  # results/vit and docs/recipes.md name this size
+    assert params(width=32, depth=1, heads=2) < 20_000
+    with pytest.raises(InputError, match=r"vit.py, line \d+: the network failed on 32x32x3 images: ValueError: "
+                                         r"--width 100 is not a multiple of --heads 3$"):
+        check_images(config_for(vit, width=100), (32, 32, 3), 10, "--dataset cifar10_sample")
