@@ -37,13 +37,14 @@ def _only_folders(path: Path) -> bool:
 
 def workdir_kind(path: Path) -> str | None:
     """What `path` holds: nothing ('empty'), a jaxrec 'run' (or what one stopped before writing its config.json
-    leaves: the lock, an empty checkpoints folder), a seed 'study', or other files (None)."""
-    entries = {p.name for p in path.iterdir()} - {LOCK_FILE}
-    if not entries:
+    leaves: the lock, an empty checkpoints folder, the runs it replaced), a seed 'study', or other files (None)."""
+    names = {p.name for p in path.iterdir()} - {LOCK_FILE}
+    if not names:
         return "empty"
-    if STUDY_SPEC_FILE in entries:
+    if STUDY_SPEC_FILE in names:
         return "study"
-    if entries == {"checkpoints"} and _only_folders(path / "checkpoints"):
+    entries = {name for name in names if not name.startswith(PREVIOUS_PREFIX)}
+    if not entries or (entries == {"checkpoints"} and _only_folders(path / "checkpoints")):
         return "run"
     try:
         return "run" if CONFIG_KEYS <= set(json.loads((path / "config.json").read_text())) else None

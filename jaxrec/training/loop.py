@@ -173,25 +173,25 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
 
 @contextlib.contextmanager
 def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
-    """Holds the workdir for the run (one training run per workdir) and starts over there if asked.
-    In a multi-process run process 0 does both, and the others wait until it has (checking the
-    contents themselves, they could catch it moving a run aside)."""
+    """Holds the workdir for the run: one training run per workdir. In a multi-process run process 0
+    claims it, and the others wait until it has (checking the contents themselves, they could catch
+    it moving a run aside)."""
     with contextlib.ExitStack() as held:
-
-        def claim_it() -> Path:
-            path = held.enter_context(claim(workdir, config.force_workdir))
-            start_over_if_asked(config, path)
-            return path
-
-        path = distributed.on_primary(claim_it, f"--workdir {workdir}")
+        path = distributed.on_primary(lambda: held.enter_context(claim(workdir, config.force_workdir)),
+                                      f"--workdir {workdir}")
         yield path or writable_folder(workdir)
 
 
-def start_over_if_asked(config: Config, workdir: Path) -> None:
-    """With --resume=false, moves the workdir's previous run (checkpoints and outputs) aside."""
-    aside = None if config.resume else move_previous_run(workdir)
-    if aside:
-        log.warning("--resume=false: starting over; the previous run's files were moved to %s", aside)
+def start_over_if_asked(configs: Sequence[Config], workdirs: Sequence[Path]) -> None:
+    """With --resume=false, moves each workdir's previous run (checkpoints and outputs) aside: on process 0, once
+    the data and settings have passed every check, so a refused start-over leaves the run where it was."""
+    def move() -> None:
+        for config, workdir in zip(configs, workdirs):
+            aside = None if config.resume else move_previous_run(workdir)
+            if aside:
+                log.warning("--resume=false: starting over; the previous run's files were moved to %s", aside)
+
+    distributed.on_primary(move, "--resume=false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +225,8 @@ def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax
     described = data.describe()
     distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
                                 "give every process the same --dataset, with the same files")
+    checked_steps_per_epoch(configs[0], len(data.train))
+    start_over_if_asked(configs, workdirs)
     trainer = create_trainer(configs, workdirs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start(trainer, data)
     if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
@@ -269,16 +271,23 @@ def outputs_written(trainer: Trainer, step: int) -> bool:
     return bool(distributed.max_over_processes(int(distributed.is_primary() and all(map(written, trainer.members)))))
 
 
+def checked_steps_per_epoch(config: Config, examples: int) -> int:
+    """Training steps per epoch over `examples`; refuses a split smaller than one batch, or a lookahead the run is
+    too short for (check_lookahead)."""
+    steps = examples // config.batch_size
+    if steps == 0:
+        raise InputError(f"the training split has {examples} examples, fewer than one batch of {config.batch_size}; "
+                         f"lower --batch_size")
+    check_lookahead(config, steps)
+    return steps
+
+
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
                    devices: list[jax.Device], model_axis: str = "loop") -> Trainer:
     """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluators;
     refuses a training split smaller than one batch, or a lookahead the run is too short for (check_lookahead)."""
     config, models = configs[0], len(configs)
-    steps_per_epoch = len(data.train) // config.batch_size
-    if steps_per_epoch == 0:
-        raise InputError(f"the training split has {len(data.train)} examples, fewer than one batch of "
-                         f"{config.batch_size}; lower --batch_size")
-    check_lookahead(config, steps_per_epoch)
+    steps_per_epoch = checked_steps_per_epoch(config, len(data.train))
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d devices (%s%s), %d steps per epoch%s",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
              devices[0].platform, f", {jax.process_count()} processes" if jax.process_count() > 1 else "",

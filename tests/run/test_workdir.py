@@ -122,6 +122,22 @@ def test_starting_over_moves_every_file_of_the_previous_run_aside(tmp_path):
     assert move_previous_run(tmp_path) != aside and aside.is_dir()  # a second start-over keeps the first
 
 
+@pytest.mark.slow  # trains
+def test_a_refused_start_over_leaves_the_previous_run_in_place(tmp_path, small_config):
+    workdir = tmp_path / "run"
+    train_and_evaluate(small_config, workdir)
+    before = sorted(p.name for p in workdir.iterdir())
+    with pytest.raises(InputError, match="fewer than one batch of 800"):  # known only once the data is read
+        train_and_evaluate(small_config.replace(resume=False, batch_size=800), workdir)
+    assert sorted(p.name for p in workdir.iterdir()) == before  # nothing moved aside
+    train_and_evaluate(small_config.replace(resume=False), workdir)
+    (aside,) = workdir.glob("replaced-*")
+    assert (aside / "summary.json").exists() and (workdir / "summary.json").exists()
+    for name in {p.name for p in workdir.iterdir()} - {LOCK_FILE, aside.name}:
+        os.rename(workdir / name, aside / f"{name}.later")
+    assert check_workdir(workdir) == workdir  # a folder left holding only the runs it replaced is still a run's
+
+
 def test_cli_refusal_is_one_line_with_exit_2(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     result = subprocess.run(script_command("jaxrec", "train", "--dataset", "cifar10_sample", "--workdir", tmp_path),
