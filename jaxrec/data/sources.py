@@ -58,6 +58,18 @@ def split_is_seeded(config: Config) -> bool:
     return is_image_folder(config.dataset) and not (_folder_root(config.dataset) / config.train_split).is_dir()
 
 
+def reads_under(config: Config, folder: str | Path) -> bool:
+    """Whether the data set would read files under `folder`: a folder inside its class or split folders."""
+    if not is_image_folder(config.dataset):
+        return False
+    try:
+        root, folder = _folder_root(config.dataset).resolve(), Path(folder).expanduser().resolve()
+    except DataError:  # no such folder: the data set's own line says so
+        return False
+    read = [root] if split_is_seeded(config) else [root / config.train_split, root / config.eval_split]
+    return any(folder == top or top in folder.parents for top in read)
+
+
 def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
     if not files[0]:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in split {split!r} of "

@@ -276,14 +276,15 @@ class RunCheckpointer:
             if meta is None:
                 continue
             check_resumable(meta, self.config, step, self.directory)
-            restored = _restore(self.manager, step, template, meta)
-            if restored is None:
-                continue
+            # Before the arrays: other classes give other shapes, which would read as a damaged checkpoint.
             different = data_differences(meta.dataset, dataset)
             if different:
                 raise InputError(f"the checkpoint at step {step} in {self.directory} was trained on other data: "
                                  f"{'; '.join(different)}. Pass the same data set, or start over with "
                                  f"--resume=false (or another --workdir).")
+            restored = _restore(self.manager, step, template, meta)
+            if restored is None:
+                continue
             self._move_aside(steps[:i])
             return restored
         if steps:  # more likely an incompatible jaxrec version than every save having failed

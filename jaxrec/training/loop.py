@@ -32,7 +32,7 @@ from jaxrec.core.state import TrainState, create_train_state, init_sample
 from jaxrec.core.steps import Objective
 from jaxrec.core.tta import with_tta
 from jaxrec.data import DataSplits
-from jaxrec.data.sources import split_is_seeded
+from jaxrec.data.sources import reads_under, split_is_seeded
 from jaxrec.data.stream import StreamError
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import Evaluator
@@ -211,6 +211,10 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
     and joins the processes; check_group) and claims the workdirs before any data is loaded or file written."""
     entered = time.time()
     configs = check_group([prepare(config) for config in configs], model_axis)
+    for config, workdir in zip(configs, workdirs):
+        if reads_under(config, workdir):  # its outputs would become images of the next run's data
+            raise InputError(f"--workdir {workdir} is inside the data set {config.dataset}, whose folders are read as "
+                             f"classes; choose a --workdir outside it")
     devices = select_devices(configs[0].num_devices)
     per_device_batch(configs[0].batch_size, len(devices))
     with contextlib.ExitStack() as held:

@@ -101,6 +101,17 @@ def test_other_data_and_fewer_epochs_are_refused(small_config, tmp_path):
     next((other / "train" / "cat").iterdir()).unlink()
     with pytest.raises(InputError, match=r"trained on other data: train_examples \(checkpoint: 400, now: 399\)"):
         train_and_evaluate(small_config.replace(epochs=3, dataset=str(other)), tmp_path / "run")
+    more = tmp_path / "more"  # a class more: arrays of other shapes, named as other data, not as damage
+    shutil.copytree(SAMPLE_ROOT, more)
+    for split in ("train", "test"):
+        shutil.copytree(more / split / "cat", more / split / "lion")
+    with pytest.raises(InputError, match=r"trained on other data: class_names \(checkpoint: \[.*\]\); "
+                                         r"train_examples"):
+        train_and_evaluate(small_config.replace(epochs=3, dataset=str(more)), tmp_path / "run")
+    for inside in (more / "train" / "runs", more / "test" / "cat" / "run"):  # class folders of the next run
+        with pytest.raises(InputError, match=f"^--workdir {inside} is inside the data set {more}, whose folders"):
+            train_and_evaluate(small_config.replace(dataset=str(more)), inside)
+        assert not inside.exists()
 
 
 @pytest.mark.slow
