@@ -12,6 +12,10 @@ class SaveError(InputError):
     """A checkpoint could not be written; the message names the path, the cause and the last good checkpoint."""
 
 
+# Errors of the storage a run writes to, not of jaxrec: a full disk, a quota, a read-only or forbidden folder.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def os_error_cause(number: int | None) -> str:
     """An OS error number in the words a user acts on (why a folder or file cannot be written)."""
     if number == errno.EFBIG:

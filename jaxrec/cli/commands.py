@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from jaxrec.cli import flags
 from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODELS, BenchmarkOptions, Config, at_least, check,
                            is_recipe_file)
-from jaxrec.errors import InputError, SaveError
+from jaxrec.errors import STORAGE_ERRNOS, InputError, SaveError, os_error_cause
 from jaxrec.models import config_for
 from jaxrec.run.workdir import writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
@@ -78,6 +78,13 @@ def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config
         _leave_after_failed_save(err)
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"error: {os_error_cause(err.errno)}{f' ({err.filename})' if err.filename else ''}; free space (or fix "
+              f"the permissions) and run the same command again: a run resumes from its last checkpoint",
+              file=sys.stderr)
         return 2
     except TrainingInterrupted as stopped:
         print(stopped, file=sys.stderr)

@@ -5,27 +5,46 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure  # drawn straight to files: no pyplot, no backend switched for the user
 from matplotlib.ticker import MaxNLocator
 
-from jaxrec.errors import InputError
+from jaxrec.errors import STORAGE_ERRNOS, InputError, os_error_cause
+
+
+def _replace(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write` to a temporary file beside `path`, renamed over it when complete: a crash or a full disk never
+    leaves half a file, and the earlier one stays whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        raise InputError(f"cannot write {path}: {os_error_cause(err.errno)}; free space (or fix the permissions) and "
+                         f"run the same command again") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    _replace(path, lambda tmp: tmp.write_text(text))
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    _replace(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Writes JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Writes one JSON record per line, atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -68,7 +87,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> No
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def eval_markdown(report: dict[str, Any], title: str = "") -> str:
@@ -112,7 +131,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if rates[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title: str = "") -> list[Path]:
@@ -120,7 +139,7 @@ def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title:
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"eval{suffix}.json", directory / f"eval{suffix}.md", directory / f"confusion{suffix}.png"]
     write_json(paths[0], report)
-    paths[1].write_text(eval_markdown(report, title))
+    write_text(paths[1], eval_markdown(report, title))
     plot_confusion(report["confusion"], report["class_names"], paths[2], title)
     return paths
 
@@ -159,7 +178,7 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
+    save_figure(fig, paths[0])
 
     final = metrics["test_accuracy"]
     fig = Figure(figsize=(6, 2.6))
@@ -175,7 +194,7 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     ax.set(xlabel="final test accuracy (%)", yticks=[], ylim=(-0.5, 0.5), title=f"{n} seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
+    save_figure(fig, paths[1])
 
     classes = list(metrics["per_class_accuracy"])
     fig = Figure(figsize=(max(6, 0.6 * len(classes)), 4))
@@ -187,4 +206,4 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     ax.set(ylabel="accuracy (%)", title=f"per-class accuracy, mean ± std over {n} seeds")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
+    save_figure(fig, paths[2])

@@ -356,7 +356,7 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if write:
         outputs.write_json(workdir / "study.json", study)
-        (workdir / "study.md").write_text(study_markdown(study))
+        outputs.write_text(workdir / "study.md", study_markdown(study))
         outputs.plot_study(runs, study, workdir)
     return study
 

@@ -145,3 +145,21 @@ def test_cli_refusal_is_one_line_with_exit_2(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "holds files that are not a jaxrec run" in result.stderr.strip().splitlines()[-1]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_full_disk_is_one_line_wherever_it_strikes_and_other_os_errors_stay_bugs(capsys):
+    import errno
+
+    from jaxrec.cli.commands import exit_code
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    assert exit_code(full) == 2
+    assert capsys.readouterr().err.startswith("error: no space left on the device; free space (or fix the permissions)")
+
+    def missing():
+        raise FileNotFoundError(errno.ENOENT, "No such file", "x")
+
+    with pytest.raises(FileNotFoundError):
+        exit_code(missing)
