@@ -592,7 +592,6 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
         "dataset": data.describe(), "config": config.to_dict(), "versions": host.versions(),
         "machine": host.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    outputs.write_json(member.workdir / "summary.json", summary)
     outputs.plot_curves([r.to_json() for r in run.records], member.workdir / "curves.png",
                         title=f"{config.model_tag} on {config.dataset_tag}, seed {config.seed}")
     report = report_with_tta(scored, result, data.class_names, config.top_k, config.tta)
@@ -602,6 +601,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
         log.warning("evaluation: %s", report["note"])
     if predictions is not None:
         outputs.write_predictions(member.workdir, predictions, data.eval.labels)
+    outputs.write_json(member.workdir / "summary.json", summary)  # last: it marks the outputs complete
     cut = run.step < total_steps(config, trainer.steps_per_epoch)  # --max_steps ended it early
     log.info("done: test accuracy %.4f%s after %s; outputs in %s", summary["test_accuracy"],
              f" with test-time augmentation ({final.test_accuracy:.4f} without)" if augmented else "",
