@@ -184,7 +184,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     def run() -> None:
         overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
         check(Config(**overrides), only=list(overrides))
-        out = Path(getattr(args, "out", args.workdir))
+        out = Path(getattr(args, "out", args.workdir)).expanduser()
         if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
             writable_folder(out, "--out")
         start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
@@ -195,14 +195,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         trained = load_trained(args.workdir, args.which)
         config = trained.config.replace(**overrides)
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
-        latest = "latest" if args.which == "latest" else None
+        latest = "latest" if trained.which == "latest" else None
         suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
         # What was scored, in the report itself: reports of several runs may share one --out.
-        scored = {"workdir": str(Path(args.workdir).absolute()), "which": args.which, "step": trained.step,
-                  "epoch": trained.epoch, "dataset": config.dataset, "split": config.eval_split}
-        outputs.check_report_free(out, suffix, scored["workdir"])
+        scored = {"workdir": str(Path(args.workdir).expanduser().absolute()), "which": trained.which,
+                  "step": trained.step, "epoch": trained.epoch, "dataset": config.dataset, "split": config.eval_split}
+        outputs.check_report_free(out, suffix, scored)
         result = {"scored": scored, **evaluate_trained(trained, config)}
-        title = (f"{trained.config.model_tag} ({args.which} checkpoint, epoch {trained.epoch}) on "
+        title = (f"{trained.config.model_tag} ({trained.which} checkpoint, epoch {trained.epoch}) on "
                  f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
         paths = outputs.write_eval(out, result, suffix, title)
         print(outputs.eval_markdown(result, title))

@@ -415,6 +415,7 @@ class Trained:
     epoch: int
     dataset: dict[str, Any]  # what dataset.json holds: name, class_names, image_shape, mean, std, ...
     test_accuracy: float | None
+    which: str = "best"  # the checkpoint it is: 'best', or 'latest' (also where none had been evaluated for best)
 
     @property
     def params(self) -> Any:
@@ -465,8 +466,10 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
             if restored is not None:
                 if step != candidates[0][0]:
                     log.warning("using checkpoint step %d of %s instead", step, workdir)
+                chosen = "best" if which == "best" and meta.test_accuracy is not None else "latest"
                 return Trained(config=as_trained(meta), variables=restored.state.eval_variables, step=step,
-                               epoch=meta.run.epoch, dataset=meta.dataset, test_accuracy=meta.test_accuracy)
+                               epoch=meta.run.epoch, dataset=meta.dataset, test_accuracy=meta.test_accuracy,
+                               which=chosen)
     finally:
         manager.close()
     raise InputError(f"none of the checkpoints in {directory} (steps {steps}) can be used (see the warnings "

@@ -144,19 +144,20 @@ def write_eval(directory: Path, report: dict[str, Any], suffix: str = "", title:
     return paths
 
 
-def check_report_free(directory: Path, suffix: str, workdir: str) -> None:
-    """Refuses to replace eval{suffix}.json in a folder other than the run's own if it scored another run (or says
-    nothing of what it scored): several runs' reports may share one --out, and each is a user's result."""
+def check_report_free(directory: Path, suffix: str, scored: dict[str, Any]) -> None:
+    """Refuses to replace eval{suffix}.json in a folder other than the run's own if it scored another run or data
+    set (or says nothing of what it scored): several runs' reports may share one --out, and each is a result."""
     path = directory / f"eval{suffix}.json"
-    if not path.exists() or directory.resolve() == Path(workdir).resolve():
+    if not path.exists() or directory.resolve() == Path(scored["workdir"]).resolve():
         return
     try:
-        scored = json.loads(path.read_text()).get("scored", {}).get("workdir")
+        found = json.loads(path.read_text()).get("scored", {})
     except (OSError, ValueError, AttributeError):
-        scored = None
-    if scored != workdir:
-        raise InputError(f"--out {directory} already holds {path.name}, a report of {scored or 'another run'}; pass "
-                         f"another --out for this run, or move that report away first")
+        found = {}
+    if [found.get(key) for key in ("workdir", "dataset")] != [scored["workdir"], scored["dataset"]]:
+        whose = f"{found['workdir']} on {found['dataset']}" if found.get("workdir") else "another run"
+        raise InputError(f"--out {directory} already holds {path.name}, a report of {whose}; pass another --out "
+                         f"for this one, or move that report away first")
 
 
 def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> None:

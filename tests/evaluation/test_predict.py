@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -132,12 +133,12 @@ def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(
 
 
 def test_a_shared_out_keeps_another_run_s_report_and_replaces_this_run_s_own(workdir, tmp_path, capsys):
-    other = {"scored": {"workdir": str(tmp_path / "another_run")}, "accuracy": 0.5}
+    other = {"scored": {"workdir": str(tmp_path / "another_run"), "dataset": "cifar10_sample"}, "accuracy": 0.5}
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "eval_test.json").write_text(json.dumps(other))
     assert evaluate("--workdir", workdir, "--out", tmp_path / "shared") == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and f"a report of {tmp_path / 'another_run'}; pass another --out" in err
+    assert "\n" not in err and f"a report of {tmp_path / 'another_run'} on cifar10_sample; pass another" in err
     assert json.loads((tmp_path / "shared" / "eval_test.json").read_text()) == other
     assert not (tmp_path / "shared" / "eval_test.md").exists()
     assert evaluate("--workdir", workdir, "--out", tmp_path / "mine") == 0
@@ -159,6 +160,25 @@ def test_a_report_that_cannot_be_written_is_one_line_and_the_earlier_one_stays_w
     last = limited.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot write {tmp_path}/eval_test") and "the file-size limit" in last
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no half file, no temporary
+
+
+def test_an_out_under_home_is_written_there_and_only_there(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert evaluate("--workdir", workdir, "--out", "~/reports") == 0
+    assert (tmp_path / "home" / "reports" / "eval_test.json").exists() and not (tmp_path / "~").exists()
+
+
+def test_a_run_with_no_evaluated_checkpoint_is_reported_as_its_latest(tmp_path, capsys):
+    config = Config(dataset="cifar10_sample", epochs=1, batch_size=32, num_devices=1, progress=False,
+                    steps_per_call=4, checkpoint_every_steps=4, checkpoint_keep=3, **SMALL)
+    train_and_evaluate(config, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "12")  # the evaluated one, at the epoch's end
+    assert evaluate("--workdir", tmp_path / "run") == 0
+    assert "using the latest instead of the best" in capsys.readouterr().err
+    report = json.loads((tmp_path / "run" / "eval_test_latest.json").read_text())
+    assert report["scored"]["which"] == "latest" and report["scored"]["step"] == 8
+    assert not (tmp_path / "run" / "eval_test.json").exists()
 
 
 def test_new_images_are_brought_to_the_model_s_size_as_its_training_images_were(workdir, tmp_path):
