@@ -182,14 +182,18 @@ def _write_spec(spec: StudySpec, workdir: Path) -> None:
         if different:
             raise InputError(f"{workdir} holds a study with other settings: {'; '.join(different)}. Use the "
                              f"study's settings to continue it, or another --workdir.")
+        left_out = [seed for seed in saved.seeds if seed not in spec.seeds and finished(workdir / f"seed_{seed}")]
+        if left_out:  # its statistics would be rewritten without them
+            seeds = (f"seeds {', '.join(map(str, left_out))} have" if len(left_out) > 1 else f"seed {left_out[0]} has")
+            raise InputError(f"{workdir} holds a study whose {seeds} trained, and --seeds leaves them out; pass them "
+                             f"too (more seeds may be added), or another --workdir")
     check_workdir(workdir, spec.config.force_workdir, kind="study")
     check_seed_folders(spec, workdir)  # before the spec is written: a refused study's spec stays as it was
     outputs.write_json(path, spec.to_json())
 
 
-def finished(config: Config) -> bool:
-    """Whether the run of `config` is complete in its workdir: its summary and predictions exist."""
-    run_dir = Path(config.workdir)
+def finished(run_dir: Path) -> bool:
+    """Whether a seed's run is complete in its folder: its summary and predictions exist."""
     return (run_dir / "summary.json").exists() and (run_dir / outputs.PREDICTIONS_FILE).exists()
 
 
@@ -265,7 +269,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
     if seeds_per_program > 1:  # before the spec is written: a refused study leaves nothing behind
         check_group([spec.seed_config(seed, workdir) for seed in spec.seeds], model_axis)
     prepare(spec, workdir)
-    todo = [seed for seed in spec.seeds if not finished(spec.seed_config(seed, workdir))]
+    todo = [seed for seed in spec.seeds if not finished(Path(spec.seed_config(seed, workdir).workdir))]
     log.info("study in %s: %d seeds, %d finished, varying %s; %d per program", workdir, len(spec.seeds),
              len(spec.seeds) - len(todo), ", ".join(check_sources(spec)), seeds_per_program)
     bar = tqdm(total=len(spec.seeds), initial=len(spec.seeds) - len(todo), unit="model", desc="study",

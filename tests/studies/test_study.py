@@ -150,6 +150,10 @@ def test_a_study_seed_is_the_plain_run_and_a_rerun_trains_nothing(small_config, 
     assert (tmp_path / "study" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp  # not retrained
     with pytest.raises(InputError, match=r"holds a study with other settings: learning_rate"):
         run_study(StudySpec(small_config.replace(learning_rate=0.1), seeds=(0,), vary=SOURCES), tmp_path / "study")
+    study_json = (tmp_path / "study" / "study.json").read_bytes()
+    with pytest.raises(InputError, match=r"study whose seed 1 has trained, and --seeds leaves them out"):
+        run_study(StudySpec(small_config, seeds=(0,), vary=SOURCES), tmp_path / "study")
+    assert (tmp_path / "study" / "study.json").read_bytes() == study_json  # still the 2-seed study
 
 
 @pytest.mark.slow
