@@ -294,6 +294,9 @@ def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
 def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     """The train and eval splits of a checked config, listed and measured but not decoded: what `--input auto`
     weighs and `--input stream` reads."""
+    if config.test_fraction != Config.test_fraction and not split_is_seeded(config):  # it would be recorded unused
+        raise InputError(f"--test_fraction {config.test_fraction} with --dataset {config.dataset}: the data set has "
+                         f"its own {config.eval_split} split, so nothing is held out here; drop --test_fraction")
     return (_streamed_folder if is_image_folder(config.dataset) else _streamed_tfds)(config)
 
 

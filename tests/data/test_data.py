@@ -135,3 +135,12 @@ def test_augmentation_depends_on_example_id_not_batch_position():
     np.testing.assert_array_equal(together, apart)
     assert not np.array_equal(pre.train(images, ids, key, 3), pre.train(images, ids, jax.random.key(1), 3))
     assert not np.array_equal(pre.train(images, ids, key, 3), pre.train(images, ids, key, 4))  # a new draw per step
+
+
+def test_a_held_out_fraction_for_a_data_set_with_its_own_eval_split_is_refused_not_recorded():
+    from jaxrec.data.sources import stream_splits
+
+    with pytest.raises(InputError, match=r"^--test_fraction 0.5 with --dataset cifar10_sample: the data set has its "
+                                         r"own test split, so nothing is held out here; drop --test_fraction$"):
+        stream_splits(Config(dataset="cifar10_sample", test_fraction=0.5))
+    assert len(stream_splits(Config(dataset="cifar10_sample"))[1]) == 100
