@@ -83,6 +83,9 @@ def test_unknown_dataset_name():
 def test_missing_folder_and_missing_split(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_data(Config(dataset=str(tmp_path / "nowhere")))
+    (tmp_path / "config.json").write_text("{}")  # e.g. a run's file passed by mistake
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'config.json'} is a file, not an image folder; pass a folder"):
+        load_data(Config(dataset=str(tmp_path / "config.json")))
     root = _write_folder(tmp_path / "only_train", splits=("train",))
     with pytest.raises(DataError, match="has no split 'test'"):
         load_data(Config(dataset=str(root)))
