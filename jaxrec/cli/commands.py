@@ -246,6 +246,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     def run() -> int:
         from jaxrec.data import tfds_prepare  # no JAX: runs beside a separate TensorFlow folder
+        tfds_prepare.check_tfds_name(args.name)
         if args.check:
             found = tfds_prepare.ready(args.name, args.data_dir)
             print(f"{args.name} is {'' if found else 'not '}prepared in {args.data_dir or 'TFDS default'} as "
