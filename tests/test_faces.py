@@ -76,6 +76,14 @@ def test_too_few_images_per_class_names_the_fix(faces):
         load_data(Config(dataset=str(faces), min_images_per_class=50))
 
 
+def test_one_class_is_refused_without_suggesting_a_lower_minimum(tmp_path):
+    one = write_faces(tmp_path / "one", people=1, images_per_person=4, sizes=(24,))
+    with pytest.raises(DataError) as refused:
+        load_data(Config(dataset=str(one), min_images_per_class=1))
+    assert str(refused.value) == (f"{one}: only 1 class(es) have at least 2 images (of 1); training needs at least 2 "
+                                  f"classes of at least 2 images (one is held out for evaluation): add images")
+
+
 @pytest.mark.slow
 def test_faces_script_trains_then_evaluate_and_predict_work(faces, tmp_path):
     workdir = tmp_path / "run"

@@ -253,6 +253,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     def run() -> int:
         from jaxrec.data import tfds_prepare  # no JAX: runs beside a separate TensorFlow folder
+        tfds_prepare.check_tfds_name(args.name)
         if args.check:
             found = tfds_prepare.ready(args.name, args.data_dir)
             print(f"{args.name} is {'' if found else 'not '}prepared in {args.data_dir or 'TFDS default'} as "
@@ -353,7 +354,7 @@ def _add_compare(commands, defaults: Config) -> None:
     parser = commands.add_parser(
         "compare", help="is study A better than study B? Welch's test, P(A>B), the seeds a difference needs",
         description="Compares two seed studies (their workdirs' study.json) on a metric: the difference of means "
-                    "with Welch's 95%% interval and p-value, P(A>B) (a random seed of A beats a random seed of B) "
+                    "with Welch's 95% interval and p-value, P(A>B) (a random seed of A beats a random seed of B) "
                     "with a bootstrap interval, the seeds per arm a difference of this size needs, and a verdict "
                     "line. For test_loss, lower is better. A warning comes first where their data differ.")
     parser.add_argument("a", type=Path, help="study A's workdir")

@@ -93,7 +93,7 @@ def checked(convert: Any, rule: Any) -> Any:
     def check(text: str) -> Any:
         value = convert(text)
         if not rule(value):
-            raise argparse.ArgumentTypeError(f"must be {rule.wording}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {rule.describe(value)}, got {text!r}")
         return value
 
     check.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid int value" wording

@@ -24,6 +24,13 @@ class Rule:
         except (TypeError, AttributeError):  # e.g. None where a number or a string belongs
             return False
 
+    def describe(self, value: Any) -> str:
+        """What a refused `value` must be: the wording, led by "a finite number" for inf or nan, which the
+        wording's comparison alone would not explain (inf is > 0)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"a finite number {self.wording}"
+        return self.wording
+
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -149,7 +156,7 @@ def field_problems(settings: Any, only: Sequence[str] | None = None) -> list[str
         elif allowed is not None and value not in allowed:
             problems.append(_refusal(field.name, value, "one of " + ", ".join(map(str, allowed))))
         elif rule is not None and not rule(value):
-            problems.append(_refusal(field.name, value, rule.wording))
+            problems.append(_refusal(field.name, value, rule.describe(value)))
     return problems
 
 

@@ -120,16 +120,31 @@ def _subset(paths: Sequence[Path], labels: np.ndarray, indices: Sequence[int]) -
     return [paths[i] for i in indices], labels[indices]
 
 
-def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: int, where: str) -> list[str]:
+def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: int, where: str,
+                        least: int = 1) -> list[str]:
+    """The classes with at least `min_images` images; `least`: what every class needs whatever the flag says."""
     kept = [name for name, count in zip(classes, counts) if count >= min_images]
     dropped = [f"{name} ({count})" for name, count in zip(classes, counts) if count < min_images]
     if dropped:
         log.warning("dropped %d of %d classes with fewer than %d images in %s: %s", len(dropped), len(classes),
                     min_images, where, ", ".join(dropped))
     if len(kept) < 2:
+        # Lowering the flag helps only where 2 classes have the images every class needs.
+        each = f" of at least {least} images (one is held out for evaluation)" if least > 1 else ""
+        fix = ("lower --min_images_per_class or add images" if sum(counts >= least) >= 2 else
+               f"training needs at least 2 classes{each}: add images")
         raise DataError(f"{where}: only {len(kept)} class(es) have at least {min_images} images (of {len(classes)}); "
-                        f"lower --min_images_per_class or add images")
+                        f"{fix}")
     return kept
+
+
+def _check_eval_split(root: Path, train_split: str, eval_split: str) -> None:
+    """Refuses a missing eval split beside the train split, naming the other splits there to pass instead."""
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    others = [name for name in found if name != train_split]
+    if not (root / eval_split).is_dir() and others:
+        raise DataError(f"image folder {root} has no split {eval_split!r} (found: {found}); pass "
+                        + " or ".join(f"--eval_split {name}" for name in others))
 
 
 def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: float = 0.2,
@@ -139,9 +154,12 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
     disk) are dropped with a warning."""
     if (root / train_split).is_dir():
         classes = list_classes(root, train_split)
+        _check_eval_split(root, train_split, eval_split)
         unknown = sorted(set(list_classes(root, eval_split)) - set(classes))
         if unknown:
-            raise DataError(f"{root}/{eval_split} has classes missing from {train_split}: {unknown}")
+            raise DataError(f"{root}/{eval_split} has classes missing from {train_split}: {unknown}; add their "
+                            f"training images to {root}/{train_split}/<class>/, or remove their folders from "
+                            f"{root}/{eval_split}")
         _, labels = list_images(root / train_split, classes)
         classes = _drop_small_classes(classes, np.bincount(labels, minlength=len(classes)), min_images_per_class,
                                       str(root / train_split))
@@ -153,7 +171,7 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
         raise DataError(f"image folder {root} has no split {train_split!r} and no class folders with images; "
                         f"expected <root>/<split>/<class>/<image> or <root>/<class>/<image> (one folder per class)")
     classes = _drop_small_classes(classes, np.bincount(labels, minlength=len(classes)),
-                                  max(min_images_per_class, 2), str(root))
+                                  max(min_images_per_class, 2), str(root), least=2)
     paths, labels = list_images(root, classes)
     train, test = stratified_split(paths, labels, classes, test_fraction, seed)
     log.info("%s has no %s/%s folders: holding out %d of %d images (%.0f%% of each class, seed %d) for evaluation",

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 
-from jaxrec.config import EVALUATION_FIELDS, Config
+from jaxrec.config import EVALUATION_FIELDS, Config, is_folder_path
 from jaxrec.core.metrics import report_with_tta, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
 from jaxrec.data.sources import decode_listed, is_image_folder, load_tfds_split, stream_split, streams
 from jaxrec.data.stream import StreamedDataset
-from jaxrec.data.types import ArrayDataset
+from jaxrec.data.types import ArrayDataset, DataError
 from jaxrec.run.checkpoints import Trained
 from jaxrec.runtime import memory
 from jaxrec.runtime.setup import prepare
@@ -126,9 +127,19 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     return report_with_tta(augmented, plain, trained.class_names, config.top_k, config.tta)
 
 
+def _check_folder_in_place(config: Config, trained: Trained) -> None:
+    """Refuses the image folder a run recorded where it no longer is, naming the flag that reads it from its new
+    place: the data layer's refusal cannot tell a recorded path from one the user just typed."""
+    root = Path(config.dataset).expanduser()
+    if config.dataset == trained.config.dataset and is_folder_path(config.dataset) and not root.exists():
+        raise DataError(f"the run's image folder {root} does not exist (moved or deleted since the run trained); "
+                        f"if it moved, pass its new path: --dataset NEWPATH")
+
+
 def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | StreamedDataset:
     """config.eval_split of config.dataset for `trained`: in memory or streamed, as jaxrec.data.sources.streams
     decides for training (logged when streamed); a TFDS set is read into memory."""
+    _check_folder_in_place(config, trained)
     args = (config, config.eval_split, trained.class_names, trained.image_shape)
     if not is_image_folder(config.dataset):
         return stream_split(*args) if config.input == "stream" else load_tfds_split(*args)  # stream: refused

@@ -446,6 +446,9 @@ def load_trained(workdir: str | Path, which: str = "best") -> Trained:
     if which not in ("best", "latest"):
         raise InputError(f"which checkpoint: 'best' or 'latest', not {which!r}")
     directory = checkpoint_dir(workdir)
+    if Path(workdir).expanduser().is_file():
+        raise InputError(f"{workdir} is a file, not a run's folder; pass --workdir the folder a run trained in (it "
+                         f"holds config.json and checkpoints/)")
     if not directory.is_dir() and (Path(workdir) / STUDY_SPEC_FILE).exists():
         raise InputError(f"{workdir} holds a seed study, whose runs are its seed folders: pass one of them, "
                          f"--workdir {Path(workdir) / 'seed_<n>'}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxrec.errors import InputError
+from jaxrec.run.workdir import workdir_kind
 
 METRICS = ("test_accuracy", "test_macro_f1", "test_loss")  # test_loss: lower is better
 # What makes two studies' numbers measure different things: the data set and the split scored.
@@ -29,6 +30,9 @@ def data_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 def read_study(workdir: Path, metric: str) -> tuple[dict[str, Any], list[float]]:
     """The study.json in `workdir` and its seeds' values of `metric`; one missing or damaged raises InputError."""
     path = Path(workdir) / "study.json"
+    if not path.exists() and Path(workdir).is_dir() and workdir_kind(Path(workdir)) == "run":
+        raise InputError(f"{workdir} holds a training run, not a seed study; pass the workdir of a seed study (the "
+                         f"folder where jaxrec study wrote study.json)")
     if not path.exists():
         raise InputError(f"{path} does not exist; run the study first (jaxrec study ... --workdir {workdir})")
     try:

@@ -40,8 +40,8 @@ MAX_SEEDS = 1000  # a study trains every seed: more is a typo (0-100000) rather 
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-9' -> 0..9, '0,3,7' -> (0, 3, 7), '0-2,5' -> (0, 1, 2, 5); refuses empty, unparsable and duplicate
-    seeds, and more than MAX_SEEDS (before expanding a range)."""
+    """'0-9' -> 0..9, '0,3,7' -> (0, 3, 7), '0-2,5' -> (0, 1, 2, 5); refuses empty, unparsable, out-of-range and
+    duplicate seeds, and more than MAX_SEEDS (before expanding a range)."""
     seeds: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -56,6 +56,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         if len(seeds) + high - low + 1 > MAX_SEEDS:
             raise InputError(f"--seeds {text!r}: more than {MAX_SEEDS} seeds; a study trains each one, so split it "
                              f"into studies of at most {MAX_SEEDS} (e.g. --seeds 0-{MAX_SEEDS - 1})")
+        if low < 0 or high >= SEED_LIMIT:
+            raise InputError(f"--seeds {text!r}: seed {low if low < 0 else high} is out of range; each seed must be in "
+                             f"[0, {SEED_LIMIT})")
         seeds.extend(range(low, high + 1))
     if not seeds:
         raise InputError(f"--seeds {text!r}: no seeds; e.g. --seeds 0-9 or --seeds 0,3,7")

@@ -51,6 +51,8 @@ def test_every_field_is_a_flag_of_the_right_type():
     (["--channels", "2"], "argument --channels: invalid choice: 2 (choose from "),
     (["--epochs", "ten"], "argument --epochs: invalid number value: 'ten'"),
     (["--batch_size", "ten"], "argument --batch_size: invalid int value: 'ten'"),
+    (["--epochs", "inf"], "argument --epochs: must be a finite number > 0, got 'inf'"),
+    (["--momentum", "nan"], "argument --momentum: must be a finite number in [0, 1), got 'nan'"),
 ])
 def test_a_flag_that_does_not_parse_is_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -97,7 +99,8 @@ def test_enumerated_fields_offer_exactly_what_the_code_implements():
     (dict(image_size=1), "--image_size 1: must be 0 or >= 8"),
     (dict(momentum=-1.0), "--momentum -1.0: must be in [0, 1)"),
     (dict(warmup_epochs=-1.0), "--warmup_epochs -1.0: must be >= 0"),
-    (dict(learning_rate=float("nan")), "--learning_rate nan: must be > 0"),
+    (dict(learning_rate=float("nan")), "--learning_rate nan: must be a finite number > 0"),
+    (dict(epochs=float("inf")), "--epochs inf: must be a finite number > 0"),
     (dict(seed=2**32), "--seed 4294967296: must be in [0, 4294967296)"),
     (dict(test_fraction=1.0), "--test_fraction 1.0: must be in (0, 1)"),
     (dict(dataset=""), "--dataset '': must be a TFDS name, cifar10_sample or an image-folder path"),
@@ -190,7 +193,8 @@ def test_help_lists_every_knob(command):
 def test_subcommand_help_names_its_own_flags(capsys):
     for command, expected in (("evaluate", ["--workdir", "--which", "--split", "--out", "--dataset", "--top_k"]),
                               ("predict", ["IMAGE_OR_FOLDER", "--workdir", "--json", "--top_k"]),
-                              ("benchmark", ["--windows", "--image_shape", "--steps_per_call", "--json"])):
+                              ("benchmark", ["--windows", "--image_shape", "--steps_per_call", "--json"]),
+                              ("compare", ["--metric", "Welch's 95% interval"])):  # a description is not %-formatted
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         out = capsys.readouterr().out

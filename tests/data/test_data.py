@@ -83,8 +83,24 @@ def test_unknown_dataset_name():
 def test_missing_folder_and_missing_split(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_data(Config(dataset=str(tmp_path / "nowhere")))
+    (tmp_path / "config.json").write_text("{}")  # e.g. a run's file passed by mistake
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'config.json'} is a file, not an image folder; pass a folder"):
+        load_data(Config(dataset=str(tmp_path / "config.json")))
     root = _write_folder(tmp_path / "only_train", splits=("train",))
     with pytest.raises(DataError, match="has no split 'test'"):
+        load_data(Config(dataset=str(root)))
+    root = _write_folder(tmp_path / "with_val", splits=("train", "val"))
+    with pytest.raises(DataError, match=r"^image folder .*with_val has no split 'test' \(found: \['train', 'val'\]\); "
+                                        r"pass --eval_split val$"):
+        load_data(Config(dataset=str(root)))
+    assert len(load_data(Config(dataset=str(root), eval_split="val")).eval) == 9  # the fix works
+
+
+def test_an_eval_class_missing_from_train_names_the_fix(tmp_path):
+    root = _write_folder(tmp_path / "data")
+    _write_folder(root, splits=("test",), classes=("dan",))
+    with pytest.raises(DataError, match=rf"^{root}/test has classes missing from train: \['dan'\]; add their training "
+                                        rf"images to {root}/train/<class>/, or remove their folders from {root}/test$"):
         load_data(Config(dataset=str(root)))
 
 

@@ -124,6 +124,28 @@ def test_a_half_prepared_folder_is_never_reported_prepared(tmp_path, capsys):
     assert err.count("\n") == 1 and not tfds_prepare.ready(NAME, str(tmp_path))
 
 
+@pytest.mark.parametrize("name,what", [("cifar10_sample", "cifar10_sample is the sample shipped with jaxrec"),
+                                       ("folder", "{folder} is an image folder"),
+                                       ("some/image/folder", "some/image/folder is a path")])
+def test_prepare_refuses_what_trains_without_preparing(tmp_path, capsys, name, what):
+    from jaxrec.cli import commands
+
+    name = str(tmp_path) if name == "folder" else name
+    assert commands.main(["prepare", name, "--data_dir", str(tmp_path)]) == 2
+    needs_none = "the sample" if name == "cifar10_sample" else "an image folder"
+    assert capsys.readouterr().err == (f"error: {what.format(folder=tmp_path)}, not a TFDS data set: jaxrec prepare is "
+                                       f"for TFDS data sets only, and {needs_none} needs no preparation; train on it "
+                                       f"directly: jaxrec train --dataset {name}\n")
+
+
+def test_prepare_without_a_name_is_one_line(capsys):
+    from jaxrec.cli import commands
+
+    assert commands.main(["prepare", ""]) == 2
+    assert capsys.readouterr().err == ("error: jaxrec prepare needs a data set name, got ''; pass a TFDS name, "
+                                       "e.g. cifar10\n")
+
+
 def test_the_tfds_extra_prepares_tfds_own_data_sets(tmp_path):
     # TFDS reads a registered builder's code path (checksums) before downloading, with a package it
     # does not declare (tensorflow/datasets#11212): the tfds extra must bring it.

@@ -14,6 +14,8 @@ from jaxrec.cli import commands as cli
 from jaxrec.run.checkpoints import load_trained
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
+from jaxrec.errors import InputError
+from jaxrec.evaluation.evaluator import evaluate_trained
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.training.loop import train_and_evaluate
 
@@ -122,6 +124,17 @@ def test_evaluate_on_another_folder_with_some_of_the_classes(workdir, tmp_path, 
     shutil.copytree(SAMPLE_ROOT / "test" / "cat", tmp_path / "zoo" / "test" / "zebra")
     assert evaluate("--workdir", workdir, "--dataset", tmp_path / "zoo") == 2
     assert "has none of the model's classes" in capsys.readouterr().err
+
+
+def test_a_run_whose_image_folder_moved_names_the_flag_that_finds_it(workdir, tmp_path):
+    trained = load_trained(workdir)
+    moved = dataclasses.replace(trained, config=trained.config.replace(dataset=str(tmp_path / "photos")))
+    with pytest.raises(InputError, match=rf"^the run's image folder {tmp_path / 'photos'} does not exist \(moved or "
+                                         rf"deleted since the run trained\); if it moved, pass its new path: "
+                                         rf"--dataset NEWPATH$"):
+        evaluate_trained(moved)
+    with pytest.raises(InputError, match=rf"^image folder {tmp_path / 'elsewhere'} does not exist; pass a folder"):
+        evaluate_trained(moved, moved.config.replace(dataset=str(tmp_path / "elsewhere")))  # --dataset's own path
 
 
 def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(workdir, tmp_path, capsys):

@@ -407,6 +407,9 @@ def test_load_trained_without_checkpoints_names_the_fix(tmp_path):
     with pytest.raises(InputError, match=rf"^{tmp_path} holds a seed study, whose runs are its seed folders: pass "
                                          rf"one of them, --workdir {tmp_path}/seed_<n>$"):
         load_trained(tmp_path)
+    with pytest.raises(InputError, match=rf"^{tmp_path}/study_spec.json is a file, not a run's folder; pass --workdir "
+                                         rf"the folder a run trained in \(it holds config.json and checkpoints/\)$"):
+        load_trained(tmp_path / "study_spec.json")
 
 
 @pytest.mark.parametrize("missing", ["run", "checksum", "items"])  # what the metas of jaxrec before 0.2 lacked

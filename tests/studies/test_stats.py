@@ -184,6 +184,15 @@ def test_jaxrec_compare_gives_the_verdict_and_study_refuses_a_missing_comparison
     assert not (tmp_path / "s").exists()
 
 
+def test_jaxrec_compare_refuses_a_training_run_as_not_a_study(tmp_path, capsys):
+    a, run = _study(tmp_path, "a", ["init"], [0.70, 0.71]), tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(Config().to_dict()))
+    assert main(["compare", str(a), str(run)]) == 2
+    assert capsys.readouterr().err == (f"error: {run} holds a training run, not a seed study; pass the workdir of a "
+                                       f"seed study (the folder where jaxrec study wrote study.json)\n")
+
+
 def test_compare_studies_names_a_damaged_study_file(tmp_path, capsys, monkeypatch):
     script = load_script("compare_studies")
     a, b = _study(tmp_path, "a", ["init"], [0.70, 0.71]), tmp_path / "b"

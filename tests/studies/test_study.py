@@ -36,7 +36,10 @@ def test_seeds_and_sources_parse_as_documented():
                                           ("3-1", "'3-1' is not a seed or a range"), ("0-3,2", r"seed\(s\) 2 given twice"),
                                           ("0-100000", "more than 1000 seeds"), ("0-10**12", "is not a seed"),
                                           ("0-999999999999", "more than 1000 seeds"),
-                                          ("0-999,5000", "more than 1000 seeds")])
+                                          ("0-999,5000", "more than 1000 seeds"),
+                                          ("-3", r"^--seeds '-3': seed -3 is out of range; each seed must be in "
+                                                 r"\[0, 4294967296\)$"),
+                                          ("4294967295-4294967296", "seed 4294967296 is out of range")])
 def test_bad_seeds_are_one_line(text, message):
     start = time.perf_counter()
     with pytest.raises(InputError, match=message) as refused:
