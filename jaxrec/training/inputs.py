@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jaxrec.config import Config
+from jaxrec.core.optim import check_lookahead
 from jaxrec.core.parallel import local_devices
 from jaxrec.core.tta import VIEWS
 from jaxrec.data import DataSplits, load_data
@@ -38,12 +39,24 @@ def check_devices_fit(config: Config, splits: Sequence, models: int, devices: Se
                                train.nbytes + evaluation.nbytes, models, evaluated)
 
 
+def checked_steps_per_epoch(config: Config, examples: int) -> int:
+    """Training steps per epoch over `examples`; refuses a split smaller than one batch, or a lookahead the run is
+    too short for (check_lookahead)."""
+    steps = examples // config.batch_size
+    if steps == 0:
+        raise InputError(f"the training split has {examples} examples, fewer than one batch of {config.batch_size}; "
+                         f"lower --batch_size")
+    check_lookahead(config, steps)
+    return steps
+
+
 def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> DataSplits:
     """The run's data: decoded into memory (`--input device`), streamed (`stream`), or, for `auto`, on
     the devices where it fits and streamed otherwise; the log line says which and why. In a
     multi-process run the processes agree: if one host must stream, they all do."""
     if config.input == "stream":  # one model: check_group refuses a group
         splits = stream_splits(config)
+        checked_steps_per_epoch(config, len(splits[0]))
         check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
         check_stream_fits(config, splits[0], devices)
         log.info("input: streamed from the files (--input stream)")
@@ -52,10 +65,12 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         splits = stream_splits(config)
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
         data = load_data(config)  # decoded already: what is left to check is training with it
+        checked_steps_per_epoch(config, len(data.train))
         check_images(config, data.image_shape, data.num_classes, f"--dataset {config.dataset}")
         check_devices_fit(config, (data.train, data.eval), models, devices)
         return data
-    # Before a model is built for them.
+    # Before a model is built for them, and before the memory checks' advice, which a batch too large misleads.
+    checked_steps_per_epoch(config, len(splits[0]))
     check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
     try:  # decoding the splits into host memory, then training with them on every device
         train, evaluation = splits

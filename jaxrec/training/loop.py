@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
 from jaxrec.core.metrics import report_with_tta
-from jaxrec.core.optim import check_lookahead, total_steps
+from jaxrec.core.optim import total_steps
 from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, epoch_indices
 from jaxrec.core.run_state import Record, RunState
@@ -46,7 +46,7 @@ from jaxrec.runtime import distributed, host
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.runtime.setup import prepare
 from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, process_columns
-from jaxrec.training.inputs import open_data
+from jaxrec.training.inputs import checked_steps_per_epoch, open_data
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,7 @@ def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax
     described = data.describe()
     distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
                                 "give every process the same --dataset, with the same files")
-    checked_steps_per_epoch(configs[0], len(data.train))
-    start_over_if_asked(configs, workdirs)
+    start_over_if_asked(configs, workdirs)  # open_data has refused what this data cannot train
     trainer = create_trainer(configs, workdirs, data, devices, model_axis)
     states, runs, resumed_from = restore_or_start(trainer, data)
     if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
@@ -273,17 +272,6 @@ def outputs_written(trainer: Trainer, step: int) -> bool:
         return summary.get("steps") == step and summary.get("config") == json.loads(json.dumps(member.config.to_dict()))
 
     return bool(distributed.max_over_processes(int(distributed.is_primary() and all(map(written, trainer.members)))))
-
-
-def checked_steps_per_epoch(config: Config, examples: int) -> int:
-    """Training steps per epoch over `examples`; refuses a split smaller than one batch, or a lookahead the run is
-    too short for (check_lookahead)."""
-    steps = examples // config.batch_size
-    if steps == 0:
-        raise InputError(f"the training split has {examples} examples, fewer than one batch of {config.batch_size}; "
-                         f"lower --batch_size")
-    check_lookahead(config, steps)
-    return steps
 
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,

@@ -55,6 +55,16 @@ def test_bad_settings_are_refused_before_loading_data(small_config, tmp_path):
         train_and_evaluate(small_config.replace(momentum=1.5, dataset="/nonexistent"), tmp_path)
 
 
+def test_a_batch_larger_than_the_data_is_refused_as_such_before_any_memory_advice(small_config, tmp_path,
+                                                                                  monkeypatch):
+    from jaxrec.runtime import memory
+
+    monkeypatch.setattr(memory, "host_available", lambda: 64 << 20)  # the batch would not fit either
+    with pytest.raises(InputError, match=r"^the training split has 400 examples, fewer than one batch of 100000; "
+                                         r"lower --batch_size$"):
+        train_and_evaluate(small_config.replace(batch_size=100_000, num_devices=1), tmp_path)
+
+
 def test_nan_loss_stops_the_run_naming_the_step(small_config, tmp_path):
     with pytest.raises(FloatingPointError, match=r"at step \d+"):
         train_and_evaluate(small_config.replace(learning_rate=1e12, steps_per_call=1), tmp_path)
