@@ -55,8 +55,8 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+    try:  # an empty item (32,,64) is a typo, not a width to skip
+        return tuple(int(part) for part in text.split(",")) if text.strip() else ()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}")
 

@@ -114,6 +114,13 @@ def test_each_refusal_names_the_field_the_value_and_what_is_allowed(changes, ref
     assert str(refused.value) == refusal or str(refused.value).startswith(refusal)
 
 
+def test_a_list_flag_with_an_empty_item_is_refused_not_shortened(capsys):
+    with pytest.raises(SystemExit):
+        flags.parse_config(["--conv_features", "32,,64"])
+    assert "expected comma-separated integers like 32,64,128, got '32,,64'" in capsys.readouterr().err
+    assert flags.parse_config(["--conv_features", "32, 64"]).conv_features == (32, 64)
+
+
 def test_several_bad_settings_are_listed_one_per_line():
     with pytest.raises(InputError) as refused:
         check(Config(epochs=0, top_k=0))
