@@ -69,6 +69,12 @@ def script_command(script: str, *args: str) -> list[str]:
     return [sys.executable, *target, *map(str, args)]
 
 
+def with_file_size_limit(command: list[str], kib: int) -> list[str]:
+    """`command` run under a file-size limit of `kib` KiB, as a full disk would stop it; set by the shell, not by a
+    preexec_fn, which would run Python between fork and exec in a multithreaded (JAX) process."""
+    return ["bash", "-c", f'ulimit -f {kib} && exec "$@"', "bash", *command]
+
+
 def without_fake_devices(environ) -> dict[str, str]:
     """`environ` without the tests' 8 fake CPU devices (their other XLA flags kept): a process started
     with it splits the CPU as a user's does, one device per core."""

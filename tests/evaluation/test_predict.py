@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SMALL, script_command, without_fake_devices
+from helpers import SMALL, script_command, with_file_size_limit, without_fake_devices
 from jaxrec.cli import commands as cli
 from jaxrec.run.checkpoints import load_trained
 from jaxrec.config import Config
@@ -160,15 +160,13 @@ def test_a_shared_out_keeps_another_run_s_report_and_replaces_this_run_s_own(wor
 
 def test_a_report_that_cannot_be_written_is_one_line_and_the_earlier_one_stays_whole(workdir, tmp_path):
     import os
-    import resource
     import subprocess
 
     assert evaluate("--workdir", workdir, "--out", tmp_path) == 0
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    limit = 2 * 1024  # a file-size limit below the report's, as a full disk would be
-    limited = subprocess.run(script_command("jaxrec", "evaluate", "--workdir", workdir, "--out", tmp_path),
-                             capture_output=True, text=True, env=without_fake_devices(os.environ), timeout=300,
-                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    command = script_command("jaxrec", "evaluate", "--workdir", workdir, "--out", tmp_path)
+    limited = subprocess.run(with_file_size_limit(command, 2), capture_output=True, text=True,  # below the report
+                             env=without_fake_devices(os.environ), timeout=300)
     assert limited.returncode == 2 and "Traceback" not in limited.stderr
     last = limited.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot write {tmp_path}/eval_test") and "the file-size limit" in last

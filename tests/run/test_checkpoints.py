@@ -5,7 +5,6 @@ import gc
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,8 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after, without_fake_devices
+from helpers import (SMALL, SMALL_FLAGS, checkpoint_steps, records, run_script, script_command, sigterm_after,
+                     with_file_size_limit, without_fake_devices)
 from jaxrec.cli import commands as cli
 from jaxrec.training import loop as train_lib
 from jaxrec.run.checkpoints import RunCheckpointer, as_trained, checkpoint_dir, config_differences, load_trained
@@ -316,11 +316,9 @@ def test_a_failing_save_stops_at_once_keeps_the_earlier_checkpoints_and_the_reru
     run = ["--workdir", str(tmp_path / "run")]
     assert cli.main([*common, *run, "--epochs", "1"]) == 0  # only the limited run needs a process of its own
     env = without_fake_devices(os.environ)
-    limit = 64 * 1024  # a file-size limit smaller than the checkpoint's array file, as a full disk would be
-    started = time.time()
-    limited = subprocess.run(script_command("jaxrec", *common, *run, "--epochs", "3"), capture_output=True,
-                             text=True, env=env, timeout=300,
-                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    started = time.time()  # a file-size limit smaller than the checkpoint's array file, as a full disk would be
+    limited = subprocess.run(with_file_size_limit(script_command("jaxrec", *common, *run, "--epochs", "3"), 64),
+                             capture_output=True, text=True, env=env, timeout=300)
     assert limited.returncode == 2 and time.time() - started < 120
     last = limited.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot save the checkpoint of step 24") and "file-size limit" in last
