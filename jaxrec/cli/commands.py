@@ -183,7 +183,7 @@ def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     def run() -> None:
         overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
-        check(Config(**overrides), only=list(overrides))
+        check(Config(**overrides))  # the flags given, and their combinations as train checks them
         out = Path(getattr(args, "out", args.workdir)).expanduser()
         if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
             writable_folder(out, "--out")

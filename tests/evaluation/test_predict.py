@@ -173,6 +173,11 @@ def test_a_report_that_cannot_be_written_is_one_line_and_the_earlier_one_stays_w
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no half file, no temporary
 
 
+def test_evaluate_refuses_the_flag_combinations_train_refuses(tmp_path, capsys):
+    assert evaluate("--workdir", tmp_path, "--input", "device", "--data_workers", "1") == 2
+    assert capsys.readouterr().err.startswith("error: --data_workers 1 with --input device: workers only read")
+
+
 def test_an_out_under_home_is_written_there_and_only_there(workdir, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
