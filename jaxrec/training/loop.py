@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import MEMBER_FIELDS, MODEL_AXES, Config
+from jaxrec.config import EXECUTION_FIELDS, MEMBER_FIELDS, MODEL_AXES, Config
 from jaxrec.core.metrics import report_with_tta
 from jaxrec.core.optim import total_steps
 from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
@@ -262,14 +262,19 @@ def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax
 
 
 def outputs_written(trainer: Trainer, step: int) -> bool:
-    """Whether every member's summary.json is of its run finished at `step` and of its config as given now (a rerun
-    of the command that finished it), as process 0 sees them: then nothing is evaluated and no file rewritten."""
+    """Whether every member's summary.json is of its run finished at `step` and of its config as given now, but for
+    how it runs (EXECUTION_FIELDS: a progress bar, another coordinator port), as process 0 sees them: a rerun of
+    the command that finished it then evaluates nothing and rewrites no file."""
+    def what(config: dict[str, Any]) -> dict[str, Any]:
+        return {name: value for name, value in config.items() if name not in EXECUTION_FIELDS}
+
     def written(member: Member) -> bool:
         try:
             summary = json.loads((member.workdir / "summary.json").read_text())
         except (OSError, ValueError):
             return False
-        return summary.get("steps") == step and summary.get("config") == json.loads(json.dumps(member.config.to_dict()))
+        now = json.loads(json.dumps(member.config.to_dict()))
+        return summary.get("steps") == step and what(summary.get("config") or {}) == what(now)
 
     return bool(distributed.max_over_processes(int(distributed.is_primary() and all(map(written, trainer.members)))))
 

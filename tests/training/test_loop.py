@@ -26,7 +26,8 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(small_config, tmp_p
     assert records(tmp_path / "a") == records(tmp_path / "b")
     summary = (tmp_path / "a" / "summary.json").read_bytes()
     with caplog.at_level(logging.INFO, logger="jaxrec"):  # rerun when finished: nothing trains or is rewritten
-        chex.assert_trees_all_equal(train_and_evaluate(small_config, tmp_path / "a").params, first.params)
+        chex.assert_trees_all_equal(train_and_evaluate(small_config.replace(progress=not small_config.progress),
+                                                       tmp_path / "a").params, first.params)  # how it runs may differ
     assert "nothing left to train" in caplog.text and "with these settings: nothing to do" in caplog.text
     assert (tmp_path / "a" / "summary.json").read_bytes() == summary
     # With another setting that may change on resume, the finished run is evaluated and its files written again.
