@@ -52,6 +52,5 @@ def compare_studies(a: Path, b: Path, metric: str = "test_accuracy") -> dict[str
     from jaxrec.studies import stats  # noqa: PLC0415 - SciPy takes a second to import; the command line imports this
 
     (study_a, values_a), (study_b, values_b) = (read_study(workdir, metric) for workdir in (a, b))
-    sign = -1 if metric == "test_loss" else 1  # stats.compare takes higher as better
     return {"metric": metric, "a": str(a), "b": str(b), "warnings": data_differences(study_a, study_b),
-            **stats.compare([sign * v for v in values_a], [sign * v for v in values_b])}
+            **stats.compare(values_a, values_b, higher_is_better=metric != "test_loss")}

@@ -132,20 +132,24 @@ def _t_test_power(effect: float, n: int, alpha: float) -> float:
     return float(scipy_stats.nct.sf(critical, dof, shift) + scipy_stats.nct.cdf(-critical, dof, shift))
 
 
-def compare(a: Sequence[float], b: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> dict[str, Any]:
-    """Study A against study B on one metric (higher is better): Welch's test, P(A>B) with a
-    bootstrap interval, the seeds per arm a difference of this size needs, and a one-line verdict."""
+def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool = True, seed: int = 0,
+            resamples: int = RESAMPLES) -> dict[str, Any]:
+    """Study A against study B on one metric: Welch's test of A - B, P(A beats B) (a random seed of A better than
+    one of B: higher, or lower for a loss) with a bootstrap interval, the seeds per arm a difference of this size
+    needs, and a one-line verdict."""
     test = welch(a, b)
     rng = np.random.default_rng(seed)
+    sign = 1.0 if higher_is_better else -1.0
     a_arr, b_arr = np.asarray(a, np.float64), np.asarray(b, np.float64)
     interval = None
     if not test["note"]:
-        resampled = [prob_a_beats_b(a_arr[rng.integers(0, len(a_arr), len(a_arr))],
-                                    b_arr[rng.integers(0, len(b_arr), len(b_arr))]) for _ in range(resamples // 10)]
+        resampled = [prob_a_beats_b(sign * a_arr[rng.integers(0, len(a_arr), len(a_arr))],
+                                    sign * b_arr[rng.integers(0, len(b_arr), len(b_arr))])
+                     for _ in range(resamples // 10)]
         interval = [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))]
     result = {"n_a": len(a_arr), "n_b": len(b_arr), "mean_a": float(a_arr.mean()), "mean_b": float(b_arr.mean()),
-              **test, "p_a_beats_b": prob_a_beats_b(a_arr, b_arr), "p_a_beats_b_bootstrap_ci95": interval,
-              "seeds_per_arm_for_80pct_power": seeds_needed(a_arr, b_arr)}
+              "higher_is_better": higher_is_better, **test, "p_a_beats_b": prob_a_beats_b(sign * a_arr, sign * b_arr),
+              "p_a_beats_b_bootstrap_ci95": interval, "seeds_per_arm_for_80pct_power": seeds_needed(a_arr, b_arr)}
     return {**result, "verdict": verdict(result)}
 
 
@@ -159,9 +163,10 @@ def verdict(result: dict[str, Any]) -> str:
     difference = f"{result['difference']:+.4f} (95% CI {low:+.4f} to {high:+.4f}, Welch p={result['p_value']:.3g})"
     needed = result["seeds_per_arm_for_80pct_power"]
     p_low, p_high = result["p_a_beats_b_bootstrap_ci95"]
-    beats = f"P(A>B)={result['p_a_beats_b']:.2f} (bootstrap {p_low:.2f}-{p_high:.2f})"
+    higher = result.get("higher_is_better", True)
+    beats = f"P(A{'>' if higher else '<'}B)={result['p_a_beats_b']:.2f} (bootstrap {p_low:.2f}-{p_high:.2f})"
     if result["p_value"] < 0.05:
-        word = "better" if result["difference"] > 0 else "worse"
+        word = "better" if (result["difference"] > 0) == higher else "worse"
         return f"A is {word} than B: {difference}, {beats} at {n}."
     more = f"; a t-test finds a difference this size 80% of the time at about {needed} seeds per arm" if needed else ""
     return f"No detectable difference at {n}: {difference}, {beats}{more}."

@@ -202,3 +202,20 @@ def test_compare_studies_names_a_damaged_study_file(tmp_path, capsys, monkeypatc
     assert script.main() == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {b / 'study.json'} is damaged (JSONDecodeError") and err.count("\n") == 1
+
+
+def test_a_loss_is_compared_with_its_own_values_and_lower_as_better(tmp_path):
+    from jaxrec.studies.compare import compare_studies
+
+    low, high = [2.20, 2.21, 2.22, 2.205, 2.215], [2.29, 2.30, 2.31, 2.295, 2.305]
+    a, b = _study(tmp_path, "a", ["init"], [0.7] * 5), _study(tmp_path, "b", ["init"], [0.7] * 5)
+    for workdir, losses in ((a, low), (b, high)):
+        study = json.loads((workdir / "study.json").read_text())
+        study["metrics"]["test_loss"] = stats.describe(losses)
+        (workdir / "study.json").write_text(json.dumps(study))
+    result = compare_studies(a, b, "test_loss")
+    assert result["mean_a"] == pytest.approx(np.mean(low)) and result["mean_b"] == pytest.approx(np.mean(high))
+    assert result["difference"] == pytest.approx(np.mean(low) - np.mean(high))  # A - B, as for accuracy
+    assert result["p_a_beats_b"] == 1.0 and result["verdict"].startswith("A is better than B: -0.0900")
+    assert "P(A<B)=1.00" in result["verdict"]
+    assert compare_studies(b, a, "test_loss")["verdict"].startswith("A is worse than B: +0.0900")
