@@ -160,3 +160,22 @@ def test_a_held_out_fraction_for_a_data_set_with_its_own_eval_split_is_refused_n
                                          r"own test split, so nothing is held out here; drop --test_fraction$"):
         stream_splits(Config(dataset="cifar10_sample", test_fraction=0.5))
     assert len(stream_splits(Config(dataset="cifar10_sample"))[1]) == 100
+
+
+def test_the_sample_maker_replaces_its_folder_only_with_a_complete_sample(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from helpers import load_script
+
+    script = load_script("make_cifar10_sample")
+    out = tmp_path / "sample"
+    monkeypatch.setattr(sys, "argv", ["make_cifar10_sample.py", str(SAMPLE_ROOT), "--out", str(out),
+                                      "--train_per_class", "2", "--test_per_class", "1"])
+    assert script.main() == 0 and len(list(out.rglob("*.jpg"))) == 30
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    monkeypatch.setattr(sys, "argv", ["make_cifar10_sample.py", str(SAMPLE_ROOT), "--out", str(out),
+                                      "--train_per_class", "500"])
+    assert script.main() == 2 and "fewer than 500; pass a smaller --train_per_class" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and sorted(tmp_path.iterdir()) == [out]
+    monkeypatch.setattr(sys, "argv", ["make_cifar10_sample.py", str(SAMPLE_ROOT), "--out", str(SAMPLE_ROOT / "x")])
+    assert script.main() == 2 and "is the source or inside it" in capsys.readouterr().err
