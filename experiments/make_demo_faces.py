@@ -16,6 +16,7 @@ to faces_cnn.py instead. The tests import `write_faces` from here.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -89,7 +90,7 @@ def write_faces(root: str | Path, people: int = 8, images_per_person: Sequence[i
     return root
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder to create (one sub-folder per person)")
     parser.add_argument("--people", type=int, default=8, help="number of people")
@@ -97,10 +98,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="who the people are")
     parser.add_argument("--photo_seed", type=int, default=0, help="which pictures of them are drawn")
     args = parser.parse_args()
-    root = write_faces(args.out, people=args.people, images_per_person=args.images_per_person, seed=args.seed,
+    out = Path(args.out).expanduser()
+    problem = ("--people and --images_per_person must be >= 1" if min(args.people, args.images_per_person) < 1 else
+               f"--out {out} already holds files; pass a new folder (pictures mixed into a data set would change it)"
+               if out.exists() and any(out.iterdir()) else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    root = write_faces(out, people=args.people, images_per_person=args.images_per_person, seed=args.seed,
                        photo_seed=args.photo_seed)
     print(f"wrote {args.people} people x {args.images_per_person} images to {root}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -107,3 +107,16 @@ def test_faces_script_trains_then_evaluate_and_predict_work(faces, tmp_path):
     (entry,) = Predictor(trained).predict([new], k=2)
     assert entry["path"].endswith("person_02/000.pgm") and len(entry["top_k"]) == 2
     assert {c["class"] for c in entry["top_k"]} <= set(saved["class_names"])  # names, not indices
+
+
+def test_the_face_maker_refuses_a_folder_that_holds_files_and_counts_below_one(tmp_path, monkeypatch, capsys):
+    import sys
+
+    script = load_script("make_demo_faces")
+    for argv, problem in ((["--out", str(tmp_path / "a"), "--people", "0"], "must be >= 1"),
+                          (["--out", str(tmp_path / "a"), "--people", "2", "--images_per_person", "1"], None),
+                          (["--out", str(tmp_path / "a"), "--photo_seed", "1"], "already holds files")):
+        monkeypatch.setattr(sys, "argv", ["make_demo_faces.py", *argv])
+        assert script.main() == (2 if problem else 0)
+        assert problem is None or problem in capsys.readouterr().err
+    assert len(list((tmp_path / "a").rglob("*.*"))) == 2  # not mixed with more
