@@ -197,6 +197,7 @@ class Program:
     models: int
     devices: tuple[jax.Device, ...]
     fn: Callable  # pmapped (state, images, labels, shares, keys) -> (state, metrics); state donated
+    model_axis: str | None = None  # how a program of several holds them (vmap rounds otherwise); None: one model
 
     def stack(self, states: Sequence[Any]) -> Any:
         """The K models' (unreplicated) train states as the program's one replicated state."""
@@ -243,7 +244,7 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
     else:
         fn = _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
                              _steps_loop(steps_loop, devices))
-    return Program(models=models, devices=tuple(devices), fn=fn)
+    return Program(models=models, devices=tuple(devices), fn=fn, model_axis=model_axis if models > 1 else None)
 
 
 def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],

@@ -356,6 +356,7 @@ def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str,
              # how each seed ran: the device count and the models per program can change the rounding
              "num_devices": [run["summary"]["num_devices"] for run in runs],
              "seeds_per_program": [run["summary"].get("seeds_per_program", 1) for run in runs],
+             "model_axis": [run["summary"].get("model_axis") for run in runs],  # None: one model, or not recorded
              "seed_xla_flags": [run["summary"].get("xla_flags") for run in runs],  # None: not recorded then
              "config": spec.config.to_dict(), "recipe": runs[0]["summary"].get("recipe"),  # a file's path, sha256
              "versions": host.versions(), "machine": host.machine(),

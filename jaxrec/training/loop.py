@@ -575,7 +575,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),
         "num_devices": len(trainer.devices), "processes": jax.process_count(),
-        "seeds_per_program": len(trainer.members),
+        "seeds_per_program": len(trainer.members), "model_axis": trainer.program.model_axis,
         "compute_dtype": resolved_dtype(config),  # what --dtype (auto: by platform) computed in
         "recipe": member.checkpoints.recipe,  # a recipe file's path and sha256; None: a built-in
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

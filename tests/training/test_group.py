@@ -43,6 +43,8 @@ def test_each_seed_of_a_program_is_its_plain_run_bit_for_bit(small_config, tmp_p
     assert records(tmp_path / "seed_0") != records(tmp_path / "seed_1")  # two models, not one twice
     summary = json.loads((tmp_path / "seed_1" / "summary.json").read_text())
     assert summary["seeds_per_program"] == 2 and summary["source_seeds"]["init"] == 1
+    assert summary["model_axis"] == "loop" and json.loads((tmp_path / "plain" / "summary.json").read_text())[
+        "model_axis"] is None  # how the program held its models: vmap rounds differently
     assert summary["xla_flags"] == os.environ.get("XLA_FLAGS", "")
     assert (tmp_path / "seed_0" / "eval.json").exists() and (tmp_path / "seed_0" / "curves.png").exists()
 
@@ -109,6 +111,7 @@ def test_a_study_with_seeds_per_program_equals_one_at_a_time_and_compiles_each_p
     assert grouped["metrics"] == one_at_a_time["metrics"]
     assert grouped["disagreement"]["values"] == one_at_a_time["disagreement"]["values"]
     assert grouped["seeds_per_program"] == [2, 2, 2, 2, 1] and one_at_a_time["seeds_per_program"] == [1] * 5
+    assert grouped["model_axis"] == ["loop"] * 4 + [None]
     assert grouped["num_devices"] == [1] * 5
 
 
