@@ -86,7 +86,9 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         check_stream_fits(config, splits[0], devices)
         log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")
         return stream_data(config, splits, _shows_progress(config))
-    log.info("input: decoded into memory and copied onto the devices (--input %s)", config.input)
+    log.info("input: decoded into memory and copied onto the devices (--input %s)%s", config.input,
+             f"; --data_workers {config.data_workers} only read streamed data, so none start" if config.data_workers
+             else "")
     return load_data(config, splits)
 
 
