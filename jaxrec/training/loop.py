@@ -288,7 +288,8 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d device%s (%s%s), %d steps per epoch%s",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
              "s" if len(devices) > 1 else "", devices[0].platform,
-             f", {jax.process_count()} processes" if jax.process_count() > 1 else "", steps_per_epoch, f"; {models} models in one program" if models > 1 else "")
+             f", {jax.process_count()} processes" if jax.process_count() > 1 else "", steps_per_epoch,
+             f"; {models} models in one program" if models > 1 else "")
     preprocess = Preprocess.from_config(config, data.mean, data.std, steps_per_epoch)
     model = create_model(config, data.num_classes)
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
