@@ -83,7 +83,9 @@ def check_workdir(workdir: str | Path, force: bool = False, kind: str = "run") -
 
 @contextlib.contextmanager
 def claim(workdir: str | Path, force: bool = False) -> Iterator[Path]:
-    """Checks the workdir (`check_workdir`) and holds its lock while the block runs."""
+    """Checks the workdir (`check_workdir`) and holds its lock while the block runs. A run refused before it wrote
+    anything leaves no lock file, nor the workdir if it was made here."""
+    created = not Path(workdir).expanduser().exists()
     path = check_workdir(workdir, force)
     if fcntl is None:  # pragma: no cover
         yield path
@@ -99,6 +101,12 @@ def claim(workdir: str | Path, force: bool = False) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
+    except BaseException:
+        if workdir_kind(path) == "empty":  # refused before writing: nothing of the run's is left
+            (path / LOCK_FILE).unlink()
+            if created:
+                path.rmdir()
+        raise
     finally:
         os.close(fd)  # releases the lock
 
