@@ -411,16 +411,27 @@ TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installe
                         "(from a clone: pip install -e '.[tensorboard]'), or drop --tensorboard")
 
 
-def check(settings: Any, only: Sequence[str] | None = None) -> Any:
-    """Returns `settings` (a Config or another settings dataclass) if every value (of the fields in `only`) is
-    usable; otherwise raises InputError with one line per refusal. A full check of a Config also refuses its
-    combinations and the packages its settings need, found without importing them: the check stays light."""
+def settings_problems(settings: Any, only: Sequence[str] | None = None) -> list[str]:
+    """One line per value (of the fields in `only`) of `settings` (a Config or another settings dataclass) that
+    cannot be used. A full check of a Config also refuses its combinations and the packages its settings need,
+    found without importing them: the check stays light."""
     problems = field_problems(settings, only)
     if isinstance(settings, Config) and only is None and not problems:
         problems = combination_problems(settings)
         if settings.tensorboard and importlib.util.find_spec("tensorboardX") is None:
             problems.append(TENSORBOARDX_MISSING)
+    return problems
+
+
+def refuse(problems: Sequence[str]) -> None:
+    """Raises InputError with one line per problem, if there is any."""
     if problems:
         raise InputError("\n".join(problems) if len(problems) == 1 else
                          f"{len(problems)} settings cannot be used:\n" + "\n".join(problems))
+
+
+def check(settings: Any, only: Sequence[str] | None = None) -> Any:
+    """Returns `settings` if every value (of the fields in `only`) is usable (settings_problems); otherwise raises
+    InputError with one line per refusal."""
+    refuse(settings_problems(settings, only))
     return settings

@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from jaxrec.config import Config, check
-from jaxrec.errors import InputError
+from jaxrec.config import Config, refuse, settings_problems
 from jaxrec.models.recipes import load, recipe_problems
 
 # Configs this process has prepared, each with the batch sizes its devices were split for.
@@ -22,8 +21,7 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     key = (config, None if only is None else tuple(only), sizes)
     if key in _prepared:
         return config
-    check(config, only)
-    check_recipe(config, only)
+    refuse(settings_problems(config, only) + recipe_problems_of(config, only))  # every problem, in one message
     warn_if_recipe_left_out(config)
     # Imported here: they import JAX, and a refused setting must not wait for it.
     from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415
@@ -52,12 +50,11 @@ def warn_if_long_unrolled_loop(config: Config) -> None:
             config.steps_per_call, config.steps_per_call)
 
 
-def check_recipe(config: Config, only: Sequence[str] | None = None) -> None:
-    """Refuses (InputError) a recipe that cannot be used: a broken file, an --image_size it does not take.
-    Loading it imports its module, and JAX, before the backend starts."""
-    problems = recipe_problems(config) if only is None or "model" in only else []
-    if problems:
-        raise InputError("\n".join(problems))
+def recipe_problems_of(config: Config, only: Sequence[str] | None = None) -> list[str]:
+    """What makes the recipe --model names unusable (a broken file, an --image_size it does not take), if --model
+    is to be checked and names one. Loading it imports its module, and JAX, before the backend starts."""
+    checked = only is None or "model" in only
+    return recipe_problems(config) if checked and not settings_problems(config, ["model"]) else []
 
 
 def warn_if_recipe_left_out(config: Config) -> None:

@@ -276,3 +276,13 @@ def test_every_config_json_in_results_still_loads():
     """Runs written by earlier versions (results/) load as configs: their fields keep their names."""
     paths = sorted((ROOT / "results").rglob("config.json"))
     assert paths and all(check(Config.load(path), only=["model"]) for path in paths)  # a built-in or a recipe file
+
+
+def test_a_recipe_s_refusals_are_listed_with_the_settings_refusals(capsys):
+    from jaxrec.runtime.setup import prepare
+
+    with pytest.raises(InputError) as refused:
+        prepare(Config(model="rnn", norm="batch", warmup_epochs=20.0, epochs=2))
+    assert str(refused.value).splitlines()[0] == "2 settings cannot be used:"
+    assert str(refused.value).splitlines()[1].startswith("--warmup_epochs 20.0 with --epochs 2")
+    assert str(refused.value).splitlines()[2].startswith("--norm batch with --model rnn")

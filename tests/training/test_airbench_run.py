@@ -12,14 +12,14 @@ import pytest
 from helpers import ROOT, records as read_metrics, run_script, sigterm_after
 from jaxrec.cli import flags
 from jaxrec.cli.commands import build_parser, config_of, model_defaults
-from jaxrec.config import Config, check
+from jaxrec.config import Config, check, refuse
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import evaluate_trained
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.models import config_for, create_model
 from jaxrec.run.checkpoints import field_differences, load_trained
 from jaxrec.runtime.interrupt import TrainingInterrupted
-from jaxrec.runtime.setup import check_recipe
+from jaxrec.models.recipes import recipe_problems
 from jaxrec.training.loop import train_and_evaluate
 
 # airbench94's recipe on a narrow network and the shipped sample (400 training images: 12 steps of 32).
@@ -61,12 +61,12 @@ def test_help_shows_the_recipe_of_the_model_asked_for(capsys):
 ])
 def test_recipe_knobs_that_do_not_fit_the_model_are_refused(changes, message):
     with pytest.raises(InputError, match=message):
-        check_recipe(check(Config(**changes)))
+        refuse(recipe_problems(check(Config(**changes))))
 
 
 def test_images_too_small_for_the_pools_are_refused_in_one_line_before_training(tmp_path):
     with pytest.raises(InputError, match=r"^--image_size 24: .*at least 25x25 pixels: pass --image_size 25"):
-        check_recipe(tiny(image_size=24))
+        refuse(recipe_problems(tiny(image_size=24)))
     # The sample's own 32x32 images are known once its files are opened: four groups need 49x49.
     with pytest.raises(InputError, match=r"^--dataset cifar10_sample: 32x32 images .* at least 49x49 pixels"):
         train_and_evaluate(tiny(conv_features=(8, 8, 8, 8)), tmp_path / "four_groups")
@@ -90,7 +90,8 @@ def test_the_airbench_script_with_another_model_names_only_the_flags_given(capsy
     cnn = flags.parse_config(["--model", "cnn"], None, recipe)
     assert check(cnn).knobs == () and cnn.norm_bias_lr_scale == 1 and cnn.learning_rate == recipe.learning_rate
     with pytest.raises(InputError) as refused:
-        check_recipe(check(flags.parse_config(["--model", "cnn", "--norm_bias_lr_scale", "8"], None, recipe)))
+        refuse(recipe_problems(check(flags.parse_config(["--model", "cnn", "--norm_bias_lr_scale", "8"], None,
+                                                        recipe))))
     assert str(refused.value).startswith("--norm_bias_lr_scale with --model cnn")
     with pytest.raises(SystemExit):
         flags.parse_config(["--model", "cnn", "--whiten", "--logit_scale", "0.5"], None, recipe)
