@@ -35,8 +35,9 @@ def list_classes(root: Path, split: str) -> list[str]:
 
 
 def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np.ndarray]:
-    """All image files of a split with their integer labels (index into `classes`)."""
-    paths, labels = [], []
+    """All image files of a split with their integer labels (index into `classes`); folders inside a class folder
+    are not read, and a warning names them."""
+    paths, labels, nested = [], [], []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
         if not class_dir.is_dir():
@@ -45,6 +46,12 @@ def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(path)
                 labels.append(label)
+            elif path.is_dir() and not path.name.startswith("."):
+                nested.append(f"{name}/{path.name}")
+    if nested:
+        log.warning("%s: the images in folders inside class folders are not read (%s); move them up into their "
+                    "class folder to train on them", split_dir, ", ".join(nested[:5]) + (" ..." if len(nested) > 5
+                                                                                          else ""))
     return paths, np.asarray(labels, np.int32)
 
 

@@ -179,3 +179,14 @@ def test_the_sample_maker_replaces_its_folder_only_with_a_complete_sample(tmp_pa
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and sorted(tmp_path.iterdir()) == [out]
     monkeypatch.setattr(sys, "argv", ["make_cifar10_sample.py", str(SAMPLE_ROOT), "--out", str(SAMPLE_ROOT / "x")])
     assert script.main() == 2 and "is the source or inside it" in capsys.readouterr().err
+
+
+def test_images_in_a_folder_inside_a_class_folder_are_named_as_not_read(tmp_path, caplog):
+    from jaxrec.data.image_folder import list_images
+
+    for path in ("cat/a.png", "cat/nested/b.png", "dog/c.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / path)
+    paths, labels = list_images(tmp_path, ["cat", "dog"])
+    assert [p.name for p in paths] == ["a.png", "c.png"] and labels.tolist() == [0, 1]
+    assert "the images in folders inside class folders are not read (cat/nested)" in caplog.text
