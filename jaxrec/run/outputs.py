@@ -3,7 +3,9 @@ eval.json, eval.md and confusion.png."""
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,6 +38,18 @@ def write_text(path: Path, text: str) -> None:
 
 def save_figure(fig: Figure, path: Path) -> None:
     _replace(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+
+
+def _quiet_glyphs(plot: Callable) -> Callable:
+    """`plot` without matplotlib's warning, with its source line, for each character its font lacks: a class name in
+    another script is drawn as boxes, and the plot is still written."""
+    @functools.wraps(plot)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Glyph .* missing from")
+            return plot(*args, **kwargs)
+
+    return quiet
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -72,6 +86,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@_quiet_glyphs
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train and test, side by side."""
     epochs = [r["epoch"] for r in records]
@@ -110,6 +125,7 @@ def eval_markdown(report: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+@_quiet_glyphs
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
                    title: str = "") -> None:
     """Heat map of a confusion matrix, rows (true class) normalised to 1, with the counts written in."""
@@ -160,6 +176,7 @@ def check_report_free(directory: Path, suffix: str, scored: dict[str, Any]) -> N
                          f"for this one, or move that report away first")
 
 
+@_quiet_glyphs
 def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> None:
     """A seed study's plots: test accuracy per epoch (mean, ±std, min-max), each seed's final accuracy, per class."""
     metrics, n = study["metrics"], len(runs)

@@ -115,3 +115,14 @@ def test_tensorboard_without_tensorboardx_is_refused_before_any_data_is_loaded(t
                                           "install 'jaxrec[tensorboard]' (from a clone: pip install -e "
                                           "'.[tensorboard]'), or drop --tensorboard"]
     assert not (tmp_path / "run").exists()
+
+
+def test_class_names_the_font_cannot_draw_give_a_plot_and_no_warning(tmp_path):
+    import warnings
+
+    from jaxrec.run import outputs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outputs.plot_confusion([[1, 0], [0, 1]], ["猫", "🐶"], tmp_path / "confusion.png", "cats and dogs")
+    assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
