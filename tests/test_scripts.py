@@ -15,3 +15,28 @@ def test_reproducibility_refuses_an_unknown_case_and_other_jax_without_its_pytho
         err = capsys.readouterr().err
         assert err.startswith("error: ") and says in err and err.count("\n") == 1
     assert not (tmp_path / "w").exists()
+
+
+def test_report_refuses_a_study_and_a_folder_without_a_finished_run(tmp_path, monkeypatch, capsys):
+    script = load_script("report")
+    (tmp_path / "study" / "seed_3").mkdir(parents=True)
+    (tmp_path / "study" / "study_spec.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    for folder, says in (("study", f"is a seed study, not a run; pass its runs ({tmp_path / 'study' / 'seed_3'} ...)"),
+                         ("nope", "does not exist"), ("empty", "holds no finished run (no summary.json)")):
+        monkeypatch.setattr(sys, "argv", ["report.py", str(tmp_path / folder)])
+        assert script.main() == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / folder} ") and says in err and err.count("\n") == 1
+
+
+def test_report_tells_a_run_cut_short_by_max_steps():
+    script = load_script("report")
+
+    def summary(steps, max_steps, epochs=2):  # 400 training images in batches of 128: 3 steps per epoch
+        return {"steps": steps, "dataset": {"train_examples": 400},
+                "config": {"epochs": epochs, "batch_size": 128, "max_steps": max_steps}}
+
+    assert script.stopped_early(summary(4, 4)) and script.stopped_early(summary(2, 2, epochs=1))
+    assert not script.stopped_early(summary(6, None)) and not script.stopped_early(summary(6, 6))
+    assert not script.stopped_early(summary(6, 10))
