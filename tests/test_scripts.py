@@ -40,3 +40,19 @@ def test_report_tells_a_run_cut_short_by_max_steps():
     assert script.stopped_early(summary(4, 4)) and script.stopped_early(summary(2, 2, epochs=1))
     assert not script.stopped_early(summary(6, None)) and not script.stopped_early(summary(6, 6))
     assert not script.stopped_early(summary(6, 10))
+
+
+def test_compare_runs_refuses_a_missing_folder_and_a_study_in_one_line(tmp_path, monkeypatch, capsys):
+    script = load_script("compare_runs")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"epoch": 1, "step": 3, "train_loss": 2.3}\n')
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study_spec.json").write_text("{}")
+    for folder, says in (("nope", "does not exist"), ("study", "is a seed study, not a run"),
+                         ("run/metrics.jsonl", "is a file")):
+        monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(tmp_path / "run"), str(tmp_path / folder)])
+        assert script.main() == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / folder} ") and says in err and err.count("\n") == 1
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(tmp_path / "run"), str(tmp_path / "run")])
+    assert script.main() == 0 and "1 vs 1 epochs; bit-identical" in capsys.readouterr().out
