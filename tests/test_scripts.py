@@ -56,3 +56,34 @@ def test_compare_runs_refuses_a_missing_folder_and_a_study_in_one_line(tmp_path,
         assert err.startswith(f"error: {tmp_path / folder} ") and says in err and err.count("\n") == 1
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(tmp_path / "run"), str(tmp_path / "run")])
     assert script.main() == 0 and "1 vs 1 epochs; bit-identical" in capsys.readouterr().out
+
+
+def test_worker_memory_has_a_help_a_usage_error_and_a_workdir_flag(tmp_path, monkeypatch, capsys):
+    import io
+
+    import pytest
+
+    script = load_script("worker_memory")
+    for argv, code in ((["--help"], 0), ([], 2)):
+        monkeypatch.setattr(sys, "argv", ["worker_memory.py", *argv])
+        with pytest.raises(SystemExit) as stop:
+            script.main()
+        assert stop.value.code == code
+    assert "--workdir" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["worker_memory.py", "data", "0"])
+    assert script.main() == 2 and capsys.readouterr().err == "error: WORKERS must be >= 1, got 0\n"
+    started = []
+
+    class Run:  # a training run that has already ended: nothing trains
+        def __init__(self, command, **_):
+            started.append(command)
+            self.pid, self.returncode, self.stdout = 0, 0, io.StringIO("done\n")
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(script.subprocess, "Popen", Run)
+    monkeypatch.setattr(sys, "argv", ["worker_memory.py", "data", "3", "--workdir", str(tmp_path / "w")])
+    assert script.main() == 0
+    (command,) = started
+    assert command[command.index("--workdir") + 1] == str(tmp_path / "w") and "3" in command
