@@ -87,3 +87,27 @@ def test_worker_memory_has_a_help_a_usage_error_and_a_workdir_flag(tmp_path, mon
     assert script.main() == 0
     (command,) = started
     assert command[command.index("--workdir") + 1] == str(tmp_path / "w") and "3" in command
+
+
+def test_airbench_report_has_a_help_refuses_a_folder_without_runs_and_counts_steps_from_them(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    script = load_script("airbench_report")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--help"])
+    assert stop.value.code == 0 and "results/airbench94" in capsys.readouterr().out
+    for folder, says in ((tmp_path / "nope", "does not exist"), (tmp_path, "holds no finished run")):
+        assert script.main([str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {folder} {says}") and err.count("\n") == 1
+    for seed, steps in ((0, 50), (1, 50)):
+        (tmp_path / f"peer_epochs2_seed{seed}.json").write_text(json.dumps(
+            {"seed": seed, "tta_test_accuracy": 0.8, "test_accuracy": 0.79, "steps": steps, "train_seconds": 9}))
+    assert script.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "### Short schedule: --epochs 2 (50 steps)\n" in out and "### Full schedule: 9.9 epochs\n" in out
+    (tmp_path / "peer_epochs2_seed2.json").write_text(json.dumps(
+        {"seed": 2, "tta_test_accuracy": 0.8, "test_accuracy": 0.79, "steps": 60, "train_seconds": 9}))
+    assert script.main([str(tmp_path)]) == 0 and "--epochs 2 (steps differ: 50, 60)" in capsys.readouterr().out
