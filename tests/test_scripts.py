@@ -111,3 +111,14 @@ def test_airbench_report_has_a_help_refuses_a_folder_without_runs_and_counts_ste
     (tmp_path / "peer_epochs2_seed2.json").write_text(json.dumps(
         {"seed": 2, "tta_test_accuracy": 0.8, "test_accuracy": 0.79, "steps": 60, "train_seconds": 9}))
     assert script.main([str(tmp_path)]) == 0 and "--epochs 2 (steps differ: 50, 60)" in capsys.readouterr().out
+
+
+def test_upscaled_folder_refuses_a_source_without_images(tmp_path, monkeypatch, capsys):
+    script = load_script("upscaled_folder")
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    for source, says in (("nope", "does not exist"), ("empty", "holds no images laid out <split>/<class>/<image>")):
+        monkeypatch.setattr(sys, "argv", ["upscaled_folder.py", str(tmp_path / source), str(tmp_path / "out")])
+        assert script.main() == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / source} {says}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
