@@ -122,3 +122,16 @@ def test_upscaled_folder_refuses_a_source_without_images(tmp_path, monkeypatch, 
         err = capsys.readouterr().err
         assert err.startswith(f"error: {tmp_path / source} {says}") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_interleaved_ab_refuses_an_unknown_setting_naming_the_valid_ones(monkeypatch, capsys):
+    script = load_script("interleaved_ab")
+    for argv, says in ((["foo=1", "devices=2"], "variant foo=1: unknown setting foo; the settings are devices, model, "
+                                                 "the kernel knobs (image_conv,"),
+                       (["conv_grad"], "variant conv_grad: conv_grad has no value; write it KNOB=VALUE"),
+                       (["devices=two"], "variant devices=two: a value is not of its setting's type"),
+                       (["--windows", "0", "devices=1"], "--windows and --calls must be >= 1, got 0 and 4")):
+        monkeypatch.setattr(sys, "argv", ["interleaved_ab.py", *argv])
+        assert script.main() == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {says}") and err.count("\n") == 1
