@@ -135,3 +135,10 @@ def test_interleaved_ab_refuses_an_unknown_setting_naming_the_valid_ones(monkeyp
         assert script.main() == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {says}") and err.count("\n") == 1
+
+
+def test_airbench_port_refuses_a_missing_peer_in_one_line(tmp_path, capsys):
+    script = load_script("airbench_port")
+    assert script.main(["--peer", str(tmp_path / "nope.py"), "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: --peer {tmp_path / 'nope.py'} is not a file; pass the path of "
+                                       f"peer_airbench94_cpu.py\n")
