@@ -142,3 +142,9 @@ def test_airbench_port_refuses_a_missing_peer_in_one_line(tmp_path, capsys):
     assert script.main(["--peer", str(tmp_path / "nope.py"), "--data", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"error: --peer {tmp_path / 'nope.py'} is not a file; pass the path of "
                                        f"peer_airbench94_cpu.py\n")
+
+
+def test_layer_timing_refuses_a_batch_below_one(monkeypatch, capsys):
+    script = load_script("layer_timing")
+    monkeypatch.setattr(sys, "argv", ["layer_timing.py", "--batch", "0"])
+    assert script.main() == 2 and capsys.readouterr().err == "error: --batch must be >= 1, got 0\n"
