@@ -148,3 +148,19 @@ def test_layer_timing_refuses_a_batch_below_one(monkeypatch, capsys):
     script = load_script("layer_timing")
     monkeypatch.setattr(sys, "argv", ["layer_timing.py", "--batch", "0"])
     assert script.main() == 2 and capsys.readouterr().err == "error: --batch must be >= 1, got 0\n"
+
+
+def test_seed_studies_script_prints_the_error_line_of_a_study_that_refuses(tmp_path):
+    import os
+    import subprocess
+
+    from helpers import ROOT
+
+    bin_dir = tmp_path / "bin"  # a `python` that refuses the study as jaxrec does: nothing trains
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/bin/sh\necho "error: --seeds 0-9 drops trained seeds" >&2\nexit 2\n')
+    (bin_dir / "python").chmod(0o755)
+    done = subprocess.run(["bash", str(ROOT / "experiments" / "seed_studies_cifar10.sh"), "DATA", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
+    assert done.returncode == 2
+    assert done.stderr == "study_cifar10_all: error: --seeds 0-9 drops trained seeds\n"
