@@ -266,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whiten_bias_epochs", type=float, default=3)
     parser.add_argument("--out", help="write the report here (Markdown)")
     args = parser.parse_args(argv)
+    # Checked first: a wrong path or a missing torch would otherwise end in a traceback of the import machinery.
+    problem = (f"--peer {args.peer} is not a file; pass the path of peer_airbench94_cpu.py"
+               if not Path(args.peer).is_file() else
+               "the port check needs torch (not a jaxrec dependency); install it into this Python environment"
+               if importlib.util.find_spec("torch") is None else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     jax.config.update("jax_default_matmul_precision", "highest")
     peer = load_peer(args.peer)
     import torch  # noqa: PLC0415 - a measuring stick, not a dependency

@@ -8,6 +8,7 @@ folders (`jaxrec_<schedule>_seed<n>/summary.json`); `<schedule>` is `epochs2` or
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -56,10 +57,29 @@ def table(found: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def step_count(found: dict[str, list[dict]]) -> str:
+    """' (N steps)' as the runs trained, for a title; ' (steps differ: ...)' if they did not all train as many."""
+    steps = sorted({r["steps"] for rows in found.values() for r in rows})
+    if len(steps) > 1:
+        return f" (steps differ: {', '.join(map(str, steps))})"
+    return f" ({steps[0]} steps)" if steps else ""
+
+
 def main(argv: list[str]) -> int:
-    folder = Path(argv[0] if argv else "results/airbench94")
-    for schedule, title in (("epochs2", "Short schedule: --epochs 2 (96 steps)"), ("full", "Full schedule: 9.9 epochs (476 steps)")):
-        print(f"### {title}\n\n{table(runs(folder, schedule))}\n")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("results/airbench94"),
+                        help="the folder of run files (default %(default)s)")
+    folder = parser.parse_args(argv).folder
+    found = {schedule: runs(folder, schedule) for schedule in ("epochs2", "full")} if folder.is_dir() else {}
+    if not any(rows for schedule in found.values() for rows in schedule.values()):
+        problem = ("holds no finished run (peer_<schedule>_seed<n>.json, jaxrec_<schedule>_seed<n>/summary.json)"
+                   if folder.is_dir() else "is a file" if folder.exists() else "does not exist")
+        print(f"error: {folder} {problem}; pass the folder of the airbench94 runs (results/airbench94)",
+              file=sys.stderr)
+        return 2
+    for schedule, title in (("epochs2", "Short schedule: --epochs 2"), ("full", "Full schedule: 9.9 epochs")):
+        print(f"### {title}{step_count(found[schedule])}\n\n{table(found[schedule])}\n")
     return 0
 
 

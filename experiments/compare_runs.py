@@ -11,7 +11,19 @@ import sys
 from pathlib import Path
 
 from jaxrec.run.outputs import read_jsonl
+from jaxrec.run.workdir import workdir_kind
 from jaxrec.core.run_state import TIMING_FIELDS as TIMING
+
+
+def problem(workdir: Path) -> str | None:
+    """Why `workdir` is not a run's folder with epochs to compare, or None."""
+    if not workdir.is_dir():
+        return f"{workdir} {'is a file' if workdir.exists() else 'does not exist'}; pass the workdir of a run"
+    if workdir_kind(workdir) == "study":
+        return f"{workdir} is a seed study, not a run; pass two of its runs ({workdir}/seed_<n>)"
+    if not (workdir / "metrics.jsonl").exists():  # a line per epoch trained: none before the first ends
+        return f"{workdir} holds no finished epoch (no metrics.jsonl); pass the workdir of a run that trained one"
+    return None
 
 
 def main() -> int:
@@ -19,6 +31,10 @@ def main() -> int:
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     args = parser.parse_args()
+    refused = problem(args.first) or problem(args.second)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     runs = [read_jsonl(workdir / "metrics.jsonl") for workdir in (args.first, args.second)]
     print(f"| epoch | train loss ({args.first.name}) | test accuracy | train loss ({args.second.name}) | "
           f"test accuracy | every non-timing field identical |")

@@ -20,6 +20,7 @@ results/benchmark.md and results/airbench94.md:
 
 import argparse
 import statistics
+import sys
 import time
 import typing
 
@@ -31,6 +32,7 @@ from jaxrec.config import Config, check
 from jaxrec.core.pipeline import Preprocess
 from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.data.types import ArrayDataset
+from jaxrec.errors import InputError
 from jaxrec.models import config_for, create_model
 from jaxrec.runtime import cpu_devices, xla_flags
 from jaxrec.core.parallel import make_program, replicate, select_devices
@@ -41,11 +43,23 @@ PRE = Preprocess(mean=(127.5,) * 3, std=(73.9,) * 3)  # uniform bytes; only the 
 
 
 def variant(spec: str) -> tuple[Config, int]:
-    """'conv_grad=patch,devices=1' -> (Config with those knobs over the model's recipe, device count; 0: all)."""
-    settings = dict(item.split("=", 1) for item in spec.split(",") if item)
-    devices = int(settings.pop("devices", 0))
+    """'conv_grad=patch,devices=1' -> (Config with those knobs over the model's recipe, device count; 0: all);
+    a setting that is not one raises InputError."""
     hints = typing.get_type_hints(Config)
-    typed = {k: flags._converter(hints[k])(v) for k, v in settings.items()}
+    items = [item.split("=", 1) for item in spec.split(",") if item]
+    for item in items:
+        if len(item) < 2:
+            raise InputError(f"variant {spec}: {item[0]} has no value; write it KNOB=VALUE")
+        if item[0] not in {*hints, "devices"} - {"knobs"}:
+            raise InputError(f"variant {spec}: unknown setting {item[0]}; the settings are devices, model, the kernel "
+                             f"knobs (image_conv, eval_image_conv, conv_grad, pool, batch_norm, steps_loop) and the "
+                             f"other jaxrec train flags without their --")
+    settings = dict(items)
+    try:
+        devices = int(settings.pop("devices", 0))
+        typed = {k: flags._converter(hints[k])(v) for k, v in settings.items()}
+    except ValueError as error:
+        raise InputError(f"variant {spec}: a value is not of its setting's type ({error})") from None
     return check(config_for(typed.pop("model", "cnn"), **typed)), devices
 
 
@@ -83,14 +97,20 @@ def eval_runner(config: Config, devices: list, images: np.ndarray, labels: np.nd
     return run
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="comma-separated KNOB=VALUE settings, one argument per variant")
     parser.add_argument("--eval", action="store_true", help="time evaluation (10,000 images) instead of training")
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--calls", type=int, default=4, help="training calls per window")
     args = parser.parse_args()
-    variants = [variant(spec) for spec in args.variants]
+    try:  # every variant before any is timed
+        variants = [variant(spec) for spec in args.variants]
+        if min(args.windows, args.calls) < 1:
+            raise InputError(f"--windows and --calls must be >= 1, got {args.windows} and {args.calls}")
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     first = variants[0][0]
     xla_flags.set_cpu_flags(first)
     cpu_devices.split_host(first, (first.batch_size,))
@@ -116,7 +136,8 @@ def main() -> None:
             ratios = [a / b for a, b in zip(rate, rates[0])]
             line += f", {statistics.median(ratios):.3f}x the first (windows {min(ratios):.3f}-{max(ratios):.3f})"
         print(line)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,7 @@ forward+backward, at one batch size. The per-layer figures in results/benchmark.
 """
 
 import argparse
+import sys
 import time
 
 import flax.linen as nn
@@ -38,10 +39,13 @@ def forward_and_backward(fn):
     return jax.jit(jax.grad(lambda *args: jnp.sum(jnp.sin(fn(*args))), argnums=tuple(range(fn.__code__.co_argcount))))
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
+    if args.batch < 1:  # an empty batch times nothing: its figures would look like timings
+        print(f"error: --batch must be >= 1, got {args.batch}", file=sys.stderr)
+        return 2
     convs = {"xla conv": lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=DIMS),
              "patch matmul": lambda x, k: patch_conv(x, k, (1, 1), "SAME", dimension_numbers=DIMS)}
     pools = {"nn.max_pool": lambda x: nn.max_pool(x, (2, 2), (2, 2), "SAME"), "max_pool_2x2": lambda x: max_pool_2x2(x)}
@@ -56,7 +60,8 @@ def main() -> None:
         row += [f"{name} {milliseconds(jax.jit(f), y):.2f} / {milliseconds(forward_and_backward(f), y):.2f}"
                 for name, f in pools.items()]
         print(f"layer {height}x{height} {cin}->{cout}: " + " | ".join(row), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

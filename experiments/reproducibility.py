@@ -111,16 +111,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/reproducibility"))
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to run (plain always)")
+    parser.add_argument("--cases", help="comma-separated cases to run (plain always; default: all, other_jax only "
+                        "with --other_python)")
     parser.add_argument("--other_python", help="an interpreter with jaxrec and another JAX: the other_jax case")
     args, config_flags = parser.parse_known_args()
     if args.case:
         run_case(args.case, config_flags, args.workdir)
         return 0
+    everything = [name for name in CASES if name != "other_jax" or args.other_python]
+    wanted = {"plain", *filter(None, args.cases.split(","))} if args.cases is not None else set(everything)
+    unknown = sorted(wanted - set(CASES))
+    # Before any case trains: a misspelt case, or other_jax without its interpreter, would silently not run.
+    problem = (f"--cases: unknown case {', '.join(unknown)}; the cases are {', '.join(CASES)}" if unknown else
+               "--cases other_jax needs --other_python (an interpreter with jaxrec and another JAX)"
+               if "other_jax" in wanted and not args.other_python else
+               f"--other_python {args.other_python} is not a program; pass another environment's python"
+               if args.other_python and not shutil.which(args.other_python) else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    wanted = {"plain", *args.cases.split(",")}
     for name, (devices, pinned, _, _) in CASES.items():
-        if name not in wanted or (args.workdir / name / "seed_0" / "summary.json").exists() or (name == "other_jax" and not args.other_python):
+        if name not in wanted or (args.workdir / name / "seed_0" / "summary.json").exists():
             continue  # rerunning continues
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}" if devices else "")
         python = args.other_python if name == "other_jax" else sys.executable

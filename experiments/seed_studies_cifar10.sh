@@ -17,10 +17,13 @@ study() {  # study NAME FLAGS...: one study, its log appended to OUT/NAME.log; r
     python -m jaxrec study --dataset "$DATA" --progress false --workdir "$OUT/$name" "$@" >> "$log" 2>&1 || status=$?
     case $status in
       0) return 0 ;;
-      2|130|143) return $status ;;  # bad input, or stopped on purpose
+      2|130|143)  # bad input, or stopped on purpose: the log's last line says which, and the console should too
+        echo "$name: $(tail -n 1 "$log")" >&2
+        return $status ;;
       *) echo "$(date +%T) attempt $attempt ended with status $status; resuming" >> "$log" ;;
     esac
   done
+  echo "$name: ended with an error 5 times; its log: $log" >&2
   return 1
 }
 # 1. Ten seeds, every source varied, no augmentation (the article's run), one device.

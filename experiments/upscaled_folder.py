@@ -40,13 +40,19 @@ def main() -> int:
     parser.add_argument("--link", action="store_true", help="hard-link the files as they are (no --size)")
     parser.add_argument("--copies", type=int, default=1, help="hard links per training image, the file included")
     args = parser.parse_args()
-    if args.target.exists():
-        print(f"error: {args.target} exists; pass a new folder", file=sys.stderr)
-        return 2
-    jobs = []
+    chosen = []  # (class folder, its files to take), before anything is written
     for class_dir in sorted(p for p in args.source.glob("*/*") if p.is_dir()):
         limit = args.limit if class_dir.parent.name == "train" or args.test_limit is None else args.test_limit
-        files = sorted(class_dir.iterdir())[:limit or None]
+        chosen.append((class_dir, sorted(p for p in class_dir.iterdir() if p.is_file())[:limit or None]))
+    problem = (f"{args.source} does not exist; pass the image folder to copy" if not args.source.exists() else
+               f"{args.source} holds no images laid out <split>/<class>/<image>; pass the image folder to copy"
+               if not any(files for _, files in chosen) else
+               f"{args.target} exists; pass a new folder" if args.target.exists() else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    jobs = []
+    for class_dir, files in chosen:
         out = args.target / class_dir.parent.name / class_dir.name
         out.mkdir(parents=True)
         jobs += [(f, out / (f.name if args.link else f"{f.stem}.jpg")) for f in files]

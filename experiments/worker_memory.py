@@ -1,9 +1,13 @@
 """Peak memory of a streamed run's data workers: the RSS and PSS of each process the trainer starts,
 sampled twice a second, to hold jaxrec.runtime.memory.WORKER_BYTES against (results/streaming_memory/).
 
-    python experiments/worker_memory.py DATA_FOLDER [WORKERS]
+    python experiments/worker_memory.py DATA_FOLDER [WORKERS] [--workdir runs/worker_memory]
+
+The run (60 steps, WORKERS data workers, default 2) trains into --workdir with --resume false: each
+measurement starts its workers from scratch, and a previous run there is moved aside, not deleted.
 """
 
+import argparse
 import subprocess
 import sys
 import time
@@ -30,10 +34,18 @@ def memory_kib(pid: int) -> tuple[int, int, str] | None:
         return None
 
 
-def main() -> None:
-    folder, workers = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "2"
-    command = [sys.executable, "-m", "jaxrec", "train", "--dataset", folder, "--input", "stream", "--data_workers",
-               workers, "--max_steps", "60", "--progress", "false", "--workdir", "runs/worker_memory", "--resume",
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("folder", help="the image folder the run streams")
+    parser.add_argument("workers", nargs="?", type=int, default=2, help="--data_workers of the run (default 2)")
+    parser.add_argument("--workdir", default="runs/worker_memory", help="where the run writes (default %(default)s)")
+    args = parser.parse_args()
+    if args.workers < 1:  # no worker process to measure (0: threads in the trainer's own process)
+        print(f"error: WORKERS must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "jaxrec", "train", "--dataset", args.folder, "--input", "stream", "--data_workers",
+               str(args.workers), "--max_steps", "60", "--progress", "false", "--workdir", args.workdir, "--resume",
                "false"]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peaks: dict[int, tuple[int, int, str]] = {}
@@ -47,7 +59,8 @@ def main() -> None:
     print(run.stdout.read()[-1500:])
     for pid, (rss, pss, line) in peaks.items():
         print(f"{pid}: peak RSS {rss / 1024:.0f} MiB, PSS {pss / 1024:.0f} MiB  {line}")
+    return run.returncode  # a refused or failed run is not a measurement
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
