@@ -116,8 +116,9 @@ def main() -> int:
     parser.add_argument("--other_python", help="an interpreter with jaxrec and another JAX: the other_jax case")
     args, config_flags = parser.parse_known_args()
     if args.case:
-        run_case(args.case, config_flags, args.workdir)
-        return 0
+        from jaxrec.cli.commands import exit_code
+
+        return exit_code(lambda: run_case(args.case, config_flags, args.workdir))  # bad input: one line
     everything = [name for name in CASES if name != "other_jax" or args.other_python]
     wanted = {"plain", *filter(None, args.cases.split(","))} if args.cases is not None else set(everything)
     unknown = sorted(wanted - set(CASES))
@@ -138,7 +139,11 @@ def main() -> int:
         python = args.other_python if name == "other_jax" else sys.executable
         command = [python, __file__, "--case", name, "--workdir", str(args.workdir), *config_flags]
         print(f"case {name} ...", flush=True)
-        subprocess.run((["taskset", "-c", "0"] if pinned else []) + command, env=env, check=True)
+        code = subprocess.run((["taskset", "-c", "0"] if pinned else []) + command, env=env).returncode
+        if code:
+            print(f"error: case {name} failed (exit {code}), as the line above says; fix it and run the same "
+                  f"command again (finished cases are kept)", file=sys.stderr)
+            return code
     table = compare(args.workdir)
     result = {"cases": table, "flags": config_flags, "started": started, "command": " ".join(sys.argv),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

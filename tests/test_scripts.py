@@ -17,6 +17,22 @@ def test_reproducibility_refuses_an_unknown_case_and_other_jax_without_its_pytho
     assert not (tmp_path / "w").exists()
 
 
+def test_a_reproducibility_case_refused_in_its_process_ends_in_two_lines_not_tracebacks(tmp_path):
+    import subprocess
+
+    from helpers import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "reproducibility.py"), "--workdir",
+                           str(tmp_path / "w"), "--cases", "plain", "--dataset", str(tmp_path / "no_data")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-2:] == [
+        f"error: image folder {tmp_path / 'no_data'} does not exist; pass a folder laid out "
+        f"<root>/<split>/<class>/<image> (or <root>/<class>/<image>), a TFDS name, or cifar10_sample",
+        "error: case plain failed (exit 2), as the line above says; fix it and run the same command again "
+        "(finished cases are kept)"]
+
+
 def test_report_refuses_a_study_and_a_folder_without_a_finished_run(tmp_path, monkeypatch, capsys):
     script = load_script("report")
     (tmp_path / "study" / "seed_3").mkdir(parents=True)
