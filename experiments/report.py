@@ -40,6 +40,14 @@ def stopped_early(summary: dict) -> bool:
     return bool(config.get("max_steps")) and summary["steps"] < total_steps(Config(epochs=config["epochs"]), per_epoch)
 
 
+def augmentation(config: dict) -> str:
+    """What a run's training images went through: --augment's crop and flip, or --translate and --flip."""
+    parts = ((["crop + flip"] if config.get("augment") else []) +
+             ([f"translate {config['translate']}"] if config.get("translate") else []) +
+             ([f"flip {config['flip']}"] if config.get("flip", "none") != "none" else []))
+    return ", ".join(parts) or "none"
+
+
 def describe(workdir: Path) -> dict:
     summary = json.loads((workdir / "summary.json").read_text())
     return {"dir": workdir, "summary": summary, "records": read_jsonl(workdir / "metrics.jsonl")}
@@ -64,7 +72,8 @@ def main() -> int:
         s, c = run["summary"], run["summary"]["config"]
         # a run cut short is not one of its --epochs: say so, with the steps it trained
         epochs = f"{s['epochs']} (stopped by --max_steps at step {s['steps']})" if stopped_early(s) else s["epochs"]
-        print(f"| `{run['dir'].name}` | {args.data_label or s['dataset']['name']} | {c['augment']} | {epochs} | "
+        data = args.data_label or s["dataset"]["name"]
+        print(f"| `{run['dir'].name}` | {data} | {augmentation(c)} | {epochs} | "
               f"{100 * s['test_accuracy']:.2f}% | {s['test_loss']:.4f} | {s.get('test_macro_f1', float('nan')):.4f} | "
               f"{s['train_images_per_second']:.0f} | {s['wall_seconds'] / 60:.1f} min |")
     print("\nTest accuracy per epoch (%):\n")
@@ -72,7 +81,9 @@ def main() -> int:
     print("| run | " + " | ".join(str(e) for e in range(1, longest + 1)) + " |")
     print("|---|" + "---|" * longest)
     for run in runs:
-        cells = [f"{100 * r['test_accuracy']:.2f}" if "test_accuracy" in r else "-" for r in run["records"]]
+        cells = [f"{100 * r['test_accuracy']:.2f}" if r.get("test_accuracy") is not None else "-"
+                 for r in run["records"]]
+        cells += [""] * (longest - len(cells))  # a shorter run's row still has every column
         print(f"| `{run['dir'].name}` | " + " | ".join(cells) + " |")
     print("\nMachines and versions:\n")
     for run in runs:

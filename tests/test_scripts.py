@@ -180,3 +180,13 @@ def test_seed_studies_script_prints_the_error_line_of_a_study_that_refuses(tmp_p
                           capture_output=True, text=True, env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
     assert done.returncode == 2
     assert done.stderr == "study_cifar10_all: error: --seeds 0-9 drops trained seeds\n"
+
+
+def test_report_names_each_run_s_augmentation_whichever_flags_set_it():
+    from jaxrec.config import Config
+    from jaxrec.models import config_for
+
+    script = load_script("report")
+    assert script.augmentation(Config().to_dict()) == "none"
+    assert script.augmentation(Config(augment=True).to_dict()) == "crop + flip"
+    assert script.augmentation(config_for("airbench94").to_dict()) == "translate 2, flip alternating"
