@@ -14,12 +14,11 @@ from jaxrec.config import Config, is_folder_path
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert, read_image
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
-from jaxrec.data.types import ArrayDataset, DataError, DataSplits
+from jaxrec.data.types import SAMPLES, ArrayDataset, DataError, DataSplits
 from jaxrec.errors import InputError
 from jaxrec.runtime import memory
 
-SAMPLE_ROOT = Path(__file__).parent / "samples" / "cifar10_sample"
-SAMPLES = {"cifar10_sample": SAMPLE_ROOT}
+SAMPLE_ROOT = SAMPLES["cifar10_sample"]
 
 log = logging.getLogger(__name__)
 RESIZE_NOTES = {"stretch": "images of another size are stretched to it (pass --resize crop to keep their aspect "

@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from jaxrec.config import is_folder_path
+from jaxrec.data.types import SAMPLES
 from jaxrec.errors import InputError
 
 FORMAT = "array_record"
 HOW = "`jaxrec prepare {name} --data_dir DIR`"  # the command, in messages
-SAMPLES = Path(__file__).parent / "samples"  # a folder per shipped sample (jaxrec.data.sources imports JAX)
 
 
 def check_tfds_name(name: str) -> None:
     """Refuses what training reads as it is, which TFDS would call an unknown name: a sample, an image folder."""
     if not name.strip():  # TFDS's refusal is a page of name formats
         raise InputError(f"jaxrec prepare needs a data set name, got {name!r}; pass a TFDS name, e.g. cifar10")
-    if not is_folder_path(name) and (SAMPLES / name).is_dir():
+    if name in SAMPLES:
         what, needs_none = f"{name} is the sample shipped with jaxrec", "the sample"
     elif Path(name).expanduser().is_dir():
         what, needs_none = f"{name} is an image folder", "an image folder"

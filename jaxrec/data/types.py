@@ -1,12 +1,17 @@
-"""Plain containers for data held in memory as arrays."""
+"""Plain containers for data held in memory as arrays, and the data sets shipped in the package."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from jaxrec.errors import InputError
+
+# The samples shipped in the package, by the name --dataset gives them (here, not in sources: prepare reads it
+# without importing JAX).
+SAMPLES = {"cifar10_sample": Path(__file__).parent / "samples" / "cifar10_sample"}
 
 
 class DataError(InputError):
