@@ -163,7 +163,7 @@ def verdict(result: dict[str, Any]) -> str:
     difference = f"{result['difference']:+.4f} (95% CI {low:+.4f} to {high:+.4f}, Welch p={result['p_value']:.3g})"
     needed = result["seeds_per_arm_for_80pct_power"]
     p_low, p_high = result["p_a_beats_b_bootstrap_ci95"]
-    higher = result.get("higher_is_better", True)
+    higher = result["higher_is_better"]
     beats = f"P(A{'>' if higher else '<'}B)={result['p_a_beats_b']:.2f} (bootstrap {p_low:.2f}-{p_high:.2f})"
     if result["p_value"] < 0.05:
         word = "better" if (result["difference"] > 0) == higher else "worse"
