@@ -71,8 +71,10 @@ def script_command(script: str, *args: str) -> list[str]:
 
 def with_file_size_limit(command: list[str], kib: int) -> list[str]:
     """`command` run under a file-size limit of `kib` KiB, as a full disk would stop it; set by the shell, not by a
-    preexec_fn, which would run Python between fork and exec in a multithreaded (JAX) process."""
-    return ["bash", "-c", f'ulimit -f {kib} && exec "$@"', "bash", *command]
+    preexec_fn, which would run Python between fork and exec in a multithreaded (JAX) process. Without the tests'
+    compilation cache: JAX writes an entry in place, so the limit would leave truncated entries every later
+    process reads, warns about and compiles again."""
+    return ["bash", "-c", f'ulimit -f {kib} && unset JAX_COMPILATION_CACHE_DIR && exec "$@"', "bash", *command]
 
 
 def without_fake_devices(environ) -> dict[str, str]:
