@@ -177,7 +177,8 @@ def test_seed_studies_script_prints_the_error_line_of_a_study_that_refuses(tmp_p
     (bin_dir / "python").write_text('#!/bin/sh\necho "error: --seeds 0-9 drops trained seeds" >&2\nexit 2\n')
     (bin_dir / "python").chmod(0o755)
     done = subprocess.run(["bash", str(ROOT / "experiments" / "seed_studies_cifar10.sh"), "DATA", str(tmp_path / "r")],
-                          capture_output=True, text=True, env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
+                          capture_output=True, text=True, env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"),
+                          timeout=60)
     assert done.returncode == 2
     assert done.stderr == "study_cifar10_all: error: --seeds 0-9 drops trained seeds\n"
 
