@@ -185,10 +185,8 @@ def test_an_out_under_home_is_written_there_and_only_there(workdir, tmp_path, mo
     assert (tmp_path / "home" / "reports" / "eval_test.json").exists() and not (tmp_path / "~").exists()
 
 
-def test_a_run_with_no_evaluated_checkpoint_is_reported_as_its_latest(tmp_path, capsys):
-    config = Config(dataset="cifar10_sample", epochs=1, batch_size=32, num_devices=1, progress=False,
-                    steps_per_call=4, checkpoint_every_steps=4, checkpoint_keep=3, **SMALL)
-    train_and_evaluate(config, tmp_path / "run")
+def test_a_run_with_no_evaluated_checkpoint_is_reported_as_its_latest(small_config, tmp_path, capsys):
+    train_and_evaluate(small_config.replace(checkpoint_every_steps=4, checkpoint_keep=3), tmp_path / "run")
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "12")  # the evaluated one, at the epoch's end
     assert evaluate("--workdir", tmp_path / "run") == 0
     assert "using the latest instead of the best" in capsys.readouterr().err

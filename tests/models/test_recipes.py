@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PERCEPTRON, write_recipe
+from helpers import PERCEPTRON, ROOT, write_recipe
 from jaxrec.cli import commands as cli
 from jaxrec.cli.flags import parse_config
 from jaxrec.config import Config
@@ -198,7 +198,7 @@ def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tm
 def test_the_vit_example_is_the_documented_size_and_its_knobs_shrink_or_refuse_it():
     import jax
 
-    vit = str(Path(__file__).parents[2] / "experiments" / "recipes" / "vit.py")
+    vit = str(ROOT / "experiments" / "recipes" / "vit.py")
     images = jax.numpy.zeros((2, 32, 32, 3))
 
     def params(**knobs) -> int:
