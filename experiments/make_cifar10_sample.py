@@ -63,9 +63,9 @@ def main() -> int:
         return 2
     (drawn / "SOURCE.json").write_text(json.dumps(
         {"source": "CIFAR-10 (JPEG q75 copy)", "seed": args.seed, "counts": counts}, indent=1))
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        out.rename(old)
+    if out.exists():  # moved into a folder of its own: a leftover of an interrupted run cannot block it
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        out.rename(old / out.name)
         drawn.rename(out)
         shutil.rmtree(old)
     else:

@@ -88,20 +88,21 @@ def test_worker_memory_has_a_help_a_usage_error_and_a_workdir_flag(tmp_path, mon
     assert "--workdir" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", ["worker_memory.py", "data", "0"])
     assert script.main() == 2 and capsys.readouterr().err == "error: WORKERS must be >= 1, got 0\n"
-    started = []
+    started, exits = [], iter((0, 2))
 
-    class Run:  # a training run that has already ended: nothing trains
+    class Run:  # a training run that has already ended, well then refused: nothing trains
         def __init__(self, command, **_):
             started.append(command)
-            self.pid, self.returncode, self.stdout = 0, 0, io.StringIO("done\n")
+            self.pid, self.returncode, self.stdout = 0, next(exits), io.StringIO("done\n")
 
         def poll(self):
-            return 0
+            return self.returncode
 
     monkeypatch.setattr(script.subprocess, "Popen", Run)
     monkeypatch.setattr(sys, "argv", ["worker_memory.py", "data", "3", "--workdir", str(tmp_path / "w")])
     assert script.main() == 0
-    (command,) = started
+    assert script.main() == 2  # a refused run is not a measurement: its exit code is the script's
+    command = started[0]
     assert command[command.index("--workdir") + 1] == str(tmp_path / "w") and "3" in command
 
 
@@ -146,6 +147,7 @@ def test_interleaved_ab_refuses_an_unknown_setting_naming_the_valid_ones(monkeyp
                                                  "the kernel knobs (image_conv,"),
                        (["conv_grad"], "variant conv_grad: conv_grad has no value; write it KNOB=VALUE"),
                        (["devices=two"], "variant devices=two: a value is not of its setting's type"),
+                       (["augment=maybe"], "variant augment=maybe: a value is not of its setting's type"),
                        (["--windows", "0", "devices=1"], "--windows and --calls must be >= 1, got 0 and 4")):
         monkeypatch.setattr(sys, "argv", ["interleaved_ab.py", *argv])
         assert script.main() == 2
