@@ -177,8 +177,10 @@ def test_the_sample_maker_replaces_its_folder_only_with_a_complete_sample(tmp_pa
                                       "--train_per_class", "500"])
     assert script.main() == 2 and "fewer than 500; pass a smaller --train_per_class" in capsys.readouterr().err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and sorted(tmp_path.iterdir()) == [out]
-    monkeypatch.setattr(sys, "argv", ["make_cifar10_sample.py", str(SAMPLE_ROOT), "--out", str(SAMPLE_ROOT / "x")])
+    # An --out inside the source, on a copy: were the check to fail, the package's sample stays as it is.
+    monkeypatch.setattr(sys, "argv", ["make_cifar10_sample.py", str(out), "--out", str(out / "x")])
     assert script.main() == 2 and "is the source or inside it" in capsys.readouterr().err
+    assert not (out / "x").exists()
 
 
 def test_images_in_a_folder_inside_a_class_folder_are_named_as_not_read(tmp_path, caplog):
