@@ -133,9 +133,14 @@ def test_a_refused_start_over_leaves_the_previous_run_in_place(tmp_path, small_c
     train_and_evaluate(small_config.replace(resume=False), workdir)
     (aside,) = workdir.glob("replaced-*")
     assert (aside / "summary.json").exists() and (workdir / "summary.json").exists()
-    for name in {p.name for p in workdir.iterdir()} - {LOCK_FILE, aside.name}:
-        os.rename(workdir / name, aside / f"{name}.later")
-    assert check_workdir(workdir) == workdir  # a folder left holding only the runs it replaced is still a run's
+
+
+def test_a_folder_left_holding_only_the_runs_it_replaced_is_still_a_run_s(tmp_path):
+    (tmp_path / "replaced-20261207-120000" / "checkpoints").mkdir(parents=True)
+    (tmp_path / LOCK_FILE).write_text("1\n")
+    assert check_workdir(tmp_path) == tmp_path
+    with pytest.raises(InputError, match="holds a jaxrec run"):
+        check_workdir(tmp_path, kind="study")
 
 
 def test_cli_refusal_is_one_line_with_exit_2(tmp_path):
