@@ -54,37 +54,33 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     """The run's data: decoded into memory (`--input device`), streamed (`stream`), or, for `auto`, on
     the devices where it fits and streamed otherwise; the log line says which and why. In a
     multi-process run the processes agree: if one host must stream, they all do."""
-    if config.input == "stream":  # one model: check_group refuses a group
-        splits = stream_splits(config)
-        checked_steps_per_epoch(config, len(splits[0]))
-        check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
-        check_stream_fits(config, splits[0], devices)
-        log.info("input: streamed from the files (--input stream)")
-        return stream_data(config, splits, progress=_shows_progress(config))
     try:
-        splits = stream_splits(config)
+        splits, data = stream_splits(config), None
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
+        if config.input == "stream":
+            raise
         data = load_data(config)  # decoded already: what is left to check is training with it
-        checked_steps_per_epoch(config, len(data.train))
-        check_images(config, data.image_shape, data.num_classes, f"--dataset {config.dataset}")
-        check_devices_fit(config, (data.train, data.eval), models, devices)
-        return data
+        splits = (data.train, data.eval)
     # Before a model is built for them, and before the memory checks' advice, which a batch too large misleads.
     checked_steps_per_epoch(config, len(splits[0]))
     check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
-    try:  # decoding the splits into host memory, then training with them on every device
-        train, evaluation = splits
-        memory.check_images_fit(len(train) + len(evaluation), train.image_shape[:2], train.image_shape[2],
-                                "the run's image size")
+    if data is not None:
         check_devices_fit(config, splits, models, devices)
-        problem = None
-    except InputError as err:
-        problem = str(err)
-    if problem and models > 1:  # a seed group cannot stream (above)
+        return data
+    problem = None
+    if config.input != "stream":  # decoding the splits into host memory, then training with them on every device
+        try:
+            memory.check_images_fit(len(splits[0]) + len(splits[1]), splits[0].image_shape[:2],
+                                    splits[0].image_shape[2], "the run's image size")
+            check_devices_fit(config, splits, models, devices)
+        except InputError as err:
+            problem = str(err)
+    if problem and models > 1:  # a seed group cannot stream (check_group)
         raise InputError(f"{problem}; or pass --seeds_per_program 1 --input stream to read the data as batches need it")
     if streams(config, problem):
         check_stream_fits(config, splits[0], devices)
-        log.info("input: streamed from the files (--input auto): %s", problem or "another process's data does not fit")
+        why = (problem or "another process's data does not fit") if config.input == "auto" else None
+        log.info("input: streamed from the files (--input %s)%s", config.input, f": {why}" if why else "")
         return stream_data(config, splits, _shows_progress(config))
     log.info("input: decoded into memory and copied onto the devices (--input %s)%s", config.input,
              f"; --data_workers {config.data_workers} only read streamed data, so none start" if config.data_workers
