@@ -299,6 +299,10 @@ def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     if config.test_fraction != Config.test_fraction and not split_is_seeded(config):  # it would be recorded unused
         raise InputError(f"--test_fraction {config.test_fraction} with --dataset {config.dataset}: the data set has "
                          f"its own {config.eval_split} split, so nothing is held out here; drop --test_fraction")
+    tfds_flags = [flag for flag, given in (("--download", config.download), ("--data_dir", config.data_dir)) if given]
+    if tfds_flags and is_image_folder(config.dataset):  # they would be recorded unused too
+        raise InputError(f"{' and '.join(tfds_flags)} with --dataset {config.dataset}: an image folder, which TFDS "
+                         f"does not read; drop {' and '.join(tfds_flags)}")
     return (_streamed_folder if is_image_folder(config.dataset) else _streamed_tfds)(config)
 
 
