@@ -18,7 +18,7 @@ from jaxrec.config import (BENCHMARK_UNUSED, EVALUATION_FIELDS, MODELS, Benchmar
                            is_recipe_file)
 from jaxrec.errors import STORAGE_ERRNOS, InputError, SaveError, os_error_cause
 from jaxrec.models import config_for
-from jaxrec.run.workdir import writable_folder
+from jaxrec.run.workdir import removed_if_failed, writable_folder
 from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
 from jaxrec.studies.compare import METRICS, compare_studies, read_study
@@ -185,28 +185,31 @@ def _evaluate(args: argparse.Namespace) -> int:
         overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
         check(Config(**overrides))  # the flags given, and their combinations as train checks them
         out = Path(getattr(args, "out", args.workdir)).expanduser()
-        if hasattr(args, "out") or out.is_dir():  # check before evaluating; a missing workdir is load_trained's to name
-            writable_folder(out, "--out")
-        start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
-        from jaxrec.evaluation.evaluator import evaluate_trained
-        from jaxrec.run import outputs
-        from jaxrec.run.checkpoints import load_trained
+        with removed_if_failed(out):  # a refused evaluation leaves no empty --out behind
+            # Checked before evaluating; a missing workdir is load_trained's to name.
+            if hasattr(args, "out") or out.is_dir():
+                writable_folder(out, "--out")
+            start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
+            from jaxrec.evaluation.evaluator import evaluate_trained
+            from jaxrec.run import outputs
+            from jaxrec.run.checkpoints import load_trained
 
-        trained = load_trained(args.workdir, args.which)
-        config = trained.config.replace(**overrides)
-        dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
-        latest = "latest" if trained.which == "latest" else None
-        suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
-        # What was scored, in the report itself: reports of several runs may share one --out.
-        scored = {"workdir": str(Path(args.workdir).expanduser().absolute()), "which": trained.which,
-                  "step": trained.step, "epoch": trained.epoch, "dataset": config.dataset, "split": config.eval_split}
-        outputs.check_report_free(out, suffix, scored)
-        result = {"scored": scored, **evaluate_trained(trained, config)}
-        title = (f"{trained.config.model_tag} ({trained.which} checkpoint, epoch {trained.epoch}) on "
-                 f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
-        paths = outputs.write_eval(out, result, suffix, title)
-        print(outputs.eval_markdown(result, title))
-        print("wrote " + ", ".join(map(str, paths)))
+            trained = load_trained(args.workdir, args.which)
+            config = trained.config.replace(**overrides)
+            dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
+            latest = "latest" if trained.which == "latest" else None
+            suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
+            # What was scored, in the report itself: reports of several runs may share one --out.
+            scored = {"workdir": str(Path(args.workdir).expanduser().absolute()), "which": trained.which,
+                      "step": trained.step, "epoch": trained.epoch, "dataset": config.dataset,
+                      "split": config.eval_split}
+            outputs.check_report_free(out, suffix, scored)
+            result = {"scored": scored, **evaluate_trained(trained, config)}
+            title = (f"{trained.config.model_tag} ({trained.which} checkpoint, epoch {trained.epoch}) on "
+                     f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
+            paths = outputs.write_eval(out, result, suffix, title)
+            print(outputs.eval_markdown(result, title))
+            print("wrote " + ", ".join(map(str, paths)))
 
     return exit_code(run)
 

@@ -82,33 +82,46 @@ def check_workdir(workdir: str | Path, force: bool = False, kind: str = "run") -
 
 
 @contextlib.contextmanager
+def removed_if_failed(folder: str | Path) -> Iterator[None]:
+    """Runs the block; if it fails, removes `folder` and the parents it lacked before, those still empty: a command
+    refused before it wrote anything leaves no folder of its making."""
+    path = Path(folder).expanduser().absolute()
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for made in missing:  # the deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def claim(workdir: str | Path, force: bool = False) -> Iterator[Path]:
     """Checks the workdir (`check_workdir`) and holds its lock while the block runs. A run refused before it wrote
     anything leaves no lock file, nor the workdir if it was made here."""
-    created = not Path(workdir).expanduser().exists()
-    path = check_workdir(workdir, force)
-    if fcntl is None:  # pragma: no cover
-        yield path
-        return
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with removed_if_failed(workdir):
+        path = check_workdir(workdir, force)
+        if fcntl is None:  # pragma: no cover
+            yield path
+            return
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise InputError(f"--workdir {path} is in use by another training run (pid {holder}); wait for it to "
-                             f"finish or stop it, or use another --workdir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
-    except BaseException:
-        if workdir_kind(path) == "empty":  # refused before writing: nothing of the run's is left
-            (path / LOCK_FILE).unlink()
-            if created:
-                path.rmdir()
-        raise
-    finally:
-        os.close(fd)  # releases the lock
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise InputError(f"--workdir {path} is in use by another training run (pid {holder}); wait for it to "
+                                 f"finish or stop it, or use another --workdir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield path
+        except BaseException:
+            if workdir_kind(path) == "empty":  # refused before writing: nothing of the run's is left
+                (path / LOCK_FILE).unlink()
+            raise
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def move_previous_run(workdir: Path) -> Path | None:

@@ -143,6 +143,8 @@ def test_an_out_that_cannot_be_written_is_refused_in_one_line_before_evaluating(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.endswith("is a file, not a folder; choose another --out")
     assert not list(tmp_path.glob("eval_*")) and (tmp_path / "report").read_text() == "a file"
+    assert evaluate("--workdir", workdir, "--split", "nosuch", "--out", tmp_path / "new" / "out") == 2
+    assert "nosuch" in capsys.readouterr().err and not (tmp_path / "new").exists()  # refused: no folder of its making
 
 
 def test_a_shared_out_keeps_another_run_s_report_and_replaces_this_run_s_own(workdir, tmp_path, capsys):

@@ -172,7 +172,7 @@ def test_a_full_disk_is_one_line_wherever_it_strikes_and_other_os_errors_stay_bu
 
 def test_a_run_refused_before_writing_leaves_no_workdir_it_made_and_keeps_one_it_was_given(tmp_path, small_config):
     (tmp_path / "given").mkdir()
-    for name in ("made", "given"):
+    for name in ("made/with/parents", "given"):
         with pytest.raises(InputError, match="fewer than one batch of 800"):  # known once the data is read
             train_and_evaluate(small_config.replace(batch_size=800), tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["given"] and not any((tmp_path / "given").iterdir())
