@@ -64,13 +64,15 @@ def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Se
     return prepared
 
 
-def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout) -> int:
+def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout,
+              trains: bool = False) -> int:
     """Runs a command; returns its exit code (None counts as 0). Bad input (InputError) and a diverged run
     (FloatingPointError) print one line and return 2: their messages say what to do, a traceback would not. A
     run stopped by SIGTERM/SIGINT (after saving a checkpoint) prints how to resume and returns 128 + the signal
-    number. In a multi-process run, losing another process ends this one within `heartbeat_timeout` seconds."""
+    number (`trains`: a command with a training loop). In a multi-process run, losing another process ends this one
+    within `heartbeat_timeout` seconds."""
     try:
-        with exit_on_signals():  # a signal outside training ends the process at once, with one line
+        with exit_on_signals(trains):  # a signal outside training ends the process at once, with one line
             return command() or 0
     except SaveError as err:
         if err.__cause__ is not None and "jaxrec.runtime.distributed" in sys.modules:  # a peer died mid-save
@@ -113,7 +115,7 @@ def train(config: Config) -> int:
 
         train_and_evaluate(checked, checked.workdir)
 
-    return exit_code(run, config.heartbeat_timeout)
+    return exit_code(run, config.heartbeat_timeout, trains=True)
 
 
 def run_experiment(argv: Sequence[str] | None, description: str | None, defaults: Config,
@@ -152,7 +154,7 @@ def _study(args: argparse.Namespace) -> int:
             if args.compare_with:
                 print_comparison(compare_studies(workdir, args.compare_with), as_json=False)
 
-    return exit_code(run, config.heartbeat_timeout)
+    return exit_code(run, config.heartbeat_timeout, trains=True)
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -136,17 +136,19 @@ def watch_signals(on_signal: Callable[[int, threading.Event], None],
 
 
 @contextlib.contextmanager
-def exit_on_signals() -> Iterator[None]:
+def exit_on_signals(trains: bool = False) -> Iterator[None]:
     """For a command-line process, not a notebook: within the block, SIGTERM/SIGINT end the process at once with
     one line and exit code 128 + the signal, so no library swallows a Ctrl-C and no traceback is printed. While
-    the loop trains, its `stop_on_signals` takes over (it saves a checkpoint first)."""
+    the loop trains, its `stop_on_signals` takes over (it saves a checkpoint first); `trains`: the command has a
+    loop, whose checkpoints the line then says are untouched."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    where = (" outside a training step (loading, compiling or writing outputs); the checkpoints are as they were"
+             if trains else " before the command finished")
 
     def handler(signum, frame):
-        os.write(2, f"\nstopped by {signal.Signals(signum).name} outside a training step (loading, compiling or "
-                    f"writing outputs); the checkpoints are as they were. Run the same command again to continue."
+        os.write(2, f"\nstopped by {signal.Signals(signum).name}{where}. Run the same command again to continue."
                     f"\n".encode())
         os._exit(128 + signum)
 

@@ -87,17 +87,18 @@ def test_a_signal_the_loop_acts_on_in_time_only_sets_the_request():
 WATCHED_SCRIPT = """
 import sys, time
 from jaxrec.runtime.interrupt import exit_on_signals, stop_on_signals
-with exit_on_signals(), stop_on_signals(stuck_after=float(sys.argv[1]), processes=int(sys.argv[2])):
+with exit_on_signals(trains=True), stop_on_signals(stuck_after=float(sys.argv[1]), processes=int(sys.argv[2])):
     print("waiting", flush=True)
     time.sleep(30)  # a save, or a call that does not come back
 print("came back", flush=True)
 """
 
 
-def watched(tmp_path, stuck_after: float, processes: int, signals: list[int]) -> tuple[int, str]:
-    """Runs WATCHED_SCRIPT, sends `signals` half a second apart once it waits; its exit code and stderr."""
+def watched(tmp_path, stuck_after: float, processes: int, signals: list[int],
+            text: str = WATCHED_SCRIPT) -> tuple[int, str]:
+    """Runs WATCHED_SCRIPT (or `text`), sends `signals` half a second apart once it waits; its exit code and stderr."""
     script = tmp_path / "watched.py"
-    script.write_text(WATCHED_SCRIPT)
+    script.write_text(text)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.Popen([sys.executable, str(script), str(stuck_after), str(processes)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env=env)
@@ -124,3 +125,11 @@ def test_a_second_ctrl_c_while_stopping_says_so_not_outside_a_training_step(tmp_
     code, err = watched(tmp_path, 20, 1, [signal.SIGINT, signal.SIGINT])
     assert code == 130 and "Traceback" not in err
     assert "stopped by SIGINT, a second signal, while the run was stopping" in err and "outside" not in err
+
+
+def test_a_signal_to_a_command_without_training_says_so_not_that_checkpoints_are_kept(tmp_path):
+    text = ("import time\nfrom jaxrec.runtime.interrupt import exit_on_signals\nwith exit_on_signals():\n"
+            "    print('waiting', flush=True)\n    time.sleep(30)\n")
+    code, err = watched(tmp_path, 20, 1, [signal.SIGINT], text)
+    assert code == 130 and err.strip() == ("stopped by SIGINT before the command finished. Run the same command "
+                                           "again to continue.")
