@@ -59,9 +59,11 @@ def spread_note(values: Sequence[float], unit: str = "seed") -> str | None:
     return None
 
 
-def describe(values: Sequence[float], seed: int = 0, unit: str = "seed") -> dict[str, Any]:
-    """n, mean, std (ddof 1), std_ci95 (chi-square), sem, ci95 (Student t), bootstrap_ci95, median,
-    min, max, range, values, and note: why the intervals are None (`spread_note`, of one value per `unit`)."""
+def describe(values: Sequence[float], seed: int = 0, unit: str = "seed",
+             bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
+    """n, mean, std (ddof 1), std_ci95 (chi-square), sem, ci95 (Student t, within the metric's `bounds`: an accuracy's
+    interval never passes 1), bootstrap_ci95, median, min, max, range, values, and note: why the intervals are None
+    (`spread_note`, of one value per `unit`)."""
     values = [float(v) for v in values]
     array = np.asarray(values, np.float64)
     n, note = len(values), spread_note(values, unit)
@@ -69,7 +71,7 @@ def describe(values: Sequence[float], seed: int = 0, unit: str = "seed") -> dict
     std = None if n < 2 else 0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))  # identical: exactly 0
     sem = std / math.sqrt(n) if std is not None else None
     intervals = {"std_ci95": None, "ci95": None, "bootstrap_ci95": None} if note else {
-        "std_ci95": std_interval(std, n), "ci95": _t_interval(mean, sem, n - 1),
+        "std_ci95": std_interval(std, n), "ci95": [float(np.clip(end, *bounds)) for end in _t_interval(mean, sem, n - 1)],
         "bootstrap_ci95": bootstrap_mean_interval(array, seed)}
     return {"n": n, "mean": mean, "std": std, "sem": sem, **intervals,
             "median": float(np.median(array)), "min": float(array.min()), "max": float(array.max()),

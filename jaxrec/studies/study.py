@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from jaxrec.training.loop import check_group, train_and_evaluate, train_group
 log = logging.getLogger(__name__)
 
 MAX_SEEDS = 1000  # a study trains every seed: more is a typo (0-100000) rather than a plan
+FRACTION = (0.0, 1.0)  # the range of an accuracy, an F1 or a disagreement, where their intervals are clipped
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -240,13 +242,14 @@ def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
 
 def metric_statistics(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-metric statistics over the seeds' runs ({'summary', 'eval'} each; see stats.describe)."""
-    metrics = {name: stats.describe([r["summary"][name] for r in runs])
-               for name in ("test_accuracy", "test_loss", "test_macro_f1")}
+    metrics = {name: stats.describe([r["summary"][name] for r in runs], bounds=bounds)
+               for name, bounds in (("test_accuracy", FRACTION), ("test_loss", (0, math.inf)),
+                                    ("test_macro_f1", FRACTION))}
     per_epoch = [r["summary"]["test_accuracy_per_epoch"] for r in runs]
-    metrics["test_accuracy_per_epoch"] = [stats.describe([p[e] for p in per_epoch])
+    metrics["test_accuracy_per_epoch"] = [stats.describe([p[e] for p in per_epoch], bounds=FRACTION)
                                           for e in range(len(per_epoch[0])) if all(p[e] is not None for p in per_epoch)]
     metrics["per_class_accuracy"] = {  # a class's accuracy is its recall
-        name: stats.describe([r["eval"]["per_class"][i]["recall"] for r in runs])
+        name: stats.describe([r["eval"]["per_class"][i]["recall"] for r in runs], bounds=FRACTION)
         for i, name in enumerate(runs[0]["eval"]["class_names"])}
     return metrics
 
@@ -258,7 +261,7 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
     predicted = {s: probabilities[s].argmax(-1) for s in seeds}
     pairs = [float(np.mean(predicted[a] != predicted[b])) for a, b in itertools.combinations(seeds, 2)]
     ensemble = np.mean([probabilities[s].astype(np.float64) for s in seeds], axis=0).argmax(-1)
-    return {"disagreement": stats.describe(pairs, unit="pair") if pairs else None,  # None: one seed has no pair
+    return {"disagreement": stats.describe(pairs, unit="pair", bounds=FRACTION) if pairs else None,  # None: one seed has no pair
             "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
 
 

@@ -25,6 +25,13 @@ def test_describe_matches_numpy_and_scipy():
     assert d["values"] == ACCURACIES
 
 
+
+def test_an_interval_stays_within_the_metric_s_range():
+    near_one = [1.0, 1.0, 0.97]  # the t-interval of their mean passes 1
+    assert stats.describe(near_one)["ci95"][1] > 1
+    bounded = stats.describe(near_one, bounds=(0.0, 1.0))
+    assert bounded["ci95"][1] == 1.0 and bounded["ci95"][0] == stats.describe(near_one)["ci95"][0]
+
 def test_bootstrap_interval_is_seeded_and_agrees_with_scipy():
     first, again = stats.bootstrap_mean_interval(ACCURACIES, seed=3), stats.bootstrap_mean_interval(ACCURACIES, seed=3)
     assert first == again and first != stats.bootstrap_mean_interval(ACCURACIES, seed=4)
