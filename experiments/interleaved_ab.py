@@ -57,7 +57,7 @@ def variant(spec: str) -> tuple[Config, int]:
     settings = dict(items)
     try:
         devices = int(settings.pop("devices", 0))
-        typed = {k: flags._converter(hints[k])(v) for k, v in settings.items()}
+        typed = {k: flags.converter(hints[k])(v) for k, v in settings.items()}
     except (ValueError, argparse.ArgumentTypeError) as error:  # the flags' converters raise the second
         raise InputError(f"variant {spec}: a value is not of its setting's type ({error})") from None
     return check(config_for(typed.pop("model", "cnn"), **typed)), devices

@@ -9,7 +9,7 @@ import dataclasses
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, NoReturn, Sequence
+from typing import Any, Callable, Iterable, Literal, NoReturn, Sequence
 
 from jaxrec.config import MODELS, Config, choices, is_recipe_file
 from jaxrec.config.rules import field_types
@@ -72,7 +72,7 @@ def parse_number(text: str) -> int | float:
 parse_number.__name__ = "number"  # argparse's wording: "invalid number value: 'ten'"
 
 
-def _converter(annotation: Any):
+def converter(annotation: Any) -> Callable[[str], Any]:
     """An argparse converter for a field's type annotation."""
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -83,7 +83,7 @@ def _converter(annotation: Any):
     if set(args) == {int, float}:  # int | float
         return parse_number
     if args:  # Optional[X] / X | None
-        return _converter(args[0])
+        return converter(args[0])
     return {bool: parse_bool, int: int, float: float, str: str}[annotation]
 
 
@@ -116,7 +116,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
     for field in dataclasses.fields(cls):
         if (wanted is not None and field.name not in wanted) or "no_flag" in field.metadata.get("roles", ()):
             continue
-        base = _converter(hints[field.name])
+        base = converter(hints[field.name])
         convert = checked(base, field.metadata["rule"]) if field.metadata.get("rule") is not None else base
         help_text = field.metadata["help"].replace("%", "%%")
         kwargs: dict[str, Any] = dict(type=convert, metavar=field.name.upper(), dest=field.name,
