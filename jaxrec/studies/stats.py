@@ -13,11 +13,12 @@ from scipy import stats as scipy_stats
 RESAMPLES = 10_000
 
 
-def _t_interval(mean: float, sem: float, dof: float) -> list[float]:
+def _t_interval(mean: float, sem: float, dof: float,
+                bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float]:
     if not math.isfinite(sem) or dof <= 0:
         return [float("nan"), float("nan")]
     half = float(scipy_stats.t.ppf(0.975, dof)) * sem
-    return [mean - half, mean + half]
+    return [max(mean - half, bounds[0]), min(mean + half, bounds[1])]
 
 
 def std_interval(std: float, n: int) -> list[float]:
@@ -71,7 +72,7 @@ def describe(values: Sequence[float], seed: int = 0, unit: str = "seed",
     std = None if n < 2 else 0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))  # identical: exactly 0
     sem = std / math.sqrt(n) if std is not None else None
     intervals = {"std_ci95": None, "ci95": None, "bootstrap_ci95": None} if note else {
-        "std_ci95": std_interval(std, n), "ci95": [float(np.clip(end, *bounds)) for end in _t_interval(mean, sem, n - 1)],
+        "std_ci95": std_interval(std, n), "ci95": _t_interval(mean, sem, n - 1, bounds),
         "bootstrap_ci95": bootstrap_mean_interval(array, seed)}
     return {"n": n, "mean": mean, "std": std, "sem": sem, **intervals,
             "median": float(np.median(array)), "min": float(array.min()), "max": float(array.max()),

@@ -261,7 +261,8 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
     predicted = {s: probabilities[s].argmax(-1) for s in seeds}
     pairs = [float(np.mean(predicted[a] != predicted[b])) for a, b in itertools.combinations(seeds, 2)]
     ensemble = np.mean([probabilities[s].astype(np.float64) for s in seeds], axis=0).argmax(-1)
-    return {"disagreement": stats.describe(pairs, unit="pair", bounds=FRACTION) if pairs else None,  # None: one seed has no pair
+    # One seed has no pair: no disagreement.
+    return {"disagreement": stats.describe(pairs, unit="pair", bounds=FRACTION) if pairs else None,
             "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
 
 
