@@ -60,9 +60,11 @@ def summarize_eval(sums: dict, top_k: int = 5) -> dict[str, Any]:
             "top_k": k, "top_k_accuracy": top_k_accuracy(ranks, k), "confusion": confusion, "label_rank": ranks}
 
 
-def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None = None) -> dict[str, Any]:
+def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None = None,
+           plain: dict[str, Any] | None = None, level: int = 0) -> dict[str, Any]:
     """A JSON-ready report of a `summarize_eval` result: summary scores, a per-class table and the confusion
-    matrix; top_k, if given, overrides the k it was summarised with."""
+    matrix; top_k, if given, overrides the k it was summarised with. With test-time augmentation `level` (not 0)
+    and `plain`, the summarize_eval output without it, that one's main scores go under 'without_tta'."""
     confusion = np.asarray(result["confusion"])
     if len(class_names) != len(confusion):
         raise ValueError(f"{len(class_names)} class names for a {len(confusion)}-class confusion matrix")
@@ -74,27 +76,15 @@ def report(result: dict[str, Any], class_names: Sequence[str], top_k: int | None
     summary = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
     summary.update(top_k=k, top_k_accuracy=top_k_accuracy(result["label_rank"], k))
     absent = [name for name, support in zip(class_names, scores["support"]) if support == 0]
-    note = {"note": absent_classes_note(absent, len(class_names))} if absent else {}
-    return {**summary, "classes_without_examples": absent, **note, "per_class": rows,
+    # Named: a reader of the scores must know that they count 0 in the macro averages (as in scikit-learn).
+    num = len(class_names)
+    note = {"note": f"{len(absent)} of {num} classes have no examples in the evaluated split and count 0 in the macro "
+                    f"precision, recall and F1 (a perfect classifier's macro F1 is {1 - len(absent) / num:.3f}): "
+                    f"{', '.join(absent)}"} if absent else {}
+    full = {**summary, "classes_without_examples": absent, **note, "per_class": rows,
             "class_names": list(class_names), "confusion": confusion.tolist()}
-
-
-def absent_classes_note(absent: Sequence[str], num_classes: int) -> str:
-    """The line naming the classes without examples in the evaluated split: a reader of the scores must know that
-    they count 0 in the macro averages (as in scikit-learn)."""
-    return (f"{len(absent)} of {num_classes} classes have no examples in the evaluated split and count 0 in the "
-            f"macro precision, recall and F1 (a perfect classifier's macro F1 is {1 - len(absent) / num_classes:.3f}): "
-            f"{', '.join(absent)}")
-
-
-def report_with_tta(result: dict[str, Any], plain: dict[str, Any] | None, class_names: Sequence[str],
-                    top_k: int | None = None, level: int = 0) -> dict[str, Any]:
-    """`report(result)` of an evaluation with test-time augmentation `level`, with the model's main scores without
-    it (`plain`, a summarize_eval output) under 'without_tta'; level 0 or plain None gives `report` alone."""
-    full = report(result, class_names, top_k)
     if not level or plain is None:
         return full
-    k = full["top_k"]
     without = {"accuracy": plain["accuracy"], "loss": plain["loss"], "macro_f1": plain["macro_f1"],
                "top_k_accuracy": top_k_accuracy(plain["label_rank"], k)}
     return {**full, "tta": level, "without_tta": without}

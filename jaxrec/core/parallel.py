@@ -126,12 +126,21 @@ def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
     steps, per_device, ...], each shape compiled on its own. metrics: {'loss', 'accuracy'} [devices, steps].
     steps_loop: 'rolled', 'unrolled' (_scan_steps), or None/'auto' for the platform's.
     """
-    return _train_fn(preprocess, tuple(devices), objective, _steps_loop(steps_loop, devices))
+    return _program_fn(preprocess, tuple(devices), 1, None, objective, _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
-def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective: Objective,
-              steps_loop: str) -> Callable:
+def _program_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str | None,
+                objective: Objective, steps_loop: str) -> Callable:
+    """One model's train function (make_train_fn), or K = `models` models side by side: (states, images, labels,
+    indices, rngs) -> (states, metrics), pmapped, states donated. As make_train_fn, with a model axis: states stacked
+    (`Program.stack`), leaves [devices, K, ...]; indices [devices, steps, K, per_device] (each model its own data
+    order); rngs [K]; metrics [devices, steps, K].
+
+    model_axis 'loop' writes the K models out one after another, so each does exactly the single-model arithmetic;
+    'vmap' makes every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md)
+    and slow in the backward pass on GPUs too (jax#13800).
+    """
     one = _train_steps_fn(preprocess, objective)
 
     def train_steps(state, images, labels, indices, rng):
@@ -139,23 +148,6 @@ def _train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], objective
             return _scan_steps(lambda state, x: one(state, *x, rng), state, (images, labels, indices), steps_loop)
         return _scan_steps(lambda state, idx: one(state, images[idx], labels[idx], idx, rng), state, indices,
                            steps_loop)
-
-    return jax.pmap(train_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
-                    devices=list(devices))
-
-
-@functools.lru_cache(maxsize=16)
-def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str,
-                    objective: Objective, steps_loop: str) -> Callable:
-    """K = `models` models side by side: (states, images, labels, indices, rngs) -> (states, metrics), pmapped,
-    states donated. As make_train_fn, with a model axis: states stacked (`Program.stack`), leaves [devices, K, ...];
-    indices [devices, steps, K, per_device] (each model its own data order); rngs [K]; metrics [devices, steps, K].
-
-    model_axis 'loop' writes the K models out one after another, so each does exactly the single-model arithmetic;
-    'vmap' makes every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md)
-    and slow in the backward pass on GPUs too (jax#13800).
-    """
-    one = _train_steps_fn(preprocess, objective)
 
     def group_steps(states, images, labels, indices, rngs):
         def body(states, idx):  # idx: [K, per_device]
@@ -167,8 +159,8 @@ def _group_train_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], mod
 
         return _scan_steps(body, states, indices, steps_loop)
 
-    return jax.pmap(group_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None), donate_argnums=(0,),
-                    devices=list(devices))
+    return jax.pmap(train_steps if models == 1 else group_steps, axis_name=AXIS, in_axes=(0, 0, 0, 0, None),
+                    donate_argnums=(0,), devices=list(devices))
 
 
 def member(states: Any, k: int) -> Any:
@@ -234,17 +226,14 @@ class Program:
 
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
                  objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
-    """The training program of `group` = (models, model_axis) on `devices` (_group_train_fn). Only a one-model
+    """The training program of `group` = (models, model_axis) on `devices` (_program_fn). Only a one-model
     program takes streamed batches: each model of a group reads its own order."""
     models, model_axis = group
     if model_axis not in MODEL_AXES:  # callers check it as the user's input; this guards a direct call
         raise ValueError(f"model_axis {model_axis!r}: one of {MODEL_AXES}")
-    if models == 1:
-        fn = make_train_fn(preprocess, devices, objective, steps_loop)
-    else:
-        fn = _group_train_fn(preprocess, tuple(devices), models, model_axis, objective,
-                             _steps_loop(steps_loop, devices))
-    return Program(models=models, devices=tuple(devices), fn=fn, model_axis=model_axis if models > 1 else None)
+    model_axis = model_axis if models > 1 else None
+    fn = _program_fn(preprocess, tuple(devices), models, model_axis, objective, _steps_loop(steps_loop, devices))
+    return Program(models=models, devices=tuple(devices), fn=fn, model_axis=model_axis)
 
 
 def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],

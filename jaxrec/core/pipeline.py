@@ -32,17 +32,14 @@ def eval_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.nda
 
 def random_crop_flip(image: jax.Array, key: jax.Array) -> jax.Array:
     """Random crop with 4-pixel zero padding, and a horizontal flip with probability 1/2."""
-    height, width, _ = image.shape
     crop_key, flip_key = jax.random.split(key)
-    padded = jnp.pad(image, ((CROP_PADDING, CROP_PADDING), (CROP_PADDING, CROP_PADDING), (0, 0)))
-    dy, dx = jax.random.randint(crop_key, (2,), 0, 2 * CROP_PADDING + 1)
-    cropped = jax.lax.dynamic_slice(padded, (dy, dx, 0), image.shape)
+    cropped = translate(image, jax.random.randint(crop_key, (2,), 0, 2 * CROP_PADDING + 1), CROP_PADDING, "constant")
     return jnp.where(jax.random.bernoulli(flip_key), cropped[:, ::-1], cropped)
 
 
-def translate(image: jax.Array, shift: jax.Array, pad: int) -> jax.Array:
-    """`image` reflect-padded by `pad` and cropped back to its size at offset `shift` (dy, dx) in [0, 2 pad]."""
-    padded = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+def translate(image: jax.Array, shift: jax.Array, pad: int, mode: str = "reflect") -> jax.Array:
+    """`image` padded by `pad` (`mode`) and cropped back to its size at offset `shift` (dy, dx) in [0, 2 pad]."""
+    padded = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode=mode)
     return jax.lax.dynamic_slice(padded, (shift[0], shift[1], 0), image.shape)
 
 
@@ -112,5 +109,4 @@ class Preprocess:
             images = jax.vmap(lambda x, s: translate(x, s, self.translate))(images, draws["shift"])
         return jnp.where(draws["odd_epoch"], mirror(images), images)
 
-    def eval(self, images: jax.Array) -> jax.Array:
-        return self.normalize(images)
+    eval = normalize

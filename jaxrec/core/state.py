@@ -40,25 +40,9 @@ class TrainState(train_state.TrainState):
         return self.averaged if self.averaged is not None and self.evaluate_average else self.variables
 
 
-def split_variables(variables: Variables) -> tuple[Any, Variables]:
-    """A model's variables (as `Module.init` returns them) -> (params, the other collections)."""
-    return variables["params"], {name: value for name, value in variables.items() if name != "params"}
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _init(model: nn.Module, rng: jax.Array, images: jax.Array) -> Variables:
     return model.init(rng, images)
-
-
-def init_variables(model: nn.Module, rng: jax.Array, image_shape: tuple[int, int, int]) -> Variables:
-    """`model.init` on one zero image, compiled once per (model, shape) in a process so that runs, seeds and tests
-    with equal models reuse it; a model with an unhashable field is compiled each time."""
-    images = jnp.zeros((1, *image_shape), jnp.float32)
-    try:
-        hash(model)
-    except TypeError:
-        return jax.jit(model.init)(rng, images)
-    return _init(model, rng, images)
 
 
 def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int, int, int],
@@ -66,10 +50,18 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
     """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer. init_images:
     normalised training images [n, H, W, C] for a model whose `init_from_data(variables, images)` reads
     `init_examples` of them (airbench94's whitening); a model's `partly_trained()` names its partly trained params."""
-    variables = init_variables(model, rng, image_shape)
+    # `model.init` on one zero image, compiled once per (model, shape) in a process so that runs, seeds and tests
+    # with equal models reuse it; a model with an unhashable field is compiled each time.
+    images = jnp.zeros((1, *image_shape), jnp.float32)
+    try:
+        hash(model)
+    except TypeError:
+        variables = jax.jit(model.init)(rng, images)
+    else:
+        variables = _init(model, rng, images)
     if init_images is not None and hasattr(model, "init_from_data"):
         variables = model.init_from_data(variables, init_images)
-    params, model_state = split_variables(variables)
+    params, model_state = variables["params"], {name: value for name, value in variables.items() if name != "params"}
     partly_trained = model.partly_trained() if hasattr(model, "partly_trained") else None
     return TrainState.create(apply_fn=model.apply, params=params, model_state=model_state,
                              tx=create_optimizer(config, steps_per_epoch, partly_trained),

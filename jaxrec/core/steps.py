@@ -90,7 +90,11 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
     scale = 1.0 if objective.loss_reduction == "mean" else _psum(1.0, axis_name)
 
     def loss_fn(params):
-        logits, model_state = apply_train(state, params, images)
+        variables = {"params": params, **state.model_state}
+        if state.model_state:  # the other collections, as this batch updates them (BatchNorm's running statistics)
+            logits, model_state = state.apply_fn(variables, images, train=True, mutable=list(state.model_state))
+        else:
+            logits, model_state = state.apply_fn(variables, images, train=True), state.model_state
         losses = cross_entropy(logits, batch["label"], objective.label_smoothing)
         loss = losses.mean() if objective.loss_reduction == "mean" else losses.sum() * scale
         return loss, (logits, model_state, losses.mean())
@@ -103,15 +107,6 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: P
     grads, metrics = jax.lax.pmean((grads, metrics), axis_name) if axis_name else (grads, metrics)
     state = state.apply_gradients(grads=grads, model_state=model_state)
     return (state if objective.lookahead is None else objective.lookahead(state)), metrics
-
-
-def apply_train(state: TrainState, params: Any, images: jax.Array) -> tuple[jax.Array, Variables]:
-    """The model in train mode: logits, and its other collections as updated by this batch
-    (BatchNorm's running statistics); a model without any gives back the empty model_state."""
-    variables = {"params": params, **state.model_state}
-    if not state.model_state:
-        return state.apply_fn(variables, images, train=True), state.model_state
-    return state.apply_fn(variables, images, train=True, mutable=list(state.model_state))
 
 
 def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:

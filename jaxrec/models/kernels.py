@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec.config import Config
-from jaxrec.models.recipes import computes_in_float32
+from jaxrec.models.recipes import load
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
 
 def resolved_dtype(config: Config, platform: str | None = None) -> str:
     """The dtype name config's model computes in on `platform`: what --dtype auto meant, recorded with the run."""
-    if computes_in_float32(config):
+    if load(config.model).facts["FLOAT32"]:  # its recipe computes in float32 whatever --dtype says
         return "float32"
     return compute_dtype(config.dtype, platform).name
 

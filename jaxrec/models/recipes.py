@@ -172,11 +172,6 @@ def recorded_recipe_problem(recorded: dict[str, str] | None, what: str) -> str |
     return None
 
 
-def computes_in_float32(config: Config) -> bool:
-    """Whether config's network computes in float32 whatever --dtype says (its recipe's FLOAT32)."""
-    return load(config.model).facts["FLOAT32"]
-
-
 # The shared settings a recipe may have no use for; each one's default leaves it out.
 MAY_BE_UNUSED = ("dtype", "norm", "norm_bias_lr_scale")
 

@@ -117,14 +117,8 @@ def _join_watch(config: Config) -> Iterator[None]:
                         "--process_id in 0..N-1\n".encode())
             os._exit(2)
 
-    # The wakeup fd is written only for signals with a Python handler: placeholders while joining.
-    handlers = {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with watch_signals(on_signal, on_tick):
-            yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    with watch_signals(lambda *_: None, on_signal, on_tick):  # placeholders: the wakeup fd needs a Python handler
+        yield
 
 
 def check_agreement(what: str, values: dict[str, Any], fix: str) -> None:

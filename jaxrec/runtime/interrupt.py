@@ -63,7 +63,8 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {}
+    waited = ("a device call or a collective, which may wait for a process of the run that is gone or stuck"
+              if processes > 1 else "a device call, a data worker or a save")
 
     def again(signum, frame):
         os.write(2, f"\nstopped by {signal.Signals(signum).name}, a second signal, while the run was stopping "
@@ -78,39 +79,24 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1
         log.warning("received %s: finishing the current device call, saving a checkpoint, then stopping "
                     "(send it again to stop at once, without saving)", signal.Signals(signum).name)
 
-    for signum in SIGNALS:
-        previous[signum] = signal.signal(signum, handler)
-    with _stuck_watch(stuck_after, processes):
-        try:
-            yield request
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
-
-
-@contextlib.contextmanager
-def _stuck_watch(stuck_after: float, processes: int = 1) -> Iterator[None]:
-    """Ends the process if the block has not ended `stuck_after` seconds after a signal came."""
-    waited = ("a device call or a collective, which may wait for a process of the run that is gone or stuck"
-              if processes > 1 else "a device call, a data worker or a save")
-
-    def on_signal(signum: int, done: threading.Event) -> None:
+    def on_signal(signum: int, done: threading.Event) -> None:  # the block has not ended `stuck_after` s later
         if not done.wait(stuck_after):
             os.write(2, f"stopped by {signal.Signals(signum).name}: training did not stop within {stuck_after:.0f} s "
                         f"of the signal (what it waited for did not come back: {waited}); exiting without "
                         "saving. Rerun the same command to resume from the last checkpoint.\n".encode())
             os._exit(128 + signum)
 
-    with watch_signals(on_signal):
-        yield
+    with watch_signals(handler, on_signal):
+        yield request
 
 
 @contextlib.contextmanager
-def watch_signals(on_signal: Callable[[int, threading.Event], None],
+def watch_signals(handler: Callable, on_signal: Callable[[int, threading.Event], None],
                   on_tick: Callable[[threading.Event], None] | None = None) -> Iterator[None]:
-    """Within the block, a thread hears at once every signal that has a Python handler (signal.set_wakeup_fd: even
-    while the main thread is blocked in C++, where Python cannot run the handler) and calls on_signal(signum, done);
-    on_tick(done) runs about every 0.25 s. `done` is set when the block ends. Main thread only."""
+    """Within the block, `handler` handles SIGTERM and SIGINT, and a thread hears them at once (signal.set_wakeup_fd:
+    even while the main thread is blocked in C++, where Python cannot run the handler) and calls on_signal(signum,
+    done); on_tick(done) runs about every 0.25 s. `done` is set when the block ends. Main thread only."""
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     receive, send = socket.socketpair()
     send.setblocking(False)
     previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
@@ -133,6 +119,8 @@ def watch_signals(on_signal: Callable[[int, threading.Event], None],
         signal.set_wakeup_fd(previous_fd)
         receive.close()
         send.close()
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

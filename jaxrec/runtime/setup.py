@@ -21,7 +21,9 @@ def prepare(config: Config, only: Sequence[str] | None = None, batch_sizes: Sequ
     key = (config, None if only is None else tuple(only), sizes)
     if key in _prepared:
         return config
-    refuse(settings_problems(config, only) + recipe_problems_of(config, only))  # every problem, in one message
+    # The recipe --model names, if it is checked and names one (loading it imports JAX, before the backend starts).
+    recipe = (only is None or "model" in only) and not settings_problems(config, ["model"])
+    refuse(settings_problems(config, only) + (recipe_problems(config) if recipe else []))  # every problem, at once
     warn_if_recipe_left_out(config)
     # Imported here: they import JAX, and a refused setting must not wait for it.
     from jaxrec.runtime import cpu_devices, distributed, xla_flags  # noqa: PLC0415
@@ -48,13 +50,6 @@ def warn_if_long_unrolled_loop(config: Config) -> None:
             "compiles each, so compiling takes minutes; --steps_per_call 10 trains about as fast on a CPU, and "
             "--steps_loop rolled compiles one step (but runs convolutions slower on XLA:CPU)",
             config.steps_per_call, config.steps_per_call)
-
-
-def recipe_problems_of(config: Config, only: Sequence[str] | None = None) -> list[str]:
-    """What makes the recipe --model names unusable (a broken file, an --image_size it does not take), if --model
-    is to be checked and names one. Loading it imports its module, and JAX, before the backend starts."""
-    checked = only is None or "model" in only
-    return recipe_problems(config) if checked and not settings_problems(config, ["model"]) else []
 
 
 def warn_if_recipe_left_out(config: Config) -> None:
