@@ -1,11 +1,5 @@
-"""Turns any image file Pillow opens into the 8-bit gray or RGB pixels a person sees in a viewer.
-
-Pillow's own `convert("L")` clips wider data (a 16-bit PNG becomes almost white) and drops transparency onto
-black. Here instead 16-bit images are scaled by 255/65535, as are 32-bit integer ones within 0..65535 (Pillow
-stores some formats' 16-bit data so); floats in [0, 1] are scaled by 255; other wide images are stretched min..max
-(NaN and inf become 0). Transparency is composited on white and the EXIF orientation is applied, as viewers do.
-Each such change is named in a note, so a data set's loader can say what it did once.
-"""
+"""Turns any image file Pillow opens into the 8-bit gray or RGB pixels a person sees in a viewer, by the rules of
+docs/images.md; each change is named in a note, so a data set's loader can say what it did once."""
 
 from __future__ import annotations
 

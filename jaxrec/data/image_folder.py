@@ -145,15 +145,6 @@ def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: 
     return kept
 
 
-def _check_eval_split(root: Path, train_split: str, eval_split: str) -> None:
-    """Refuses a missing eval split beside the train split, naming the other splits there to pass instead."""
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    others = [name for name in found if name != train_split]
-    if not (root / eval_split).is_dir() and others:
-        raise DataError(f"image folder {root} has no split {eval_split!r} (found: {found}); pass "
-                        + " or ".join(f"--eval_split {name}" for name in others))
-
-
 def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: float = 0.2,
                 min_images_per_class: int = 1, seed: int = 0) -> FolderListing:
     """Lists <root>/<split>/<class>/<image>, or <root>/<class>/<image>, where `stratified_split` draws the eval
@@ -161,7 +152,11 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
     disk) are dropped with a warning."""
     if (root / train_split).is_dir():
         classes = list_classes(root, train_split)
-        _check_eval_split(root, train_split, eval_split)
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        others = [name for name in found if name != train_split]
+        if not (root / eval_split).is_dir() and others:  # a missing eval split: name the ones there to pass instead
+            raise DataError(f"image folder {root} has no split {eval_split!r} (found: {found}); pass "
+                            + " or ".join(f"--eval_split {name}" for name in others))
         unknown = sorted(set(list_classes(root, eval_split)) - set(classes))
         if unknown:
             raise DataError(f"{root}/{eval_split} has classes missing from {train_split}: {unknown}; add their "

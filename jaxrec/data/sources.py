@@ -78,19 +78,6 @@ def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> No
                         f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
 
 
-def _choose_shape(config: Config, paths: list[Path]) -> image_folder.ImageShape:
-    """--image_size and --channels where given, the rest from the training images; logged."""
-    found = image_folder.choose_shape(paths) if not (config.image_size and config.channels) else None
-    shape = image_folder.ImageShape(
-        (config.image_size,) * 2 if config.image_size else found.size, config.channels or found.channels,
-        "--image_size" if config.image_size else found.size_reason,
-        "--channels" if config.channels else found.channels_reason)
-    uniform = found is not None and found.uniform and found.size == shape.size
-    log.info("decoding images to %dx%dx%d: size from %s, channels: %s%s", *shape.size, shape.channels,
-             shape.size_reason, shape.channels_reason, "" if uniform else "; " + RESIZE_NOTES[config.resize])
-    return shape
-
-
 def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
     """A TFDS split in memory, at a size / channel count (None / 0: keep) as the image-folder reader decodes."""
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
@@ -261,8 +248,15 @@ def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
     listing = _list_folder(config)
     _check_nonempty(listing.train, config, config.train_split)
     _check_nonempty(listing.eval, config, config.eval_split)
-    shape = _choose_shape(config, listing.train[0])
-    return tuple(_listed(paths, labels, listing.classes, (*shape.size, shape.channels), config.resize)
+    # --image_size and --channels where given, the rest from the training images; logged.
+    found = image_folder.choose_shape(listing.train[0]) if not (config.image_size and config.channels) else None
+    size, channels = _config_size(config) or found.size, config.channels or found.channels
+    uniform = found is not None and found.uniform and found.size == size
+    log.info("decoding images to %dx%dx%d: size from %s, channels: %s%s", *size, channels,
+             "--image_size" if config.image_size else found.size_reason,
+             "--channels" if config.channels else found.channels_reason,
+             "" if uniform else "; " + RESIZE_NOTES[config.resize])
+    return tuple(_listed(paths, labels, listing.classes, (*size, channels), config.resize)
                  for paths, labels in (listing.train, listing.eval))
 
 

@@ -1,11 +1,6 @@
-"""Streaming input (`--input stream`): examples read and decoded when a batch needs them, with Grain.
-
-The examples and their order are the on-device path's (jaxrec.core.pipeline.epoch_indices): each process reads
-its own devices' columns of every global batch, ahead of the step, in threads or `--data_workers` processes, and
-the compiled step augments and normalises that batch exactly as one gathered from the on-device copy.
-
-Nothing here imports JAX itself (Grain does): its worker processes import this module to read.
-"""
+"""Streaming input (`--input stream`): examples read and decoded when a batch needs them, with Grain, in the
+on-device path's order (docs/design.md). Nothing here imports JAX itself (Grain does): its worker processes import
+this module to read."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Preparing a TFDS data set once, as array_record: the format jaxrec reads without TensorFlow.
-
-Preparing needs TensorFlow and internet; reading the prepared set (tfds_source) needs neither. `jaxrec prepare`
-imports no JAX, here or elsewhere in jaxrec, so it can run with TensorFlow's CPU build from a separate folder
-(PYTHONPATH): installing TensorFlow on a TPU runtime breaks JAX's TPU start-up (docs/install.md).
-"""
+"""Preparing a TFDS data set once, as array_record, which jaxrec reads without TensorFlow. No JAX is imported,
+here or by `jaxrec prepare`, so it can run beside a separate TensorFlow (docs/install.md)."""
 
 from __future__ import annotations
 

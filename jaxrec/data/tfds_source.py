@@ -1,8 +1,4 @@
-"""Loads a TensorFlow Datasets image classification set into uint8 arrays.
-
-A set prepared as array_record (`jaxrec prepare`) is read without TensorFlow, through TFDS's random-access data
-source, so training never needs it; one prepared as tfrecord is read with TensorFlow (the `tfds` extra).
-"""
+"""Loads a TFDS image classification set into uint8 arrays: without TensorFlow if prepared as array_record."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Evaluation over a whole split, every example counted once (padded, masked batches): the `Evaluator` that the
-training loop, `jaxrec evaluate` and the benchmark all run. Its sums (jaxrec.core.steps.eval_step) stay on the
-devices until jaxrec.core.metrics derives the scores."""
+"""The whole-split `Evaluator` (padded, masked batches; sums on the devices) that training, `jaxrec evaluate` and
+the benchmark run."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import jax
 import numpy as np
 
 from jaxrec.config import EVALUATION_FIELDS, Config, is_folder_path
-from jaxrec.core.metrics import report_with_tta, summarize_eval
+from jaxrec.core.metrics import report, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.data import stream
@@ -124,22 +123,16 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
 
     plain = scores(0)
     augmented = scores(config.tta) if config.tta else plain
-    return report_with_tta(augmented, plain, trained.class_names, config.top_k, config.tta)
-
-
-def _check_folder_in_place(config: Config, trained: Trained) -> None:
-    """Refuses the image folder a run recorded where it no longer is, naming the flag that reads it from its new
-    place: the data layer's refusal cannot tell a recorded path from one the user just typed."""
-    root = Path(config.dataset).expanduser()
-    if config.dataset == trained.config.dataset and is_folder_path(config.dataset) and not root.exists():
-        raise DataError(f"the run's image folder {root} does not exist (moved or deleted since the run trained); "
-                        f"if it moved, pass its new path: --dataset NEWPATH")
+    return report(augmented, trained.class_names, config.top_k, plain, config.tta)
 
 
 def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | StreamedDataset:
     """config.eval_split of config.dataset for `trained`: in memory or streamed, as jaxrec.data.sources.streams
     decides for training (logged when streamed); a TFDS set is read into memory."""
-    _check_folder_in_place(config, trained)
+    root = Path(config.dataset).expanduser()  # a recorded path moved: the data layer cannot tell it from a typed one
+    if config.dataset == trained.config.dataset and is_folder_path(config.dataset) and not root.exists():
+        raise DataError(f"the run's image folder {root} does not exist (moved or deleted since the run trained); "
+                        f"if it moved, pass its new path: --dataset NEWPATH")
     args = (config, config.eval_split, trained.class_names, trained.image_shape)
     if not is_image_folder(config.dataset):
         return stream_split(*args) if config.input == "stream" else load_tfds_split(*args)  # stream: refused

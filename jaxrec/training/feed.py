@@ -1,7 +1,5 @@
-"""What each device call of an epoch is fed, behind one interface (`for_epoch`, then per call `take` and `advance`):
-the training split already on the devices, from which the call gathers (DeviceFeed), or, streamed (`--input
-stream`), the call's batches read by Grain and put on the devices one call ahead, so that reading the next call
-overlaps the device computing this one (TrainStream, StreamFeed)."""
+"""What each device call of an epoch is fed (docs/design.md, "One input path"): the split on the devices
+(DeviceFeed), or streamed batches put on the devices one call ahead (TrainStream)."""
 
 from __future__ import annotations
 
@@ -63,9 +61,36 @@ class TrainStream:
                  f"{self._workers} worker processes decoding" if self._workers else "decoded in threads")
         self._at, self._window_end = (epoch, position), (last, 0)
 
-    def for_epoch(self, epoch: int, plan: Plan, program: Program) -> StreamFeed:
-        """The feed of epoch `epoch`'s device calls `plan`."""
-        return StreamFeed(self, epoch, plan, program)
+    def for_epoch(self, epoch: int, plan: Plan, program: Program) -> TrainStream:
+        """This stream as the feed of epoch `epoch`'s device calls `plan`: each call's batches [local devices,
+        steps, per_device, ...], read in plan order."""
+        self._epoch, self._plan, self._program = epoch, list(plan), program
+        self._next_call, self._ready, self._failed = 0, None, None
+        self.advance()
+        return self
+
+    def _read(self, start: int, end: int) -> tuple[Any, Any]:
+        batches = [self.batch(self._epoch, position) for position in range(start, end)]
+        images = self._program.batch_shares(np.stack([b["image"] for b in batches]))
+        labels = self._program.batch_shares(np.stack([b["label"] for b in batches]))
+        return put_shares((images, labels), self._program.devices)  # asynchronous: the copy overlaps the call
+
+    def take(self) -> tuple[Any, Any]:
+        """The next call's batches; raises the StreamError that reading them met."""
+        if self._failed is not None:
+            raise self._failed
+        ready, self._ready = self._ready, None
+        return ready
+
+    def advance(self) -> None:
+        """Reads the next call's batches. A failure waits for `take`: the call in flight has taken the state, and
+        the loop must get it back (to save it) before it stops."""
+        if self._ready is None and self._failed is None and self._next_call < len(self._plan):
+            try:
+                self._ready = self._read(*self._plan[self._next_call])
+            except StreamError as err:
+                self._failed = err
+            self._next_call += 1
 
     def close(self) -> None:
         """Ends the reading; its worker processes stop."""
@@ -93,37 +118,3 @@ class DeviceFeed:
 
     def close(self) -> None:
         """Nothing reads: the split stays on the devices for the run."""
-
-
-class StreamFeed:
-    """The streamed path: each call's batches [local devices, steps, per_device, ...], read in plan order."""
-
-    def __init__(self, stream: TrainStream, epoch: int, plan: Plan, program: Program):
-        self._stream, self._epoch, self._plan, self._program = stream, epoch, list(plan), program
-        self._next_call = 0
-        self._ready = None
-        self._failed: StreamError | None = None
-        self.advance()
-
-    def _read(self, start: int, end: int) -> tuple[Any, Any]:
-        batches = [self._stream.batch(self._epoch, position) for position in range(start, end)]
-        images = self._program.batch_shares(np.stack([b["image"] for b in batches]))
-        labels = self._program.batch_shares(np.stack([b["label"] for b in batches]))
-        return put_shares((images, labels), self._program.devices)  # asynchronous: the copy overlaps the call
-
-    def take(self) -> tuple[Any, Any]:
-        """The next call's batches; raises the StreamError that reading them met."""
-        if self._failed is not None:
-            raise self._failed
-        ready, self._ready = self._ready, None
-        return ready
-
-    def advance(self) -> None:
-        """Reads the next call's batches. A failure waits for `take`: the call in flight has taken the state, and
-        the loop must get it back (to save it) before it stops."""
-        if self._ready is None and self._failed is None and self._next_call < len(self._plan):
-            try:
-                self._ready = self._read(*self._plan[self._next_call])
-            except StreamError as err:
-                self._failed = err
-            self._next_call += 1

@@ -1,10 +1,7 @@
-"""Which input path a run takes (`--input`): every split decoded once and copied onto the devices, or
-batches streamed from the files as training needs them (jaxrec.data.stream). Both feed the same
-examples in the same order; `auto` takes the first where it fits the memory check."""
+"""Which input path a run takes (`--input`, docs/design.md) and each path's memory check."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Sequence
 
@@ -39,17 +36,6 @@ def check_devices_fit(config: Config, splits: Sequence, models: int, devices: Se
                                train.nbytes + evaluation.nbytes, models, evaluated)
 
 
-def checked_steps_per_epoch(config: Config, examples: int) -> int:
-    """Training steps per epoch over `examples`; refuses a split smaller than one batch, or a lookahead the run is
-    too short for (check_lookahead)."""
-    steps = examples // config.batch_size
-    if steps == 0:
-        raise InputError(f"the training split has {examples} examples, fewer than one batch of {config.batch_size}; "
-                         f"lower --batch_size")
-    check_lookahead(config, steps)
-    return steps
-
-
 def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> DataSplits:
     """The run's data: decoded into memory (`--input device`), streamed (`stream`), or, for `auto`, on
     the devices where it fits and streamed otherwise; the log line says which and why. In a
@@ -62,7 +48,10 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         data = load_data(config)  # decoded already: what is left to check is training with it
         splits = (data.train, data.eval)
     # Before a model is built for them, and before the memory checks' advice, which a batch too large misleads.
-    checked_steps_per_epoch(config, len(splits[0]))
+    if len(splits[0]) < config.batch_size:
+        raise InputError(f"the training split has {len(splits[0])} examples, fewer than one batch of "
+                         f"{config.batch_size}; lower --batch_size")
+    check_lookahead(config, len(splits[0]) // config.batch_size)
     check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
     if data is not None:
         check_devices_fit(config, splits, models, devices)
@@ -88,33 +77,22 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     return load_data(config, splits)
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamLoad:
-    """What a streamed run holds at once: its global batches, its data workers, and the training images
-    the statistics pass reads."""
-
-    batch: int
-    eval_batch: int
-    workers: int
-    count: int
-
-
 def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int, devices: Sequence[jax.Device],
-                 load: StreamLoad) -> tuple[int, int, int]:
-    """A streamed run's memory in bytes: (the channel-statistics pass's, on the host; the run's on the host: readers,
-    workers and batches, with every CPU device's; one device's: its training step or its evaluation call beside the
-    training state). devices: all."""
+                 count: int) -> tuple[int, int, int]:
+    """A streamed run's memory in bytes: (the channel-statistics pass's over `count` training images, on the host;
+    the run's on the host: readers, --data_workers and batches, with every CPU device's; one device's: its training
+    step or its evaluation call beside the training state). devices: all."""
     mine = local_devices(devices)
-    train_share, eval_share = load.batch // len(devices), -(-load.eval_batch // len(devices))
+    train_share, eval_share = config.batch_size // len(devices), -(-config.eval_batch_size // len(devices))
     image = int(np.prod(image_shape))
     model, evaluated = create_model(config, classes), create_model(config, classes, for_eval=True)
     device = max(memory.training_bytes(model, image_shape, train_share),
                  memory.state_bytes(model, image_shape)
                  + memory.evaluation_bytes(evaluated, image_shape, eval_share, VIEWS[config.tta]))
-    readers = sum(memory.reader_bytes(len(mine) * share * image, image, load.workers)
+    readers = sum(memory.reader_bytes(len(mine) * share * image, image, config.data_workers)
                   for share in (train_share, eval_share))
     host = readers + (device * len(mine) if mine[0].platform == "cpu" else 0)
-    return stats_bytes(image_shape, load.count), host, device
+    return stats_bytes(image_shape, count), host, device
 
 
 def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[jax.Device]) -> None:
@@ -124,10 +102,9 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     mine = local_devices(devices)
     host, device = memory.host_available(), memory.device_available(mine[0])
     classes, shape = len(train.class_names), tuple(train.image_shape)
-    load = StreamLoad(config.batch_size, config.eval_batch_size, config.data_workers, len(train))
 
     def problem(size: tuple[int, int, int], **changed: int) -> str | None:
-        stats, running, one_device = stream_bytes(config, size, classes, devices, dataclasses.replace(load, **changed))
+        stats, running, one_device = stream_bytes(config.replace(**changed), size, classes, devices, len(train))
         checks = ((stats, host, "the channel-statistics pass"), (running, host, "training"),
                   (one_device, None if mine[0].platform == "cpu" else device, "one device"))
         return next(filter(None, (memory.shortfall(*check) for check in checks)), None)
@@ -136,10 +113,10 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     if found is None:
         return
     square = lambda side: (side, side, shape[2])
-    batch = memory.largest(lambda b: not problem(shape, batch=b), config.batch_size - 1, len(devices))
-    eval_batch = memory.largest(lambda e: not problem(shape, eval_batch=e), config.eval_batch_size - 1)
+    batch = memory.largest(lambda b: not problem(shape, batch_size=b), config.batch_size - 1, len(devices))
+    eval_batch = memory.largest(lambda e: not problem(shape, eval_batch_size=e), config.eval_batch_size - 1)
     fixes = [f"--batch_size {batch}", f"--eval_batch_size {eval_batch}",
-             f"--data_workers {memory.largest(lambda w: not problem(shape, workers=w), config.data_workers - 1)}"
+             f"--data_workers {memory.largest(lambda w: not problem(shape, data_workers=w), config.data_workers - 1)}"
              if config.data_workers else "--data_workers 0",
              f"--image_size {memory.largest(lambda side: not problem(square(side)), max(shape[:2]) - 1)}"]
     usable = [fix for fix in fixes if int(fix.split()[1]) >= (8 if "image" in fix else 1 if "batch" in fix else 0)

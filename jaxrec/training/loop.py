@@ -1,10 +1,5 @@
-"""The training loop: `train_and_evaluate(config, workdir)` for one model, `train_group(configs)` for several seeds
-of one config in one compiled program; a plain run is a program of one model, so one loop serves both.
-
-What changes as the run goes is explicit: the program's train state (on the devices) and each model's `RunState`
-(where its loop stands); what does not is the `Trainer` (the compiled program, the data on the devices, each
-model's keys, checkpoints and writers).
-"""
+"""The training loop (docs/design.md, "One loop"): `train_and_evaluate(config, workdir)` for one model,
+`train_group(configs)` for several seeds of one config in one compiled program."""
 
 from __future__ import annotations
 
@@ -23,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxrec.config import EXECUTION_FIELDS, MEMBER_FIELDS, MODEL_AXES, Config
-from jaxrec.core.metrics import report_with_tta
+from jaxrec.core.metrics import report
 from jaxrec.core.optim import total_steps
 from jaxrec.core.parallel import Program, make_program, per_device_batch, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, epoch_indices
@@ -45,8 +40,8 @@ from jaxrec.run.writers import Writers, open_writers
 from jaxrec.runtime import distributed, host
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.runtime.setup import prepare
-from jaxrec.training.feed import DeviceFeed, StreamFeed, TrainStream, process_columns
-from jaxrec.training.inputs import checked_steps_per_epoch, open_data
+from jaxrec.training.feed import DeviceFeed, TrainStream, process_columns
+from jaxrec.training.inputs import open_data
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +276,10 @@ def outputs_written(trainer: Trainer, step: int) -> bool:
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
                    devices: list[jax.Device], model_axis: str = "loop") -> Trainer:
-    """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluators;
-    refuses a training split smaller than one batch, or a lookahead the run is too short for (check_lookahead)."""
+    """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluators
+    (open_data has refused a split smaller than one batch)."""
     config, models = configs[0], len(configs)
-    steps_per_epoch = checked_steps_per_epoch(config, len(data.train))
+    steps_per_epoch = len(data.train) // config.batch_size
     log.info("data %s: %d train / %d eval images of shape %s, %d classes; %d device%s (%s%s), %d steps per epoch%s",
              data.name, len(data.train), len(data.eval), data.image_shape, data.num_classes, len(devices),
              "s" if len(devices) > 1 else "", devices[0].platform,
@@ -328,9 +323,11 @@ def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainStat
 def restore_or_start_member(trainer: Trainer, member: Member,
                             data: DataSplits) -> tuple[TrainState, RunState, int | None]:
     """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
-    config = member.config
+    config, count = member.config, getattr(trainer.model, "init_examples", 0)
+    sample = init_sample(len(data.train), count, member.keys.init) if count else None  # data-dependent init's images
+    images = None if sample is None else np.asarray(trainer.preprocess.normalize(data.train.take(sample)))
     state = create_train_state(config, trainer.model, data.image_shape, member.keys.init, trainer.steps_per_epoch,
-                               init_images(trainer, member, data))
+                               images)
     restored = member.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
     if restored is None:
         return state, RunState(), None
@@ -347,15 +344,6 @@ def restore_or_start_member(trainer: Trainer, member: Member,
         log.info("resuming from the checkpoint at step %d (epoch %d, step %d of %d) in %s", run.step, run.epoch + 1,
                  run.position, trainer.steps_per_epoch, member.checkpoints.directory)
     return restored.state, run, run.step
-
-
-def init_images(trainer: Trainer, member: Member, data: DataSplits) -> np.ndarray | None:
-    """The normalised training images the model's data-dependent initialisation reads (init_sample), or None."""
-    count = getattr(trainer.model, "init_examples", 0)
-    if not count:
-        return None
-    chosen = init_sample(len(data.train), count, member.keys.init)
-    return np.asarray(trainer.preprocess.normalize(data.train.take(chosen)))
 
 
 def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from: int | None) -> Writers:
@@ -435,7 +423,7 @@ def call_plan(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoi
 
 
 def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writers: list[Writers],
-               indices: np.ndarray, feed: DeviceFeed | StreamFeed) -> tuple[TrainState, list[RunState]]:
+               indices: np.ndarray, feed: DeviceFeed | TrainStream) -> tuple[TrainState, list[RunState]]:
     """One device call: len(indices) training steps of every member (indices [steps, K, batch]), fed by `feed`,
     which prepares the next call while this one runs. Stops the run if a member's loss is not finite."""
     start = time.perf_counter()
@@ -588,11 +576,11 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
     }
     outputs.plot_curves([r.to_json() for r in run.records], member.workdir / "curves.png",
                         title=f"{config.model_tag} on {config.dataset_tag}, seed {config.seed}")
-    report = report_with_tta(scored, result, data.class_names, config.top_k, config.tta)
-    outputs.write_eval(member.workdir, report,
+    evaluation = report(scored, data.class_names, config.top_k, result, config.tta)
+    outputs.write_eval(member.workdir, evaluation,
                        title=f"{config.model_tag} on {config.dataset_tag}/{config.eval_split}, seed {config.seed}")
-    if report.get("note"):
-        log.warning("evaluation: %s", report["note"])
+    if evaluation.get("note"):
+        log.warning("evaluation: %s", evaluation["note"])
     if predictions is not None:
         outputs.write_predictions(member.workdir, predictions, data.eval.labels)
     outputs.write_json(member.workdir / "summary.json", summary)  # last: it marks the outputs complete

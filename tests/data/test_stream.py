@@ -105,8 +105,7 @@ def memory_for_training_only(config: Config) -> int:
     """Bytes that hold the small model's streamed training and evaluation on one device (its readers keep
     a few batches: fewer bytes than the sample's 600 images, which the device path holds)."""
     train = stream_splits(config)[0]
-    load = inputs.StreamLoad(config.batch_size, config.eval_batch_size, config.data_workers, len(train))
-    streamed = inputs.stream_bytes(config, (32, 32, 3), 10, select_devices(config.num_devices), load)
+    streamed = inputs.stream_bytes(config, (32, 32, 3), 10, select_devices(config.num_devices), len(train))
     return max(streamed)
 
 
@@ -273,10 +272,7 @@ def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_tha
                           workdir=str(tmp_path / "run"))
     devices = select_devices(2)
     train = stream_splits(config)[0]
-    sizes = dict(batch=config.batch_size, eval_batch=config.eval_batch_size, workers=0, count=len(train))
-    key = "batch" if flag == "batch_size" else "eval_batch"
-    load = inputs.StreamLoad(**{**sizes, key: fitting})
-    have = max(inputs.stream_bytes(config, train.image_shape, 10, devices, load)[1:])
+    have = max(inputs.stream_bytes(config.replace(**{flag: fitting}), train.image_shape, 10, devices, len(train))[1:])
     line = refused_stream(monkeypatch, config.replace(**{flag: given}), have)
     largest = named(line, f"--{flag}")
     assert fitting <= largest < given
@@ -288,8 +284,8 @@ def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_tha
 def test_the_memory_check_counts_each_data_worker(monkeypatch, tmp_path):
     config = BASE.replace(num_devices=1, input="stream", data_workers=2, workdir=str(tmp_path / "run"))
     train = stream_splits(config)[0]
-    load = inputs.StreamLoad(batch=32, eval_batch=1000, workers=0, count=len(train))
-    without = max(inputs.stream_bytes(config, train.image_shape, 10, select_devices(1), load)[1:])
+    without = max(inputs.stream_bytes(config.replace(data_workers=0), train.image_shape, 10, select_devices(1),
+                                      len(train))[1:])
     line = refused_stream(monkeypatch, config, without + memory.WORKER_BYTES)  # room for 1 of 2 readers' 2 workers
     assert "2 --data_workers" in line and named(line, "--data_workers") == 0
 
