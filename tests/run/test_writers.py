@@ -11,9 +11,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import ROOT, SMALL_FLAGS, checkpoint_steps, records, script_command
+from jaxrec.core.run_state import RunState
 from jaxrec.errors import InputError
 from jaxrec.run.checkpoints import checkpoint_dir
-from jaxrec.run.writers import TENSORBOARD_DIR, TensorBoardWriter
+from jaxrec.run.writers import TENSORBOARD_DIR, open_writers
 from jaxrec.training.loop import train_and_evaluate
 
 
@@ -52,7 +53,7 @@ def test_tensorboard_holds_train_scalars_per_call_and_test_scores_per_evaluation
 def test_tensorboard_without_tensorboardx_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if it were not installed
     with pytest.raises(InputError, match=r"--tensorboard needs tensorboardX.*pip install 'jaxrec\[tensorboard\]'"):
-        TensorBoardWriter(tmp_path, resumed=None)
+        open_writers(tmp_path, RunState(), resumed=False, tensorboard=True)
 
 
 @pytest.mark.slow
