@@ -1,10 +1,5 @@
-"""Training and evaluation speed of a model on random data, through the training loop's own code.
-
-`run_benchmark` times the compiled functions the training loop uses (jaxrec.core.parallel.make_program's program
-and the Evaluator, with the same `Preprocess`) on random uint8 images: images/s (the median of timed windows after
-warm-up), compile times, FLOPs per image (XLA's cost analysis), the achieved FLOP/s as a fraction of a float32
-matmul's on the same device, and peak host memory. Nothing here is CPU-specific.
-"""
+"""Training and evaluation speed of a model on random data, through the training loop's own code (make_program's
+program and the Evaluator, with the same `Preprocess`); what each figure means: docs/speed.md."""
 
 from __future__ import annotations
 

@@ -125,10 +125,7 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
 
 
 def _study(args: argparse.Namespace) -> int:
-    """`jaxrec study`: `config` once per seed of --seeds ('0-9', '0,3,7'), varying the sources in --vary,
-    --seeds_per_program models per compiled program; writes study.json/.md and plots. With --check_determinism,
-    first trains the first seed twice and reports whether the runs are bit-identical; with --compare_with W, ends
-    with this study against W's (jaxrec compare), whose study.json is read before anything trains."""
+    """`jaxrec study`: `config` once per seed of --seeds, then study.json/.md and plots (docs/studies.md)."""
     config = config_of(args)
 
     def run() -> None:
@@ -136,7 +133,7 @@ def _study(args: argparse.Namespace) -> int:
 
         spec = StudySpec(config.replace(workdir=None), parse_seeds(args.seeds), parse_vary(args.vary), args.base_seed)
         workdir = Path(config.workdir or Path("runs") / f"study_{config.model_tag}_{config.dataset_tag}")
-        if args.compare_with:
+        if args.compare_with:  # before anything trains: a study.json that cannot be read fails now
             read_study(args.compare_with, "test_accuracy")
         start_jax(config)
         from jaxrec.runtime import distributed

@@ -1,10 +1,7 @@
-"""Orbax checkpoints of a whole run, so that an interrupted run resumes exactly where it stopped.
+"""Orbax checkpoints of a whole run, so that an interrupted run resumes exactly where it stopped (docs/checkpoints.md).
 
-A checkpoint `<workdir>/checkpoints/<step>/` holds the train state's arrays (`state`, saved from the first device
-as global arrays, so it restores on any number of devices) and a JSON `CheckpointMeta` (`meta`). Random keys are
-not saved: they derive from the config's seed. The manager keeps the `checkpoint_keep` latest checkpoints *and*
-the best by test accuracy (Orbax's `max_to_keep` with a `best_fn` would delete the newest, so resume could go back
-in time). Orbax renames each checkpoint into place when complete, so a crash mid-save leaves the earlier ones intact.
+The `checkpoint_keep` latest and the best by test accuracy are kept by a preservation policy: Orbax's `max_to_keep`
+with a `best_fn` would delete the newest, so resume could go back in time.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
 """A run's workdir: claimed by one training run at a time, never someone else's folder or a study's, writable.
-
-Training holds `claim` for the whole run: an OS lock on `WORKDIR/.lock` (released by the OS if the process dies),
-so a second training run in the same workdir is refused naming the first one's pid. Evaluation and prediction only
-read a workdir and take no lock. `move_previous_run` moves a run's files aside when it starts over (--resume=false),
-deleting nothing.
-"""
+The lock and --resume=false's move aside: "One run per workdir" and "Resume" in docs/checkpoints.md."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Seed studies: one training config run over many seeds, and what the spread says.
-
-A study's workdir W holds `W/study_spec.json` (what was asked), one normal run per seed in `W/seed_<n>/` (with the
-eval split's class probabilities) and the aggregate `W/study.json`, `W/study.md` and plots. `--vary` names the
-sources of randomness (jaxrec.config.SOURCES) that take each study seed; the others keep `--base_seed`. Rerunning
-the same command continues a stopped study: finished seeds are kept, the running one resumes from its checkpoint.
-"""
+"""Seed studies: one training config run over many seeds, and what the spread says (docs/studies.md).
+A study's workdir also holds `study_spec.json`, what was asked."""
 
 from __future__ import annotations
 
