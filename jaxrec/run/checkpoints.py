@@ -104,29 +104,11 @@ def array_checksum(tree: Any) -> str:
     return digest.hexdigest()
 
 
-def _damage(arrays: dict[str, Any], checksum: str) -> str | None:
-    """Why restored arrays cannot be trusted (None if they can): NaN/inf, or not the saved checksum."""
-    arrays = jax.device_get(arrays)
-    leaves = map(np.asarray, jax.tree_util.tree_leaves(arrays))
-    if not all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating)):
-        return "its arrays hold NaN or inf"
-    if array_checksum(arrays) != checksum:
-        return "its arrays do not match the checksum saved with them"
-    return None
-
-
 def _short(err: Exception) -> str:
     """An error's first line, at most 200 characters, without TensorStore's spec (which runs to pages)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     text = text.split(" See full TensorStore details")[0]
     return f"{type(err).__name__}: {text[:200]}"
-
-
-def _abstract(tree: Any) -> Any:
-    """Shapes and dtypes on the first local device, whatever the number of devices the checkpoint was written with."""
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
 
 
 def field_differences(saved: dict[str, Any], current: dict[str, Any], may_change: Iterable[str],
@@ -165,10 +147,6 @@ def _same_value(key: str, current: Any, saved: Any) -> bool:
     return current == saved
 
 
-class TooOld(Exception):
-    """A checkpoint written by jaxrec before 0.2, whose layout this version does not read."""
-
-
 @dataclasses.dataclass(frozen=True)
 class CheckpointMeta:
     """The JSON half of a checkpoint: where the run stands, and what it was trained with."""
@@ -190,9 +168,7 @@ class CheckpointMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CheckpointMeta":
-        """Raises TooOld for the meta of a jaxrec before 0.2, which lacks the run, checksum or items."""
-        if not all(key in data for key in ("run", "checksum", "items")):
-            raise TooOld()
+        """The meta CheckpointMeta.to_json wrote; fields this version does not know are left out."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         return cls(**{**values, "run": RunState.from_json(values["run"])})
@@ -213,12 +189,6 @@ class Restored:
 def _orbax_save_errors(record: logging.LogRecord) -> bool:
     """Log filter: drops the tracebacks Orbax logs from its save threads (RunCheckpointer.save reports one line)."""
     return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
-
-
-def _save_failure(err: Exception) -> str:
-    """What made a save fail, in words: from the OS error code TensorStore reports, if any."""
-    code = re.search(r"os_error_code='?(\d+)", str(err))
-    return os_error_cause(int(code.group(1))) if code else _short(err)
 
 
 class RunCheckpointer:
@@ -259,8 +229,10 @@ class RunCheckpointer:
             # TensorStore's threads go on to print dozens of tracebacks: jaxrec.run.storage_noise drops them.
             self.failed = True
             last = f"step {self.last_saved_step}" if self.last_saved_step is not None else "none yet"
+            code = re.search(r"os_error_code='?(\d+)", str(err))  # the OS error TensorStore reports, if any
+            cause = os_error_cause(int(code.group(1))) if code else _short(err)
             raise SaveError(f"cannot save the checkpoint of step {run.step} to {self.directory}: "
-                            f"{_save_failure(err)}. The last good checkpoint: {last}. Free space (or raise the "
+                            f"{cause}. The last good checkpoint: {last}. Free space (or raise the "
                             f"limit) and run the same command again to resume") from err
         self.last_saved_step = run.step
 
@@ -313,7 +285,10 @@ class RunCheckpointer:
 def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState, meta: CheckpointMeta) -> Restored | None:
     """Restores one step, whose meta is `meta`; None (with a warning) if it cannot be read. Checks the items first."""
     _check_items(meta, template, step, manager.directory)
-    target = _abstract(_arrays(template))
+    # On the first local device, whatever the number of devices the checkpoint was written with.
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding),
+                                    _arrays(template))
     try:
         saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
         arrays = saved
@@ -325,11 +300,16 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState, me
             log.warning("checkpoint step %d in %s cannot be restored (%s); trying another", step, manager.directory,
                         _short(err))
             return None
-    damage = _damage(saved, meta.checksum)
-    if damage:
-        log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
-        return None
-    return Restored(state=template.replace(**arrays), meta=meta)
+    saved = jax.device_get(saved)  # checked as written: NaN/inf, or other bytes than the saved checksum's
+    leaves = map(np.asarray, jax.tree_util.tree_leaves(saved))
+    if not all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating)):
+        damage = "its arrays hold NaN or inf"
+    elif array_checksum(saved) != meta.checksum:
+        damage = "its arrays do not match the checksum saved with them"
+    else:
+        return Restored(state=template.replace(**arrays), meta=meta)
+    log.warning("checkpoint step %d in %s is damaged: %s; trying another", step, manager.directory, damage)
+    return None
 
 
 def _by_path(saved: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
@@ -391,15 +371,16 @@ def _check_items(meta: CheckpointMeta, template: TrainState, step: int, director
 def _read_meta_or_none(manager: ocp.CheckpointManager, step: int) -> CheckpointMeta | None:
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        return CheckpointMeta.from_json(meta)
-    except TooOld:
-        raise InputError(f"the checkpoint at step {step} in {manager.directory} was written by jaxrec before 0.2, "
-                         f"whose checkpoints this version does not read; train the run again (--resume=false keeps "
-                         f"the old one aside), or read it with jaxrec 0.2") from None
-    except Exception as err:  # noqa: BLE001 - any other failure to read means "skip this checkpoint"
+        if all(key in meta for key in ("run", "checksum", "items")):
+            return CheckpointMeta.from_json(meta)
+    except Exception as err:  # noqa: BLE001 - any failure to read means "skip this checkpoint"
         log.warning("checkpoint step %d in %s is unreadable (%s); trying another", step, manager.directory,
                     _short(err))
         return None
+    # A jaxrec before 0.2 wrote no run, checksum or items.
+    raise InputError(f"the checkpoint at step {step} in {manager.directory} was written by jaxrec before 0.2, "
+                     f"whose checkpoints this version does not read; train the run again (--resume=false keeps "
+                     f"the old one aside), or read it with jaxrec 0.2")
 
 
 @dataclasses.dataclass(frozen=True)
