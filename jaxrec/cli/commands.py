@@ -154,13 +154,6 @@ def _study(args: argparse.Namespace) -> int:
     return exit_code(run, config.heartbeat_timeout, trains=True)
 
 
-def _compare(args: argparse.Namespace) -> int:
-    def run() -> None:
-        print_comparison(compare_studies(args.a, args.b, args.metric), args.json)
-
-    return exit_code(run)
-
-
 def print_comparison(result: dict[str, Any], as_json: bool) -> None:
     """A comparison of two studies (jaxrec.studies.compare), led by a warning where their data differ."""
     if result["warnings"]:  # first, so that nobody reads the verdict without it
@@ -179,95 +172,83 @@ def _add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint: best test accuracy, or the latest")
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    def run() -> None:
-        overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
-        check(Config(**overrides))  # the flags given, and their combinations as train checks them
-        out = Path(getattr(args, "out", args.workdir)).expanduser()
-        with removed_if_failed(out):  # a refused evaluation leaves no empty --out behind
-            # Checked before evaluating; a missing workdir is load_trained's to name.
-            if hasattr(args, "out") or out.is_dir():
-                writable_folder(out, "--out")
-            start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
-            from jaxrec.evaluation.evaluator import evaluate_trained
-            from jaxrec.run import outputs
-            from jaxrec.run.checkpoints import load_trained
+def _evaluate(args: argparse.Namespace) -> None:
+    overrides = {"num_devices": 0, "cpu_devices": 0, **flags.values_of(args, Config)}  # unless told: all
+    check(Config(**overrides))  # the flags given, and their combinations as train checks them
+    out = Path(getattr(args, "out", args.workdir)).expanduser()
+    with removed_if_failed(out):  # a refused evaluation leaves no empty --out behind
+        # Checked before evaluating; a missing workdir is load_trained's to name.
+        if hasattr(args, "out") or out.is_dir():
+            writable_folder(out, "--out")
+        start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
+        from jaxrec.evaluation.evaluator import evaluate_trained
+        from jaxrec.run import outputs
+        from jaxrec.run.checkpoints import load_trained
 
-            trained = load_trained(args.workdir, args.which)
-            config = trained.config.replace(**overrides)
-            dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
-            latest = "latest" if trained.which == "latest" else None
-            suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
-            # What was scored, in the report itself: reports of several runs may share one --out.
-            scored = {"workdir": str(Path(args.workdir).expanduser().absolute()), "which": trained.which,
-                      "step": trained.step, "epoch": trained.epoch, "dataset": config.dataset,
-                      "split": config.eval_split}
-            outputs.check_report_free(out, suffix, scored)
-            result = {"scored": scored, **evaluate_trained(trained, config)}
-            title = (f"{trained.config.model_tag} ({trained.which} checkpoint, epoch {trained.epoch}) on "
-                     f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
-            paths = outputs.write_eval(out, result, suffix, title)
-            print(outputs.eval_markdown(result, title))
-            print("wrote " + ", ".join(map(str, paths)))
-
-    return exit_code(run)
+        trained = load_trained(args.workdir, args.which)
+        config = trained.config.replace(**overrides)
+        dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
+        latest = "latest" if trained.which == "latest" else None
+        suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))
+        # What was scored, in the report itself: reports of several runs may share one --out.
+        scored = {"workdir": str(Path(args.workdir).expanduser().absolute()), "which": trained.which,
+                  "step": trained.step, "epoch": trained.epoch, "dataset": config.dataset,
+                  "split": config.eval_split}
+        outputs.check_report_free(out, suffix, scored)
+        result = {"scored": scored, **evaluate_trained(trained, config)}
+        title = (f"{trained.config.model_tag} ({trained.which} checkpoint, epoch {trained.epoch}) on "
+                 f"{dataset or trained.config.dataset_tag}/{config.eval_split}")
+        paths = outputs.write_eval(out, result, suffix, title)
+        print(outputs.eval_markdown(result, title))
+        print("wrote " + ", ".join(map(str, paths)))
 
 
 def _predict(args: argparse.Namespace) -> int:
-    def run() -> int:
-        check(Config(top_k=args.top_k), only=["top_k"])
-        setup_logging()
-        from jaxrec.evaluation.predict import Predictor
-        from jaxrec.run.checkpoints import load_trained
+    check(Config(top_k=args.top_k), only=["top_k"])
+    setup_logging()
+    from jaxrec.evaluation.predict import Predictor
+    from jaxrec.run.checkpoints import load_trained
 
-        entries = Predictor(load_trained(args.workdir, args.which), args.batch_size).predict(args.inputs, args.top_k)
-        if args.json:
-            print(json.dumps(entries, indent=2))
-        for entry in entries:
-            if "error" in entry:
-                print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
-            elif not args.json:
-                decoded = f" ({'; '.join(entry['decoded'])})" if entry.get("decoded") else ""
-                print(f"{entry['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top_k"])
-                      + decoded)
-        failed = sum("error" in entry for entry in entries)
-        if failed:
-            print(f"{failed} of {len(entries)} file(s) could not be classified", file=sys.stderr)
-        return 1 if failed else 0
-
-    return exit_code(run)
+    entries = Predictor(load_trained(args.workdir, args.which), args.batch_size).predict(args.inputs, args.top_k)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    for entry in entries:
+        if "error" in entry:
+            print(f"{entry['path']}: error: {entry['error']}", file=sys.stderr)
+        elif not args.json:
+            decoded = f" ({'; '.join(entry['decoded'])})" if entry.get("decoded") else ""
+            print(f"{entry['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top_k"])
+                  + decoded)
+    failed = sum("error" in entry for entry in entries)
+    if failed:
+        print(f"{failed} of {len(entries)} file(s) could not be classified", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def _benchmark(args: argparse.Namespace) -> int:
-    def run() -> None:
-        options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
-        # Its flags leave out the fields a benchmark does not time: those keep the recipe's defaults.
-        config = config_of(args, model_defaults(["--model", args.model])).replace(progress=False)
-        config = start_jax(config)
-        from jaxrec.benchmark import format_report, run_benchmark
+def _benchmark(args: argparse.Namespace) -> None:
+    options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
+    # Its flags leave out the fields a benchmark does not time: those keep the recipe's defaults.
+    config = config_of(args, model_defaults(["--model", args.model])).replace(progress=False)
+    config = start_jax(config)
+    from jaxrec.benchmark import format_report, run_benchmark
 
-        result = run_benchmark(config, options)
-        print(json.dumps(result, indent=2) if args.json else format_report(result))
-
-    return exit_code(run)
+    result = run_benchmark(config, options)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from jaxrec.data import tfds_prepare  # no JAX: runs beside a separate TensorFlow folder
-        tfds_prepare.check_tfds_name(args.name)
-        if args.check:
-            found = tfds_prepare.ready(args.name, args.data_dir)
-            print(f"{args.name} is {'' if found else 'not '}prepared in {args.data_dir or 'TFDS default'} as "
-                  f"jaxrec reads it")
-            return 0 if found else 1
-        builder = tfds_prepare.builder(args.name, args.data_dir)
-        tfds_prepare.prepare(builder, args.name)
-        tfds_prepare.check_prepared(builder, args.name)
-        print(f"{args.name} is prepared in {builder.data_dir} ({tfds_prepare.FORMAT})")
-        return 0
-
-    return exit_code(run)
+    from jaxrec.data import tfds_prepare  # no JAX: runs beside a separate TensorFlow folder
+    tfds_prepare.check_tfds_name(args.name)
+    if args.check:
+        found = tfds_prepare.ready(args.name, args.data_dir)
+        print(f"{args.name} is {'' if found else 'not '}prepared in {args.data_dir or 'TFDS default'} as "
+              f"jaxrec reads it")
+        return 0 if found else 1
+    builder = tfds_prepare.builder(args.name, args.data_dir)
+    tfds_prepare.prepare(builder, args.name)
+    tfds_prepare.check_prepared(builder, args.name)
+    print(f"{args.name} is prepared in {builder.data_dir} ({tfds_prepare.FORMAT})")
+    return 0
 
 
 def model_defaults(argv: Sequence[str] | None) -> Config:
@@ -315,7 +296,7 @@ def _add_evaluate(commands, defaults: Config) -> None:
     parser.add_argument("--out", default=argparse.SUPPRESS, help="folder for the report files (default: the workdir)")
     flags.add_flags(parser, Config, only=EVALUATION_FIELDS, inherit=True,
                     aliases={"split": "eval_split", "batch_size": "eval_batch_size"})
-    parser.set_defaults(main=_evaluate)
+    parser.set_defaults(main=lambda args: exit_code(lambda: _evaluate(args)))
 
 
 def _add_predict(commands, defaults: Config) -> None:
@@ -330,7 +311,7 @@ def _add_predict(commands, defaults: Config) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     parser.add_argument("--batch_size", type=flags.checked(int, at_least(1)), default=256,
                         help="images per device call")
-    parser.set_defaults(main=_predict)
+    parser.set_defaults(main=lambda args: exit_code(lambda: _predict(args)))
 
 
 def _add_study(commands, defaults: Config) -> None:
@@ -363,7 +344,8 @@ def _add_compare(commands, defaults: Config) -> None:
     parser.add_argument("b", type=Path, help="study B's workdir")
     parser.add_argument("--metric", default="test_accuracy", choices=METRICS)
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    parser.set_defaults(main=_compare)
+    parser.set_defaults(main=lambda args: exit_code(
+        lambda: print_comparison(compare_studies(args.a, args.b, args.metric), args.json)))
 
 
 def _add_benchmark(commands, defaults: Config) -> None:
@@ -374,7 +356,7 @@ def _add_benchmark(commands, defaults: Config) -> None:
     add_config_flags(parser, defaults, [f.name for f in dataclasses.fields(Config) if f.name not in BENCHMARK_UNUSED])
     flags.add_flags(parser, BenchmarkOptions)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    parser.set_defaults(main=_benchmark)
+    parser.set_defaults(main=lambda args: exit_code(lambda: _benchmark(args)))
 
 
 def _add_prepare(commands, defaults: Config) -> None:
@@ -387,7 +369,7 @@ def _add_prepare(commands, defaults: Config) -> None:
     parser.add_argument("--data_dir", default=None, help="where to put it (default: TFDS's, ~/tensorflow_datasets)")
     parser.add_argument("--check", action="store_true",
                         help="only say whether it is prepared as jaxrec reads it (exit 0) or not (exit 1)")
-    parser.set_defaults(main=_prepare)
+    parser.set_defaults(main=lambda args: exit_code(lambda: _prepare(args)))
 
 
 def build_parser(defaults: Config | None = None) -> flags.Parser:
