@@ -3,7 +3,6 @@ eval.json, eval.md and confusion.png."""
 
 from __future__ import annotations
 
-import functools
 import json
 import warnings
 from pathlib import Path
@@ -37,19 +36,13 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-    _replace(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-
-
-def _quiet_glyphs(plot: Callable) -> Callable:
-    """`plot` without matplotlib's warning, with its source line, for each character its font lacks: a class name in
-    another script is drawn as boxes, and the plot is still written."""
-    @functools.wraps(plot)
-    def quiet(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Glyph .* missing from")
-            return plot(*args, **kwargs)
-
-    return quiet
+    """Lays `fig` out and writes it as a PNG, atomically."""
+    # Text is first measured here: matplotlib's warning, with its source line, for each character the font lacks is
+    # dropped, since a class name in another script is drawn as boxes and the plot is still written.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        _replace(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -86,7 +79,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@_quiet_glyphs
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train and test, side by side."""
     epochs = [r["epoch"] for r in records]
@@ -101,7 +93,6 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> No
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -125,7 +116,6 @@ def eval_markdown(report: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-@_quiet_glyphs
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
                    title: str = "") -> None:
     """Heat map of a confusion matrix, rows (true class) normalised to 1, with the counts written in."""
@@ -146,7 +136,6 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
             for j in range(n):
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if rates[i, j] > 0.5 else "black")
-    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -176,7 +165,6 @@ def check_report_free(directory: Path, suffix: str, scored: dict[str, Any]) -> N
                          f"for this one, or move that report away first")
 
 
-@_quiet_glyphs
 def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory: Path) -> None:
     """A seed study's plots: test accuracy per epoch (mean, ±std, min-max), each seed's final accuracy, per class."""
     metrics, n = study["metrics"], len(runs)
@@ -195,7 +183,6 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     save_figure(fig, paths[0])
 
     final = metrics["test_accuracy"]
@@ -211,7 +198,6 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
                    label="95% CI of the mean")
     ax.set(xlabel="final test accuracy (%)", yticks=[], ylim=(-0.5, 0.5), title=f"{n} seeds")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     save_figure(fig, paths[1])
 
     classes = list(metrics["per_class_accuracy"])
@@ -223,5 +209,4 @@ def plot_study(runs: Sequence[dict[str, Any]], study: dict[str, Any], directory:
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set(ylabel="accuracy (%)", title=f"per-class accuracy, mean ± std over {n} seeds")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
     save_figure(fig, paths[2])
