@@ -21,16 +21,6 @@ def _t_interval(mean: float, sem: float, dof: float,
     return [max(mean - half, bounds[0]), min(mean + half, bounds[1])]
 
 
-def std_interval(std: float, n: int) -> list[float]:
-    """95% interval of the standard deviation from n normal samples (chi-square): how sure a study
-    of n seeds can be about its own spread."""
-    if n < 2 or not math.isfinite(std):
-        return [float("nan"), float("nan")]
-    dof = n - 1
-    return [std * math.sqrt(dof / float(scipy_stats.chi2.ppf(0.975, dof))),
-            std * math.sqrt(dof / float(scipy_stats.chi2.ppf(0.025, dof)))]
-
-
 def variance_ratio(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """var(a) / var(b) and its two-sided F-test p-value (normal samples), e.g. whether one source of randomness
     moves a result as much as all of them; None for both under 2 values or where b has no spread."""
@@ -72,7 +62,9 @@ def describe(values: Sequence[float], seed: int = 0, unit: str = "seed",
     std = None if n < 2 else 0.0 if np.ptp(array) == 0 else float(array.std(ddof=1))  # identical: exactly 0
     sem = std / math.sqrt(n) if std is not None else None
     intervals = {"std_ci95": None, "ci95": None, "bootstrap_ci95": None} if note else {
-        "std_ci95": std_interval(std, n), "ci95": _t_interval(mean, sem, n - 1, bounds),
+        # the std's, from n normal samples: how sure a study of n seeds can be about its own spread
+        "std_ci95": [std * math.sqrt((n - 1) / float(scipy_stats.chi2.ppf(q, n - 1))) for q in (0.975, 0.025)],
+        "ci95": _t_interval(mean, sem, n - 1, bounds),
         "bootstrap_ci95": bootstrap_mean_interval(array, seed)}
     return {"n": n, "mean": mean, "std": std, "sem": sem, **intervals,
             "median": float(np.median(array)), "min": float(array.min()), "max": float(array.max()),
