@@ -279,8 +279,9 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
     started, done = time.time(), 0
     for seeds in programs(todo, workdir, seeds_per_program):
         configs = [spec.seed_config(seed, workdir) for seed in seeds]
+        eta = f", about {(time.time() - started) / done * (len(todo) - done) / 60:.0f} min left" if done else ""
         log.info("study: seed %s (%d-%d of %d to train)%s", ", ".join(map(str, seeds)), done + 1,
-                 done + len(seeds), len(todo), _eta(started, done, len(todo)))
+                 done + len(seeds), len(todo), eta)
         train_group(configs, model_axis if len(configs) > 1 else "loop")  # one seed trains as its plain run does
         for seed, config in zip(seeds, configs):
             summary = json.loads((Path(config.workdir) / "summary.json").read_text())
@@ -330,13 +331,6 @@ def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
     if distributed.is_primary():
         outputs.write_json(Path(workdir) / "determinism.json", result)
     return result
-
-
-def _eta(started: float, done: int, total: int) -> str:
-    if not done:
-        return ""
-    left = (time.time() - started) / done * (total - done)
-    return f", about {left / 60:.0f} min left"
 
 
 def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str, Any]:
