@@ -77,7 +77,11 @@ def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config
     except SaveError as err:
         if err.__cause__ is not None and "jaxrec.runtime.distributed" in sys.modules:  # a peer died mid-save
             sys.modules["jaxrec.runtime.distributed"].leave_after_lost_process(err.__cause__, heartbeat_timeout)
-        _leave_after_failed_save(err)
+        # One line to the real stderr, then out at once: the storage layer's threads (their noise dropped by
+        # jaxrec.run.storage_noise) are in an unknown state, and a normal exit would wait on their clean-up.
+        sys.stdout.flush()
+        os.write(2, f"error: {err}\n".encode())
+        os._exit(2)
     except (InputError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -95,15 +99,6 @@ def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config
         if "jaxrec.runtime.distributed" in sys.modules:  # imported only where processes may have been joined
             sys.modules["jaxrec.runtime.distributed"].leave_after_lost_process(err, heartbeat_timeout)
         raise
-
-
-def _leave_after_failed_save(err: SaveError) -> None:
-    """Writes the error as one line to the real stderr and ends the process at once: after a failed save the
-    storage layer's threads (their noise dropped by jaxrec.run.storage_noise) are in an unknown state, and a
-    normal exit would wait on their clean-up."""
-    sys.stdout.flush()
-    os.write(2, f"error: {err}\n".encode())
-    os._exit(2)
 
 
 def train(config: Config) -> int:
