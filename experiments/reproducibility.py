@@ -52,7 +52,7 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     config = check(flags.parse_config(config_flags, None, Config(progress=False, save_predictions=True)))
     configs = [config.replace(seed=seed, workdir=str(workdir / name / f"seed_{seed}")) for seed in range(models)]
     devices = select_devices(0)
-    data = load_data(config)
+    data = load_data(config.data_plan)
     workdirs = [Path(member.workdir) for member in configs]
     for path in workdirs:
         path.mkdir(parents=True)

@@ -61,7 +61,7 @@ def decode_rate(train: StreamedDataset, rows: np.ndarray) -> dict[str, float]:
 
 def pipeline(args: argparse.Namespace) -> dict:
     """The `pipeline` measurement: each variant's median images/s over the rounds."""
-    train = stream_splits(check(Config(dataset=str(args.dataset))))[0]
+    train = stream_splits(check(Config(dataset=str(args.dataset))).data_plan)[0]
     count = min(len(train), args.batches * args.batch_size)
     rows = np.random.default_rng(0).permutation(len(train))[:count // args.batch_size * args.batch_size]
     rows = rows.reshape(-1, args.batch_size)

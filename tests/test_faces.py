@@ -63,23 +63,23 @@ def test_split_is_stratified_seeded_and_drops_small_classes(faces, caplog):
 
 def test_loading_resizes_and_converts_every_image(faces):
     config = Config(dataset=str(faces), image_size=20, channels=3, min_images_per_class=5, test_fraction=0.25)
-    data = load_data(config)
+    data = load_data(config.data_plan)
     assert data.image_shape == (20, 20, 3) and data.num_classes == 4
     assert len(data.train) + len(data.eval) == sum(PEOPLE[:4]) and len(data.eval) == 10
-    gray = load_data(config.replace(channels=1))
+    gray = load_data(config.replace(channels=1).data_plan)
     assert gray.image_shape == (20, 20, 1)
     np.testing.assert_array_equal(gray.eval.labels, data.eval.labels)
 
 
 def test_too_few_images_per_class_names_the_fix(faces):
     with pytest.raises(DataError, match="lower --min_images_per_class"):
-        load_data(Config(dataset=str(faces), min_images_per_class=50))
+        load_data(Config(dataset=str(faces), min_images_per_class=50).data_plan)
 
 
 def test_one_class_is_refused_without_suggesting_a_lower_minimum(tmp_path):
     one = write_faces(tmp_path / "one", people=1, images_per_person=4, sizes=(24,))
     with pytest.raises(DataError) as refused:
-        load_data(Config(dataset=str(one), min_images_per_class=1))
+        load_data(Config(dataset=str(one), min_images_per_class=1).data_plan)
     assert str(refused.value) == (f"{one}: only 1 class(es) have at least 2 images (of 1); training needs at least 2 "
                                   f"classes of at least 2 images (one is held out for evaluation): add images")
 

@@ -320,6 +320,11 @@ class Config:
         """This config with its seeds and workdir cleared: runs that differ only in those share one compiled program."""
         return self.replace(seed=0, workdir=None, **{f"{source}_seed": None for source in SOURCES})
 
+    @property
+    def data_plan(self) -> "DataPlan":
+        """What the data layer reads: the data group's settings, with the split seed resolved."""
+        return DataPlan(**{name: getattr(self, name) for name in DATA_FIELDS}, split_seed=self.source_seeds()["split"])
+
     def default_workdir(self) -> str:
         return str(Path("runs") / f"{self.model_tag}_{self.dataset_tag}_seed{self.seed}")
 
@@ -370,6 +375,13 @@ class BenchmarkOptions:
                                  "float-rounding differences, 3x slower on XLA:CPU).")
 
 
+DATA_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["group"] == "data")
+# The data layer's settings (Config.data_plan), made from the data group's declarations: a new data field reaches
+# jaxrec.data without a second list to keep.
+DataPlan = dataclasses.make_dataclass(
+    "DataPlan", [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(Config)
+                 if f.name in DATA_FIELDS] + [("split_seed", "int", 0)], frozen=True)
+DataPlan.__module__ = __name__  # where make_dataclass cannot say it before Python 3.12
 EXECUTION_FIELDS = fields_with(Config, "execution")
 EVALUATION_FIELDS = fields_with(Config, "evaluation")  # what an evaluation of a trained run may set anew
 MAY_CHANGE_ON_RESUME = fields_with(Config, "resume")   # jaxrec.run.checkpoints

@@ -1,8 +1,9 @@
-"""Resolves `config.dataset` to arrays: a TFDS name, the shipped sample, or an image folder."""
+"""Resolves a run's data plan (`Config.data_plan`) to arrays: a TFDS name, the shipped sample, or an image folder."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -10,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrec.config import Config, is_folder_path
+from jaxrec.config import DataPlan, is_folder_path
 from jaxrec.data import image_folder
 from jaxrec.data.decode import IMAGE_SUFFIXES, convert, read_image
 from jaxrec.data.stream import FolderReader, StreamedDataset, TfdsReader
@@ -42,10 +43,10 @@ def _folder_root(dataset: str) -> Path:
     return root
 
 
-def _list_folder(config: Config) -> image_folder.FolderListing:
-    return image_folder.list_folder(_folder_root(config.dataset), config.train_split, config.eval_split,
-                                    config.test_fraction, config.min_images_per_class,
-                                    config.source_seeds()["split"])
+def _list_folder(plan: DataPlan) -> image_folder.FolderListing:
+    return image_folder.list_folder(_folder_root(plan.dataset), plan.train_split, plan.eval_split,
+                                    plan.test_fraction, plan.min_images_per_class,
+                                    plan.split_seed)
 
 
 def dataset_location(dataset: str) -> str:
@@ -55,34 +56,34 @@ def dataset_location(dataset: str) -> str:
     return str(Path(dataset).expanduser().resolve())
 
 
-def split_is_seeded(config: Config) -> bool:
+def split_is_seeded(plan: DataPlan) -> bool:
     """Whether the eval split is drawn with the split seed: an image folder without split folders."""
-    return is_image_folder(config.dataset) and not (_folder_root(config.dataset) / config.train_split).is_dir()
+    return is_image_folder(plan.dataset) and not (_folder_root(plan.dataset) / plan.train_split).is_dir()
 
 
-def reads_under(config: Config, folder: str | Path) -> bool:
+def reads_under(plan: DataPlan, folder: str | Path) -> bool:
     """Whether the data set would read files under `folder`: a folder inside its class or split folders."""
-    if not is_image_folder(config.dataset):
+    if not is_image_folder(plan.dataset):
         return False
     try:
-        root, folder = _folder_root(config.dataset).resolve(), Path(folder).expanduser().resolve()
+        root, folder = _folder_root(plan.dataset).resolve(), Path(folder).expanduser().resolve()
     except DataError:  # no such folder: the data set's own line says so
         return False
-    read = [root] if split_is_seeded(config) else [root / config.train_split, root / config.eval_split]
+    read = [root] if split_is_seeded(plan) else [root / plan.train_split, root / plan.eval_split]
     return any(folder == top or top in folder.parents for top in read)
 
 
-def _check_nonempty(files: image_folder.Files, config: Config, split: str) -> None:
+def _check_nonempty(files: image_folder.Files, plan: DataPlan, split: str) -> None:
     if not files[0]:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in split {split!r} of "
-                        f"{config.dataset} (expected <root>/{split}/<class>/<image>)")
+                        f"{plan.dataset} (expected <root>/{split}/<class>/<image>)")
 
 
-def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
+def _load_tfds(plan: DataPlan, split: str, size: tuple[int, int] | None, channels: int) -> ArrayDataset:
     """A TFDS split in memory, at a size / channel count (None / 0: keep) as the image-folder reader decodes."""
     from jaxrec.data.tfds_source import load_tfds  # TFDS takes seconds to import: only for TFDS sets
 
-    data = load_tfds(config.dataset, split, config.data_dir, config.download)
+    data = load_tfds(plan.dataset, split, plan.data_dir, plan.download)
     if size in (None, data.images.shape[1:3]) and channels in (0, data.images.shape[-1]):
         return data
     size = size or data.images.shape[1:3]
@@ -90,12 +91,12 @@ def _load_tfds(config: Config, split: str, size: tuple[int, int] | None, channel
     memory.check_images_fit(len(data.images), size, channels, "--image_size")
     images = np.empty((len(data.images), *size, channels), np.uint8)
     for index, image in enumerate(data.images):
-        images[index] = convert(image, size, channels, config.resize)[0]
+        images[index] = convert(image, size, channels, plan.resize)[0]
     return ArrayDataset(images, data.labels, data.class_names)
 
 
-def _config_size(config: Config) -> tuple[int, int] | None:
-    return (config.image_size,) * 2 if config.image_size else None
+def _given_size(plan: DataPlan) -> tuple[int, int] | None:
+    return (plan.image_size,) * 2 if plan.image_size else None
 
 
 def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Sequence[str],
@@ -115,48 +116,48 @@ def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Se
     return keep, new[keep]
 
 
-def load_tfds_split(config: Config, split: str, class_names: Sequence[str],
+def load_tfds_split(plan: DataPlan, split: str, class_names: Sequence[str],
                     image_shape: Sequence[int]) -> ArrayDataset:
-    """One split of the TFDS set `config.dataset` (only it needs to exist), decoded to `image_shape` (H, W, C) and
+    """One split of the TFDS set `plan.dataset` (only it needs to exist), decoded to `image_shape` (H, W, C) and
     labelled by `class_names`, e.g. a trained model's; images of other classes are left out. For an image folder's
     split: `stream_split`."""
-    data = _load_tfds(config, split, (int(image_shape[0]), int(image_shape[1])), int(image_shape[2]))
-    keep, labels = _to_model_labels(data.labels, data.class_names, class_names, f"{config.dataset}/{split}")
+    data = _load_tfds(plan, split, (int(image_shape[0]), int(image_shape[1])), int(image_shape[2]))
+    keep, labels = _to_model_labels(data.labels, data.class_names, class_names, f"{plan.dataset}/{split}")
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
 
 
-def stream_split(config: Config, split: str, class_names: Sequence[str],
+def stream_split(plan: DataPlan, split: str, class_names: Sequence[str],
                  image_shape: Sequence[int]) -> StreamedDataset:
-    """One split of the image folder `config.dataset` (only it needs to exist) for a model of `class_names` and
+    """One split of the image folder `plan.dataset` (only it needs to exist) for a model of `class_names` and
     `image_shape`, listed but not decoded; images of other classes are left out. A folder without split folders
-    gives training's seeded split: its training part for config.train_split, its held-out part for any other."""
-    if not is_image_folder(config.dataset):
-        raise DataError(f"{config.dataset}: a TFDS data set is evaluated in memory; pass --input device")
-    root = _folder_root(config.dataset)
+    gives training's seeded split: its training part for plan.train_split, its held-out part for any other."""
+    if not is_image_folder(plan.dataset):
+        raise DataError(f"{plan.dataset}: a TFDS data set is evaluated in memory; pass --input device")
+    root = _folder_root(plan.dataset)
     if (root / split).is_dir():
         classes = image_folder.list_classes(root, split)
         paths, labels = image_folder.list_images(root / split, classes)
     else:
-        listing = _list_folder(config.replace(eval_split=split))
+        listing = _list_folder(dataclasses.replace(plan, eval_split=split))
         classes = listing.classes
-        paths, labels = listing.train if split == config.train_split else listing.eval
-    keep, labels = _to_model_labels(labels, classes, class_names, f"{config.dataset}/{split}")
+        paths, labels = listing.train if split == plan.train_split else listing.eval
+    keep, labels = _to_model_labels(labels, classes, class_names, f"{plan.dataset}/{split}")
     paths = [p for p, k in zip(paths, keep) if k]
-    _check_nonempty((paths, labels), config, split)
-    return _listed(paths, labels, class_names, image_shape, config.resize)
+    _check_nonempty((paths, labels), plan, split)
+    return _listed(paths, labels, class_names, image_shape, plan.resize)
 
 
-def streams(config: Config, problem: str | None) -> bool:
+def streams(plan: DataPlan, problem: str | None) -> bool:
     """Whether `jaxrec train` and `evaluate` stream the data: always with --input stream; never with device, which
     refuses a `problem` (why the in-memory path cannot hold the data, or None); with auto, where any process has a
     problem, so that the processes of a run agree."""
-    if config.input == "stream":
+    if plan.input == "stream":
         return True
-    if problem is not None and config.input == "device":
+    if problem is not None and plan.input == "device":
         raise InputError(f"{problem}; or pass --input stream to read the data as batches need it")
     from jaxrec.runtime import distributed  # noqa: PLC0415 - JAX: listing a data set does not need it
 
-    return config.input == "auto" and bool(distributed.max_over_processes(int(problem is not None)))
+    return plan.input == "auto" and bool(distributed.max_over_processes(int(problem is not None)))
 
 
 STATS_LIMIT = 50_000  # training images the channel statistics read: all of CIFAR-10's, a spread of larger sets
@@ -212,18 +213,18 @@ def channel_stats(train: ArrayDataset | StreamedDataset,
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def load_data(config: Config, listed: tuple[StreamedDataset, StreamedDataset] | None = None) -> DataSplits:
-    """The train and eval splits of a checked config in memory as uint8 arrays. `listed`: the same splits from
+def load_data(plan: DataPlan, listed: tuple[StreamedDataset, StreamedDataset] | None = None) -> DataSplits:
+    """The train and eval splits of the plan in memory as uint8 arrays. `listed`: the same splits from
     `stream_splits`, whose files and shape an image folder then decodes without listing and probing them again."""
-    name = config.dataset
+    name = plan.dataset
     if is_image_folder(name):
-        train, evaluation = listed or _streamed_folder(config)
+        train, evaluation = listed or _streamed_folder(plan)
         memory.check_images_fit(len(train) + len(evaluation), train.image_shape[:2], train.image_shape[2],
-                                "--image_size" if config.image_size else "the training images' median size")
+                                "--image_size" if plan.image_size else "the training images' median size")
         train, evaluation = decode_listed(train), decode_listed(evaluation)
     else:
-        train, evaluation = (_load_tfds(config, split, _config_size(config), config.channels)
-                             for split in (config.train_split, config.eval_split))
+        train, evaluation = (_load_tfds(plan, split, _given_size(plan), plan.channels)
+                             for split in (plan.train_split, plan.eval_split))
     mean, std = channel_stats(train)
     return DataSplits(name=name, train=train, eval=evaluation, mean=mean, std=std)
 
@@ -244,19 +245,19 @@ def decode_listed(split: StreamedDataset) -> ArrayDataset:
     return ArrayDataset(images, reader.labels, split.class_names)
 
 
-def _streamed_folder(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
-    listing = _list_folder(config)
-    _check_nonempty(listing.train, config, config.train_split)
-    _check_nonempty(listing.eval, config, config.eval_split)
+def _streamed_folder(plan: DataPlan) -> tuple[StreamedDataset, StreamedDataset]:
+    listing = _list_folder(plan)
+    _check_nonempty(listing.train, plan, plan.train_split)
+    _check_nonempty(listing.eval, plan, plan.eval_split)
     # --image_size and --channels where given, the rest from the training images; logged.
-    found = image_folder.choose_shape(listing.train[0]) if not (config.image_size and config.channels) else None
-    size, channels = _config_size(config) or found.size, config.channels or found.channels
+    found = image_folder.choose_shape(listing.train[0]) if not (plan.image_size and plan.channels) else None
+    size, channels = _given_size(plan) or found.size, plan.channels or found.channels
     uniform = found is not None and found.uniform and found.size == size
     log.info("decoding images to %dx%dx%d: size from %s, channels: %s%s", *size, channels,
-             "--image_size" if config.image_size else found.size_reason,
-             "--channels" if config.channels else found.channels_reason,
-             "" if uniform else "; " + RESIZE_NOTES[config.resize])
-    return tuple(_listed(paths, labels, listing.classes, (*size, channels), config.resize)
+             "--image_size" if plan.image_size else found.size_reason,
+             "--channels" if plan.channels else found.channels_reason,
+             "" if uniform else "; " + RESIZE_NOTES[plan.resize])
+    return tuple(_listed(paths, labels, listing.classes, (*size, channels), plan.resize)
                  for paths, labels in (listing.train, listing.eval))
 
 
@@ -268,45 +269,45 @@ def _listed(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], i
     return StreamedDataset(reader, tuple(classes), (height, width, channels))
 
 
-def _streamed_tfds(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
+def _streamed_tfds(plan: DataPlan) -> tuple[StreamedDataset, StreamedDataset]:
     from jaxrec.data.tfds_source import check_prepared_for_stream  # TFDS takes seconds to import
 
-    builder = check_prepared_for_stream(config.dataset, config.data_dir, config.download)
+    builder = check_prepared_for_stream(plan.dataset, plan.data_dir, plan.download)
     stored = tuple(builder.info.features["image"].shape)
-    size = _config_size(config) or tuple(stored[:2])
-    channels = config.channels or stored[-1]
+    size = _given_size(plan) or tuple(stored[:2])
+    channels = plan.channels or stored[-1]
     names = tuple(builder.info.features["label"].names)
     splits = []
-    for split in (config.train_split, config.eval_split):
+    for split in (plan.train_split, plan.eval_split):
         if split not in builder.info.splits:
-            raise DataError(f"TFDS data set {config.dataset!r} has no split {split!r}; it has "
+            raise DataError(f"TFDS data set {plan.dataset!r} has no split {split!r}; it has "
                             f"{list(builder.info.splits)}")
         count = builder.info.splits[split].num_examples
-        reader = TfdsReader(config.dataset, split, config.data_dir, size, channels, count, config.resize)
+        reader = TfdsReader(plan.dataset, split, plan.data_dir, size, channels, count, plan.resize)
         splits.append(StreamedDataset(reader, names, (*size, channels)))
     return tuple(splits)
 
 
-def stream_splits(config: Config) -> tuple[StreamedDataset, StreamedDataset]:
-    """The train and eval splits of a checked config, listed and measured but not decoded: what `--input auto`
+def stream_splits(plan: DataPlan) -> tuple[StreamedDataset, StreamedDataset]:
+    """The train and eval splits of the plan, listed and measured but not decoded: what `--input auto`
     weighs and `--input stream` reads."""
-    if config.test_fraction != Config.test_fraction and not split_is_seeded(config):  # it would be recorded unused
-        raise InputError(f"--test_fraction {config.test_fraction} with --dataset {config.dataset}: the data set has "
-                         f"its own {config.eval_split} split, so nothing is held out here; drop --test_fraction")
-    tfds_flags = [flag for flag, given in (("--download", config.download), ("--data_dir", config.data_dir)) if given]
-    if tfds_flags and is_image_folder(config.dataset):  # they would be recorded unused too
-        raise InputError(f"{' and '.join(tfds_flags)} with --dataset {config.dataset}: an image folder, which TFDS "
+    if plan.test_fraction != DataPlan.test_fraction and not split_is_seeded(plan):  # it would be recorded unused
+        raise InputError(f"--test_fraction {plan.test_fraction} with --dataset {plan.dataset}: the data set has "
+                         f"its own {plan.eval_split} split, so nothing is held out here; drop --test_fraction")
+    tfds_flags = [flag for flag, given in (("--download", plan.download), ("--data_dir", plan.data_dir)) if given]
+    if tfds_flags and is_image_folder(plan.dataset):  # they would be recorded unused too
+        raise InputError(f"{' and '.join(tfds_flags)} with --dataset {plan.dataset}: an image folder, which TFDS "
                          f"does not read; drop {' and '.join(tfds_flags)}")
-    return (_streamed_folder if is_image_folder(config.dataset) else _streamed_tfds)(config)
+    return (_streamed_folder if is_image_folder(plan.dataset) else _streamed_tfds)(plan)
 
 
-def stream_data(config: Config, splits: tuple[StreamedDataset, StreamedDataset] | None = None,
+def stream_data(plan: DataPlan, splits: tuple[StreamedDataset, StreamedDataset] | None = None,
                 progress: bool = False) -> DataSplits:
-    """The train and eval splits of a checked config (`splits`, if already listed), read as batches need them;
+    """The train and eval splits of the plan (`splits`, if already listed), read as batches need them;
     the channel statistics decode the `stats_indices` images once."""
-    train, evaluation = splits or stream_splits(config)
+    train, evaluation = splits or stream_splits(plan)
     log.info("streaming %s: %d train / %d eval images, %s decoded; channel statistics from %d training images",
-             config.dataset, len(train), len(evaluation), memory.human(train.nbytes + evaluation.nbytes),
+             plan.dataset, len(train), len(evaluation), memory.human(train.nbytes + evaluation.nbytes),
              len(stats_indices(len(train))))
     mean, std = channel_stats(train, progress)
-    return DataSplits(name=config.dataset, train=train, eval=evaluation, mean=mean, std=std)
+    return DataSplits(name=plan.dataset, train=train, eval=evaluation, mean=mean, std=std)

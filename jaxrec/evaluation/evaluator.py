@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-from jaxrec.config import EVALUATION_FIELDS, Config, is_folder_path
+from jaxrec.config import EVALUATION_FIELDS, Config, DataPlan, is_folder_path
 from jaxrec.core.metrics import report, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
@@ -112,7 +112,7 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     `config` (default the run's own) may change only the EVALUATION_FIELDS, e.g. another data set with the same
     classes. With --tta the scores are with test-time augmentation, and 'without_tta' holds those without."""
     config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
-    data = split_to_evaluate(config, trained)
+    data = split_to_evaluate(config.data_plan, trained)
     devices = select_devices(config.num_devices)
     variables = replicate(trained.variables, devices)
 
@@ -126,22 +126,22 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     return report(augmented, trained.class_names, config.top_k, plain, config.tta)
 
 
-def split_to_evaluate(config: Config, trained: Trained) -> ArrayDataset | StreamedDataset:
-    """config.eval_split of config.dataset for `trained`: in memory or streamed, as jaxrec.data.sources.streams
+def split_to_evaluate(plan: DataPlan, trained: Trained) -> ArrayDataset | StreamedDataset:
+    """plan.eval_split of plan.dataset for `trained`: in memory or streamed, as jaxrec.data.sources.streams
     decides for training (logged when streamed); a TFDS set is read into memory."""
-    root = Path(config.dataset).expanduser()  # a recorded path moved: the data layer cannot tell it from a typed one
-    if config.dataset == trained.config.dataset and is_folder_path(config.dataset) and not root.exists():
+    root = Path(plan.dataset).expanduser()  # a recorded path moved: the data layer cannot tell it from a typed one
+    if plan.dataset == trained.config.dataset and is_folder_path(plan.dataset) and not root.exists():
         raise DataError(f"the run's image folder {root} does not exist (moved or deleted since the run trained); "
                         f"if it moved, pass its new path: --dataset NEWPATH")
-    args = (config, config.eval_split, trained.class_names, trained.image_shape)
-    if not is_image_folder(config.dataset):
-        return stream_split(*args) if config.input == "stream" else load_tfds_split(*args)  # stream: refused
+    args = (plan, plan.eval_split, trained.class_names, trained.image_shape)
+    if not is_image_folder(plan.dataset):
+        return stream_split(*args) if plan.input == "stream" else load_tfds_split(*args)  # stream: refused
     listed = stream_split(*args)
     shape = "x".join(map(str, listed.image_shape))
     problem = memory.shortfall(listed.nbytes, memory.host_available(),
                                f"decoding {len(listed)} images at {shape} (the model's input size)")
-    if not streams(config, problem):
+    if not streams(plan, problem):
         return decode_listed(listed)
-    log.info("evaluating %s streamed (--input %s)%s", config.eval_split, config.input,
+    log.info("evaluating %s streamed (--input %s)%s", plan.eval_split, plan.input,
              f": {problem}" if problem else "")
     return listed

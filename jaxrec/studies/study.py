@@ -110,7 +110,7 @@ def fixed_sources(config: Config) -> dict[str, str]:
              if (seed := getattr(config, f"{source}_seed")) is not None}
     if not (config.augment or config.translate or config.flip != "none"):
         fixed.setdefault("augment", "the run has no augmentation (pass --augment)")
-    if not split_is_seeded(config):
+    if not split_is_seeded(config.data_plan):
         fixed.setdefault("split", f"{config.dataset} has its own eval split (a TFDS set or a folder with split "
                                   "folders), so no seed draws it")
     return fixed

@@ -41,11 +41,11 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     the devices where it fits and streamed otherwise; the log line says which and why. In a
     multi-process run the processes agree: if one host must stream, they all do."""
     try:
-        splits, data = stream_splits(config), None
+        splits, data = stream_splits(config.data_plan), None
     except DataError:  # e.g. a TFDS set only TensorFlow reads, which cannot stream: the device path says what it needs
         if config.input == "stream":
             raise
-        data = load_data(config)  # decoded already: what is left to check is training with it
+        data = load_data(config.data_plan)  # decoded already: what is left to check is training with it
         splits = (data.train, data.eval)
     # Before a model is built for them, and before the memory checks' advice, which a batch too large misleads.
     if len(splits[0]) < config.batch_size:
@@ -66,15 +66,15 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
             problem = str(err)
     if problem and models > 1:  # a seed group cannot stream (check_group)
         raise InputError(f"{problem}; or pass --seeds_per_program 1 --input stream to read the data as batches need it")
-    if streams(config, problem):
+    if streams(config.data_plan, problem):
         check_stream_fits(config, splits[0], devices)
         why = (problem or "another process's data does not fit") if config.input == "auto" else None
         log.info("input: streamed from the files (--input %s)%s", config.input, f": {why}" if why else "")
-        return stream_data(config, splits, _shows_progress(config))
+        return stream_data(config.data_plan, splits, _shows_progress(config))
     log.info("input: decoded into memory and copied onto the devices (--input %s)%s", config.input,
              f"; --data_workers {config.data_workers} only read streamed data, so none start" if config.data_workers
              else "")
-    return load_data(config, splits)
+    return load_data(config.data_plan, splits)
 
 
 def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int, devices: Sequence[jax.Device],

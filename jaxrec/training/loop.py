@@ -160,7 +160,7 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
     if len(configs) > 1 and configs[0].input == "stream":  # each model reads its own order: one stream cannot
         raise InputError(f"--input stream trains one model per program, and this one has {len(configs)}; use "
                          f"--seeds_per_program 1, or --input device where the data fits")
-    if len({c.source_seeds()["split"] for c in configs}) > 1 and split_is_seeded(configs[0]):
+    if len({c.source_seeds()["split"] for c in configs}) > 1 and split_is_seeded(configs[0].data_plan):
         raise InputError(f"{configs[0].dataset} has no split folders, so each split seed draws its own eval split "
                          f"and the seeds cannot share one copy of the data; use --seeds_per_program 1")
     return list(configs)
@@ -207,7 +207,7 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
     entered = time.time()
     configs = check_group([prepare(config) for config in configs], model_axis)
     for config, workdir in zip(configs, workdirs):
-        if reads_under(config, workdir):  # its outputs would become images of the next run's data
+        if reads_under(config.data_plan, workdir):  # its outputs would become images of the next run's data
             raise InputError(f"--workdir {workdir} is inside the data set {config.dataset}, whose folders are read as "
                              f"classes; choose a --workdir outside it")
     devices = select_devices(configs[0].num_devices)

@@ -31,7 +31,7 @@ def _write_folder(root, splits=("train", "test"), classes=("ann", "bob", "cyd"),
 def test_shipped_sample_is_real_and_small():
     size = sum(f.stat().st_size for f in SAMPLE_ROOT.rglob("*") if f.is_file())
     assert size < 2_000_000
-    data = load_data(Config(dataset="cifar10_sample"))
+    data = load_data(Config(dataset="cifar10_sample").data_plan)
     assert data.class_names[:3] == ("airplane", "automobile", "bird") and data.num_classes == 10
     assert data.image_shape == (32, 32, 3)
     assert len(data.train) == 400 and len(data.eval) == 100
@@ -43,12 +43,12 @@ def test_shipped_sample_is_real_and_small():
 def test_image_folder_with_mixed_sizes_and_grayscale(tmp_path):
     root = _write_folder(tmp_path / "faces", size=(20, 16))
     Image.fromarray(np.zeros((40, 30), np.uint8), "L").save(root / "train" / "ann" / "big_gray.jpg")
-    data = load_data(Config(dataset=str(root)))
+    data = load_data(Config(dataset=str(root)).data_plan)
     assert data.class_names == ("ann", "bob", "cyd")
     assert data.image_shape == (20, 16, 3)  # most images' size and colour; the odd one converted
     assert len(data.train) == 10 and len(data.eval) == 9
     assert data.train.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
-    small = load_data(Config(dataset=str(root), image_size=8, channels=1))
+    small = load_data(Config(dataset=str(root), image_size=8, channels=1).data_plan)
     assert small.image_shape == (8, 8, 1)
 
 
@@ -56,19 +56,19 @@ def test_tfds_dataset_through_tfds_mocking():
     # mock_data turns download_and_prepare into a no-op and as_dataset into random examples that
     # follow the real dataset_info (shapes, label names); --download lets the loader call it.
     with tfds.testing.mock_data(num_examples=24):
-        data = load_data(Config(dataset="mnist", download=True))
+        data = load_data(Config(dataset="mnist", download=True).data_plan)
     assert data.image_shape == (28, 28, 1)
     assert data.num_classes == 10 and len(data.train) == 24 and len(data.eval) == 24
     assert data.train.images.dtype == np.uint8 and data.train.labels.dtype == np.int32
     with tfds.testing.mock_data(num_examples=8):
-        converted = load_data(Config(dataset="cifar10", download=True, image_size=16, channels=1))
+        converted = load_data(Config(dataset="cifar10", download=True, image_size=16, channels=1).data_plan)
     assert converted.image_shape == (16, 16, 1)
 
 
 def test_unprepared_tfds_dataset_fails_fast_naming_the_ways_out(tmp_path):
     start = time.time()
     with pytest.raises(DataError) as err:
-        load_data(Config(dataset="cifar10", data_dir=str(tmp_path)))
+        load_data(Config(dataset="cifar10", data_dir=str(tmp_path)).data_plan)
     assert time.time() - start < 30
     message = str(err.value)
     for way_out in ("--data_dir", "--download", "image-folder", "cifar10_sample"):
@@ -77,23 +77,23 @@ def test_unprepared_tfds_dataset_fails_fast_naming_the_ways_out(tmp_path):
 
 def test_unknown_dataset_name():
     with pytest.raises(InputError, match="unknown data set 'cifar11'"):
-        load_data(Config(dataset="cifar11"))
+        load_data(Config(dataset="cifar11").data_plan)
 
 
 def test_missing_folder_and_missing_split(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        load_data(Config(dataset=str(tmp_path / "nowhere")))
+        load_data(Config(dataset=str(tmp_path / "nowhere")).data_plan)
     (tmp_path / "config.json").write_text("{}")  # e.g. a run's file passed by mistake
     with pytest.raises(DataError, match=rf"^{tmp_path / 'config.json'} is a file, not an image folder; pass a folder"):
-        load_data(Config(dataset=str(tmp_path / "config.json")))
+        load_data(Config(dataset=str(tmp_path / "config.json")).data_plan)
     root = _write_folder(tmp_path / "only_train", splits=("train",))
     with pytest.raises(DataError, match="has no split 'test'"):
-        load_data(Config(dataset=str(root)))
+        load_data(Config(dataset=str(root)).data_plan)
     root = _write_folder(tmp_path / "with_val", splits=("train", "val"))
     with pytest.raises(DataError, match=r"^image folder .*with_val has no split 'test' \(found: \['train', 'val'\]\); "
                                         r"pass --eval_split val$"):
-        load_data(Config(dataset=str(root)))
-    assert len(load_data(Config(dataset=str(root), eval_split="val")).eval) == 9  # the fix works
+        load_data(Config(dataset=str(root)).data_plan)
+    assert len(load_data(Config(dataset=str(root), eval_split="val").data_plan).eval) == 9  # the fix works
 
 
 def test_an_eval_class_missing_from_train_names_the_fix(tmp_path):
@@ -101,7 +101,7 @@ def test_an_eval_class_missing_from_train_names_the_fix(tmp_path):
     _write_folder(root, splits=("test",), classes=("dan",))
     with pytest.raises(DataError, match=rf"^{root}/test has classes missing from train: \['dan'\]; add their training "
                                         rf"images to {root}/train/<class>/, or remove their folders from {root}/test$"):
-        load_data(Config(dataset=str(root)))
+        load_data(Config(dataset=str(root)).data_plan)
 
 
 def test_unreadable_image_is_named(tmp_path):
@@ -109,7 +109,7 @@ def test_unreadable_image_is_named(tmp_path):
     bad = root / "test" / "bob" / "broken.jpg"
     bad.write_text("this is not a JPEG")
     with pytest.raises(DataError, match="cannot read image .*broken.jpg"):
-        load_data(Config(dataset=str(root)))
+        load_data(Config(dataset=str(root)).data_plan)
 
 
 def test_indivisible_batch_is_refused_with_a_fix():
@@ -158,8 +158,8 @@ def test_a_held_out_fraction_for_a_data_set_with_its_own_eval_split_is_refused_n
 
     with pytest.raises(InputError, match=r"^--test_fraction 0.5 with --dataset cifar10_sample: the data set has its "
                                          r"own test split, so nothing is held out here; drop --test_fraction$"):
-        stream_splits(Config(dataset="cifar10_sample", test_fraction=0.5))
-    assert len(stream_splits(Config(dataset="cifar10_sample"))[1]) == 100
+        stream_splits(Config(dataset="cifar10_sample", test_fraction=0.5).data_plan)
+    assert len(stream_splits(Config(dataset="cifar10_sample").data_plan)[1]) == 100
 
 
 
@@ -168,9 +168,9 @@ def test_tfds_flags_for_an_image_folder_are_refused_not_recorded(tmp_path):
 
     with pytest.raises(InputError, match=r"^--download and --data_dir with --dataset cifar10_sample: an image folder, "
                                          r"which TFDS does not read; drop --download and --data_dir$"):
-        stream_splits(Config(dataset="cifar10_sample", download=True, data_dir=str(tmp_path)))
+        stream_splits(Config(dataset="cifar10_sample", download=True, data_dir=str(tmp_path)).data_plan)
     with pytest.raises(InputError, match=r"^--data_dir with --dataset "):
-        stream_splits(Config(dataset="cifar10_sample", data_dir=str(tmp_path)))
+        stream_splits(Config(dataset="cifar10_sample", data_dir=str(tmp_path)).data_plan)
 
 def test_the_sample_maker_replaces_its_folder_only_with_a_complete_sample(tmp_path, monkeypatch, capsys):
     import sys

@@ -129,7 +129,7 @@ def _folder(root, first, first_mode):
 def test_one_odd_first_image_does_not_set_the_data_set_shape(tmp_path, caplog, first, mode):
     root = _folder(tmp_path / "data", first, mode)
     with caplog.at_level(logging.INFO):
-        data = load_data(Config(dataset=str(root)))
+        data = load_data(Config(dataset=str(root)).data_plan)
     assert data.image_shape == (16, 12, 3)
     said = [r.getMessage() for r in caplog.records if "decoding images to 16x12x3" in r.getMessage()]
     assert said and "the median size of 8 training images: 1 of them resized" in said[0]
@@ -140,7 +140,7 @@ def test_a_size_that_cannot_fit_in_memory_is_refused_before_decoding(tmp_path):
     have = memory.host_available()
     size = math.isqrt(have // (16 * 3)) * 2  # 16 images of size x size x 3 need 4x the free memory
     with pytest.raises(InputError) as refused:
-        load_data(Config(dataset=str(root), image_size=size))
+        load_data(Config(dataset=str(root), image_size=size).data_plan)
     message = str(refused.value)
     assert f"decoding 16 images at {size}x{size}x3 (--image_size)" in message and "of memory" in message
     largest = int(message.split("pass --image_size ")[1].split()[0])
@@ -152,7 +152,7 @@ def test_decompression_bomb_is_a_per_file_error_naming_the_file(tmp_path, monkey
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(root / "train" / "b" / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40,000 pixels is over twice Pillow's limit
     with pytest.raises(DataError, match=r"cannot read image .*bomb\.png: .*decompression bomb"):
-        load_data(Config(dataset=str(root)))
+        load_data(Config(dataset=str(root)).data_plan)
 
 
 @pytest.mark.slow  # trains the full-size network to the memory check (14 s)
@@ -225,8 +225,8 @@ def test_resize_reaches_both_input_paths_and_the_log_says_how(tmp_path, caplog, 
             Image.fromarray(COLOUR).save(root / split / name / "square.png")
     config = Config(dataset=str(root), image_size=8, resize=resize)
     with caplog.at_level(logging.INFO):
-        on_device = load_data(config).train.images
-    streamed = stream_splits(config)[0].take(range(4))
+        on_device = load_data(config.data_plan).train.images
+    streamed = stream_splits(config.data_plan)[0].take(range(4))
     np.testing.assert_array_equal(streamed, on_device)
     wide = on_device[1::2]  # each class's files sorted: square.png, wide.png
     # cropped, the inner columns are the red centre (the outer ones blend in a little blue, as any bilinear

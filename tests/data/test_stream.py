@@ -82,8 +82,8 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_at_the_same_example(device_run
 def test_streamed_evaluation_counts_every_example_once_with_an_uneven_last_batch():
     config = Config(dataset="cifar10_sample", **SMALL)
     devices = select_devices(2)
-    data = load_data(config)
-    _, streamed = stream_splits(config)
+    data = load_data(config.data_plan)
+    _, streamed = stream_splits(config.data_plan)
     apply = create_model(config, 10, for_eval=True).apply
     variables = replicate(small_state(config).eval_variables, devices)
     # 100 examples in batches of 48: the last one holds 4, and 44 padding examples that must not count.
@@ -104,7 +104,7 @@ def test_streamed_evaluation_counts_every_example_once_with_an_uneven_last_batch
 def memory_for_training_only(config: Config) -> int:
     """Bytes that hold the small model's streamed training and evaluation on one device (its readers keep
     a few batches: fewer bytes than the sample's 600 images, which the device path holds)."""
-    train = stream_splits(config)[0]
+    train = stream_splits(config.data_plan)[0]
     streamed = inputs.stream_bytes(config, (32, 32, 3), 10, select_devices(config.num_devices), len(train))
     return max(streamed)
 
@@ -138,7 +138,7 @@ def test_auto_keeps_the_device_path_where_the_data_fits(tmp_path, caplog):
     assert caplog.text.count("decoding images to") == 1  # the folder listed and probed once, not per path
     assert "--resize" not in caplog.text  # all of one size: nothing to say about resizing
     assert json.loads((tmp_path / "summary.json").read_text())["input"] == "device"
-    listed, loaded = load_data(BASE, stream_splits(BASE)), load_data(BASE)
+    listed, loaded = load_data(BASE.data_plan, stream_splits(BASE.data_plan)), load_data(BASE.data_plan)
     np.testing.assert_array_equal(listed.train.images, loaded.train.images)
     np.testing.assert_array_equal(listed.eval.labels, loaded.eval.labels)
     assert (listed.mean, listed.std, listed.eval.class_names) == (loaded.mean, loaded.std, loaded.eval.class_names)
@@ -258,11 +258,11 @@ def test_a_huge_image_size_is_refused_before_the_statistics_naming_an_image_size
     line = refused_stream(monkeypatch, config, 8 << 30)
     assert "training 1 model(s) on 5000x5000x3 images in batches of 32, streamed" in line and "of memory and 8.0 GiB is available" in line
     size = named(line, "--image_size")
-    splits = stream_splits(config.replace(image_size=size))
+    splits = stream_splits(config.replace(image_size=size).data_plan)
     inputs.check_stream_fits(config.replace(image_size=size), splits[0], select_devices(1))  # it fits
     with pytest.raises(InputError):
-        inputs.check_stream_fits(config.replace(image_size=size + 1), stream_splits(config.replace(image_size=size + 1))[0],
-                                 select_devices(1))
+        larger = config.replace(image_size=size + 1)
+        inputs.check_stream_fits(larger, stream_splits(larger.data_plan)[0], select_devices(1))
 
 
 @pytest.mark.parametrize("flag, given, fitting", [("batch_size", 64, 32), ("eval_batch_size", 512, 128)])
@@ -271,7 +271,7 @@ def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_tha
     config = BASE.replace(num_devices=2, image_size=256, batch_size=8, eval_batch_size=8, input="stream",
                           workdir=str(tmp_path / "run"))
     devices = select_devices(2)
-    train = stream_splits(config)[0]
+    train = stream_splits(config.data_plan)[0]
     have = max(inputs.stream_bytes(config.replace(**{flag: fitting}), train.image_shape, 10, devices, len(train))[1:])
     line = refused_stream(monkeypatch, config.replace(**{flag: given}), have)
     largest = named(line, f"--{flag}")
@@ -283,7 +283,7 @@ def test_a_batch_or_an_eval_batch_that_cannot_fit_is_refused_naming_the_size_tha
 
 def test_the_memory_check_counts_each_data_worker(monkeypatch, tmp_path):
     config = BASE.replace(num_devices=1, input="stream", data_workers=2, workdir=str(tmp_path / "run"))
-    train = stream_splits(config)[0]
+    train = stream_splits(config.data_plan)[0]
     without = max(inputs.stream_bytes(config.replace(data_workers=0), train.image_shape, 10, select_devices(1),
                                       len(train))[1:])
     line = refused_stream(monkeypatch, config, without + memory.WORKER_BYTES)  # room for 1 of 2 readers' 2 workers
