@@ -186,7 +186,7 @@ def compare_training(peer, torch, report: Report, xtr, ytr, xte, preprocess: Pre
     ema = {k: v.clone() for k, v in net.state_dict().items()}  # before the whitening, as the reference's run()
     peer.init_whitening(net[0], peer.to_float(xtr[:5000]))
     model = create_model(config.replace(batch_norm="flax"), 10)
-    state = create_train_state(config, model, (32, 32, 3), jax.random.key(0), per_epoch)
+    state = create_train_state(config.optimisation, model, (32, 32, 3), jax.random.key(0), per_epoch)
     state = jax_utils.replicate(state)  # one device: BatchNorm averages over the step's device axis
     start = jax_utils.replicate(to_variables(net.state_dict()))
     state = state.replace(params=start["params"], model_state={"batch_stats": start["batch_stats"]},
@@ -198,7 +198,7 @@ def compare_training(peer, torch, report: Report, xtr, ytr, xte, preprocess: Pre
     twin = PeerLoop(peer, torch, twin_net, {k: v.clone() for k, v in ema.items()}, steps, per_epoch,
                     args.whiten_bias_epochs, bs)
     threads = torch.get_num_threads()
-    objective = Objective.from_config(config, steps)
+    objective = Objective.of(config.optimisation, steps)
     step_fn = jax.pmap(lambda s, b: train_step(s, b, jax.random.key(0), preprocess=preprocess, objective=objective,
                                                axis_name=AXIS), axis_name=AXIS)
     rng = np.random.default_rng(0)

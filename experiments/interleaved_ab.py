@@ -65,9 +65,10 @@ def variant(spec: str) -> tuple[Config, int]:
 
 def train_runner(config: Config, devices: list, images: np.ndarray, labels: np.ndarray, orders: list):
     """A function that runs the calls of `orders` and returns the images trained."""
-    objective = Objective.from_config(config, 10_000)
+    objective = Objective.of(config.optimisation, 10_000)
     program = make_program(PRE, devices, objective=objective, steps_loop=config.steps_loop)
-    state = program.stack([create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 390)])
+    model = create_model(config, 10)
+    state = program.stack([create_train_state(config.optimisation, model, (32, 32, 3), jax.random.key(0), 390)])
     data = replicate(images, devices), replicate(labels, devices)
     calls = [program.shares(order[:, None]) for order in orders]
     key = program.keys(jax.random.key(1)[None])

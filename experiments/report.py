@@ -37,7 +37,8 @@ def stopped_early(summary: dict) -> bool:
     of the training split)."""
     config = summary["config"]
     per_epoch = summary["dataset"].get("train_examples", 0) // config["batch_size"]
-    return bool(config.get("max_steps")) and summary["steps"] < total_steps(Config(epochs=config["epochs"]), per_epoch)
+    scheduled = total_steps(Config(epochs=config["epochs"]).optimisation, per_epoch)
+    return bool(config.get("max_steps")) and summary["steps"] < scheduled
 
 
 def augmentation(config: dict) -> str:

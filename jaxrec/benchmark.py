@@ -72,7 +72,7 @@ def random_data(config: Config, options: BenchmarkOptions) -> RandomData:
                              rng.integers(0, classes, options.eval_examples).astype(np.int32),
                              tuple(map(str, range(classes))))
     # Mean and std of uniform bytes; the values only matter for the numerics, not for the speed.
-    preprocess = Preprocess.from_config(config, (127.5,) * shape[-1], (73.9,) * shape[-1],
+    preprocess = Preprocess.of(config.optimisation, (127.5,) * shape[-1], (73.9,) * shape[-1],
                                         options.train_examples // config.batch_size)
     return RandomData(images, labels, evaluated, preprocess)
 
@@ -86,12 +86,12 @@ def training_program(config: Config, options: BenchmarkOptions, data: RandomData
     fold = lambda key, k: key if k == 0 else jax.random.fold_in(key, k)  # noqa: E731
     model = create_model(config, options.num_classes)
     steps_per_epoch = options.train_examples // config.batch_size
-    states = [create_train_state(config, model, options.image_shape, fold(keys[0], k), steps_per_epoch)
+    states = [create_train_state(config.optimisation, model, options.image_shape, fold(keys[0], k), steps_per_epoch)
               for k in range(models)]
     orders = np.stack([epoch_indices(fold(keys[1], k), 0, options.train_examples, config.batch_size)
                        for k in range(models)], axis=1)  # [steps, K, batch]
     orders = np.resize(orders, (max(len(orders), steps), *orders.shape[1:]))  # at least one call's worth
-    objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
+    objective = Objective.of(config.optimisation, total_steps(config.optimisation, steps_per_epoch))
     program = make_program(data.preprocess, devices, (models, options.model_axis), objective, config.steps_loop)
     calls = [program.shares(orders[i:i + steps]) for i in range(0, len(orders) - steps + 1, steps)]
     rngs = jnp.stack([fold(keys[2], k) for k in range(models)])

@@ -37,7 +37,7 @@ PRE = Preprocess(mean=(125.0, 123.0, 114.0), std=(63.0, 62.0, 66.0))
 def small_state(config: Config = Config(**SMALL), num_classes: int = 10, shape=(32, 32, 3), seed: int = 0):
     """A freshly initialised train state of `config`'s model."""
     model = create_model(config, num_classes)
-    return create_train_state(config, model, shape, jax.random.key(seed), steps_per_epoch=10)
+    return create_train_state(config.optimisation, model, shape, jax.random.key(seed), steps_per_epoch=10)
 
 
 def random_batch(n: int, seed: int = 0, num_classes: int = 10, shape=(32, 32, 3)) -> dict[str, jax.Array]:

@@ -83,3 +83,13 @@ def test_no_line_of_the_package_is_longer_than_120_characters():
     long = [f"{path.relative_to(ROOT)}:{number}" for path in (ROOT / "jaxrec").rglob("*.py")
             for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 120]
     assert long == []
+
+
+def test_the_core_and_the_data_layer_read_their_own_settings_not_the_whole_config():
+    """The optimizer, the step and the augmentation take Config.optimisation; the data readers Config.data_plan."""
+    whole = [f"{path.relative_to(ROOT)}:{node.name}" for folder in ("core", "data")
+             for path in (ROOT / "jaxrec" / folder).rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and any(a.annotation is not None and ast.unparse(a.annotation) == "Config"
+                     for a in [*node.args.args, *node.args.kwonlyargs])]
+    assert whole == []

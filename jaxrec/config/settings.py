@@ -323,7 +323,12 @@ class Config:
     @property
     def data_plan(self) -> "DataPlan":
         """What the data layer reads: the data group's settings, with the split seed resolved."""
-        return DataPlan(**{name: getattr(self, name) for name in DATA_FIELDS}, split_seed=self.source_seeds()["split"])
+        return DataPlan(**group_values(self, "data"), split_seed=self.source_seeds()["split"])
+
+    @property
+    def optimisation(self) -> "Optimisation":
+        """What the optimizer and the training step read: the optimisation group's settings."""
+        return Optimisation(**group_values(self, "optimisation"))
 
     def default_workdir(self) -> str:
         return str(Path("runs") / f"{self.model_tag}_{self.dataset_tag}_seed{self.seed}")
@@ -375,13 +380,24 @@ class BenchmarkOptions:
                                  "float-rounding differences, 3x slower on XLA:CPU).")
 
 
-DATA_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["group"] == "data")
-# The data layer's settings (Config.data_plan), made from the data group's declarations: a new data field reaches
-# jaxrec.data without a second list to keep.
-DataPlan = dataclasses.make_dataclass(
-    "DataPlan", [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(Config)
-                 if f.name in DATA_FIELDS] + [("split_seed", "int", 0)], frozen=True)
-DataPlan.__module__ = __name__  # where make_dataclass cannot say it before Python 3.12
+def group_values(config: Config, group: str) -> dict[str, Any]:
+    """The values of config's fields of `group` (data, optimisation, ...), by name."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.metadata["group"] == group}
+
+
+def group_settings(name: str, group: str, extra: Sequence[tuple[str, str, Any]] = ()) -> type:
+    """A frozen dataclass of Config's fields of `group` (and `extra` ones), made from their declarations: a new
+    field of the group reaches what reads it without a second list to keep."""
+    fields = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(Config)
+              if f.metadata["group"] == group]
+    made = dataclasses.make_dataclass(name, fields + [(n, t, dataclasses.field(default=d)) for n, t, d in extra],
+                                      frozen=True)
+    made.__module__ = __name__  # make_dataclass takes `module` only from Python 3.12
+    return made
+
+
+DataPlan = group_settings("DataPlan", "data", [("split_seed", "int", 0)])  # the data layer's (jaxrec.data)
+Optimisation = group_settings("Optimisation", "optimisation")  # the core's: optimizer, objective, augmentation
 EXECUTION_FIELDS = fields_with(Config, "execution")
 EVALUATION_FIELDS = fields_with(Config, "evaluation")  # what an evaluation of a trained run may set anew
 MAY_CHANGE_ON_RESUME = fields_with(Config, "resume")   # jaxrec.run.checkpoints

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxrec.config import Optimisation
 
 CROP_PADDING = 4
 
@@ -66,11 +67,11 @@ class Preprocess:
     steps_per_epoch: int = 0
 
     @classmethod
-    def from_config(cls, config: Any, mean: tuple[float, ...], std: tuple[float, ...],
-                    steps_per_epoch: int) -> "Preprocess":
-        """The training preprocessing a run of `config` (a checked Config) uses, with the data's mean/std."""
-        return cls(mean=tuple(mean), std=tuple(std), augment=config.augment, translate=config.translate,
-                   flip=config.flip, steps_per_epoch=steps_per_epoch)
+    def of(cls, settings: Optimisation, mean: tuple[float, ...], std: tuple[float, ...],
+           steps_per_epoch: int) -> "Preprocess":
+        """The training preprocessing a run with these (checked) settings uses, with the data's mean/std."""
+        return cls(mean=tuple(mean), std=tuple(std), augment=settings.augment, translate=settings.translate,
+                   flip=settings.flip, steps_per_epoch=steps_per_epoch)
 
     def normalize(self, images: jax.Array) -> jax.Array:
         mean = jnp.asarray(self.mean, jnp.float32)

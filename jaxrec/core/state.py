@@ -14,7 +14,7 @@ import numpy as np
 from flax import struct
 from flax.training import train_state
 
-from jaxrec.config import Config
+from jaxrec.config import Optimisation
 from jaxrec.core.optim import create_optimizer
 
 Variables = dict[str, Any]
@@ -45,7 +45,7 @@ def _init(model: nn.Module, rng: jax.Array, images: jax.Array) -> Variables:
     return model.init(rng, images)
 
 
-def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int, int, int],
+def create_train_state(settings: Optimisation, model: nn.Module, image_shape: tuple[int, int, int],
                        rng: jax.Array, steps_per_epoch: int, init_images: np.ndarray | None = None) -> TrainState:
     """Initialises `model` for images of `image_shape` (H, W, C) and wraps it with the optimizer. init_images:
     normalised training images [n, H, W, C] for a model whose `init_from_data(variables, images)` reads
@@ -64,9 +64,9 @@ def create_train_state(config: Config, model: nn.Module, image_shape: tuple[int,
     params, model_state = variables["params"], {name: value for name, value in variables.items() if name != "params"}
     partly_trained = model.partly_trained() if hasattr(model, "partly_trained") else None
     return TrainState.create(apply_fn=model.apply, params=params, model_state=model_state,
-                             tx=create_optimizer(config, steps_per_epoch, partly_trained),
-                             averaged=dict(variables) if config.lookahead else None,
-                             evaluate_average=not config.lookahead)
+                             tx=create_optimizer(settings, steps_per_epoch, partly_trained),
+                             averaged=dict(variables) if settings.lookahead else None,
+                             evaluate_average=not settings.lookahead)
 
 
 def init_sample(examples: int, count: int, rng: jax.Array) -> np.ndarray:

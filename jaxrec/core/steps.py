@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrec.config import Optimisation
 from jaxrec.core.pipeline import Preprocess
 from jaxrec.core.state import TrainState, Variables
 from jaxrec.models import AXIS
@@ -73,11 +74,11 @@ class Objective:
     lookahead: Lookahead | None = None
 
     @classmethod
-    def from_config(cls, config: Any, total_steps: int) -> "Objective":
-        """The objective of a run of `config` (a checked Config) that trains `total_steps` steps."""
-        lookahead = (Lookahead(config.lookahead_every, config.lookahead_decay, total_steps)
-                     if config.lookahead else None)
-        return cls(config.label_smoothing, config.loss_reduction, lookahead)
+    def of(cls, settings: Optimisation, total_steps: int) -> "Objective":
+        """The objective of a run with these (checked) settings that trains `total_steps` steps."""
+        lookahead = (Lookahead(settings.lookahead_every, settings.lookahead_decay, total_steps)
+                     if settings.lookahead else None)
+        return cls(settings.label_smoothing, settings.loss_reduction, lookahead)
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: Preprocess,

@@ -125,7 +125,7 @@ def field_differences(saved: dict[str, Any], current: dict[str, Any], may_change
 def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
     """Fields whose value in a checkpoint's config differs from `config` and may not change on resume
     (--epochs neither, where the run's numbers depend on its length: optim.uses_total_steps)."""
-    may_change = set(MAY_CHANGE_ON_RESUME) - ({"epochs"} if uses_total_steps(config) else set())
+    may_change = set(MAY_CHANGE_ON_RESUME) - ({"epochs"} if uses_total_steps(config.optimisation) else set())
     return field_differences(saved, config.to_dict(), may_change)
 
 
@@ -484,5 +484,5 @@ def _template(meta: CheckpointMeta) -> TrainState:
     """The (abstract) train state a checkpoint's arrays restore into."""
     config = Config.from_dict(meta.config)
     model = create_model(config, len(meta.dataset["class_names"]))
-    return jax.eval_shape(lambda: create_train_state(config, model, tuple(meta.dataset["image_shape"]),
+    return jax.eval_shape(lambda: create_train_state(config.optimisation, model, tuple(meta.dataset["image_shape"]),
                                                      jax.random.key(0), steps_per_epoch=1))

@@ -51,7 +51,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
     if len(splits[0]) < config.batch_size:
         raise InputError(f"the training split has {len(splits[0])} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --batch_size")
-    check_lookahead(config, len(splits[0]) // config.batch_size)
+    check_lookahead(config.optimisation, len(splits[0]) // config.batch_size)
     check_images(config, splits[0].image_shape, len(splits[0].class_names), f"--dataset {config.dataset}")
     if data is not None:
         check_devices_fit(config, splits, models, devices)

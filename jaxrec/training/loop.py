@@ -101,7 +101,7 @@ class Trainer:
     def total_steps(self) -> int:
         """Training steps of the whole run (a fractional --epochs trains part of the last epoch), or
         --max_steps if fewer (the schedule stays that of --epochs)."""
-        scheduled = total_steps(self.config, self.steps_per_epoch)
+        scheduled = total_steps(self.config.optimisation, self.steps_per_epoch)
         return min(scheduled, self.config.max_steps) if self.config.max_steps else scheduled
 
     @property
@@ -285,11 +285,11 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
              "s" if len(devices) > 1 else "", devices[0].platform,
              f", {jax.process_count()} processes" if jax.process_count() > 1 else "", steps_per_epoch,
              f"; {models} models in one program" if models > 1 else "")
-    preprocess = Preprocess.from_config(config, data.mean, data.std, steps_per_epoch)
+    preprocess = Preprocess.of(config.optimisation, data.mean, data.std, steps_per_epoch)
     model = create_model(config, data.num_classes)
     members = tuple(Member(config=c, keys=RunKeys.from_config(c), workdir=Path(w), checkpoints=RunCheckpointer(w, c))
                     for c, w in zip(configs, workdirs))
-    objective = Objective.from_config(config, total_steps(config, steps_per_epoch))
+    objective = Objective.of(config.optimisation, total_steps(config.optimisation, steps_per_epoch))
     program = make_program(preprocess, devices, (models, model_axis), objective, config.steps_loop)
     eval_apply = create_model(config, data.num_classes, for_eval=True).apply
     trainer = Trainer(
@@ -326,8 +326,8 @@ def restore_or_start_member(trainer: Trainer, member: Member,
     config, count = member.config, getattr(trainer.model, "init_examples", 0)
     sample = init_sample(len(data.train), count, member.keys.init) if count else None  # data-dependent init's images
     images = None if sample is None else np.asarray(trainer.preprocess.normalize(data.train.take(sample)))
-    state = create_train_state(config, trainer.model, data.image_shape, member.keys.init, trainer.steps_per_epoch,
-                               images)
+    state = create_train_state(config.optimisation, trainer.model, data.image_shape, member.keys.init,
+                               trainer.steps_per_epoch, images)
     restored = member.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
     if restored is None:
         return state, RunState(), None
@@ -584,7 +584,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
     if predictions is not None:
         outputs.write_predictions(member.workdir, predictions, data.eval.labels)
     outputs.write_json(member.workdir / "summary.json", summary)  # last: it marks the outputs complete
-    cut = run.step < total_steps(config, trainer.steps_per_epoch)  # --max_steps ended it early
+    cut = run.step < total_steps(config.optimisation, trainer.steps_per_epoch)  # --max_steps ended it early
     log.info("done: test accuracy %.4f%s after %s; outputs in %s", summary["test_accuracy"],
              f" with test-time augmentation ({final.test_accuracy:.4f} without)" if augmented else "",
              f"{run.step} steps (--max_steps; the schedule is {config.epochs:g} epochs)" if cut else

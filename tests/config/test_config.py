@@ -86,7 +86,7 @@ def test_enumerated_fields_offer_exactly_what_the_code_implements():
     assert set(choices(rnn.Knobs, "rnn_cell")) == set(rnn.CELLS)
     assert set(choices(Config, "lr_schedule")) == {"constant", "cosine", "step", "linear"}
     for schedule in choices(Config, "lr_schedule"):
-        assert learning_rate_schedule(Config(lr_schedule=schedule), steps_per_epoch=10)(5) > 0
+        assert learning_rate_schedule(Config(lr_schedule=schedule).optimisation, steps_per_epoch=10)(5) > 0
 
 
 @pytest.mark.parametrize("changes,refusal", [

@@ -39,7 +39,8 @@ def images(*lead: int) -> jax.ShapeDtypeStruct:
 def test_the_training_estimate_covers_the_compiled_step_s_peak(widths):
     config = Config(conv_features=widths, dense_features=8)
     model = create_model(config, 10)
-    state = jax.eval_shape(lambda: create_train_state(config, model, SHAPE, jax.random.key(0), steps_per_epoch=10))
+    state = jax.eval_shape(lambda: create_train_state(config.optimisation, model, SHAPE, jax.random.key(0),
+                                                      steps_per_epoch=10))
     labels = jax.ShapeDtypeStruct((1, 1, BATCH), jnp.int32)
     program = make_program(PRE, jax.devices()[:1])
     peak = compiled_peak(program.fn.lower(on_one_device(state), images(1, 1, BATCH), labels, labels,
@@ -52,7 +53,8 @@ def test_the_training_estimate_covers_the_compiled_step_s_peak(widths):
 def test_the_evaluation_estimate_covers_the_compiled_eval_call_s_peak(views):
     config = Config(conv_features=(2,), dense_features=8)
     model, evaluated = create_model(config, 10), create_model(config, 10, for_eval=True)
-    state = jax.eval_shape(lambda: create_train_state(config, model, SHAPE, jax.random.key(0), steps_per_epoch=10))
+    state = jax.eval_shape(lambda: create_train_state(config.optimisation, model, SHAPE, jax.random.key(0),
+                                                      steps_per_epoch=10))
     apply = with_tta(evaluated.apply, views - 1)  # level 1: the image and its mirror
     labels = indices = jax.ShapeDtypeStruct((1, BATCH * 4), jnp.int32)
     mask = jax.ShapeDtypeStruct((1, BATCH * 4), jnp.float32)

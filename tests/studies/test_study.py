@@ -101,13 +101,14 @@ def test_each_seed_sets_the_varied_sources_and_only_those(tmp_path):
                                                    {"init": 9, "order": 4, "augment": 9, "split": 9}]
     keys = [RunKeys.from_config(c) for c in configs]
     model = create_model(configs[0], 10)
-    params = [create_train_state(c, model, (32, 32, 3), k.init, 10).params for c, k in zip(configs, keys)]
+    params = [create_train_state(c.optimisation, model, (32, 32, 3), k.init, 10).params for c, k in zip(configs, keys)]
     chex.assert_trees_all_equal(*params)  # the same start...
     orders = [epoch_indices(k.shuffle, 0, 400, 32) for k in keys]
     assert not np.array_equal(*orders)  # ...another data order
     init = StudySpec(Config(**SMALL), seeds=(3, 4), vary=("init",), base_seed=9)  # the opposite
     keys = [RunKeys.from_config(init.seed_config(seed, tmp_path)) for seed in init.seeds]
-    starts = [create_train_state(configs[0], model, (32, 32, 3), k.init, 10).params["Dense_1"]["kernel"] for k in keys]
+    starts = [create_train_state(configs[0].optimisation, model, (32, 32, 3), k.init, 10).params["Dense_1"]["kernel"]
+              for k in keys]
     assert not np.array_equal(*starts)
     np.testing.assert_array_equal(*[epoch_indices(k.shuffle, 0, 400, 32) for k in keys])
     everything = StudySpec(Config(**SMALL), seeds=(3,), vary=SOURCES).seed_config(3, tmp_path)

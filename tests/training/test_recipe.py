@@ -34,23 +34,23 @@ def test_preset_is_airbenchs_recipe_and_changes_win():
 
 def test_total_steps_of_a_fractional_schedule():
     """airbench's 9.9 epochs of 48 steps are 476 steps; 2 epochs are 96."""
-    assert total_steps(config_for("airbench94"), 48) == 476
-    assert total_steps(config_for("airbench94", epochs=2), 48) == 96
-    assert total_steps(Config(epochs=3), 10) == 30
+    assert total_steps(config_for("airbench94").optimisation, 48) == 476
+    assert total_steps(config_for("airbench94", epochs=2).optimisation, 48) == 96
+    assert total_steps(Config(epochs=3).optimisation, 10) == 30
 
 
 def test_decoupled_hyperparameters():
     """lr / (1024 (1 + 1/(1 - m))) and the coupled decay weight_decay x batch / lr: PyTorch SGD's values."""
-    lr, decay = step_hyperparameters(config_for("airbench94"))
+    lr, decay = step_hyperparameters(config_for("airbench94").optimisation)
     kilostep = 1024 * (1 + 1 / 0.15)
     assert lr == pytest.approx(11.5 / kilostep)
     assert lr * decay == pytest.approx(0.0153 * 1024 / kilostep)  # the decay per step
-    assert step_hyperparameters(Config(learning_rate=0.1, weight_decay=5e-4)) == (0.1, 5e-4)
+    assert step_hyperparameters(Config(learning_rate=0.1, weight_decay=5e-4).optimisation) == (0.1, 5e-4)
 
 
 def test_linear_schedule_warms_up_then_down():
     config = config_for("airbench94")
-    schedule, peak = learning_rate_schedule(config, 48), step_hyperparameters(config)[0]
+    schedule, peak = learning_rate_schedule(config.optimisation, 48), step_hyperparameters(config.optimisation)[0]
     warm = int(476 * 0.23)
     for step, factor in [(0, 0.2), (warm // 2, 0.2 + 0.8 * (warm // 2) / warm), (warm, 1.0),
                          (475, 1 - 0.93 * (475 - warm) / (476 - warm))]:
@@ -61,17 +61,17 @@ def test_linear_schedule_warms_up_then_down():
 def test_parameter_groups():
     config = airbench()
     model = create_model(config, 10)
-    state = create_train_state(config, model, (32, 32, 3), jax.random.key(0), 10)
-    labels = param_labels(state.params, config, model.partly_trained())
+    state = create_train_state(config.optimisation, model, (32, 32, 3), jax.random.key(0), 10)
+    labels = param_labels(state.params, config.optimisation, model.partly_trained())
     assert labels["whiten"] == {"kernel": "frozen", "bias": "whiten_bias"}
     assert labels["group1"]["norm1"]["bias"] == "norm_bias"
     assert labels["group1"]["conv1"]["kernel"] == labels["head"]["kernel"] == "plain"
     plain = Config(weight_decay=1e-4)
-    assert set(jax.tree_util.tree_leaves(param_labels({"BatchNorm_0": {"bias": 0}}, plain))) == {"plain"}
+    assert set(jax.tree_util.tree_leaves(param_labels({"BatchNorm_0": {"bias": 0}}, plain.optimisation))) == {"plain"}
 
 
 def sgd_updates(config, params, grads, steps):
-    tx = create_optimizer(config, 2, create_model(config, 10).partly_trained())
+    tx = create_optimizer(config.optimisation, 2, create_model(config, 10).partly_trained())
     opt_state, out = tx.init(params), []
     for _ in range(steps):
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -102,14 +102,15 @@ def test_groups_move_as_the_recipe_says():
 def test_plain_configs_keep_the_plain_optimizer():
     """No groups: the optimizer state is what it was before parameter groups (old checkpoints load)."""
     params = {"Conv_0": {"kernel": jnp.ones(2)}}
-    state = create_optimizer(Config(momentum=0.9), 10).init(params)
+    state = create_optimizer(Config(momentum=0.9).optimisation, 10).init(params)
     assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(
         optax.sgd(optax.constant_schedule(0.01), momentum=0.9).init(params))
 
 
 def toy_state(config, every=5, total=12):
     model = create_model(config, 10)
-    return create_train_state(config, model, (32, 32, 3), jax.random.key(0), 4), Lookahead(every, 0.95, total)
+    state = create_train_state(config.optimisation, model, (32, 32, 3), jax.random.key(0), 4)
+    return state, Lookahead(every, 0.95, total)
 
 
 @pytest.mark.slow
@@ -143,12 +144,12 @@ def test_lookahead_runs_are_evaluated_on_the_network():
 def train_steps(config, devices, steps=2, seed=0):
     """`steps` steps of config's model on random bytes through the loop's own pmapped train function."""
     model = create_model(config, 10)
-    state = create_train_state(config, model, (32, 32, 3), jax.random.key(seed), 4)
+    state = create_train_state(config.optimisation, model, (32, 32, 3), jax.random.key(seed), 4)
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     labels = np.random.default_rng(1).integers(0, 10, 64).astype(np.int32)
     indices = split_over_devices(np.arange(steps * config.batch_size).reshape(steps, -1) % 64, len(devices))
-    fn = make_train_fn(Preprocess.from_config(config, PRE.mean, PRE.std, 4), devices,
-                       Objective.from_config(config, total_steps(config, 4)))
+    fn = make_train_fn(Preprocess.of(config.optimisation, PRE.mean, PRE.std, 4), devices,
+                       Objective.of(config.optimisation, total_steps(config.optimisation, 4)))
     state, metrics = fn(replicate(state, devices), replicate(images, devices), replicate(labels, devices), indices,
                         jax.random.key(3))
     return unreplicate(state), np.asarray(unreplicate(metrics)["loss"])
@@ -165,7 +166,7 @@ def test_summed_loss_is_the_global_batchs_whatever_the_devices():
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
     mean = airbench(batch_size=16, lookahead=False, loss_reduction="mean")
     meaned, _ = train_steps(mean, select_devices(1), steps=1)
-    start = create_train_state(config, create_model(config, 10), (32, 32, 3), jax.random.key(0), 4).params
+    start = create_train_state(config.optimisation, create_model(config, 10), (32, 32, 3), jax.random.key(0), 4).params
 
     def moved(state):
         return float(jnp.abs(state.params["head"]["kernel"] - start["head"]["kernel"]).max())
