@@ -1,12 +1,5 @@
-"""Convolutions through one matrix multiply over image patches (im2col), where XLA:CPU's are slow: on inputs of
-few channels (an RGB or grayscale image), its kernel gradient above all (results/benchmark.md).
-
-`patch_conv`: the whole convolution as a patch matmul; `patch_grad_conv`: XLA's convolution, with only its
-kernel gradient as one. Both have `lax.conv_general_dilated`'s signature, so they plug into
-`nn.Conv(conv_general_dilated=...)` and keep the layer's parameters; they compute the same up to float rounding
-(the sums run in another order). Cases they do not cover (strides, dilation, groups, other layouts) fall
-through to lax.
-"""
+"""Convolutions as one matmul over image patches (im2col), with `lax.conv_general_dilated`'s signature, for where
+XLA:CPU's own are slow: docs/speed.md, "Kernels per platform" (--image_conv, --conv_grad)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """Which implementation of each speed-critical piece a platform runs: one table (BY_PLATFORM), each choice
-overridable by the Config knob of its name. Every choice computes the plain one's function (lax's convolution,
-`nn.max_pool`, a rolled `lax.scan`), up to float rounding where stated: docs/speed.md ("Kernels per platform")
-says which and why, and what was measured."""
+overridable by a Config knob of its name. Which, why, and how equal to the plain one: docs/speed.md's table."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""BatchNorm whose per-channel sums are matrix products, for XLA:CPU (jaxrec.models.kernels' batch_norm).
-
-It computes what `flax.linen.BatchNorm` computes over NHWC inputs, with the same variables, statistics
-(E[x^2] - E[x]^2 clipped at 0, averaged over `axis_name` in one pmean) and running averages, up to float
-rounding. XLA:CPU rewrites a reduction [b, h, w, c] -> [c] (and in the backward pass the same for every
-per-channel vector the layer broadcasts) into windowed partial sums, a slow loop; here each one is a
-vector-matrix product, ones[b h w] x x[b h w, c], which runs as a matmul.
-"""
+"""BatchNorm whose per-channel sums are matmuls, ones x [b h w, c], where XLA:CPU makes the reductions slow windowed
+partial sums; flax's BatchNorm up to rounding: docs/speed.md, "Kernels per platform" (--batch_norm)."""
 
 from __future__ import annotations
 
@@ -68,7 +62,7 @@ broadcast_channels.defvjp(_broadcast_fwd, _broadcast_bwd)
 
 
 class MatmulBatchNorm(nn.Module):
-    """flax.linen.BatchNorm's computation over the last axis (see the module docstring)."""
+    """flax.linen.BatchNorm over the last axis: the same variables, statistics and running averages, up to rounding."""
 
     use_running_average: bool = False
     momentum: float = 0.99

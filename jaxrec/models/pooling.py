@@ -1,12 +1,5 @@
-"""Max-pooling with fast custom gradients: the gradient of `nn.max_pool` is a `select_and_scatter`, which
-XLA:CPU runs as a slow scalar loop.
-
-`max_pool_2x2(x)` computes exactly what `nn.max_pool(x, (2, 2), (2, 2), 'SAME')` computes, forward and
-backward (for finite inputs: a window holding a NaN gets no gradient). Its forward is `nn.max_pool` itself;
-its backward takes the four positions of each window as strided views of one reshape and routes the gradient
-with a few fused elementwise selects. Both pools follow `select_and_scatter`'s rule: in a window with several
-equal maxima, the whole gradient goes to the first one in row-major order (not split, as `jnp.max`'s would be).
-"""
+"""Max-pooling whose gradient avoids `select_and_scatter`, a scalar loop on XLA:CPU: `nn.max_pool`'s values and
+gradients, ties included (docs/speed.md, "Kernels per platform", --pool). A window holding a NaN gets no gradient."""
 
 from __future__ import annotations
 
@@ -45,7 +38,7 @@ def _pool_even_bwd(residuals, g: jax.Array):
     x, y = residuals
     taken = jnp.zeros(y.shape, bool)
     parts = []
-    for window in _windows(x):  # the first maximum in row-major order takes the gradient
+    for window in _windows(x):  # select_and_scatter's rule: the first maximum in row-major order takes it all
         hit = (window == y) & ~taken
         taken = taken | hit
         parts.append(jnp.where(hit, g, jnp.zeros_like(g)))

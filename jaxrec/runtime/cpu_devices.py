@@ -1,11 +1,5 @@
-"""How many JAX devices the CPU is split into: one per core by default, set before JAX's backend starts.
-
-XLA:CPU runs one program over all cores with one shared thread pool, and loses much of the second core that way
-(results/benchmark.md); one device per core, each training its share of the batch with the pmap step, keeps every
-core busy on its own work. A count the user set wins: `--cpu_devices N`, `--xla_force_host_platform_device_count`
-in XLA_FLAGS, or `jax_num_cpu_devices` (also JAX_NUM_CPU_DEVICES). The device count changes a run's float
-rounding, not its math (docs/reproducibility.md). On a GPU or TPU the CPU devices do not train.
-"""
+"""How many JAX devices the CPU is split into (one per core by default), set before JAX's backend starts. Why, and
+which count set by the user wins: docs/speed.md, "One JAX device per CPU core"."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""XLA:CPU compiler flags jaxrec sets before JAX's backend starts: which kernels run convolutions.
-
-`--xla_cpu_experimental_ynn_fusion_type` lists what XLA:CPU hands to the YNNPACK library. Since jaxlib 0.10.2
-its default, `individual_dot,individual_convolution,reduce`, sends float32 convolutions of more than 16 channels
-there, which train several times slower on a CPU than XLA's own kernels (results/conv_timing/README.md). `=dot`
-replaces the list: matmuls still go to YNNPACK, convolutions go back to XLA's kernels.
-
-The flag is experimental, and an XLA that does not know a flag refuses to start, so it is set only on the listed
-jaxlibs, only when XLA_FLAGS does not name it, and only with --cpu_ynn (the default). It changes rounding, not math.
-"""
+"""XLA:CPU flags set before JAX's backend starts: `--xla_cpu_experimental_ynn_fusion_type=dot` keeps convolutions
+off YNNPACK. Why, on which jaxlibs and when not: docs/speed.md, "XLA:CPU's kernels for convolutions"."""
 
 from __future__ import annotations
 
