@@ -1,10 +1,5 @@
-"""One run over several processes: joining them with jax.distributed, and what the loop asks of them.
-
-Every process runs the same command; once `start` has joined them, `jax.devices()` lists every process's devices
-and the pmapped steps' collectives and Orbax checkpoints span them all. The loop asks this module only whether
-it is the primary process (it writes outputs), whether any process was asked to stop (`max_over_processes`),
-and to wait for the others (`barrier`). See docs/multi_host.md.
-"""
+"""One run over several processes (docs/multi_host.md): joining them with jax.distributed, and what the loop asks of
+them: whether this is the primary process, whether any was asked to stop, and to wait for the others."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Stopping a run cleanly on SIGTERM/SIGINT (preemption, a Colab disconnect, Ctrl-C).
-
-The handler only records the request; the training loop checks it between device calls (and after an epoch's
-evaluation), saves a checkpoint (on disk before it goes on) and raises `TrainingInterrupted`. A second signal
-stops at once, as does the first outside the training loop in the command line (`exit_on_signals`).
-"""
+"""Stopping a run cleanly on SIGTERM/SIGINT: the handler only records the request; the training loop saves a
+checkpoint and raises `TrainingInterrupted` (docs/checkpoints.md; several processes: docs/multi_host.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """How this process was launched: whether it joins other processes, and how it says it lost them. No JAX here:
-a multi-process command's supervisor reads this, and JAX would add a second or more to its launch."""
+a multi-process command's supervisor reads this, and importing JAX would slow its launch."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Set-up at the boundary, once: check the config, set XLA:CPU's flags, split the CPU into devices, join processes.
-The command line and the library entry points all call `prepare`, which passes a config it has prepared through
-untouched, so `jaxrec train` checks its settings once, however many layers it goes through."""
+"""Set-up at the boundary, once (`prepare`): check the config, set XLA:CPU's flags, split the CPU into devices, join
+processes. A config it has prepared passes through untouched (docs/design.md, "Set-up once")."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""A multi-process command runs in a child watched by a thin parent, so that losing a peer ends it with one line.
-
-When a peer dies, this process cannot end cleanly by itself: gloo aborts it from its own thread when a connection
-breaks mid-collective, and JAX's runtime aborts it with a C++ stack dump when heartbeats stop; neither can be
-caught in Python. The parent, holding no JAX backend, survives both: it relays the child's stderr, keeps back the
-runtime's log and crash lines, and on a lost peer prints one line naming it and how to resume. Signals sent to the
-parent reach the child once (it is in a session of its own, so a terminal's Ctrl-C is not delivered twice); the
-child ends with the parent if that is killed (its lifeline pipe closes).
-"""
+"""A multi-process command runs in a child watched by a thin parent without a JAX backend, so that losing a peer
+ends it with one line, not a crash: docs/multi_host.md, "Stopping, preemption and lost processes"."""
 
 from __future__ import annotations
 
@@ -46,6 +39,7 @@ def needed(config: Config, environ: dict[str, str] | os._Environ = os.environ) -
 def run_supervised(config: Config) -> int:
     """Reruns this command line as a child and relays it; returns its exit code, or ends by the signal that ended it."""
     read_end, write_end = os.pipe()
+    # A session of its own: a terminal's Ctrl-C reaches the child once, forwarded by us, not twice.
     child = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], stderr=subprocess.PIPE, pass_fds=(read_end,),
                              env={**os.environ, LIFELINE: str(read_end)}, start_new_session=True)
     os.close(read_end)  # the child's copy is the one that matters; write_end stays open until this process ends
