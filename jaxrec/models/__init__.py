@@ -1,10 +1,6 @@
-"""Models: the recipes `--model` names, one module each (the built-ins in jaxrec.config.MODELS, or a file of
-your own, loaded by jaxrec.models.recipes), and the layers and CPU kernels they share (kernels, conv, pooling, norm).
-
-Layers with state, such as BatchNorm, keep it in their own collections (`batch_stats`); the train state, the
-train step, checkpoints, evaluation and prediction carry every collection the model has. This module imports
-nothing heavy; a recipe's module loads when its model is built or its defaults read.
-"""
+"""Models: the recipes `--model` names (loaded by jaxrec.models.recipes) and the CPU kernels they share
+(docs/recipes.md; docs/design.md, "Recipes"). Imports nothing heavy: a recipe's module loads when its model is
+built or its defaults read."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""airbench94 (Keller Jordan, cifar10-airbench, legacy/airbench94.py): 94% on CIFAR-10 in seconds on a GPU. Its
-network and recipe, ingredient by ingredient: docs/models.md. GELU is the exact erf form (torch.nn.GELU's default);
-the 1,971,640 parameters for 10 classes count the frozen whitening filters, as the reference does.
-"""
+"""airbench94 (Keller Jordan, cifar10-airbench, legacy/airbench94.py): its network and recipe, ingredient by
+ingredient in docs/models.md, "airbench94"."""
 
 from __future__ import annotations
 
@@ -97,7 +95,7 @@ def dirac_init() -> Any:
 
 
 def gelu(x: jax.Array) -> jax.Array:
-    return nn.gelu(x, approximate=False)
+    return nn.gelu(x, approximate=False)  # the exact erf form: torch.nn.GELU's default, the reference's
 
 
 def pool(x: jax.Array, k: int, kind: str) -> jax.Array:

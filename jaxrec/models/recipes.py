@@ -1,20 +1,5 @@
-"""Recipes: what `--model` names. A recipe is one Python module, a built-in or a file of your own, with
-
-- `build(config, num_classes, kernels)`: its network, a Flax linen module whose `__call__(x, train=False)`
-  maps float images [batch, H, W, C] to logits [batch, num_classes] (kernels: the CPU kernels jaxrec
-  chose, jaxrec.models.kernels; a network with convolutions of its own may ignore them);
-- `DEFAULTS` (optional): the settings it changes, {Config field: value}; flags given still win;
-- `Knobs` (optional): a dataclass of the recipe's own settings, each field a `jaxrec.config.knob(default,
-  help, rule)`; each becomes a flag (`--width 128`), travels in the config's `knobs` and is read back
-  with `recipe_knobs(config)`.
-- `FLOAT32 = True`, `READS_NORM = True`, `BATCH_NORM = False` (optional): which shared settings its network has
-  no use for: it computes in float32 whatever --dtype says; --norm sets its normalisation layers (the cnn's);
-  it has no BatchNorm for --norm_bias_lr_scale (a file's network is looked at once built: check_images).
-
-A file is loaded from its path (`--model path/to/my_recipe.py`); the run records that path and a hash of the
-file's text, so a resume, evaluation or prediction with another file is refused (docs/recipes.md). Loading a
-recipe imports its module (and with it JAX, but not its backend).
-"""
+"""Recipes: what `--model` names, a built-in module or a file of your own. The form a recipe takes, and what a run
+records of a file and refuses: docs/recipes.md. Loading a recipe imports its module (and JAX), not JAX's backend."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Residual networks for CIFAR-sized images, the baselines researchers compare against (docs/models.md):
-`resnet18`, the ImageNet ResNet-18 with the CIFAR stem, and `resnet20`, He et al. 2016's CIFAR network with
-"option A" shortcuts. Convolutions have no bias (BatchNorm's takes its place) and He initialisation (fan-out,
-normal), as torchvision's ResNets do.
-"""
+"""Residual networks for CIFAR-sized images (docs/models.md): `resnet18` with the CIFAR stem, and `resnet20`, He et
+al. 2016's, with zero-padded ("option A") shortcuts. Convolutions have no bias: BatchNorm's takes its place."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Recurrent networks run over time with `jax.lax.scan`, and an image classifier that reads rows (docs/rnn.md):
-the tanh, LSTM and GRU cells are pure functions of (params, carry, input), which `RecurrentLayer` scans after one
-matrix product for the input half of every gate over all time steps.
-"""
+"""Recurrent networks run over time with `jax.lax.scan` (pure tanh, LSTM and GRU cells), and an image classifier that
+reads one row per step: docs/rnn.md."""
 
 from __future__ import annotations
 
