@@ -1,7 +1,5 @@
-"""jaxrec: a functional JAX/Flax research codebase for image recognition.
-
-`jaxrec.train_and_evaluate` and `jaxrec.Config` are the library's entry points; docs/design.md gives the layout.
-"""
+"""jaxrec: a functional JAX/Flax research codebase for image recognition. `jaxrec.train_and_evaluate` and
+`jaxrec.Config` are the library's entry points; docs/design.md gives the layout."""
 
 from jaxrec.config import Config
 

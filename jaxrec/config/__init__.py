@@ -1,6 +1,5 @@
-"""Settings: every knob of a run in one frozen dataclass, `Config`, with the benchmark's `BenchmarkOptions` and
-the checks that refuse a bad value in one line (settings), built from field rules any settings dataclass can use
-(rules). Imports nothing heavy: the command line checks a config before JAX starts."""
+"""Settings: `Config` (every knob of a run), `BenchmarkOptions`, and the checks that refuse a bad value in one line
+(docs/design.md, "A config with a shape"). Imports nothing heavy: the command line checks a config before JAX starts."""
 
 from jaxrec.config.rules import (ROLES, Rule, above, at_least, choices, field_problems, fields_with, in_range, knob,
                                  sizes_at_least)

@@ -1,7 +1,5 @@
-"""`Config`'s fields each carry their help text and, where not every value of their type makes sense, a `Rule`
-(jaxrec.config.rules); enumerated fields are `Literal` types. The command line (jaxrec.cli.flags) is generated from
-the same fields, so a new knob is added in one place and shows up in `--help`, `config.json` and `summary.json`.
-"""
+"""`Config` and `BenchmarkOptions`: each field carries its help text and rule; the command line, `config.json` and
+`summary.json` follow from the fields (docs/development.md, Conventions; docs/design.md, "The command line")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,2 @@
-"""The research core: with the networks of jaxrec.models, the whole computation, apart from the harness. The train
-state (state), the pure train and eval steps (steps), the optimizer (optim), preprocessing and augmentation on the
-device (pipeline), test-time augmentation (tta), the scores (metrics), the steps pmapped over the devices (parallel)
-and where a run stands (run_state). It imports nothing of the data readers, run storage, runtime, studies or CLI."""
+"""The research core: with jaxrec.models, what the program computes (state, steps, optim, pipeline, tta, metrics,
+parallel, run_state), importing nothing of the harness (docs/design.md, "Imports point downward" and the Layout)."""

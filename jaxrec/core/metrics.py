@@ -1,8 +1,5 @@
-"""Classification metrics derived on the host from device-side sums.
-
-The eval step sums two small arrays over the whole split: the confusion matrix [true, predicted] and a histogram
-of the true label's rank among the logits. Every score here derives from those, so no logit leaves the device.
-"""
+"""Classification metrics derived on the host from the eval step's device-side sums, a confusion matrix and a rank
+histogram (docs/design.md, "Whole-set evaluation from device-side sums")."""
 
 from __future__ import annotations
 

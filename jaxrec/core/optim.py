@@ -1,6 +1,5 @@
-"""The optimizer: optax SGD with momentum, optional weight decay, warm-up and schedule, and parameter groups for the
-networks that need them: parameters trained for part of the run only (airbench94's frozen whitening filters, and
-their bias trained for the first epochs), and BatchNorm biases at a scaled learning rate."""
+"""The optimizer: optax SGD with momentum, weight decay, warm-up and schedule, and parameter groups (parameters
+trained for part of the run, BatchNorm biases' own learning rate: docs/recipes.md, "State, BatchNorm and the hooks")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Where a training run stands: the part of a run that is not arrays, saved with every checkpoint.
-
-The train state is what the model has learnt; `RunState` is where the loop is. Together they are everything a
-resumed run needs to continue exactly; the random keys are derived from the config's seeds, not stored.
-"""
+"""Where a training run stands (`RunState`): the part of a run that is not arrays, saved with every checkpoint
+(docs/design.md, "One loop"; docs/checkpoints.md)."""
 
 from __future__ import annotations
 

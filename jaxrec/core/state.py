@@ -1,6 +1,5 @@
-"""The train state: flax's, with the model's other collections (`model_state`, e.g. BatchNorm's `batch_stats`) and a
-weight-averaging recipe's copy of the variables (`averaged`: EMA, lookahead; None without one). All of it is
-checkpointed, so a resumed run continues exactly."""
+"""The train state: flax's, with the model's other collections (`model_state`) and a weight-averaging recipe's copy
+(`averaged`), all checkpointed (docs/design.md, "Model state")."""
 
 from __future__ import annotations
 

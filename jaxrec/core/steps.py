@@ -1,9 +1,5 @@
-"""Pure step functions: (state, batch, rng) -> (state, metrics), and the evaluation step.
-
-They know nothing about devices: cross-device averaging is `lax.pmean`/`lax.psum` over a named axis, so the same
-function runs under `jax.pmap` (jaxrec.core.parallel), under `jax.shard_map(..., check_vma=False)` (pmap's semantics:
-each device differentiates its own loss, the step averages the gradients), or with axis_name=None under `jax.jit`.
-"""
+"""Pure step functions, (state, batch, rng) -> (state, metrics), and the evaluation step: averaged over a named axis,
+so they run under `jax.pmap`, `jax.shard_map` or, with axis_name=None, `jax.jit` (docs/design.md, "Pure steps")."""
 
 from __future__ import annotations
 

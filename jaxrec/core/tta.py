@@ -1,9 +1,5 @@
-"""Test-time augmentation (airbench's): the model's logits averaged over flipped and shifted views.
-
-Level 0 is the model itself; level 1, mirror(f)(x) = (f(x) + f(flip(x))) / 2; level 2, 0.5 x mirror(f)(x) + 0.25 x
-mirror(f) of each of the two views shifted by one pixel (`shifted_views`). Each level is one more wrapping of the
-model's apply function, so evaluation, prediction and the benchmark run it unchanged.
-"""
+"""Test-time augmentation (airbench's, --tta): the model's logits averaged over flipped and one-pixel-shifted views
+(docs/models.md, "airbench94"). Each level wraps the apply function, so every caller runs it unchanged."""
 
 from __future__ import annotations
 
