@@ -119,8 +119,7 @@ class Trainer:
                          for m in self.members], axis=1)
 
     def close(self) -> None:
-        """Ends what reads the data while the run goes (a streamed run's readers and their workers) and the
-        checkpointers, which wait for saves in flight: an exit never leaves half a checkpoint."""
+        """Closes the readers and the checkpointers, which wait for saves in flight: no exit leaves half a checkpoint."""
         for reader in (self.inputs, self.evaluator, self.final_evaluator):
             if reader is not None:
                 reader.close()
@@ -129,23 +128,19 @@ class Trainer:
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> TrainState:
-    """Trains `config.model` on `config.dataset`, evaluates it, writes the run's outputs to `workdir` and returns
-    the final train state (the first device's). With config.resume, continues from the workdir's latest checkpoint
-    exactly as if it had not stopped; SIGTERM/SIGINT save a checkpoint and raise TrainingInterrupted."""
+    """Trains and evaluates `config` in `workdir`; returns the final train state (the first device's). Resumes from
+    the latest checkpoint; SIGTERM/SIGINT save one and raise TrainingInterrupted (docs/checkpoints.md)."""
     return train_in_workdirs([config], [workdir])[0]
 
 
 def train_group(configs: Sequence[Config], model_axis: str = "loop") -> list[TrainState]:
-    """`train_and_evaluate` for configs that differ only in seeds and workdirs (check_group), in one program; returns
-    the final train states. Each model has its own parameters, optimizer state, data order and augmentation, and
-    with model_axis 'loop' does exactly its plain run's arithmetic. The members' checkpoints must be at one step."""
+    """`train_and_evaluate` for configs that differ only in seeds and workdirs, in one program (docs/studies.md,
+    Many seeds in one program); returns the final train states."""
     return train_in_workdirs(configs, [config.workdir for config in configs], model_axis)
 
 
 def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Config]:
-    """The configs, if they can train in one program: the same settings but for seeds and workdirs,
-    distinct workdirs, data in memory, and one data split (a seeded split of an image folder differs per split
-    seed)."""
+    """The configs, if they can train in one program; else an InputError saying why not."""
     if not configs:
         raise InputError("a group of seeds needs at least one config")
     if model_axis not in MODEL_AXES:
@@ -168,9 +163,8 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
 
 @contextlib.contextmanager
 def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
-    """Holds the workdir for the run: one training run per workdir. In a multi-process run process 0
-    claims it, and the others wait until it has (checking the contents themselves, they could catch
-    it moving a run aside)."""
+    """Holds the workdir for the run. Process 0 claims it and the others wait (checking it themselves, they could
+    catch process 0 moving a run aside)."""
     with contextlib.ExitStack() as held:
         path = distributed.on_primary(lambda: held.enter_context(claim(workdir, config.force_workdir)),
                                       f"--workdir {workdir}")
@@ -257,9 +251,8 @@ def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax
 
 
 def outputs_written(trainer: Trainer, step: int) -> bool:
-    """Whether every member's summary.json is of its run finished at `step` and of its config as given now, but for
-    how it runs (EXECUTION_FIELDS: a progress bar, another coordinator port), as process 0 sees them: a rerun of
-    the command that finished it then evaluates nothing and rewrites no file."""
+    """Whether process 0 finds each member's summary.json at `step` with its config as now, EXECUTION_FIELDS aside
+    (a rerun then rewrites nothing: docs/checkpoints.md, Resume)."""
     def what(config: dict[str, Any]) -> dict[str, Any]:
         return {name: value for name, value in config.items() if name not in EXECUTION_FIELDS}
 
@@ -347,8 +340,7 @@ def restore_or_start_member(trainer: Trainer, member: Member,
 
 
 def open_run_files(member: Member, data: DataSplits, run: RunState, resumed_from: int | None) -> Writers:
-    """config.json, dataset.json, and the metric writers: metrics.jsonl as far as the run has got (a
-    lost epoch's line goes) and TensorBoard's with --tensorboard. Process 0 writes; the others none."""
+    """Writes config.json and dataset.json and opens the metric writers (docs/design.md, Metric writers)."""
     primary = distributed.is_primary()
     if primary:
         member.config.save(member.workdir / "config.json")
@@ -400,8 +392,7 @@ def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], ses
 
 
 def agreed_stop(stop: StopRequest) -> bool:
-    """Whether to stop here. In a multi-process run, a signal to any one process stops them all after
-    the same call (signals reach hosts at different moments): every process must ask at the same point."""
+    """Whether to stop here (a signal to any process stops all: docs/multi_host.md); every process asks at one point."""
     signum = distributed.max_over_processes(stop.signum or 0)
     if signum and not stop.requested:
         stop.signum = signum  # this process stops for another's signal, and exits as that one does
@@ -409,9 +400,8 @@ def agreed_stop(stop: StopRequest) -> bool:
 
 
 def call_plan(run: RunState, steps_per_epoch: int, steps_per_call: int, checkpoint_every: int) -> list[tuple[int, int]]:
-    """The device calls that finish the epoch from run.position, as (start, end) positions: each ends after
-    steps_per_call steps, at the end of the epoch, or on a multiple of `checkpoint_every` global steps (a checkpoint
-    is due there)."""
+    """The device calls that finish the epoch from run.position, as (start, end) positions; a call also ends where
+    a checkpoint is due (a multiple of `checkpoint_every` global steps)."""
     plan, position, step = [], run.position, run.step
     while position < steps_per_epoch:
         end = min(position + steps_per_call, steps_per_epoch)
@@ -475,9 +465,8 @@ def evaluate(trainer: Trainer, state: TrainState, record: Record) -> tuple[dict[
 
 def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any], session: Session,
                  includes_compilation: bool) -> tuple[list[RunState], list[Any]]:
-    """Each member's epoch record and evaluation when due; then the checkpoints of the finished epoch,
-    and only then the records (so metrics.jsonl never holds an epoch a resume would not continue from).
-    An evaluation a signal cut short ends as that signal (session.stop)."""
+    """Each member's epoch record and evaluation when due; saves, and only then writes the records (metrics.jsonl
+    never holds an epoch a resume would not continue from). Returns the ended runs and the last evaluations."""
     member_states = trainer.program.unstack(state)
     records, new_results = [], []
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
@@ -509,9 +498,8 @@ def log_epoch(trainer: Trainer, record: Record) -> None:
 
 def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], session: Session,
          test_accuracies: Sequence[float | None] | None = None) -> None:
-    """Checkpoints every member's (replicated) state and run; RunCheckpointer.save waits until each is on
-    disk. A step already saved is kept (a rerun of a run that ended inside an epoch comes back to it).
-    The writers are flushed first: a checkpoint on disk never covers metrics a kill could still lose."""
+    """Checkpoints every member's (replicated) state and run, after flushing the writers (docs/design.md, Metric
+    writers). A step already saved is kept (a rerun of a run that ended inside an epoch comes back to it)."""
     for writer in session.writers:
         writer.flush()
     accuracies = test_accuracies or [None] * len(runs)
@@ -541,9 +529,8 @@ def train_speed(records: Sequence[Record]) -> float:
 
 def write_summary(trainer: Trainer, member: Member, data: DataSplits,
                   finished: tuple[TrainState, RunState, dict[str, Any] | None], session: Session) -> None:
-    """Writes one member's summary.json, curves.png and final evaluation (eval.json, eval.md, confusion.png);
-    `finished`: its replicated train state, its run and its last evaluation (None: none this session). In a program
-    of several models the images/s are one model's; the program's throughput is seeds_per_program times more."""
+    """Writes one member's summary.json, curves.png and eval files; `finished`: its replicated train state, its run
+    and its last evaluation (None: none this session). Its images/s are one model's, not the program's."""
     state, run, result = finished
     config, final = member.config, run.records[-1]
     result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
