@@ -102,10 +102,8 @@ def _train_steps_fn(preprocess: Preprocess, objective: Objective) -> Callable:
 
 
 def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
-    """`body` over the leading (steps) axis of `xs` with `lax.scan`, rolled or unrolled: XLA:CPU runs convolutions
-    in a while loop far slower than at the top level (jax#12868). Unrolled steps give the bits of one-step calls; a
-    rolled body is compiled on its own, so its rounding may differ. One step is called directly (a one-step scan
-    would stay a loop)."""
+    """`body` over the leading (steps) axis of `xs`, a rolled or unrolled `lax.scan` (docs/speed.md, --steps_loop).
+    One step is called directly: a one-step scan would stay a loop."""
     if jax.tree_util.tree_leaves(xs)[0].shape[0] == 1:
         state, metrics = body(state, jax.tree_util.tree_map(lambda x: x[0], xs))
         return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
@@ -119,28 +117,19 @@ def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
 
 def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
                   objective: Objective = Objective(), steps_loop: str | None = None) -> Callable:
-    """(state, images, labels, indices, rng) -> (state, metrics per step), pmapped, state donated.
-
-    state: replicated; indices: [devices, steps, per_device]; rng: the run's training key (broadcast). images,
-    labels: the replicated training split, which each step gathers from; or a streamed call's batches [devices,
-    steps, per_device, ...], each shape compiled on its own. metrics: {'loss', 'accuracy'} [devices, steps].
-    steps_loop: 'rolled', 'unrolled' (_scan_steps), or None/'auto' for the platform's.
-    """
+    """(state, images, labels, indices, rng) -> (state, metrics), pmapped, state donated. state: replicated; indices:
+    [devices, steps, per_device]; rng: the run's training key. images, labels: the replicated training split to
+    gather from, or a streamed call's batches [devices, steps, per_device, ...] (each shape compiles). metrics:
+    {'loss', 'accuracy'} [devices, steps]. steps_loop: 'rolled', 'unrolled', or None/'auto' for the platform's."""
     return _program_fn(preprocess, tuple(devices), 1, None, objective, _steps_loop(steps_loop, devices))
 
 
 @functools.lru_cache(maxsize=16)
 def _program_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str | None,
                 objective: Objective, steps_loop: str) -> Callable:
-    """One model's train function (make_train_fn), or K = `models` models side by side: (states, images, labels,
-    indices, rngs) -> (states, metrics), pmapped, states donated. As make_train_fn, with a model axis: states stacked
-    (`Program.stack`), leaves [devices, K, ...]; indices [devices, steps, K, per_device] (each model its own data
-    order); rngs [K]; metrics [devices, steps, K].
-
-    model_axis 'loop' writes the K models out one after another, so each does exactly the single-model arithmetic;
-    'vmap' makes every convolution a grouped one (feature_group_count=K): far slower on XLA:CPU (docs/studies.md)
-    and slow in the backward pass on GPUs too (jax#13800).
-    """
+    """make_train_fn's function, or for K = `models` > 1 the same with a model axis: states stacked (`Program.stack`),
+    leaves [devices, K, ...]; indices [devices, steps, K, per_device]; rngs [K]; metrics [devices, steps, K].
+    model_axis 'loop' or 'vmap': docs/studies.md, Many seeds in one program."""
     one = _train_steps_fn(preprocess, objective)
 
     def train_steps(state, images, labels, indices, rng):
@@ -183,8 +172,7 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The compiled training program of K models, and how the loop talks to it. A plain run is K = 1: make_train_fn's
-    program, fed the one model's share, so it computes exactly one model's pmapped step."""
+    """The compiled training program of K models (K = 1: make_train_fn's), and how the loop talks to it."""
 
     models: int
     devices: tuple[jax.Device, ...]
@@ -238,12 +226,11 @@ def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: t
 
 def make_eval_fn(apply_fn: Callable, preprocess: Preprocess, devices: Sequence[jax.Device],
                  probabilities: bool = False) -> Callable:
-    """(variables, images, labels, indices, mask) -> eval sums (eval_step) of images[indices], over all devices;
-    pmapped. variables: TrainState.eval_variables, replicated; images, labels: what each device holds (a whole
-    split, or the batch); indices, mask: [devices, per_device], mask 0 on padding. The gather is in the call, so a
-    split on the devices never leaves them; the caller loops over batches (a rolled scan is slow on XLA:CPU).
-    With `probabilities`: (variables, images, indices) -> softmax probabilities of images[indices],
-    [devices, per_device, classes]."""
+    """(variables, images, labels, indices, mask) -> eval_step's sums over all devices, pmapped; gathers
+    images[indices] in the call, so a split on the devices never leaves them. variables: replicated eval_variables;
+    images, labels: a whole split on the devices, or the batch; indices, mask: [devices, per_device], mask 0 on
+    padding. The caller loops over batches (a rolled scan is slow on XLA:CPU). With `probabilities`: (variables,
+    images, indices) -> softmax probabilities [devices, per_device, classes]."""
     return _eval_fn(apply_fn, preprocess, tuple(devices), probabilities)
 
 

@@ -119,7 +119,7 @@ class Trainer:
                          for m in self.members], axis=1)
 
     def close(self) -> None:
-        """Closes the readers and the checkpointers, which wait for saves in flight: no exit leaves half a checkpoint."""
+        """Closes the readers and the checkpointers, which wait for saves in flight: no exit leaves half a save."""
         for reader in (self.inputs, self.evaluator, self.final_evaluator):
             if reader is not None:
                 reader.close()
