@@ -93,8 +93,7 @@ def state_items(state: TrainState) -> list[str]:
 
 
 def array_checksum(tree: Any) -> str:
-    """SHA-256 of every array of `tree` (dtype, shape and bytes, in tree order): saved with a
-    checkpoint and compared after a restore, so damaged bytes never pass for parameters."""
+    """SHA-256 of every array of `tree` (dtype, shape and bytes, in tree order): docs/checkpoints.md, Damage."""
     digest = hashlib.sha256()
     for leaf in jax.tree_util.tree_leaves(tree):
         # in the dtype it restores as (a Python int step is saved and restored as int32)
@@ -205,9 +204,8 @@ class RunCheckpointer:
 
     def save(self, state: TrainState, run: RunState, dataset: dict[str, Any],
              test_accuracy: float | None = None) -> None:
-        """Saves `state` (unreplicated) and `run` at run.step and waits until it is on disk, so a failed save stops
-        the run at once (SaveError). Refuses NaN/inf parameters, model state or averaged weights (FloatingPointError),
-        so a diverged run never replaces a good checkpoint."""
+        """Saves `state` (unreplicated) and `run` at run.step and waits until it is on disk: SaveError if it fails,
+        FloatingPointError for NaN/inf learnt arrays (docs/checkpoints.md, Crashes and Save failures)."""
         arrays = jax.device_get(_arrays(state))  # one host copy for the checks, the checksum and Orbax
         learnt = {name: value for name, value in arrays.items() if name not in ("opt_state", "step")}
         if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(learnt)):
@@ -333,8 +331,7 @@ def _by_path(saved: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
 
 def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: Path) -> None:
     """Raises InputError if the checkpoint trained with other settings or recipe than `config`, or in another type than
-    --dtype gives here (auto: float32 on a CPU, bfloat16 on an accelerator). Where the type was recorded, it alone is
-    compared, so --dtype itself may change (float32 resumes an 'auto' run made on a CPU)."""
+    --dtype gives here; where the type was recorded, it alone is compared, so --dtype itself may change."""
     saved = meta.config if meta.compute_dtype is None else {**meta.config, "dtype": config.dtype}
     different = config_differences(saved, config)
     if different:
@@ -355,8 +352,7 @@ def check_resumable(meta: CheckpointMeta, config: Config, step: int, directory: 
 
 
 def _check_items(meta: CheckpointMeta, template: TrainState, step: int, directory: Path) -> None:
-    """Refuses a checkpoint whose items are not the model's: a missing collection (BatchNorm's
-    statistics, say) would otherwise restart from its initial values without a word."""
+    """Refuses a checkpoint whose items are not the model's (docs/checkpoints.md, Model state is never reset)."""
     saved, needed = set(meta.items), set(state_items(template))
     if saved == needed:
         return
