@@ -119,8 +119,7 @@ def _to_model_labels(labels: np.ndarray, classes: Sequence[str], class_names: Se
 def load_tfds_split(plan: DataPlan, split: str, class_names: Sequence[str],
                     image_shape: Sequence[int]) -> ArrayDataset:
     """One split of the TFDS set `plan.dataset` (only it needs to exist), decoded to `image_shape` (H, W, C) and
-    labelled by `class_names`, e.g. a trained model's; images of other classes are left out. For an image folder's
-    split: `stream_split`."""
+    labelled by `class_names`, e.g. a trained model's; images of other classes are left out."""
     data = _load_tfds(plan, split, (int(image_shape[0]), int(image_shape[1])), int(image_shape[2]))
     keep, labels = _to_model_labels(data.labels, data.class_names, class_names, f"{plan.dataset}/{split}")
     return ArrayDataset(data.images[keep], labels, tuple(class_names))
@@ -128,9 +127,8 @@ def load_tfds_split(plan: DataPlan, split: str, class_names: Sequence[str],
 
 def stream_split(plan: DataPlan, split: str, class_names: Sequence[str],
                  image_shape: Sequence[int]) -> StreamedDataset:
-    """One split of the image folder `plan.dataset` (only it needs to exist) for a model of `class_names` and
-    `image_shape`, listed but not decoded; images of other classes are left out. A folder without split folders
-    gives training's seeded split: its training part for plan.train_split, its held-out part for any other."""
+    """`load_tfds_split` for an image folder, listed but not decoded; a folder without split folders gives
+    training's seeded split (its training part for plan.train_split, its held-out part for any other)."""
     if not is_image_folder(plan.dataset):
         raise DataError(f"{plan.dataset}: a TFDS data set is evaluated in memory; pass --input device")
     root = _folder_root(plan.dataset)
@@ -148,9 +146,8 @@ def stream_split(plan: DataPlan, split: str, class_names: Sequence[str],
 
 
 def streams(plan: DataPlan, problem: str | None) -> bool:
-    """Whether `jaxrec train` and `evaluate` stream the data: always with --input stream; never with device, which
-    refuses a `problem` (why the in-memory path cannot hold the data, or None); with auto, where any process has a
-    problem, so that the processes of a run agree."""
+    """Whether train and evaluate stream (docs/images.md, Streaming); `problem`: why memory cannot hold the data, or
+    None. With auto, any process's problem streams them all, so that the processes of a run agree."""
     if plan.input == "stream":
         return True
     if problem is not None and plan.input == "device":
