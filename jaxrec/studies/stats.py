@@ -52,9 +52,8 @@ def spread_note(values: Sequence[float], unit: str = "seed") -> str | None:
 
 def describe(values: Sequence[float], seed: int = 0, unit: str = "seed",
              bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
-    """n, mean, std (ddof 1), std_ci95 (chi-square), sem, ci95 (Student t, within the metric's `bounds`: an accuracy's
-    interval never passes 1), bootstrap_ci95, median, min, max, range, values, and note: why the intervals are None
-    (`spread_note`, of one value per `unit`)."""
+    """n, mean, std, std_ci95, sem, ci95 (clipped to `bounds`), bootstrap_ci95, median, min, max, range, values and
+    note (`spread_note`, of one value per `unit`), as docs/studies.md's What a study writes defines them."""
     values = [float(v) for v in values]
     array = np.asarray(values, np.float64)
     n, note = len(values), spread_note(values, unit)
@@ -105,9 +104,8 @@ def untestable(a: Sequence[float], b: Sequence[float]) -> str | None:
 
 
 def seeds_needed(a: Sequence[float], b: Sequence[float], power: float = 0.8, alpha: float = 0.05) -> int | None:
-    """Seeds per arm for a two-sided t-test to detect a difference of the observed size with `power`, from the
-    noncentral t distribution (the normal approximation promises too few at a few seeds) with the pooled std;
-    None when there is no difference to detect."""
+    """Seeds per arm for a two-sided t-test to detect the observed difference with `power` (noncentral t, pooled std:
+    the normal approximation promises too few at a few seeds); None when there is no difference to detect."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     difference = abs(a.mean() - b.mean())
     if difference == 0 or untestable(a, b):
@@ -129,9 +127,7 @@ def _t_test_power(effect: float, n: int, alpha: float) -> float:
 
 def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool = True, seed: int = 0,
             resamples: int = RESAMPLES) -> dict[str, Any]:
-    """Study A against study B on one metric: Welch's test of A - B, P(A beats B) (a random seed of A better than
-    one of B: higher, or lower for a loss) with a bootstrap interval, the seeds per arm a difference of this size
-    needs, and a one-line verdict."""
+    """Study A against study B on one metric, with a one-line verdict (docs/studies.md, Comparing two studies)."""
     test = welch(a, b)
     rng = np.random.default_rng(seed)
     sign = 1.0 if higher_is_better else -1.0

@@ -213,9 +213,7 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def check_seed_folders(spec: StudySpec, workdir: Path) -> None:
-    """Refuses a seed folder whose finished run is not the study's (other training settings or data set location
-    than the seed's config, other data content than the other seeds, another text of its recipe file), rather
-    than fold it in."""
+    """Refuses a seed folder whose finished run is not the study's seed (docs/studies.md: a study never mixes runs)."""
     reference = None
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
@@ -297,8 +295,7 @@ def run_study(spec: StudySpec, workdir: str | Path, seeds_per_program: int = 1,
 
 
 def programs(seeds: list[int], workdir: Path, seeds_per_program: int) -> list[list[int]]:
-    """The seeds to train in programs of up to `seeds_per_program`, the furthest first: only seeds whose checkpoints
-    reached the same step share one, so a stopped program's seeds resume together and none loses progress."""
+    """Programs of up to `seeds_per_program` seeds at one step each, the furthest first (docs/studies.md)."""
     by_step: dict[int, list[int]] = {}
     for seed in seeds:
         by_step.setdefault(latest_checkpoint_step(workdir / f"seed_{seed}"), []).append(seed)
