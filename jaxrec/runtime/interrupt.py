@@ -50,11 +50,10 @@ STUCK_AFTER_SECONDS = 300.0
 
 @contextlib.contextmanager
 def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1) -> Iterator[StopRequest]:
-    """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process. The loop acts on it
-    once its device call comes back, which a collective waiting for a process that is gone never does, so a thread
-    hears the signal at once and ends the process with one line if the block has not ended `stuck_after` seconds
-    later: a signal is never ignored. `processes`: the run's (the line blames a collective only where there are
-    others). A second signal ends the process at once. Outside the main thread the request never fires."""
+    """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process; a second one, or the
+    block still running `stuck_after` s later (docs/multi_host.md: a signal is never ignored), ends it with one line.
+    `processes`: the run's (the line blames a collective only where there are others). Off the main thread the
+    request never fires."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -89,9 +88,8 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1
 @contextlib.contextmanager
 def watch_signals(handler: Callable, on_signal: Callable[[int, threading.Event], None],
                   on_tick: Callable[[threading.Event], None] | None = None) -> Iterator[None]:
-    """Within the block, `handler` handles SIGTERM and SIGINT, and a thread hears them at once (signal.set_wakeup_fd:
-    even while the main thread is blocked in C++, where Python cannot run the handler) and calls on_signal(signum,
-    done); on_tick(done) runs about every 0.25 s. `done` is set when the block ends. Main thread only."""
+    """Within the block (main thread only), `handler` handles SIGTERM/SIGINT and a thread calls on_signal(signum, done)
+    at once, even while Python is blocked in C++ (set_wakeup_fd); on_tick(done) runs every ~0.25 s until `done`."""
     previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     receive, send = socket.socketpair()
     send.setblocking(False)
@@ -121,10 +119,9 @@ def watch_signals(handler: Callable, on_signal: Callable[[int, threading.Event],
 
 @contextlib.contextmanager
 def exit_on_signals(trains: bool = False) -> Iterator[None]:
-    """For a command-line process, not a notebook: within the block, SIGTERM/SIGINT end the process at once with
-    one line and exit code 128 + the signal, so no library swallows a Ctrl-C and no traceback is printed. While
-    the loop trains, its `stop_on_signals` takes over (it saves a checkpoint first); `trains`: the command has a
-    loop, whose checkpoints the line then says are untouched."""
+    """For a command-line process, not a notebook: SIGTERM/SIGINT end it at once with one line and exit 128 + the
+    signal (no library swallows a Ctrl-C; no traceback); while the loop trains, its `stop_on_signals` takes over.
+    `trains`: the command has a loop, whose checkpoints the line then says are untouched."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
