@@ -51,13 +51,9 @@ def mirror(images: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """Turns uint8 images into the model's float input; hashable, so it can close over a jitted step.
-
-    Training augmentation: `augment` (random crop of the zero-padded image and a random flip, per step and example),
-    or airbench's `translate` (reflect-pad, random crop) and `flip` ('random': per example and epoch; 'alternating':
-    each example flipped at random once, and the whole set again on odd epochs, which needs `steps_per_epoch`).
-    airbench's flip is drawn before the crop, as its reference does: flip(crop(pad(maybe_flip(x)))).
-    """
+    """Turns uint8 images into the model's float input; hashable, so it can close over a jitted step. Augmentation:
+    `augment` (crop of the zero-padded image, flip), or airbench's `translate` and `flip` (docs/models.md;
+    'alternating' needs `steps_per_epoch`), whose flip is drawn before the crop, as its reference does."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
