@@ -105,9 +105,8 @@ def check_images_fit(count: int, size: tuple[int, int], channels: int, chosen_by
 @functools.lru_cache(maxsize=64)
 def layer_floats(model: nn.Module, image_shape: tuple[int, int, int],
                  forward_only: bool = False) -> tuple[int, int, int]:
-    """Per image, from shapes only: the floats of every layer's output and of the largest patch matrix (im2col) a
-    convolution builds (in training any convolution's kernel gradient may; forward, only patch_conv's); and the
-    parameter count."""
+    """Per image, from shapes only: (floats of every layer's output, of the largest im2col patch matrix a convolution
+    builds (training: any kernel gradient's; forward: patch_conv's only), parameter count)."""
     patches = [0]
 
     def builds_patches(module: nn.Module) -> bool:
@@ -160,10 +159,9 @@ def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
 
 def check_training_fits(model: nn.Module, batch_shape: tuple[int, int, int, int], devices: list[jax.Device],
                         data_bytes: int, models: int = 1, evaluation: tuple[nn.Module, int, int] | None = None) -> None:
-    """Refuses (InputError) a training run that would not fit on its devices: `models` models side by side, this
-    process's `batch_shape` [batch, H, W, C], an `evaluation` call (eval model, batch per device, views; one model
-    at a time beside every model's state) and the on-device data (`data_bytes`, every split, held once). CPU
-    devices share the host's RAM, each with its own copy of the data."""
+    """Refuses (InputError) training that would not fit: `models` models, this process's `batch_shape` [batch, H, W, C],
+    an `evaluation` call (eval model, batch per device, views) beside every model's state, and `data_bytes` of data
+    per device (CPU devices share the host's RAM, each with its own copy)."""
     batch_size, image_shape = batch_shape[0], tuple(batch_shape[1:])
     per_device = models * training_bytes(model, image_shape, max(batch_size // len(devices), 1)) + data_bytes
     if evaluation is not None:
