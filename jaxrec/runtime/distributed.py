@@ -32,8 +32,7 @@ CPU_CACHE_HANGS_FROM = (0, 11)
 
 def start(config: Config) -> None:
     """Joins the run's processes with jax.distributed.initialize when `wanted`, before anything else uses JAX, and
-    checks they share their settings. A process that cannot join (a wrong or taken address, a missing or duplicate
-    process) stops with one line within --join_timeout seconds; SIGINT and SIGTERM stop it at once while it waits."""
+    checks they share their settings; one that cannot join stops with one line (docs/multi_host.md)."""
     if not wanted(config) or jax.distributed.is_initialized():
         return
     # CPU devices of different processes run their collectives over gloo (TCP); accelerators ignore this setting.
@@ -157,9 +156,8 @@ def max_over_processes(value: int) -> int:
 
 
 def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None:
-    """If `err` is a failed collective of a multi-process run (a process died or its host went away), says so in a
-    line the supervisor recognises and waits for JAX's runtime to end this process, naming the lost one, within
-    `heartbeat_timeout` seconds; exits itself if it has not by then. Returns for any other error."""
+    """After a collective failed on a lost process, writes the supervisor's line and lets JAX's runtime end this
+    process, or exits after `heartbeat_timeout` s (docs/multi_host.md); returns for any other `err`."""
     lost = ("UNAVAILABLE", "heartbeat", "Connection reset", "Connection closed", "Gloo")
     if type(err).__name__ != "JaxRuntimeError" or jax.process_count() == 1 or not any(w in str(err) for w in lost):
         return
