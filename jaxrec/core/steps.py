@@ -34,9 +34,7 @@ def _psum(tree: Any, axis_name: str | None) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Lookahead:
-    """airbench94's lookahead (Config.lookahead): every `every` steps the averaged variables move toward
-    the network, ema = lerp(ema, net, 1 - a) with a = decay^every x (step / total_steps)^3, and the
-    network is set to them; after the last step the network is the average."""
+    """airbench94's lookahead (Config.lookahead), as docs/models.md's airbench94 table gives it."""
 
     every: int
     decay: float
@@ -79,9 +77,8 @@ class Objective:
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, preprocess: Preprocess,
                objective: Objective = Objective(), axis_name: str | None = AXIS) -> tuple[TrainState, Metrics]:
-    """One SGD step on this device's share of the global batch. batch: 'image' uint8 [b, H, W, C], 'label' int32
-    [b], 'index' int32 [b] (the examples' ids, which seed their augmentation); rng: the run's training key, into
-    which the step is folded, so a resumed run draws the same augmentations."""
+    """One SGD step on this device's share of the batch: 'image' uint8 [b, H, W, C], 'label' int32 [b], 'index' int32
+    [b] (example ids); rng: the run's training key (augmentation: docs/design.md, Data on the device)."""
     images = preprocess.train(batch["image"], batch["index"], rng, state.step)
     # A summed loss is the global batch's: each device's sum, times the device count, averages to it below.
     scale = 1.0 if objective.loss_reduction == "mean" else _psum(1.0, axis_name)
@@ -118,8 +115,7 @@ def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def eval_step(variables: Variables, batch: Batch, *, apply_fn: Callable, preprocess: Preprocess,
               axis_name: str | None = AXIS) -> Metrics:
     """Sums over this batch and the devices, ignoring padding (batch['mask'] == 0): loss_sum, count, the confusion
-    matrix [true, predicted] and label_rank, a histogram of the true label's rank among the logits (its cumulative
-    sum is the top-k hit count for every k). variables: TrainState.eval_variables; apply_fn: the model's apply."""
+    matrix [true, predicted] and label_rank, a histogram of the true label's rank (cumsum: top-k hits for every k)."""
     logits = apply_fn(variables, preprocess.eval(batch["image"]), train=False)
     mask = batch["mask"]
     num_classes = logits.shape[-1]
