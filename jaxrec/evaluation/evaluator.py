@@ -27,10 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    """Evaluates a model's replicated variables (TrainState.eval_variables) over `split` on `devices`, `global_batch`
-    examples per call over all devices (padding makes any size work). An ArrayDataset is put on the devices once, a
-    StreamedDataset read by `workers` processes. In a multi-process run each process evaluates (and reads) only its
-    devices' rows of each batch, and the sums span every process."""
+    """Evaluates replicated eval_variables over `split` (docs/design.md, Whole-set evaluation), `global_batch` examples
+    per call over all devices; a streamed split is read by `workers` processes, each process its devices' rows."""
 
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
@@ -108,9 +106,8 @@ def _all_processes(rows: np.ndarray) -> np.ndarray:
 
 
 def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str, Any]:
-    """The evaluation report (jaxrec.core.metrics.report) of a trained model, normalised with the training mean/std.
-    `config` (default the run's own) may change only the EVALUATION_FIELDS, e.g. another data set with the same
-    classes. With --tta the scores are with test-time augmentation, and 'without_tta' holds those without."""
+    """The evaluation report (core.metrics.report) of a trained model, normalised with the training mean/std; `config`
+    (default: the run's) may change only EVALUATION_FIELDS; its scores with and without --tta: docs/evaluation.md."""
     config = prepare(config or trained.config, only=EVALUATION_FIELDS, batch_sizes=())
     data = split_to_evaluate(config.data_plan, trained)
     devices = select_devices(config.num_devices)
