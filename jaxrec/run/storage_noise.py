@@ -9,11 +9,18 @@ unraisable exception and log record, and sys.stderr itself, are left alone.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 STORAGE_LIBRARIES = ("orbax", "tensorstore")
+# TensorStore's errors: a ValueError whose text starts with a status code. Raised in C++, such an error has no
+# Python frame but asyncio's, which awaited it.
+STATUS = re.compile(r"^(CANCELLED|UNKNOWN|INVALID_ARGUMENT|NOT_FOUND|ALREADY_EXISTS|PERMISSION_DENIED|"
+                    r"RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL|"
+                    r"UNAVAILABLE|DATA_LOSS|DEADLINE_EXCEEDED|UNAUTHENTICATED): ")
 
 
 def _from_storage(exc: BaseException | None, obj: Any = None) -> bool:
@@ -24,7 +31,10 @@ def _from_storage(exc: BaseException | None, obj: Any = None) -> bool:
     if code is not None and any(lib in code.co_filename for lib in STORAGE_LIBRARIES):
         return True
     frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
-    return any(lib in frame.filename for frame in frames for lib in STORAGE_LIBRARIES)
+    if any(lib in frame.filename for frame in frames for lib in STORAGE_LIBRARIES):
+        return True
+    return (isinstance(exc, ValueError) and bool(STATUS.match(str(exc)))
+            and all("asyncio" in Path(frame.filename).parts for frame in frames))
 
 
 class _UnraisableFilter:
