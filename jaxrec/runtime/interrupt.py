@@ -125,12 +125,12 @@ def exit_on_signals(trains: bool = False) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    where = (" outside a training step (loading, compiling or writing outputs); the checkpoints are as they were"
-             if trains else " before the command finished")
+    where = (" outside a training step (loading, compiling or writing outputs); the checkpoints are as they were. "
+             "Run the same command again to continue." if trains else
+             " before the command finished. Run the same command again: it starts over.")
 
     def handler(signum, frame):
-        os.write(2, f"\nstopped by {signal.Signals(signum).name}{where}. Run the same command again to continue."
-                    f"\n".encode())
+        os.write(2, f"\nstopped by {signal.Signals(signum).name}{where}\n".encode())
         os._exit(128 + signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}

@@ -132,4 +132,4 @@ def test_a_signal_to_a_command_without_training_says_so_not_that_checkpoints_are
             "    print('waiting', flush=True)\n    time.sleep(30)\n")
     code, err = watched(tmp_path, 20, 1, [signal.SIGINT], text)
     assert code == 130 and err.strip() == ("stopped by SIGINT before the command finished. Run the same command "
-                                           "again to continue.")
+                                           "again: it starts over.")
