@@ -112,6 +112,9 @@ def recipe_problem(recipe: Recipe) -> str | None:
     if unknown:
         return (f"DEFAULTS sets {', '.join(map(repr, unknown))}, which jaxrec has no setting for (jaxrec train --help "
                 f"lists them)")
+    wrong = field_problems(Config(**defaults), list(defaults))  # named here, not as a flag nobody typed
+    if wrong:
+        return f"DEFAULTS: {wrong[0]}"
     not_bool = [name for name, value in recipe.facts.items() if not isinstance(value, bool)]
     if not_bool:
         return f"{not_bool[0]} is {recipe.facts[not_bool[0]]!r}; it must be True or False"
@@ -125,7 +128,11 @@ def recipe_problem(recipe: Recipe) -> str | None:
     bare = [field.name for field in dataclasses.fields(recipe.knobs) if "help" not in field.metadata]
     if bare:
         return f"Knobs.{bare[0]} has no help; declare each knob as jaxrec.config.knob(default, help, rule)"
-    return None
+    missing = [field.name for field in dataclasses.fields(recipe.knobs) if field.default is dataclasses.MISSING]
+    if missing:
+        return f"Knobs.{missing[0]} has no default; declare each knob as jaxrec.config.knob(default, help, rule)"
+    wrong = field_problems(recipe.knobs())
+    return f"Knobs' default {wrong[0]}" if wrong else None
 
 
 def recipe_knobs(config: Config) -> Any:

@@ -22,6 +22,15 @@ from jaxrec.run.checkpoints import load_trained
 from jaxrec.studies.study import StudySpec, run_study
 from jaxrec.training.loop import train_and_evaluate
 
+KNOB = """
+import dataclasses
+from jaxrec.config import at_least, knob
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    width: int = knob({}, "Hidden width.", at_least(1))
+"""
 RUN = dict(dataset="cifar10_sample", epochs=1, progress=False, num_devices=1)
 
 
@@ -76,6 +85,11 @@ def test_a_seed_study_of_a_recipe_file_trains_two_seeds_in_one_program(tmp_path)
     (PERCEPTRON.replace("import flax.linen as nn", "import flax.linen as nn\nimport no_such_module"),
      r"perceptron.py, line 3: importing the recipe raised ModuleNotFoundError: No module named 'no_such_module'"),
     (PERCEPTRON + "BATCH_NORM = 'no'\n", r"perceptron.py: BATCH_NORM is 'no'; it must be True or False$"),
+    (PERCEPTRON.replace("learning_rate=0.05", "learning_rate=-1"),
+     r"perceptron.py: DEFAULTS: --learning_rate -1: must be > 0$"),
+    (PERCEPTRON + KNOB.format("0"), r"perceptron.py: Knobs' default --width 0: must be >= 1$"),
+    (PERCEPTRON + KNOB.replace('knob({}, "Hidden width.", at_least(1))', 'dataclasses.field(metadata={"help": "x"})'),
+     r"perceptron.py: Knobs.width has no default; declare each knob"),
 ])
 def test_a_recipe_file_that_does_not_load_is_refused_in_one_line_naming_it(tmp_path, text, problem):
     [refusal] = recipe_problems(Config(model=str(write_recipe(tmp_path, text))))
