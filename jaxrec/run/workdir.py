@@ -102,12 +102,13 @@ def claim(workdir: str | Path, force: bool = False) -> Iterator[Path]:
             return
         fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                raise InputError(f"--workdir {path} is in use by another training run (pid {holder}); wait for it to "
-                                 f"finish or stop it, or use another --workdir") from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # the holder's lock file stays: removing it would let a third run in beside the holder
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise InputError(f"--workdir {path} is in use by another training run (pid {holder}); wait for it to "
+                             f"finish or stop it, or use another --workdir") from None
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield path

@@ -23,6 +23,10 @@ def test_a_claimed_workdir_is_refused_naming_the_holder_and_free_again_after(tmp
         with pytest.raises(InputError, match=rf"in use by another training run \(pid {os.getpid()}\)"):
             with claim(tmp_path):
                 pass
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())  # the holder's lock is left alone
+        with pytest.raises(InputError, match="in use by another training run"):  # so a third run is refused too
+            with claim(tmp_path):
+                pass
     with claim(tmp_path):  # released
         pass
 
