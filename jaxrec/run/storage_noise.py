@@ -33,7 +33,7 @@ def _from_storage(exc: BaseException | None, obj: Any = None) -> bool:
     frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
     if any(lib in frame.filename for frame in frames for lib in STORAGE_LIBRARIES):
         return True
-    return (isinstance(exc, ValueError) and bool(STATUS.match(str(exc)))
+    return (isinstance(exc, ValueError) and bool(STATUS.match(str(exc))) and bool(frames)
             and all("asyncio" in Path(frame.filename).parts for frame in frames))
 
 
