@@ -36,6 +36,9 @@ class TrainStream:
         self._epochs, self._columns, self._workers = epochs, columns, workers
         self._reader: RowReader | None = None
         self._at = self._window_end = (0, 0)
+        # The epoch's feed (for_epoch sets it anew): no call planned yet.
+        self._epoch, self._plan, self._program = 0, [], None
+        self._next_call, self._ready, self._failed = 0, None, None
 
     def batch(self, epoch: int, position: int) -> dict[str, np.ndarray]:
         """The batch of step `position` of `epoch`: the reader's next one when the loop goes in order
