@@ -496,4 +496,5 @@ def test_a_storage_error_left_in_an_asyncio_task_is_dropped_and_any_other_is_log
     loop.close()
     gc.collect()
     logged = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "never retrieved" in r.getMessage()]
-    assert len(logged) == 1 and "not storage" in logged[0]
+    # Only this test's two errors count: another test's task may be collected here too.
+    assert sum("not storage" in m for m in logged) == 1 and not any("OCDBT" in m for m in logged)

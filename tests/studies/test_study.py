@@ -20,8 +20,8 @@ from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import config_for, create_model
 from jaxrec.core.state import create_train_state
 from jaxrec.studies import stats
-from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, parse_seeds, parse_vary,
-                                  run_study, spec_differences, study_markdown)
+from jaxrec.studies.study import (StudySpec, agreement, check_determinism, check_sources, metric_statistics,
+                                  parse_seeds, parse_vary, run_study, spec_differences, study_markdown)
 from jaxrec.training.loop import RunKeys, train_and_evaluate
 
 
@@ -234,3 +234,13 @@ def test_a_study_whose_spec_recorded_a_seed_can_be_continued():
     assert saved.seed_config(1, Path("w")) == now.seed_config(1, Path("w"))
     other = StudySpec(Config(**SMALL, seed=7, learning_rate=0.5), seeds=(0,), vary=SOURCES)
     assert [d.split(" ")[0] for d in spec_differences(other, now)] == ["learning_rate"]
+
+
+def test_a_study_s_intervals_stay_within_each_metric_s_range():
+    runs = [{"summary": {"test_accuracy": a, "test_loss": loss, "test_macro_f1": a, "test_accuracy_per_epoch": [a]},
+             "eval": {"class_names": ["cat"], "per_class": [{"recall": a}]}}
+            for a, loss in ((1.0, 0.01), (1.0, 0.02), (0.97, 0.30))]  # Student t would pass 1 and go below 0
+    metrics = metric_statistics(runs)
+    ends = [metrics[name]["ci95"] for name in ("test_accuracy", "test_macro_f1")]
+    ends += [metrics["test_accuracy_per_epoch"][0]["ci95"], metrics["per_class_accuracy"]["cat"]["ci95"]]
+    assert all(high == 1.0 for _, high in ends) and metrics["test_loss"]["ci95"][0] == 0.0
