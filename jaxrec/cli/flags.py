@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, NoReturn, Sequence
 
 from jaxrec.config import MODELS, Config, choices, is_recipe_file
-from jaxrec.config.rules import field_types
+from jaxrec.config.rules import field_types, values_of
 from jaxrec.errors import InputError
 from jaxrec.models.recipes import load, without_unused_defaults
 
@@ -133,12 +133,6 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
         if group and group not in groups:  # --help lists the flags by the config's groups
             groups[group] = parser.add_argument_group(f"{group} settings")
         (groups[group] if group else parser).add_argument(f"--{field.name}", *extra.get(field.name, ()), **kwargs)
-
-
-def values_of(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The parsed values that belong to fields of the dataclass `cls`."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(namespace).items() if k in names}
 
 
 def parse_config(argv: Sequence[str] | None = None, description: str | None = None,

@@ -110,6 +110,12 @@ def fields_with(cls: type, role: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if role in f.metadata.get("roles", ()))
 
 
+def values_of(settings: Any, cls: type) -> dict[str, Any]:
+    """The attributes of `settings` (parsed flags, a Config) that are fields of the dataclass `cls`, by name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(settings).items() if k in names}
+
+
 @functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """The type hints of a settings dataclass, resolved once per class (the parser asks per flag)."""

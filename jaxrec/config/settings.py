@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_problems, field_types, fields_with,
-                                 in_range, is_number, knob, knob_group, sizes_at_least, zero_or_at_least)
+                                 in_range, is_number, knob, knob_group, sizes_at_least, values_of, zero_or_at_least)
 from jaxrec.errors import InputError
 
 # The built-in recipes by the name --model gives them, with their modules (jaxrec.models.recipes loads them);
@@ -25,8 +25,7 @@ Channels = Literal[0, 1, 3]
 Resize = Literal["stretch", "crop"]
 ModelAxis = Literal["loop", "vmap"]
 Distributed = Literal["auto", "on", "off"]
-ImageConv = Literal["auto", "lax", "patch"]
-ConvGrad = Literal["auto", "lax", "patch"]
+ConvImpl = Literal["auto", "lax", "patch"]
 Pool = Literal["auto", "lax", "reshape_grad"]
 BatchNormKernel = Literal["auto", "flax", "matmul"]
 StepsLoop = Literal["auto", "rolled", "unrolled"]
@@ -251,11 +250,11 @@ class Config:
                               "default. Changes float rounding.")
     steps_per_call: int = execution(10, "Training steps compiled into one device call (lax.scan); more means less "
                                     "host overhead, 1 is the plain one-step loop.", at_least(1))
-    image_conv: ImageConv = execution("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
-                                      "patch (one patch matmul, faster on XLA:CPU); auto: by platform (docs/speed.md).")
-    eval_image_conv: ImageConv = execution("auto", "image_conv for evaluation and prediction (the forward pass alone, "
-                                           "where XLA:CPU's convolution is the faster one); auto: by platform.")
-    conv_grad: ConvGrad = execution("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
+    image_conv: ConvImpl = execution("auto", "Convolution over the image itself (at most 4 channels): lax (XLA's) or "
+                                     "patch (one patch matmul, faster on XLA:CPU); auto: by platform (docs/speed.md).")
+    eval_image_conv: ConvImpl = execution("auto", "image_conv for evaluation and prediction (the forward pass alone, "
+                                          "where XLA:CPU's convolution is the faster one); auto: by platform.")
+    conv_grad: ConvImpl = execution("auto", "Kernel gradient of the other convolutions (more than 4 input channels): "
                                     "lax (XLA's) or patch (one patch matmul, faster on XLA:CPU); auto: by platform.")
     pool: Pool = execution("auto", "2x2 max-pooling: lax (nn.max_pool) or reshape_grad (same values and gradient, a "
                            "gradient XLA:CPU runs far faster); auto: by platform.")
@@ -321,12 +320,12 @@ class Config:
     @property
     def data_plan(self) -> "DataPlan":
         """What the data layer reads: the data group's settings, with the split seed resolved."""
-        return DataPlan(**group_values(self, "data"), split_seed=self.source_seeds()["split"])
+        return DataPlan(**{**values_of(self, DataPlan), "split_seed": self.source_seeds()["split"]})
 
     @property
     def optimisation(self) -> "Optimisation":
         """What the optimizer and the training step read: the optimisation group's settings."""
-        return Optimisation(**group_values(self, "optimisation"))
+        return Optimisation(**values_of(self, Optimisation))
 
     def default_workdir(self) -> str:
         return str(Path("runs") / f"{self.model_tag}_{self.dataset_tag}_seed{self.seed}")
@@ -376,11 +375,6 @@ class BenchmarkOptions:
     model_axis: ModelAxis = knob("loop", "How a program holds its models: loop (written out one after another: each "
                                  "model's arithmetic is a plain run's) or vmap (jax.vmap: grouped convolutions, "
                                  "float-rounding differences, 3x slower on XLA:CPU).")
-
-
-def group_values(config: Config, group: str) -> dict[str, Any]:
-    """The values of config's fields of `group` (data, optimisation, ...), by name."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.metadata["group"] == group}
 
 
 def group_settings(name: str, group: str, extra: Sequence[tuple[str, str, Any]] = ()) -> type:
