@@ -23,8 +23,6 @@ from jaxrec.runtime.interrupt import TrainingInterrupted, exit_on_signals
 from jaxrec.runtime.setup import prepare
 from jaxrec.studies.compare import METRICS, compare_studies, read_study
 
-# JAX, Flax, Orbax and TensorFlow are imported inside the commands that need them (jaxrec.cli's docstring).
-
 USAGE = """Train, evaluate and reproduce image classifiers with JAX.
 
 examples:
@@ -42,8 +40,7 @@ examples:
 
 
 def setup_logging(label: str = "") -> None:
-    """jaxrec's own progress at INFO; other libraries only when they warn. `label` starts every
-    line (a multi-process run's 'process I/N ')."""
+    """jaxrec's own progress at INFO, other libraries' warnings; `label` starts every line ('process I/N ')."""
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {label}%(message)s", datefmt="%H:%M:%S",
                         force=True)
     logging.getLogger("jaxrec").setLevel(logging.INFO)
@@ -66,11 +63,9 @@ def start_jax(config: Config, only: Sequence[str] | None = None, batch_sizes: Se
 
 def exit_code(command: Callable[[], int | None], heartbeat_timeout: int = Config.heartbeat_timeout,
               trains: bool = False) -> int:
-    """Runs a command; returns its exit code (None counts as 0). Bad input (InputError) and a diverged run
-    (FloatingPointError) print one line and return 2: their messages say what to do, a traceback would not. A
-    run stopped by SIGTERM/SIGINT (after saving a checkpoint) prints how to resume and returns 128 + the signal
-    number (`trains`: a command with a training loop). In a multi-process run, losing another process ends this one
-    within `heartbeat_timeout` seconds."""
+    """Runs a command; returns its exit code (None counts as 0). Bad input, a diverged run or a full disk print one
+    line and return 2; a signal ends it with 128 + its number (`trains`: after a checkpoint, saying how to resume).
+    In a multi-process run, losing another process ends this one within `heartbeat_timeout` seconds."""
     try:
         with exit_on_signals(trains):  # a signal outside training ends the process at once, with one line
             return command() or 0

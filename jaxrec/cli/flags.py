@@ -9,7 +9,7 @@ import dataclasses
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, NoReturn, Sequence
+from typing import Any, Callable, Literal, NoReturn, Sequence
 
 from jaxrec.config import MODELS, Config, choices, is_recipe_file
 from jaxrec.config.rules import field_types, values_of
@@ -101,21 +101,18 @@ def checked(convert: Any, rule: Any) -> Any:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, *,
-              only: Iterable[str] | None = None, inherit: bool = False,
+              only: Sequence[str] | None = None, inherit: bool = False,
               aliases: dict[str, str] | None = None) -> None:
     """Adds one flag per field of the dataclass `cls` (or per field named in `only`), its default from `defaults`
     (default: cls()). `inherit`: no defaults, a flag not given stays out of the namespace (for defaults from
     elsewhere, e.g. a saved run's config). `aliases`: e.g. {"data": "dataset"} makes `--data` mean `--dataset`."""
     defaults = defaults if defaults is not None else cls()
-    extra: dict[str, list[str]] = {}
-    for alias, name in (aliases or {}).items():
-        extra.setdefault(name, []).append(f"--{alias}")
     hints = field_types(cls)
-    wanted = set(only) if only is not None else None
     groups: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        if (wanted is not None and field.name not in wanted) or "no_flag" in field.metadata.get("roles", ()):
+        if (only is not None and field.name not in only) or "no_flag" in field.metadata.get("roles", ()):
             continue
+        names = [f"--{field.name}", *(f"--{alias}" for alias, name in (aliases or {}).items() if name == field.name)]
         base = converter(hints[field.name])
         convert = checked(base, field.metadata["rule"]) if field.metadata.get("rule") is not None else base
         help_text = field.metadata["help"].replace("%", "%%")
@@ -132,7 +129,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None, 
         group = field.metadata.get("group")
         if group and group not in groups:  # --help lists the flags by the config's groups
             groups[group] = parser.add_argument_group(f"{group} settings")
-        (groups[group] if group else parser).add_argument(f"--{field.name}", *extra.get(field.name, ()), **kwargs)
+        (groups[group] if group else parser).add_argument(*names, **kwargs)
 
 
 def parse_config(argv: Sequence[str] | None = None, description: str | None = None,

@@ -25,8 +25,7 @@ class Rule:
             return False
 
     def describe(self, value: Any) -> str:
-        """What a refused `value` must be: the wording, led by "a finite number" for inf or nan, which the
-        wording's comparison alone would not explain (inf is > 0)."""
+        """What a refused `value` must be: the wording, led by "a finite number" for inf or nan (inf is > 0)."""
         if isinstance(value, float) and not math.isfinite(value):
             return f"a finite number {self.wording}"
         return self.wording
@@ -145,8 +144,7 @@ def _has_type(hint: Any, value: Any) -> bool:
 
 
 def field_problems(settings: Any, only: Sequence[str] | None = None) -> list[str]:
-    """One line per field of a dataclass (or per field named in `only`) whose value has the wrong
-    type, is not among its choices, or breaks its rule."""
+    """One line per field (of those in `only`) whose value has the wrong type, is no choice, or breaks its rule."""
     problems = []
     hints = field_types(type(settings))
     for field in dataclasses.fields(settings):

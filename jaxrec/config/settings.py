@@ -15,8 +15,7 @@ from jaxrec.config.rules import (Rule, above, at_least, cores_at_most, field_pro
                                  in_range, is_number, knob, knob_group, sizes_at_least, values_of, zero_or_at_least)
 from jaxrec.errors import InputError
 
-# The built-in recipes by the name --model gives them, with their modules (jaxrec.models.recipes loads them);
-# --model also takes a recipe file.
+# The built-in recipes by --model name, with their modules (jaxrec.models.recipes loads them).
 MODELS = {"cnn": "jaxrec.models.cnn", "rnn": "jaxrec.models.rnn", "resnet18": "jaxrec.models.resnet",
           "resnet20": "jaxrec.models.resnet", "airbench94": "jaxrec.models.airbench"}
 Norm = Literal["none", "batch"]
@@ -68,8 +67,7 @@ def optional_seed() -> Rule:
     return Rule(lambda v: v is None or (is_number(v) and 0 <= v < SEED_LIMIT), f"unset or in [0, {SEED_LIMIT})")
 
 
-# How a field takes part in a run, declared once with the field (its `also=` and its group's roles): every
-# list of field names the package needs is derived from these (fields_with).
+# Each field's group and roles (its group's and its `also=`): docs/development.md, Conventions.
 HOW = ("execution", "resume", "study")  # how the run computes, not what: may change on resume and in a study
 data = knob_group("data")
 network = knob_group("model")
@@ -335,8 +333,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Config":
-        """The inverse of to_dict (JSON lists become tuples again); unknown keys are ignored. A run
-        recorded before a setting moved into its recipe's knobs (MOVED_TO_KNOBS) reads as one after."""
+        """The inverse of to_dict (lists become tuples, unknown keys are dropped); MOVED_TO_KNOBS become knobs."""
         values = dict(values)
         moved = {name: values.pop(name) for names in MOVED_TO_KNOBS.values() for name in names if name in values}
         own = {name: value for name, value in moved.items() if name in MOVED_TO_KNOBS.get(values.get("model"), ())}
@@ -378,8 +375,7 @@ class BenchmarkOptions:
 
 
 def group_settings(name: str, group: str, extra: Sequence[tuple[str, str, Any]] = ()) -> type:
-    """A frozen dataclass of Config's fields of `group` (and `extra` ones), made from their declarations: a new
-    field of the group reaches what reads it without a second list to keep."""
+    """A frozen dataclass of Config's fields of `group` (and `extra` ones), so the group needs no second list."""
     fields = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(Config)
               if f.metadata["group"] == group]
     made = dataclasses.make_dataclass(name, fields + [(n, t, dataclasses.field(default=d)) for n, t, d in extra],
@@ -432,9 +428,8 @@ TENSORBOARDX_MISSING = ("--tensorboard needs tensorboardX, which is not installe
 
 
 def settings_problems(settings: Any, only: Sequence[str] | None = None) -> list[str]:
-    """One line per value (of the fields in `only`) of `settings` (a Config or another settings dataclass) that
-    cannot be used. A full check of a Config also refuses its combinations and the packages its settings need,
-    found without importing them: the check stays light."""
+    """One line per value (of the fields in `only`) of `settings` that cannot be used; a full check of a Config also
+    refuses its combinations and the packages its settings need, found without importing them (a light check)."""
     problems = field_problems(settings, only)
     if isinstance(settings, Config) and only is None and not problems:
         problems = combination_problems(settings)
@@ -451,7 +446,6 @@ def refuse(problems: Sequence[str]) -> None:
 
 
 def check(settings: Any, only: Sequence[str] | None = None) -> Any:
-    """Returns `settings` if every value (of the fields in `only`) is usable (settings_problems); otherwise raises
-    InputError with one line per refusal."""
+    """`settings` if every value (of the fields in `only`) is usable; else InputError with one line per problem."""
     refuse(settings_problems(settings, only))
     return settings
