@@ -339,10 +339,9 @@ class Config:
         own = {name: value for name, value in moved.items() if name in MOVED_TO_KNOBS.get(values.get("model"), ())}
         if own:
             values["knobs"] = {**own, **dict(values.get("knobs") or ())}
-        hints = field_types(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
+        hints = field_types(cls)  # one per field
         return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
-                      for k, v in values.items() if k in known})
+                      for k, v in values.items() if k in hints})
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
