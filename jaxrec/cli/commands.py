@@ -116,7 +116,7 @@ def run_experiment(argv: Sequence[str] | None, description: str | None, defaults
 
 def _study(args: argparse.Namespace) -> int:
     """`jaxrec study`: `config` once per seed of --seeds, then study.json/.md and plots (docs/studies.md)."""
-    config = config_of(args)
+    config = flags.config_of(args)
 
     def run() -> None:
         from jaxrec.studies.study import StudySpec, check_determinism, parse_seeds, parse_vary, run_study
@@ -218,7 +218,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> None:
     options = check(BenchmarkOptions(**flags.values_of(args, BenchmarkOptions)))
     # Its flags leave out the fields a benchmark does not time: those keep the recipe's defaults.
-    config = config_of(args, model_defaults(["--model", args.model])).replace(progress=False)
+    config = flags.config_of(args, model_defaults(["--model", args.model])).replace(progress=False)
     config = start_jax(config)
     from jaxrec.benchmark import format_report, run_benchmark
 
@@ -262,18 +262,11 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config, only: Se
         flags.add_knob_flags(parser, defaults.model, knobs, knobs(**dict(defaults.knobs)))
 
 
-def config_of(args: argparse.Namespace, base: Config = Config()) -> Config:
-    """`base` with what the parsed flags give, the recipe file's knobs among them."""
-    knobs = flags.own_knobs(args.model)
-    own = flags.values_of(args, knobs) if knobs is not None else {}
-    return base.replace(**flags.values_of(args, Config), knobs=tuple(own.items()))
-
-
 def _add_train(commands, defaults: Config) -> None:
     parser = commands.add_parser("train", help="train and evaluate a model (every Config field is a flag)",
                                  description=Config.__doc__)
     add_config_flags(parser, defaults)
-    parser.set_defaults(main=lambda args: train(config_of(args)))
+    parser.set_defaults(main=lambda args: train(flags.config_of(args)))
 
 
 def _add_evaluate(commands, defaults: Config) -> None:

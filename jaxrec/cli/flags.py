@@ -138,18 +138,24 @@ def parse_config(argv: Sequence[str] | None = None, description: str | None = No
     for are left out (without_unused_defaults); the flags given are kept, for the check to refuse."""
     parser = Parser(description=description)
     add_flags(parser, Config, defaults, aliases=aliases)
+    model = model_in(argv) or (defaults or Config()).model
     try:
-        knobs = own_knobs(model_in(argv) or (defaults or Config()).model)
+        knobs = own_knobs(model)
     except InputError as err:
         parser.error(str(err))
     if knobs is not None:
-        add_knob_flags(parser, model_in(argv) or (defaults or Config()).model, knobs)
+        add_knob_flags(parser, model, knobs)
     namespace = parser.parse_args(argv)
     given = Parser(add_help=False)
     add_flags(given, Config, inherit=True, aliases=aliases)
-    config = without_unused_defaults(Config(**values_of(namespace, Config)),
-                                     list(vars(given.parse_known_args(argv)[0])))
-    return config.replace(knobs=tuple(values_of(namespace, knobs).items())) if knobs is not None else config
+    return without_unused_defaults(config_of(namespace), list(vars(given.parse_known_args(argv)[0])))
+
+
+def config_of(args: argparse.Namespace, base: Config = Config()) -> Config:
+    """`base` with what the parsed flags give, the recipe file's knobs among them."""
+    knobs = own_knobs(args.model)
+    own = values_of(args, knobs) if knobs is not None else {}
+    return base.replace(**values_of(args, Config), knobs=tuple(own.items()))
 
 
 def model_in(argv: Sequence[str] | None) -> str | None:

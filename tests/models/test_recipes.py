@@ -10,7 +10,7 @@ import pytest
 
 from helpers import PERCEPTRON, ROOT, write_recipe
 from jaxrec.cli import commands as cli
-from jaxrec.cli.flags import parse_config
+from jaxrec.cli.flags import config_of, parse_config
 from jaxrec.config import Config
 from jaxrec.data import SAMPLE_ROOT
 from jaxrec.errors import InputError
@@ -191,7 +191,7 @@ def test_a_recipe_files_own_knobs_are_flags_recorded_with_the_run_and_checked(tm
     assert "--hidden HIDDEN" in out and "Width of the hidden layer. (default: 16)" in out
     args = cli.build_parser(cli.model_defaults(["train", "--model", str(recipe)])).parse_args(
         ["train", "--model", str(recipe), "--hidden", "24"])
-    config = cli.config_of(args)
+    config = config_of(args)
     assert config.knobs == (("hidden", 24),) and config == config_for(str(recipe), hidden=24)
     assert create_model(config, 10).hidden == 24 and create_model(config.replace(knobs=()), 10).hidden == 16
     # An experiment script (`jaxrec train` with defaults of its own) takes them as well.

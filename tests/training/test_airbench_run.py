@@ -11,7 +11,7 @@ import pytest
 
 from helpers import ROOT, records as read_metrics, run_script, sigterm_after
 from jaxrec.cli import flags
-from jaxrec.cli.commands import build_parser, config_of, model_defaults
+from jaxrec.cli.commands import build_parser, model_defaults
 from jaxrec.config import Config, check, refuse
 from jaxrec.errors import InputError
 from jaxrec.evaluation.evaluator import evaluate_trained
@@ -34,7 +34,7 @@ def tiny(**changes) -> Config:
 def test_the_command_line_runs_the_whole_recipe_and_flags_still_win():
     args = build_parser(model_defaults(["train", "--model", "airbench94"])).parse_args(
         ["train", "--model", "airbench94", "--tta", "0", "--epochs", "2"])
-    assert config_of(args) == config_for("airbench94", tta=0, epochs=2)
+    assert flags.config_of(args) == config_for("airbench94", tta=0, epochs=2)
     plain = build_parser(model_defaults(["train"])).parse_args(["train"])
     assert Config(**flags.values_of(plain, Config)) == Config()
 
