@@ -86,8 +86,7 @@ class RunState:
                                    train_seconds=0.0, records=(*self.records, record))
 
     def to_json(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**values, "records": [r.to_json() for r in self.records]}
+        return {**dataclasses.asdict(self), "records": [r.to_json() for r in self.records]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunState":
