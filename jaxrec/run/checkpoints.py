@@ -288,8 +288,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState, me
     target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding),
                                     _arrays(template))
     try:
-        saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-        arrays = saved
+        arrays = saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     except Exception as err:  # noqa: BLE001
         try:
             saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
