@@ -91,9 +91,6 @@ def _check_port_free(address: str) -> None:
 def _join_watch(config: Config) -> Iterator[None]:
     """While jax.distributed.initialize blocks in C++, Python's signal handlers cannot run and JAX's own timeout
     ends in an abort, so a thread watches: SIGINT, SIGTERM or --join_timeout end the process at once, in one line."""
-    if threading.current_thread() is not threading.main_thread():  # pragma: no cover - signals are the main thread's
-        yield
-        return
     who = f"process {config.process_id}" if config.process_id is not None else "this process"
     deadline = time.monotonic() + config.join_timeout
 

@@ -55,9 +55,6 @@ def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1
     `processes`: the run's (the line blames a collective only where there are others). Off the main thread the
     request never fires."""
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
     waited = ("a device call or a collective, which may wait for a process of the run that is gone or stuck"
               if processes > 1 else "a device call, a data worker or a save")
 
@@ -90,10 +87,11 @@ def watch_signals(handler: Callable, on_signal: Callable[[int, threading.Event],
                   on_tick: Callable[[threading.Event], None] | None = None) -> Iterator[None]:
     """Within the block (main thread only), `handler` handles SIGTERM/SIGINT and a thread calls on_signal(signum, done)
     at once, even while Python is blocked in C++ (set_wakeup_fd); on_tick(done) runs every ~0.25 s until `done`."""
-    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     receive, send = socket.socketpair()
     send.setblocking(False)
-    previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
     done = threading.Event()
 
     def watch() -> None:
@@ -104,15 +102,23 @@ def watch_signals(handler: Callable, on_signal: Callable[[int, threading.Event],
                 on_tick(done)
 
     watcher = threading.Thread(target=watch, name="jaxrec-signal-watch", daemon=True)
-    watcher.start()
+    with _handling(handler), receive, send:
+        previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()  # a watcher waiting on it returns at once
+            watcher.join()
+            signal.set_wakeup_fd(previous_fd)
+
+
+@contextlib.contextmanager
+def _handling(handler: Callable) -> Iterator[None]:
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     try:
         yield
     finally:
-        done.set()  # a watcher waiting on it returns at once
-        watcher.join()
-        signal.set_wakeup_fd(previous_fd)
-        receive.close()
-        send.close()
         for signum, old in previous.items():
             signal.signal(signum, old)
 
@@ -133,9 +139,5 @@ def exit_on_signals(trains: bool = False) -> Iterator[None]:
         os.write(2, f"\nstopped by {signal.Signals(signum).name}{where}\n".encode())
         os._exit(128 + signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
-    try:
+    with _handling(handler):
         yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
