@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxrec.config import PER_PROCESS_FIELDS, Config
 from jaxrec.errors import InputError
@@ -117,8 +118,6 @@ def check_agreement(what: str, values: dict[str, Any], fix: str) -> None:
     line naming the first field that differs and both values. Every process must call it."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
     payload = np.frombuffer(json.dumps(values, sort_keys=True, default=str).encode(), np.uint8)
     lengths = np.asarray(multihost_utils.process_allgather(np.array(len(payload), np.int32))).reshape(-1)
     padded = np.zeros(int(lengths.max()), np.uint8)
@@ -148,7 +147,6 @@ def max_over_processes(value: int) -> int:
     """The largest of every process's `value`. Every process must call it at the same point."""
     if jax.process_count() == 1:
         return value
-    from jax.experimental import multihost_utils  # noqa: PLC0415 - only multi-process runs need it
     return int(np.asarray(multihost_utils.process_allgather(np.array(value, np.int32))).max())
 
 
@@ -183,5 +181,4 @@ def on_primary(work: Callable[[], T], what: str) -> T | None:
 def barrier(name: str) -> None:
     """Waits until every process reaches the barrier called `name`."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
         multihost_utils.sync_global_devices(name)
