@@ -36,11 +36,7 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention for "ended by signal N"
+        self.exit_code = 128 + signum  # the shell's convention for "ended by signal N"
 
 
 # How long a signal may wait for the main thread, stuck in a device call or a collective, before the
