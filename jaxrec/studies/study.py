@@ -366,14 +366,13 @@ def study_markdown(study: dict[str, Any]) -> str:
     lines = [f"# Seed study: {seeds}, varying {', '.join(study.get('varied', study['vary']))}", "",
              "| metric | mean | std (95% CI) | mean's 95% CI (t) | mean's 95% CI (bootstrap) | min | max |",
              "|---|---:|---:|---|---|---:|---:|"]
+    notes: dict[str, list[str]] = {}  # metrics by why they have no intervals
     for name in ("test_accuracy", "test_loss", "test_macro_f1"):
         d = m[name]
         lines.append(f"| {name} | {d['mean']:.4f} | {_number(d['std'])} ({_interval(d['std_ci95'])}) | "
                      f"{_interval(d['ci95'])} | {_interval(d['bootstrap_ci95'])} | {d['min']:.4f} | {d['max']:.4f} |")
-    notes: dict[str, list[str]] = {}  # metrics by why they have no intervals
-    for name in ("test_accuracy", "test_loss", "test_macro_f1"):
-        if m[name].get("note"):
-            notes.setdefault(m[name]["note"], []).append(name)
+        if d.get("note"):
+            notes.setdefault(d["note"], []).append(name)
     for note, names in sorted(notes.items()):
         lines += ["", f"No intervals for {', '.join(names)}: {note}."]
     if study["disagreement"]:
