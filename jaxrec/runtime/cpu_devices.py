@@ -33,8 +33,7 @@ def set_elsewhere(environ: Mapping[str, str] = os.environ) -> bool:
 
 def wanted_count(config: Config, batch_sizes: Sequence[int], environ: Mapping[str, str] = os.environ,
                  num_cores: int | None = None) -> int | None:
-    """The CPU device count this run should set, or None to leave JAX's (the user's, or one per process
-    in a multi-process run, whose processes would otherwise share the cores many times over)."""
+    """The CPU device count this run should set, or None to leave JAX's (the user's, or a multi-process run's)."""
     if config.cpu_devices:
         return config.cpu_devices
     if set_elsewhere(environ) or wanted(config, environ):

@@ -32,8 +32,7 @@ CPU_CACHE_HANGS_FROM = (0, 11)
 
 
 def start(config: Config) -> None:
-    """Joins the run's processes with jax.distributed.initialize when `wanted`, before anything else uses JAX, and
-    checks they share their settings; one that cannot join stops with one line (docs/multi_host.md)."""
+    """Joins the run's processes when `wanted`, before anything else uses JAX, and checks they share their settings."""
     if not wanted(config) or jax.distributed.is_initialized():
         return
     # CPU devices of different processes run their collectives over gloo (TCP); accelerators ignore this setting.
@@ -151,8 +150,7 @@ def max_over_processes(value: int) -> int:
 
 
 def leave_after_lost_process(err: BaseException, heartbeat_timeout: int) -> None:
-    """After a collective failed on a lost process, writes the supervisor's line and lets JAX's runtime end this
-    process, or exits after `heartbeat_timeout` s (docs/multi_host.md); returns for any other `err`."""
+    """Ends this process within `heartbeat_timeout` s if `err` is a collective's on a lost process; else returns."""
     lost = ("UNAVAILABLE", "heartbeat", "Connection reset", "Connection closed", "Gloo")
     if type(err).__name__ != "JaxRuntimeError" or jax.process_count() == 1 or not any(w in str(err) for w in lost):
         return

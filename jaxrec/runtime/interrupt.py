@@ -47,9 +47,8 @@ STUCK_AFTER_SECONDS = 300.0
 @contextlib.contextmanager
 def stop_on_signals(stuck_after: float = STUCK_AFTER_SECONDS, processes: int = 1) -> Iterator[StopRequest]:
     """Within the block, SIGTERM/SIGINT set the returned request instead of ending the process; a second one, or the
-    block still running `stuck_after` s later (docs/multi_host.md: a signal is never ignored), ends it with one line.
-    `processes`: the run's (the line blames a collective only where there are others). Off the main thread the
-    request never fires."""
+    block still running `stuck_after` s later, ends it with one line. `processes`: the run's (the line blames a
+    collective only where there are others). Off the main thread the request never fires."""
     request = StopRequest()
     waited = ("a device call or a collective, which may wait for a process of the run that is gone or stuck"
               if processes > 1 else "a device call, a data worker or a save")

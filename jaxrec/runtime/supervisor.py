@@ -96,8 +96,7 @@ def pieces(stream) -> Iterator[str]:
 
 
 def keep_report(config: Config, text: str) -> Path | None:
-    """Writes `text`, the runtime's account of the child's end, to a file of its own in the temporary
-    folder (the one line leaves it out; a bug report needs it). None if it cannot be written."""
+    """A temporary file holding `text`, which a bug report needs and the one line leaves out; None if unwritable."""
     try:
         handle, path = tempfile.mkstemp(prefix=f"jaxrec-process-{config.process_id}-", suffix=".log")
         with os.fdopen(handle, "w") as file:

@@ -52,8 +52,7 @@ def spread_note(values: Sequence[float], unit: str = "seed") -> str | None:
 
 def describe(values: Sequence[float], seed: int = 0, unit: str = "seed",
              bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
-    """n, mean, std, std_ci95, sem, ci95 (clipped to `bounds`), bootstrap_ci95, median, min, max, range, values and
-    note (`spread_note`, of one value per `unit`), as docs/studies.md's What a study writes defines them."""
+    """One value per `unit` summarised as docs/studies.md's What a study writes defines; ci95 clipped to `bounds`."""
     values = [float(v) for v in values]
     array = np.asarray(values, np.float64)
     n, note = len(values), spread_note(values, unit)

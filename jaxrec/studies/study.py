@@ -104,8 +104,7 @@ class StudySpec:
 
 
 def fixed_sources(config: Config) -> dict[str, str]:
-    """The sources of randomness no study seed can move in runs of `config`, each with the reason (pinned by its
-    seed flag, no augmentation to draw, the data set's own eval split)."""
+    """The sources of randomness no study seed can move in runs of `config`, each with the reason."""
     fixed = {source: f"--{source}_seed {seed} pins it" for source in SOURCES
              if (seed := getattr(config, f"{source}_seed")) is not None}
     if not (config.augment or config.translate or config.flip != "none"):
@@ -323,16 +322,14 @@ def check_determinism(spec: StudySpec, workdir: str | Path) -> dict[str, Any]:
               "predictions_identical": bool(np.array_equal(first["probabilities"], second["probabilities"])),
               "machine": host.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    result["bit_identical"] = all(result[k] for k in ("metrics_identical", "parameters_identical",
-                                                      "predictions_identical"))
+    result["bit_identical"] = all(value for key, value in result.items() if key.endswith("_identical"))
     if distributed.is_primary():
         outputs.write_json(Path(workdir) / "determinism.json", result)
     return result
 
 
 def write_study(spec: StudySpec, workdir: Path, write: bool = True) -> dict[str, Any]:
-    """Reads every seed's outputs and writes study.json, study.md and the plots (`write`: false in a
-    multi-process run's other processes, which only read)."""
+    """Reads every seed's outputs into the study's statistics; `write`s study.json, study.md and the plots."""
     runs, probabilities, labels = [], {}, None
     for seed in spec.seeds:
         run_dir = workdir / f"seed_{seed}"
