@@ -11,7 +11,7 @@ import jax
 from jaxrec.config import Config
 from jaxrec.config.rules import cores_available
 from jaxrec.errors import InputError
-from jaxrec.runtime.launch import wanted
+from jaxrec.runtime.supervisor import wanted
 
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 

@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from jaxrec.config import PER_PROCESS_FIELDS, Config
 from jaxrec.errors import InputError
 from jaxrec.runtime.interrupt import watch_signals
-from jaxrec.runtime.launch import LOST, LOST_MARK, wanted
+from jaxrec.runtime.supervisor import LOST, LOST_MARK, wanted
 from jaxrec.runtime.xla_flags import jaxlib_version
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""A multi-process command runs in a child watched by a thin parent without a JAX backend, so that losing a peer
-ends it with one line, not a crash: docs/multi_host.md, "Stopping, preemption and lost processes"."""
+"""Whether this process joins others (`wanted`); if so, the command runs in a child watched by a thin parent without
+a JAX backend (importing JAX would slow its launch), so that losing a peer ends it with one line, not a crash:
+docs/multi_host.md, "Stopping, preemption and lost processes"."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from jaxrec.config import Config
-from jaxrec.runtime.launch import LOST, LOST_MARK, wanted
 
+# Launchers that start several copies of a command, and the variable that counts them.
+LAUNCHER_TASKS = {"srun": "SLURM_STEP_NUM_TASKS", "mpirun": "OMPI_COMM_WORLD_SIZE"}
+LOST = 1  # exit code of a process that lost a peer
+# How a process says that a collective failed because a peer is gone; its supervisor makes it the user's one line.
+LOST_MARK = "jaxrec: lost contact with the run's other processes: "
 LIFELINE = "JAXREC_LIFELINE_FD"  # in the child: the read end of a pipe the parent holds open
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -29,6 +34,22 @@ CRASH = re.compile(rf"^(F\d{{4}} |terminate called after throwing|\*\*\* |Fatal 
 PEER_LOST = ("stopped sending heartbeats", "JAX distributed service detected fatal errors", "gloo::",
              "Connection reset by peer", "Connection closed by peer", "Socket closed", LOST_MARK)
 HEARTBEATS = re.compile(r"stopped sending heartbeats\):\s*((?:\d+\s*)+)")
+
+
+def wanted(config: Config, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process should join others (see Config.distributed)."""
+    if config.distributed != "auto":
+        return config.distributed == "on"
+    if config.coordinator_address or environ.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    return any(_count(environ.get(variable)) > 1 for variable in LAUNCHER_TASKS.values())
+
+
+def _count(value: str | None) -> int:
+    try:
+        return int(value or 1)
+    except ValueError:
+        return 1
 
 
 def needed(config: Config, environ: dict[str, str] | os._Environ = os.environ) -> bool:

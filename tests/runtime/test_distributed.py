@@ -1,11 +1,11 @@
-"""When a process joins others (jaxrec.runtime.launch.wanted), and the launch settings' checks. The
+"""When a process joins others (jaxrec.runtime.supervisor.wanted), and the launch settings' checks. The
 multi-process runs themselves are in test_multiprocess.py."""
 
 import pytest
 
 from helpers import run_script
 from jaxrec.runtime import distributed
-from jaxrec.runtime.launch import wanted
+from jaxrec.runtime.supervisor import wanted
 from jaxrec.config import Config, check
 from jaxrec.errors import InputError
 
