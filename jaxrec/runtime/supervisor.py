@@ -128,8 +128,7 @@ def keep_report(config: Config, text: str) -> Path | None:
 
 
 def lost_peer_line(config: Config, text: str, report: Path | None = None) -> str:
-    """The one line a process prints when another process of its run is gone; `text` is what the child
-    printed as it ended (the runtime's account, when it gave one), kept in the file `report`."""
+    """The one line a process prints when another of its run is gone, from what the child printed as it ended."""
     me = "this process" if config.process_id is None else f"process {config.process_id}"
     silent = HEARTBEATS.search(text)
     if silent:

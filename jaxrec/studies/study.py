@@ -40,9 +40,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     """'0-9' -> 0..9, '0,3,7' -> (0, 3, 7), '0-2,5' -> (0, 1, 2, 5); refuses empty, unparsable, out-of-range and
     duplicate seeds, and more than MAX_SEEDS (before expanding a range)."""
     seeds: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
+    for part in filter(None, (p.strip() for p in text.split(","))):
         try:
             low, high = (int(x) for x in part.split("-", 1)) if "-" in part[1:] else (int(part), int(part))
         except ValueError:
@@ -253,7 +251,6 @@ def agreement(probabilities: dict[int, np.ndarray], labels: np.ndarray) -> dict[
     predicted = {s: probabilities[s].argmax(-1) for s in seeds}
     pairs = [float(np.mean(predicted[a] != predicted[b])) for a, b in itertools.combinations(seeds, 2)]
     ensemble = np.mean([probabilities[s].astype(np.float64) for s in seeds], axis=0).argmax(-1)
-    # One seed has no pair: no disagreement.
     return {"disagreement": stats.describe(pairs, unit="pair", bounds=FRACTION) if pairs else None,
             "ensemble_accuracy": float(np.mean(ensemble == labels)), "ensemble_size": len(seeds)}
 
