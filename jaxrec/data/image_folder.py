@@ -127,11 +127,13 @@ def _subset(paths: Sequence[Path], labels: np.ndarray, indices: Sequence[int]) -
     return [paths[i] for i in indices], labels[indices]
 
 
-def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: int, where: str,
-                        least: int = 1) -> list[str]:
-    """The classes with at least `min_images` images; `least`: what every class needs whatever the flag says."""
-    kept = [name for name, count in zip(classes, counts) if count >= min_images]
-    dropped = [f"{name} ({count})" for name, count in zip(classes, counts) if count < min_images]
+def _drop_small_classes(classes: Sequence[str], files: Files, min_images: int, where: str,
+                        least: int = 1) -> tuple[list[str], Files]:
+    """The classes with at least `min_images` images, and their files; `least`: the images every class needs."""
+    counts = np.bincount(files[1], minlength=len(classes))
+    keep = counts >= min_images
+    kept = [name for name, enough in zip(classes, keep) if enough]
+    dropped = [f"{name} ({count})" for name, count, enough in zip(classes, counts, keep) if not enough]
     if dropped:
         log.warning("dropped %d of %d classes with fewer than %d images in %s: %s", len(dropped), len(classes),
                     min_images, where, ", ".join(dropped))
@@ -142,7 +144,9 @@ def _drop_small_classes(classes: Sequence[str], counts: np.ndarray, min_images: 
                f"training needs at least 2 classes{each}: add images")
         raise DataError(f"{where}: only {len(kept)} class(es) have at least {min_images} images (of {len(classes)}); "
                         f"{fix}")
-    return kept
+    chosen = keep[files[1]]
+    relabel = np.cumsum(keep, dtype=np.int32) - 1  # a kept class's index among the kept
+    return kept, ([path for path, mine in zip(files[0], chosen) if mine], relabel[files[1][chosen]])
 
 
 def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: float = 0.2,
@@ -162,19 +166,15 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
             raise DataError(f"{root}/{eval_split} has classes missing from {train_split}: {unknown}; add their "
                             f"training images to {root}/{train_split}/<class>/, or remove their folders from "
                             f"{root}/{eval_split}")
-        _, labels = list_images(root / train_split, classes)
-        classes = _drop_small_classes(classes, np.bincount(labels, minlength=len(classes)), min_images_per_class,
-                                      str(root / train_split))
-        return FolderListing(tuple(classes), list_images(root / train_split, classes),
-                             list_images(root / eval_split, classes), split_on_disk=True)
+        classes, train = _drop_small_classes(classes, list_images(root / train_split, classes), min_images_per_class,
+                                             str(root / train_split))
+        return FolderListing(tuple(classes), train, list_images(root / eval_split, classes), split_on_disk=True)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    paths, labels = list_images(root, classes)
-    if not paths:
+    files = list_images(root, classes)
+    if not files[0]:
         raise DataError(f"image folder {root} has no split {train_split!r} and no class folders with images; "
                         f"expected <root>/<split>/<class>/<image> or <root>/<class>/<image> (one folder per class)")
-    classes = _drop_small_classes(classes, np.bincount(labels, minlength=len(classes)),
-                                  max(min_images_per_class, 2), str(root), least=2)
-    paths, labels = list_images(root, classes)
+    classes, (paths, labels) = _drop_small_classes(classes, files, max(min_images_per_class, 2), str(root), least=2)
     train, test = stratified_split(paths, labels, classes, test_fraction, seed)
     log.info("%s has no %s/%s folders: holding out %d of %d images (%.0f%% of each class, seed %d) for evaluation",
              root, train_split, eval_split, len(test[0]), len(paths), 100 * test_fraction, seed)

@@ -34,12 +34,10 @@ def is_image_folder(dataset: str) -> bool:
 
 def _folder_root(dataset: str) -> Path:
     root = SAMPLES[dataset] if dataset in SAMPLES else Path(dataset).expanduser()
-    if root.exists() and not root.is_dir():
-        raise DataError(f"{root} is a file, not an image folder; pass a folder laid out "
-                        f"<root>/<split>/<class>/<image> (or <root>/<class>/<image>), a TFDS name, or cifar10_sample")
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass a folder laid out <root>/<split>/<class>/<image> "
-                        f"(or <root>/<class>/<image>), a TFDS name, or cifar10_sample")
+        what = f"{root} is a file, not an image folder" if root.exists() else f"image folder {root} does not exist"
+        raise DataError(f"{what}; pass a folder laid out <root>/<split>/<class>/<image> (or <root>/<class>/<image>), "
+                        f"a TFDS name, or cifar10_sample")
     return root
 
 
