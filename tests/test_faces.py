@@ -48,7 +48,7 @@ def test_split_is_stratified_seeded_and_drops_small_classes(faces, caplog):
     with caplog.at_level(logging.WARNING, logger="jaxrec"):
         listing, (train, test) = _split(faces, seed=0)
     assert "dropped 1 of 5 classes with fewer than 5 images" in caplog.text and "person_04 (2)" in caplog.text
-    assert listing.classes == ("person_00", "person_01", "person_02", "person_03") and not listing.split_on_disk
+    assert listing.classes == ("person_00", "person_01", "person_02", "person_03")
     assert not train & test and len(train | test) == sum(PEOPLE[:4])
     # Stratified: each person keeps round(25%) of their images for test, the rest for training.
     test_counts = np.bincount(listing.eval[1], minlength=4).tolist()

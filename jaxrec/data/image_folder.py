@@ -101,7 +101,6 @@ class FolderListing:
     classes: tuple[str, ...]
     train: Files
     eval: Files
-    split_on_disk: bool  # False: the eval split was drawn here from <root>/<class>/ (stratified_split)
 
 
 def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], test_fraction: float,
@@ -168,7 +167,7 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
                             f"{root}/{eval_split}")
         classes, train = _drop_small_classes(classes, list_images(root / train_split, classes), min_images_per_class,
                                              str(root / train_split))
-        return FolderListing(tuple(classes), train, list_images(root / eval_split, classes), split_on_disk=True)
+        return FolderListing(tuple(classes), train, list_images(root / eval_split, classes))
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = list_images(root, classes)
     if not files[0]:
@@ -178,4 +177,4 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
     train, test = stratified_split(paths, labels, classes, test_fraction, seed)
     log.info("%s has no %s/%s folders: holding out %d of %d images (%.0f%% of each class, seed %d) for evaluation",
              root, train_split, eval_split, len(test[0]), len(paths), 100 * test_fraction, seed)
-    return FolderListing(tuple(classes), train, test, split_on_disk=False)
+    return FolderListing(tuple(classes), train, test)
