@@ -67,7 +67,7 @@ def reads_under(plan: DataPlan, folder: str | Path) -> bool:
         root, folder = _folder_root(plan.dataset).resolve(), Path(folder).expanduser().resolve()
     except DataError:  # no such folder: the data set's own line says so
         return False
-    read = [root] if split_is_seeded(plan) else [root / plan.train_split, root / plan.eval_split]
+    read = [root / plan.train_split, root / plan.eval_split] if (root / plan.train_split).is_dir() else [root]
     return any(folder == top or top in folder.parents for top in read)
 
 
