@@ -1,6 +1,5 @@
-"""Data: loading splits into memory (sources, tfds_source), decoding images (decode), streaming (stream) and
-preparing TFDS sets (tfds_prepare). Nothing is imported until it is used, so tfds_prepare stays free of JAX:
-`jaxrec prepare` runs beside a separate TensorFlow."""
+"""The data layer. Nothing is imported until it is used, so tfds_prepare stays free of JAX: `jaxrec prepare` runs
+beside a separate TensorFlow."""
 
 from __future__ import annotations
 

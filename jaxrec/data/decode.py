@@ -1,5 +1,4 @@
-"""Turns any image file Pillow opens into the 8-bit gray or RGB pixels a person sees in a viewer, by the rules of
-docs/images.md; each change is named in a note, so a data set's loader can say what it did once."""
+"""Decodes any image file Pillow opens to the 8-bit gray or RGB pixels a viewer shows, by docs/images.md's rules."""
 
 from __future__ import annotations
 
@@ -80,8 +79,7 @@ def to_viewable(image: Image.Image) -> tuple[Image.Image, list[str]]:
 
 
 def fit(image: Image.Image, size: tuple[int, int], resize: str = "stretch") -> Image.Image:
-    """The image at `size` (height, width), bilinear: `stretch` scales it to exactly that (squashing another
-    aspect ratio); `crop` scales the largest centred box of that shape (ImageNet's resize and centre crop)."""
+    """The image at `size` (height, width), bilinear, by `resize`: stretch or crop (docs/images.md)."""
     wanted = (size[1], size[0])  # Pillow's (width, height)
     if image.size == wanted:
         return image

@@ -35,8 +35,7 @@ def list_classes(root: Path, split: str) -> list[str]:
 
 
 def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np.ndarray]:
-    """All image files of a split with their integer labels (index into `classes`); folders inside a class folder
-    are not read, and a warning names them."""
+    """A split's image files and their labels (indices into `classes`); folders inside class folders are not read."""
     paths, labels, nested = [], [], []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
@@ -67,8 +66,7 @@ class ImageShape:
 
 
 def choose_shape(paths: Sequence[Path], limit: int = PROBE_LIMIT) -> ImageShape:
-    """The images' median height and width and majority channel count (ties: RGB), from the headers of all of
-    them or of `limit` spread evenly: one odd file cannot set the shape of a whole data set."""
+    """The median size and majority channel count (ties: RGB) of the images, or of `limit` spread evenly."""
     probed = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)] if len(paths) > limit else paths
     probes = map_in_threads(decode.probe, probed)
     heights = sorted(size[0] for size, _ in probes)
@@ -105,9 +103,8 @@ class FolderListing:
 
 def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], test_fraction: float,
                      seed: int) -> tuple[Files, Files]:
-    """Splits each class's n images into train and test, round(n * test_fraction) of them (at least 1, at most
-    n - 1) to test. Each class is shuffled by a generator seeded with (seed, crc32 of its name), so its split does
-    not change when other classes are added or dropped."""
+    """Each class's n images split into train and test, round(n * test_fraction) (1 to n - 1) to test, shuffled with
+    (seed, crc32 of the class name): a class's split stays as it is when other classes are added or dropped."""
     train_idx, test_idx = [], []
     for label, name in enumerate(classes):
         members = np.flatnonzero(labels == label)
@@ -150,9 +147,8 @@ def _drop_small_classes(classes: Sequence[str], files: Files, min_images: int, w
 
 def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: float = 0.2,
                 min_images_per_class: int = 1, seed: int = 0) -> FolderListing:
-    """Lists <root>/<split>/<class>/<image>, or <root>/<class>/<image>, where `stratified_split` draws the eval
-    split. Classes with fewer than `min_images_per_class` images (in the train split, or in all with no split on
-    disk) are dropped with a warning."""
+    """Lists <root>/<split>/<class>/<image>, or <root>/<class>/<image> with the eval split `stratified_split` draws;
+    classes with fewer than `min_images_per_class` images (in train, or in all) are dropped."""
     if (root / train_split).is_dir():
         classes = list_classes(root, train_split)
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

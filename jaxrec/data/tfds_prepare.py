@@ -97,8 +97,7 @@ def ready(name: str, data_dir: str | None) -> bool:
 
 
 def prepare(unprepared: Any, name: str) -> None:
-    """Downloads and prepares a builder's data set as array_record; one-line InputErrors for what the
-    user can fix (no TensorFlow, a tfrecord copy in the way, a failed download)."""
+    """Downloads and prepares a builder's data set as array_record; one-line InputErrors for what the user can fix."""
     with quiet():
         prepared = unprepared.is_prepared()
     if prepared:
