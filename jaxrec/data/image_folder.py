@@ -21,13 +21,8 @@ PROBE_LIMIT = 5000  # file headers read to choose a data set's shape: all of a l
 THREADS = min(32, os.cpu_count() or 1)  # map_in_threads' threads
 
 
-def list_classes(root: Path, split: str) -> list[str]:
+def list_classes(split_dir: Path) -> list[str]:
     """Class names of a split: its sub-folders, sorted."""
-    split_dir = root / split
-    if not split_dir.is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise DataError(f"image folder {root} has no split {split!r} (found: {found or 'nothing'}); "
-                        f"expected the layout <root>/<split>/<class>/<image>, e.g. {root}/{split}/cat/0001.jpg")
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{split_dir} holds no class folders; expected {split_dir}/<class>/<image>")
@@ -150,13 +145,14 @@ def list_folder(root: Path, train_split: str, eval_split: str, test_fraction: fl
     """Lists <root>/<split>/<class>/<image>, or <root>/<class>/<image> with the eval split `stratified_split` draws;
     classes with fewer than `min_images_per_class` images (in train, or in all) are dropped."""
     if (root / train_split).is_dir():
-        classes = list_classes(root, train_split)
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        others = [name for name in found if name != train_split]
-        if not (root / eval_split).is_dir() and others:  # a missing eval split: name the ones there to pass instead
-            raise DataError(f"image folder {root} has no split {eval_split!r} (found: {found}); pass "
-                            + " or ".join(f"--eval_split {name}" for name in others))
-        unknown = sorted(set(list_classes(root, eval_split)) - set(classes))
+        classes = list_classes(root / train_split)
+        if not (root / eval_split).is_dir():  # name the splits there are to pass instead
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            others = [name for name in found if name != train_split]
+            fix = ("pass " + " or ".join(f"--eval_split {name}" for name in others) if others else
+                   f"expected the layout <root>/<split>/<class>/<image>, e.g. {root}/{eval_split}/cat/0001.jpg")
+            raise DataError(f"image folder {root} has no split {eval_split!r} (found: {found}); {fix}")
+        unknown = sorted(set(list_classes(root / eval_split)) - set(classes))
         if unknown:
             raise DataError(f"{root}/{eval_split} has classes missing from {train_split}: {unknown}; add their "
                             f"training images to {root}/{train_split}/<class>/, or remove their folders from "

@@ -131,7 +131,7 @@ def stream_split(plan: DataPlan, split: str, class_names: Sequence[str],
         raise DataError(f"{plan.dataset}: a TFDS data set is evaluated in memory; pass --input device")
     root = _folder_root(plan.dataset)
     if (root / split).is_dir():
-        classes = image_folder.list_classes(root, split)
+        classes = image_folder.list_classes(root / split)
         paths, labels = image_folder.list_images(root / split, classes)
     else:
         listing = _list_folder(dataclasses.replace(plan, eval_split=split))
