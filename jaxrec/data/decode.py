@@ -33,8 +33,7 @@ def _wide_to_8bit(image: Image.Image) -> tuple[Image.Image, str]:
     values = np.asarray(image).astype(np.float64)
     if image.mode in SIXTEEN_BIT:
         return Image.fromarray(_scaled(values, 0, 65535)), "16-bit scaled to 8 bits"
-    finite = np.isfinite(values)
-    values = np.where(finite, values, 0.0)
+    values = np.where(np.isfinite(values), values, 0.0)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if image.mode == "F" and 0 <= low and high <= 1:
         return Image.fromarray(_scaled(values, 0, 1)), "float scaled from [0, 1]"

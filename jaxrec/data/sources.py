@@ -43,8 +43,7 @@ def _folder_root(dataset: str) -> Path:
 
 def _list_folder(plan: DataPlan) -> image_folder.FolderListing:
     return image_folder.list_folder(_folder_root(plan.dataset), plan.train_split, plan.eval_split,
-                                    plan.test_fraction, plan.min_images_per_class,
-                                    plan.split_seed)
+                                    plan.test_fraction, plan.min_images_per_class, plan.split_seed)
 
 
 def dataset_location(dataset: str) -> str:

@@ -171,10 +171,9 @@ class RowReader:
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers,
-                                                                     per_worker_buffer_size=BUFFER),
-                                        worker_init_fn=_worker_init)
-        return iter(iterable)
+        return iter(iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers,
+                                                                      per_worker_buffer_size=BUFFER),
+                                         worker_init_fn=_worker_init))
 
     def __iter__(self) -> "RowReader":
         return self
