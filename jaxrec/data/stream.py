@@ -5,6 +5,7 @@ this module to read."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -115,15 +116,10 @@ class StreamedDataset:
         return out
 
 
-@dataclasses.dataclass(frozen=True)
-class ReadBatch:
+def _read_batch(reader: Any, row: np.ndarray) -> dict[str, np.ndarray]:
     """A row of example indices -> {'image' [b, H, W, C], 'label' [b]}; what Grain maps."""
-
-    reader: Any
-
-    def __call__(self, row: np.ndarray) -> dict[str, np.ndarray]:
-        images, labels = zip(*(self.reader.example(int(index)) for index in row))
-        return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
+    images, labels = zip(*(reader.example(int(index)) for index in row))
+    return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
 
 def _worker_init(worker: int, workers: int) -> None:
@@ -160,7 +156,7 @@ class RowReader:
     def _start(self) -> Iterator[dict[str, np.ndarray]]:
         import grain  # noqa: PLC0415 - only a streamed run needs it
 
-        dataset = grain.MapDataset.source(list(self._rows)).map(ReadBatch(self._reader))
+        dataset = grain.MapDataset.source(list(self._rows)).map(functools.partial(_read_batch, self._reader))
         if self._repeat:
             dataset = dataset.repeat(None)
         iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1 if self._workers else 2,
