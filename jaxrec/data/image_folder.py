@@ -103,9 +103,6 @@ def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequenc
     train_idx, test_idx = [], []
     for label, name in enumerate(classes):
         members = np.flatnonzero(labels == label)
-        if len(members) < 2:
-            raise DataError(f"class {name!r} has {len(members)} image(s); splitting needs at least 2 per class "
-                            f"(raise --min_images_per_class to drop such classes)")
         order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(members)
         n_test = min(max(int(round(len(members) * test_fraction)), 1), len(members) - 1)
         test_idx.extend(order[:n_test])
