@@ -241,8 +241,7 @@ def decode_listed(split: StreamedDataset) -> ArrayDataset:
 
 def _streamed_folder(plan: DataPlan) -> tuple[StreamedDataset, StreamedDataset]:
     listing = _list_folder(plan)
-    _check_nonempty(listing.train, plan, plan.train_split)
-    _check_nonempty(listing.eval, plan, plan.eval_split)
+    _check_nonempty(listing.eval, plan, plan.eval_split)  # the training split: list_folder keeps 2+ classes of images
     # --image_size and --channels where given, the rest from the training images; logged.
     found = image_folder.choose_shape(listing.train[0]) if not (plan.image_size and plan.channels) else None
     size, channels = _given_size(plan) or found.size, plan.channels or found.channels
