@@ -70,8 +70,8 @@ def reads_under(plan: DataPlan, folder: str | Path) -> bool:
     return any(folder == top or top in folder.parents for top in read)
 
 
-def _check_nonempty(files: image_folder.Files, plan: DataPlan, split: str) -> None:
-    if not files[0]:
+def _check_nonempty(paths: Sequence[Path], plan: DataPlan, split: str) -> None:
+    if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in split {split!r} of "
                         f"{plan.dataset} (expected <root>/{split}/<class>/<image>)")
 
@@ -138,7 +138,7 @@ def stream_split(plan: DataPlan, split: str, class_names: Sequence[str],
         paths, labels = listing.train if split == plan.train_split else listing.eval
     keep, labels = _to_model_labels(labels, classes, class_names, f"{plan.dataset}/{split}")
     paths = [p for p, k in zip(paths, keep) if k]
-    _check_nonempty((paths, labels), plan, split)
+    _check_nonempty(paths, plan, split)
     return _listed(paths, labels, class_names, image_shape, plan.resize)
 
 
@@ -241,7 +241,7 @@ def decode_listed(split: StreamedDataset) -> ArrayDataset:
 
 def _streamed_folder(plan: DataPlan) -> tuple[StreamedDataset, StreamedDataset]:
     listing = _list_folder(plan)
-    _check_nonempty(listing.eval, plan, plan.eval_split)  # the training split: list_folder keeps 2+ classes of images
+    _check_nonempty(listing.eval[0], plan, plan.eval_split)  # training's: list_folder keeps 2+ classes of images
     # --image_size and --channels where given, the rest from the training images; logged.
     found = image_folder.choose_shape(listing.train[0]) if not (plan.image_size and plan.channels) else None
     size, channels = _given_size(plan) or found.size, plan.channels or found.channels
