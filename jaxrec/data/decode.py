@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -103,35 +105,32 @@ def convert(image: Image.Image | np.ndarray, size: tuple[int, int] | None, chann
     return (array[..., None] if array.ndim == 2 else array), notes
 
 
-def _unreadable(path: Path, err: Exception) -> DataError:
-    if isinstance(err, Image.DecompressionBombError):
-        return DataError(f"cannot read image {path}: {err} Pillow refuses images this large; shrink the file or "
-                         f"remove it")
-    return DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid image "
-                     f"({', '.join(IMAGE_SUFFIXES)}).")
-
-
-READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """The image file, open; a DataError naming it where Pillow cannot read it (a decompression bomb too)."""
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, Image.DecompressionBombError):
+            raise DataError(f"cannot read image {path}: {err} Pillow refuses images this large; shrink the file or "
+                            f"remove it") from err
+        raise DataError(f"cannot read image {path}: {err}. Remove the file or replace it with a valid image "
+                        f"({', '.join(IMAGE_SUFFIXES)}).") from err
 
 
 def read_image(path: Path, size: tuple[int, int] | None, channels: int | None,
                resize: str = "stretch") -> tuple[np.ndarray, list[str]]:
     """Decodes one file as `convert` does; raises DataError naming the file if it cannot (a decompression bomb too)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return convert(image, size, channels, resize)
-    except READ_ERRORS as err:
-        raise _unreadable(path, err) from err
+    with _opened(path) as image:
+        image.load()
+        return convert(image, size, channels, resize)
 
 
 def probe(path: Path) -> tuple[tuple[int, int], bool]:
     """(height, width) as a viewer shows it (EXIF orientation applied) and whether it is gray, from the header alone."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if _orientation(image) >= 5:
-                width, height = height, width  # a quarter turn
-            return (height, width), is_gray(image)
-    except READ_ERRORS as err:
-        raise _unreadable(path, err) from err
+    with _opened(path) as image:
+        width, height = image.size
+        if _orientation(image) >= 5:
+            width, height = height, width  # a quarter turn
+        return (height, width), is_gray(image)
