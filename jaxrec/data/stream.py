@@ -1,6 +1,5 @@
-"""Streaming input (`--input stream`): examples read and decoded when a batch needs them, with Grain, in the
-on-device path's order (docs/design.md). Nothing here imports JAX itself (Grain does): its worker processes import
-this module to read."""
+"""Streaming input (`--input stream`, docs/design.md): examples decoded as batches need them, with Grain. Nothing here
+imports JAX itself (Grain does): its worker processes import this module to read."""
 
 from __future__ import annotations
 
@@ -123,10 +122,9 @@ def _read_batch(reader: Any, row: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _worker_init(worker: int, workers: int) -> None:
-    """In each worker: ignores Ctrl-C and SIGTERM, which reach the whole process group, as the training process
-    decides what they mean (a worker that died of one mid-start or mid-evaluation left it writing to a pipe no one
-    read, or reporting a dead worker instead of the signal). Grain stops workers through its own channel, or
-    SIGKILL; a worker whose training process is gone (SIGKILL leaves no one to stop it) ends within a second."""
+    """In each worker: ignores Ctrl-C and SIGTERM, which reach the whole process group, for the training process to
+    act on (a worker that died of one mid-start or mid-evaluation left it writing to a pipe no one read, or reporting
+    a dead worker); Grain stops workers itself, and one whose training process is gone ends within a second."""
     del worker, workers
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
