@@ -171,12 +171,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         if hasattr(args, "out") or out.is_dir():
             writable_folder(out, "--out")
         start_jax(Config(**overrides), only=list(overrides), batch_sizes=())  # before the checkpoint starts JAX
+        from jaxrec.data.sources import refuse_tfds_flags
         from jaxrec.evaluation.evaluator import evaluate_trained
         from jaxrec.run import outputs
         from jaxrec.run.checkpoints import load_trained
 
         trained = load_trained(args.workdir, args.which)
         config = trained.config.replace(**overrides)
+        # Only what was typed: a run trained before training refused them may have them recorded.
+        refuse_tfds_flags(Config(**{**overrides, "dataset": config.dataset}).data_plan)
         dataset = Path(config.dataset).name if config.dataset != trained.config.dataset else None
         latest = "latest" if trained.which == "latest" else None
         suffix = "_" + "_".join(filter(None, [dataset, config.eval_split, latest]))

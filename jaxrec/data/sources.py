@@ -287,11 +287,16 @@ def stream_splits(plan: DataPlan) -> tuple[StreamedDataset, StreamedDataset]:
     if plan.test_fraction != DataPlan.test_fraction and not split_is_seeded(plan):  # it would be recorded unused
         raise InputError(f"--test_fraction {plan.test_fraction} with --dataset {plan.dataset}: the data set has "
                          f"its own {plan.eval_split} split, so nothing is held out here; drop --test_fraction")
+    refuse_tfds_flags(plan)  # they would be recorded unused too
+    return (_streamed_folder if is_image_folder(plan.dataset) else _streamed_tfds)(plan)
+
+
+def refuse_tfds_flags(plan: DataPlan) -> None:
+    """Raises InputError when the plan sets --download or --data_dir for an image folder, which TFDS does not read."""
     tfds_flags = [flag for flag, given in (("--download", plan.download), ("--data_dir", plan.data_dir)) if given]
-    if tfds_flags and is_image_folder(plan.dataset):  # they would be recorded unused too
+    if tfds_flags and is_image_folder(plan.dataset):
         raise InputError(f"{' and '.join(tfds_flags)} with --dataset {plan.dataset}: an image folder, which TFDS "
                          f"does not read; drop {' and '.join(tfds_flags)}")
-    return (_streamed_folder if is_image_folder(plan.dataset) else _streamed_tfds)(plan)
 
 
 def stream_data(plan: DataPlan, splits: tuple[StreamedDataset, StreamedDataset] | None = None,

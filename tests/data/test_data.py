@@ -162,7 +162,6 @@ def test_a_held_out_fraction_for_a_data_set_with_its_own_eval_split_is_refused_n
     assert len(stream_splits(Config(dataset="cifar10_sample").data_plan)[1]) == 100
 
 
-
 def test_tfds_flags_for_an_image_folder_are_refused_not_recorded(tmp_path):
     from jaxrec.data.sources import stream_splits
 
@@ -171,6 +170,7 @@ def test_tfds_flags_for_an_image_folder_are_refused_not_recorded(tmp_path):
         stream_splits(Config(dataset="cifar10_sample", download=True, data_dir=str(tmp_path)).data_plan)
     with pytest.raises(InputError, match=r"^--data_dir with --dataset "):
         stream_splits(Config(dataset="cifar10_sample", data_dir=str(tmp_path)).data_plan)
+
 
 def test_the_sample_maker_replaces_its_folder_only_with_a_complete_sample(tmp_path, monkeypatch, capsys):
     import sys

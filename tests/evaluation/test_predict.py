@@ -126,6 +126,14 @@ def test_evaluate_on_another_folder_with_some_of_the_classes(workdir, tmp_path, 
     assert "has none of the model's classes" in capsys.readouterr().err
 
 
+def test_tfds_flags_typed_for_an_image_folder_are_refused_not_ignored(workdir, tmp_path, capsys):
+    assert evaluate("--workdir", workdir, "--data_dir", tmp_path, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("--data_dir with --dataset cifar10_sample: an image folder, which TFDS "
+                                             "does not read; drop --data_dir")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_run_whose_image_folder_moved_names_the_flag_that_finds_it(workdir, tmp_path):
     trained = load_trained(workdir)
     moved = dataclasses.replace(trained, config=trained.config.replace(dataset=str(tmp_path / "photos")))
