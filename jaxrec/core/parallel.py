@@ -95,12 +95,6 @@ def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
     return indices.reshape(steps, num_devices, batch // num_devices).swapaxes(0, 1)
 
 
-def _train_steps_fn(preprocess: Preprocess, objective: Objective) -> Callable:
-    """step(state, images, labels, idx, rng): one model's training step on the examples `idx`."""
-    step = functools.partial(train_step, preprocess=preprocess, objective=objective, axis_name=AXIS)
-    return lambda state, images, labels, idx, rng: step(state, {"image": images, "label": labels, "index": idx}, rng)
-
-
 def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
     """`body` over the leading (steps) axis of `xs`, a rolled or unrolled `lax.scan` (docs/speed.md, --steps_loop).
     One step is called directly: a one-step scan would stay a loop."""
@@ -110,27 +104,19 @@ def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[A
     return jax.lax.scan(body, state, xs, unroll=steps_loop == "unrolled")
 
 
-def _steps_loop(steps_loop: str | None, devices: Sequence[jax.Device]) -> str:
-    """The loop asked for (Config.steps_loop), or for None/'auto' the devices' platform's (jaxrec.models.kernels)."""
-    return kernels.for_platform(devices[0].platform).steps_loop if steps_loop in (None, "auto") else steps_loop
-
-
-def make_train_fn(preprocess: Preprocess, devices: Sequence[jax.Device],
-                  objective: Objective = Objective(), steps_loop: str | None = None) -> Callable:
-    """(state, images, labels, indices, rng) -> (state, metrics), pmapped, state donated. state: replicated; indices:
-    [devices, steps, per_device]; rng: the run's training key. images, labels: the replicated training split to
-    gather from, or a streamed call's batches [devices, steps, per_device, ...] (each shape compiles). metrics:
-    {'loss', 'accuracy'} [devices, steps]. steps_loop: 'rolled', 'unrolled', or None/'auto' for the platform's."""
-    return _program_fn(preprocess, tuple(devices), 1, None, objective, _steps_loop(steps_loop, devices))
-
-
 @functools.lru_cache(maxsize=16)
 def _program_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str | None,
                 objective: Objective, steps_loop: str) -> Callable:
-    """make_train_fn's function, or for K = `models` > 1 the same with a model axis: states stacked (`Program.stack`),
-    leaves [devices, K, ...]; indices [devices, steps, K, per_device]; rngs [K]; metrics [devices, steps, K].
-    model_axis 'loop' or 'vmap': docs/studies.md, Many seeds in one program."""
-    one = _train_steps_fn(preprocess, objective)
+    """(state, images, labels, indices, rng) -> (state, metrics), pmapped, state donated. state: replicated; indices:
+    [devices, steps, per_device]; rng: the run's training key. images, labels: the replicated training split to
+    gather from, or a streamed call's batches [devices, steps, per_device, ...] (each shape compiles). metrics:
+    {'loss', 'accuracy'} [devices, steps]. For K = `models` > 1 the same with a model axis: states stacked
+    (`Program.stack`), leaves [devices, K, ...]; indices [devices, steps, K, per_device]; rngs [K]; metrics
+    [devices, steps, K]. model_axis 'loop' or 'vmap': docs/studies.md, Many seeds in one program."""
+    step = functools.partial(train_step, preprocess=preprocess, objective=objective, axis_name=AXIS)
+
+    def one(state, images, labels, idx, rng):
+        return step(state, {"image": images, "label": labels, "index": idx}, rng)
 
     def train_steps(state, images, labels, indices, rng):
         if images.ndim == indices.ndim + 3:  # the call's own batches: nothing to gather
@@ -172,7 +158,7 @@ def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The compiled training program of K models (K = 1: make_train_fn's), and how the loop talks to it."""
+    """The compiled training program of K models, and how the loop talks to it."""
 
     models: int
     devices: tuple[jax.Device, ...]
@@ -215,12 +201,15 @@ class Program:
 def make_program(preprocess: Preprocess, devices: Sequence[jax.Device], group: tuple[int, str] = (1, "loop"),
                  objective: Objective = Objective(), steps_loop: str | None = None) -> Program:
     """The training program of `group` = (models, model_axis) on `devices` (_program_fn). Only a one-model
-    program takes streamed batches: each model of a group reads its own order."""
+    program takes streamed batches: each model of a group reads its own order. steps_loop: 'rolled', 'unrolled',
+    or None/'auto' for the devices' platform's (jaxrec.models.kernels)."""
     models, model_axis = group
     if model_axis not in MODEL_AXES:  # callers check it as the user's input; this guards a direct call
         raise ValueError(f"model_axis {model_axis!r}: one of {MODEL_AXES}")
     model_axis = model_axis if models > 1 else None
-    fn = _program_fn(preprocess, tuple(devices), models, model_axis, objective, _steps_loop(steps_loop, devices))
+    if steps_loop in (None, "auto"):
+        steps_loop = kernels.for_platform(devices[0].platform).steps_loop
+    fn = _program_fn(preprocess, tuple(devices), models, model_axis, objective, steps_loop)
     return Program(models=models, devices=tuple(devices), fn=fn, model_axis=model_axis)
 
 

@@ -18,7 +18,7 @@ from jaxrec.evaluation.evaluator import Evaluator
 from jaxrec.runtime.interrupt import TrainingInterrupted
 from jaxrec.models import count_params
 from jaxrec.models.cnn import ArticleCNN
-from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.core.parallel import make_program, replicate, select_devices, split_over_devices, unreplicate
 from jaxrec.evaluation.predict import Predictor
 from jaxrec.core.run_state import RunState
 from jaxrec.core.steps import train_step
@@ -35,7 +35,7 @@ def _bn_state(seed: int = 0):
 
 def _train_steps(state, batch, devices, steps: int):
     """`steps` steps on the same global batch (its examples in order), through the loop's pmapped step."""
-    fn = make_train_fn(PRE, devices)
+    fn = make_program(PRE, devices).fn
     order = np.tile(np.arange(len(batch["label"]), dtype=np.int32), (steps, 1))
     state, _ = fn(replicate(state, devices), replicate(np.asarray(batch["image"]), devices),
                   replicate(np.asarray(batch["label"]), devices), split_over_devices(order, len(devices)),

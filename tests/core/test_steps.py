@@ -14,7 +14,7 @@ from jaxrec.models import config_for, kernels
 from jaxrec.config import Config
 from jaxrec.core.pipeline import Preprocess, eval_indices
 from jaxrec.evaluation.evaluator import Evaluator
-from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.core.parallel import make_program, replicate, select_devices, split_over_devices, unreplicate
 from jaxrec.core.steps import cross_entropy, eval_step, train_step
 
 def test_cross_entropy_equals_hand_computed_log_softmax():
@@ -75,7 +75,7 @@ def test_pmap_over_8_devices_equals_one_device(config):
     results = []
     for n in (1, 8):
         devices = select_devices(n)
-        fn = make_train_fn(PRE, devices)
+        fn = make_program(PRE, devices).fn
         new_state, metrics = fn(replicate(state, devices), replicate(images, devices),
                                 replicate(labels, devices), split_over_devices(order, n), jax.random.key(0))
         results.append((unreplicate(new_state).params, float(metrics["loss"][0, 0])))
@@ -91,7 +91,7 @@ def test_several_steps_per_call_equal_one_step_per_call(steps_loop):
     images, labels = replicate(np.asarray(data["image"]), devices), replicate(np.asarray(data["label"]), devices)
     order = np.random.default_rng(0).permutation(96).astype(np.int32).reshape(3, 32)
     pre = Preprocess(PRE.mean, PRE.std, augment=True)
-    fn = make_train_fn(pre, devices, steps_loop=steps_loop)
+    fn = make_program(pre, devices, steps_loop=steps_loop).fn
     one = replicate(small_state(), devices)
     for s in range(3):
         one, _ = fn(one, images, labels, split_over_devices(order[s:s + 1], 2), jax.random.key(4))
@@ -103,12 +103,12 @@ def test_several_steps_per_call_equal_one_step_per_call(steps_loop):
 
 
 def test_the_steps_loop_knob_reaches_the_train_function():
-    """Config.steps_loop passes straight to make_train_fn: 'auto' is the platform's row, the others win."""
+    """Config.steps_loop passes straight to make_program: 'auto' is the platform's row, the others win."""
     devices = select_devices(2)
     row = kernels.for_platform(devices[0].platform).steps_loop
     other = "rolled" if row == "unrolled" else "unrolled"
-    assert make_train_fn(PRE, devices, steps_loop="auto") is make_train_fn(PRE, devices, steps_loop=row)
-    assert make_train_fn(PRE, devices, steps_loop=other) is not make_train_fn(PRE, devices, steps_loop=row)
+    assert make_program(PRE, devices, steps_loop="auto").fn is make_program(PRE, devices, steps_loop=row).fn
+    assert make_program(PRE, devices, steps_loop=other).fn is not make_program(PRE, devices, steps_loop=row).fn
 
 
 def test_two_devices_are_bit_identical_run_to_run():
@@ -118,7 +118,7 @@ def test_two_devices_are_bit_identical_run_to_run():
     data = random_batch(64, seed=3)
     images, labels = replicate(np.asarray(data["image"]), devices), replicate(np.asarray(data["label"]), devices)
     order = np.random.default_rng(1).permutation(64).astype(np.int32).reshape(2, 32)
-    fn = make_train_fn(PRE, devices)
+    fn = make_program(PRE, devices).fn
     runs = [fn(replicate(small_state(), devices), images, labels, split_over_devices(order, 2), jax.random.key(0))
             for _ in range(2)]
     chex.assert_trees_all_equal(unreplicate(runs[0][0]).params, unreplicate(runs[1][0]).params)

@@ -14,7 +14,7 @@ from jaxrec.core.tta import shifted_views, with_tta
 from jaxrec.models import config_for, create_model
 from jaxrec.core.optim import (create_optimizer, learning_rate_schedule, param_labels, step_hyperparameters,
                                    total_steps)
-from jaxrec.core.parallel import make_train_fn, replicate, select_devices, split_over_devices, unreplicate
+from jaxrec.core.parallel import make_program, replicate, select_devices, split_over_devices, unreplicate
 from jaxrec.core.state import create_train_state
 from jaxrec.core.steps import Lookahead, Objective
 
@@ -148,8 +148,8 @@ def train_steps(config, devices, steps=2, seed=0):
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     labels = np.random.default_rng(1).integers(0, 10, 64).astype(np.int32)
     indices = split_over_devices(np.arange(steps * config.batch_size).reshape(steps, -1) % 64, len(devices))
-    fn = make_train_fn(Preprocess.of(config.optimisation, PRE.mean, PRE.std, 4), devices,
-                       Objective.of(config.optimisation, total_steps(config.optimisation, 4)))
+    fn = make_program(Preprocess.of(config.optimisation, PRE.mean, PRE.std, 4), devices,
+                      objective=Objective.of(config.optimisation, total_steps(config.optimisation, 4))).fn
     state, metrics = fn(replicate(state, devices), replicate(images, devices), replicate(labels, devices), indices,
                         jax.random.key(3))
     return unreplicate(state), np.asarray(unreplicate(metrics)["loss"])
