@@ -90,9 +90,9 @@ def _first_copy(x: Any) -> Any:
 
 
 def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
-    """[steps, global_batch] -> [devices, steps, per_device]: device d takes its contiguous slice of each batch."""
-    steps, batch = indices.shape
-    return indices.reshape(steps, num_devices, batch // num_devices).swapaxes(0, 1)
+    """[steps, (K,) global_batch] -> [devices, steps, (K,) per_device]: device d takes its contiguous slice of each
+    batch."""
+    return np.moveaxis(indices.reshape(*indices.shape[:-1], num_devices, -1), -2, 0)
 
 
 def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
@@ -150,12 +150,6 @@ def _unstack_fn(models: int, devices: tuple[jax.Device, ...]) -> Callable:
                     devices=list(devices))
 
 
-def split_models_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
-    """[steps, K, global_batch] -> [devices, steps, K, per_device]: as `split_over_devices`, per model."""
-    steps, models, batch = indices.shape
-    return indices.reshape(steps, models, num_devices, batch // num_devices).transpose(2, 0, 1, 3)
-
-
 @dataclasses.dataclass(frozen=True)
 class Program:
     """The compiled training program of K models, and how the loop talks to it."""
@@ -177,9 +171,8 @@ class Program:
 
     def shares(self, indices: np.ndarray) -> np.ndarray:
         """[steps, K, global_batch] -> this process's rows of the program's index argument."""
-        if self.models == 1:
-            return local_rows(split_over_devices(indices[:, 0], len(self.devices)), self.devices)
-        return local_rows(split_models_over_devices(indices, len(self.devices)), self.devices)
+        return local_rows(split_over_devices(indices[:, 0] if self.models == 1 else indices, len(self.devices)),
+                          self.devices)
 
     def batch_shares(self, batches: np.ndarray) -> np.ndarray:
         """This process's streamed batches [steps, local_batch, ...] (its columns of each global batch) ->

@@ -161,16 +161,6 @@ def check_group(configs: Sequence[Config], model_axis: str = "loop") -> list[Con
     return list(configs)
 
 
-@contextlib.contextmanager
-def claimed(workdir: str | Path, config: Config) -> Iterator[Path]:
-    """Holds the workdir for the run. Process 0 claims it and the others wait (checking it themselves, they could
-    catch process 0 moving a run aside)."""
-    with contextlib.ExitStack() as held:
-        path = distributed.on_primary(lambda: held.enter_context(claim(workdir, config.force_workdir)),
-                                      f"--workdir {workdir}")
-        yield path or writable_folder(workdir)
-
-
 def start_over_if_asked(configs: Sequence[Config], workdirs: Sequence[Path]) -> None:
     """With --resume=false, moves each workdir's previous run (checkpoints and outputs) aside: on process 0, once
     the data and settings have passed every check, so a refused start-over leaves the run where it was."""
@@ -189,9 +179,9 @@ class Session:
     counts the run's earlier sessions in, and `resumed_from` is None for a fresh start."""
 
     writers: list[Writers]
-    stop: StopRequest | None
+    stop: StopRequest
     started: float
-    resumed_from: int | None = None
+    resumed_from: int | None
 
 
 def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
@@ -207,47 +197,48 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
     devices = select_devices(configs[0].num_devices)
     per_device_batch(configs[0].batch_size, len(devices))
     with contextlib.ExitStack() as held:
-        paths = [held.enter_context(claimed(workdir, config)) for workdir, config in zip(workdirs, configs)]
-        return train_claimed(configs, paths, devices, model_axis, entered)
-
-
-def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
-                  entered: float) -> list[TrainState]:
-    """Loads the data, trains every epoch (or stops at a signal, saved), evaluates and writes the outputs."""
-    data = open_data(configs[0], len(configs), devices)
-    described = data.describe()
-    distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
-                                "give every process the same --dataset, with the same files")
-    start_over_if_asked(configs, workdirs)  # open_data has refused what this data cannot train
-    trainer = create_trainer(configs, workdirs, data, devices, model_axis)
-    states, runs, resumed_from = restore_or_start(trainer, data)
-    if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
-        log.info("the outputs in %s are this finished run's, with these settings: nothing to do (jaxrec evaluate "
-                 "scores it again; --resume=false trains it anew)", ", ".join(str(m.workdir) for m in trainer.members))
-        trainer.close()
-        return states
-    writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
-    compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
-    state = trainer.program.stack(states)
-    with stop_on_signals(processes=jax.process_count()) as stop:
-        # Wall time counts the run's earlier sessions too.
-        session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
-        try:
-            for _ in range(runs[0].epoch, trainer.epochs):
-                state, runs, calls = train_epoch(trainer, state, runs, session)
-                runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
-                compiled |= calls
-                if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
-                    raise interrupted(trainer, runs[0], stop)
-        finally:
+        paths = []
+        for workdir, config in zip(workdirs, configs):
+            # Process 0 claims it and the others wait (checking it themselves, they could catch process 0 moving a
+            # run aside).
+            path = distributed.on_primary(lambda: held.enter_context(claim(workdir, config.force_workdir)),
+                                          f"--workdir {workdir}")
+            paths.append(path or writable_folder(workdir))
+        data = open_data(configs[0], len(configs), devices)
+        described = data.describe()
+        distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
+                                    "give every process the same --dataset, with the same files")
+        start_over_if_asked(configs, paths)  # open_data has refused what this data cannot train
+        trainer = create_trainer(configs, paths, data, devices, model_axis)
+        states, runs, resumed_from = restore_or_start(trainer, data)
+        if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
+            log.info("the outputs in %s are this finished run's, with these settings: nothing to do (jaxrec evaluate "
+                     "scores it again; --resume=false trains it anew)",
+                     ", ".join(str(m.workdir) for m in trainer.members))
             trainer.close()
-            for writer in writers:
-                writer.close()
-    finals = trainer.program.unstack(state)
-    for member, final, run, result in zip(trainer.members, finals, runs, results):
-        write_summary(trainer, member, data, (final, run, result), session)
-    distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
-    return [unreplicate(final) for final in finals]
+            return states
+        writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
+        compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
+        state = trainer.program.stack(states)
+        with stop_on_signals(processes=jax.process_count()) as stop:
+            # Wall time counts the run's earlier sessions too.
+            session = Session(writers, stop, entered - runs[0].elapsed_seconds, resumed_from)
+            try:
+                for _ in range(runs[0].epoch, trainer.epochs):
+                    state, runs, calls = train_epoch(trainer, state, runs, session)
+                    runs, results = finish_epoch(trainer, state, runs, results, session, not calls <= compiled)
+                    compiled |= calls
+                    if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
+                        raise interrupted(trainer, runs[0], stop)
+            finally:
+                trainer.close()
+                for writer in writers:
+                    writer.close()
+        finals = trainer.program.unstack(state)
+        for member, final, run, result in zip(trainer.members, finals, runs, results):
+            write_summary(trainer, member, data, (final, run, result), session)
+        distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
+        return [unreplicate(final) for final in finals]
 
 
 def outputs_written(trainer: Trainer, step: int) -> bool:
@@ -385,7 +376,7 @@ def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], ses
     """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and returns the
     error saying how to go on; or the interruption, if a signal came too (to the process group, workers included)."""
     save(trainer, trainer.program.unstack(state), runs, session)
-    if session.stop is not None and session.stop.requested:
+    if session.stop.requested:
         return interrupted(trainer, runs[0], session.stop)
     return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint "
                        f"there; run the same command again to continue from it.")
@@ -424,58 +415,39 @@ def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writer
     seconds = time.perf_counter() - start
     losses, accuracies = metrics["loss"], metrics["accuracy"]
     for k, member in enumerate(trainer.members):
-        check_finite(losses[:, k], runs[0].step, member.workdir if len(trainer.members) > 1 else None)
+        bad = np.flatnonzero(~np.isfinite(losses[:, k]))
+        if bad.size:
+            where = f"{member.workdir}: " if len(trainer.members) > 1 else ""
+            raise FloatingPointError(
+                f"{where}training loss became {losses[bad[0], k]} at step {runs[0].step + int(bad[0]) + 1}; the run "
+                f"was stopped there. Lower --learning_rate, add --warmup_epochs, or check the input data.")
     runs = [run.after_steps(losses[:, k].tolist(), accuracies[:, k].tolist(), seconds) for k, run in enumerate(runs)]
     for run, writer in zip(runs, writers):
         writer.write_train(run.step, run.call_loss, run.call_accuracy)
     return state, runs
 
 
-def check_finite(losses: np.ndarray, first_step: int, workdir: Path | None = None) -> None:
-    """Raises FloatingPointError (naming the step, and in a program of several the workdir) if a loss is NaN or inf."""
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        step = first_step + int(bad[0]) + 1
-        raise FloatingPointError(
-            f"{f'{workdir}: ' if workdir else ''}training loss became {losses[bad[0]]} at step {step}; the run was "
-            f"stopped there. Lower --learning_rate, add --warmup_epochs, or check the input data.")
-
-
-def evaluation_due(config: Config, epoch: int, epochs: int) -> bool:
-    """Whether epoch `epoch` (from 1) of `epochs` ends with an evaluation: every eval_every_epochs, and the last."""
-    return epoch % config.eval_every_epochs == 0 or epoch == epochs
-
-
-def epoch_record(trainer: Trainer, run: RunState, includes_compilation: bool) -> Record:
-    """The training part of the finished epoch's metrics.jsonl line."""
-    loss, accuracy = run.epoch_means()
-    images = run.position * trainer.config.batch_size
-    return Record(epoch=run.epoch + 1, step=run.step, train_loss=loss, train_accuracy=accuracy,
-                  train_seconds=run.train_seconds, images_per_second=images / run.train_seconds,
-                  includes_compilation=includes_compilation)
-
-
-def evaluate(trainer: Trainer, state: TrainState, record: Record) -> tuple[dict[str, Any], Record]:
-    """The evaluation of the eval split (state: one model's, replicated), and `record` with its scores."""
-    start = time.perf_counter()
-    result = trainer.evaluator(state.eval_variables)
-    return result, record.replace(test_loss=result["loss"], test_accuracy=result["accuracy"],
-                                  test_macro_f1=result["macro_f1"], eval_seconds=time.perf_counter() - start)
-
-
 def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any], session: Session,
                  includes_compilation: bool) -> tuple[list[RunState], list[Any]]:
-    """Each member's epoch record and evaluation when due; saves, and only then writes the records (metrics.jsonl
-    never holds an epoch a resume would not continue from). Returns the ended runs and the last evaluations."""
+    """Each member's epoch record and evaluation when due (every eval_every_epochs, and the last); saves, and only
+    then writes the records (metrics.jsonl never holds an epoch a resume would not continue from). Returns the ended
+    runs and the last evaluations."""
     member_states = trainer.program.unstack(state)
     records, new_results = [], []
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
-        record = epoch_record(trainer, run, includes_compilation)
-        if evaluation_due(member.config, run.epoch + 1, trainer.epochs):
+        loss, accuracy = run.epoch_means()
+        images = run.position * trainer.config.batch_size
+        record = Record(epoch=run.epoch + 1, step=run.step, train_loss=loss, train_accuracy=accuracy,
+                        train_seconds=run.train_seconds, images_per_second=images / run.train_seconds,
+                        includes_compilation=includes_compilation)
+        if record.epoch % member.config.eval_every_epochs == 0 or record.epoch == trainer.epochs:
+            start = time.perf_counter()
             try:
-                result, record = evaluate(trainer, member_state, record)
+                result = trainer.evaluator(member_state.eval_variables)
             except StreamError as err:  # the epoch's training is kept: a rerun starts with this evaluation
                 raise stream_failed(trainer, state, runs, session, err) from err
+            record = record.replace(test_loss=result["loss"], test_accuracy=result["accuracy"],
+                                    test_macro_f1=result["macro_f1"], eval_seconds=time.perf_counter() - start)
         records.append(record.replace(wall_seconds=time.time() - session.started))
         new_results.append(result)
     ended = [run.end_epoch(record) for run, record in zip(runs, records)]
@@ -485,15 +457,11 @@ def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], resu
     save(trainer, member_states, runs if within else ended, session, [record.test_accuracy for record in records])
     for record, writer in zip(records, session.writers):
         writer.write_epoch(record)
-        log_epoch(trainer, record)
+        log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s", record.epoch,
+                 trainer.epochs, record.train_loss, record.train_accuracy,
+                 "-" if record.test_loss is None else f"{record.test_loss:.4f}",
+                 "-" if record.test_accuracy is None else f"{record.test_accuracy:.4f}", record.images_per_second)
     return ended, new_results
-
-
-def log_epoch(trainer: Trainer, record: Record) -> None:
-    log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %s acc %s | %.0f images/s", record.epoch,
-             trainer.epochs, record.train_loss, record.train_accuracy,
-             "-" if record.test_loss is None else f"{record.test_loss:.4f}",
-             "-" if record.test_accuracy is None else f"{record.test_accuracy:.4f}", record.images_per_second)
 
 
 def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunState], session: Session,

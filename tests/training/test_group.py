@@ -132,7 +132,7 @@ def test_what_cannot_share_a_program_is_refused_in_one_line(small_config, tmp_pa
         run_study(StudySpec(faces[0].replace(workdir=None), seeds=(0, 1), vary=SOURCES), tmp_path / "s",
                   seeds_per_program=2)
     assert not (tmp_path / "s" / "seed_0").exists()
-    assert np.array_equal(parallel.split_models_over_devices(np.arange(24).reshape(1, 2, 12), 3)[1, 0],
+    assert np.array_equal(parallel.split_over_devices(np.arange(24).reshape(1, 2, 12), 3)[1, 0],
                           [[4, 5, 6, 7], [16, 17, 18, 19]])  # device 1 takes the second slice of each model's batch
 
 
