@@ -15,6 +15,7 @@ from jaxrec.config import EVALUATION_FIELDS, Config, DataPlan, is_folder_path
 from jaxrec.core.metrics import report, summarize_eval
 from jaxrec.core.parallel import local_rows, make_eval_fn, replicate, select_devices, unreplicate
 from jaxrec.core.pipeline import Preprocess, eval_indices
+from jaxrec.core.tta import with_tta
 from jaxrec.data import stream
 from jaxrec.data.sources import decode_listed, is_image_folder, load_tfds_split, stream_split, streams
 from jaxrec.data.stream import StreamedDataset
@@ -28,12 +29,13 @@ log = logging.getLogger(__name__)
 
 class Evaluator:
     """Evaluates replicated eval_variables over `split` (docs/design.md, Whole-set evaluation), `global_batch` examples
-    per call over all devices; a streamed split is read by `workers` processes, each process its devices' rows."""
+    per call over all devices, with any test-time augmentation level; a streamed split is read by `workers`
+    processes, each process its devices' rows."""
 
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):
-        self._fn = make_eval_fn(apply_fn, preprocess, devices)
-        self._probabilities_fn = make_eval_fn(apply_fn, preprocess, devices, probabilities=True)
+        # Both are cached: each (level, output) compiles once.
+        self._fn = lambda tta, **kwargs: make_eval_fn(with_tta(apply_fn, tta), preprocess, devices, **kwargs)
         self._count = len(split)
         n = len(devices)
         self.per_device_batch = -(-global_batch // n)
@@ -67,21 +69,22 @@ class Evaluator:
                     next(self._reader)
                 raise
 
-    def __call__(self, variables: Any) -> dict[str, Any]:
+    def __call__(self, variables: Any, tta: int = 0) -> dict[str, Any]:
         """Loss, accuracy, macro/weighted scores, top-k, confusion matrix (see metrics.summarize_eval)."""
-        totals = None
+        fn, totals = self._fn(tta), None
         with contextlib.closing(self._inputs()) as batches:
             for inputs in batches:  # sums stay on the device until the end
                 # One eval call in flight at a time: its psum blocks a worker thread of XLA:CPU's shared
                 # pool per device, and two calls' psums could take them all (jaxrec.core.steps.train_step).
-                sums = jax.block_until_ready(self._fn(variables, *inputs))
+                sums = jax.block_until_ready(fn(variables, *inputs))
                 totals = sums if totals is None else jax.tree_util.tree_map(jax.numpy.add, totals, sums)
         return summarize_eval(jax.device_get(unreplicate(totals)))
 
-    def probabilities(self, variables: Any) -> np.ndarray:
+    def probabilities(self, variables: Any, tta: int = 0) -> np.ndarray:
         """Each example's softmax class probabilities, float32 [N, classes], in the split's order."""
+        fn = self._fn(tta, probabilities=True)
         with contextlib.closing(self._inputs()) as batches:
-            rows = [_all_processes(np.asarray(self._probabilities_fn(variables, images, indices)))
+            rows = [_all_processes(np.asarray(fn(variables, images, indices)))
                     for images, _, indices, _ in batches]
         flat = np.concatenate([b.reshape(-1, b.shape[-1]) for b in rows])  # device d holds a contiguous slice
         return flat[:self._count]  # padding comes last
@@ -89,7 +92,7 @@ class Evaluator:
     def lower(self, variables: Any) -> Any:
         """The eval call of one batch, lowered (for compile time and XLA's cost analysis)."""
         with contextlib.closing(self._inputs()) as batches:
-            return self._fn.lower(variables, *next(batches))
+            return self._fn(0).lower(variables, *next(batches))
 
     def close(self) -> None:
         """Ends the reading of a streamed split; its worker processes stop."""
@@ -113,13 +116,10 @@ def evaluate_trained(trained: Trained, config: Config | None = None) -> dict[str
     devices = select_devices(config.num_devices)
     variables = replicate(trained.variables, devices)
 
-    def scores(level: int) -> dict[str, Any]:
-        with contextlib.closing(Evaluator(trained.apply_fn(level), data, trained.preprocess(), devices,
-                                          config.eval_batch_size, config.data_workers)) as evaluator:
-            return evaluator(variables)
-
-    plain = scores(0)
-    augmented = scores(config.tta) if config.tta else plain
+    with contextlib.closing(Evaluator(trained.apply_fn(0), data, trained.preprocess(), devices,
+                                      config.eval_batch_size, config.data_workers)) as evaluator:
+        plain = evaluator(variables)
+        augmented = evaluator(variables, config.tta) if config.tta else plain
     return report(augmented, trained.class_names, config.top_k, plain, config.tta)
 
 

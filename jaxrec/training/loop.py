@@ -25,7 +25,6 @@ from jaxrec.core.pipeline import Preprocess, epoch_indices
 from jaxrec.core.run_state import Record, RunState
 from jaxrec.core.state import TrainState, create_train_state, init_sample
 from jaxrec.core.steps import Objective
-from jaxrec.core.tta import with_tta
 from jaxrec.data import DataSplits
 from jaxrec.data.sources import reads_under, split_is_seeded
 from jaxrec.data.stream import StreamError
@@ -89,7 +88,6 @@ class Trainer:
     rngs: jax.Array     # the members' training (augmentation) keys, [K]
     inputs: DeviceFeed | TrainStream  # the training split on the devices, or its batches read as calls need them
     evaluator: Evaluator
-    final_evaluator: Evaluator | None  # with test-time augmentation (--tta), for the run's final scores
     dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
 
     @property
@@ -120,9 +118,8 @@ class Trainer:
 
     def close(self) -> None:
         """Closes the readers and the checkpointers, which wait for saves in flight: no exit leaves half a save."""
-        for reader in (self.inputs, self.evaluator, self.final_evaluator):
-            if reader is not None:
-                reader.close()
+        self.inputs.close()
+        self.evaluator.close()
         for member in self.members:
             member.checkpoints.close()
 
@@ -283,8 +280,6 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
         inputs=None if data.streamed else DeviceFeed(replicate(data.train.images, devices),
                                                      replicate(data.train.labels, devices)),
         evaluator=Evaluator(eval_apply, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers),
-        final_evaluator=Evaluator(with_tta(eval_apply, config.tta), data.eval, preprocess, devices,
-                                  config.eval_batch_size, config.data_workers) if config.tta else None,
         dataset=data.describe())
     if not data.streamed:
         return trainer
@@ -503,10 +498,9 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
     config, final = member.config, run.records[-1]
     result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
     # The run's own scores are with its test-time augmentation (--tta); the per-epoch ones are without.
-    augmented = trainer.final_evaluator(state.eval_variables) if trainer.final_evaluator else None
+    augmented = trainer.evaluator(state.eval_variables, config.tta) if config.tta else None
     scored = augmented or result
-    predictions = ((trainer.final_evaluator or trainer.evaluator).probabilities(state.eval_variables)
-                   if config.save_predictions else None)
+    predictions = trainer.evaluator.probabilities(state.eval_variables, config.tta) if config.save_predictions else None
     if not distributed.is_primary():  # the evaluations above take every process; the files are written once
         return
     without_tta = {} if augmented is None else {
