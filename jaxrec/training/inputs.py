@@ -70,7 +70,7 @@ def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> Dat
         check_stream_fits(config, splits[0], devices)
         why = (problem or "another process's data does not fit") if config.input == "auto" else None
         log.info("input: streamed from the files (--input %s)%s", config.input, f": {why}" if why else "")
-        return stream_data(config.data_plan, splits, _shows_progress(config))
+        return stream_data(config.data_plan, splits, config.progress and distributed.is_primary())
     log.info("input: decoded into memory and copied onto the devices (--input %s)%s", config.input,
              f"; --data_workers {config.data_workers} only read streamed data, so none start" if config.data_workers
              else "")
@@ -127,6 +127,3 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
                      f"streamed (evaluation batches of {config.eval_batch_size}, {config.data_workers} "
                      f"--data_workers): {found}; {way}")
 
-
-def _shows_progress(config: Config) -> bool:
-    return config.progress and distributed.is_primary()

@@ -79,7 +79,6 @@ class Trainer:
     """What stays fixed while a program of one or more models trains."""
 
     members: tuple[Member, ...]
-    devices: tuple[jax.Device, ...]
     model: nn.Module
     num_train: int
     steps_per_epoch: int
@@ -274,7 +273,7 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     program = make_program(preprocess, devices, (models, model_axis), objective, config.steps_loop)
     eval_apply = create_model(config, data.num_classes, for_eval=True).apply
     trainer = Trainer(
-        members=members, devices=tuple(devices), model=model, num_train=len(data.train),
+        members=members, model=model, num_train=len(data.train),
         steps_per_epoch=steps_per_epoch, preprocess=preprocess, program=program,
         rngs=jax.numpy.stack([m.keys.train for m in members]),
         inputs=None if data.streamed else DeviceFeed(replicate(data.train.images, devices),
@@ -512,7 +511,7 @@ def write_summary(trainer: Trainer, member: Member, data: DataSplits,
         "train_images_per_second": train_speed(run.records),
         "param_count": count_params(unreplicate(state.params)), "seed": config.seed,
         "source_seeds": config.source_seeds(),
-        "num_devices": len(trainer.devices), "processes": jax.process_count(),
+        "num_devices": len(trainer.program.devices), "processes": jax.process_count(),
         "seeds_per_program": len(trainer.members), "model_axis": trainer.program.model_axis,
         "compute_dtype": resolved_dtype(config),  # what --dtype (auto: by platform) computed in
         "recipe": member.checkpoints.recipe,  # a recipe file's path and sha256; None: a built-in
