@@ -1,5 +1,4 @@
-"""Data parallelism: jaxrec.core.steps under `jax.pmap`, several steps per call (Python runs once per call), each
-device gathering its examples from its copy of the data. Cached by their arguments (create_model keeps one model per
+"""jaxrec.core.steps under `jax.pmap` (docs/design.md). Cached by their arguments (create_model keeps one model per
 config), so a study's seeds compile each once; a multi-process run maps over every device of every process."""
 
 from __future__ import annotations
@@ -89,10 +88,11 @@ def _first_copy(x: Any) -> Any:
     return x[0]
 
 
-def split_over_devices(indices: np.ndarray, num_devices: int) -> np.ndarray:
-    """[steps, (K,) global_batch] -> [devices, steps, (K,) per_device]: device d takes its contiguous slice of each
-    batch."""
-    return np.moveaxis(indices.reshape(*indices.shape[:-1], num_devices, -1), -2, 0)
+def split_over_devices(x: np.ndarray, num_devices: int, axis: int = -1) -> np.ndarray:
+    """Splits the batch `axis` of `x` (e.g. [steps, global_batch]) into a leading device axis ([devices, steps,
+    per_device]): device d takes its contiguous slice of each batch."""
+    axis %= x.ndim
+    return np.moveaxis(x.reshape(*x.shape[:axis], num_devices, -1, *x.shape[axis + 1:]), axis, 0)
 
 
 def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
@@ -107,12 +107,10 @@ def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[A
 @functools.lru_cache(maxsize=16)
 def _program_fn(preprocess: Preprocess, devices: tuple[jax.Device, ...], models: int, model_axis: str | None,
                 objective: Objective, steps_loop: str) -> Callable:
-    """(state, images, labels, indices, rng) -> (state, metrics), pmapped, state donated. state: replicated; indices:
-    [devices, steps, per_device]; rng: the run's training key. images, labels: the replicated training split to
-    gather from, or a streamed call's batches [devices, steps, per_device, ...] (each shape compiles). metrics:
-    {'loss', 'accuracy'} [devices, steps]. For K = `models` > 1 the same with a model axis: states stacked
-    (`Program.stack`), leaves [devices, K, ...]; indices [devices, steps, K, per_device]; rngs [K]; metrics
-    [devices, steps, K]. model_axis 'loop' or 'vmap': docs/studies.md, Many seeds in one program."""
+    """(state, images, labels, indices, rng) -> (state, metrics): state replicated; indices [devices, steps,
+    per_device]; images, labels the replicated split to gather from, or a streamed call's batches [devices, steps,
+    per_device, ...]; metrics {'loss', 'accuracy'} [devices, steps]. For K = `models` > 1: states stacked (leaves
+    [devices, K, ...]), indices [devices, steps, K, per_device], rngs [K], metrics [devices, steps, K]."""
     step = functools.partial(train_step, preprocess=preprocess, objective=objective, axis_name=AXIS)
 
     def one(state, images, labels, idx, rng):
@@ -176,10 +174,8 @@ class Program:
 
     def batch_shares(self, batches: np.ndarray) -> np.ndarray:
         """This process's streamed batches [steps, local_batch, ...] (its columns of each global batch) ->
-        [local devices, steps, per_device, ...], each device its contiguous slice."""
-        steps, batch = batches.shape[:2]
-        count = len(local_devices(self.devices))
-        return batches.reshape(steps, count, batch // count, *batches.shape[2:]).swapaxes(0, 1)
+        [local devices, steps, per_device, ...]."""
+        return split_over_devices(batches, len(local_devices(self.devices)), axis=1)
 
     def keys(self, rngs: jax.Array) -> jax.Array:
         """The K models' training keys [K] -> the program's key argument."""
