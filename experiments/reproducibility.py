@@ -42,7 +42,6 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     from jaxrec.cli import flags
     from jaxrec.config import Config, check
     from jaxrec.data import load_data
-    from jaxrec.core.pipeline import epoch_indices
     from jaxrec.run.writers import Writers
     from jaxrec.training.loop import create_trainer, restore_or_start, train_and_evaluate, train_call, train_group
     from jaxrec.core.parallel import select_devices, unreplicate
@@ -57,9 +56,8 @@ def run_case(name: str, config_flags: list[str], workdir: Path) -> None:
     for path in workdirs:
         path.mkdir(parents=True)
     trainer = create_trainer(configs, workdirs, data, devices, axis)
-    states, runs, _ = restore_or_start(trainer, data)
-    orders = np.stack([epoch_indices(m.keys.shuffle, 0, trainer.num_train, config.batch_size)[:1]
-                       for m in trainer.members], axis=1)  # the first step: [1, K, batch]
+    states, runs, _ = restore_or_start(trainer)
+    orders = trainer.order(0)[:1]  # the first step: [1, K, batch]
     feed = trainer.inputs.for_epoch(0, [(0, 1)], trainer.program)
     state, _ = train_call(trainer, trainer.program.stack(states), runs, [Writers()] * models, orders, feed)
     params = unreplicate(trainer.program.unstack(state)[0]).params

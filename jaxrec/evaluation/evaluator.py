@@ -28,9 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    """Evaluates replicated eval_variables over `split` (docs/design.md, Whole-set evaluation), `global_batch` examples
-    per call over all devices, with any test-time augmentation level; a streamed split is read by `workers`
-    processes, each process its devices' rows."""
+    """Evaluates replicated eval_variables over `split` (docs/design.md, Whole-set evaluation) at any --tta level,
+    `global_batch` examples per call; a streamed split is read by `workers` processes, each its devices' rows."""
 
     def __init__(self, apply_fn: Callable, split: ArrayDataset | StreamedDataset, preprocess: Preprocess,
                  devices: Sequence[jax.Device], global_batch: int, workers: int = 0):

@@ -1,5 +1,4 @@
-"""What each device call of an epoch is fed (docs/design.md, "One input path"): the split on the devices
-(DeviceFeed), or streamed batches put on the devices one call ahead (TrainStream)."""
+"""What each device call of an epoch is fed (docs/design.md, "One input path")."""
 
 from __future__ import annotations
 

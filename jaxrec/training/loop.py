@@ -80,14 +80,13 @@ class Trainer:
 
     members: tuple[Member, ...]
     model: nn.Module
-    num_train: int
+    data: DataSplits  # its describe() is saved with every checkpoint
     steps_per_epoch: int
     preprocess: Preprocess  # uint8 images -> the model's input (augmentation, normalisation)
     program: Program    # jaxrec.core.parallel.make_program
     rngs: jax.Array     # the members' training (augmentation) keys, [K]
     inputs: DeviceFeed | TrainStream  # the training split on the devices, or its batches read as calls need them
     evaluator: Evaluator
-    dataset: dict[str, Any]  # DataSplits.describe(), saved with every checkpoint
 
     @property
     def config(self) -> Config:
@@ -112,7 +111,7 @@ class Trainer:
 
     def order(self, epoch: int) -> np.ndarray:
         """The examples of every step of epoch `epoch`, [steps_per_epoch, K, batch] (each model its own)."""
-        return np.stack([epoch_indices(m.keys.shuffle, epoch, self.num_train, self.config.batch_size)
+        return np.stack([epoch_indices(m.keys.shuffle, epoch, len(self.data.train), self.config.batch_size)
                          for m in self.members], axis=1)
 
     def close(self) -> None:
@@ -206,7 +205,7 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
                                     "give every process the same --dataset, with the same files")
         start_over_if_asked(configs, paths)  # open_data has refused what this data cannot train
         trainer = create_trainer(configs, paths, data, devices, model_axis)
-        states, runs, resumed_from = restore_or_start(trainer, data)
+        states, runs, resumed_from = restore_or_start(trainer)
         if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
             log.info("the outputs in %s are this finished run's, with these settings: nothing to do (jaxrec evaluate "
                      "scores it again; --resume=false trains it anew)",
@@ -232,7 +231,7 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
                     writer.close()
         finals = trainer.program.unstack(state)
         for member, final, run, result in zip(trainer.members, finals, runs, results):
-            write_summary(trainer, member, data, (final, run, result), session)
+            write_summary(trainer, member, final, run, result, session)
         distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
         return [unreplicate(final) for final in finals]
 
@@ -256,7 +255,7 @@ def outputs_written(trainer: Trainer, step: int) -> bool:
 
 def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: DataSplits,
                    devices: list[jax.Device], model_axis: str = "loop") -> Trainer:
-    """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluators
+    """Puts the training split on the devices (or streams it) and builds the compiled program and the evaluator
     (open_data has refused a split smaller than one batch)."""
     config, models = configs[0], len(configs)
     steps_per_epoch = len(data.train) // config.batch_size
@@ -273,13 +272,12 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     program = make_program(preprocess, devices, (models, model_axis), objective, config.steps_loop)
     eval_apply = create_model(config, data.num_classes, for_eval=True).apply
     trainer = Trainer(
-        members=members, model=model, num_train=len(data.train),
+        members=members, model=model, data=data,
         steps_per_epoch=steps_per_epoch, preprocess=preprocess, program=program,
         rngs=jax.numpy.stack([m.keys.train for m in members]),
         inputs=None if data.streamed else DeviceFeed(replicate(data.train.images, devices),
                                                      replicate(data.train.labels, devices)),
-        evaluator=Evaluator(eval_apply, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers),
-        dataset=data.describe())
+        evaluator=Evaluator(eval_apply, data.eval, preprocess, devices, config.eval_batch_size, config.data_workers))
     if not data.streamed:
         return trainer
     return dataclasses.replace(trainer, inputs=TrainStream(
@@ -287,10 +285,10 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
         process_columns(devices, config.batch_size), config.data_workers))
 
 
-def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainState], list[RunState], int | None]:
+def restore_or_start(trainer: Trainer) -> tuple[list[TrainState], list[RunState], int | None]:
     """Every member's fresh or restored state and run, and the step resumed from (None if fresh). They must stand at
     one step (a study groups only such seeds): others are refused rather than sent back, which would lose training."""
-    states, runs, resumed = zip(*(restore_or_start_member(trainer, member, data) for member in trainer.members))
+    states, runs, resumed = zip(*(restore_or_start_member(trainer, member) for member in trainer.members))
     if len({run.step for run in runs}) > 1:
         steps = ", ".join(f"{m.workdir.name}: {run.step}" for m, run in zip(trainer.members, runs))
         raise InputError(f"the seeds given to one program have trained to different steps ({steps}); train them "
@@ -298,15 +296,14 @@ def restore_or_start(trainer: Trainer, data: DataSplits) -> tuple[list[TrainStat
     return list(states), list(runs), resumed[0]
 
 
-def restore_or_start_member(trainer: Trainer, member: Member,
-                            data: DataSplits) -> tuple[TrainState, RunState, int | None]:
+def restore_or_start_member(trainer: Trainer, member: Member) -> tuple[TrainState, RunState, int | None]:
     """A fresh train state and run, or the latest checkpoint's; and the step resumed from (None if fresh)."""
-    config, count = member.config, getattr(trainer.model, "init_examples", 0)
+    config, data, count = member.config, trainer.data, getattr(trainer.model, "init_examples", 0)
     sample = init_sample(len(data.train), count, member.keys.init) if count else None  # data-dependent init's images
     images = None if sample is None else np.asarray(trainer.preprocess.normalize(data.train.take(sample)))
     state = create_train_state(config.optimisation, trainer.model, data.image_shape, member.keys.init,
                                trainer.steps_per_epoch, images)
-    restored = member.checkpoints.restore_latest(state, trainer.dataset) if config.resume else None
+    restored = member.checkpoints.restore_latest(state, data.describe()) if config.resume else None
     if restored is None:
         return state, RunState(), None
     run = restored.meta.run
@@ -423,9 +420,8 @@ def train_call(trainer: Trainer, state: TrainState, runs: list[RunState], writer
 
 def finish_epoch(trainer: Trainer, state: TrainState, runs: list[RunState], results: list[Any], session: Session,
                  includes_compilation: bool) -> tuple[list[RunState], list[Any]]:
-    """Each member's epoch record and evaluation when due (every eval_every_epochs, and the last); saves, and only
-    then writes the records (metrics.jsonl never holds an epoch a resume would not continue from). Returns the ended
-    runs and the last evaluations."""
+    """Each member's epoch record and evaluation when due; saves, and only then writes the records (metrics.jsonl
+    never holds an epoch a resume would not continue from). Returns the ended runs and the last evaluations."""
     member_states = trainer.program.unstack(state)
     records, new_results = [], []
     for member, member_state, run, result in zip(trainer.members, member_states, runs, results):
@@ -469,7 +465,7 @@ def save(trainer: Trainer, member_states: Sequence[TrainState], runs: list[RunSt
         if run.step in member.checkpoints.manager.all_steps():  # Orbax's finished saves
             continue
         run = dataclasses.replace(run, elapsed_seconds=time.time() - session.started)
-        member.checkpoints.save(unreplicate(member_state), run, trainer.dataset, accuracy)
+        member.checkpoints.save(unreplicate(member_state), run, trainer.data.describe(), accuracy)
 
 
 def interrupted(trainer: Trainer, run: RunState, stop: StopRequest) -> TrainingInterrupted:
@@ -489,12 +485,11 @@ def train_speed(records: Sequence[Record]) -> float:
     return sum(r.images_per_second * r.train_seconds for r in timed) / sum(r.train_seconds for r in timed)
 
 
-def write_summary(trainer: Trainer, member: Member, data: DataSplits,
-                  finished: tuple[TrainState, RunState, dict[str, Any] | None], session: Session) -> None:
-    """Writes one member's summary.json, curves.png and eval files; `finished`: its replicated train state, its run
-    and its last evaluation (None: none this session). Its images/s are one model's, not the program's."""
-    state, run, result = finished
-    config, final = member.config, run.records[-1]
+def write_summary(trainer: Trainer, member: Member, state: TrainState, run: RunState, result: dict[str, Any] | None,
+                  session: Session) -> None:
+    """Writes one member's summary.json, curves.png and eval files; state: replicated; result: its last evaluation
+    (None: none this session). Its images/s are one model's, not the program's."""
+    config, data, final = member.config, trainer.data, run.records[-1]
     result = result or trainer.evaluator(state.eval_variables)  # a finished run resumed: nothing was evaluated here
     # The run's own scores are with its test-time augmentation (--tta); the per-epoch ones are without.
     augmented = trainer.evaluator(state.eval_variables, config.tta) if config.tta else None
