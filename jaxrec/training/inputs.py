@@ -126,4 +126,3 @@ def check_stream_fits(config: Config, train: StreamedDataset, devices: Sequence[
     raise InputError(f"training 1 model(s) on {'x'.join(map(str, shape))} images in batches of {config.batch_size}, "
                      f"streamed (evaluation batches of {config.eval_batch_size}, {config.data_workers} "
                      f"--data_workers): {found}; {way}")
-
