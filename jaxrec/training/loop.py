@@ -230,8 +230,11 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
                 for writer in writers:
                     writer.close()
         finals = trainer.program.unstack(state)
-        for member, final, run, result in zip(trainer.members, finals, runs, results):
-            write_summary(trainer, member, final, run, result, session)
+        try:
+            for member, final, run, result in zip(trainer.members, finals, runs, results):
+                write_summary(trainer, member, final, run, result, session)
+        finally:
+            trainer.evaluator.close()  # the final evaluations reopened a streamed split's reader and its workers
         distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
         return [unreplicate(final) for final in finals]
 
