@@ -138,16 +138,22 @@ def training_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_pe
 
 def evaluation_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int,
                      views: int = 1) -> int:
-    """One device's memory for an evaluation call's forward pass (beside `state_bytes`), estimated: the parameters,
+    """One device's memory for an evaluation call's forward pass (beside the training state), estimated: the parameters,
     and per test-time-augmentation view the view itself, every layer's output and the largest patch matrix."""
     activations, patches, params = layer_floats(model, image_shape, forward_only=True)
     per_view = activations + patches + int(np.prod(image_shape))
     return FLOAT_BYTES * (params + batch_per_device * views * per_view)
 
 
-def state_bytes(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
-    """One device's training state between calls: parameters, and the optimizer's copies of them."""
-    return FLOAT_BYTES * PARAMETER_COPIES * layer_floats(model, image_shape)[2]
+def device_bytes(model: nn.Module, image_shape: tuple[int, int, int], batch_per_device: int,
+                 evaluation: tuple[nn.Module, int, int] | None = None, models: int = 1) -> int:
+    """One device's memory: `models` models' training or, where larger, their state beside an `evaluation` call."""
+    training = models * training_bytes(model, image_shape, batch_per_device)
+    if evaluation is None:
+        return training
+    evaluated, eval_share, views = evaluation
+    state = models * FLOAT_BYTES * PARAMETER_COPIES * layer_floats(model, image_shape)[2]
+    return max(training, state + evaluation_bytes(evaluated, image_shape, eval_share, views))
 
 
 def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
@@ -159,15 +165,10 @@ def reader_bytes(batch_bytes: int, image_bytes: int, workers: int) -> int:
 
 def check_training_fits(model: nn.Module, batch_shape: tuple[int, int, int, int], devices: list[jax.Device],
                         data_bytes: int, models: int = 1, evaluation: tuple[nn.Module, int, int] | None = None) -> None:
-    """Refuses (InputError) training that would not fit: `models` models, this process's `batch_shape` [batch, H, W, C],
-    an `evaluation` call (eval model, batch per device, views) beside every model's state, and `data_bytes` of data
-    per device (CPU devices share the host's RAM, each with its own copy)."""
+    """Refuses (InputError) training that would not fit: `device_bytes` for this process's `batch_shape` [batch, H, W,
+    C] and `evaluation` (eval model, batch per device, views), plus `data_bytes` per device (CPU: in host RAM)."""
     batch_size, image_shape = batch_shape[0], tuple(batch_shape[1:])
-    per_device = models * training_bytes(model, image_shape, max(batch_size // len(devices), 1)) + data_bytes
-    if evaluation is not None:
-        evaluated, eval_share, views = evaluation
-        per_device = max(per_device, models * state_bytes(model, image_shape) + data_bytes
-                         + evaluation_bytes(evaluated, image_shape, eval_share, views))
+    per_device = device_bytes(model, image_shape, max(batch_size // len(devices), 1), evaluation, models) + data_bytes
     on_cpu = devices[0].platform == "cpu"
     need = per_device * len(devices) if on_cpu else per_device
     where = f"{len(devices)} CPU device(s)" if on_cpu else f"each {devices[0].platform} device"

@@ -85,10 +85,8 @@ def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int
     mine = local_devices(devices)
     train_share, eval_share = config.batch_size // len(devices), -(-config.eval_batch_size // len(devices))
     image = int(np.prod(image_shape))
-    model, evaluated = create_model(config, classes), create_model(config, classes, for_eval=True)
-    device = max(memory.training_bytes(model, image_shape, train_share),
-                 memory.state_bytes(model, image_shape)
-                 + memory.evaluation_bytes(evaluated, image_shape, eval_share, VIEWS[config.tta]))
+    evaluation = (create_model(config, classes, for_eval=True), eval_share, VIEWS[config.tta])
+    device = memory.device_bytes(create_model(config, classes), image_shape, train_share, evaluation)
     readers = sum(memory.reader_bytes(len(mine) * share * image, image, config.data_workers)
                   for share in (train_share, eval_share))
     host = readers + (device * len(mine) if mine[0].platform == "cpu" else 0)
