@@ -22,14 +22,6 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class StopRequest:
     signum: int | None = None
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "none"
-
 
 class TrainingInterrupted(Exception):
     """The run stopped on a signal after saving a checkpoint; the message says how to resume."""

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -370,7 +371,7 @@ def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], ses
     """Saves where the run stands (after its last whole call) when reading a streamed batch failed, and returns the
     error saying how to go on; or the interruption, if a signal came too (to the process group, workers included)."""
     save(trainer, trainer.program.unstack(state), runs, session)
-    if session.stop.requested:
+    if session.stop.signum:
         return interrupted(trainer, runs[0], session.stop)
     return StreamError(f"{str(err).rstrip('.')}. Training stopped at step {runs[0].step} and saved a checkpoint "
                        f"there; run the same command again to continue from it.")
@@ -379,7 +380,7 @@ def stream_failed(trainer: Trainer, state: TrainState, runs: list[RunState], ses
 def agreed_stop(stop: StopRequest) -> bool:
     """Whether to stop here (a signal to any process stops all: docs/multi_host.md); every process asks at one point."""
     signum = distributed.max_over_processes(stop.signum or 0)
-    if signum and not stop.requested:
+    if signum and not stop.signum:
         stop.signum = signum  # this process stops for another's signal, and exits as that one does
     return bool(signum)
 
@@ -477,8 +478,8 @@ def interrupted(trainer: Trainer, run: RunState, stop: StopRequest) -> TrainingI
     saved = (f"checkpoint saved in {members[0].checkpoints.directory}" if len(members) == 1 else
              f"{len(members)} seeds saved, each in its workdir's checkpoints")
     return TrainingInterrupted(
-        f"stopped by {stop.name} at step {run.step} (epoch {run.epoch + 1}, step {run.position} of "
-        f"{trainer.steps_per_epoch}); {saved}. To resume, run the same command again"
+        f"stopped by {signal.Signals(stop.signum).name} at step {run.step} (epoch {run.epoch + 1}, step "
+        f"{run.position} of {trainer.steps_per_epoch}); {saved}. To resume, run the same command again"
         f"{' (same --workdir)' if len(members) == 1 else ''}.", stop.signum)
 
 
