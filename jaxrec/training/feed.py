@@ -16,23 +16,19 @@ Plan = Sequence[tuple[int, int]]  # the epoch's device calls: (first position, e
 WINDOW = 1 << 24  # example indices one reader reads (64 MB of them): the epochs its workers serve
 
 
-def process_columns(devices: Sequence[jax.Device], batch: int) -> slice:
-    """This process's columns of a global batch: its devices' contiguous slices (select_devices orders by process)."""
-    per_device = batch // len(devices)
-    mine = local_devices(devices)
-    first = next(i for i, d in enumerate(devices) if d in mine)
-    return slice(first * per_device, (first + len(mine)) * per_device)
-
-
 class TrainStream:
     """A streamed run's training batches (this process's columns of each), read ahead across epoch ends: one reader
     and its worker processes serve as many epochs as WINDOW indices hold, so workers start once per window, not per
-    epoch. order_of(epoch) gives the loop's [steps, batch] indices of the epoch."""
+    epoch. order_of(epoch) gives the loop's [steps, batch] indices of the epoch; steps_in_epoch(epoch) is 0 or less
+    past the run's last epoch."""
 
     def __init__(self, dataset: StreamedDataset, order_of: Callable[[int], np.ndarray],
-                 steps_in_epoch: Callable[[int], int], epochs: int, columns: slice, workers: int):
-        self._dataset, self._order_of, self._steps_in_epoch = dataset, order_of, steps_in_epoch
-        self._epochs, self._columns, self._workers = epochs, columns, workers
+                 steps_in_epoch: Callable[[int], int], devices: Sequence[jax.Device], batch: int, workers: int):
+        self._dataset, self._order_of, self._steps_in_epoch, self._workers = dataset, order_of, steps_in_epoch, workers
+        # This process's columns of a global batch: its devices' contiguous slices (select_devices orders by process).
+        per_device, mine = batch // len(devices), local_devices(devices)
+        first = next(i for i, d in enumerate(devices) if d in mine)
+        self._columns = slice(first * per_device, (first + len(mine)) * per_device)
         self._reader: RowReader | None = None
         self._at = self._window_end = (0, 0)
         self.for_epoch(0, [], None)  # no call planned yet: take and advance read nothing
@@ -50,7 +46,7 @@ class TrainStream:
     def _open(self, epoch: int, position: int) -> None:
         self.close()
         rows, last, size, width = [], epoch, 0, self._columns.stop - self._columns.start
-        while last < self._epochs and (not rows or size + self._steps_in_epoch(last) * width <= WINDOW):
+        while self._steps_in_epoch(last) > 0 and (not rows or size + self._steps_in_epoch(last) * width <= WINDOW):
             first = position if last == epoch else 0
             rows.append(self._order_of(last)[first:self._steps_in_epoch(last), self._columns])
             size += rows[-1].size

@@ -40,7 +40,7 @@ from jaxrec.run.writers import Writers, open_writers
 from jaxrec.runtime import distributed, host
 from jaxrec.runtime.interrupt import StopRequest, TrainingInterrupted, stop_on_signals
 from jaxrec.runtime.setup import prepare
-from jaxrec.training.feed import DeviceFeed, TrainStream, process_columns
+from jaxrec.training.feed import DeviceFeed, TrainStream
 from jaxrec.training.inputs import open_data
 
 log = logging.getLogger(__name__)
@@ -285,8 +285,8 @@ def create_trainer(configs: Sequence[Config], workdirs: Sequence[Path], data: Da
     if not data.streamed:
         return trainer
     return dataclasses.replace(trainer, inputs=TrainStream(
-        data.train, lambda epoch: trainer.order(epoch)[:, 0], trainer.steps_in_epoch, trainer.epochs,
-        process_columns(devices, config.batch_size), config.data_workers))
+        data.train, lambda epoch: trainer.order(epoch)[:, 0], trainer.steps_in_epoch, devices, config.batch_size,
+        config.data_workers))
 
 
 def restore_or_start(trainer: Trainer) -> tuple[list[TrainState], list[RunState], int | None]:
