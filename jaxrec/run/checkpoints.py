@@ -180,10 +180,6 @@ class Restored:
     state: TrainState
     meta: CheckpointMeta
 
-    @property
-    def step(self) -> int:
-        return self.meta.run.step
-
 
 def _orbax_save_errors(record: logging.LogRecord) -> bool:
     """Log filter: drops the tracebacks Orbax logs from its save threads (RunCheckpointer.save reports one line)."""

@@ -195,7 +195,7 @@ def test_a_batchnorm_run_stopped_by_sigterm_resumes_bit_for_bit(monkeypatch, tmp
     # rewrite it with the statistics at their initial values and resume from that.
     checkpoints = RunCheckpointer(tmp_path / "dropped", config)
     restored = checkpoints.restore_latest(resumed, _described(straight_dir))
-    assert "model_state/batch_stats" in restored.meta.items and restored.step == 8
+    assert "model_state/batch_stats" in restored.meta.items and restored.meta.run.step == 8
     stats = restored.state.model_state["batch_stats"]
     assert not np.allclose(stats["BatchNorm_0"]["mean"], 0.0)
     checkpoints.close()

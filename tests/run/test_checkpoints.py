@@ -173,7 +173,7 @@ def test_sigkill_while_a_save_is_in_flight_leaves_the_previous_checkpoint(tmp_pa
     template = jax.eval_shape(lambda: TrainState.create(apply_fn=None, params={"w": jnp.zeros((32, 1024, 1024))},
                                                         tx=optax.sgd(0.1, momentum=0.9)))
     restored = RunCheckpointer(tmp_path, Config()).restore_latest(template, DATA)
-    assert restored.step == 1 and int(restored.state.step) == 1
+    assert restored.meta.run.step == 1 and int(restored.state.step) == 1
     assert float(jnp.abs(restored.state.params["w"]).max()) == 0.0
 
 
@@ -467,7 +467,7 @@ def test_a_resume_where_dtype_auto_resolves_to_another_type_is_refused(tmp_path)
                                          r"here; pass --dtype bfloat16 to resume it as it trained"):
         RunCheckpointer(tmp_path, config).restore_latest(state, DATA)
     restored = RunCheckpointer(tmp_path, config.replace(dtype="bfloat16")).restore_latest(state, DATA)
-    assert restored.step == 1
+    assert restored.meta.run.step == 1
     # Evaluation and prediction compute as the run trained, not as auto resolves where they run.
     assert as_trained(restored.meta).dtype == "bfloat16" and restored.meta.config["dtype"] == "auto"
 
