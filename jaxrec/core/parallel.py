@@ -92,7 +92,8 @@ def split_over_devices(x: np.ndarray, num_devices: int, axis: int = -1) -> np.nd
     """Splits the batch `axis` of `x` (e.g. [steps, global_batch]) into a leading device axis ([devices, steps,
     per_device]): device d takes its contiguous slice of each batch."""
     axis %= x.ndim
-    return np.moveaxis(x.reshape(*x.shape[:axis], num_devices, x.shape[axis] // num_devices, *x.shape[axis + 1:]), axis, 0)
+    per_device = x.shape[axis] // num_devices  # not -1: reshape cannot infer it for an empty batch axis
+    return np.moveaxis(x.reshape(*x.shape[:axis], num_devices, per_device, *x.shape[axis + 1:]), axis, 0)
 
 
 def _scan_steps(body: Callable, state: Any, xs: Any, steps_loop: str) -> tuple[Any, Any]:
