@@ -128,7 +128,8 @@ def recipe_problem(recipe: Recipe) -> str | None:
     bare = [field.name for field in dataclasses.fields(recipe.knobs) if "help" not in field.metadata]
     if bare:
         return f"Knobs.{bare[0]} has no help; declare each knob as jaxrec.config.knob(default, help, rule)"
-    missing = [field.name for field in dataclasses.fields(recipe.knobs) if field.default is dataclasses.MISSING]
+    missing = [field.name for field in dataclasses.fields(recipe.knobs)
+               if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
     if missing:
         return f"Knobs.{missing[0]} has no default; declare each knob as jaxrec.config.knob(default, help, rule)"
     wrong = field_problems(recipe.knobs())

@@ -97,6 +97,12 @@ def test_a_recipe_file_that_does_not_load_is_refused_in_one_line_naming_it(tmp_p
     assert re.search(problem, refusal), refusal
 
 
+def test_a_knob_whose_default_comes_from_a_factory_is_not_refused_as_having_none(tmp_path):
+    factory = 'dataclasses.field(default_factory=lambda: 16, metadata={"help": "Hidden width."})'
+    text = PERCEPTRON + KNOB.replace('knob({}, "Hidden width.", at_least(1))', factory)
+    assert recipe_problems(Config(model=str(write_recipe(tmp_path, text)))) == []
+
+
 @pytest.mark.parametrize("text,problem", [
     (PERCEPTRON.replace("nn.Dense(self.num_classes)(x)", "nn.Dense(7)(x)"),
      r"perceptron.py: the network gives logits of shape \[2, 7\] for 2 images of 10 classes; it must give "
