@@ -29,8 +29,9 @@ BUFFER = 4  # batches Grain keeps ready per reader (thread pool or worker proces
 class FolderReader:
     """Reads example i of an image folder's split, decoded by the on-device path's rules (decode.read_image)."""
 
-    paths: tuple[str, ...]
-    labels: np.ndarray
+    # Out of the repr: Grain names a transform by its repr, which would spell out every path at each reader start.
+    paths: tuple[str, ...] = dataclasses.field(repr=False)
+    labels: np.ndarray = dataclasses.field(repr=False)
     size: tuple[int, int]
     channels: int
     resize: str = "stretch"
