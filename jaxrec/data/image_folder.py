@@ -98,8 +98,9 @@ class FolderListing:
 
 def stratified_split(paths: Sequence[Path], labels: np.ndarray, classes: Sequence[str], test_fraction: float,
                      seed: int) -> tuple[Files, Files]:
-    """Each class's n images split into train and test, round(n * test_fraction) (1 to n - 1) to test, shuffled with
-    (seed, crc32 of the class name): a class's split stays as it is when other classes are added or dropped."""
+    """Each class's n images (n >= 2: list_folder drops smaller classes) split into train and test, round(n *
+    test_fraction) (1 to n - 1) to test, shuffled with (seed, crc32 of the class name): a class's split stays as it
+    is when other classes are added or dropped."""
     train_idx, test_idx = [], []
     for label, name in enumerate(classes):
         members = np.flatnonzero(labels == label)
