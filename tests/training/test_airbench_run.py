@@ -137,6 +137,7 @@ def test_a_fractional_schedule_trains_resumes_and_scores_with_tta(tmp_path, monk
     records = read_metrics(tmp_path / "straight")
     assert [r["step"] for r in records] == [12, 18] and summary["steps"] == 18 and summary["tta"] == 2
     assert summary["test_accuracy_without_tta"] == records[-1]["test_accuracy"]
+    assert summary["test_loss"] != summary["test_loss_without_tta"]  # the final scores did average the views
     assert summary["train_images_per_second"] > 0
     evaluated = json.loads((tmp_path / "straight" / "eval.json").read_text())
     assert evaluated["accuracy"] == summary["test_accuracy"] and evaluated["without_tta"]["accuracy"] == \
