@@ -200,18 +200,26 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
             path = distributed.on_primary(lambda: held.enter_context(claim(workdir, config.force_workdir)),
                                           f"--workdir {workdir}")
             paths.append(path or writable_folder(workdir))
-        data = open_data(configs[0], len(configs), devices)
-        described = data.describe()
-        distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
-                                    "give every process the same --dataset, with the same files")
-        start_over_if_asked(configs, paths)  # open_data has refused what this data cannot train
-        trainer = create_trainer(configs, paths, data, devices, model_axis)
+        return train_claimed(configs, paths, devices, model_axis, entered)
+
+
+def train_claimed(configs: list[Config], workdirs: list[Path], devices: list[jax.Device], model_axis: str,
+                  entered: float) -> list[TrainState]:
+    """Loads the data, trains every epoch (or stops at a signal, saved), evaluates and writes the outputs."""
+    data = open_data(configs[0], len(configs), devices)
+    described = data.describe()
+    distributed.check_agreement("data set", {k: described[k] for k in (*DATA_IDENTITY, "eval_examples")},
+                                "give every process the same --dataset, with the same files")
+    start_over_if_asked(configs, workdirs)  # open_data has refused what this data cannot train
+    trainer = create_trainer(configs, workdirs, data, devices, model_axis)
+    # Every way out closes the readers and checkpointers (again, after the final evaluations reopened a streamed
+    # split's reader: closing twice does nothing).
+    with contextlib.closing(trainer):
         states, runs, resumed_from = restore_or_start(trainer)
         if resumed_from == trainer.total_steps and outputs_written(trainer, runs[0].step):
             log.info("the outputs in %s are this finished run's, with these settings: nothing to do (jaxrec evaluate "
                      "scores it again; --resume=false trains it anew)",
                      ", ".join(str(m.workdir) for m in trainer.members))
-            trainer.close()
             return states
         writers = [open_run_files(member, data, run, resumed_from) for member, run in zip(trainer.members, runs)]
         compiled, results = frozenset(), [None] * len(configs)  # call lengths compiled here; the last evaluations
@@ -227,15 +235,12 @@ def train_in_workdirs(configs: Sequence[Config], workdirs: Sequence[str | Path],
                     if agreed_stop(stop) and runs[0].epoch < trainer.epochs:
                         raise interrupted(trainer, runs[0], stop)
             finally:
-                trainer.close()
+                trainer.close()  # waits for the saves in flight before the summaries are written
                 for writer in writers:
                     writer.close()
         finals = trainer.program.unstack(state)
-        try:
-            for member, final, run, result in zip(trainer.members, finals, runs, results):
-                write_summary(trainer, member, final, run, result, session)
-        finally:
-            trainer.evaluator.close()  # the final evaluations reopened a streamed split's reader and its workers
+        for member, final, run, result in zip(trainer.members, finals, runs, results):
+            write_summary(trainer, member, final, run, result, session)
         distributed.barrier("jaxrec: outputs written")  # every process returns with the run's files in place
         return [unreplicate(final) for final in finals]
 
