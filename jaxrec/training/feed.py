@@ -31,7 +31,9 @@ class TrainStream:
         self._columns = slice(first * per_device, (first + len(mine)) * per_device)
         self._reader: RowReader | None = None
         self._at = self._window_end = (0, 0)
-        self.for_epoch(0, [], None)  # no call planned yet: take and advance read nothing
+        # No call planned until for_epoch: take and advance read nothing.
+        self._epoch, self._plan, self._program = 0, [], None
+        self._next_call, self._ready, self._failed = 0, None, None
 
     def batch(self, epoch: int, position: int) -> dict[str, np.ndarray]:
         """The batch of step `position` of `epoch`: the reader's next one when the loop goes in order
@@ -57,7 +59,7 @@ class TrainStream:
                  f"{self._workers} worker processes decoding" if self._workers else "decoded in threads")
         self._at, self._window_end = (epoch, position), (last, 0)
 
-    def for_epoch(self, epoch: int, plan: Plan, program: Program | None) -> TrainStream:
+    def for_epoch(self, epoch: int, plan: Plan, program: Program) -> TrainStream:
         """This stream as the feed of epoch `epoch`'s device calls `plan`: each call's batches [local devices,
         steps, per_device, ...], read in plan order."""
         self._epoch, self._plan, self._program = epoch, list(plan), program
