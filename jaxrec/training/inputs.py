@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -29,11 +29,15 @@ def check_devices_fit(config: Config, splits: Sequence, models: int, devices: Se
     evaluation call (each device's share of the eval batch, with test-time augmentation's views)."""
     train, evaluation = splits
     classes = len(train.class_names)
-    evaluated = (create_model(config, classes, for_eval=True), -(-config.eval_batch_size // len(devices)),
-                 VIEWS[config.tta])
     batch = (config.batch_size // jax.process_count(), *train.image_shape)  # this process's
     memory.check_training_fits(create_model(config, classes), batch, local_devices(devices),
-                               train.nbytes + evaluation.nbytes, models, evaluated)
+                               train.nbytes + evaluation.nbytes, models, evaluation_call(config, classes, devices))
+
+
+def evaluation_call(config: Config, classes: int, devices: Sequence[jax.Device]) -> tuple[Any, int, int]:
+    """The evaluation call that memory counts beside training: the eval model, a device's share of the eval batch
+    (rounded up: the last device's is padded), and test-time augmentation's views."""
+    return create_model(config, classes, for_eval=True), -(-config.eval_batch_size // len(devices)), VIEWS[config.tta]
 
 
 def open_data(config: Config, models: int, devices: Sequence[jax.Device]) -> DataSplits:
@@ -83,9 +87,9 @@ def stream_bytes(config: Config, image_shape: tuple[int, int, int], classes: int
     the run's on the host: readers, --data_workers and batches, with every CPU device's; one device's: its training
     step or its evaluation call beside the training state). devices: all."""
     mine = local_devices(devices)
-    train_share, eval_share = config.batch_size // len(devices), -(-config.eval_batch_size // len(devices))
+    evaluation = evaluation_call(config, classes, devices)
+    train_share, eval_share = config.batch_size // len(devices), evaluation[1]
     image = int(np.prod(image_shape))
-    evaluation = (create_model(config, classes, for_eval=True), eval_share, VIEWS[config.tta])
     device = memory.device_bytes(create_model(config, classes), image_shape, train_share, evaluation)
     readers = sum(memory.reader_bytes(len(mine) * share * image, image, config.data_workers)
                   for share in (train_share, eval_share))
