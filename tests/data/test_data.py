@@ -87,7 +87,8 @@ def test_missing_folder_and_missing_split(tmp_path):
     with pytest.raises(DataError, match=rf"^{tmp_path / 'config.json'} is a file, not an image folder; pass a folder"):
         load_data(Config(dataset=str(tmp_path / "config.json")).data_plan)
     root = _write_folder(tmp_path / "only_train", splits=("train",))
-    with pytest.raises(DataError, match="has no split 'test'"):
+    with pytest.raises(DataError, match=r"has no split 'test' \(found: \['train'\]\); expected the layout "
+                                        r"<root>/<split>/<class>/<image>, e.g. .*only_train/test/cat/0001.jpg$"):
         load_data(Config(dataset=str(root)).data_plan)
     root = _write_folder(tmp_path / "with_val", splits=("train", "val"))
     with pytest.raises(DataError, match=r"^image folder .*with_val has no split 'test' \(found: \['train', 'val'\]\); "
