@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 from helpers import load_script
 
 
@@ -16,6 +18,16 @@ def test_reproducibility_refuses_an_unknown_case_and_other_jax_without_its_pytho
         assert err.startswith("error: ") and says in err and err.count("\n") == 1
     assert not (tmp_path / "w").exists()
 
+
+
+@pytest.mark.slow  # trains two one-epoch runs
+def test_a_reproducibility_case_trains_its_first_step_and_a_whole_run(tmp_path):
+    import numpy as np
+
+    script = load_script("reproducibility")
+    script.run_case("loop_K2", ["--dataset", "cifar10_sample", "--epochs", "1", "--batch_size", "64"], tmp_path)
+    assert np.load(tmp_path / "loop_K2" / "params_step1.npy").size > 0
+    assert [(tmp_path / "loop_K2" / f"seed_{seed}" / "summary.json").exists() for seed in (0, 1)] == [True, True]
 
 def test_a_reproducibility_case_refused_in_its_process_ends_in_two_lines_not_tracebacks(tmp_path):
     import subprocess
